@@ -1,1 +1,9 @@
+//! Sluice integration tests: real rule components built from source, real messages.
+//! One binary, one file per concern.
 
+mod actions;
+mod cache;
+mod corpus;
+mod hostile;
+mod reference_rules;
+mod sandbox;

@@ -1,1 +1,146 @@
-//! placeholder
+//! Shared helpers for Sluice's integration tests: rules built from source once per test
+//! process, a shared engine, fixture and corpus locations.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+
+use sluice_chain::{ConfigFile, Envelope, RuleChains};
+use sluice_engine::{EngineOptions, RuleEngine, Verdict, Verdicts};
+use sluice_mail::Message;
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// `tests/fixtures/`.
+pub fn fixtures() -> PathBuf {
+    workspace_root().join("tests").join("fixtures")
+}
+
+/// Reads a fixture message.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = fixtures().join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// The shared corpus (`$SLUICE_CORPUS`, default `../shared/corpus`), if present. Prints one
+/// line when it is absent so a skipped corpus test is visible.
+pub fn corpus_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("..").join("shared").join("corpus"));
+    if dir.join("eml").is_dir() {
+        Some(dir)
+    } else {
+        println!(
+            "corpus not found at {} (set SLUICE_CORPUS): corpus checks skipped",
+            dir.display()
+        );
+        None
+    }
+}
+
+/// Every rule crate the tests use: the reference plugins and the hostile test rules.
+pub fn rule_crate_dirs() -> Vec<PathBuf> {
+    let root = workspace_root();
+    let mut dirs = vec![
+        root.join("plugins").join("banner"),
+        root.join("plugins").join("junk"),
+    ];
+    let mut rules: Vec<PathBuf> = std::fs::read_dir(root.join("tests").join("rules"))
+        .expect("tests/rules exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.join("Cargo.toml").is_file())
+        .collect();
+    rules.sort();
+    dirs.extend(rules);
+    dirs
+}
+
+/// Builds every rule once per test process (cargo makes repeat builds cheap) and returns
+/// name -> component path.
+pub fn rules() -> &'static BTreeMap<String, PathBuf> {
+    static RULES: OnceLock<BTreeMap<String, PathBuf>> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let root = workspace_root();
+        let opts = sluice_build::BuildOptions {
+            out_dir: root.join("target").join("test-rules"),
+            target_dir: Some(root.join("target").join("rule-builds")),
+            ..Default::default()
+        };
+        let built = sluice_build::build_rules(&rule_crate_dirs(), &opts)
+            .unwrap_or_else(|e| panic!("building the test rules failed: {e}"));
+        built.into_iter().map(|b| (b.name, b.path)).collect()
+    })
+}
+
+/// The component path of a built rule, by package name.
+pub fn rule(name: &str) -> PathBuf {
+    rules()
+        .get(name)
+        .unwrap_or_else(|| panic!("no rule named {name}; built: {:?}", rules().keys()))
+        .clone()
+}
+
+/// A process-wide engine without a disk cache.
+pub fn engine() -> &'static RuleEngine {
+    static ENGINE: OnceLock<RuleEngine> = OnceLock::new();
+    ENGINE.get_or_init(|| RuleEngine::new(EngineOptions::default()).expect("engine"))
+}
+
+/// Parses config text in which `{rule:NAME}` stands for the built component's path, and
+/// loads its chains.
+pub fn chains(toml_text: &str) -> RuleChains {
+    try_chains(toml_text).unwrap_or_else(|e| panic!("config: {e}"))
+}
+
+/// Like [`chains`], returning the error.
+pub fn try_chains(toml_text: &str) -> Result<RuleChains, sluice_chain::ConfigError> {
+    let config = ConfigFile::parse("test.toml", PathBuf::from("."), expand(toml_text))?;
+    RuleChains::load(engine(), &config)
+}
+
+/// Replaces `{rule:NAME}` with the path of the built rule (TOML-escaped).
+pub fn expand(toml_text: &str) -> String {
+    let mut out = toml_text.to_string();
+    while let Some(start) = out.find("{rule:") {
+        let end = start + out[start..].find('}').expect("closing brace");
+        let name = out[start + 6..end].to_string();
+        let path = rule(&name).display().to_string().replace('\\', "\\\\");
+        out.replace_range(start..=end, &path);
+    }
+    out
+}
+
+/// Verdicts with every check unknown.
+pub fn unknown_verdicts() -> Verdicts {
+    Verdicts {
+        spf: Verdict::Unknown,
+        dkim: Verdict::Unknown,
+        dmarc: Verdict::Unknown,
+        spam: Verdict::Unknown,
+        virus: Verdict::Unknown,
+        dmarc_policy: None,
+    }
+}
+
+/// An envelope for tests.
+pub fn envelope(recipients: &[&str]) -> Envelope {
+    Envelope {
+        message_id: "test-message".into(),
+        mail_from: "sender@outside.example".into(),
+        recipients: recipients.iter().map(|s| s.to_string()).collect(),
+        verdicts: unknown_verdicts(),
+        received_at: 1_700_000_000_000,
+    }
+}
+
+/// Parses bytes into a shared message.
+pub fn message(raw: &[u8]) -> Arc<Message> {
+    Arc::new(Message::parse(raw.to_vec()).expect("fixture parses"))
+}

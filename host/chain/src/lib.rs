@@ -1,1 +1,18 @@
-//! placeholder
+//! Sluice's data path after the sandbox: configuration, rule chains per recipient group,
+//! dispositions per recipient, and deliveries.
+//!
+//! `ConfigFile::read` -> `RuleChains::load` (once) -> `RuleChains::process` (per message)
+//! -> `DirStore::deliver`.
+
+mod chain;
+mod config;
+mod deliver;
+mod trace;
+
+pub use chain::{domain_of, DomainChain, Envelope, OutputMessage, RuleChains, Step, DEFAULT_FOLDER};
+pub use config::{
+    BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, OnError,
+    RelaySection, SourceFile, StepMode, StepSection, StoreSection,
+};
+pub use deliver::{DeliveryError, DeliveryRecord, DirStore};
+pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};

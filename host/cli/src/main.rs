@@ -1,1 +1,306 @@
-fn main(){}
+//! `sluice`: run, check and build mail transport rules.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use sluice_chain::{ConfigFile, DirStore, Envelope, RuleChains};
+use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, Verdict, Verdicts};
+use sluice_mail::Message;
+
+mod report;
+
+/// Exit code when a chain asked for a retry (EX_TEMPFAIL).
+const EXIT_TEMPFAIL: u8 = 75;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Programmable mail transport rules as sandboxed WebAssembly components")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Log level for the host's own log on stderr (error, warn, info, debug, trace).
+    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "warn")]
+    log: String,
+}
+
+#[derive(Args)]
+struct EngineArgs {
+    /// Directory for compiled plugins [default: [engine] cache_dir, else $SLUICE_CACHE_DIR,
+    /// else ~/.cache/sluice].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Compile plugins every time, without the disk cache.
+    #[arg(long)]
+    no_cache: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a message through the configured chains and write the results.
+    Run {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        /// An envelope recipient (repeatable) [default: the To and Cc addresses].
+        #[arg(long = "rcpt")]
+        rcpt: Vec<String>,
+        /// The envelope sender [default: the From address].
+        #[arg(long)]
+        mail_from: Option<String>,
+        /// An SES verdict, e.g. `spf=pass`, `spam=fail` (repeatable; others are `unknown`).
+        #[arg(long = "verdict", value_name = "NAME=VALUE")]
+        verdicts: Vec<String>,
+        /// The sender's DMARC policy as SES reports it (none, quarantine, reject).
+        #[arg(long)]
+        dmarc_policy: Option<String>,
+        /// Message id for output names [default: derived from the message's sha256].
+        #[arg(long)]
+        message_id: Option<String>,
+        /// Write deliveries under this directory (overrides the config's [store]).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the result as JSON instead of a readable trace.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
+        /// The message (RFC 5322 file).
+        message: PathBuf,
+    },
+    /// Validate a config: parse it, load and type-check every plugin, check each step's
+    /// config with the rule, and print the chains.
+    Check {
+        /// The config file.
+        #[arg(long)]
+        config: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Plugin tools.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Build Rust rule crates into components.
+    Build {
+        /// Rule crate directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write `<name>.wasm`.
+        #[arg(long)]
+        out: PathBuf,
+        /// Cargo target directory [default: cargo's].
+        #[arg(long)]
+        target_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    match run(cli.command) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sluice: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Run {
+            config,
+            rcpt,
+            mail_from,
+            verdicts,
+            dmarc_policy,
+            message_id,
+            out,
+            json,
+            engine,
+            message,
+        } => {
+            let config = ConfigFile::read(&config)?;
+            let engine = build_engine(&config, &engine)?;
+            let chains = RuleChains::load(&engine, &config)?;
+            let raw = std::fs::read(&message)
+                .with_context(|| format!("cannot read {}", message.display()))?;
+            let message_id = message_id.unwrap_or_else(|| content_id(&raw));
+            let parsed = Message::parse(raw).with_context(|| format!("{}", message.display()))?;
+            let parsed = Arc::new(parsed);
+            let recipients = if rcpt.is_empty() {
+                let r = header_recipients(parsed.raw());
+                if r.is_empty() {
+                    bail!(
+                        "{}: no --rcpt given and no To/Cc addresses in the message",
+                        message.display()
+                    );
+                }
+                r
+            } else {
+                rcpt
+            };
+            for r in &recipients {
+                sluice_mail::validate_address(r).with_context(|| format!("--rcpt {r:?}"))?;
+            }
+            let envelope = Envelope {
+                message_id,
+                mail_from: mail_from
+                    .or_else(|| parsed.from_address())
+                    .unwrap_or_default(),
+                recipients,
+                verdicts: parse_verdicts(&verdicts, dmarc_policy)?,
+                received_at: SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+            };
+            let result = chains.process(&engine, parsed.clone(), &envelope);
+            let root = match (&out, &config.store) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(store)) => config.resolve(store.path.as_deref().unwrap_or(".")),
+                (None, None) => PathBuf::from("sluice-out"),
+            };
+            let store = DirStore::new(root);
+            let deliveries = store.deliver(&result, &parsed, &envelope)?;
+            if json {
+                println!("{}", report::json(&result, &deliveries));
+            } else {
+                print!("{}", report::text(&result, &deliveries, &envelope));
+            }
+            Ok(if result.tempfailed() {
+                ExitCode::from(EXIT_TEMPFAIL)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Check { config, engine } => {
+            let config = ConfigFile::read(&config)?;
+            let engine = build_engine(&config, &engine)?;
+            let chains = RuleChains::load(&engine, &config)?;
+            print!("{}", report::chains(&config, &chains, &engine));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::Build {
+            dirs,
+            out,
+            target_dir,
+        }) => {
+            let opts = sluice_build::BuildOptions {
+                out_dir: out,
+                target_dir,
+                ..Default::default()
+            };
+            for built in sluice_build::build_rules(&dirs, &opts)? {
+                println!(
+                    "built {} ({}, {} bytes) -> {}",
+                    built.name,
+                    built.target,
+                    built.size,
+                    built.path.display()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(Path::new(&dir).join("sluice"));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").join("sluice"))
+}
+
+fn build_engine(config: &ConfigFile, args: &EngineArgs) -> Result<RuleEngine> {
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        args.cache_dir
+            .clone()
+            .or_else(|| config.engine.cache_dir.as_deref().map(|d| config.resolve(d)))
+            .or_else(default_cache_dir)
+    };
+    let pooling = match config.engine.pooling.as_deref() {
+        Some("off") => PoolingChoice::Off,
+        _ => PoolingChoice::Auto,
+    };
+    Ok(RuleEngine::new(EngineOptions {
+        cache_dir,
+        pooling,
+        ..Default::default()
+    })?)
+}
+
+/// The bare addresses of the To and Cc headers (for `run` without `--rcpt`).
+fn header_recipients(raw: &[u8]) -> Vec<String> {
+    let Some(msg) = mail_parser::MessageParser::default().parse_headers(raw) else {
+        return Vec::new();
+    };
+    [msg.to(), msg.cc()]
+        .into_iter()
+        .flatten()
+        .flat_map(|a| a.iter())
+        .filter_map(|a| a.address().map(str::to_string))
+        .collect()
+}
+
+fn content_id(raw: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(raw)[..16])
+}
+
+fn parse_verdict(value: &str) -> Result<Verdict> {
+    Ok(match value.to_ascii_lowercase().replace('_', "-").as_str() {
+        "pass" => Verdict::Pass,
+        "fail" => Verdict::Fail,
+        "gray" => Verdict::Gray,
+        "processing-failed" => Verdict::ProcessingFailed,
+        "disabled" => Verdict::Disabled,
+        "unknown" => Verdict::Unknown,
+        other => bail!(
+            "verdict value {other:?}: expected pass, fail, gray, processing-failed, disabled or unknown"
+        ),
+    })
+}
+
+fn parse_verdicts(list: &[String], dmarc_policy: Option<String>) -> Result<Verdicts> {
+    let mut v = Verdicts {
+        spf: Verdict::Unknown,
+        dkim: Verdict::Unknown,
+        dmarc: Verdict::Unknown,
+        spam: Verdict::Unknown,
+        virus: Verdict::Unknown,
+        dmarc_policy: dmarc_policy.map(|p| p.to_ascii_lowercase()),
+    };
+    for item in list {
+        let Some((name, value)) = item.split_once('=') else {
+            bail!("--verdict {item:?}: expected NAME=VALUE, e.g. spf=pass");
+        };
+        let verdict = parse_verdict(value).with_context(|| format!("--verdict {item:?}"))?;
+        match name.to_ascii_lowercase().as_str() {
+            "spf" => v.spf = verdict,
+            "dkim" => v.dkim = verdict,
+            "dmarc" => v.dmarc = verdict,
+            "spam" => v.spam = verdict,
+            "virus" => v.virus = verdict,
+            other => bail!("--verdict {item:?}: unknown verdict {other:?}; expected spf, dkim, dmarc, spam or virus"),
+        }
+    }
+    Ok(v)
+}

@@ -1,1 +1,31 @@
-//! placeholder
+//! The Sluice sandbox: runs rule components against messages.
+//!
+//! Lifecycle, from the longest-lived object to the shortest:
+//! - [`RuleEngine`]: one per process. Owns the wasmtime `Engine` (pooling allocator where the
+//!   address space allows), the `Linker` with the host imports, the epoch ticker that enforces
+//!   deadlines, and the on-disk cache of compiled components.
+//! - [`RulePlugin`]: one per loaded component: compiled (or read back from the cache) once and
+//!   pre-linked (`InstancePre`), so each message only instantiates.
+//! - [`MessageSession`]: one per message. Holds the one `Store` the whole chain shares; every
+//!   step gets a fresh instance in it, so nothing a rule saw survives into the next message.
+//!
+//! The host never trusts what a plugin returns: every outcome of [`MessageSession::run_step`] is
+//! a [`StepOutcome`] value (actions, a rule error, or a [`StepFailure`]), never a panic.
+
+mod bindings;
+mod cache;
+mod engine;
+mod plugin;
+mod session;
+mod state;
+mod validate;
+
+pub use bindings::sluice::rules::types::{
+    Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Position, RuleError, Verdict,
+    Verdicts,
+};
+pub use cache::CompiledCache;
+pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
+pub use plugin::{LoadSource, RulePlugin};
+pub use session::{LogLine, MessageSession, StepFailure, StepLimits, StepOutcome, StepReport};
+pub use validate::{action_to_edit, MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};

@@ -1,1 +1,34 @@
-//! placeholder
+//! Sluice's message model: parse an inbound message once, serve the rule interface's lazy
+//! `message` accessors from that one parse, and apply the edits rules ask for to the original
+//! bytes.
+//!
+//! Everything a rule did not ask to change stays byte-identical: header edits re-emit the top
+//! header block from pieces of the original (untouched fields are copied verbatim), and a
+//! banner replaces only the displayed text parts, located by mail-parser's offsets. Nothing is
+//! re-serialized from the parse.
+//!
+//! ```
+//! use sluice_mail::{apply_edits, BannerFallback, Edit, Message};
+//!
+//! let msg = Message::parse(b"From: a@example.com\r\nSubject: hi\r\n\r\nHello\r\n".to_vec()).unwrap();
+//! assert_eq!(msg.subject().as_deref(), Some("hi"));
+//! let out = apply_edits(&msg, &[Edit::PrefixSubject("[EXT]".into())], BannerFallback::Wrap).unwrap();
+//! assert_eq!(out, b"From: a@example.com\r\nSubject: [EXT] hi\r\n\r\nHello\r\n");
+//! ```
+
+mod apply;
+mod banner;
+mod edit;
+mod encoding;
+mod header;
+mod message;
+
+pub use apply::apply_edits;
+pub use edit::{
+    validate_address, validate_edit, validate_folder, Banner, BannerFallback, Edit, EditError,
+    Position, MAX_ADDRESS, MAX_BANNER, MAX_FOLDER, MAX_HEADER_NAME, MAX_HEADER_VALUE,
+};
+pub use message::{AttachmentInfo, Message, ParseError};
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,210 @@
-//! placeholder
+//! Write [Sluice](https://example.invalid/sluice) mail transport rules in Rust.
+//!
+//! A rule is a WebAssembly component implementing the `sluice:rules/rule` world
+//! (`wit/rules.wit`). This crate wraps the `wit-bindgen` bindings so that a rule is one type
+//! implementing [`Rule`] plus one [`export_rule!`] line:
+//!
+//! ```no_run
+//! use sluice_sdk::prelude::*;
+//!
+//! /// Config: `tag` (string, default "[ext]"), `internal_domains` (list of domains).
+//! #[derive(Deserialize, Default)]
+//! #[serde(deny_unknown_fields, default)]
+//! struct Config { tag: Option<String>, internal_domains: Vec<String> }
+//!
+//! struct TagExternal;
+//!
+//! impl Rule for TagExternal {
+//!     type Config = Config;
+//!     fn evaluate(msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+//!         let from = msg.from().unwrap_or_default();
+//!         if is_in_domains(&from, &config.internal_domains) || ctx.verdicts.spf.failed() {
+//!             return Ok(vec![]);
+//!         }
+//!         log::info!("tagging mail from {from}");
+//!         Ok(vec![Action::prefix_subject(config.tag.unwrap_or_else(|| "[ext]".into()))])
+//!     }
+//! }
+//!
+//! sluice_sdk::export_rule!(TagExternal);
+//! ```
+//!
+//! The crate of a rule must be a `cdylib` (and may also be an `rlib` so that its pure logic
+//! can be unit-tested natively). Build it with
+//! `cargo build --release --target wasm32-unknown-unknown` and turn the core module into a
+//! component with `sluice plugin build DIR --out DIR` (or `wasm-tools component new`).
+//! Built for `wasm32-unknown-unknown`, a rule imports nothing but `sluice:rules/host` and
+//! `sluice:rules/types`; build for `wasm32-wasip2` (set
+//! `[package.metadata.sluice] target = "wasm32-wasip2"`) only when the rule needs WASI.
+//!
+//! # What the SDK does for you
+//! * **Config.** The step's `config` table arrives as JSON. [`export_rule!`] makes
+//!   `validate-config` deserialize it into [`Rule::Config`] (then run [`Rule::check_config`])
+//!   and return serde_json's message — which names the key and position — on failure, so a
+//!   typo fails `sluice check`. `evaluate` deserializes it again (every message runs in a
+//!   fresh instance) and turns a failure into a permanent [`RuleError`].
+//! * **Panics.** On `wasm32-unknown-unknown` there is no stderr, so a panic would be a bare
+//!   trap. The exported functions install (once) a panic hook that sends the panic message
+//!   through the host's log at level `error` before the instance traps.
+//! * **Helpers.** [`log`] macros over the host's log import; constructors for [`Action`]
+//!   ([`Action::add_header`], [`Action::banner_top`], [`Action::bounce`], ...) and
+//!   [`RuleError`]; verdict predicates ([`Verdict::passed`], [`Verdict::failed`]); address
+//!   helpers ([`domain_of`], [`local_part`], [`is_in_domains`]).
+//!
+//! # Testing rules natively
+//! The WIT types (`Context`, `Verdicts`, `Action`, ...) are plain Rust values and can be built
+//! in native unit tests. `Message` is a host resource and exists only inside the sandbox, so
+//! keep the logic that needs testing in functions over strings and records. Outside wasm32 the
+//! [`log`] macros print to stderr instead of calling the host.
+
+#![warn(missing_docs)]
+
+mod actions;
+pub mod address;
+pub mod log;
+
+/// The `wit-bindgen` bindings of the `rule` world. Use the names in [`prelude`] instead.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "rule",
+        pub_export_macro: true,
+        default_bindings_module: "sluice_sdk::bindings",
+        additional_derives: [PartialEq, Eq],
+    });
+}
+
+pub use address::{domain_of, is_in_domains, local_part};
+pub use bindings::sluice::rules::types::{
+    Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Message, Position, RuleError,
+    Verdict, Verdicts,
+};
+/// Re-exported so rules can use `sluice_sdk::serde_json::Value` as a free-form config.
+pub use serde_json;
+
+/// Everything a rule usually needs: `use sluice_sdk::prelude::*;`.
+pub mod prelude {
+    pub use crate::address::{domain_of, is_in_domains, local_part};
+    pub use crate::log;
+    pub use crate::{
+        Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Message, NoConfig,
+        Position, Rule, RuleError, Verdict, Verdicts,
+    };
+    pub use serde::Deserialize;
+}
+
+/// A mail rule. Implement it on a unit struct and export it with [`export_rule!`].
+pub trait Rule {
+    /// The step's config. It arrives as the JSON form of the step's `config` TOML table (`{}`
+    /// when the step has none; an empty string is treated as "use `Default`"). Use
+    /// `#[serde(deny_unknown_fields)]` so that typos are reported by `sluice check`.
+    type Config: serde::de::DeserializeOwned + Default;
+
+    /// Checks a parsed config beyond what serde can express (e.g. "`text` must not be
+    /// empty"). Called by `validate-config` (when the host loads the chain) and before every
+    /// `evaluate`. The default accepts everything.
+    fn check_config(_config: &Self::Config) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Decides what to do with `msg` for the recipient group described by `ctx`.
+    fn evaluate(
+        msg: &Message,
+        ctx: &Context,
+        config: Self::Config,
+    ) -> Result<Vec<Action>, RuleError>;
+}
+
+/// A config for rules that take none: accepts `{}` and rejects any key.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoConfig {}
+
+/// Parses a step config the way [`export_rule!`] does: serde_json, with an empty (or
+/// whitespace-only) string meaning `C::default()`. The error is serde_json's message, e.g.
+/// ``unknown field `txt`, expected one of `text`, `html` at line 1 column 6``.
+pub fn parse_config<C: serde::de::DeserializeOwned + Default>(json: &str) -> Result<C, String> {
+    if json.trim().is_empty() {
+        return Ok(C::default());
+    }
+    serde_json::from_str(json).map_err(|e| e.to_string())
+}
+
+/// Exports a [`Rule`] as the component's `validate-config` and `evaluate`.
+///
+/// ```no_run
+/// # use sluice_sdk::prelude::*;
+/// struct Nothing;
+/// impl Rule for Nothing {
+///     type Config = NoConfig;
+///     fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+///         Ok(vec![])
+///     }
+/// }
+/// sluice_sdk::export_rule!(Nothing);
+/// ```
+///
+/// Use it once per crate. The component exports are only emitted when compiling for wasm32,
+/// so the crate's native unit tests (and native `rlib` users) link without symbol clashes.
+#[macro_export]
+macro_rules! export_rule {
+    ($rule:ty) => {
+        const _: () = {
+            #[allow(dead_code)]
+            struct __SluiceRuleExport;
+
+            impl $crate::bindings::Guest for __SluiceRuleExport {
+                fn validate_config(
+                    config: ::std::string::String,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::validate_config::<$rule>(&config)
+                }
+
+                fn evaluate(
+                    msg: &$crate::Message,
+                    ctx: $crate::Context,
+                ) -> ::core::result::Result<::std::vec::Vec<$crate::Action>, $crate::RuleError>
+                {
+                    $crate::__private::evaluate::<$rule>(msg, ctx)
+                }
+            }
+
+            // The exports and the `component-type` section describing them (with the
+            // exports) exist only on wasm32.
+            #[cfg(target_arch = "wasm32")]
+    $crate::bindings::export!(__SluiceRuleExport with_types_in $crate::bindings);
+        };
+    };
+}
+
+/// Implementation details of [`export_rule!`]; not a stable API.
+#[doc(hidden)]
+pub mod __private {
+    use crate::{Action, Context, Level, Message, Rule, RuleError};
+
+    pub fn validate_config<R: Rule>(json: &str) -> Result<(), String> {
+        install_panic_hook();
+        let config = crate::parse_config::<R::Config>(json)?;
+        R::check_config(&config)
+    }
+
+    pub fn evaluate<R: Rule>(msg: &Message, ctx: Context) -> Result<Vec<Action>, RuleError> {
+        install_panic_hook();
+        let config = crate::parse_config::<R::Config>(&ctx.config)
+            .and_then(|config| R::check_config(&config).map(|()| config))
+            .map_err(|e| RuleError::permanent(format!("invalid config: {e}")))?;
+        R::evaluate(msg, &ctx, config)
+    }
+
+    /// Routes panic messages to the host log: on wasm32-unknown-unknown stderr goes nowhere.
+    fn install_panic_hook() {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            std::panic::set_hook(Box::new(|info| {
+                crate::log::write(Level::Error, &format!("rule {info}"));
+            }));
+        });
+    }
+}

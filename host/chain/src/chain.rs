@@ -1,0 +1,402 @@
+//! Rule chains: loaded from a [`ConfigFile`], run per recipient group.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use sluice_engine::{
+    action_to_edit, Action, Bounce, Context, MessageSession, RuleEngine, RulePlugin, StepLimits,
+    StepOutcome, Verdicts,
+};
+use sluice_mail::{BannerFallback, Edit, Message};
+
+use crate::config::{BannerFallbackSetting, ConfigError, ConfigFile, OnError, StepMode};
+use crate::trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};
+
+/// The folder local recipients get when no rule files the message elsewhere.
+pub const DEFAULT_FOLDER: &str = "INBOX";
+
+/// One step of a chain, ready to run.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Name for the trace and logs.
+    pub name: String,
+    /// The loaded component.
+    pub plugin: RulePlugin,
+    /// Deadline, memory cap, action limit.
+    pub limits: StepLimits,
+    /// Failure policy.
+    pub on_error: OnError,
+    /// Enforce or audit.
+    pub mode: StepMode,
+    /// The rule's config as JSON.
+    pub config_json: String,
+}
+
+/// The chain of one configured domain.
+#[derive(Debug, Clone)]
+pub struct DomainChain {
+    /// Lower-case domain, or `*`.
+    pub domain: String,
+    /// Steps in order.
+    pub steps: Vec<Step>,
+    /// What add-banner does without a displayed text part.
+    pub banner_fallback: BannerFallback,
+}
+
+/// Every domain's chain, loaded and type-checked.
+#[derive(Debug, Clone)]
+pub struct RuleChains {
+    chains: Vec<DomainChain>,
+}
+
+/// What SES (or the command line) says about a message besides its bytes.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// SES message id, or a content-derived id.
+    pub message_id: String,
+    /// Envelope sender (empty for a null sender).
+    pub mail_from: String,
+    /// Envelope recipients.
+    pub recipients: Vec<String>,
+    /// SES verdicts.
+    pub verdicts: Verdicts,
+    /// Receipt time, ms since the epoch.
+    pub received_at: u64,
+}
+
+impl RuleChains {
+    /// Loads every plugin the config names, checks it implements the world and accepts its
+    /// config. Errors name the file, line, domain and step.
+    pub fn load(engine: &RuleEngine, config: &ConfigFile) -> Result<RuleChains, ConfigError> {
+        let mut loaded: BTreeMap<std::path::PathBuf, RulePlugin> = BTreeMap::new();
+        let mut chains = Vec::new();
+        for domain in &config.domains {
+            let d = domain.get_ref();
+            let mut steps = Vec::new();
+            for (i, step) in d.step.iter().enumerate() {
+                let s = step.get_ref();
+                let path = config.resolve(s.plugin.get_ref());
+                let name = s.name.clone().unwrap_or_else(|| {
+                    path.file_stem()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| format!("step{}", i + 1))
+                });
+                let at = |message: String| {
+                    ConfigError::at(
+                        &config.source,
+                        Some(s.plugin.span()),
+                        format!(
+                            "domain {:?} step {} ({name}): {message}",
+                            d.name.get_ref(),
+                            i + 1
+                        ),
+                    )
+                };
+                let plugin = match loaded.get(&path) {
+                    Some(p) => p.clone(),
+                    None => {
+                        let p = RulePlugin::load_file(engine, &name, &path)
+                            .map_err(|e| at(e.to_string()))?;
+                        loaded.insert(path.clone(), p.clone());
+                        p
+                    }
+                };
+                if let Some(expected) = &s.sha256 {
+                    if !expected.get_ref().eq_ignore_ascii_case(plugin.sha256()) {
+                        return Err(at(format!(
+                            "sha256 mismatch for {}: expected {}, the file has {}",
+                            path.display(),
+                            expected.get_ref(),
+                            plugin.sha256()
+                        )));
+                    }
+                }
+                let config_json = s.config_json();
+                let limits = s.limits();
+                plugin
+                    .validate_config(engine, &config_json, &limits)
+                    .map_err(|e| at(e.to_string()))?;
+                steps.push(Step {
+                    name,
+                    plugin,
+                    limits,
+                    on_error: s.on_error,
+                    mode: s.mode,
+                    config_json,
+                });
+            }
+            chains.push(DomainChain {
+                domain: d.name.get_ref().to_ascii_lowercase(),
+                steps,
+                banner_fallback: match d.banner_fallback {
+                    BannerFallbackSetting::Wrap => BannerFallback::Wrap,
+                    BannerFallbackSetting::Ignore => BannerFallback::Ignore,
+                },
+            });
+        }
+        Ok(RuleChains { chains })
+    }
+
+    /// The chains, in config order.
+    pub fn chains(&self) -> &[DomainChain] {
+        &self.chains
+    }
+
+    fn chain_for(&self, domain: &str) -> Option<&DomainChain> {
+        self.chains
+            .iter()
+            .find(|c| c.domain == domain)
+            .or_else(|| self.chains.iter().find(|c| c.domain == "*"))
+    }
+
+    fn is_local(&self, domain: &str) -> bool {
+        self.chains.iter().any(|c| c.domain != "*" && c.domain == domain)
+    }
+
+    /// Runs the message through the chain of each recipient group and decides, per final
+    /// recipient, what happens to it. Nothing is delivered here (see [`crate::DirStore`]).
+    pub fn process(
+        &self,
+        engine: &RuleEngine,
+        message: Arc<Message>,
+        envelope: &Envelope,
+    ) -> ProcessResult {
+        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        for rcpt in &envelope.recipients {
+            let domain = domain_of(rcpt);
+            let key = match self.chain_for(&domain) {
+                Some(chain) if chain.domain != "*" => chain.domain.clone(),
+                Some(_) => "*".to_string(),
+                None => domain,
+            };
+            match groups.iter_mut().find(|(k, _)| *k == key) {
+                Some((_, list)) => {
+                    if !list.iter().any(|r| r.eq_ignore_ascii_case(rcpt)) {
+                        list.push(rcpt.clone())
+                    }
+                }
+                None => groups.push((key, vec![rcpt.clone()])),
+            }
+        }
+        let mut session = MessageSession::new(engine, message.clone());
+        let results = groups
+            .into_iter()
+            .map(|(key, recipients)| {
+                let chain = self.chain_for(&key);
+                self.run_group(&mut session, chain, &key, recipients, envelope)
+            })
+            .collect();
+        ProcessResult {
+            message_id: envelope.message_id.clone(),
+            size: message.size(),
+            groups: results,
+        }
+    }
+
+    fn run_group(
+        &self,
+        session: &mut MessageSession<'_>,
+        chain: Option<&DomainChain>,
+        domain: &str,
+        original: Vec<String>,
+        envelope: &Envelope,
+    ) -> GroupResult {
+        let mut recipients = original.clone();
+        let mut folder: Option<String> = None;
+        let mut edits: Vec<Edit> = Vec::new();
+        let mut terminal: Option<Terminal> = None;
+        let mut tempfail: Option<String> = None;
+        let mut steps = Vec::new();
+
+        let empty = Vec::new();
+        for step in chain.map(|c| &c.steps).unwrap_or(&empty) {
+            let ctx = Context {
+                domain: domain.to_string(),
+                recipients: recipients.clone(),
+                mail_from: envelope.mail_from.clone(),
+                verdicts: envelope.verdicts.clone(),
+                received_at: envelope.received_at,
+                message_id: envelope.message_id.clone(),
+                config: step.config_json.clone(),
+            };
+            let report = session.run_step(&step.name, &step.plugin, &step.limits, &ctx);
+            let mut trace = StepTrace::new(step, &report);
+            let mut stop = false;
+            match &report.outcome {
+                StepOutcome::Actions { actions } => {
+                    if step.mode == StepMode::Enforce {
+                        for action in actions {
+                            match action {
+                                Action::SetRecipients(list) => {
+                                    recipients.clear();
+                                    push_unique(&mut recipients, list);
+                                }
+                                Action::AddRecipients(list) => push_unique(&mut recipients, list),
+                                Action::FileInto(f) => folder = Some(f.clone()),
+                                Action::Bounce(b) => terminal = Some(Terminal::Bounce(b.clone())),
+                                Action::Drop => terminal = Some(Terminal::Drop),
+                                Action::Stop => stop = true,
+                                other => edits.extend(action_to_edit(other)),
+                            }
+                        }
+                    }
+                }
+                StepOutcome::RuleError { error } => {
+                    let policy = if error.temporary && step.on_error == OnError::Bounce {
+                        OnError::Tempfail
+                    } else {
+                        step.on_error
+                    };
+                    trace.policy = Some(policy);
+                    apply_policy(policy, step, &mut terminal, &mut tempfail, &error.message);
+                }
+                StepOutcome::Failed { failure } => {
+                    trace.policy = Some(step.on_error);
+                    apply_policy(
+                        step.on_error,
+                        step,
+                        &mut terminal,
+                        &mut tempfail,
+                        &failure.to_string(),
+                    );
+                }
+            }
+            steps.push(trace);
+            if stop || terminal.is_some() || tempfail.is_some() {
+                break;
+            }
+        }
+
+        if let Some(reason) = tempfail {
+            return GroupResult {
+                domain: domain.to_string(),
+                recipients: original,
+                steps,
+                edits,
+                edit_error: None,
+                outcome: GroupOutcome::Tempfail { reason },
+                dispositions: Vec::new(),
+                output: None,
+            };
+        }
+
+        let dispositions: Vec<Disposition> = match &terminal {
+            Some(Terminal::Bounce(b)) => original
+                .iter()
+                .map(|r| Disposition::Bounce {
+                    recipient: r.clone(),
+                    code: b.code,
+                    status: b.status.clone(),
+                    text: b.text.clone(),
+                })
+                .collect(),
+            Some(Terminal::Drop) => original
+                .iter()
+                .map(|r| Disposition::Drop {
+                    recipient: r.clone(),
+                })
+                .collect(),
+            None => recipients
+                .iter()
+                .map(|r| {
+                    let local = self.is_local(&domain_of(r))
+                        || original.iter().any(|o| o.eq_ignore_ascii_case(r));
+                    if local {
+                        Disposition::Deliver {
+                            recipient: r.clone(),
+                            folder: folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
+                        }
+                    } else {
+                        Disposition::Relay {
+                            recipient: r.clone(),
+                        }
+                    }
+                })
+                .collect(),
+        };
+
+        let needs_output = dispositions
+            .iter()
+            .any(|d| matches!(d, Disposition::Deliver { .. } | Disposition::Relay { .. }));
+        let (output, edit_error) = if !needs_output {
+            (None, None)
+        } else if edits.is_empty() {
+            (Some(OutputMessage::Original), None)
+        } else {
+            let fallback = chain.map(|c| c.banner_fallback).unwrap_or(BannerFallback::Wrap);
+            match sluice_mail::apply_edits(session.message(), &edits, fallback) {
+                Ok(bytes) => (Some(OutputMessage::Edited(Arc::new(bytes))), None),
+                Err(e) => {
+                    // The message is delivered unchanged rather than lost; the trace says why.
+                    tracing::warn!(domain, "edits not applied, delivering the original: {e}");
+                    (Some(OutputMessage::Original), Some(e.to_string()))
+                }
+            }
+        };
+        GroupResult {
+            domain: domain.to_string(),
+            recipients: original,
+            steps,
+            edits,
+            edit_error,
+            outcome: GroupOutcome::Done,
+            dispositions,
+            output,
+        }
+    }
+}
+
+/// The message a group's deliveries carry.
+#[derive(Debug, Clone)]
+pub enum OutputMessage {
+    /// No edits: the original bytes.
+    Original,
+    /// The original with the chain's edits applied.
+    Edited(Arc<Vec<u8>>),
+}
+
+enum Terminal {
+    Bounce(Bounce),
+    Drop,
+}
+
+fn apply_policy(
+    policy: OnError,
+    step: &Step,
+    terminal: &mut Option<Terminal>,
+    tempfail: &mut Option<String>,
+    reason: &str,
+) {
+    match policy {
+        OnError::Continue => {
+            tracing::warn!(step = %step.name, "step failed, continuing: {reason}")
+        }
+        OnError::Tempfail => {
+            tracing::warn!(step = %step.name, "step failed, tempfail: {reason}");
+            *tempfail = Some(format!("step {} failed: {reason}", step.name));
+        }
+        OnError::Bounce => {
+            tracing::warn!(step = %step.name, "step failed, bouncing: {reason}");
+            *terminal = Some(Terminal::Bounce(Bounce {
+                code: 554,
+                status: "5.3.0".into(),
+                text: format!("message refused: rule {} failed", step.name),
+            }));
+        }
+    }
+}
+
+fn push_unique(list: &mut Vec<String>, add: &[String]) {
+    for a in add {
+        if !list.iter().any(|r| r.eq_ignore_ascii_case(a)) {
+            list.push(a.clone());
+        }
+    }
+}
+
+/// The lower-case domain of an address (empty when it has none).
+pub fn domain_of(addr: &str) -> String {
+    addr.rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
+        .unwrap_or_default()
+}

@@ -1,0 +1,429 @@
+//! The configuration file: where mail goes and which rules run for which domain.
+//!
+//! Parsing is in two stages: [`ConfigFile::parse`] reads and checks the TOML (every error
+//! names the file, line and key), then [`crate::RuleChains::load`] loads the plugins it names.
+//! Relative paths are relative to the directory of the config file.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// A configuration problem, located in its file.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: {message}")]
+pub struct ConfigError {
+    /// The config file.
+    pub file: String,
+    /// 1-based line (0 when the problem has no position, e.g. an unreadable file).
+    pub line: usize,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn at(file: &SourceFile, span: Option<Range<usize>>, message: String) -> Self {
+        ConfigError {
+            file: file.name.clone(),
+            line: span.map(|s| file.line_of(s.start)).unwrap_or(0),
+            message,
+        }
+    }
+}
+
+/// The text of a config file, kept to turn byte offsets into line numbers.
+#[derive(Debug, Clone)]
+pub struct SourceFile {
+    /// Display name (path or URL).
+    pub name: String,
+    /// Directory that relative paths are resolved against.
+    pub base_dir: PathBuf,
+    text: String,
+}
+
+impl SourceFile {
+    fn line_of(&self, offset: usize) -> usize {
+        let end = offset.min(self.text.len());
+        self.text.as_bytes()[..end]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    }
+}
+
+/// What to do when a step fails (trap, timeout, memory cap, invalid action, rule error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Ignore the step's answer and go on with the next step (the default).
+    #[default]
+    Continue,
+    /// Stop and leave the message for a later retry (exit code 75 for `sluice run`).
+    Tempfail,
+    /// Refuse the message for the group (554 5.3.0).
+    Bounce,
+}
+
+/// Whether a step's actions apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepMode {
+    /// Apply the actions (the default).
+    #[default]
+    Enforce,
+    /// Run and record the actions in the trace, apply none.
+    Audit,
+}
+
+/// What `add-banner` does to a message with no displayed text part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BannerFallbackSetting {
+    /// Wrap it: a new multipart/mixed with the banner, then the original as message/rfc822.
+    #[default]
+    Wrap,
+    /// Leave the body alone.
+    Ignore,
+}
+
+/// `[store]`: where local mailboxes go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// `dir` (a local directory); `s3` and `lmtp` are planned.
+    pub kind: Spanned<String>,
+    /// For `dir`: the directory (relative to the config file).
+    pub path: Option<String>,
+    /// For `s3`.
+    pub bucket: Option<String>,
+    /// For `s3`.
+    pub prefix: Option<String>,
+}
+
+/// `[relay]`: how mail for non-local recipients leaves.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySection {
+    /// `ses` or `smtp`.
+    pub kind: String,
+    /// The verified sender address used for relayed mail.
+    pub from: Option<String>,
+    /// Domains the relay may send to; anything else is refused (no open relay).
+    #[serde(default)]
+    pub allow_domains: Vec<String>,
+}
+
+/// `[engine]`: sandbox settings for the whole process.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineSection {
+    /// Directory for compiled components (relative to the config file).
+    pub cache_dir: Option<String>,
+    /// `auto` (default) or `off`.
+    pub pooling: Option<String>,
+}
+
+/// One `[[domain.step]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepSection {
+    /// The component: a path (relative to the config file).
+    pub plugin: Spanned<String>,
+    /// Expected sha256 of the component bytes; required for remote plugins.
+    pub sha256: Option<Spanned<String>>,
+    /// A name for the trace and logs (default: the plugin file's stem).
+    pub name: Option<String>,
+    /// Failure policy.
+    #[serde(default)]
+    pub on_error: OnError,
+    /// `enforce` or `audit`.
+    #[serde(default)]
+    pub mode: StepMode,
+    /// Deadline in milliseconds (default 100).
+    pub timeout_ms: Option<u64>,
+    /// Memory cap in MiB (default 64).
+    pub memory_mb: Option<u64>,
+    /// Most actions one call may return (default 256).
+    pub max_actions: Option<usize>,
+    /// The rule's own configuration, handed to it as JSON.
+    pub config: Option<toml::Table>,
+}
+
+/// One `[[domain]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainSection {
+    /// The domain (`example.com`), or `*` for every other domain.
+    pub name: Spanned<String>,
+    /// What add-banner does to messages without a displayed text part.
+    #[serde(default)]
+    pub banner_fallback: BannerFallbackSetting,
+    /// The chain, in order.
+    #[serde(default)]
+    pub step: Vec<Spanned<StepSection>>,
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    store: Option<StoreSection>,
+    relay: Option<RelaySection>,
+    #[serde(default)]
+    engine: EngineSection,
+    #[serde(default)]
+    domain: Vec<Spanned<DomainSection>>,
+}
+
+/// A parsed, checked configuration (plugins not loaded yet).
+#[derive(Debug, Clone)]
+pub struct ConfigFile {
+    /// The source, for error locations.
+    pub source: SourceFile,
+    /// `[store]`, if any (`sluice run --out` can stand in for it).
+    pub store: Option<StoreSection>,
+    /// `[relay]`, if any.
+    pub relay: Option<RelaySection>,
+    /// `[engine]`.
+    pub engine: EngineSection,
+    /// `[[domain]]` entries, in file order.
+    pub domains: Vec<Spanned<DomainSection>>,
+}
+
+/// Limits a step may not exceed, whatever its config says.
+pub const MAX_TIMEOUT_MS: u64 = 60_000;
+/// See [`MAX_TIMEOUT_MS`].
+pub const MAX_MEMORY_MB: u64 = 512;
+
+impl ConfigFile {
+    /// Reads and checks a config file.
+    pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 0,
+            message: format!("cannot read the config file: {e}"),
+        })?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        ConfigFile::parse(&path.display().to_string(), base_dir, text)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(name: &str, base_dir: PathBuf, text: String) -> Result<ConfigFile, ConfigError> {
+        let source = SourceFile {
+            name: name.to_string(),
+            base_dir: if base_dir.as_os_str().is_empty() {
+                PathBuf::from(".")
+            } else {
+                base_dir
+            },
+            text,
+        };
+        let raw: RawConfig = toml::from_str(&source.text).map_err(|e| {
+            let message = e.message().trim().to_string();
+            ConfigError::at(&source, e.span(), message)
+        })?;
+        let config = ConfigFile {
+            source,
+            store: raw.store,
+            relay: raw.relay,
+            engine: raw.engine,
+            domains: raw.domain,
+        };
+        config.check()?;
+        Ok(config)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let err = |span: Range<usize>, message: String| {
+            Err(ConfigError::at(&self.source, Some(span), message))
+        };
+        if let Some(store) = &self.store {
+            match store.kind.get_ref().as_str() {
+                "dir" => {
+                    if store.path.is_none() {
+                        return err(
+                            store.kind.span(),
+                            "store: kind = \"dir\" needs `path = \"DIR\"`".into(),
+                        );
+                    }
+                }
+                "s3" | "lmtp" => {
+                    return err(
+                        store.kind.span(),
+                        format!(
+                            "store: kind = {:?} is not available in this version; use \"dir\"",
+                            store.kind.get_ref()
+                        ),
+                    )
+                }
+                other => {
+                    return err(
+                        store.kind.span(),
+                        format!("store: unknown kind {other:?}; expected \"dir\", \"s3\" or \"lmtp\""),
+                    )
+                }
+            }
+        }
+        if let Some(pooling) = &self.engine.pooling {
+            if pooling != "auto" && pooling != "off" {
+                return Err(ConfigError::at(
+                    &self.source,
+                    None,
+                    format!("engine.pooling: {pooling:?}; expected \"auto\" or \"off\""),
+                ));
+            }
+        }
+        let mut seen = BTreeMap::new();
+        for domain in &self.domains {
+            let name = domain.get_ref().name.get_ref();
+            let span = domain.get_ref().name.span();
+            if name != "*" && (name.is_empty() || name.contains(['@', ' ', '/']) || !name.contains('.'))
+            {
+                return err(
+                    span,
+                    format!("domain.name {name:?} is not a domain (e.g. \"example.com\") or \"*\""),
+                );
+            }
+            if seen.insert(name.to_ascii_lowercase(), ()).is_some() {
+                return err(span, format!("domain {name:?} is configured twice"));
+            }
+            for step in &domain.get_ref().step {
+                let s = step.get_ref();
+                if let Some(t) = s.timeout_ms {
+                    if t == 0 || t > MAX_TIMEOUT_MS {
+                        return err(
+                            step.span(),
+                            format!("step.timeout_ms = {t}: must be 1..={MAX_TIMEOUT_MS}"),
+                        );
+                    }
+                }
+                if let Some(m) = s.memory_mb {
+                    if m == 0 || m > MAX_MEMORY_MB {
+                        return err(
+                            step.span(),
+                            format!("step.memory_mb = {m}: must be 1..={MAX_MEMORY_MB}"),
+                        );
+                    }
+                }
+                if let Some(sha) = &s.sha256 {
+                    let v = sha.get_ref();
+                    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        return err(
+                            sha.span(),
+                            format!("step.sha256 {v:?} is not 64 hex digits"),
+                        );
+                    }
+                }
+                if s.plugin.get_ref().contains("://") {
+                    return err(
+                        s.plugin.span(),
+                        format!(
+                            "step.plugin {:?}: remote plugins are not available in this version; use a local path",
+                            s.plugin.get_ref()
+                        ),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves a path from the config against the config file's directory.
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.source.base_dir.join(p)
+        }
+    }
+
+    /// The line a span starts on.
+    pub fn line_of(&self, span: Range<usize>) -> usize {
+        self.source.line_of(span.start)
+    }
+}
+
+impl StepSection {
+    /// The step's limits, with defaults filled in.
+    pub fn limits(&self) -> sluice_engine::StepLimits {
+        let d = sluice_engine::StepLimits::default();
+        sluice_engine::StepLimits {
+            timeout: self
+                .timeout_ms
+                .map(Duration::from_millis)
+                .unwrap_or(d.timeout),
+            memory_bytes: self
+                .memory_mb
+                .map(|m| (m as usize) << 20)
+                .unwrap_or(d.memory_bytes),
+            max_actions: self.max_actions.unwrap_or(d.max_actions),
+        }
+    }
+
+    /// The rule's config as JSON (`{}` when absent).
+    pub fn config_json(&self) -> String {
+        match &self.config {
+            Some(table) => serde_json::to_string(table).unwrap_or_else(|_| "{}".into()),
+            None => "{}".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse("test.toml", PathBuf::from("."), text.to_string())
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_key() {
+        let err = parse("[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"a.wasm\"\ntimeout = 5\n")
+            .unwrap_err();
+        assert_eq!(err.file, "test.toml");
+        assert_eq!(err.line, 5, "{err}");
+        assert!(err.message.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_on_error_is_refused() {
+        let err = parse("[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"a.wasm\"\non_error = \"retry\"\n")
+            .unwrap_err();
+        assert_eq!(err.line, 5, "{err}");
+        assert!(err.message.contains("continue"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_domain_is_refused() {
+        let err = parse("[[domain]]\nname = \"example.com\"\n[[domain]]\nname = \"EXAMPLE.com\"\n")
+            .unwrap_err();
+        assert_eq!(err.line, 4);
+    }
+
+    #[test]
+    fn config_table_becomes_json() {
+        let c = parse("[[domain]]\nname = \"*\"\n[[domain.step]]\nplugin = \"a.wasm\"\nconfig = { text = \"hi\", n = 3 }\n")
+            .unwrap();
+        let step = c.domains[0].get_ref().step[0].get_ref();
+        let v: serde_json::Value = serde_json::from_str(&step.config_json()).unwrap();
+        assert_eq!(v["text"], "hi");
+        assert_eq!(v["n"], 3);
+        assert_eq!(step.limits(), sluice_engine::StepLimits::default());
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        let err = parse("[[domain]]\nname = \"a.example\"\n[[domain.step]]\nplugin = \"a.wasm\"\nmemory_mb = 100000\n")
+            .unwrap_err();
+        assert!(err.message.contains("memory_mb"), "{err}");
+    }
+}

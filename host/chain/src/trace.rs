@@ -1,0 +1,175 @@
+//! What happened to a message: per group, per step, per recipient. Serialized by
+//! `sluice run --json`.
+
+use serde::Serialize;
+use sluice_engine::{Action, LogLine, StepOutcome, StepReport};
+use sluice_mail::Edit;
+
+use crate::chain::{OutputMessage, Step};
+use crate::config::{OnError, StepMode};
+
+/// The result of running a message through its chains.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProcessResult {
+    /// The message id used for output names.
+    pub message_id: String,
+    /// Size of the original message in bytes.
+    pub size: u64,
+    /// One entry per recipient group.
+    pub groups: Vec<GroupResult>,
+}
+
+impl ProcessResult {
+    /// Whether any group must be retried later.
+    pub fn tempfailed(&self) -> bool {
+        self.groups
+            .iter()
+            .any(|g| matches!(g.outcome, GroupOutcome::Tempfail { .. }))
+    }
+}
+
+/// How a group's chain ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum GroupOutcome {
+    /// The chain ran; see the dispositions.
+    Done,
+    /// A step failed under `on_error = "tempfail"`: nothing is delivered, retry later.
+    Tempfail {
+        /// Which step and why.
+        reason: String,
+    },
+}
+
+/// One recipient group's run.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupResult {
+    /// The configured domain whose chain ran (`*` for the catch-all).
+    pub domain: String,
+    /// The group's envelope recipients.
+    pub recipients: Vec<String>,
+    /// Each step that ran, in order.
+    pub steps: Vec<StepTrace>,
+    /// The message edits collected from the steps, applied once after the chain.
+    pub edits: Vec<Edit>,
+    /// Set when the edits could not be applied (the original is delivered instead).
+    pub edit_error: Option<String>,
+    /// How the chain ended.
+    pub outcome: GroupOutcome,
+    /// What happens to each final recipient.
+    pub dispositions: Vec<Disposition>,
+    /// The message the deliveries carry.
+    #[serde(skip)]
+    pub output: Option<OutputMessage>,
+}
+
+/// One step's line in the trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTrace {
+    /// The step's name.
+    pub step: String,
+    /// The plugin's name.
+    pub plugin: String,
+    /// The plugin's sha256.
+    pub sha256: String,
+    /// `enforce` or `audit` (audit: actions recorded, not applied).
+    pub mode: StepMode,
+    /// `ok`, `rule-error` or `failed`.
+    pub outcome: &'static str,
+    /// Wall time of the step in microseconds.
+    pub micros: u64,
+    /// The actions it returned.
+    pub actions: Vec<Action>,
+    /// The rule error or failure, in words.
+    pub error: Option<String>,
+    /// The `on_error` policy that was applied, if the step failed.
+    pub policy: Option<OnError>,
+    /// What the rule logged.
+    pub logs: Vec<LogLine>,
+}
+
+impl StepTrace {
+    pub(crate) fn new(step: &Step, report: &StepReport) -> StepTrace {
+        let (outcome, actions, error) = match &report.outcome {
+            StepOutcome::Actions { actions } => ("ok", actions.clone(), None),
+            StepOutcome::RuleError { error } => (
+                "rule-error",
+                Vec::new(),
+                Some(format!(
+                    "{}{}",
+                    error.message,
+                    if error.temporary { " (temporary)" } else { "" }
+                )),
+            ),
+            StepOutcome::Failed { failure } => ("failed", Vec::new(), Some(failure.to_string())),
+        };
+        StepTrace {
+            step: step.name.clone(),
+            plugin: step.plugin.name().to_string(),
+            sha256: step.plugin.sha256().to_string(),
+            mode: step.mode,
+            outcome,
+            micros: report.micros,
+            actions,
+            error,
+            policy: None,
+            logs: report.logs.clone(),
+        }
+    }
+}
+
+/// What happens to one final recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum Disposition {
+    /// Store in the recipient's mailbox, in this folder.
+    Deliver {
+        /// The recipient.
+        recipient: String,
+        /// The folder (`INBOX` unless a rule filed it).
+        folder: String,
+    },
+    /// Send on to a non-local recipient.
+    Relay {
+        /// The recipient.
+        recipient: String,
+    },
+    /// Refuse with a delivery status notification to the envelope sender.
+    Bounce {
+        /// The recipient.
+        recipient: String,
+        /// SMTP code.
+        code: u16,
+        /// Enhanced status.
+        status: String,
+        /// Reason.
+        text: String,
+    },
+    /// Discard silently.
+    Drop {
+        /// The recipient.
+        recipient: String,
+    },
+}
+
+impl Disposition {
+    /// The recipient this is about.
+    pub fn recipient(&self) -> &str {
+        match self {
+            Disposition::Deliver { recipient, .. }
+            | Disposition::Relay { recipient }
+            | Disposition::Bounce { recipient, .. }
+            | Disposition::Drop { recipient } => recipient,
+        }
+    }
+
+    /// `deliver`, `relay`, `bounce` or `drop`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Disposition::Deliver { .. } => "deliver",
+            Disposition::Relay { .. } => "relay",
+            Disposition::Bounce { .. } => "bounce",
+            Disposition::Drop { .. } => "drop",
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! On-disk cache of compiled components.
+//!
+//! Trust boundary: deserializing a compiled artifact runs its machine code, so the cache only
+//! ever reads files this host wrote itself. Each entry is keyed by the component's sha256 and
+//! the engine's precompile compatibility hash (wasmtime version, target, settings), and carries
+//! a sha256 of its own payload: a truncated, corrupt or tampered entry is detected, removed
+//! and recompiled, never loaded. Never point the cache directory at storage others can write.
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+const MAGIC: &[u8; 8] = b"SLUICEC1";
+
+/// Why a cache lookup did not produce a component.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheMiss {
+    /// No entry for this component and engine.
+    Absent,
+    /// An entry existed but failed its checksum or did not deserialize; it was removed.
+    Rejected(String),
+}
+
+/// The compiled-component cache directory.
+#[derive(Debug, Clone)]
+pub struct CompiledCache {
+    dir: PathBuf,
+    compat: String,
+}
+
+impl CompiledCache {
+    /// A cache in `dir` for artifacts compiled by `engine`.
+    pub fn new(dir: PathBuf, engine: &Engine) -> CompiledCache {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        CompiledCache {
+            dir,
+            compat: format!("{:016x}", hasher.finish()),
+        }
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file an entry for the component with this sha256 lives in.
+    pub fn entry_path(&self, sha256: &str) -> PathBuf {
+        self.dir.join(format!("{sha256}-{}.cwasm", self.compat))
+    }
+
+    /// Loads the compiled component for `sha256`, if a sound entry exists.
+    pub(crate) fn get(&self, engine: &Engine, sha256: &str) -> Result<Component, CacheMiss> {
+        let path = self.entry_path(sha256);
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(CacheMiss::Absent),
+            Err(e) => return Err(CacheMiss::Rejected(format!("unreadable: {e}"))),
+        };
+        let reject = |why: String| {
+            let _ = std::fs::remove_file(&path);
+            tracing::warn!(path = %path.display(), "compiled cache entry rejected: {why}");
+            Err(CacheMiss::Rejected(why))
+        };
+        if bytes.len() < MAGIC.len() + 32 || &bytes[..MAGIC.len()] != MAGIC {
+            return reject("not a sluice cache entry".into());
+        }
+        let (sum, payload) = bytes[MAGIC.len()..].split_at(32);
+        if Sha256::digest(payload).as_slice() != sum {
+            return reject("checksum mismatch (corrupt or modified)".into());
+        }
+        match deserialize(engine, payload) {
+            Ok(component) => Ok(component),
+            Err(e) => reject(format!("does not deserialize: {e:#}")),
+        }
+    }
+
+    /// Stores a serialized component; failures are logged, never fatal (the cache is an
+    /// optimisation).
+    pub(crate) fn put(&self, sha256: &str, serialized: &[u8]) {
+        if let Err(e) = self.try_put(sha256, serialized) {
+            tracing::warn!(dir = %self.dir.display(), "cannot write compiled cache entry: {e}");
+        }
+    }
+
+    fn try_put(&self, sha256: &str, serialized: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.entry_path(sha256);
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        let mut out = Vec::with_capacity(serialized.len() + 40);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&Sha256::digest(serialized));
+        out.extend_from_slice(serialized);
+        std::fs::write(&tmp, &out)?;
+        std::fs::rename(&tmp, &path)
+    }
+}
+
+#[allow(unsafe_code)]
+fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
+    // SAFETY: wasmtime requires that the bytes came from `Component::serialize` of a
+    // compatible engine. The payload was written by this host (see `put`) and its checksum
+    // verified just now, and wasmtime itself checks the engine compatibility header.
+    unsafe { Component::deserialize(engine, payload) }
+}

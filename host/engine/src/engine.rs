@@ -1,0 +1,232 @@
+//! The process-wide engine: wasmtime configuration, linker, epoch ticker, compiled cache.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::Rule;
+use crate::cache::CompiledCache;
+use crate::state::StoreState;
+
+/// Errors from building the engine or loading a plugin. Each names the plugin it is about.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// wasmtime refused the configuration.
+    #[error("cannot configure the wasm engine: {0}")]
+    Config(String),
+    /// The plugin's bytes are not a component, or it does not compile.
+    #[error("plugin {plugin}: not a valid rule component: {reason}")]
+    InvalidComponent {
+        /// The plugin's name in the config.
+        plugin: String,
+        /// What wasmtime said.
+        reason: String,
+    },
+    /// The component's imports or exports do not match the `sluice:rules` world.
+    #[error("plugin {plugin}: does not implement the sluice:rules `rule` world: {reason}")]
+    WrongWorld {
+        /// The plugin's name in the config.
+        plugin: String,
+        /// What did not match.
+        reason: String,
+    },
+    /// The plugin file could not be read.
+    #[error("plugin {plugin}: cannot read {path}: {source}")]
+    Read {
+        /// The plugin's name in the config.
+        plugin: String,
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The rule's `validate-config` refused its configuration.
+    #[error("plugin {plugin}: config refused by the rule: {reason}")]
+    ConfigRefused {
+        /// The plugin's name in the config.
+        plugin: String,
+        /// What the rule said.
+        reason: String,
+    },
+    /// `validate-config` trapped or timed out.
+    #[error("plugin {plugin}: validate-config failed: {reason}")]
+    ValidateFailed {
+        /// The plugin's name in the config.
+        plugin: String,
+        /// The trap or timeout.
+        reason: String,
+    },
+}
+
+/// Whether to use wasmtime's pooling instance allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PoolingChoice {
+    /// Use it when the address space reservation succeeds, else allocate on demand.
+    #[default]
+    Auto,
+    /// Always allocate on demand.
+    Off,
+}
+
+/// Engine settings. The defaults fit a daemon or a Lambda.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Where compiled components are cached; `None` disables the disk cache.
+    pub cache_dir: Option<PathBuf>,
+    /// Pooling allocator choice (default: auto).
+    pub pooling: PoolingChoice,
+    /// Deadline granularity (default 1 ms): the epoch ticks at this interval.
+    pub epoch_tick: Duration,
+    /// Instances the pool keeps room for (default 1000: e.g. 250 messages in flight through
+    /// chains of 4 steps). Beyond it, instantiation fails with a clear error.
+    pub pool_instances: u32,
+    /// The largest memory any step may be given (default 512 MiB); per-step caps are lower.
+    pub max_memory_bytes: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            cache_dir: None,
+            pooling: PoolingChoice::Auto,
+            epoch_tick: Duration::from_millis(1),
+            pool_instances: 1000,
+            max_memory_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
+/// One per process: compiles and caches rule components, instantiates them per message.
+pub struct RuleEngine {
+    pub(crate) engine: Engine,
+    pub(crate) linker: Linker<StoreState>,
+    pub(crate) cache: Option<CompiledCache>,
+    pub(crate) epoch_tick: Duration,
+    pub(crate) max_memory_bytes: usize,
+    pooling: bool,
+    ticker: Option<Ticker>,
+}
+
+struct Ticker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn base_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config
+}
+
+impl RuleEngine {
+    /// Builds the engine, trying the pooling allocator first when `opts.pooling` is `Auto`.
+    pub fn new(opts: EngineOptions) -> Result<RuleEngine, EngineError> {
+        let mut engine = None;
+        if opts.pooling == PoolingChoice::Auto {
+            let mut pool = PoolingAllocationConfig::new();
+            pool.total_component_instances(opts.pool_instances)
+                .total_core_instances(opts.pool_instances * 4)
+                .total_memories(opts.pool_instances * 2)
+                .total_tables(opts.pool_instances * 4)
+                .max_memories_per_component(16)
+                .max_tables_per_component(16)
+                .max_memory_size(opts.max_memory_bytes)
+                .max_core_instance_size(16 << 20)
+                .table_elements(100_000)
+                .max_unused_warm_slots(100);
+            let mut config = base_config();
+            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+            match Engine::new(&config) {
+                Ok(e) => engine = Some((e, true)),
+                Err(err) => tracing::warn!(
+                    "pooling allocator unavailable ({err:#}); allocating instances on demand"
+                ),
+            }
+        }
+        let (engine, pooling) = match engine {
+            Some(e) => e,
+            None => (
+                Engine::new(&base_config()).map_err(|e| EngineError::Config(format!("{e:#}")))?,
+                false,
+            ),
+        };
+
+        let mut linker = Linker::<StoreState>::new(&engine);
+        Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+
+        let cache = opts
+            .cache_dir
+            .as_ref()
+            .map(|dir| CompiledCache::new(dir.clone(), &engine));
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let engine = engine.clone();
+            let stop = stop.clone();
+            let tick = opts.epoch_tick;
+            std::thread::Builder::new()
+                .name("sluice-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(tick);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| EngineError::Config(format!("cannot start the epoch ticker: {e}")))?
+        };
+
+        Ok(RuleEngine {
+            engine,
+            linker,
+            cache,
+            epoch_tick: opts.epoch_tick,
+            max_memory_bytes: opts.max_memory_bytes,
+            pooling,
+            ticker: Some(Ticker {
+                stop,
+                thread: Some(thread),
+            }),
+        })
+    }
+
+    /// Whether instances come from the pooling allocator.
+    pub fn pooling(&self) -> bool {
+        self.pooling
+    }
+
+    /// The compiled-component cache, if enabled.
+    pub fn cache(&self) -> Option<&CompiledCache> {
+        self.cache.as_ref()
+    }
+
+    /// Epoch ticks for a deadline: rounded up, plus one because the current tick may be
+    /// almost over.
+    pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
+        let tick = self.epoch_tick.as_nanos().max(1);
+        (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1
+    }
+}
+
+impl Drop for RuleEngine {
+    fn drop(&mut self) {
+        self.ticker.take();
+    }
+}

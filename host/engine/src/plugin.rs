@@ -1,0 +1,162 @@
+//! A loaded rule component: compiled once, pre-linked, validated against the world.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+
+use crate::bindings::RulePre;
+use crate::cache::CacheMiss;
+use crate::engine::{EngineError, RuleEngine};
+use crate::state::StoreState;
+
+/// Where a plugin's compiled code came from, and how long loading took.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "from")]
+pub enum LoadSource {
+    /// Compiled with Cranelift now.
+    Compiled {
+        /// Compile time in microseconds.
+        micros: u64,
+    },
+    /// Read back from the compiled cache.
+    Cache {
+        /// Load time in microseconds.
+        micros: u64,
+    },
+}
+
+/// A rule component ready to instantiate. Cheap to clone.
+#[derive(Clone)]
+pub struct RulePlugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    name: String,
+    sha256: String,
+    pre: RulePre<StoreState>,
+    uses_wasi: bool,
+    source: LoadSource,
+    size: u64,
+}
+
+impl RulePlugin {
+    /// Loads a component file.
+    pub fn load_file(
+        engine: &RuleEngine,
+        name: &str,
+        path: &Path,
+    ) -> Result<RulePlugin, EngineError> {
+        let bytes = std::fs::read(path).map_err(|source| EngineError::Read {
+            plugin: name.to_string(),
+            path: path.to_path_buf(),
+            source,
+        })?;
+        RulePlugin::load_bytes(engine, name, &bytes)
+    }
+
+    /// Loads a component from bytes: from the compiled cache when a sound entry exists,
+    /// else compiled (and cached).
+    pub fn load_bytes(
+        engine: &RuleEngine,
+        name: &str,
+        bytes: &[u8],
+    ) -> Result<RulePlugin, EngineError> {
+        let sha256 = hex::encode(Sha256::digest(bytes));
+        let started = Instant::now();
+        let cached = match &engine.cache {
+            Some(cache) => cache.get(&engine.engine, &sha256),
+            None => Err(CacheMiss::Absent),
+        };
+        let (component, source) = match cached {
+            Ok(component) => (
+                component,
+                LoadSource::Cache {
+                    micros: started.elapsed().as_micros() as u64,
+                },
+            ),
+            Err(_) => {
+                let component = Component::new(&engine.engine, bytes).map_err(|e| {
+                    EngineError::InvalidComponent {
+                        plugin: name.to_string(),
+                        reason: format!("{e:#}"),
+                    }
+                })?;
+                let micros = started.elapsed().as_micros() as u64;
+                if let Some(cache) = &engine.cache {
+                    match component.serialize() {
+                        Ok(serialized) => cache.put(&sha256, &serialized),
+                        Err(e) => tracing::warn!(plugin = name, "cannot serialize: {e:#}"),
+                    }
+                }
+                (component, LoadSource::Compiled { micros })
+            }
+        };
+
+        let uses_wasi = component
+            .component_type()
+            .imports(&engine.engine)
+            .any(|(import, _)| import.starts_with("wasi:"));
+        let wrong_world = |e: wasmtime::Error| EngineError::WrongWorld {
+            plugin: name.to_string(),
+            reason: format!("{e:#}"),
+        };
+        let pre = engine
+            .linker
+            .instantiate_pre(&component)
+            .map_err(wrong_world)?;
+        let pre = RulePre::new(pre).map_err(wrong_world)?;
+        Ok(RulePlugin {
+            inner: Arc::new(PluginInner {
+                name: name.to_string(),
+                sha256,
+                pre,
+                uses_wasi,
+                source,
+                size: bytes.len() as u64,
+            }),
+        })
+    }
+
+    /// The plugin's name (as given when loading).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The sha256 of the component bytes, lower-case hex.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// Whether the component imports WASI (and so gets a sealed WASI context per message).
+    pub fn uses_wasi(&self) -> bool {
+        self.inner.uses_wasi
+    }
+
+    /// Where the compiled code came from.
+    pub fn source(&self) -> &LoadSource {
+        &self.inner.source
+    }
+
+    /// Component size in bytes.
+    pub fn size(&self) -> u64 {
+        self.inner.size
+    }
+
+    pub(crate) fn pre(&self) -> &RulePre<StoreState> {
+        &self.inner.pre
+    }
+}
+
+impl std::fmt::Debug for RulePlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulePlugin")
+            .field("name", &self.inner.name)
+            .field("sha256", &self.inner.sha256)
+            .field("uses_wasi", &self.inner.uses_wasi)
+            .finish()
+    }
+}

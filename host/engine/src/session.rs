@@ -1,0 +1,311 @@
+//! One message through a chain: one `Store`, a fresh instance per step.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sluice_mail::Message;
+use wasmtime::component::Resource;
+use wasmtime::{Store, Trap};
+
+use crate::bindings::sluice::rules::types::{Action, Context, Level, RuleError};
+use crate::engine::{EngineError, RuleEngine};
+use crate::plugin::RulePlugin;
+use crate::state::{MessageRef, StoreState};
+use crate::validate::validate_action;
+
+/// Per-step limits, from the step's config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepLimits {
+    /// Wall-clock deadline for instantiate + evaluate (default 100 ms).
+    pub timeout: Duration,
+    /// Linear memory cap per instance (default 64 MiB).
+    pub memory_bytes: usize,
+    /// The most actions one step may return (default 256).
+    pub max_actions: usize,
+}
+
+impl Default for StepLimits {
+    fn default() -> Self {
+        StepLimits {
+            timeout: Duration::from_millis(100),
+            memory_bytes: 64 * 1024 * 1024,
+            max_actions: 256,
+        }
+    }
+}
+
+/// Why a step produced no usable answer. The chain applies the step's `on_error` policy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum StepFailure {
+    /// The deadline passed (infinite loop, or just too slow).
+    Timeout {
+        /// The deadline in milliseconds.
+        timeout_ms: u64,
+    },
+    /// The rule asked for more memory than its cap.
+    MemoryCap {
+        /// The cap in bytes.
+        cap_bytes: usize,
+        /// What it asked for.
+        wanted_bytes: usize,
+    },
+    /// The rule trapped (a panic, `unreachable`, an out-of-bounds access ...).
+    Trap {
+        /// wasmtime's description, with the guest backtrace when there is one.
+        message: String,
+    },
+    /// The component could not be instantiated (e.g. the instance pool is exhausted).
+    Instantiate {
+        /// wasmtime's description.
+        message: String,
+    },
+    /// The rule returned an action the host refuses. None of its actions are applied.
+    InvalidAction {
+        /// Position of the first invalid action.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The rule returned more actions than allowed. None are applied.
+    TooManyActions {
+        /// How many it returned.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StepFailure::Timeout { timeout_ms } => {
+                write!(f, "timed out after its {timeout_ms} ms deadline")
+            }
+            StepFailure::MemoryCap {
+                cap_bytes,
+                wanted_bytes,
+            } => write!(
+                f,
+                "exceeded its memory cap of {} MiB (asked for {} MiB)",
+                cap_bytes >> 20,
+                wanted_bytes >> 20
+            ),
+            StepFailure::Trap { message } => write!(f, "trapped: {message}"),
+            StepFailure::Instantiate { message } => write!(f, "could not start: {message}"),
+            StepFailure::InvalidAction { index, reason } => {
+                write!(f, "returned an invalid action #{index}: {reason}")
+            }
+            StepFailure::TooManyActions { count, limit } => {
+                write!(f, "returned {count} actions; the limit is {limit}")
+            }
+        }
+    }
+}
+
+/// What a step answered.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "outcome")]
+pub enum StepOutcome {
+    /// Valid actions (possibly none).
+    Actions {
+        /// The actions, in order.
+        actions: Vec<Action>,
+    },
+    /// The rule returned its own error.
+    RuleError {
+        /// The rule's error.
+        error: RuleError,
+    },
+    /// The sandbox stopped the rule or refused its answer.
+    Failed {
+        /// Why.
+        failure: StepFailure,
+    },
+}
+
+/// One log line a rule wrote (through `host.log`, or stdout/stderr for WASI rules).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LogLine {
+    /// Severity.
+    pub level: Level,
+    /// `log`, `stdout` or `stderr`.
+    pub source: &'static str,
+    /// The text.
+    pub text: String,
+}
+
+/// A step's outcome plus what it cost and what it logged.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct StepReport {
+    /// The answer.
+    pub outcome: StepOutcome,
+    /// Wall time for instantiate + evaluate + validation, in microseconds.
+    pub micros: u64,
+    /// What the rule logged (at most 100 lines).
+    pub logs: Vec<LogLine>,
+    /// Log lines beyond the limit that were counted but not kept.
+    pub dropped_logs: usize,
+}
+
+/// One message's run through a chain. Steps share the store; each gets a fresh instance.
+pub struct MessageSession<'e> {
+    engine: &'e RuleEngine,
+    store: Store<StoreState>,
+    message: Arc<Message>,
+}
+
+impl<'e> MessageSession<'e> {
+    /// Starts a session for one message.
+    pub fn new(engine: &'e RuleEngine, message: Arc<Message>) -> MessageSession<'e> {
+        let mut store = Store::new(&engine.engine, StoreState::new());
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        MessageSession {
+            engine,
+            store,
+            message,
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Arc<Message> {
+        &self.message
+    }
+
+    fn begin(&mut self, step: &str, limits: &StepLimits) {
+        let data = self.store.data_mut();
+        data.step = Arc::from(step);
+        data.logs.clear();
+        data.dropped_logs = 0;
+        data.limiter.memory_cap = limits.memory_bytes.min(self.engine.max_memory_bytes);
+        data.limiter.memory_cap_hit = None;
+        let ticks = self.engine.deadline_ticks(limits.timeout);
+        self.store.set_epoch_deadline(ticks);
+    }
+
+    fn classify(&self, err: wasmtime::Error, limits: &StepLimits) -> StepFailure {
+        let data = self.store.data();
+        if let Some(wanted) = data.limiter.memory_cap_hit {
+            return StepFailure::MemoryCap {
+                cap_bytes: data.limiter.memory_cap,
+                wanted_bytes: wanted,
+            };
+        }
+        if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+            return StepFailure::Timeout {
+                timeout_ms: limits.timeout.as_millis() as u64,
+            };
+        }
+        StepFailure::Trap {
+            message: format!("{err:#}"),
+        }
+    }
+
+    /// Runs one step: instantiate `plugin`, call `evaluate`, validate the answer.
+    pub fn run_step(
+        &mut self,
+        step: &str,
+        plugin: &RulePlugin,
+        limits: &StepLimits,
+        ctx: &Context,
+    ) -> StepReport {
+        self.begin(step, limits);
+        let started = Instant::now();
+        let outcome = self.evaluate(plugin, limits, ctx);
+        let micros = started.elapsed().as_micros() as u64;
+        let data = self.store.data_mut();
+        data.drain_stdio();
+        StepReport {
+            outcome,
+            micros,
+            logs: std::mem::take(&mut data.logs),
+            dropped_logs: data.dropped_logs,
+        }
+    }
+
+    fn evaluate(&mut self, plugin: &RulePlugin, limits: &StepLimits, ctx: &Context) -> StepOutcome {
+        let rule = match plugin.pre().instantiate(&mut self.store) {
+            Ok(rule) => rule,
+            Err(err) => {
+                let failure = match self.classify(err, limits) {
+                    StepFailure::Trap { message } => StepFailure::Instantiate { message },
+                    other => other,
+                };
+                return StepOutcome::Failed { failure };
+            }
+        };
+        let handle = match self
+            .store
+            .data_mut()
+            .table
+            .push(MessageRef(self.message.clone()))
+        {
+            Ok(h) => h,
+            Err(e) => {
+                return StepOutcome::Failed {
+                    failure: StepFailure::Instantiate {
+                        message: format!("resource table: {e}"),
+                    },
+                }
+            }
+        };
+        let borrowed = Resource::<MessageRef>::new_borrow(handle.rep());
+        let answer = rule.call_evaluate(&mut self.store, borrowed, ctx);
+        let _ = self.store.data_mut().table.delete(handle);
+        match answer {
+            Err(err) => StepOutcome::Failed {
+                failure: self.classify(err, limits),
+            },
+            Ok(Err(error)) => StepOutcome::RuleError { error },
+            Ok(Ok(actions)) => {
+                if actions.len() > limits.max_actions {
+                    return StepOutcome::Failed {
+                        failure: StepFailure::TooManyActions {
+                            count: actions.len(),
+                            limit: limits.max_actions,
+                        },
+                    };
+                }
+                for (index, action) in actions.iter().enumerate() {
+                    if let Err(reason) = validate_action(action) {
+                        return StepOutcome::Failed {
+                            failure: StepFailure::InvalidAction { index, reason },
+                        };
+                    }
+                }
+                StepOutcome::Actions { actions }
+            }
+        }
+    }
+}
+
+impl RulePlugin {
+    /// Calls the rule's `validate-config` with the step's config JSON, in a throwaway store.
+    pub fn validate_config(
+        &self,
+        engine: &RuleEngine,
+        config_json: &str,
+        limits: &StepLimits,
+    ) -> Result<(), EngineError> {
+        let mut store = Store::new(&engine.engine, StoreState::new());
+        store.data_mut().step = Arc::from(self.name());
+        store.data_mut().limiter.memory_cap = limits.memory_bytes.min(engine.max_memory_bytes);
+        store.limiter(|s| &mut s.limiter);
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(engine.deadline_ticks(limits.timeout.max(Duration::from_secs(1))));
+        let failed = |e: wasmtime::Error| EngineError::ValidateFailed {
+            plugin: self.name().to_string(),
+            reason: format!("{e:#}"),
+        };
+        let rule = self.pre().instantiate(&mut store).map_err(failed)?;
+        match rule.call_validate_config(&mut store, config_json) {
+            Err(e) => Err(failed(e)),
+            Ok(Err(reason)) => Err(EngineError::ConfigRefused {
+                plugin: self.name().to_string(),
+                reason,
+            }),
+            Ok(Ok(())) => Ok(()),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! What a `Store` holds while a message goes through a chain, and the host side of the WIT
+//! imports (`message` resource, `host.log`).
+
+use std::sync::Arc;
+
+use sluice_mail::Message;
+use wasmtime::component::{Resource, ResourceTable};
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::sluice::rules::{host, types};
+use crate::session::LogLine;
+
+/// How many bytes of stdout/stderr a WASI rule may write per message.
+pub(crate) const STDIO_CAPACITY: usize = 256 * 1024;
+/// How many log lines a step may emit before further ones are counted, not kept.
+pub(crate) const MAX_LOG_LINES: usize = 100;
+/// Longest log line kept, in bytes.
+pub(crate) const MAX_LOG_LINE: usize = 2048;
+
+/// The host-side representation of a `message` resource handle.
+pub struct MessageRef(pub(crate) Arc<Message>);
+
+/// Per-store state.
+pub(crate) struct StoreState {
+    pub(crate) table: ResourceTable,
+    pub(crate) limiter: StepLimiter,
+    /// Log lines of the step currently running.
+    pub(crate) logs: Vec<LogLine>,
+    pub(crate) dropped_logs: usize,
+    /// The step currently running, for log tagging.
+    pub(crate) step: Arc<str>,
+    /// Created on first use, so rules that import no WASI pay nothing for it.
+    pub(crate) wasi: Option<WasiState>,
+}
+
+pub(crate) struct WasiState {
+    pub(crate) ctx: WasiCtx,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+    /// How much of stdout/stderr has already been forwarded to the log.
+    pub(crate) stdout_seen: usize,
+    pub(crate) stderr_seen: usize,
+}
+
+impl WasiState {
+    /// A WASI context with nothing in it: no files, no sockets, no environment, no arguments;
+    /// stdout and stderr are captured and forwarded to the log after each step.
+    fn sealed() -> WasiState {
+        let stdout = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let stderr = MemoryOutputPipe::new(STDIO_CAPACITY);
+        let ctx = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        WasiState {
+            ctx,
+            stdout,
+            stderr,
+            stdout_seen: 0,
+            stderr_seen: 0,
+        }
+    }
+}
+
+impl StoreState {
+    pub(crate) fn new() -> StoreState {
+        StoreState {
+            table: ResourceTable::new(),
+            limiter: StepLimiter::default(),
+            logs: Vec::new(),
+            dropped_logs: 0,
+            step: Arc::from(""),
+            wasi: None,
+        }
+    }
+
+    pub(crate) fn push_log(&mut self, level: Level, source: &'static str, text: &str) {
+        let mut text = text.trim_end().to_string();
+        if text.len() > MAX_LOG_LINE {
+            let mut cut = MAX_LOG_LINE;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push('…');
+        }
+        let step = &*self.step;
+        match level {
+            Level::Trace => tracing::trace!(step, source, "{text}"),
+            Level::Debug => tracing::debug!(step, source, "{text}"),
+            Level::Info => tracing::info!(step, source, "{text}"),
+            Level::Warn => tracing::warn!(step, source, "{text}"),
+            Level::Error => tracing::error!(step, source, "{text}"),
+        }
+        if self.logs.len() < MAX_LOG_LINES {
+            self.logs.push(LogLine {
+                level,
+                source,
+                text,
+            });
+        } else {
+            self.dropped_logs += 1;
+        }
+    }
+
+    /// Forwards what a WASI rule printed since the last call to the log, a line at a time.
+    pub(crate) fn drain_stdio(&mut self) {
+        let Some(wasi) = &mut self.wasi else { return };
+        let out = wasi.stdout.contents();
+        let err = wasi.stderr.contents();
+        let new_out = out.get(wasi.stdout_seen..).unwrap_or_default().to_vec();
+        let new_err = err.get(wasi.stderr_seen..).unwrap_or_default().to_vec();
+        wasi.stdout_seen = out.len();
+        wasi.stderr_seen = err.len();
+        for line in String::from_utf8_lossy(&new_out).lines() {
+            self.push_log(Level::Info, "stdout", line);
+        }
+        for line in String::from_utf8_lossy(&new_err).lines() {
+            self.push_log(Level::Warn, "stderr", line);
+        }
+    }
+}
+
+use types::Level;
+
+/// Enforces the running step's memory cap. A store is shared by the steps of a chain, so the
+/// cap is set before each step; every memory is created by exactly one step's instance.
+#[derive(Default)]
+pub(crate) struct StepLimiter {
+    pub(crate) memory_cap: usize,
+    /// Set when a step asked for more than its cap, to name the failure precisely.
+    pub(crate) memory_cap_hit: Option<usize>,
+}
+
+/// The most table elements a rule may have (function tables of real rules are far smaller).
+const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+impl ResourceLimiter for StepLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_cap {
+            self.memory_cap_hit = Some(desired);
+            return Err(wasmtime::format_err!(
+                "memory cap of {} MiB exceeded (asked for {} bytes)",
+                self.memory_cap / (1024 * 1024),
+                desired
+            ));
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        let wasi = self.wasi.get_or_insert_with(WasiState::sealed);
+        WasiCtxView {
+            ctx: &mut wasi.ctx,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl StoreState {
+    fn message_of(&self, handle: &Resource<MessageRef>) -> wasmtime::Result<Arc<Message>> {
+        Ok(self.table.get(handle)?.0.clone())
+    }
+}
+
+fn truncate_to(mut text: String, max_bytes: u32) -> String {
+    let max = max_bytes as usize;
+    if max > 0 && text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
+impl types::HostMessage for StoreState {
+    fn header(
+        &mut self,
+        msg: Resource<MessageRef>,
+        name: String,
+    ) -> wasmtime::Result<Vec<String>> {
+        Ok(self.message_of(&msg)?.header(&name))
+    }
+
+    fn headers(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.message_of(&msg)?.headers())
+    }
+
+    fn subject(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        Ok(self.message_of(&msg)?.subject())
+    }
+
+    fn from(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        Ok(self.message_of(&msg)?.from_address())
+    }
+
+    fn from_name(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
+        Ok(self.message_of(&msg)?.from_name())
+    }
+
+    fn size(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<u64> {
+        Ok(self.message_of(&msg)?.size())
+    }
+
+    fn text_body(
+        &mut self,
+        msg: Resource<MessageRef>,
+        max_bytes: u32,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .message_of(&msg)?
+            .text_body(max_bytes as usize)
+            .map(|t| truncate_to(t, max_bytes)))
+    }
+
+    fn html_body(
+        &mut self,
+        msg: Resource<MessageRef>,
+        max_bytes: u32,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .message_of(&msg)?
+            .html_body(max_bytes as usize)
+            .map(|t| truncate_to(t, max_bytes)))
+    }
+
+    fn attachments(
+        &mut self,
+        msg: Resource<MessageRef>,
+    ) -> wasmtime::Result<Vec<types::AttachmentInfo>> {
+        Ok(self
+            .message_of(&msg)?
+            .attachments()
+            .into_iter()
+            .map(|a| types::AttachmentInfo {
+                name: a.name,
+                content_type: a.content_type,
+                size: a.size,
+            })
+            .collect())
+    }
+
+    fn raw(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Vec<u8>> {
+        Ok(self.message_of(&msg)?.raw().to_vec())
+    }
+
+    fn drop(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<()> {
+        self.table.delete(msg)?;
+        Ok(())
+    }
+}
+
+impl types::Host for StoreState {}
+
+impl host::Host for StoreState {
+    fn log(&mut self, level: Level, msg: String) -> wasmtime::Result<()> {
+        self.push_log(level, "log", &msg);
+        Ok(())
+    }
+}

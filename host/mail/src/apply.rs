@@ -1,0 +1,220 @@
+//! Applying a chain's edits to the original bytes.
+//!
+//! The output is spliced from the input: the top header block is re-emitted from its pieces
+//! (untouched fields byte-identical), and each displayed text part that gets a banner is
+//! replaced in place by its rewritten header block and re-encoded body, using mail-parser's
+//! offsets. Every byte outside those ranges is copied as it came in.
+
+use crate::banner::{displayed_parts, insert_text, rewrite_part};
+use crate::edit::{validate_edit, Banner, BannerFallback, Edit, EditError};
+use crate::encoding::{longest_line, quoted_printable};
+use crate::header::HeaderBlock;
+use crate::message::Message;
+
+/// Applies the edits in order to the original bytes and returns the new message bytes (a copy
+/// of the raw bytes when `edits` is empty). Every edit is validated again first. Header edits
+/// change the top header block; banners change the displayed text parts, or, when there is
+/// none, wrap the message (see [`BannerFallback`]).
+pub fn apply_edits(
+    msg: &Message,
+    edits: &[Edit],
+    fallback: BannerFallback,
+) -> Result<Vec<u8>, EditError> {
+    let raw = msg.raw();
+    if edits.is_empty() {
+        return Ok(raw.to_vec());
+    }
+    for edit in edits {
+        validate_edit(edit)?;
+    }
+    let m = msg.parsed();
+    let le = msg.line_ending();
+    let root = m
+        .parts
+        .first()
+        .ok_or_else(|| EditError::Malformed("the parse has no MIME parts".into()))?;
+    let (header_start, body_start) = (root.offset_header as usize, root.offset_body as usize);
+    let mut top = HeaderBlock::parse(raw, &root.headers, header_start, body_start, le)?;
+
+    let mut banners: Vec<&Banner> = Vec::new();
+    for edit in edits {
+        match edit {
+            Edit::AddHeader { name, value } => top.add(name, value),
+            Edit::SetHeader { name, value } => top.set(name, value),
+            Edit::RemoveHeader(name) => top.remove(name),
+            Edit::PrefixSubject(prefix) => prefix_subject(&mut top, prefix),
+            Edit::AddBanner(banner) => banners.push(banner),
+        }
+    }
+
+    let mut out = Vec::with_capacity(raw.len() + 1024);
+    // Whatever precedes the header block (nothing, with mail-parser) stays.
+    out.extend_from_slice(&raw[..header_start]);
+    let unchanged_body = |mut out: Vec<u8>, top: &HeaderBlock<'_>| {
+        top.emit(&mut out, body_start < raw.len());
+        out.extend_from_slice(&raw[body_start..]);
+        out
+    };
+    if banners.is_empty() {
+        return Ok(unchanged_body(out, &top));
+    }
+
+    let displayed = displayed_parts(m)?;
+    if displayed.is_empty() {
+        return Ok(match fallback {
+            BannerFallback::Ignore => unchanged_body(out, &top),
+            BannerFallback::Wrap => wrap(raw, top, &banners, le),
+        });
+    }
+    if displayed == [0] {
+        let body = rewrite_part(root, 0, &mut top, &banners, le, true)?;
+        top.emit(&mut out, !body.is_empty());
+        out.extend_from_slice(&body);
+        return Ok(out);
+    }
+
+    // Sub-parts: replace each part's [header start, body end) range in place.
+    let mut replacements = Vec::with_capacity(displayed.len());
+    for id in displayed {
+        let part = m
+            .parts
+            .get(id)
+            .ok_or_else(|| EditError::Malformed(format!("MIME part {id} is missing")))?;
+        let (h, b, e) = (
+            part.offset_header as usize,
+            part.offset_body as usize,
+            part.offset_end as usize,
+        );
+        if !(body_start <= h && h <= b && b <= e && e <= raw.len()) {
+            return Err(EditError::Malformed(format!(
+                "MIME part {id} has offsets {h}..{b}..{e}, out of order or outside the body {body_start}..{}",
+                raw.len()
+            )));
+        }
+        let mut block = HeaderBlock::parse(raw, &part.headers, h, b, le)?;
+        let body = rewrite_part(part, id, &mut block, &banners, le, false)?;
+        let mut bytes = Vec::with_capacity(b - h + body.len() + 64);
+        block.emit(&mut bytes, true);
+        bytes.extend_from_slice(&body);
+        replacements.push((h, e, bytes));
+    }
+    replacements.sort_by_key(|r| r.0);
+    top.emit(&mut out, true);
+    let mut pos = body_start;
+    for (start, end, bytes) in replacements {
+        if start < pos {
+            return Err(EditError::Malformed(format!(
+                "MIME parts overlap at byte {start} (the previous part ends at {pos})"
+            )));
+        }
+        out.extend_from_slice(&raw[pos..start]);
+        out.extend_from_slice(&bytes);
+        pos = end;
+    }
+    out.extend_from_slice(&raw[pos..]);
+    Ok(out)
+}
+
+/// prefix-subject: `prefix + " " + subject` (no extra space when the prefix ends with one);
+/// nothing when the subject already starts with the prefix; `Subject: prefix` when absent.
+fn prefix_subject(top: &mut HeaderBlock<'_>, prefix: &str) {
+    match top.first_value("Subject") {
+        Some(subject) => {
+            let subject = subject.trim_start();
+            if subject.starts_with(prefix) || subject == prefix.trim_end() {
+                return;
+            }
+            let sep = if prefix.ends_with(' ') || subject.is_empty() {
+                ""
+            } else {
+                " "
+            };
+            top.set("Subject", format!("{prefix}{sep}{subject}").trim_end());
+        }
+        None => top.add("Subject", prefix.trim_end()),
+    }
+}
+
+/// A message without displayed text: a new multipart/mixed with the original top-level fields
+/// (as edited, minus the MIME ones), a text/plain part with the banners and the original bytes,
+/// unchanged, as a message/rfc822 part.
+fn wrap(raw: &[u8], mut top: HeaderBlock<'_>, banners: &[&Banner], le: &'static str) -> Vec<u8> {
+    top.remove_where(|name| {
+        [
+            "content-type",
+            "content-transfer-encoding",
+            "mime-version",
+            "content-disposition",
+        ]
+        .iter()
+        .any(|m| name.eq_ignore_ascii_case(m))
+    });
+    let mut text = String::new();
+    for banner in banners {
+        text = insert_text(&text, &banner.text, banner.position, le, true);
+    }
+    let (text_cte, text_body) = if text.is_ascii() && longest_line(text.as_bytes()) <= 998 {
+        ("7bit", text.into_bytes())
+    } else {
+        ("quoted-printable", quoted_printable(text.as_bytes(), le))
+    };
+    let boundary = unique_boundary(raw, &text_body);
+    // message/rfc822 allows only 7bit, 8bit or binary: say which the original needs.
+    let inner_cte = if raw.contains(&0) || longest_line(raw) > 998 {
+        Some("binary")
+    } else if !raw.is_ascii() {
+        Some("8bit")
+    } else {
+        None
+    };
+
+    top.push("MIME-Version", "1.0");
+    top.push(
+        "Content-Type",
+        &format!("multipart/mixed; boundary=\"{boundary}\""),
+    );
+    let mut out = Vec::with_capacity(raw.len() + text_body.len() + 512);
+    top.emit(&mut out, true);
+    let line = |out: &mut Vec<u8>, s: &str| {
+        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(le.as_bytes());
+    };
+    line(&mut out, &format!("--{boundary}"));
+    line(&mut out, "Content-Type: text/plain; charset=utf-8");
+    line(&mut out, &format!("Content-Transfer-Encoding: {text_cte}"));
+    line(&mut out, "");
+    out.extend_from_slice(&text_body);
+    if !text_body.ends_with(b"\n") {
+        out.extend_from_slice(le.as_bytes());
+    }
+    line(&mut out, &format!("--{boundary}"));
+    line(&mut out, "Content-Type: message/rfc822");
+    if let Some(cte) = inner_cte {
+        line(&mut out, &format!("Content-Transfer-Encoding: {cte}"));
+    }
+    line(&mut out, "");
+    out.extend_from_slice(raw);
+    // The line break before a boundary belongs to the boundary, so the part is exactly `raw`.
+    out.extend_from_slice(le.as_bytes());
+    line(&mut out, &format!("--{boundary}--"));
+    out
+}
+
+/// A boundary that occurs in neither the original message nor the banner text. Deterministic
+/// (derived from the content) so the same input gives the same output.
+fn unique_boundary(raw: &[u8], text: &[u8]) -> String {
+    // FNV-1a: cheap and good enough to make a collision with message text unlikely; the loop
+    // below makes it impossible.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in raw.iter().chain(text) {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    (0u32..)
+        .map(|n| format!("sluice-wrap-{hash:016x}-{n}"))
+        .find(|b| !contains(raw, b.as_bytes()) && !contains(text, b.as_bytes()))
+        .unwrap_or_default()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}

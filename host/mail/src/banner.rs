@@ -1,0 +1,491 @@
+//! Banners: which parts are displayed text, where a banner goes in them, and how a part is
+//! re-encoded afterwards.
+
+use mail_parser::{decoders::charsets::map::charset_decoder, MessagePart, MimeHeaders, PartType};
+
+use crate::edit::{Banner, EditError, Position};
+use crate::encoding::{base64_lines, longest_line, normalize_line_endings, quoted_printable};
+use crate::header::HeaderBlock;
+
+/// RFC 5322 line limit (without the line ending).
+const MAX_LINE: usize = 998;
+/// Deeper MIME trees than this are refused (mail-parser itself stops far earlier).
+const MAX_DEPTH: usize = 128;
+
+/// The parts a reader displays: text/plain and text/html leaves of the top-level tree (a part
+/// without Content-Type is text/plain, except inside multipart/digest), not marked as
+/// attachments and not inside an attached message. Both sides of multipart/alternative count.
+pub(crate) fn displayed_parts(m: &mail_parser::Message<'_>) -> Result<Vec<usize>, EditError> {
+    let mut out = Vec::new();
+    walk(m, 0, false, 0, &mut out)?;
+    Ok(out)
+}
+
+fn walk(
+    m: &mail_parser::Message<'_>,
+    id: usize,
+    in_digest: bool,
+    depth: usize,
+    out: &mut Vec<usize>,
+) -> Result<(), EditError> {
+    let part = m
+        .parts
+        .get(id)
+        .ok_or_else(|| EditError::Malformed(format!("MIME part {id} is referenced but missing")))?;
+    if depth > MAX_DEPTH {
+        return Err(EditError::Malformed(format!(
+            "MIME nesting deeper than {MAX_DEPTH}"
+        )));
+    }
+    match &part.body {
+        PartType::Multipart(children) => {
+            let digest = part
+                .content_type()
+                .and_then(|ct| ct.subtype())
+                .is_some_and(|s| s.eq_ignore_ascii_case("digest"));
+            for &child in children {
+                let child = child as usize;
+                if child <= id {
+                    return Err(EditError::Malformed(format!(
+                        "MIME part {id} lists part {child} as its child (parts must nest forward)"
+                    )));
+                }
+                walk(m, child, digest, depth + 1, out)?;
+            }
+        }
+        PartType::Text(_) | PartType::Html(_) if is_displayed_text(part, in_digest) => out.push(id),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn is_displayed_text(part: &MessagePart<'_>, in_digest: bool) -> bool {
+    let text_subtype = match part.content_type() {
+        Some(ct) if ct.ctype().eq_ignore_ascii_case("text") => ct.subtype(),
+        Some(_) => return false,
+        None if in_digest => return false,
+        None => Some("plain"),
+    };
+    let shown = text_subtype
+        .is_some_and(|s| s.eq_ignore_ascii_case("plain") || s.eq_ignore_ascii_case("html"));
+    // RFC 2045 section 6.4: a part with an unknown transfer encoding is opaque data.
+    let known_transfer = part.content_transfer_encoding().is_none_or(|cte| {
+        ["7bit", "8bit", "binary", "quoted-printable", "base64"]
+            .iter()
+            .any(|k| cte.trim().eq_ignore_ascii_case(k))
+    });
+    shown
+        && known_transfer
+        && !part
+            .content_disposition()
+            .is_some_and(|d| d.is_attachment())
+}
+
+/// The transfer encoding of a part, as far as re-encoding is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// 7bit or absent.
+    SevenBit,
+    /// 8bit or binary.
+    EightBit,
+    QuotedPrintable,
+    Base64,
+}
+
+/// Inserts `banners` into the displayed part `part` (index `id`): rewrites its Content-Type
+/// charset and, when needed, its Content-Transfer-Encoding in `block`, and returns the new
+/// encoded body. `is_root` says the part is the whole message body (then it ends with a line
+/// break; a sub-part's last line break belongs to the boundary that follows).
+pub(crate) fn rewrite_part(
+    part: &MessagePart<'_>,
+    id: usize,
+    block: &mut HeaderBlock<'_>,
+    banners: &[&Banner],
+    le: &'static str,
+    is_root: bool,
+) -> Result<Vec<u8>, EditError> {
+    let undecodable = |reason: String| EditError::UndecodablePart { part: id, reason };
+    let text = match &part.body {
+        PartType::Text(t) | PartType::Html(t) => t.as_ref(),
+        _ => {
+            return Err(EditError::Malformed(format!(
+                "part {id} is not a text part"
+            )))
+        }
+    };
+    // By the declared type: mail-parser files a damaged text/html part as Text.
+    let is_html = part
+        .content_type()
+        .and_then(|ct| ct.subtype())
+        .is_some_and(|s| s.eq_ignore_ascii_case("html"));
+    let cte = block
+        .first_value("Content-Transfer-Encoding")
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let transfer = match cte.as_str() {
+        "" | "7bit" => Transfer::SevenBit,
+        "8bit" | "binary" => Transfer::EightBit,
+        "quoted-printable" => Transfer::QuotedPrintable,
+        "base64" => Transfer::Base64,
+        other => {
+            return Err(undecodable(format!(
+                "unknown Content-Transfer-Encoding {other:?}; only 7bit, 8bit, binary, quoted-printable and base64 can be re-encoded"
+            )))
+        }
+    };
+    if part.is_encoding_problem && matches!(transfer, Transfer::QuotedPrintable | Transfer::Base64)
+    {
+        return Err(undecodable(format!(
+            "its {cte} content is broken, so the decoded text is not trustworthy"
+        )));
+    }
+    if let Some(charset) = part.content_type().and_then(|ct| ct.attribute("charset")) {
+        let known = charset_decoder(charset.as_bytes()).is_some()
+            || ["utf-8", "utf8", "us-ascii", "ascii"]
+                .iter()
+                .any(|c| charset.eq_ignore_ascii_case(c));
+        if !known && text.contains('\u{fffd}') {
+            return Err(undecodable(format!(
+                "charset {charset:?} is not supported, re-encoding would lose characters"
+            )));
+        }
+    }
+
+    // Banners join the text with its own line ending for base64 (whose lines are content);
+    // everything else is normalized to the message's line ending.
+    let text_le = if transfer == Transfer::Base64 {
+        if text.contains("\r\n") {
+            "\r\n"
+        } else if text.contains('\n') {
+            "\n"
+        } else {
+            le
+        }
+    } else {
+        le
+    };
+    let mut text = if transfer == Transfer::Base64 {
+        text.to_owned()
+    } else {
+        normalize_line_endings(text, le)
+    };
+    for banner in banners {
+        text = if is_html {
+            insert_html(&text, &banner_html(banner), banner.position)
+        } else {
+            insert_text(&text, &banner.text, banner.position, text_le, is_root)
+        };
+    }
+
+    let text_non_ascii = !text.is_ascii();
+    let mut new_transfer = None;
+    let body = match transfer {
+        Transfer::Base64 => {
+            let mut b = base64_lines(text.as_bytes(), le);
+            if is_root {
+                b.extend_from_slice(le.as_bytes());
+            }
+            b
+        }
+        Transfer::QuotedPrintable => quoted_printable(text.as_bytes(), le),
+        Transfer::SevenBit | Transfer::EightBit => {
+            let fits = longest_line(text.as_bytes()) <= MAX_LINE;
+            if fits && (text.is_ascii() || transfer == Transfer::EightBit) {
+                text.into_bytes()
+            } else {
+                new_transfer = Some("quoted-printable");
+                quoted_printable(text.as_bytes(), le)
+            }
+        }
+    };
+
+    let mut touched_mime = false;
+    if let Some((name_part, raw_value)) = block.first_original("Content-Type") {
+        let value = std::str::from_utf8(raw_value)
+            .ok()
+            .and_then(with_utf8_charset)
+            .unwrap_or_else(|| regenerate_content_type(part, is_html, le));
+        let mut bytes = name_part.to_vec();
+        bytes.extend_from_slice(value.as_bytes());
+        block.set_field_bytes("Content-Type", bytes, value);
+    } else if text_non_ascii || new_transfer.is_some() {
+        let subtype = if is_html { "html" } else { "plain" };
+        block.set_mime_field("Content-Type", &format!("text/{subtype}; charset=utf-8"));
+        touched_mime = true;
+    }
+    if let Some(cte) = new_transfer {
+        block.set_mime_field("Content-Transfer-Encoding", cte);
+        touched_mime = true;
+    }
+    if is_root && touched_mime && !block.contains("MIME-Version") {
+        block.push("MIME-Version", "1.0");
+    }
+    Ok(body)
+}
+
+/// The raw Content-Type value (after the colon, with its folding and line ending) with the
+/// charset parameter set to utf-8 and every other byte kept; `None` when it has comments or
+/// unbalanced quotes (then the value is regenerated from the parse).
+pub(crate) fn with_utf8_charset(raw_value: &str) -> Option<String> {
+    if raw_value.contains('(') {
+        return None;
+    }
+    // Split on ';' outside quoted strings.
+    let mut segments = Vec::new();
+    let (mut start, mut in_quotes, mut escaped) = (0, false, false);
+    for (i, c) in raw_value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            ';' if !in_quotes => {
+                segments.push(&raw_value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if in_quotes {
+        return None;
+    }
+    segments.push(&raw_value[start..]);
+    if !segments[0].contains('/') {
+        return None; // no type/subtype to keep
+    }
+    let mut found = false;
+    let mut out_segments: Vec<String> = Vec::with_capacity(segments.len() + 1);
+    for (i, seg) in segments.iter().enumerate() {
+        let param = seg.trim().split('=').next().unwrap_or("").trim();
+        if i > 0
+            && (param.eq_ignore_ascii_case("charset") || param.eq_ignore_ascii_case("charset*"))
+        {
+            if found {
+                continue; // a duplicate charset parameter: drop it
+            }
+            found = true;
+            let lead = &seg[..seg.len() - seg.trim_start().len()];
+            let trail = &seg[seg.trim_end().len()..];
+            out_segments.push(format!("{lead}charset=utf-8{trail}"));
+        } else {
+            out_segments.push((*seg).to_owned());
+        }
+    }
+    let mut value = out_segments.join(";");
+    if !found {
+        let trail_len = value.len() - value.trim_end().len();
+        let at = value.len() - trail_len;
+        let sep = if value[..at].trim_end().ends_with(';') {
+            " "
+        } else {
+            "; "
+        };
+        value.insert_str(at, &format!("{sep}charset=utf-8"));
+    }
+    Some(value)
+}
+
+/// A fresh Content-Type value (leading space, trailing line ending) from the parse.
+fn regenerate_content_type(part: &MessagePart<'_>, is_html: bool, le: &str) -> String {
+    let mut value = format!(
+        " text/{}; charset=utf-8",
+        if is_html { "html" } else { "plain" }
+    );
+    if let Some(attrs) = part.content_type().and_then(|ct| ct.attributes()) {
+        for a in attrs
+            .iter()
+            .filter(|a| !a.name.eq_ignore_ascii_case("charset"))
+        {
+            let v = a.value.replace('\\', "\\\\").replace('"', "\\\"");
+            if a.name.is_ascii() && v.is_ascii() && !v.contains(['\r', '\n']) {
+                value.push_str(&format!(";{le} {}=\"{v}\"", a.name));
+            }
+        }
+    }
+    value.push_str(le);
+    value
+}
+
+/// The HTML a banner inserts: its `html`, or its text escaped, line breaks as `<br>`.
+pub(crate) fn banner_html(banner: &Banner) -> String {
+    if let Some(html) = &banner.html {
+        return html.clone();
+    }
+    let text = banner.text.replace("\r\n", "\n");
+    let mut out = String::with_capacity(text.len() + 16);
+    out.push_str("<div>");
+    for (i, line) in text.trim_end_matches('\n').split('\n').enumerate() {
+        if i > 0 {
+            out.push_str("<br>");
+        }
+        for c in line.chars() {
+            match c {
+                '&' => out.push_str("&amp;"),
+                '<' => out.push_str("&lt;"),
+                '>' => out.push_str("&gt;"),
+                '"' => out.push_str("&quot;"),
+                '\'' => out.push_str("&#39;"),
+                c => out.push(c),
+            }
+        }
+    }
+    out.push_str("</div>");
+    out
+}
+
+/// A plain-text banner: `banner`, an empty line, the body (top) or the body, an empty line,
+/// the banner (bottom). `ends_with_break` adds a final line break after a bottom banner.
+pub(crate) fn insert_text(
+    body: &str,
+    banner: &str,
+    position: Position,
+    le: &str,
+    ends_with_break: bool,
+) -> String {
+    let banner = normalize_line_endings(banner.trim_end_matches(['\r', '\n']), le);
+    let tail = if ends_with_break { le } else { "" };
+    if body.trim().is_empty() {
+        return format!("{banner}{tail}");
+    }
+    match position {
+        Position::Top => format!("{banner}{le}{le}{body}"),
+        Position::Bottom => {
+            let sep = if body.ends_with('\n') { "" } else { le };
+            format!("{body}{sep}{le}{banner}{tail}")
+        }
+    }
+}
+
+/// Inserts `banner` right after the opening `<body ...>` tag (top) or right before `</body>`
+/// (bottom), case-insensitively; at the start or end of the document when there is no such tag.
+pub(crate) fn insert_html(html: &str, banner: &str, position: Position) -> String {
+    let at = match position {
+        Position::Top => body_open_end(html).unwrap_or(0),
+        Position::Bottom => body_close_start(html).unwrap_or(html.len()),
+    };
+    let mut out = String::with_capacity(html.len() + banner.len());
+    out.push_str(&html[..at]);
+    out.push_str(banner);
+    out.push_str(&html[at..]);
+    out
+}
+
+/// Finds `needle` (ASCII, lower case) in `hay` case-insensitively, followed by a tag-name end.
+fn tag_positions<'h>(hay: &'h [u8], needle: &'h [u8]) -> impl Iterator<Item = usize> + 'h {
+    hay.windows(needle.len())
+        .enumerate()
+        .filter_map(move |(i, w)| {
+            let ends = hay
+                .get(i + needle.len())
+                .is_none_or(|&c| c == b'>' || c == b'/' || c.is_ascii_whitespace());
+            (w.eq_ignore_ascii_case(needle) && ends).then_some(i)
+        })
+}
+
+/// The byte index just after the `>` of the first `<body ...>` tag.
+fn body_open_end(html: &str) -> Option<usize> {
+    let bytes = html.as_bytes();
+    let start = tag_positions(bytes, b"<body").next()?;
+    let mut quote = None;
+    for (i, &c) in bytes.iter().enumerate().skip(start + 5) {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'"' | b'\'') => quote = Some(c),
+            (None, b'>') => return Some(i + 1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The byte index of the last `</body` tag.
+fn body_close_start(html: &str) -> Option<usize> {
+    tag_positions(html.as_bytes(), b"</body").last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charset_rewrite_keeps_other_parameters() {
+        assert_eq!(
+            with_utf8_charset(" text/plain; charset=iso-8859-1; format=flowed\r\n").unwrap(),
+            " text/plain; charset=utf-8; format=flowed\r\n"
+        );
+        assert_eq!(
+            with_utf8_charset(" text/plain;\r\n\tformat=flowed;\r\n\tCHARSET=\"windows-1252\"\r\n")
+                .unwrap(),
+            " text/plain;\r\n\tformat=flowed;\r\n\tcharset=utf-8\r\n"
+        );
+        assert_eq!(
+            with_utf8_charset(" text/html\n").unwrap(),
+            " text/html; charset=utf-8\n"
+        );
+        assert_eq!(
+            with_utf8_charset(" text/html;\n").unwrap(),
+            " text/html; charset=utf-8\n"
+        );
+        assert_eq!(
+            with_utf8_charset(" text/plain; name=\"a;charset=x\"\n").unwrap(),
+            " text/plain; name=\"a;charset=x\"; charset=utf-8\n"
+        );
+        assert!(with_utf8_charset(" text/plain (comment)\n").is_none());
+        assert!(with_utf8_charset(" \r\n").is_none());
+        assert!(with_utf8_charset(" ; charset=x\r\n").is_none());
+    }
+
+    #[test]
+    fn html_positions() {
+        let html = "<html><BODY class=\"a>b\" bgcolor='x'><p>hi</p></Body ></html>";
+        assert_eq!(
+            insert_html(html, "[B]", Position::Top),
+            "<html><BODY class=\"a>b\" bgcolor='x'>[B]<p>hi</p></Body ></html>"
+        );
+        assert_eq!(
+            insert_html(html, "[B]", Position::Bottom),
+            "<html><BODY class=\"a>b\" bgcolor='x'><p>hi</p>[B]</Body ></html>"
+        );
+        assert_eq!(insert_html("<p>x</p>", "[B]", Position::Top), "[B]<p>x</p>");
+        assert_eq!(
+            insert_html("<p>x</p>", "[B]", Position::Bottom),
+            "<p>x</p>[B]"
+        );
+        // <bodyguard> is not a body tag.
+        assert_eq!(
+            insert_html("<bodyguard>x", "[B]", Position::Top),
+            "[B]<bodyguard>x"
+        );
+        assert_eq!(insert_html("<body>", "[B]", Position::Top), "<body>[B]");
+    }
+
+    #[test]
+    fn text_banner_escaped_in_html() {
+        let b = Banner {
+            text: "Careful: <script> & \"quotes\"\r\nline 2\n".into(),
+            html: None,
+            position: Position::Top,
+        };
+        assert_eq!(
+            banner_html(&b),
+            "<div>Careful: &lt;script&gt; &amp; &quot;quotes&quot;<br>line 2</div>"
+        );
+    }
+
+    #[test]
+    fn text_positions() {
+        assert_eq!(
+            insert_text("body\n", "B", Position::Top, "\n", true),
+            "B\n\nbody\n"
+        );
+        assert_eq!(
+            insert_text("body", "B", Position::Bottom, "\r\n", true),
+            "body\r\n\r\nB\r\n"
+        );
+        assert_eq!(
+            insert_text("body\n", "B\n", Position::Bottom, "\n", false),
+            "body\n\nB"
+        );
+        assert_eq!(insert_text("", "B", Position::Top, "\n", true), "B\n");
+    }
+}

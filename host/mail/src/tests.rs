@@ -1,0 +1,736 @@
+//! End-to-end tests of parse + apply_edits on the fixtures in `tests/fixtures/`, checked with
+//! both mail-parser and the independent mailparse crate.
+
+use std::path::{Path, PathBuf};
+
+use mail_parser::MessageParser;
+
+use crate::banner::displayed_parts;
+use crate::*;
+
+fn fixture_path(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn fixture(name: &str) -> Message {
+    Message::parse(std::fs::read(fixture_path(name)).unwrap()).unwrap()
+}
+
+fn apply(msg: &Message, edits: &[Edit]) -> Vec<u8> {
+    apply_edits(msg, edits, BannerFallback::Wrap).unwrap()
+}
+
+fn s(bytes: &[u8]) -> &str {
+    std::str::from_utf8(bytes).unwrap()
+}
+
+fn add(name: &str, value: &str) -> Edit {
+    Edit::AddHeader {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+fn set(name: &str, value: &str) -> Edit {
+    Edit::SetHeader {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+fn banner(text: &str, html: Option<&str>, position: Position) -> Edit {
+    Edit::AddBanner(Banner {
+        text: text.into(),
+        html: html.map(Into::into),
+        position,
+    })
+}
+
+/// Every leaf part of `input` that is not displayed text (attachments, attached messages, ...)
+/// appears byte for byte in `output`.
+fn assert_untouched_parts_kept(input: &Message, output: &[u8]) {
+    let m = input.parsed();
+    let displayed = displayed_parts(m).unwrap();
+    for (id, part) in m.parts.iter().enumerate() {
+        if id == 0 || displayed.contains(&id) || part.is_multipart() {
+            continue;
+        }
+        let bytes = &input.raw()[part.offset_header as usize..part.offset_end as usize];
+        assert!(
+            output.windows(bytes.len()).any(|w| w == bytes),
+            "part {id} is not byte-identical in the output"
+        );
+    }
+}
+
+/// Decoded bodies of the leaf parts, in order, per mailparse.
+fn mailparse_leaves(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    fn walk(p: &mailparse::ParsedMail<'_>, out: &mut Vec<(String, Vec<u8>)>) {
+        if p.subparts.is_empty() {
+            out.push((p.ctype.mimetype.clone(), p.get_body_raw().unwrap()));
+        }
+        for sp in &p.subparts {
+            walk(sp, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&mailparse::parse_mail(raw).unwrap(), &mut out);
+    out
+}
+
+fn mailparse_text(raw: &[u8], mimetype: &str) -> Vec<String> {
+    fn walk(p: &mailparse::ParsedMail<'_>, mimetype: &str, out: &mut Vec<String>) {
+        if p.subparts.is_empty() && p.ctype.mimetype == mimetype {
+            out.push(p.get_body().unwrap());
+        }
+        for sp in &p.subparts {
+            walk(sp, mimetype, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&mailparse::parse_mail(raw).unwrap(), mimetype, &mut out);
+    out
+}
+
+// ---- header edits ----------------------------------------------------------------------
+
+#[test]
+fn no_edits_is_an_exact_copy() {
+    let m = fixture("alternative-attachments.eml");
+    assert_eq!(apply(&m, &[]), m.raw());
+}
+
+#[test]
+fn add_header_goes_on_top() {
+    for (name, le) in [("plain-lf.eml", "\n"), ("plain-crlf.eml", "\r\n")] {
+        let m = fixture(name);
+        let out = apply(&m, &[add("X-Sluice", "checked"), add("X-Second", "2")]);
+        let expected = [
+            format!("X-Second: 2{le}X-Sluice: checked{le}").as_bytes(),
+            m.raw(),
+        ]
+        .concat();
+        assert_eq!(s(&out), s(&expected));
+    }
+}
+
+#[test]
+fn set_header_replaces_first_in_place_and_drops_the_rest() {
+    let m = fixture("plain-lf.eml");
+    let out = apply(&m, &[set("X-TAG", "three")]);
+    let expected = s(m.raw())
+        .replace("X-Tag: one\n", "X-TAG: three\n")
+        .replace("x-tag: two\n", "");
+    assert_eq!(s(&out), expected);
+    // Absent: added at the top.
+    let out = apply(&m, &[set("X-New", "v")]);
+    assert_eq!(s(&out), format!("X-New: v\n{}", s(m.raw())));
+}
+
+#[test]
+fn remove_header_removes_every_field_with_its_folded_lines() {
+    let m = fixture("plain-crlf.eml");
+    let out = apply(
+        &m,
+        &[
+            Edit::RemoveHeader("subject".into()),
+            Edit::RemoveHeader("x-TAG".into()),
+        ],
+    );
+    let expected = s(m.raw())
+        .replace("Subject: Lunch\r\n  tomorrow?\r\n", "")
+        .replace("X-Tag: one\r\n", "")
+        .replace("x-tag: two\r\n", "");
+    assert_eq!(s(&out), expected);
+    // Removing something absent changes nothing.
+    assert_eq!(apply(&m, &[Edit::RemoveHeader("X-Absent".into())]), m.raw());
+}
+
+#[test]
+fn non_ascii_header_value_is_rfc2047_encoded() {
+    let m = fixture("plain-crlf.eml");
+    let value = "Geprüft von Sluice — 日本語 ✓";
+    let out = apply(&m, &[add("X-Note", value)]);
+    assert!(out.is_ascii());
+    let parsed = mailparse::parse_mail(&out).unwrap();
+    use mailparse::MailHeaderMap;
+    assert_eq!(
+        parsed.headers.get_first_value("X-Note").as_deref(),
+        Some(value)
+    );
+    let again = Message::parse(out).unwrap();
+    assert_eq!(again.header("x-note"), [value]);
+}
+
+#[test]
+fn long_ascii_value_is_folded() {
+    let m = fixture("plain-lf.eml");
+    let value = "this value is long ".repeat(10);
+    let out = apply(&m, &[add("X-Long", value.trim())]);
+    let head = s(&out).split("\n\n").next().unwrap();
+    assert!(head.lines().all(|l| l.len() <= 78), "{head}");
+    assert_eq!(
+        Message::parse(out).unwrap().header("X-Long"),
+        [value.trim()]
+    );
+}
+
+#[test]
+fn injection_and_protected_headers_are_refused_before_anything_is_applied() {
+    let m = fixture("plain-crlf.eml");
+    for edits in [
+        vec![
+            add("X-A", "ok"),
+            add("X-B", "evil\r\nBcc: victim@example.com"),
+        ],
+        vec![set("Subject", "a\nb")],
+        vec![Edit::PrefixSubject("[x]\r\n".into())],
+    ] {
+        let err = apply_edits(&m, &edits, BannerFallback::Wrap).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                EditError::InvalidHeaderValue { .. } | EditError::InvalidPrefix { .. }
+            ),
+            "{err}"
+        );
+    }
+    for edit in [
+        Edit::RemoveHeader("Received".into()),
+        set("DKIM-Signature", "x"),
+        add("ARC-Seal", "i=1"),
+        Edit::RemoveHeader("Authentication-Results".into()),
+    ] {
+        let err = apply_edits(&m, &[edit], BannerFallback::Wrap).unwrap_err();
+        assert!(matches!(err, EditError::ProtectedHeader { .. }), "{err}");
+    }
+    let err = apply_edits(
+        &m,
+        &[Edit::RemoveHeader("Content-Type".into())],
+        BannerFallback::Wrap,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, EditError::MimeStructureHeader { .. }),
+        "{err}"
+    );
+}
+
+// ---- prefix-subject --------------------------------------------------------------------
+
+#[test]
+fn prefix_subject_prefixes_the_decoded_subject_once() {
+    let m = fixture("plain-lf.eml");
+    let edits = [
+        Edit::PrefixSubject("[EXT]".into()),
+        Edit::PrefixSubject("[EXT]".into()),
+    ];
+    let out = apply(&m, &edits);
+    let expected = s(m.raw()).replace(
+        "Subject: Lunch\n  tomorrow?\n",
+        "Subject: [EXT] Lunch tomorrow?\n",
+    );
+    assert_eq!(s(&out), expected);
+    // Running the same edit over the result is a no-op (idempotent across passes too).
+    let again = Message::parse(out.clone()).unwrap();
+    assert_eq!(apply(&again, &[Edit::PrefixSubject("[EXT]".into())]), out);
+    // A prefix ending with a space gets no second space.
+    let out = apply(&m, &[Edit::PrefixSubject("EXT: ".into())]);
+    assert_eq!(
+        Message::parse(out).unwrap().subject().as_deref(),
+        Some("EXT: Lunch tomorrow?")
+    );
+}
+
+#[test]
+fn prefix_subject_sees_earlier_edits_and_encodes_non_ascii() {
+    let m = fixture("latin1-8bit-lf.eml");
+    assert_eq!(m.subject().as_deref(), Some("Olá"));
+    let out = apply(
+        &m,
+        &[
+            set("Subject", "Grüße"),
+            Edit::PrefixSubject("[Außen]".into()),
+        ],
+    );
+    let again = Message::parse(out.clone()).unwrap();
+    assert_eq!(again.subject().as_deref(), Some("[Außen] Grüße"));
+    assert_eq!(again.header("subject").len(), 1);
+    use mailparse::MailHeaderMap;
+    let parsed = mailparse::parse_mail(&out).unwrap();
+    assert_eq!(
+        parsed.headers.get_first_value("Subject").as_deref(),
+        Some("[Außen] Grüße")
+    );
+}
+
+#[test]
+fn prefix_subject_adds_a_missing_subject() {
+    let m = Message::parse(b"From: a@b.example\r\n\r\nhi\r\n".to_vec()).unwrap();
+    let edits = [
+        Edit::PrefixSubject("[EXT] ".into()),
+        Edit::PrefixSubject("[EXT] ".into()),
+    ];
+    let out = apply(&m, &edits);
+    assert_eq!(s(&out), "Subject: [EXT]\r\nFrom: a@b.example\r\n\r\nhi\r\n");
+}
+
+// ---- banners: text/plain ---------------------------------------------------------------
+
+#[test]
+fn plain_banner_top_and_bottom_keep_the_line_ending() {
+    let m = fixture("plain-lf.eml");
+    let top = apply(&m, &[banner("EXTERNAL SENDER", None, Position::Top)]);
+    let expected = s(m.raw()).replace("\n\nShall we", "\n\nEXTERNAL SENDER\n\nShall we");
+    assert_eq!(s(&top), expected);
+    assert!(!top.contains(&b'\r'));
+
+    let m = fixture("plain-crlf.eml");
+    let bottom = apply(&m, &[banner("Line 1\nLine 2", None, Position::Bottom)]);
+    let expected = format!("{}\r\nLine 1\r\nLine 2\r\n", s(m.raw()));
+    assert_eq!(s(&bottom), expected);
+    assert!(bottom
+        .windows(2)
+        .filter(|w| w[1] == b'\n')
+        .all(|w| w[0] == b'\r'));
+}
+
+#[test]
+fn several_banners_apply_in_sequence() {
+    let m = fixture("plain-lf.eml");
+    let out = apply(
+        &m,
+        &[
+            banner("FIRST", None, Position::Top),
+            banner("SECOND", None, Position::Top),
+            banner("LAST", None, Position::Bottom),
+        ],
+    );
+    let body = s(&out).split_once("\n\n").unwrap().1;
+    assert_eq!(
+        body,
+        "SECOND\n\nFIRST\n\nShall we have lunch tomorrow?\n-- \nBob\n\nLAST\n"
+    );
+}
+
+#[test]
+fn seven_bit_part_switches_to_qp_only_when_needed() {
+    let m = fixture("plain-crlf.eml");
+    // ASCII banner: still 7bit, no MIME fields added.
+    let out = apply(&m, &[banner("ascii", None, Position::Top)]);
+    assert!(!s(&out).contains("Content-Transfer-Encoding"));
+    assert!(!s(&out).contains("MIME-Version"));
+    // Non-ASCII banner: quoted-printable, utf-8, MIME-Version added.
+    let out = apply(&m, &[banner("Extern — Vorsicht", None, Position::Top)]);
+    assert!(out.is_ascii());
+    let text = s(&out);
+    assert!(
+        text.contains("Content-Type: text/plain; charset=utf-8\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("Content-Transfer-Encoding: quoted-printable\r\n"));
+    assert!(text.contains("MIME-Version: 1.0\r\n"));
+    let body = mailparse::parse_mail(&out).unwrap().get_body().unwrap();
+    assert_eq!(
+        body.replace("\r\n", "\n"),
+        "Extern — Vorsicht\n\nShall we have lunch tomorrow?\n-- \nBob\n"
+    );
+}
+
+#[test]
+fn eight_bit_part_stays_eight_bit_in_utf8() {
+    let m = fixture("latin1-8bit-lf.eml");
+    let out = apply(&m, &[banner("Atenção", None, Position::Bottom)]);
+    let text = s(&out);
+    assert!(
+        text.contains("Content-Type: text/plain; charset=utf-8\n"),
+        "{text}"
+    );
+    assert!(text.contains("Content-Transfer-Encoding: 8bit\n"));
+    assert!(
+        text.ends_with("\n\nOlá, como estás?\nAdiós\n\nAtenção\n"),
+        "{text}"
+    );
+    let again = Message::parse(out).unwrap();
+    assert_eq!(
+        again.text_body(0).as_deref(),
+        Some("Olá, como estás?\nAdiós\n\nAtenção\n")
+    );
+}
+
+#[test]
+fn base64_text_part_stays_base64() {
+    let m = fixture("base64-text.eml");
+    let out = apply(&m, &[banner("Hinweis", None, Position::Top)]);
+    let text = s(&out);
+    assert!(text.contains("Content-Transfer-Encoding: base64\r\n"));
+    let body = mailparse::parse_mail(&out).unwrap().get_body().unwrap();
+    assert_eq!(body, "Hinweis\r\n\r\nGrüße aus Köln\r\nZweite Zeile\r\n");
+    let body_lines = text.split_once("\r\n\r\n").unwrap().1;
+    assert!(body_lines.split("\r\n").all(|l| l.len() <= 76));
+}
+
+#[test]
+fn headers_only_message_gets_a_body() {
+    for raw in [
+        "From: a@b.example\nSubject: x\n",
+        "From: a@b.example\nSubject: x",
+    ] {
+        let m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+        let out = apply(&m, &[banner("B", None, Position::Top)]);
+        assert_eq!(s(&out), "From: a@b.example\nSubject: x\n\nB\n");
+    }
+}
+
+#[test]
+fn headers_only_message_without_final_line_break_gets_valid_mime_fields() {
+    let m = Message::parse(b"From: a@b.example\nSubject: x".to_vec()).unwrap();
+    let out = apply(&m, &[banner("Übersicht", None, Position::Top)]);
+    assert_eq!(
+        s(&out),
+        "From: a@b.example\nSubject: x\nContent-Type: text/plain; charset=utf-8\n\
+         Content-Transfer-Encoding: quoted-printable\nMIME-Version: 1.0\n\n=C3=9Cbersicht\n"
+    );
+    let body = mailparse::parse_mail(&out).unwrap().get_body().unwrap();
+    assert_eq!(body.replace("\r\n", "\n"), "Übersicht\n");
+}
+
+#[test]
+fn truncated_and_damaged_input_never_panics() {
+    for name in [
+        "alternative-attachments.eml",
+        "image-only.eml",
+        "latin1-8bit-lf.eml",
+        "forwarded.eml",
+    ] {
+        let raw = std::fs::read(fixture_path(name)).unwrap();
+        let edits = [
+            banner("B ü", Some("<b>B</b>"), Position::Bottom),
+            set("Subject", "x"),
+            Edit::PrefixSubject("[EXT]".into()),
+        ];
+        let mut inputs: Vec<Vec<u8>> = (1..raw.len())
+            .step_by(5)
+            .map(|n| raw[..n].to_vec())
+            .collect();
+        // Flip bytes into structure characters at a spread of positions.
+        for (i, pos) in (0..raw.len()).step_by(11).enumerate() {
+            let mut damaged = raw.clone();
+            damaged[pos] = [b'\n', b'-', b':', b'=', b'"', 0xff, b'<'][i % 7];
+            inputs.push(damaged);
+        }
+        for input in inputs {
+            let Ok(m) = Message::parse(input.clone()) else {
+                continue;
+            };
+            let _ = (
+                m.headers(),
+                m.text_body(10),
+                m.html_body(0),
+                m.attachments(),
+            );
+            for fallback in [BannerFallback::Wrap, BannerFallback::Ignore] {
+                if let Ok(out) = apply_edits(&m, &edits, fallback) {
+                    // Output must parse wherever the input did.
+                    let input_parses = mailparse::parse_mail(&input).is_ok();
+                    if let (true, Err(e)) = (input_parses, mailparse::parse_mail(&out)) {
+                        panic!(
+                            "{e}\ninput:\n{}\noutput:\n{}",
+                            String::from_utf8_lossy(&input),
+                            String::from_utf8_lossy(&out)
+                        );
+                    }
+                    assert_untouched_parts_kept(&m, &out);
+                    let again = Message::parse(out.clone()).unwrap();
+                    assert_eq!(
+                        again.subject().as_deref(),
+                        Some("[EXT] x"),
+                        "input:\n{}\noutput:\n{}",
+                        String::from_utf8_lossy(&input),
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
+        }
+    }
+}
+
+// ---- banners: MIME trees ---------------------------------------------------------------
+
+#[test]
+fn alternative_gets_the_banner_on_both_sides_and_attachments_stay_identical() {
+    let m = fixture("alternative-attachments.eml");
+    let edits = [
+        banner("External <sender> & co", None, Position::Top),
+        add("X-Sluice", "1"),
+    ];
+    let out = apply(&m, &edits);
+    assert_untouched_parts_kept(&m, &out);
+
+    // The plain side: QP, charset utf-8, format=flowed and the extra field kept.
+    let text = s(&out);
+    assert!(text.contains(
+        "Content-Type: text/plain; charset=utf-8; format=flowed\r\n\
+         Content-Transfer-Encoding: quoted-printable\r\nX-Part-Note: keep me\r\n\r\n"
+    ));
+    let plain = mailparse_text(&out, "text/plain");
+    assert_eq!(plain.len(), 1);
+    assert!(
+        plain[0].starts_with("External <sender> & co\r\n\r\nHello team,\r\n"),
+        "{}",
+        plain[0]
+    );
+    assert!(plain[0]
+        .contains("Café budget is € 12. This line is long enough that it needs a soft line break"));
+    // The re-encoded quoted-printable lines stay within 76 characters.
+    let qp = text.split_once("X-Part-Note: keep me\r\n\r\n").unwrap().1;
+    let qp = qp.split_once("\r\n--alt-boundary").unwrap().0;
+    assert!(qp.split("\r\n").all(|l| l.len() <= 76), "{qp}");
+    // The HTML side: still base64, banner escaped right after <BODY ...>.
+    let html = mailparse_text(&out, "text/html");
+    assert_eq!(html.len(), 1);
+    assert!(html[0].contains(
+        "<BODY style=\"margin:0\" class='x'><div>External &lt;sender&gt; &amp; co</div>\r\n<p>Hello team,</p>"
+    ), "{}", html[0]);
+
+    // Attachments decode to the same bytes with both parsers.
+    let before = mailparse_leaves(m.raw());
+    let after = mailparse_leaves(&out);
+    assert_eq!(before.len(), after.len());
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!(b.0, a.0);
+        if !b.0.starts_with("text/") {
+            assert_eq!(b.1, a.1, "{} changed", b.0);
+        }
+    }
+    let parser = MessageParser::default();
+    let mp_before = parser.parse(m.raw()).unwrap();
+    let mp_after = parser.parse(&out).unwrap();
+    let bins = |msg: &mail_parser::Message<'_>| -> Vec<Vec<u8>> {
+        msg.attachments()
+            .filter(|p| p.is_binary())
+            .map(|p| p.contents().to_vec())
+            .collect()
+    };
+    assert_eq!(bins(&mp_before).len(), 2);
+    assert_eq!(bins(&mp_before), bins(&mp_after));
+    assert_eq!(mp_after.header_values("X-Sluice").count(), 1);
+    // The preamble, the epilogue and the trace fields are where they were.
+    assert!(text
+        .contains("\r\n\r\nThis is a multi-part message in MIME format.\r\n--outer-boundary\r\n"));
+    assert!(text.ends_with("--outer-boundary--\r\nepilogue text\r\n"));
+    assert!(text.starts_with("X-Sluice: 1\r\nReceived: from mx.example.net"));
+}
+
+#[test]
+fn html_banner_goes_before_closing_body() {
+    let m = fixture("html-only-lf.eml");
+    let out = apply(
+        &m,
+        &[banner(
+            "text",
+            Some("<p class=\"b\">Banner</p>"),
+            Position::Bottom,
+        )],
+    );
+    let expected = s(m.raw())
+        .replace("charset=us-ascii", "charset=utf-8")
+        .replace(
+            "<p>News of the week.</p>\n</BODY>",
+            "<p>News of the week.</p>\n<p class=\"b\">Banner</p></BODY>",
+        );
+    assert_eq!(s(&out), expected);
+    let out = apply(&m, &[banner("text", Some("<p>Top</p>"), Position::Top)]);
+    assert!(s(&out).contains("<body bgcolor=\"#ffffff\"><p>Top</p>\n<p>News"));
+}
+
+#[test]
+fn attached_messages_are_not_touched() {
+    let m = fixture("forwarded.eml");
+    let out = apply(&m, &[banner("BANNER", None, Position::Bottom)]);
+    assert_untouched_parts_kept(&m, &out);
+    let text = s(&out);
+    assert!(
+        text.contains("See below.\r\n\r\nBANNER\r\n--fwd\r\n"),
+        "{text}"
+    );
+    assert!(text.contains("\r\n\r\nInner body must stay untouched.\r\n--fwd--\r\n"));
+    assert_eq!(text.matches("BANNER").count(), 1);
+}
+
+#[test]
+fn image_only_message_is_wrapped_or_left_alone() {
+    let m = fixture("image-only.eml");
+    let edits = [
+        banner("Scanned document", None, Position::Top),
+        add("X-Sluice", "wrapped"),
+    ];
+    let out = apply(&m, &edits);
+    let parsed = mailparse::parse_mail(&out).unwrap();
+    assert_eq!(parsed.ctype.mimetype, "multipart/mixed");
+    assert_eq!(parsed.subparts.len(), 2);
+    assert_eq!(parsed.subparts[0].ctype.mimetype, "text/plain");
+    assert_eq!(
+        parsed.subparts[0].get_body().unwrap().trim_end(),
+        "Scanned document"
+    );
+    assert_eq!(parsed.subparts[1].ctype.mimetype, "message/rfc822");
+    assert_eq!(parsed.subparts[1].get_body_raw().unwrap(), m.raw());
+    // mail-parser sees the inner message and its bytes are the original ones.
+    let wrapped = Message::parse(out.clone()).unwrap();
+    let inner = wrapped
+        .parsed()
+        .parts
+        .iter()
+        .find_map(|p| p.message())
+        .unwrap();
+    assert_eq!(inner.raw_message(), m.raw());
+    // The wrapper keeps the top-level fields (minus MIME ones) and the header edits.
+    assert_eq!(wrapped.header("X-Sluice"), ["wrapped"]);
+    assert_eq!(wrapped.subject().as_deref(), Some("Scan"));
+    assert_eq!(wrapped.header("Content-Type").len(), 1);
+    assert_eq!(wrapped.header("MIME-Version"), ["1.0"]);
+    assert_eq!(wrapped.attachments().len(), 1);
+
+    let ignored = apply_edits(&m, &edits[..1], BannerFallback::Ignore).unwrap();
+    assert_eq!(ignored, m.raw());
+    let ignored = apply_edits(&m, &edits, BannerFallback::Ignore).unwrap();
+    assert_eq!(s(&ignored), format!("X-Sluice: wrapped\r\n{}", s(m.raw())));
+}
+
+#[test]
+fn unknown_transfer_encoding_is_not_displayed_text() {
+    // RFC 2045 section 6.4: treat it as opaque data, so the message gets wrapped.
+    let raw = b"From: a@b.example\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n";
+    let m = Message::parse(raw.to_vec()).unwrap();
+    let out = apply(&m, &[banner("B", None, Position::Top)]);
+    let parsed = mailparse::parse_mail(&out).unwrap();
+    assert_eq!(parsed.subparts[1].get_body_raw().unwrap(), raw);
+}
+
+#[test]
+fn undecodable_text_is_refused_not_corrupted() {
+    // Broken base64 (mail-parser falls back to the raw text) and an unsupported charset.
+    for raw in [
+        &b"From: a@b.example\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n"[..],
+        b"From: a@b.example\r\nContent-Type: text/plain; charset=x-unknown\r\n\r\n\xff\xfe\r\n",
+    ] {
+        let m = Message::parse(raw.to_vec()).unwrap();
+        let err = apply_edits(&m, &[banner("B", None, Position::Top)], BannerFallback::Wrap).unwrap_err();
+        assert!(matches!(err, EditError::UndecodablePart { .. }), "{err}");
+    }
+}
+
+#[test]
+fn text_body_truncates_on_a_char_boundary() {
+    let m = fixture("base64-text.eml");
+    let full = m.text_body(0).unwrap();
+    assert_eq!(full, "Grüße aus Köln\r\nZweite Zeile\r\n");
+    // "Gr" + "ü" (2 bytes): cutting at 3 must not split the ü.
+    assert_eq!(m.text_body(3).as_deref(), Some("Gr"));
+    assert_eq!(m.text_body(4).as_deref(), Some("Grü"));
+    assert_eq!(m.text_body(10_000).as_deref(), Some(full.as_str()));
+}
+
+#[test]
+fn accessors_on_a_multipart_fixture() {
+    let m = fixture("alternative-attachments.eml");
+    assert_eq!(m.from_address().as_deref(), Some("renee@example.net"));
+    assert_eq!(m.from_name().as_deref(), Some("Renée"));
+    assert_eq!(m.header("received").len(), 1);
+    assert!(m.text_body(0).unwrap().contains("Café budget"));
+    assert!(m.html_body(0).unwrap().contains("<p>Hello team,</p>"));
+    let att = m.attachments();
+    let names: Vec<_> = att
+        .iter()
+        .map(|a| (a.name.clone().unwrap(), a.content_type.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("report.pdf".to_owned(), "application/pdf".to_owned()),
+            ("chart.png".to_owned(), "image/png".to_owned())
+        ]
+    );
+    assert!(att.iter().all(|a| a.size > 700));
+}
+
+// ---- the shared corpus -----------------------------------------------------------------
+
+#[test]
+fn corpus_never_panics_and_parses_back() {
+    let dir = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"))
+        .join("eml");
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        println!("corpus not found at {}; skipping", dir.display());
+        return;
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    paths.sort();
+    let edits = [
+        banner(
+            "External sender: be careful with links.",
+            Some("<p>External sender</p>"),
+            Position::Top,
+        ),
+        add("X-Sluice", "checked ✓"),
+        Edit::PrefixSubject("[EXT]".into()),
+    ];
+    let (mut ok, mut refused_parse, mut refused_edit) = (0, 0, 0);
+    for path in &paths {
+        let name = path.file_name().unwrap().to_string_lossy();
+        let msg = match Message::parse(std::fs::read(path).unwrap()) {
+            Ok(m) => m,
+            Err(e) => {
+                println!("{name}: parse refused: {e}");
+                refused_parse += 1;
+                continue;
+            }
+        };
+        // The accessors never panic either.
+        let _ = (
+            msg.headers(),
+            msg.subject(),
+            msg.from_address(),
+            msg.text_body(100),
+            msg.html_body(7),
+        );
+        let _ = msg.attachments();
+        match apply_edits(&msg, &edits, BannerFallback::Wrap) {
+            Ok(out) => {
+                // Set SLUICE_CORPUS_OUT=dir to look at the results.
+                if let Some(dir) = std::env::var_os("SLUICE_CORPUS_OUT") {
+                    std::fs::write(Path::new(&dir).join(&*name), &out).unwrap();
+                }
+                mailparse::parse_mail(&out)
+                    .unwrap_or_else(|e| panic!("{name}: output does not parse: {e}"));
+                let again = Message::parse(out.clone())
+                    .unwrap_or_else(|e| panic!("{name}: output does not parse: {e}"));
+                assert_eq!(again.header("X-Sluice"), ["checked ✓"], "{name}");
+                assert!(
+                    again.subject().is_some_and(|s| s.starts_with("[EXT]")),
+                    "{name}: {:?}",
+                    again.subject()
+                );
+                assert_untouched_parts_kept(&msg, &out);
+                ok += 1;
+            }
+            Err(e) => {
+                println!("{name}: edit refused: {e}");
+                refused_edit += 1;
+            }
+        }
+    }
+    println!(
+        "corpus: {} messages, {ok} edited, {refused_parse} refused at parse, {refused_edit} refused at edit",
+        paths.len()
+    );
+    assert!(ok > 0 || paths.is_empty());
+}

@@ -1,0 +1,161 @@
+//! Hostile rules are contained: the step's policy applies, the host lives on, and the next
+//! message is processed normally.
+
+use std::time::Instant;
+
+use sluice_chain::{Disposition, GroupOutcome, OutputMessage, ProcessResult, RuleChains};
+use sluice_tests::{chains, engine, envelope, fixture, message};
+
+/// A chain of `hostile` (with extra TOML lines) followed by a well-behaved header step.
+fn chain_with(hostile: &str, extra: &str) -> RuleChains {
+    chains(&format!(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{{rule:{hostile}}}"
+{extra}
+[[domain.step]]
+plugin = "{{rule:rule-headers}}"
+config = {{ actions = [ {{ add_header = ["X-After", "yes"] }} ] }}
+"#
+    ))
+}
+
+fn run(chains: &RuleChains) -> ProcessResult {
+    chains.process(
+        engine(),
+        message(&fixture("plain-lf.eml")),
+        &envelope(&["bob@example.com"]),
+    )
+}
+
+fn output(result: &ProcessResult) -> String {
+    match &result.groups[0].output {
+        Some(OutputMessage::Edited(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
+        Some(OutputMessage::Original) => String::from_utf8_lossy(&fixture("plain-lf.eml")).into_owned(),
+        None => panic!("no output message"),
+    }
+}
+
+/// After a hostile step, a harmless chain still works on the same engine.
+fn next_message_is_fine() {
+    let ok = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-headers}"
+config = { actions = [ { add_header = ["X-Fine", "1"] } ] }
+"#,
+    );
+    let result = run(&ok);
+    assert_eq!(result.groups[0].steps[0].outcome, "ok");
+    assert!(output(&result).contains("X-Fine: 1"));
+}
+
+fn assert_failed_then_continued(result: &ProcessResult, error_part: &str) {
+    let g = &result.groups[0];
+    assert_eq!(g.steps.len(), 2, "{:#?}", g.steps);
+    assert_eq!(g.steps[0].outcome, "failed");
+    let error = g.steps[0].error.as_deref().unwrap_or_default();
+    assert!(error.contains(error_part), "error {error:?} lacks {error_part:?}");
+    assert!(g.steps[0].actions.is_empty());
+    assert_eq!(g.steps[1].outcome, "ok");
+    assert!(output(result).contains("X-After: yes"));
+    assert_eq!(
+        g.dispositions,
+        vec![Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "INBOX".into()
+        }]
+    );
+}
+
+#[test]
+fn infinite_loop_is_stopped_at_its_deadline() {
+    let chains = chain_with("rule-spin", "timeout_ms = 30");
+    let started = Instant::now();
+    let result = run(&chains);
+    let elapsed = started.elapsed();
+    assert_failed_then_continued(&result, "timed out after its 30 ms deadline");
+    let micros = result.groups[0].steps[0].micros;
+    assert!(micros >= 30_000, "stopped before its deadline: {micros} µs");
+    // Bounded, not a speed target: a runaway rule must not hold the message for long.
+    assert!(elapsed.as_secs() < 10, "took {elapsed:?}");
+    next_message_is_fine();
+}
+
+#[test]
+fn memory_bomb_hits_its_cap() {
+    let chains = chain_with("rule-membomb", "memory_mb = 16");
+    let result = run(&chains);
+    assert_failed_then_continued(&result, "memory cap of 16 MiB");
+    next_message_is_fine();
+}
+
+#[test]
+fn panic_is_a_trap_and_its_message_is_logged() {
+    let chains = chain_with("rule-trap", "");
+    let result = run(&chains);
+    assert_failed_then_continued(&result, "trapped");
+    let logs = &result.groups[0].steps[0].logs;
+    assert!(
+        logs.iter().any(|l| l.text.contains("rule-trap: deliberate panic")),
+        "panic message not in the step's log: {logs:?}"
+    );
+    next_message_is_fine();
+}
+
+#[test]
+fn ten_thousand_actions_are_refused() {
+    let chains = chain_with("rule-flood", "");
+    let result = run(&chains);
+    assert_failed_then_continued(&result, "returned 10000 actions; the limit is 256");
+    assert!(!output(&result).contains("X-Flood"));
+    next_message_is_fine();
+}
+
+#[test]
+fn header_injection_is_refused() {
+    let chains = chain_with("rule-crlf", "");
+    let result = run(&chains);
+    assert_failed_then_continued(&result, "invalid action #0");
+    assert!(!output(&result).contains("victim@example.net"));
+    next_message_is_fine();
+}
+
+#[test]
+fn protected_header_cannot_be_removed() {
+    let chains = chain_with("rule-unprotect", "");
+    let result = run(&chains);
+    assert_failed_then_continued(&result, "Received");
+    assert!(output(&result).contains("Received: from mx.outside.example"));
+    next_message_is_fine();
+}
+
+#[test]
+fn tempfail_policy_delivers_nothing() {
+    let chains = chain_with("rule-trap", "on_error = \"tempfail\"");
+    let result = run(&chains);
+    assert!(result.tempfailed());
+    let g = &result.groups[0];
+    assert_eq!(g.steps.len(), 1, "the chain stops at a tempfail");
+    assert!(matches!(g.outcome, GroupOutcome::Tempfail { ref reason } if reason.contains("rule-trap")));
+    assert!(g.dispositions.is_empty());
+    assert!(g.output.is_none());
+}
+
+#[test]
+fn bounce_policy_bounces_the_group() {
+    let chains = chain_with("rule-spin", "timeout_ms = 10\non_error = \"bounce\"");
+    let result = run(&chains);
+    let g = &result.groups[0];
+    assert_eq!(g.steps.len(), 1);
+    assert_eq!(g.steps[0].policy, Some(sluice_chain::OnError::Bounce));
+    assert!(matches!(
+        &g.dispositions[..],
+        [Disposition::Bounce { recipient, code: 554, status, .. }]
+            if recipient == "bob@example.com" && status == "5.3.0"
+    ));
+}

@@ -1,0 +1,119 @@
+//! Sandbox properties: fresh instances per message, WASI rules' output captured, host
+//! imports work.
+
+use sluice_tests::{chains, engine, envelope, fixture, message};
+
+#[test]
+fn wasi_rule_stdout_and_stderr_go_to_the_step_log() {
+    let chains = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-stdio}"
+"#,
+    );
+    let step = &chains.chains()[0].steps[0];
+    assert!(step.plugin.uses_wasi(), "stdio is built for wasm32-wasip2");
+    let result = chains.process(
+        engine(),
+        message(&fixture("plain-lf.eml")),
+        &envelope(&["bob@example.com"]),
+    );
+    let s = &result.groups[0].steps[0];
+    assert_eq!(s.outcome, "ok", "{:?}", s.error);
+    let find = |source: &str, text: &str| {
+        s.logs
+            .iter()
+            .any(|l| l.source == source && l.text.contains(text))
+    };
+    assert!(find("stdout", "stdio rule stdout line"), "{:?}", s.logs);
+    assert!(find("stderr", "stdio rule stderr line"), "{:?}", s.logs);
+}
+
+#[test]
+fn rules_built_for_wasm32_unknown_import_no_wasi() {
+    let chains = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:banner}"
+config = { text = "External" }
+[[domain.step]]
+plugin = "{rule:junk}"
+"#,
+    );
+    for step in &chains.chains()[0].steps {
+        assert!(!step.plugin.uses_wasi(), "{} imports WASI", step.name);
+    }
+}
+
+#[test]
+fn nothing_survives_into_the_next_message() {
+    // `rule-counter` keeps a static counter and reports it; a fresh instance per message
+    // means it always reports 1.
+    let chains = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-counter}"
+"#,
+    );
+    for _ in 0..3 {
+        let result = chains.process(
+            engine(),
+            message(&fixture("plain-lf.eml")),
+            &envelope(&["bob@example.com"]),
+        );
+        let actions = &result.groups[0].steps[0].actions;
+        assert_eq!(
+            actions,
+            &vec![sluice_engine::Action::AddHeader(sluice_engine::Header {
+                name: "X-Count".into(),
+                value: "1".into()
+            })]
+        );
+    }
+}
+
+#[test]
+fn reader_sees_the_message_through_the_accessors() {
+    let chains = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-reader}"
+config = { note = "hi" }
+"#,
+    );
+    let raw = fixture("alternative-attachment.eml");
+    let mut env = envelope(&["bob@example.com", "carol@example.com"]);
+    env.verdicts.spf = sluice_engine::Verdict::Pass;
+    let result = chains.process(engine(), message(&raw), &env);
+    let step = &result.groups[0].steps[0];
+    assert_eq!(step.outcome, "ok", "{:?}", step.error);
+    let seen = |name: &str| -> String {
+        step.actions
+            .iter()
+            .find_map(|a| match a {
+                sluice_engine::Action::AddHeader(h) if h.name.eq_ignore_ascii_case(name) => {
+                    Some(h.value.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no {name} in {:?}", step.actions))
+    };
+    assert_eq!(seen("X-Seen-Subject"), "Lunch menu");
+    assert_eq!(seen("X-Seen-From"), "alice@outside.example");
+    assert_eq!(seen("X-Seen-Size"), raw.len().to_string());
+    assert_eq!(seen("X-Seen-Raw-Len"), raw.len().to_string());
+    assert!(seen("X-Seen-Attachments").contains("menu.pdf"));
+    assert!(seen("X-Seen-Attachments").contains("application/pdf"));
+    assert!(seen("X-Seen-Recipients").contains("carol@example.com"));
+    assert_eq!(seen("X-Seen-Domain"), "example.com");
+    assert_eq!(seen("X-Seen-Spf").to_ascii_lowercase(), "pass");
+    assert!(seen("X-Seen-Config").contains("\"note\""));
+}

@@ -1,0 +1,122 @@
+//! Per-message costs: a bare parse, an empty step, and the banner + junk chain.
+//! `cargo bench -p sluice-tests --bench chain`; figures go in the README's table.
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use sluice_engine::{Context, MessageSession, StepLimits};
+use sluice_mail::Message;
+use sluice_tests::{chains, corpus_dir, engine, envelope, fixtures, unknown_verdicts};
+
+/// Corpus messages that parse (or the repo's fixtures when the corpus is absent).
+fn messages() -> Vec<Vec<u8>> {
+    let dir = corpus_dir()
+        .map(|c| c.join("eml"))
+        .unwrap_or_else(fixtures);
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| std::fs::read(p).unwrap())
+        .filter(|raw| Message::parse(raw.clone()).is_ok())
+        .collect()
+}
+
+fn context() -> Context {
+    Context {
+        domain: "example.com".into(),
+        recipients: vec!["bob@example.com".into()],
+        mail_from: "a@outside.example".into(),
+        verdicts: unknown_verdicts(),
+        received_at: 0,
+        message_id: "bench".into(),
+        config: "{}".into(),
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let msgs = messages();
+    let n = msgs.len() as u64;
+
+    let mut g = c.benchmark_group("per-message");
+    g.throughput(Throughput::Elements(n));
+    g.bench_function("parse", |b| {
+        b.iter(|| {
+            for raw in &msgs {
+                std::hint::black_box(Message::parse(raw.clone()).unwrap());
+            }
+        })
+    });
+    let banner_junk = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:banner}"
+config = { text = "External sender: be careful with links." }
+[[domain.step]]
+plugin = "{rule:junk}"
+config = { score_header = "X-Spam-Score", score_threshold = 5.0 }
+"#,
+    );
+    let env = envelope(&["bob@example.com"]);
+    g.bench_function("parse + banner + junk + edits", |b| {
+        b.iter(|| {
+            for raw in &msgs {
+                let m = Arc::new(Message::parse(raw.clone()).unwrap());
+                std::hint::black_box(banner_junk.process(engine(), m, &env));
+            }
+        })
+    });
+    let four_empty = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+"#,
+    );
+    g.bench_function("parse + 4 empty steps", |b| {
+        b.iter(|| {
+            for raw in &msgs {
+                let m = Arc::new(Message::parse(raw.clone()).unwrap());
+                std::hint::black_box(four_empty.process(engine(), m, &env));
+            }
+        })
+    });
+    g.finish();
+
+    let empty = &four_empty.chains()[0].steps[0].plugin;
+    let msg = Arc::new(Message::parse(msgs[0].clone()).unwrap());
+    let ctx = context();
+    let limits = StepLimits::default();
+    let mut g = c.benchmark_group("per-step");
+    g.bench_function("empty rule: new store + instantiate + call + drop", |b| {
+        b.iter(|| {
+            let mut session = MessageSession::new(engine(), msg.clone());
+            std::hint::black_box(session.run_step("empty", empty, &limits, &ctx));
+        })
+    });
+    g.bench_function("empty rule: 4 steps sharing one store (per message)", |b| {
+        b.iter(|| {
+            let mut session = MessageSession::new(engine(), msg.clone());
+            for _ in 0..4 {
+                std::hint::black_box(session.run_step("empty", empty, &limits, &ctx));
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
