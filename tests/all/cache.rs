@@ -16,12 +16,20 @@ fn second_load_comes_from_the_cache_and_a_corrupt_entry_is_recompiled() {
     };
 
     let first = RulePlugin::load_file(&engine(), "banner", &path).unwrap();
-    assert!(matches!(first.source(), LoadSource::Compiled { .. }), "{:?}", first.source());
+    assert!(
+        matches!(first.source(), LoadSource::Compiled { .. }),
+        "{:?}",
+        first.source()
+    );
 
     // A new engine (as after a restart) reads the entry back instead of compiling.
     let e2 = engine();
     let second = RulePlugin::load_file(&e2, "banner", &path).unwrap();
-    assert!(matches!(second.source(), LoadSource::Cache { .. }), "{:?}", second.source());
+    assert!(
+        matches!(second.source(), LoadSource::Cache { .. }),
+        "{:?}",
+        second.source()
+    );
     assert_eq!(first.sha256(), second.sha256());
     second
         .validate_config(&e2, r#"{"text":"x"}"#, &Default::default())
@@ -34,7 +42,11 @@ fn second_load_comes_from_the_cache_and_a_corrupt_entry_is_recompiled() {
     bytes[mid] ^= 0xff;
     std::fs::write(&entry, &bytes).unwrap();
     let third = RulePlugin::load_file(&engine(), "banner", &path).unwrap();
-    assert!(matches!(third.source(), LoadSource::Compiled { .. }), "{:?}", third.source());
+    assert!(
+        matches!(third.source(), LoadSource::Compiled { .. }),
+        "{:?}",
+        third.source()
+    );
 
     // Garbage in place of the entry: same.
     std::fs::write(&entry, b"not a cache entry").unwrap();
@@ -51,7 +63,12 @@ fn a_non_component_is_refused_clearly() {
     std::fs::write(&bogus, b"\0asm\x01\0\0\0").unwrap();
     let engine = RuleEngine::new(EngineOptions::default()).unwrap();
     let err = RulePlugin::load_file(&engine, "bogus", &bogus).unwrap_err();
-    assert!(err.to_string().starts_with("plugin bogus: not a valid rule component"), "{err}");
-    let missing = RulePlugin::load_file(&engine, "missing", &dir.path().join("nope.wasm")).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("plugin bogus: not a valid rule component"),
+        "{err}"
+    );
+    let missing =
+        RulePlugin::load_file(&engine, "missing", &dir.path().join("nope.wasm")).unwrap_err();
     assert!(missing.to_string().contains("cannot read"), "{missing}");
 }

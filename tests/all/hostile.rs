@@ -33,7 +33,9 @@ fn run(chains: &RuleChains) -> ProcessResult {
 fn output(result: &ProcessResult) -> String {
     match &result.groups[0].output {
         Some(OutputMessage::Edited(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-        Some(OutputMessage::Original) => String::from_utf8_lossy(&fixture("plain-lf.eml")).into_owned(),
+        Some(OutputMessage::Original) => {
+            String::from_utf8_lossy(&fixture("plain-lf.eml")).into_owned()
+        }
         None => panic!("no output message"),
     }
 }
@@ -59,9 +61,12 @@ fn assert_failed_then_continued(result: &ProcessResult, error_part: &str) {
     assert_eq!(g.steps.len(), 2, "{:#?}", g.steps);
     assert_eq!(g.steps[0].outcome, "failed");
     let error = g.steps[0].error.as_deref().unwrap_or_default();
-    assert!(error.contains(error_part), "error {error:?} lacks {error_part:?}");
+    assert!(
+        error.contains(error_part),
+        "error {error:?} lacks {error_part:?}"
+    );
     assert!(g.steps[0].actions.is_empty());
-    assert_eq!(g.steps[1].outcome, "ok");
+    assert_eq!(g.steps[1].outcome, "ok", "{:?}", g.steps[1].error);
     assert!(output(result).contains("X-After: yes"));
     assert_eq!(
         g.dispositions,
@@ -101,7 +106,8 @@ fn panic_is_a_trap_and_its_message_is_logged() {
     assert_failed_then_continued(&result, "trapped");
     let logs = &result.groups[0].steps[0].logs;
     assert!(
-        logs.iter().any(|l| l.text.contains("rule-trap: deliberate panic")),
+        logs.iter()
+            .any(|l| l.text.contains("rule-trap: deliberate panic")),
         "panic message not in the step's log: {logs:?}"
     );
     next_message_is_fine();
@@ -141,7 +147,9 @@ fn tempfail_policy_delivers_nothing() {
     assert!(result.tempfailed());
     let g = &result.groups[0];
     assert_eq!(g.steps.len(), 1, "the chain stops at a tempfail");
-    assert!(matches!(g.outcome, GroupOutcome::Tempfail { ref reason } if reason.contains("rule-trap")));
+    assert!(
+        matches!(g.outcome, GroupOutcome::Tempfail { ref reason } if reason.contains("rule-trap"))
+    );
     assert!(g.dispositions.is_empty());
     assert!(g.output.is_none());
 }

@@ -35,7 +35,10 @@ fn banner_goes_into_both_alternatives_and_leaves_the_attachment_alone() {
     let text = parsed.body_text(0).unwrap();
     let html = parsed.body_html(0).unwrap();
     assert!(text.starts_with(BANNER), "{text}");
-    assert!(text.contains("The café menu is attached."), "charset decoded: {text}");
+    assert!(
+        text.contains("The café menu is attached."),
+        "charset decoded: {text}"
+    );
     assert!(html.contains(BANNER), "{html}");
     let body_at = html.find("<body").unwrap();
     assert!(html.find(BANNER).unwrap() > body_at, "banner inside <body>");
@@ -54,7 +57,11 @@ fn banner_is_not_added_twice() {
     let first = chains.process(engine(), message(&raw), &envelope(&["bob@example.com"]));
     let once = output(&first, &raw);
     let second = chains.process(engine(), message(&once), &envelope(&["bob@example.com"]));
-    assert!(second.groups[0].steps[0].actions.is_empty(), "{:?}", second.groups[0].steps[0].actions);
+    assert!(
+        second.groups[0].steps[0].actions.is_empty(),
+        "{:?}",
+        second.groups[0].steps[0].actions
+    );
 }
 
 #[test]
@@ -76,7 +83,11 @@ fn message_without_text_is_wrapped() {
         .attachment(0)
         .and_then(|a| a.message())
         .expect("original attached as message/rfc822");
-    assert_eq!(inner.raw_message(), &raw[..], "the original is attached byte for byte");
+    assert_eq!(
+        inner.raw_message(),
+        &raw[..],
+        "the original is attached byte for byte"
+    );
 }
 
 #[test]
@@ -128,7 +139,11 @@ config = {{ actions = [ {{ add_header = ["X-Reached", "yes"] }} ] }}
     ))
 }
 
-fn junk_run(config: &str, fixture_name: &str, set: impl Fn(&mut sluice_engine::Verdicts)) -> ProcessResult {
+fn junk_run(
+    config: &str,
+    fixture_name: &str,
+    set: impl Fn(&mut sluice_engine::Verdicts),
+) -> ProcessResult {
     let mut env = envelope(&["bob@example.com"]);
     set(&mut env.verdicts);
     junk_chain(config).process(engine(), message(&fixture(fixture_name)), &env)
@@ -143,22 +158,37 @@ fn spam_goes_to_junk() {
     let r = junk_run("{}", "plain-lf.eml", |v| v.spam = Verdict::Fail);
     assert_eq!(
         junk_folder(&r),
-        vec![Disposition::Deliver { recipient: "bob@example.com".into(), folder: "Junk".into() }]
+        vec![Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "Junk".into()
+        }]
     );
     let r = junk_run("{}", "plain-lf.eml", |v| v.spam = Verdict::Pass);
     assert_eq!(
         junk_folder(&r),
-        vec![Disposition::Deliver { recipient: "bob@example.com".into(), folder: "INBOX".into() }]
+        vec![Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "INBOX".into()
+        }]
     );
 }
 
 #[test]
 fn virus_is_dropped_or_bounced() {
     let r = junk_run("{}", "plain-lf.eml", |v| v.virus = Verdict::Fail);
-    assert_eq!(junk_folder(&r), vec![Disposition::Drop { recipient: "bob@example.com".into() }]);
+    assert_eq!(
+        junk_folder(&r),
+        vec![Disposition::Drop {
+            recipient: "bob@example.com".into()
+        }]
+    );
     assert_eq!(r.groups[0].steps.len(), 1, "drop stops the chain");
-    let r = junk_run("{ virus = \"bounce\" }", "plain-lf.eml", |v| v.virus = Verdict::Fail);
-    assert!(matches!(&junk_folder(&r)[..], [Disposition::Bounce { code: 550, status, .. }] if status == "5.7.1"));
+    let r = junk_run("{ virus = \"bounce\" }", "plain-lf.eml", |v| {
+        v.virus = Verdict::Fail
+    });
+    assert!(
+        matches!(&junk_folder(&r)[..], [Disposition::Bounce { code: 550, status, .. }] if status == "5.7.1")
+    );
 }
 
 #[test]
@@ -167,15 +197,20 @@ fn dmarc_policy_decides() {
         v.dmarc = Verdict::Fail;
         v.dmarc_policy = Some("reject".into());
     });
-    assert!(matches!(&junk_folder(&r)[..], [Disposition::Bounce { code: 550, status, text, .. }]
-        if status == "5.7.1" && text.contains("DMARC")));
+    assert!(
+        matches!(&junk_folder(&r)[..], [Disposition::Bounce { code: 550, status, text, .. }]
+        if status == "5.7.1" && text.contains("DMARC"))
+    );
     let r = junk_run("{}", "plain-lf.eml", |v| {
         v.dmarc = Verdict::Fail;
         v.dmarc_policy = Some("quarantine".into());
     });
     assert_eq!(
         junk_folder(&r),
-        vec![Disposition::Deliver { recipient: "bob@example.com".into(), folder: "Junk".into() }]
+        vec![Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "Junk".into()
+        }]
     );
     let r = junk_run("{}", "plain-lf.eml", |v| {
         v.dmarc = Verdict::Fail;
@@ -183,7 +218,10 @@ fn dmarc_policy_decides() {
     });
     assert_eq!(
         junk_folder(&r),
-        vec![Disposition::Deliver { recipient: "bob@example.com".into(), folder: "INBOX".into() }]
+        vec![Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "INBOX".into()
+        }]
     );
 }
 
@@ -193,11 +231,17 @@ fn score_header_threshold() {
     let r = junk_run(config, "spam-score.eml", |_| {});
     assert_eq!(
         junk_folder(&r),
-        vec![Disposition::Deliver { recipient: "bob@example.com".into(), folder: "Junk".into() }]
+        vec![Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "Junk".into()
+        }]
     );
     let r = junk_run(config, "plain-lf.eml", |_| {});
     assert_eq!(
         junk_folder(&r),
-        vec![Disposition::Deliver { recipient: "bob@example.com".into(), folder: "INBOX".into() }]
+        vec![Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "INBOX".into()
+        }]
     );
 }

@@ -10,9 +10,7 @@ use sluice_tests::{chains, corpus_dir, engine, envelope, fixtures, unknown_verdi
 
 /// Corpus messages that parse (or the repo's fixtures when the corpus is absent).
 fn messages() -> Vec<Vec<u8>> {
-    let dir = corpus_dir()
-        .map(|c| c.join("eml"))
-        .unwrap_or_else(fixtures);
+    let dir = corpus_dir().map(|c| c.join("eml")).unwrap_or_else(fixtures);
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .unwrap()
         .filter_map(|e| e.ok().map(|e| e.path()))

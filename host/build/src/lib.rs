@@ -532,6 +532,14 @@ fn write_component(
     })?;
     let component = if is_component(&bytes) {
         bytes
+    } else if !has_component_type(&bytes) {
+        return Err(BuildError::Componentize {
+            name: krate.name.clone(),
+            module: module.to_path_buf(),
+            message: "the module has no `component-type` custom section, so it exports no rule: \
+                      does the crate call `sluice_sdk::export_rule!`?"
+                .into(),
+        });
     } else {
         wit_component::ComponentEncoder::default()
             .validate(true)
@@ -627,6 +635,15 @@ fn push_leb128(out: &mut Vec<u8>, mut value: usize) {
         }
         out.push(byte | 0x80);
     }
+}
+
+/// Whether a core module carries the `component-type:*` custom section(s) `wit-bindgen`
+/// embeds to describe the world it implements. Without them `wit-component` happily builds
+/// an empty component that exports nothing.
+fn has_component_type(module: &[u8]) -> bool {
+    wasmparser::Parser::new(0).parse_all(module).any(|payload| {
+        matches!(payload, Ok(wasmparser::Payload::CustomSection(c)) if c.name().starts_with("component-type"))
+    })
 }
 
 /// Whether `bytes` is a component (binary layer 1) rather than a core module (layer 0).

@@ -150,7 +150,9 @@ impl RuleChains {
     }
 
     fn is_local(&self, domain: &str) -> bool {
-        self.chains.iter().any(|c| c.domain != "*" && c.domain == domain)
+        self.chains
+            .iter()
+            .any(|c| c.domain != "*" && c.domain == domain)
     }
 
     /// Runs the message through the chain of each recipient group and decides, per final
@@ -323,7 +325,9 @@ impl RuleChains {
         } else if edits.is_empty() {
             (Some(OutputMessage::Original), None)
         } else {
-            let fallback = chain.map(|c| c.banner_fallback).unwrap_or(BannerFallback::Wrap);
+            let fallback = chain
+                .map(|c| c.banner_fallback)
+                .unwrap_or(BannerFallback::Wrap);
             match sluice_mail::apply_edits(session.message(), &edits, fallback) {
                 Ok(bytes) => (Some(OutputMessage::Edited(Arc::new(bytes))), None),
                 Err(e) => {

@@ -266,7 +266,9 @@ impl ConfigFile {
                 other => {
                     return err(
                         store.kind.span(),
-                        format!("store: unknown kind {other:?}; expected \"dir\", \"s3\" or \"lmtp\""),
+                        format!(
+                            "store: unknown kind {other:?}; expected \"dir\", \"s3\" or \"lmtp\""
+                        ),
                     )
                 }
             }
@@ -284,7 +286,8 @@ impl ConfigFile {
         for domain in &self.domains {
             let name = domain.get_ref().name.get_ref();
             let span = domain.get_ref().name.span();
-            if name != "*" && (name.is_empty() || name.contains(['@', ' ', '/']) || !name.contains('.'))
+            if name != "*"
+                && (name.is_empty() || name.contains(['@', ' ', '/']) || !name.contains('.'))
             {
                 return err(
                     span,

@@ -9,7 +9,9 @@ mod config;
 mod deliver;
 mod trace;
 
-pub use chain::{domain_of, DomainChain, Envelope, OutputMessage, RuleChains, Step, DEFAULT_FOLDER};
+pub use chain::{
+    domain_of, DomainChain, Envelope, OutputMessage, RuleChains, Step, DEFAULT_FOLDER,
+};
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, OnError,
     RelaySection, SourceFile, StepMode, StepSection, StoreSection,

@@ -17,7 +17,11 @@ mod report;
 const EXIT_TEMPFAIL: u8 = 75;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "Programmable mail transport rules as sandboxed WebAssembly components")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Programmable mail transport rules as sandboxed WebAssembly components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -233,7 +237,13 @@ fn build_engine(config: &ConfigFile, args: &EngineArgs) -> Result<RuleEngine> {
     } else {
         args.cache_dir
             .clone()
-            .or_else(|| config.engine.cache_dir.as_deref().map(|d| config.resolve(d)))
+            .or_else(|| {
+                config
+                    .engine
+                    .cache_dir
+                    .as_deref()
+                    .map(|d| config.resolve(d))
+            })
             .or_else(default_cache_dir)
     };
     let pooling = match config.engine.pooling.as_deref() {

@@ -3,7 +3,8 @@
 use std::fmt::Write;
 
 use sluice_chain::{
-    ConfigFile, DeliveryRecord, Envelope, GroupOutcome, ProcessResult, RuleChains, StepMode,
+    ConfigFile, DeliveryRecord, Envelope, GroupOutcome, OutputMessage, ProcessResult, RuleChains,
+    StepMode,
 };
 use sluice_engine::{Action, Position, RuleEngine};
 
@@ -87,16 +88,16 @@ pub fn text(result: &ProcessResult, deliveries: &[DeliveryRecord], envelope: &En
             for line in &step.logs {
                 let _ = writeln!(
                     out,
-                    "        {} {:?}: {}",
+                    "        {} {}: {}",
                     line.source,
-                    line.level,
+                    format!("{:?}", line.level).to_lowercase(),
                     short(&line.text, 200)
                 );
             }
         }
         if let Some(e) = &group.edit_error {
             let _ = writeln!(out, "  !! edits not applied, original delivered: {e}");
-        } else if !group.edits.is_empty() {
+        } else if matches!(group.output, Some(OutputMessage::Edited(_))) {
             let _ = writeln!(out, "  {} edit(s) applied", group.edits.len());
         }
         if let GroupOutcome::Tempfail { reason } = &group.outcome {
@@ -165,11 +166,19 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
                 step.name,
                 &step.plugin.sha256()[..16],
                 step.plugin.size() / 1024,
-                if step.plugin.uses_wasi() { " (wasi)" } else { "" },
+                if step.plugin.uses_wasi() {
+                    " (wasi)"
+                } else {
+                    ""
+                },
                 step.limits.timeout.as_millis(),
                 step.limits.memory_bytes >> 20,
                 format!("{:?}", step.on_error).to_lowercase(),
-                if step.mode == StepMode::Audit { " mode=audit" } else { "" },
+                if step.mode == StepMode::Audit {
+                    " mode=audit"
+                } else {
+                    ""
+                },
             );
         }
     }

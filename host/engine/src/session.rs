@@ -153,18 +153,26 @@ pub struct MessageSession<'e> {
     engine: &'e RuleEngine,
     store: Store<StoreState>,
     message: Arc<Message>,
+    /// Set after a trap: wasmtime refuses to enter any component instance of a store whose
+    /// call trapped, so the next step gets a new store.
+    poisoned: bool,
+}
+
+fn new_store(engine: &RuleEngine) -> Store<StoreState> {
+    let mut store = Store::new(&engine.engine, StoreState::new());
+    store.limiter(|s| &mut s.limiter);
+    store.epoch_deadline_trap();
+    store
 }
 
 impl<'e> MessageSession<'e> {
     /// Starts a session for one message.
     pub fn new(engine: &'e RuleEngine, message: Arc<Message>) -> MessageSession<'e> {
-        let mut store = Store::new(&engine.engine, StoreState::new());
-        store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
         MessageSession {
             engine,
-            store,
+            store: new_store(engine),
             message,
+            poisoned: false,
         }
     }
 
@@ -174,6 +182,10 @@ impl<'e> MessageSession<'e> {
     }
 
     fn begin(&mut self, step: &str, limits: &StepLimits) {
+        if self.poisoned {
+            self.store = new_store(self.engine);
+            self.poisoned = false;
+        }
         let data = self.store.data_mut();
         data.step = Arc::from(step);
         data.logs.clear();
@@ -184,7 +196,8 @@ impl<'e> MessageSession<'e> {
         self.store.set_epoch_deadline(ticks);
     }
 
-    fn classify(&self, err: wasmtime::Error, limits: &StepLimits) -> StepFailure {
+    fn classify(&mut self, err: wasmtime::Error, limits: &StepLimits) -> StepFailure {
+        self.poisoned = true;
         let data = self.store.data();
         if let Some(wanted) = data.limiter.memory_cap_hit {
             return StepFailure::MemoryCap {

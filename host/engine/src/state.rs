@@ -197,11 +197,7 @@ fn truncate_to(mut text: String, max_bytes: u32) -> String {
 }
 
 impl types::HostMessage for StoreState {
-    fn header(
-        &mut self,
-        msg: Resource<MessageRef>,
-        name: String,
-    ) -> wasmtime::Result<Vec<String>> {
+    fn header(&mut self, msg: Resource<MessageRef>, name: String) -> wasmtime::Result<Vec<String>> {
         Ok(self.message_of(&msg)?.header(&name))
     }
 

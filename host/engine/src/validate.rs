@@ -78,9 +78,9 @@ pub(crate) fn validate_action(action: &Action) -> Result<(), String> {
             }
             let class = b.status.split('.').next().unwrap_or("");
             let well_formed = b.status.split('.').count() == 3
-                && b.status
-                    .split('.')
-                    .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit()));
+                && b.status.split('.').all(|p| {
+                    !p.is_empty() && p.len() <= 3 && p.bytes().all(|c| c.is_ascii_digit())
+                });
             if !well_formed || class != (b.code / 100).to_string() {
                 return Err(format!(
                     "bounce: enhanced status {:?} must look like {}.x.y to match code {}",

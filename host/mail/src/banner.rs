@@ -69,11 +69,9 @@ fn is_displayed_text(part: &MessagePart<'_>, in_digest: bool) -> bool {
     let shown = text_subtype
         .is_some_and(|s| s.eq_ignore_ascii_case("plain") || s.eq_ignore_ascii_case("html"));
     // RFC 2045 section 6.4: a part with an unknown transfer encoding is opaque data.
-    let known_transfer = part.content_transfer_encoding().is_none_or(|cte| {
-        ["7bit", "8bit", "binary", "quoted-printable", "base64"]
-            .iter()
-            .any(|k| cte.trim().eq_ignore_ascii_case(k))
-    });
+    let known_transfer = part
+        .content_transfer_encoding()
+        .is_none_or(|cte| Transfer::parse(cte).is_some());
     shown
         && known_transfer
         && !part
@@ -90,6 +88,34 @@ enum Transfer {
     EightBit,
     QuotedPrintable,
     Base64,
+}
+
+impl Transfer {
+    /// Reads a Content-Transfer-Encoding value, forgiving the spellings mail clients accept
+    /// (`8 bit`, `7-bit`, `7bits`, empty); `None` for a real unknown encoding (`x-uuencode`).
+    fn parse(value: &str) -> Option<Transfer> {
+        let v: String = value
+            .chars()
+            .filter(|c| !c.is_whitespace() && *c != '-')
+            .collect::<String>()
+            .to_ascii_lowercase();
+        match v.as_str() {
+            "" | "7bit" | "7bits" => Some(Transfer::SevenBit),
+            "8bit" | "8bits" | "binary" => Some(Transfer::EightBit),
+            "quotedprintable" => Some(Transfer::QuotedPrintable),
+            "base64" => Some(Transfer::Base64),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Transfer::SevenBit => "7bit",
+            Transfer::EightBit => "8bit",
+            Transfer::QuotedPrintable => "quoted-printable",
+            Transfer::Base64 => "base64",
+        }
+    }
 }
 
 /// Inserts `banners` into the displayed part `part` (index `id`): rewrites its Content-Type
@@ -122,17 +148,14 @@ pub(crate) fn rewrite_part(
         .first_value("Content-Transfer-Encoding")
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
-    let transfer = match cte.as_str() {
-        "" | "7bit" => Transfer::SevenBit,
-        "8bit" | "binary" => Transfer::EightBit,
-        "quoted-printable" => Transfer::QuotedPrintable,
-        "base64" => Transfer::Base64,
-        other => {
-            return Err(undecodable(format!(
-                "unknown Content-Transfer-Encoding {other:?}; only 7bit, 8bit, binary, quoted-printable and base64 can be re-encoded"
-            )))
-        }
+    let Some(transfer) = Transfer::parse(&cte) else {
+        return Err(undecodable(format!(
+            "unknown Content-Transfer-Encoding {cte:?}; only 7bit, 8bit, binary, quoted-printable and base64 can be re-encoded"
+        )));
     };
+    // A forgiven spelling (`8 bit`) is written back canonically with the new body.
+    let canonical_cte = cte.is_empty()
+        || ["7bit", "8bit", "binary", "quoted-printable", "base64"].contains(&cte.as_str());
     if part.is_encoding_problem && matches!(transfer, Transfer::QuotedPrintable | Transfer::Base64)
     {
         return Err(undecodable(format!(
@@ -200,9 +223,16 @@ pub(crate) fn rewrite_part(
     };
 
     let mut touched_mime = false;
+    // A part with several Content-Type fields (malformed) gets one fresh field: which one a
+    // reader would pick is a guess, so the rewritten part says exactly what it now is.
+    let single_text_type = block.count("Content-Type") == 1
+        && block
+            .first_value("Content-Type")
+            .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/"));
     if let Some((name_part, raw_value)) = block.first_original("Content-Type") {
         let value = std::str::from_utf8(raw_value)
             .ok()
+            .filter(|_| single_text_type)
             .and_then(with_utf8_charset)
             .unwrap_or_else(|| regenerate_content_type(part, is_html, le));
         let mut bytes = name_part.to_vec();
@@ -216,6 +246,9 @@ pub(crate) fn rewrite_part(
     if let Some(cte) = new_transfer {
         block.set_mime_field("Content-Transfer-Encoding", cte);
         touched_mime = true;
+    } else if block.count("Content-Transfer-Encoding") > 1 || !canonical_cte {
+        // Duplicates: keep one, naming the encoding the new body is actually in.
+        block.set_mime_field("Content-Transfer-Encoding", transfer.name());
     }
     if is_root && touched_mime && !block.contains("MIME-Version") {
         block.push("MIME-Version", "1.0");

@@ -154,6 +154,11 @@ impl<'a> HeaderBlock<'a> {
         }
     }
 
+    /// How many fields have this name.
+    pub(crate) fn count(&self, name: &str) -> usize {
+        self.pieces.iter().filter(|p| p.is(name)).count()
+    }
+
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.pieces.iter().any(|p| p.is(name))
     }

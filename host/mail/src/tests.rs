@@ -734,3 +734,29 @@ fn corpus_never_panics_and_parses_back() {
     );
     assert!(ok > 0 || paths.is_empty());
 }
+
+#[test]
+fn a_part_with_two_content_types_gets_one_that_says_what_it_is() {
+    let raw = b"From: a@example.com\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: multipart/alternative; boundary=\"x\"\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nPlain Text\r\n--b--\r\n".to_vec();
+    let msg = Message::parse(raw).unwrap();
+    let out = apply(&msg, &[banner("BANNER", None, Position::Top)]);
+    let text = s(&out);
+    assert_eq!(text.matches("Content-Type: ").count(), 2, "{text}");
+    assert!(!text.contains("multipart/alternative"), "{text}");
+    let texts = mailparse_text(&out, "text/plain");
+    assert_eq!(texts.len(), 1, "{text}");
+    assert!(texts[0].starts_with("BANNER"), "{texts:?}");
+}
+
+#[test]
+fn forgiving_transfer_encoding_spellings() {
+    let raw = b"From: a@b.example\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8 bit\r\n\r\nHello\r\n".to_vec();
+    let m = Message::parse(raw).unwrap();
+    let out = apply(&m, &[banner("B", None, Position::Top)]);
+    let text = s(&out);
+    assert!(
+        text.contains("Content-Transfer-Encoding: 8bit\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("B\r\n\r\nHello\r\n"), "{text}");
+}

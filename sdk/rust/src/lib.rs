@@ -203,7 +203,15 @@ pub mod __private {
         static ONCE: std::sync::Once = std::sync::Once::new();
         ONCE.call_once(|| {
             std::panic::set_hook(Box::new(|info| {
-                crate::log::write(Level::Error, &format!("rule {info}"));
+                // One line: "rule panicked at src/lib.rs:13:9: <message>".
+                let message = info
+                    .payload_as_str()
+                    .unwrap_or("(non-string panic payload)");
+                let at = info
+                    .location()
+                    .map(|l| format!(" at {}:{}:{}", l.file(), l.line(), l.column()))
+                    .unwrap_or_default();
+                crate::log::write(Level::Error, &format!("rule panicked{at}: {message}"));
             }));
         });
     }

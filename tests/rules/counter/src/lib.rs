@@ -5,9 +5,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sluice_sdk::prelude::*;
 
-static CALLS: AtomicU32 = AtomicU32::new(0);
+/// Calls seen by this instance.
+pub static CALLS: AtomicU32 = AtomicU32::new(0);
 
-struct Counter;
+/// The rule.
+pub struct Counter;
 
 impl Rule for Counter {
     type Config = NoConfig;
