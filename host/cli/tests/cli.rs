@@ -1,0 +1,339 @@
+//! The `sluice` command as a user runs it: exit codes, one-line errors, files on disk, JSON.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sluice_tests::{fixtures, rule};
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env(
+            "SLUICE_CACHE_DIR",
+            std::env::temp_dir().join("sluice-cli-test-cache"),
+        )
+        .output()
+        .expect("sluice runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Writes a config into `dir`; `{rule:NAME}` becomes the built rule's path.
+fn write_config(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, sluice_tests::expand(text)).unwrap();
+    path
+}
+
+const DEMO: &str = r#"
+[store]
+kind = "dir"
+path = "mail"
+
+[[domain]]
+name = "example.com"
+
+[[domain.step]]
+plugin = "{rule:banner}"
+config = { text = "CAUTION: external sender", internal_domains = ["example.com"] }
+
+[[domain.step]]
+plugin = "{rule:junk}"
+config = { score_header = "X-Spam-Score", score_threshold = 5.0 }
+"#;
+
+#[test]
+fn run_writes_the_message_and_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), DEMO);
+    let msg = fixtures().join("alternative-attachment.eml");
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--rcpt",
+        "bob@example.com",
+        "--message-id",
+        "m-1",
+        "--json",
+        msg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON on stdout");
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert_eq!(steps[0]["plugin"], "banner");
+    assert_eq!(steps[0]["outcome"], "ok");
+    assert!(steps[0]["micros"].as_u64().unwrap() > 0);
+    assert!(
+        steps[0]["actions"][0]["AddBanner"].is_object(),
+        "{}",
+        steps[0]
+    );
+    let d = &v["deliveries"][0];
+    assert_eq!(d["recipient"], "bob@example.com");
+    assert_eq!(d["kind"], "deliver");
+    assert_eq!(d["folder"], "INBOX");
+    // [store] path is relative to the config file.
+    let expected = dir.path().join("mail/example.com/bob/INBOX/m-1.eml");
+    assert_eq!(Path::new(d["path"].as_str().unwrap()), expected);
+    let written = std::fs::read_to_string(&expected).unwrap();
+    assert!(written.contains("CAUTION: external sender"));
+}
+
+#[test]
+fn run_prints_a_readable_trace_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), DEMO);
+    let out = dir.path().join("out");
+    let msg = fixtures().join("spam-score.eml");
+    let args = [
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        msg.to_str().unwrap(),
+    ];
+    let o = sluice(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("banner"), "{text}");
+    assert!(text.contains("-> file-into Junk"), "{text}");
+    assert!(text.contains("deliver"), "{text}");
+    let files = |root: &Path| -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p)
+                } else {
+                    v.push(p)
+                }
+            }
+        }
+        v.sort();
+        v
+    };
+    let first = files(&out);
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert!(
+        first[0].starts_with(out.join("example.com/bob/Junk")),
+        "{first:?}"
+    );
+    // The id derives from the content: a second run rewrites the same file.
+    let o = sluice(&args);
+    assert!(o.status.success());
+    assert_eq!(files(&out), first);
+}
+
+#[test]
+fn relay_and_bounce_go_to_the_outbox() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-headers}"
+config = { actions = [ { add_recipients = ["friend@partner.example"] } ] }
+[[domain]]
+name = "other.example"
+[[domain.step]]
+plugin = "{rule:rule-headers}"
+config = { actions = [ { bounce = { code = 550, status = "5.1.1", text = "no such user" } } ] }
+"#,
+    );
+    let out = dir.path().join("out");
+    let msg = fixtures().join("plain-lf.eml");
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rcpt",
+        "bob@example.com",
+        "--rcpt",
+        "ghost@other.example",
+        "--message-id",
+        "m-2",
+        "--json",
+        msg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let kinds: Vec<(String, String)> = v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["recipient"].as_str().unwrap().into(),
+                d["kind"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("bob@example.com".into(), "deliver".into()),
+            ("friend@partner.example".into(), "relay".into()),
+            ("ghost@other.example".into(), "bounce".into()),
+        ]
+    );
+    assert!(out.join("outbox/m-2-example.com.relay.eml").is_file());
+    let envelope: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("outbox/m-2-example.com.relay.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(envelope["recipients"][0], "friend@partner.example");
+    let bounce: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("outbox/m-2-other.example.bounce.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(bounce["recipients"][0]["code"], 550);
+}
+
+#[test]
+fn a_config_error_is_one_line_with_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{rule:banner}\"\ntimeout = 5\n",
+    );
+    let o = sluice(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains(&format!("{}:5:", config.display())), "{err}");
+    assert!(err.contains("timeout"), "{err}");
+}
+
+#[test]
+fn a_rule_config_typo_fails_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{rule:banner}\"\nconfig = { txt = \"x\" }\n",
+    );
+    let o = sluice(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(":4: domain \"example.com\" step 1 (banner)"),
+        "{err}"
+    );
+    assert!(err.contains("unknown field `txt`"), "{err}");
+}
+
+#[test]
+fn check_prints_the_chains() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), DEMO);
+    let o = sluice(&["check", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("ok (1 domain(s)"), "{text}");
+    assert!(text.contains("domain example.com"));
+    assert!(
+        text.contains("1. banner") && text.contains("2. junk"),
+        "{text}"
+    );
+}
+
+#[test]
+fn missing_plugin_and_bad_message_are_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"nope.wasm\"\n",
+    );
+    let o = sluice(&["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(":4:") && err.contains("nope.wasm") && err.contains("cannot read"),
+        "{err}"
+    );
+
+    let config = write_config(dir.path(), DEMO);
+    let empty = dir.path().join("empty.eml");
+    std::fs::write(&empty, b"").unwrap();
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--rcpt",
+        "bob@example.com",
+        empty.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("empty.eml") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+}
+
+#[test]
+fn tempfail_exits_75_and_delivers_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{rule:rule-trap}\"\non_error = \"tempfail\"\n",
+    );
+    let out = dir.path().join("out");
+    let msg = fixtures().join("plain-lf.eml");
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        msg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(75), "{}", stdout(&o));
+    assert!(stdout(&o).contains("TEMPFAIL"));
+    assert!(!out.join("example.com").exists());
+}
+
+#[test]
+fn plugin_build_refuses_a_directory_without_a_crate() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = sluice(&[
+        "plugin",
+        "build",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("Cargo.toml"), "{}", stderr(&o));
+}
+
+#[test]
+fn the_demo_config_checks() {
+    // plugins/demo.toml points at target/plugins, which `demo.sh` fills; build them there.
+    let root = sluice_tests::workspace_root();
+    let plugins = root.join("target").join("plugins");
+    std::fs::create_dir_all(&plugins).unwrap();
+    for name in ["banner", "junk"] {
+        std::fs::copy(rule(name), plugins.join(format!("{name}.wasm"))).unwrap();
+    }
+    let o = sluice(&[
+        "check",
+        "--config",
+        root.join("plugins/demo.toml").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
