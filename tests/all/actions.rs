@@ -2,7 +2,7 @@
 //! returns the actions its config lists) and the host's edit engine.
 
 use sluice_chain::{Disposition, OutputMessage, ProcessResult};
-use sluice_tests::{chains, engine, envelope, fixture, message};
+use sluice_tests::{chains, fixture, output_of, process};
 
 /// Runs `plain-lf.eml` for bob@example.com through one `rule-headers` step returning
 /// `actions` (a TOML array), with `extra` TOML for the step.
@@ -17,19 +17,11 @@ plugin = "{{rule:rule-headers}}"
 config = {{ actions = {actions} }}
 "#
     ));
-    chains.process(
-        engine(),
-        message(&fixture("plain-lf.eml")),
-        &envelope(&["bob@example.com"]),
-    )
+    process(&chains, "plain-lf.eml", &["bob@example.com"])
 }
 
 fn output(result: &ProcessResult) -> String {
-    match &result.groups[0].output {
-        Some(OutputMessage::Edited(bytes)) => String::from_utf8(bytes.to_vec()).unwrap(),
-        Some(OutputMessage::Original) => String::from_utf8(fixture("plain-lf.eml")).unwrap(),
-        None => panic!("no output: {:#?}", result.groups[0]),
-    }
+    String::from_utf8(output_of(result, 0, &fixture("plain-lf.eml"))).unwrap()
 }
 
 fn header_block(msg: &str) -> &str {
@@ -209,11 +201,7 @@ plugin = "{rule:rule-headers}"
 config = { actions = [ { add_header = ["X-Second", "2"] } ] }
 "#,
     );
-    let r = chains.process(
-        engine(),
-        message(&fixture("plain-lf.eml")),
-        &envelope(&["bob@example.com"]),
-    );
+    let r = process(&chains, "plain-lf.eml", &["bob@example.com"]);
     assert_eq!(r.groups[0].steps.len(), 1);
     let out = output(&r);
     assert!(out.contains("X-First: 1") && !out.contains("X-Second"));
@@ -263,10 +251,10 @@ plugin = "{rule:rule-headers}"
 config = { actions = [ { file_into = "Other" } ] }
 "#,
     );
-    let r = chains.process(
-        engine(),
-        message(&fixture("plain-lf.eml")),
-        &envelope(&["bob@example.com", "x@other.example", "carol@EXAMPLE.com"]),
+    let r = process(
+        &chains,
+        "plain-lf.eml",
+        &["bob@example.com", "x@other.example", "carol@EXAMPLE.com"],
     );
     assert_eq!(r.groups.len(), 2);
     assert_eq!(r.groups[0].domain, "example.com");
@@ -299,11 +287,7 @@ config = { actions = [ { add_recipients = ["extra@example.com"] } ] }
 plugin = "{rule:rule-reader}"
 "#,
     );
-    let r = chains.process(
-        engine(),
-        message(&fixture("plain-lf.eml")),
-        &envelope(&["bob@example.com"]),
-    );
+    let r = process(&chains, "plain-lf.eml", &["bob@example.com"]);
     let seen = r.groups[0].steps[1]
         .actions
         .iter()

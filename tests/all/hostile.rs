@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use sluice_chain::{Disposition, GroupOutcome, OutputMessage, ProcessResult, RuleChains};
-use sluice_tests::{chains, engine, envelope, fixture, message};
+use sluice_chain::{Disposition, GroupOutcome, ProcessResult, RuleChains};
+use sluice_tests::{chains, fixture, output_of, process};
 
 /// A chain of `hostile` (with extra TOML lines) followed by a well-behaved header step.
 fn chain_with(hostile: &str, extra: &str) -> RuleChains {
@@ -23,21 +23,11 @@ config = {{ actions = [ {{ add_header = ["X-After", "yes"] }} ] }}
 }
 
 fn run(chains: &RuleChains) -> ProcessResult {
-    chains.process(
-        engine(),
-        message(&fixture("plain-lf.eml")),
-        &envelope(&["bob@example.com"]),
-    )
+    process(chains, "plain-lf.eml", &["bob@example.com"])
 }
 
 fn output(result: &ProcessResult) -> String {
-    match &result.groups[0].output {
-        Some(OutputMessage::Edited(bytes)) => String::from_utf8_lossy(bytes).into_owned(),
-        Some(OutputMessage::Original) => {
-            String::from_utf8_lossy(&fixture("plain-lf.eml")).into_owned()
-        }
-        None => panic!("no output message"),
-    }
+    String::from_utf8_lossy(&output_of(result, 0, &fixture("plain-lf.eml"))).into_owned()
 }
 
 /// After a hostile step, a harmless chain still works on the same engine.

@@ -2,7 +2,7 @@
 
 use sluice_chain::{Disposition, OutputMessage, ProcessResult, RuleChains};
 use sluice_engine::Verdict;
-use sluice_tests::{chains, engine, envelope, fixture, message, try_chains};
+use sluice_tests::{chains, engine, envelope, fixture, message, output_of, try_chains};
 
 const BANNER: &str = "CAUTION: This email came from outside the organisation.";
 
@@ -19,11 +19,7 @@ config = {{ text = "{BANNER}", internal_domains = ["example.com"] }}
 }
 
 fn output(result: &ProcessResult, raw: &[u8]) -> Vec<u8> {
-    match &result.groups[0].output {
-        Some(OutputMessage::Edited(bytes)) => bytes.to_vec(),
-        Some(OutputMessage::Original) => raw.to_vec(),
-        None => panic!("no output"),
-    }
+    output_of(result, 0, raw)
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use sluice_chain::{ConfigFile, Envelope, RuleChains};
+use sluice_chain::{ConfigFile, Envelope, OutputMessage, ProcessResult, RuleChains};
 use sluice_engine::{EngineOptions, RuleEngine, Verdict, Verdicts};
 use sluice_mail::Message;
 
@@ -143,4 +143,22 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
 /// Parses bytes into a shared message.
 pub fn message(raw: &[u8]) -> Arc<Message> {
     Arc::new(Message::parse(raw.to_vec()).expect("fixture parses"))
+}
+
+/// Runs the fixture message `name` for `recipients` through `chains` on the shared engine.
+pub fn process(chains: &RuleChains, name: &str, recipients: &[&str]) -> ProcessResult {
+    chains.process(engine(), message(&fixture(name)), &envelope(recipients))
+}
+
+/// The message group `group` delivers: the edited bytes, or `original` when nothing changed.
+/// Panics when the group delivers nothing.
+pub fn output_of(result: &ProcessResult, group: usize, original: &[u8]) -> Vec<u8> {
+    match &result.groups[group].output {
+        Some(OutputMessage::Edited(bytes)) => bytes.to_vec(),
+        Some(OutputMessage::Original) => original.to_vec(),
+        None => panic!(
+            "group {group} delivers nothing: {:#?}",
+            result.groups[group]
+        ),
+    }
 }
