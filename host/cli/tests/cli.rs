@@ -337,3 +337,33 @@ fn the_demo_config_checks() {
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
 }
+
+#[test]
+fn without_address_space_for_the_pool_it_falls_back_to_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), DEMO);
+    let msg = fixtures().join("alternative-attachment.eml");
+    // 16 GiB of address space: far too little for the pool (thousands of 4 GiB memory
+    // reservations), enough for on-demand instances one at a time.
+    let script = format!(
+        "ulimit -v 16777216 && exec '{}' run --config '{}' --out '{}' --rcpt bob@example.com '{}'",
+        env!("CARGO_BIN_EXE_sluice"),
+        config.display(),
+        dir.path().join("out").display(),
+        msg.display()
+    );
+    let o = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("pooling allocator unavailable"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains("add-banner"), "{}", stdout(&o));
+    assert!(dir.path().join("out/example.com/bob/INBOX").is_dir());
+}
