@@ -61,6 +61,7 @@
 
 mod actions;
 pub mod address;
+pub mod arena;
 pub mod log;
 
 /// The `wit-bindgen` bindings of the `rule` world. Use the names in [`prelude`] instead.
