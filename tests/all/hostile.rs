@@ -157,3 +157,38 @@ fn bounce_policy_bounces_the_group() {
             if recipient == "bob@example.com" && status == "5.3.0"
     ));
 }
+
+#[test]
+fn a_step_that_keeps_failing_is_skipped_until_its_cooldown_ends() {
+    let chains = chain_with(
+        "rule-trap",
+        "breaker = { failures = 2, window_ms = 60000, cooldown_ms = 300 }",
+    );
+    let outcomes = |r: &ProcessResult| r.groups[0].steps[0].outcome;
+    assert_eq!(outcomes(&run(&chains)), "failed");
+    assert_eq!(outcomes(&run(&chains)), "failed");
+    let skipped = run(&chains);
+    assert_eq!(outcomes(&skipped), "skipped");
+    let error = skipped.groups[0].steps[0].error.clone().unwrap_or_default();
+    assert!(error.contains("circuit breaker open"), "{error}");
+    // The policy still applies (continue) and the next step still runs.
+    assert_failed_or_skipped_then_continued(&skipped);
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    assert_eq!(
+        outcomes(&run(&chains)),
+        "failed",
+        "after the cool-down the step runs again"
+    );
+    assert_eq!(
+        outcomes(&run(&chains)),
+        "skipped",
+        "and one more failure reopens it"
+    );
+}
+
+fn assert_failed_or_skipped_then_continued(result: &ProcessResult) {
+    let g = &result.groups[0];
+    assert_eq!(g.steps.len(), 2);
+    assert_eq!(g.steps[1].outcome, "ok");
+    assert!(output(result).contains("X-After: yes"));
+}

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_engine::{
     action_to_edit, Action, Bounce, Context, MessageSession, RuleEngine, RulePlugin, StepLimits,
@@ -9,6 +10,7 @@ use sluice_engine::{
 };
 use sluice_mail::{BannerFallback, Edit, Message};
 
+use crate::breaker::CircuitBreaker;
 use crate::config::{BannerFallbackSetting, ConfigError, ConfigFile, OnError, StepMode};
 use crate::trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};
 
@@ -30,6 +32,8 @@ pub struct Step {
     pub mode: StepMode,
     /// The rule's config as JSON.
     pub config_json: String,
+    /// Skips the step while it keeps failing; shared by every message.
+    pub breaker: Arc<CircuitBreaker>,
 }
 
 /// The chain of one configured domain.
@@ -123,6 +127,7 @@ impl RuleChains {
                     on_error: s.on_error,
                     mode: s.mode,
                     config_json,
+                    breaker: Arc::new(CircuitBreaker::new(s.breaker)),
                 });
             }
             chains.push(DomainChain {
@@ -221,7 +226,29 @@ impl RuleChains {
                 message_id: envelope.message_id.clone(),
                 config: step.config_json.clone(),
             };
+            if let Some(left) = step.breaker.open_for(Instant::now()) {
+                let reason = format!(
+                    "skipped: circuit breaker open after repeated failures ({} s of cool-down left)",
+                    left.as_secs() + 1
+                );
+                let mut trace = StepTrace::skipped(step, reason.clone());
+                trace.policy = Some(step.on_error);
+                apply_policy(step.on_error, step, &mut terminal, &mut tempfail, &reason);
+                steps.push(trace);
+                if terminal.is_some() || tempfail.is_some() {
+                    break;
+                }
+                continue;
+            }
             let report = session.run_step(&step.name, &step.plugin, &step.limits, &ctx);
+            match &report.outcome {
+                StepOutcome::Actions { .. } => step.breaker.success(),
+                _ => {
+                    if step.breaker.failure(Instant::now()) {
+                        tracing::warn!(step = %step.name, "circuit breaker opened: the step is skipped during its cool-down");
+                    }
+                }
+            }
             let mut trace = StepTrace::new(step, &report);
             let mut stop = false;
             match &report.outcome {

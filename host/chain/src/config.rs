@@ -149,6 +149,9 @@ pub struct StepSection {
     pub memory_mb: Option<u64>,
     /// Most actions one call may return (default 256).
     pub max_actions: Option<usize>,
+    /// Circuit breaker settings (default: 5 failures within 60 s open it for 60 s).
+    #[serde(default)]
+    pub breaker: crate::breaker::BreakerSettings,
     /// The rule's own configuration, handed to it as JSON.
     pub config: Option<toml::Table>,
 }

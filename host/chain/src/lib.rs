@@ -4,11 +4,13 @@
 //! `ConfigFile::read` -> `RuleChains::load` (once) -> `RuleChains::process` (per message)
 //! -> `DirStore::deliver`.
 
+mod breaker;
 mod chain;
 mod config;
 mod deliver;
 mod trace;
 
+pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use chain::{
     domain_of, DomainChain, Envelope, OutputMessage, RuleChains, Step, DEFAULT_FOLDER,
 };

@@ -74,7 +74,7 @@ pub struct StepTrace {
     pub sha256: String,
     /// `enforce` or `audit` (audit: actions recorded, not applied).
     pub mode: StepMode,
-    /// `ok`, `rule-error` or `failed`.
+    /// `ok`, `rule-error`, `failed` or `skipped` (circuit breaker open).
     pub outcome: &'static str,
     /// Wall time of the step in microseconds.
     pub micros: u64,
@@ -89,6 +89,22 @@ pub struct StepTrace {
 }
 
 impl StepTrace {
+    /// A step the circuit breaker did not run.
+    pub(crate) fn skipped(step: &Step, reason: String) -> StepTrace {
+        StepTrace {
+            step: step.name.clone(),
+            plugin: step.plugin.name().to_string(),
+            sha256: step.plugin.sha256().to_string(),
+            mode: step.mode,
+            outcome: "skipped",
+            micros: 0,
+            actions: Vec::new(),
+            error: Some(reason),
+            policy: None,
+            logs: Vec::new(),
+        }
+    }
+
     pub(crate) fn new(step: &Step, report: &StepReport) -> StepTrace {
         let (outcome, actions, error) = match &report.outcome {
             StepOutcome::Actions { actions } => ("ok", actions.clone(), None),

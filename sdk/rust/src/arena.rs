@@ -7,6 +7,9 @@
 //! instance). Allocations served from this arena live in memory the module starts with, so a
 //! rule that allocates less than [`ARENA_BYTES`] per message never grows memory at all.
 //! Each instance handles one message, so never reusing freed arena space costs nothing.
+//!
+//! Installed as the global allocator on wasm32 by the default `arena` feature; a rule that
+//! brings its own allocator turns the feature off.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::cell::UnsafeCell;
@@ -92,7 +95,7 @@ unsafe impl GlobalAlloc for RuleAllocator {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "arena"))]
 #[global_allocator]
 static GLOBAL: RuleAllocator = RuleAllocator;
 

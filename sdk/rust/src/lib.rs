@@ -43,6 +43,10 @@
 //!   and return serde_json's message — which names the key and position — on failure, so a
 //!   typo fails `sluice check`. `evaluate` deserializes it again (every message runs in a
 //!   fresh instance) and turns a failure into a permanent [`RuleError`].
+//! * **Allocation.** On wasm32 the default `arena` feature installs [`arena::RuleAllocator`]:
+//!   the first 256 KiB a rule allocates per message come from the module's own zeroed data,
+//!   so a fresh instance never has to grow its memory (which costs the host syscalls on every
+//!   message). A crate with its own `#[global_allocator]` disables the feature.
 //! * **Panics.** On `wasm32-unknown-unknown` there is no stderr, so a panic would be a bare
 //!   trap. The exported functions install (once) a panic hook that sends the panic message
 //!   through the host's log at level `error` before the instance traps.
