@@ -162,3 +162,96 @@ pub fn output_of(result: &ProcessResult, group: usize, original: &[u8]) -> Vec<u
         ),
     }
 }
+
+/// A moto server (the AWS emulator) on a free loopback port, stopped on drop.
+///
+/// Looks for `moto_server` in `$SLUICE_MOTO_SERVER`, then `<workspace>/.venv/bin/`
+/// (`.ci/run` installs it there: `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'`).
+pub struct Moto {
+    child: std::process::Child,
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+}
+
+impl Moto {
+    /// Starts the server and waits until it answers.
+    pub fn start() -> Moto {
+        let server = std::env::var_os("SLUICE_MOTO_SERVER")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                workspace_root()
+                    .join(".venv")
+                    .join("bin")
+                    .join("moto_server")
+            });
+        assert!(
+            server.is_file(),
+            "moto_server not found at {}: run `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` in the workspace (or set SLUICE_MOTO_SERVER)",
+            server.display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = std::process::Command::new(&server)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", server.display()));
+        let moto = Moto {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "moto_server did not listen on port {port} within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        moto
+    }
+
+    /// Environment for a process that should talk to this server through the standard AWS
+    /// configuration chain.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint.clone()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", "us-east-1".into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Puts the built banner and junk rules where `plugins/demo.toml` and the reference rules'
+/// fixture configs expect them (`target/plugins/`, as `sluice plugin build ... --out
+/// target/plugins` would). Copies through a temporary name so that another test process
+/// never reads half a file. Returns the workspace root.
+pub fn install_demo_plugins() -> PathBuf {
+    static INSTALLED: OnceLock<PathBuf> = OnceLock::new();
+    INSTALLED
+        .get_or_init(|| {
+            let root = workspace_root();
+            let plugins = root.join("target").join("plugins");
+            std::fs::create_dir_all(&plugins).expect("target/plugins");
+            for name in ["banner", "junk"] {
+                let dest = plugins.join(format!("{name}.wasm"));
+                let tmp = plugins.join(format!(".{name}.wasm.{}", std::process::id()));
+                std::fs::copy(rule(name), &tmp).expect("copy a built rule");
+                std::fs::rename(&tmp, &dest).expect("rename into place");
+            }
+            root
+        })
+        .clone()
+}

@@ -35,6 +35,8 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+pub mod scaffold;
+
 /// The target a rule crate builds for unless its manifest says otherwise: the component
 /// imports nothing but `sluice:rules`, so the host needs no WASI context for it.
 pub const DEFAULT_TARGET: &str = "wasm32-unknown-unknown";

@@ -1,9 +1,11 @@
 //! Rule chains: loaded from a [`ConfigFile`], run per recipient group.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use sha2::{Digest, Sha256};
 use sluice_engine::{
     action_to_edit, Action, Bounce, Context, MessageSession, RuleEngine, RulePlugin, StepLimits,
     StepOutcome, Verdicts,
@@ -11,7 +13,9 @@ use sluice_engine::{
 use sluice_mail::{BannerFallback, Edit, Message};
 
 use crate::breaker::CircuitBreaker;
-use crate::config::{BannerFallbackSetting, ConfigError, ConfigFile, OnError, StepMode};
+use crate::config::{
+    BannerFallbackSetting, ConfigError, ConfigFile, OnError, PluginLocation, StepMode,
+};
 use crate::trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};
 
 /// The folder local recipients get when no rule files the message elsewhere.
@@ -34,6 +38,76 @@ pub struct Step {
     pub config_json: String,
     /// Skips the step while it keeps failing; shared by every message.
     pub breaker: Arc<CircuitBreaker>,
+}
+
+/// Reads remote plugin bytes (e.g. from S3). Implemented outside this crate so the chain
+/// stays free of AWS.
+pub trait PluginFetcher {
+    /// The object's bytes, or a one-line reason.
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, String>;
+}
+
+/// Where remote plugins come from, and where their verified bytes are kept so a restart
+/// (or a warm Lambda) does not fetch them again.
+pub struct PluginSources<'a> {
+    /// The fetcher for `s3://` plugins; `None` refuses remote plugins.
+    pub fetcher: Option<&'a dyn PluginFetcher>,
+    /// Directory for fetched, hash-verified plugin bytes (`<sha256>.wasm`).
+    pub cache_dir: Option<PathBuf>,
+    /// Size bound of that directory (least recently used go first).
+    pub max_bytes: u64,
+}
+
+impl Default for PluginSources<'_> {
+    fn default() -> Self {
+        PluginSources {
+            fetcher: None,
+            cache_dir: None,
+            max_bytes: sluice_engine::DEFAULT_CACHE_BYTES,
+        }
+    }
+}
+
+impl PluginSources<'_> {
+    /// The bytes of `url`, which must hash to `sha256`: from the cache when a verified copy
+    /// is there, else fetched, verified and cached.
+    fn fetch(&self, url: &str, sha256: &str) -> Result<Vec<u8>, String> {
+        let cached = self
+            .cache_dir
+            .as_ref()
+            .map(|dir| dir.join(format!("{sha256}.wasm")));
+        if let Some(path) = &cached {
+            if let Ok(bytes) = std::fs::read(path) {
+                if hex::encode(Sha256::digest(&bytes)) == sha256 {
+                    sluice_engine::touch(path);
+                    return Ok(bytes);
+                }
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        let fetcher = self.fetcher.ok_or_else(|| {
+            format!("{url}: remote plugins need S3 access, which this command has not set up")
+        })?;
+        let bytes = fetcher.fetch(url)?;
+        let actual = hex::encode(Sha256::digest(&bytes));
+        if actual != sha256 {
+            return Err(format!(
+                "sha256 mismatch for {url}: expected {sha256}, the object has {actual}; refusing to load it"
+            ));
+        }
+        if let Some(path) = &cached {
+            if let Some(dir) = path.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+            if std::fs::write(&tmp, &bytes).is_ok() && std::fs::rename(&tmp, path).is_ok() {
+                if let Some(dir) = path.parent() {
+                    sluice_engine::evict_lru(dir, self.max_bytes, Some(path));
+                }
+            }
+        }
+        Ok(bytes)
+    }
 }
 
 /// The chain of one configured domain.
@@ -69,22 +143,43 @@ pub struct Envelope {
 }
 
 impl RuleChains {
-    /// Loads every plugin the config names, checks it implements the world and accepts its
-    /// config. Errors name the file, line, domain and step.
+    /// Loads every (local) plugin the config names, checks it implements the world and
+    /// accepts its config. Errors name the file, line, domain and step.
     pub fn load(engine: &RuleEngine, config: &ConfigFile) -> Result<RuleChains, ConfigError> {
-        let mut loaded: BTreeMap<std::path::PathBuf, RulePlugin> = BTreeMap::new();
+        RuleChains::load_with(engine, config, &PluginSources::default())
+    }
+
+    /// Like [`RuleChains::load`], fetching remote plugins through `sources`.
+    pub fn load_with(
+        engine: &RuleEngine,
+        config: &ConfigFile,
+        sources: &PluginSources<'_>,
+    ) -> Result<RuleChains, ConfigError> {
+        let mut loaded: BTreeMap<String, RulePlugin> = BTreeMap::new();
         let mut chains = Vec::new();
         for domain in &config.domains {
             let d = domain.get_ref();
             let mut steps = Vec::new();
             for (i, step) in d.step.iter().enumerate() {
                 let s = step.get_ref();
-                let path = config.resolve(s.plugin.get_ref());
-                let name = s.name.clone().unwrap_or_else(|| {
-                    path.file_stem()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_else(|| format!("step{}", i + 1))
-                });
+                let location = config.plugin_location(s.plugin.get_ref());
+                let (key, stem) = match &location {
+                    PluginLocation::Local(path) => (
+                        path.display().to_string(),
+                        path.file_stem().map(|n| n.to_string_lossy().into_owned()),
+                    ),
+                    PluginLocation::Remote(url) | PluginLocation::Unsupported(url) => (
+                        url.clone(),
+                        url.rsplit('/')
+                            .next()
+                            .map(|f| f.trim_end_matches(".wasm").to_string()),
+                    ),
+                };
+                let name = s
+                    .name
+                    .clone()
+                    .or(stem.filter(|n| !n.is_empty()))
+                    .unwrap_or_else(|| format!("step{}", i + 1));
                 let at = |message: String| {
                     ConfigError::at(
                         &config.source,
@@ -96,21 +191,34 @@ impl RuleChains {
                         ),
                     )
                 };
-                let plugin = match loaded.get(&path) {
+                let expected = s.sha256.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+                let plugin = match loaded.get(&key) {
                     Some(p) => p.clone(),
                     None => {
-                        let p = RulePlugin::load_file(engine, &name, &path)
-                            .map_err(|e| at(e.to_string()))?;
-                        loaded.insert(path.clone(), p.clone());
+                        let p = match &location {
+                            PluginLocation::Local(path) => {
+                                RulePlugin::load_file(engine, &name, path)
+                                    .map_err(|e| at(e.to_string()))?
+                            }
+                            PluginLocation::Remote(url) => {
+                                let bytes = sources
+                                    .fetch(url, expected.as_deref().unwrap_or_default())
+                                    .map_err(at)?;
+                                RulePlugin::load_bytes(engine, &name, &bytes)
+                                    .map_err(|e| at(e.to_string()))?
+                            }
+                            PluginLocation::Unsupported(scheme) => {
+                                return Err(at(format!("{scheme}:// is not supported")))
+                            }
+                        };
+                        loaded.insert(key.clone(), p.clone());
                         p
                     }
                 };
-                if let Some(expected) = &s.sha256 {
-                    if !expected.get_ref().eq_ignore_ascii_case(plugin.sha256()) {
+                if let Some(expected) = &expected {
+                    if *expected != plugin.sha256() {
                         return Err(at(format!(
-                            "sha256 mismatch for {}: expected {}, the file has {}",
-                            path.display(),
-                            expected.get_ref(),
+                            "sha256 mismatch for {key}: expected {expected}, the file has {}",
                             plugin.sha256()
                         )));
                     }

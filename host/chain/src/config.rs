@@ -41,6 +41,8 @@ pub struct SourceFile {
     pub name: String,
     /// Directory that relative paths are resolved against.
     pub base_dir: PathBuf,
+    /// The config's URL when it was read from S3.
+    pub remote_base: Option<String>,
     text: String,
 }
 
@@ -53,6 +55,17 @@ impl SourceFile {
             .count()
             + 1
     }
+}
+
+/// Where a plugin's bytes come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PluginLocation {
+    /// A local file.
+    Local(PathBuf),
+    /// An `s3://bucket/key` URL (a sha256 is required).
+    Remote(String),
+    /// A URL scheme Sluice does not read.
+    Unsupported(String),
 }
 
 /// What to do when a step fails (trap, timeout, memory cap, invalid action, rule error).
@@ -125,6 +138,8 @@ pub struct EngineSection {
     pub cache_dir: Option<String>,
     /// `auto` (default) or `off`.
     pub pooling: Option<String>,
+    /// Size bound of each cache directory in MiB (default 512).
+    pub cache_max_mb: Option<u64>,
 }
 
 /// One `[[domain.step]]`.
@@ -219,8 +234,18 @@ impl ConfigFile {
 
     /// Parses and checks config text.
     pub fn parse(name: &str, base_dir: PathBuf, text: String) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse_with(name, base_dir, text, None)
+    }
+
+    fn parse_with(
+        name: &str,
+        base_dir: PathBuf,
+        text: String,
+        remote_base: Option<&str>,
+    ) -> Result<ConfigFile, ConfigError> {
         let source = SourceFile {
             name: name.to_string(),
+            remote_base: remote_base.map(str::to_string),
             base_dir: if base_dir.as_os_str().is_empty() {
                 PathBuf::from(".")
             } else {
@@ -327,18 +352,57 @@ impl ConfigFile {
                         );
                     }
                 }
-                if s.plugin.get_ref().contains("://") {
-                    return err(
-                        s.plugin.span(),
-                        format!(
-                            "step.plugin {:?}: remote plugins are not available in this version; use a local path",
-                            s.plugin.get_ref()
-                        ),
-                    );
+                match self.plugin_location(s.plugin.get_ref()) {
+                    PluginLocation::Remote(url) if s.sha256.is_none() => {
+                        return err(
+                            s.plugin.span(),
+                            format!(
+                                "step.plugin {url:?} is remote: add `sha256 = \"...\"` (the line `sluice plugin push` prints) so only those exact bytes are ever run"
+                            ),
+                        )
+                    }
+                    PluginLocation::Unsupported(scheme) => {
+                        return err(
+                            s.plugin.span(),
+                            format!(
+                                "step.plugin {:?}: {scheme}:// is not supported; use a local path or s3://bucket/key",
+                                s.plugin.get_ref()
+                            ),
+                        )
+                    }
+                    _ => {}
                 }
             }
         }
         Ok(())
+    }
+
+    /// Where a step's plugin comes from: `s3://` URLs, and relative paths in a config that
+    /// was itself read from S3, are remote; everything else is a local file.
+    pub fn plugin_location(&self, plugin: &str) -> PluginLocation {
+        if let Some((scheme, _)) = plugin.split_once("://") {
+            return if scheme == "s3" {
+                PluginLocation::Remote(plugin.to_string())
+            } else {
+                PluginLocation::Unsupported(scheme.to_string())
+            };
+        }
+        match &self.source.remote_base {
+            Some(base) => {
+                let dir = match base.rfind('/') {
+                    Some(i) if i >= "s3://".len() => &base[..=i],
+                    _ => base.as_str(),
+                };
+                PluginLocation::Remote(format!("{dir}{}", plugin.trim_start_matches('/')))
+            }
+            None => PluginLocation::Local(self.resolve(plugin)),
+        }
+    }
+
+    /// Parses config text read from `url` (e.g. `s3://bucket/key.toml`); relative plugin
+    /// paths in it resolve against the URL's directory.
+    pub fn parse_remote(url: &str, text: String) -> Result<ConfigFile, ConfigError> {
+        ConfigFile::parse_with(url, PathBuf::from("."), text, Some(url))
     }
 
     /// Resolves a path from the config against the config file's directory.
@@ -424,6 +488,31 @@ mod tests {
         assert_eq!(v["text"], "hi");
         assert_eq!(v["n"], 3);
         assert_eq!(step.limits(), sluice_engine::StepLimits::default());
+    }
+
+    #[test]
+    fn remote_plugins_need_a_sha256() {
+        let err = parse(
+            "[[domain]]\nname = \"a.example\"\n[[domain.step]]\nplugin = \"s3://b/k.wasm\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 4);
+        assert!(err.message.contains("sha256"), "{err}");
+        let err = parse(
+            "[[domain]]\nname = \"a.example\"\n[[domain.step]]\nplugin = \"https://x/k.wasm\"\n",
+        )
+        .unwrap_err();
+        assert!(err.message.contains("https:// is not supported"), "{err}");
+        let sha = "a".repeat(64);
+        let remote = ConfigFile::parse_remote(
+            "s3://rules/prod/sluice.toml",
+            format!("[[domain]]\nname = \"a.example\"\n[[domain.step]]\nplugin = \"banner.wasm\"\nsha256 = \"{sha}\"\n"),
+        )
+        .unwrap();
+        assert_eq!(
+            remote.plugin_location("banner.wasm"),
+            PluginLocation::Remote("s3://rules/prod/banner.wasm".into())
+        );
     }
 
     #[test]

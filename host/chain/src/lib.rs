@@ -12,11 +12,12 @@ mod trace;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use chain::{
-    domain_of, DomainChain, Envelope, OutputMessage, RuleChains, Step, DEFAULT_FOLDER,
+    domain_of, DomainChain, Envelope, OutputMessage, PluginFetcher, PluginSources, RuleChains,
+    Step, DEFAULT_FOLDER,
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, OnError,
-    RelaySection, SourceFile, StepMode, StepSection, StoreSection,
+    PluginLocation, RelaySection, SourceFile, StepMode, StepSection, StoreSection,
 };
 pub use deliver::{DeliveryError, DeliveryRecord, DirStore};
 pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};

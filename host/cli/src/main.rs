@@ -1,16 +1,18 @@
 //! `sluice`: run, check and build mail transport rules.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use sluice_chain::{ConfigFile, DirStore, Envelope, RuleChains};
+use sluice_chain::{ConfigFile, DirStore, Envelope};
 use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, Verdict, Verdicts};
 use sluice_mail::Message;
 
+mod fixtures;
+mod remote;
 mod report;
 
 /// Exit code when a chain asked for a retry (EX_TEMPFAIL).
@@ -45,9 +47,9 @@ struct EngineArgs {
 enum Command {
     /// Run a message through the configured chains and write the results.
     Run {
-        /// The config file.
+        /// The config: a file, or `s3://bucket/key.toml`.
         #[arg(long)]
-        config: PathBuf,
+        config: String,
         /// An envelope recipient (repeatable) [default: the To and Cc addresses].
         #[arg(long = "rcpt")]
         rcpt: Vec<String>,
@@ -77,9 +79,18 @@ enum Command {
     /// Validate a config: parse it, load and type-check every plugin, check each step's
     /// config with the rule, and print the chains.
     Check {
-        /// The config file.
+        /// The config: a file, or `s3://bucket/key.toml`.
         #[arg(long)]
-        config: PathBuf,
+        config: String,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
+    /// Run rule fixtures (a message plus a TOML file of expectations) and report like a
+    /// test runner: `ok`/`FAIL` per fixture, then `N passed, M failed`.
+    Test {
+        /// Fixture directories (every `*.toml` fixture in them) or fixture `.toml` files.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -101,6 +112,29 @@ enum PluginCommand {
         /// Cargo target directory [default: cargo's].
         #[arg(long)]
         target_dir: Option<PathBuf>,
+    },
+    /// Upload a component to S3 after checking it implements the rule world, and print the
+    /// `plugin` and `sha256` lines to paste into a step.
+    Push {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// Where to put it: `s3://bucket/key.wasm`.
+        url: String,
+    },
+    /// Create a new rule project from a template (`--lang rust`).
+    New {
+        /// The template's language (rust).
+        #[arg(long)]
+        lang: String,
+        /// The rule's name: the crate name and the directory created.
+        name: String,
+        /// Create the project in this directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The SDK to depend on [default: $SLUICE_SDK, else the checkout sluice was built
+        /// from].
+        #[arg(long)]
+        sdk: Option<PathBuf>,
     },
 }
 
@@ -136,9 +170,11 @@ fn run(command: Command) -> Result<ExitCode> {
             engine,
             message,
         } => {
-            let config = ConfigFile::read(&config)?;
+            let remote = remote::Remote::default();
+            let config = remote::load_config(&config, &remote)?;
+            let cache = cache_dir(&config, &engine);
             let engine = build_engine(&config, &engine)?;
-            let chains = RuleChains::load(&engine, &config)?;
+            let chains = remote::load_chains(&engine, &config, &remote, cache.as_deref())?;
             let raw = std::fs::read(&message)
                 .with_context(|| format!("cannot read {}", message.display()))?;
             let message_id = message_id.unwrap_or_else(|| content_id(&raw));
@@ -191,12 +227,15 @@ fn run(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Check { config, engine } => {
-            let config = ConfigFile::read(&config)?;
+            let remote = remote::Remote::default();
+            let config = remote::load_config(&config, &remote)?;
+            let cache = cache_dir(&config, &engine);
             let engine = build_engine(&config, &engine)?;
-            let chains = RuleChains::load(&engine, &config)?;
+            let chains = remote::load_chains(&engine, &config, &remote, cache.as_deref())?;
             print!("{}", report::chains(&config, &chains, &engine));
             Ok(ExitCode::SUCCESS)
         }
+        Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
         Command::Plugin(PluginCommand::Build {
             dirs,
             out,
@@ -218,40 +257,73 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin(PluginCommand::Push { file, url }) => {
+            let engine = RuleEngine::new(EngineOptions::default())?;
+            let remote = remote::Remote::default();
+            print!("{}", remote::push(&engine, &file, &url, &remote)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin(PluginCommand::New {
+            lang,
+            name,
+            dir,
+            sdk,
+        }) => {
+            let created = sluice_build::scaffold::new_rule(&sluice_build::scaffold::NewOptions {
+                lang,
+                name: name.clone(),
+                parent: dir,
+                sdk,
+            })?;
+            println!(
+                "created {} rule `{name}` in {}:",
+                created.lang,
+                created.dir.display()
+            );
+            for file in &created.files {
+                println!("  {}", file.display());
+            }
+            println!(
+                "SDK: {} (from {})",
+                created.sdk.display(),
+                created.sdk_source
+            );
+            println!("\nnext:\n  cd {}", created.dir.display());
+            for step in &created.next_steps {
+                println!("  {step}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
-fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
+/// The cache directory: `--cache-dir`, else `[engine] cache_dir`, else the default; none
+/// with `--no-cache`.
+fn cache_dir(config: &ConfigFile, args: &EngineArgs) -> Option<PathBuf> {
+    if args.no_cache {
+        return None;
     }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(Path::new(&dir).join("sluice"));
-    }
-    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").join("sluice"))
+    args.cache_dir
+        .clone()
+        .or_else(|| {
+            config
+                .engine
+                .cache_dir
+                .as_deref()
+                .map(|d| config.resolve(d))
+        })
+        .or_else(remote::default_cache_dir)
 }
 
 fn build_engine(config: &ConfigFile, args: &EngineArgs) -> Result<RuleEngine> {
-    let cache_dir = if args.no_cache {
-        None
-    } else {
-        args.cache_dir
-            .clone()
-            .or_else(|| {
-                config
-                    .engine
-                    .cache_dir
-                    .as_deref()
-                    .map(|d| config.resolve(d))
-            })
-            .or_else(default_cache_dir)
-    };
+    let cache_dir = cache_dir(config, args).map(|d| d.join("compiled"));
     let pooling = match config.engine.pooling.as_deref() {
         Some("off") => PoolingChoice::Off,
         _ => PoolingChoice::Auto,
     };
     Ok(RuleEngine::new(EngineOptions {
         cache_dir,
+        cache_max_bytes: remote::cache_max_bytes(config),
         pooling,
         ..Default::default()
     })?)

@@ -6,7 +6,7 @@ use sluice_chain::{
     ConfigFile, DeliveryRecord, Envelope, GroupOutcome, OutputMessage, ProcessResult, RuleChains,
     StepMode,
 };
-use sluice_engine::{Action, Position, RuleEngine};
+use sluice_engine::{Action, LoadSource, Position, RuleEngine};
 
 /// Cuts a string for display.
 fn short(s: &str, max: usize) -> String {
@@ -159,9 +159,13 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
     for chain in chains.chains() {
         let _ = writeln!(out, "domain {}", chain.domain);
         for (i, step) in chain.steps.iter().enumerate() {
+            let loaded = match step.plugin.source() {
+                LoadSource::Compiled { micros } => format!("compiled in {} ms", micros / 1000),
+                LoadSource::Cache { micros } => format!("from cache in {micros} µs"),
+            };
             let _ = writeln!(
                 out,
-                "  {:>2}. {:<14} sha256={} {} KiB{} timeout={}ms memory={}MiB on_error={}{}",
+                "  {:>2}. {:<14} sha256={} {} KiB, {loaded}{} timeout={}ms memory={}MiB on_error={}{}",
                 i + 1,
                 step.name,
                 &step.plugin.sha256()[..16],

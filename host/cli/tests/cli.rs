@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use sluice_tests::{fixtures, rule};
+use sluice_tests::fixtures;
 
 fn sluice(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -323,13 +323,8 @@ fn plugin_build_refuses_a_directory_without_a_crate() {
 
 #[test]
 fn the_demo_config_checks() {
-    // plugins/demo.toml points at target/plugins, which `demo.sh` fills; build them there.
-    let root = sluice_tests::workspace_root();
-    let plugins = root.join("target").join("plugins");
-    std::fs::create_dir_all(&plugins).unwrap();
-    for name in ["banner", "junk"] {
-        std::fs::copy(rule(name), plugins.join(format!("{name}.wasm"))).unwrap();
-    }
+    // plugins/demo.toml points at target/plugins, which `demo.sh` fills; put them there.
+    let root = sluice_tests::install_demo_plugins();
     let o = sluice(&[
         "check",
         "--config",

@@ -24,11 +24,55 @@ pub enum CacheMiss {
     Rejected(String),
 }
 
+/// The default size bound of a cache directory.
+pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
+
 /// The compiled-component cache directory.
 #[derive(Debug, Clone)]
 pub struct CompiledCache {
     dir: PathBuf,
     compat: String,
+    max_bytes: u64,
+}
+
+/// Removes the least recently used files of `dir` (by modification time, which a cache hit
+/// refreshes) until the files in it take at most `max_bytes`. `keep` is never removed.
+/// Errors are logged: a cache that cannot be trimmed still works.
+pub fn evict_lru(dir: &Path, max_bytes: u64, keep: Option<&Path>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = files.iter().map(|f| f.1).sum();
+    files.sort();
+    for (_, len, path) in files {
+        if total <= max_bytes {
+            break;
+        }
+        if Some(path.as_path()) == keep {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                total = total.saturating_sub(len);
+                tracing::debug!(path = %path.display(), "evicted from cache");
+            }
+            Err(e) => tracing::warn!(path = %path.display(), "cannot evict: {e}"),
+        }
+    }
+}
+
+/// Marks a cache file as just used (for [`evict_lru`]).
+pub fn touch(path: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(path) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
 }
 
 impl CompiledCache {
@@ -39,7 +83,14 @@ impl CompiledCache {
         CompiledCache {
             dir,
             compat: format!("{:016x}", hasher.finish()),
+            max_bytes: DEFAULT_CACHE_BYTES,
         }
+    }
+
+    /// Bounds the directory's size (least recently used entries go first).
+    pub fn with_max_bytes(mut self, max_bytes: u64) -> CompiledCache {
+        self.max_bytes = max_bytes;
+        self
     }
 
     /// The cache directory.
@@ -73,7 +124,10 @@ impl CompiledCache {
             return reject("checksum mismatch (corrupt or modified)".into());
         }
         match deserialize(engine, payload) {
-            Ok(component) => Ok(component),
+            Ok(component) => {
+                touch(&path);
+                Ok(component)
+            }
             Err(e) => reject(format!("does not deserialize: {e:#}")),
         }
     }
@@ -95,7 +149,9 @@ impl CompiledCache {
         out.extend_from_slice(&Sha256::digest(serialized));
         out.extend_from_slice(serialized);
         std::fs::write(&tmp, &out)?;
-        std::fs::rename(&tmp, &path)
+        std::fs::rename(&tmp, &path)?;
+        evict_lru(&self.dir, self.max_bytes, Some(&path));
+        Ok(())
     }
 }
 
@@ -105,4 +161,30 @@ fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Component> {
     // compatible engine. The payload was written by this host (see `put`) and its checksum
     // verified just now, and wasmtime itself checks the engine compatibility header.
     unsafe { Component::deserialize(engine, payload) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = |n: &str| dir.path().join(n);
+        for (i, name) in ["a", "b", "c"].iter().enumerate() {
+            std::fs::write(path(name), vec![0u8; 100]).unwrap();
+            let f = std::fs::File::options()
+                .append(true)
+                .open(path(name))
+                .unwrap();
+            let t =
+                std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1000 + i as u64);
+            f.set_modified(t).unwrap();
+        }
+        touch(&path("a")); // a is now the most recent
+        evict_lru(dir.path(), 200, Some(&path("c")));
+        assert!(path("a").exists(), "recently used");
+        assert!(!path("b").exists(), "least recently used goes first");
+        assert!(path("c").exists(), "kept");
+    }
 }

@@ -78,6 +78,8 @@ pub enum PoolingChoice {
 pub struct EngineOptions {
     /// Where compiled components are cached; `None` disables the disk cache.
     pub cache_dir: Option<PathBuf>,
+    /// Size bound of the cache directory (default 512 MiB, least recently used go first).
+    pub cache_max_bytes: u64,
     /// Pooling allocator choice (default: auto).
     pub pooling: PoolingChoice,
     /// Deadline granularity (default 1 ms): the epoch ticks at this interval.
@@ -95,6 +97,7 @@ impl Default for EngineOptions {
     fn default() -> Self {
         EngineOptions {
             cache_dir: None,
+            cache_max_bytes: crate::cache::DEFAULT_CACHE_BYTES,
             pooling: PoolingChoice::Auto,
             epoch_tick: Duration::from_millis(1),
             pool_instances: 1000,
@@ -181,10 +184,9 @@ impl RuleEngine {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
 
-        let cache = opts
-            .cache_dir
-            .as_ref()
-            .map(|dir| CompiledCache::new(dir.clone(), &engine));
+        let cache = opts.cache_dir.as_ref().map(|dir| {
+            CompiledCache::new(dir.clone(), &engine).with_max_bytes(opts.cache_max_bytes)
+        });
 
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {

@@ -1,0 +1,251 @@
+//! Sluice's AWS clients, configured from the standard chain (environment, profile, role).
+//! `AWS_ENDPOINT_URL` points them at an emulator; S3 then uses path-style addressing.
+
+use aws_sdk_s3::primitives::ByteStream;
+
+/// An `s3://bucket/key` location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    /// The bucket.
+    pub bucket: String,
+    /// The key (may be empty for a bucket root).
+    pub key: String,
+}
+
+impl S3Url {
+    /// Parses `s3://bucket/key`.
+    pub fn parse(url: &str) -> Result<S3Url, AwsError> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| AwsError::BadUrl(url.to_string(), "it does not start with s3://"))?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(AwsError::BadUrl(url.to_string(), "the bucket is empty"));
+        }
+        Ok(S3Url {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    /// Resolves a path relative to this object's "directory" (`s3://b/a/c.toml` + `x.wasm`
+    /// = `s3://b/a/x.wasm`); an `s3://` URL is returned as it is.
+    pub fn join(&self, relative: &str) -> Result<S3Url, AwsError> {
+        if relative.starts_with("s3://") {
+            return S3Url::parse(relative);
+        }
+        let dir = match self.key.rfind('/') {
+            Some(i) => &self.key[..=i],
+            None => "",
+        };
+        Ok(S3Url {
+            bucket: self.bucket.clone(),
+            key: format!("{dir}{}", relative.trim_start_matches('/')),
+        })
+    }
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// An AWS call that failed, with the object it was about.
+#[derive(Debug, thiserror::Error)]
+pub enum AwsError {
+    /// Not an `s3://bucket/key` URL.
+    #[error("{0:?} is not an s3://bucket/key URL: {1}")]
+    BadUrl(String, &'static str),
+    /// The S3 call failed.
+    #[error("S3 {op} {url}: {message}")]
+    S3 {
+        /// `GetObject`, `PutObject`, ...
+        op: &'static str,
+        /// The object.
+        url: String,
+        /// What the SDK said (with the service's error code when there is one).
+        message: String,
+    },
+}
+
+/// An object's bytes and ETag.
+#[derive(Debug, Clone)]
+pub struct S3Object {
+    /// The body.
+    pub bytes: Vec<u8>,
+    /// The ETag, if S3 sent one.
+    pub etag: Option<String>,
+}
+
+/// The S3 client.
+#[derive(Debug, Clone)]
+pub struct S3 {
+    client: aws_sdk_s3::Client,
+}
+
+fn describe<E: std::error::Error + 'static>(err: &aws_sdk_s3::error::SdkError<E>) -> String {
+    // The SDK's own rendering of the whole error chain (service code, message, cause).
+    aws_sdk_s3::error::DisplayErrorContext(err).to_string()
+}
+
+impl S3 {
+    /// A client from the standard AWS configuration chain.
+    pub async fn from_env() -> S3 {
+        let shared = aws_config::load_from_env().await;
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+        if std::env::var_os("AWS_ENDPOINT_URL").is_some()
+            || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
+        {
+            builder = builder.force_path_style(true);
+        }
+        S3 {
+            client: aws_sdk_s3::Client::from_conf(builder.build()),
+        }
+    }
+
+    /// A client for an explicit endpoint with static credentials (tests, emulators).
+    pub fn for_endpoint(endpoint: &str, region: &str) -> S3 {
+        let creds =
+            aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "static");
+        let conf = aws_sdk_s3::config::Builder::new()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_sdk_s3::config::Region::new(region.to_string()))
+            .credentials_provider(creds)
+            .force_path_style(true)
+            .build();
+        S3 {
+            client: aws_sdk_s3::Client::from_conf(conf),
+        }
+    }
+
+    /// Creates a bucket (no error if this account already owns it).
+    pub async fn create_bucket(&self, bucket: &str) -> Result<(), AwsError> {
+        match self.client.create_bucket().bucket(bucket).send().await {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_bucket_already_owned_by_you()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(AwsError::S3 {
+                op: "CreateBucket",
+                url: format!("s3://{bucket}"),
+                message: describe(&e),
+            }),
+        }
+    }
+
+    /// Deletes an object.
+    pub async fn delete(&self, url: &S3Url) -> Result<(), AwsError> {
+        self.client
+            .delete_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AwsError::S3 {
+                op: "DeleteObject",
+                url: url.to_string(),
+                message: describe(&e),
+            })
+    }
+
+    /// The underlying SDK client.
+    pub fn client(&self) -> &aws_sdk_s3::Client {
+        &self.client
+    }
+
+    /// Reads an object.
+    pub async fn get(&self, url: &S3Url) -> Result<S3Object, AwsError> {
+        let err = |message: String| AwsError::S3 {
+            op: "GetObject",
+            url: url.to_string(),
+            message,
+        };
+        let out = self
+            .client
+            .get_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .send()
+            .await
+            .map_err(|e| err(describe(&e)))?;
+        let etag = out.e_tag().map(str::to_string);
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .into_bytes()
+            .to_vec();
+        Ok(S3Object { bytes, etag })
+    }
+
+    /// The object's ETag without reading it (`HeadObject`).
+    pub async fn etag(&self, url: &S3Url) -> Result<Option<String>, AwsError> {
+        let out = self
+            .client
+            .head_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .send()
+            .await
+            .map_err(|e| AwsError::S3 {
+                op: "HeadObject",
+                url: url.to_string(),
+                message: describe(&e),
+            })?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    /// Writes an object (server-side encryption on).
+    pub async fn put(
+        &self,
+        url: &S3Url,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Option<String>, AwsError> {
+        let out = self
+            .client
+            .put_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .content_type(content_type)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| AwsError::S3 {
+                op: "PutObject",
+                url: url.to_string(),
+                message: describe(&e),
+            })?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let u = S3Url::parse("s3://acme-rules/chains/prod.toml").unwrap();
+        assert_eq!(u.bucket, "acme-rules");
+        assert_eq!(u.key, "chains/prod.toml");
+        assert_eq!(
+            u.join("banner.wasm").unwrap().to_string(),
+            "s3://acme-rules/chains/banner.wasm"
+        );
+        assert_eq!(
+            u.join("s3://other/x.wasm").unwrap().to_string(),
+            "s3://other/x.wasm"
+        );
+        assert!(S3Url::parse("http://x/y").is_err());
+        assert!(S3Url::parse("s3:///y").is_err());
+    }
+}

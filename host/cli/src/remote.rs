@@ -1,0 +1,127 @@
+//! Configs and plugins that live in S3: `--config s3://bucket/key.toml`, `plugin = "s3://…"`,
+//! and `sluice plugin push`. The AWS client (and its async runtime) is only created when
+//! something remote is actually named.
+
+use std::cell::OnceCell;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result};
+use sluice_aws::{S3Url, S3};
+use sluice_chain::{ConfigFile, PluginFetcher, PluginSources, RuleChains};
+use sluice_engine::{RuleEngine, RulePlugin};
+
+/// S3 access, set up on first use.
+#[derive(Default)]
+pub struct Remote {
+    inner: OnceCell<(tokio::runtime::Runtime, S3)>,
+}
+
+impl Remote {
+    fn get(&self) -> Result<&(tokio::runtime::Runtime, S3)> {
+        if self.inner.get().is_none() {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime for S3")?;
+            let s3 = rt.block_on(S3::from_env());
+            let _ = self.inner.set((rt, s3));
+        }
+        Ok(self.inner.get().expect("just set"))
+    }
+
+    /// Reads an S3 object.
+    pub fn read(&self, url: &S3Url) -> Result<Vec<u8>> {
+        let (rt, s3) = self.get()?;
+        Ok(rt.block_on(s3.get(url))?.bytes)
+    }
+
+    /// Writes an S3 object.
+    pub fn write(&self, url: &S3Url, bytes: Vec<u8>, content_type: &str) -> Result<()> {
+        let (rt, s3) = self.get()?;
+        rt.block_on(s3.put(url, bytes, content_type))?;
+        Ok(())
+    }
+}
+
+impl PluginFetcher for Remote {
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+        let url = S3Url::parse(url).map_err(|e| e.to_string())?;
+        self.read(&url).map_err(|e| format!("{e:#}"))
+    }
+}
+
+/// Reads a config from a path or an `s3://` URL.
+pub fn load_config(arg: &str, remote: &Remote) -> Result<ConfigFile> {
+    if arg.starts_with("s3://") {
+        let url = S3Url::parse(arg)?;
+        let bytes = remote.read(&url)?;
+        let text = String::from_utf8(bytes).with_context(|| format!("{arg}: not UTF-8 text"))?;
+        Ok(ConfigFile::parse_remote(arg, text)?)
+    } else {
+        Ok(ConfigFile::read(Path::new(arg))?)
+    }
+}
+
+/// Loads the chains, fetching remote plugins (verified against their sha256, kept under
+/// `<cache_dir>/plugins/`).
+pub fn load_chains(
+    engine: &RuleEngine,
+    config: &ConfigFile,
+    remote: &Remote,
+    cache_dir: Option<&Path>,
+) -> Result<RuleChains> {
+    let sources = PluginSources {
+        fetcher: Some(remote),
+        cache_dir: cache_dir.map(|d| d.join("plugins")),
+        max_bytes: cache_max_bytes(config),
+    };
+    Ok(RuleChains::load_with(engine, config, &sources)?)
+}
+
+/// `sluice plugin push`: type-checks the component against the world, uploads it, and
+/// prints the lines to paste into a step.
+pub fn push(engine: &RuleEngine, file: &Path, url: &str, remote: &Remote) -> Result<String> {
+    let url = S3Url::parse(url)?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let name = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "plugin".into());
+    let plugin = RulePlugin::load_bytes(engine, &name, &bytes)?;
+    plugin
+        .validate_config(engine, "{}", &Default::default())
+        .or_else(|e| match e {
+            // A rule that needs config keys refuses `{}`: that still proves it runs.
+            sluice_engine::EngineError::ConfigRefused { .. } => Ok(()),
+            other => Err(other),
+        })?;
+    remote.write(&url, bytes, "application/wasm")?;
+    Ok(format!(
+        "plugin = \"{url}\"\nsha256 = \"{}\"\n",
+        plugin.sha256()
+    ))
+}
+
+/// `[engine] cache_max_mb` in bytes (default 512 MiB).
+pub fn cache_max_bytes(config: &ConfigFile) -> u64 {
+    config
+        .engine
+        .cache_max_mb
+        .map(|mb| mb << 20)
+        .unwrap_or(sluice_engine::DEFAULT_CACHE_BYTES)
+}
+
+/// The directory compiled plugins and fetched bytes are cached in.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    // In Lambda only /tmp is writable; it survives between invocations of a warm function.
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        return Some(PathBuf::from("/tmp/sluice"));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(Path::new(&dir).join("sluice"));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").join("sluice"))
+}
