@@ -116,4 +116,51 @@ config = { note = "hi" }
     assert_eq!(seen("X-Seen-Domain"), "example.com");
     assert_eq!(seen("X-Seen-Spf").to_ascii_lowercase(), "pass");
     assert!(seen("X-Seen-Config").contains("\"note\""));
+    // header-names (0.1.1): distinct, in order of first appearance.
+    let names = seen("X-Seen-Distinct-Header-Names");
+    assert!(
+        names.starts_with("Received,DKIM-Signature,From,To,Subject"),
+        "{names}"
+    );
+    assert_eq!(names.matches("Content-Type").count(), 1, "{names}");
+}
+
+#[test]
+fn a_rule_built_against_0_1_0_still_loads_and_runs() {
+    // Built from wit/released/sluice-rules-0.1.0.wit; today's host serves a later 0.1.x.
+    let path = sluice_tests::rule("rule-legacy");
+    let bytes = std::fs::read(&path).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        has("sluice:rules/types@0.1.0"),
+        "the rule imports the 0.1.0 interfaces"
+    );
+    let current =
+        std::fs::read_to_string(sluice_tests::workspace_root().join("wit/rules.wit")).unwrap();
+    assert!(
+        !current.contains("package sluice:rules@0.1.0;"),
+        "the interface has grown since 0.1.0"
+    );
+    let chains = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-legacy}"
+"#,
+    );
+    let result = chains.process(
+        engine(),
+        message(&fixture("plain-lf.eml")),
+        &envelope(&["bob@example.com"]),
+    );
+    let step = &result.groups[0].steps[0];
+    assert_eq!(step.outcome, "ok", "{:?}", step.error);
+    assert_eq!(
+        step.actions,
+        vec![sluice_engine::Action::AddHeader(sluice_engine::Header {
+            name: "X-Legacy-Rule".into(),
+            value: "0.1.0 saw Quick question".into()
+        })]
+    );
 }

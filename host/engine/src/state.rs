@@ -205,6 +205,10 @@ impl types::HostMessage for StoreState {
         Ok(self.message_of(&msg)?.headers())
     }
 
+    fn header_names(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.message_of(&msg)?.header_names())
+    }
+
     fn subject(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Option<String>> {
         Ok(self.message_of(&msg)?.subject())
     }

@@ -134,6 +134,18 @@ impl Message {
         self.fields().map(|(n, v)| (n, decode_value(v))).collect()
     }
 
+    /// The distinct field names, as first written, in order of first appearance
+    /// (case-insensitively distinct).
+    pub fn header_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        for (name, _) in self.fields() {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(&name)) {
+                names.push(name);
+            }
+        }
+        names
+    }
+
     /// The decoded Subject.
     pub fn subject(&self) -> Option<String> {
         self.header("Subject").into_iter().next()

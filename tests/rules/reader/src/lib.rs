@@ -11,6 +11,7 @@
 //! | header | value |
 //! |---|---|
 //! | `X-Seen-Subject` | `subject()` |
+//! | `X-Seen-Distinct-Header-Names` | `header-names()` (0.1.1), joined with `,` |
 //! | `X-Seen-From` | `from()` |
 //! | `X-Seen-From-Name` | `from-name()` |
 //! | `X-Seen-From-Header` | `header("From")` values joined with ` \| ` |
@@ -68,6 +69,7 @@ impl Rule for Reader {
                     .collect::<Vec<_>>()
                     .join(","),
             ),
+            ("Distinct-Header-Names", msg.header_names().join(",")),
             ("Size", msg.size().to_string()),
             ("Text-Len", len(&text)),
             ("Text", opt(text)),
