@@ -6,4 +6,5 @@ mod cache;
 mod corpus;
 mod hostile;
 mod reference_rules;
+mod reload;
 mod sandbox;

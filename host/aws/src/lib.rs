@@ -1,6 +1,10 @@
 //! Sluice's AWS clients, configured from the standard chain (environment, profile, role).
 //! `AWS_ENDPOINT_URL` points them at an emulator; S3 then uses path-style addressing.
 
+mod blocking;
+
+pub use blocking::{BlockingS3, S3ConfigSource};
+
 use aws_sdk_s3::primitives::ByteStream;
 
 /// An `s3://bucket/key` location.
@@ -54,6 +58,9 @@ impl std::fmt::Display for S3Url {
 /// An AWS call that failed, with the object it was about.
 #[derive(Debug, thiserror::Error)]
 pub enum AwsError {
+    /// The async runtime for the blocking client could not start.
+    #[error("cannot start the async runtime for AWS calls: {0}")]
+    Runtime(String),
     /// Not an `s3://bucket/key` URL.
     #[error("{0:?} is not an s3://bucket/key URL: {1}")]
     BadUrl(String, &'static str),

@@ -8,6 +8,7 @@ mod breaker;
 mod chain;
 mod config;
 mod deliver;
+mod reload;
 mod trace;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
@@ -20,4 +21,5 @@ pub use config::{
     PluginLocation, RelaySection, SourceFile, StepMode, StepSection, StoreSection,
 };
 pub use deliver::{DeliveryError, DeliveryRecord, DirStore};
+pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
 pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};

@@ -6,47 +6,39 @@ use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use sluice_aws::{S3Url, S3};
+use sluice_aws::{BlockingS3, S3Url};
 use sluice_chain::{ConfigFile, PluginFetcher, PluginSources, RuleChains};
 use sluice_engine::{RuleEngine, RulePlugin};
 
 /// S3 access, set up on first use.
 #[derive(Default)]
 pub struct Remote {
-    inner: OnceCell<(tokio::runtime::Runtime, S3)>,
+    inner: OnceCell<BlockingS3>,
 }
 
 impl Remote {
-    fn get(&self) -> Result<&(tokio::runtime::Runtime, S3)> {
+    fn get(&self) -> Result<&BlockingS3> {
         if self.inner.get().is_none() {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime for S3")?;
-            let s3 = rt.block_on(S3::from_env());
-            let _ = self.inner.set((rt, s3));
+            let _ = self.inner.set(BlockingS3::from_env()?);
         }
         Ok(self.inner.get().expect("just set"))
     }
 
     /// Reads an S3 object.
     pub fn read(&self, url: &S3Url) -> Result<Vec<u8>> {
-        let (rt, s3) = self.get()?;
-        Ok(rt.block_on(s3.get(url))?.bytes)
+        Ok(self.get()?.get(url)?.bytes)
     }
 
     /// Writes an S3 object.
     pub fn write(&self, url: &S3Url, bytes: Vec<u8>, content_type: &str) -> Result<()> {
-        let (rt, s3) = self.get()?;
-        rt.block_on(s3.put(url, bytes, content_type))?;
+        self.get()?.put(url, bytes, content_type)?;
         Ok(())
     }
 }
 
 impl PluginFetcher for Remote {
     fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
-        let url = S3Url::parse(url).map_err(|e| e.to_string())?;
-        self.read(&url).map_err(|e| format!("{e:#}"))
+        self.get().map_err(|e| format!("{e:#}"))?.fetch(url)
     }
 }
 

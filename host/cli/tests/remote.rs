@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sluice_aws::{S3Url, S3};
+use sluice_aws::{BlockingS3, S3Url};
 use sluice_tests::{rule, Moto};
 
 fn sluice(moto: &Moto, cache: &Path, args: &[&str]) -> Output {
@@ -21,36 +21,29 @@ fn text(bytes: &[u8]) -> String {
 }
 
 struct Bucket {
-    rt: tokio::runtime::Runtime,
-    s3: S3,
+    s3: BlockingS3,
 }
 
 impl Bucket {
     fn new(moto: &Moto, name: &str) -> Bucket {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        let s3 = S3::for_endpoint(&moto.endpoint, "us-east-1");
-        rt.block_on(s3.create_bucket(name)).unwrap();
-        Bucket { rt, s3 }
+        let s3 = BlockingS3::for_endpoint(&moto.endpoint, "us-east-1").unwrap();
+        s3.create_bucket(name).unwrap();
+        Bucket { s3 }
     }
 
     fn put(&self, url: &str, bytes: Vec<u8>) {
         let url = S3Url::parse(url).unwrap();
-        self.rt
-            .block_on(self.s3.put(&url, bytes, "application/octet-stream"))
+        self.s3
+            .put(&url, bytes, "application/octet-stream")
             .unwrap();
     }
 
     fn delete(&self, url: &str) {
-        let url = S3Url::parse(url).unwrap();
-        self.rt.block_on(self.s3.delete(&url)).unwrap();
+        self.s3.delete(&S3Url::parse(url).unwrap()).unwrap();
     }
 
     fn exists(&self, url: &str) -> bool {
-        let url = S3Url::parse(url).unwrap();
-        self.rt.block_on(self.s3.get(&url)).is_ok()
+        self.s3.get(&S3Url::parse(url).unwrap()).is_ok()
     }
 }
 

@@ -1,0 +1,117 @@
+//! S3 for synchronous callers (chain loading, the CLI): the async client on a private
+//! current-thread runtime, plus the chain's [`PluginFetcher`] and [`ConfigSource`] for
+//! `s3://` locations.
+
+use sluice_chain::{ConfigError, ConfigFile, ConfigSource, PluginFetcher};
+
+use crate::{AwsError, S3Object, S3Url, S3};
+
+/// A blocking S3 client.
+pub struct BlockingS3 {
+    rt: tokio::runtime::Runtime,
+    s3: S3,
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, AwsError> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| AwsError::Runtime(e.to_string()))
+}
+
+impl BlockingS3 {
+    /// From the standard AWS configuration chain.
+    pub fn from_env() -> Result<BlockingS3, AwsError> {
+        let rt = runtime()?;
+        let s3 = rt.block_on(S3::from_env());
+        Ok(BlockingS3 { rt, s3 })
+    }
+
+    /// For an explicit endpoint with static test credentials (emulators).
+    pub fn for_endpoint(endpoint: &str, region: &str) -> Result<BlockingS3, AwsError> {
+        Ok(BlockingS3 {
+            rt: runtime()?,
+            s3: S3::for_endpoint(endpoint, region),
+        })
+    }
+
+    /// Reads an object.
+    pub fn get(&self, url: &S3Url) -> Result<S3Object, AwsError> {
+        self.rt.block_on(self.s3.get(url))
+    }
+
+    /// An object's ETag.
+    pub fn etag(&self, url: &S3Url) -> Result<Option<String>, AwsError> {
+        self.rt.block_on(self.s3.etag(url))
+    }
+
+    /// Writes an object.
+    pub fn put(
+        &self,
+        url: &S3Url,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Option<String>, AwsError> {
+        self.rt.block_on(self.s3.put(url, bytes, content_type))
+    }
+
+    /// Deletes an object.
+    pub fn delete(&self, url: &S3Url) -> Result<(), AwsError> {
+        self.rt.block_on(self.s3.delete(url))
+    }
+
+    /// Creates a bucket (fine if this account owns it already).
+    pub fn create_bucket(&self, bucket: &str) -> Result<(), AwsError> {
+        self.rt.block_on(self.s3.create_bucket(bucket))
+    }
+}
+
+impl PluginFetcher for BlockingS3 {
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+        let url = S3Url::parse(url).map_err(|e| e.to_string())?;
+        self.get(&url).map(|o| o.bytes).map_err(|e| e.to_string())
+    }
+}
+
+/// A config file in S3; its version is the object's ETag.
+pub struct S3ConfigSource<'a> {
+    s3: &'a BlockingS3,
+    url: S3Url,
+    name: String,
+}
+
+impl<'a> S3ConfigSource<'a> {
+    /// The config at `url` (`s3://bucket/key.toml`).
+    pub fn new(s3: &'a BlockingS3, url: &str) -> Result<S3ConfigSource<'a>, AwsError> {
+        Ok(S3ConfigSource {
+            s3,
+            url: S3Url::parse(url)?,
+            name: url.to_string(),
+        })
+    }
+}
+
+impl ConfigSource for S3ConfigSource<'_> {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn version(&self) -> Result<Option<String>, String> {
+        self.s3.etag(&self.url).map_err(|e| e.to_string())
+    }
+
+    fn read(&self) -> Result<(ConfigFile, Option<String>), ConfigError> {
+        let unreadable = |message: String| ConfigError {
+            file: self.name.clone(),
+            line: 0,
+            message,
+        };
+        let object = self
+            .s3
+            .get(&self.url)
+            .map_err(|e| unreadable(e.to_string()))?;
+        let text = String::from_utf8(object.bytes)
+            .map_err(|_| unreadable("the config is not UTF-8 text".into()))?;
+        Ok((ConfigFile::parse_remote(&self.name, text)?, object.etag))
+    }
+}
