@@ -144,30 +144,42 @@ impl RuleEngine {
     pub fn new(opts: EngineOptions) -> Result<RuleEngine, EngineError> {
         let mut engine = None;
         if opts.pooling == PoolingChoice::Auto {
-            let mut pool = PoolingAllocationConfig::new();
-            pool.total_component_instances(opts.pool_instances)
-                .total_core_instances(opts.pool_instances * 4)
-                .total_memories(opts.pool_instances * 2)
-                .total_tables(opts.pool_instances * 4)
-                .max_memories_per_component(16)
-                .max_tables_per_component(16)
-                .max_memory_size(opts.max_memory_bytes)
-                .max_core_instance_size(16 << 20)
-                .table_elements(100_000)
-                .max_unused_warm_slots(100)
-                // Reset a returning slot's dirty pages with memset (found with PAGEMAP_SCAN on
-                // Linux >= 6.7) instead of madvise: the pages stay resident, so the next
-                // message neither makes the syscall nor takes the page faults.
-                .linear_memory_keep_resident(opts.keep_resident_bytes)
-                .table_keep_resident(64 << 10)
-                .pagemap_scan(Enabled::Auto);
-            let mut config = base_config();
-            config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-            match Engine::new(&config) {
-                Ok(e) => engine = Some((e, true)),
-                Err(err) => tracing::warn!(
-                    "pooling allocator unavailable ({err:#}); allocating instances on demand"
-                ),
+            // First choice: reset a returning slot's dirty pages with memset, found with
+            // PAGEMAP_SCAN (Linux >= 6.7), instead of madvise: the pages stay resident, so the
+            // next message neither makes the syscall nor takes the page faults. Without
+            // PAGEMAP_SCAN, keeping pages resident would memset them all on every reset, which
+            // costs more than madvise, so the second choice is plain pooling.
+            for scan in [true, false] {
+                let mut pool = PoolingAllocationConfig::new();
+                pool.total_component_instances(opts.pool_instances)
+                    .total_core_instances(opts.pool_instances * 4)
+                    .total_memories(opts.pool_instances * 2)
+                    .total_tables(opts.pool_instances * 4)
+                    .max_memories_per_component(16)
+                    .max_tables_per_component(16)
+                    .max_memory_size(opts.max_memory_bytes)
+                    .max_core_instance_size(16 << 20)
+                    .table_elements(100_000)
+                    .max_unused_warm_slots(100);
+                if scan {
+                    pool.linear_memory_keep_resident(opts.keep_resident_bytes)
+                        .table_keep_resident(64 << 10)
+                        .pagemap_scan(Enabled::Yes);
+                }
+                let mut config = base_config();
+                config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+                match Engine::new(&config) {
+                    Ok(e) => {
+                        engine = Some((e, true));
+                        break;
+                    }
+                    Err(err) if scan => {
+                        tracing::debug!("pooling with PAGEMAP_SCAN unavailable ({err:#})")
+                    }
+                    Err(err) => tracing::warn!(
+                        "pooling allocator unavailable ({err:#}); allocating instances on demand"
+                    ),
+                }
             }
         }
         let (engine, pooling) = match engine {
