@@ -6,8 +6,8 @@ use std::cell::OnceCell;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
-use sluice_aws::{BlockingS3, S3Url};
-use sluice_chain::{ConfigFile, PluginFetcher, PluginSources, RuleChains};
+use sluice_aws::{BlockingS3, S3ConfigSource, S3Url};
+use sluice_chain::{ConfigFile, ConfigSource, PluginFetcher, PluginSources, RuleChains};
 use sluice_engine::{RuleEngine, RulePlugin};
 
 /// S3 access, set up on first use.
@@ -22,11 +22,6 @@ impl Remote {
             let _ = self.inner.set(BlockingS3::from_env()?);
         }
         Ok(self.inner.get().expect("just set"))
-    }
-
-    /// Reads an S3 object.
-    pub fn read(&self, url: &S3Url) -> Result<Vec<u8>> {
-        Ok(self.get()?.get(url)?.bytes)
     }
 
     /// Writes an S3 object.
@@ -45,10 +40,7 @@ impl PluginFetcher for Remote {
 /// Reads a config from a path or an `s3://` URL.
 pub fn load_config(arg: &str, remote: &Remote) -> Result<ConfigFile> {
     if arg.starts_with("s3://") {
-        let url = S3Url::parse(arg)?;
-        let bytes = remote.read(&url)?;
-        let text = String::from_utf8(bytes).with_context(|| format!("{arg}: not UTF-8 text"))?;
-        Ok(ConfigFile::parse_remote(arg, text)?)
+        Ok(S3ConfigSource::new(remote.get()?, arg)?.read()?.0)
     } else {
         Ok(ConfigFile::read(Path::new(arg))?)
     }

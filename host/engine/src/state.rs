@@ -184,18 +184,6 @@ impl StoreState {
     }
 }
 
-fn truncate_to(mut text: String, max_bytes: u32) -> String {
-    let max = max_bytes as usize;
-    if max > 0 && text.len() > max {
-        let mut cut = max;
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-    }
-    text
-}
-
 impl types::HostMessage for StoreState {
     fn header(&mut self, msg: Resource<MessageRef>, name: String) -> wasmtime::Result<Vec<String>> {
         Ok(self.message_of(&msg)?.header(&name))
@@ -230,10 +218,7 @@ impl types::HostMessage for StoreState {
         msg: Resource<MessageRef>,
         max_bytes: u32,
     ) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .message_of(&msg)?
-            .text_body(max_bytes as usize)
-            .map(|t| truncate_to(t, max_bytes)))
+        Ok(self.message_of(&msg)?.text_body(max_bytes as usize))
     }
 
     fn html_body(
@@ -241,10 +226,7 @@ impl types::HostMessage for StoreState {
         msg: Resource<MessageRef>,
         max_bytes: u32,
     ) -> wasmtime::Result<Option<String>> {
-        Ok(self
-            .message_of(&msg)?
-            .html_body(max_bytes as usize)
-            .map(|t| truncate_to(t, max_bytes)))
+        Ok(self.message_of(&msg)?.html_body(max_bytes as usize))
     }
 
     fn attachments(
