@@ -1,0 +1,3 @@
+//! Sluice as an AWS Lambda function.
+
+fn main() {}
