@@ -134,7 +134,9 @@ fn set_recipients_redirects_and_non_local_recipients_are_relayed() {
         r.groups[0].dispositions,
         vec![
             Disposition::Relay {
-                recipient: "bob.personal@gmail.example".into()
+                recipient: "bob.personal@gmail.example".into(),
+                from: None,
+                subject_prefix: None,
             },
             deliver("team@example.com", "INBOX"),
         ]
@@ -152,7 +154,9 @@ fn add_recipients_forwards_a_copy() {
         vec![
             deliver("bob@example.com", "INBOX"),
             Disposition::Relay {
-                recipient: "archive@partner.example".into()
+                recipient: "archive@partner.example".into(),
+                from: None,
+                subject_prefix: None,
             },
         ]
     );

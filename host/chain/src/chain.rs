@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use sluice_engine::{
-    action_to_edit, Action, Bounce, Context, MessageSession, RuleEngine, RulePlugin, StepLimits,
-    StepOutcome, Verdicts,
+    action_to_edit, Action, Bounce, Context, ForwardRequest, MessageSession, RecipientRequest,
+    RuleEngine, RulePlugin, StepLimits, StepOutcome, Verdicts,
 };
 use sluice_mail::{BannerFallback, Edit, Message};
 
@@ -42,7 +42,7 @@ pub struct Step {
 
 /// Reads remote plugin bytes (e.g. from S3). Implemented outside this crate so the chain
 /// stays free of AWS.
-pub trait PluginFetcher {
+pub trait PluginFetcher: Send + Sync {
     /// The object's bytes, or a one-line reason.
     fn fetch(&self, url: &str) -> Result<Vec<u8>, String>;
 }
@@ -322,6 +322,10 @@ impl RuleChains {
         let mut terminal: Option<Terminal> = None;
         let mut tempfail: Option<String> = None;
         let mut steps = Vec::new();
+        // Per-recipient outcomes asked through the `recipients` interface.
+        let mut refused: Vec<(String, Bounce)> = Vec::new();
+        let mut discarded: Vec<String> = Vec::new();
+        let mut forwards: Vec<ForwardRequest> = Vec::new();
 
         let empty = Vec::new();
         for step in chain.map(|c| &c.steps).unwrap_or(&empty) {
@@ -360,8 +364,26 @@ impl RuleChains {
             let mut trace = StepTrace::new(step, &report);
             let mut stop = false;
             match &report.outcome {
-                StepOutcome::Actions { actions } => {
+                StepOutcome::Actions { actions, requests } => {
                     if step.mode == StepMode::Enforce {
+                        for request in requests {
+                            match request {
+                                RecipientRequest::Refuse { recipient, bounce } => {
+                                    recipients.retain(|r| !r.eq_ignore_ascii_case(recipient));
+                                    refused.push((recipient.clone(), bounce.clone()));
+                                }
+                                RecipientRequest::Discard { recipient } => {
+                                    recipients.retain(|r| !r.eq_ignore_ascii_case(recipient));
+                                    discarded.push(recipient.clone());
+                                }
+                                RecipientRequest::Forward(f) => {
+                                    if f.redirect {
+                                        recipients.clear();
+                                    }
+                                    forwards.push(f.clone());
+                                }
+                            }
+                        }
                         for action in actions {
                             match action {
                                 Action::SetRecipients(list) => {
@@ -433,23 +455,55 @@ impl RuleChains {
                     recipient: r.clone(),
                 })
                 .collect(),
-            None => recipients
-                .iter()
-                .map(|r| {
-                    let local = self.is_local(&domain_of(r))
-                        || original.iter().any(|o| o.eq_ignore_ascii_case(r));
-                    if local {
-                        Disposition::Deliver {
-                            recipient: r.clone(),
-                            folder: folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
+            None => {
+                let mut list: Vec<Disposition> = recipients
+                    .iter()
+                    .map(|r| {
+                        let local = self.is_local(&domain_of(r))
+                            || original.iter().any(|o| o.eq_ignore_ascii_case(r));
+                        if local {
+                            Disposition::Deliver {
+                                recipient: r.clone(),
+                                folder: folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
+                            }
+                        } else {
+                            Disposition::Relay {
+                                recipient: r.clone(),
+                                from: None,
+                                subject_prefix: None,
+                            }
                         }
-                    } else {
-                        Disposition::Relay {
-                            recipient: r.clone(),
+                    })
+                    .collect();
+                let mut seen: Vec<String> = Vec::new();
+                for f in &forwards {
+                    for to in &f.to {
+                        if seen.iter().any(|s| s.eq_ignore_ascii_case(to)) {
+                            continue;
                         }
+                        seen.push(to.clone());
+                        list.push(Disposition::Relay {
+                            recipient: to.clone(),
+                            from: f.from.clone(),
+                            subject_prefix: f.subject_prefix.clone(),
+                        });
                     }
-                })
-                .collect(),
+                }
+                for (r, b) in &refused {
+                    list.push(Disposition::Bounce {
+                        recipient: r.clone(),
+                        code: b.code,
+                        status: b.status.clone(),
+                        text: b.text.clone(),
+                    });
+                }
+                for r in &discarded {
+                    list.push(Disposition::Drop {
+                        recipient: r.clone(),
+                    });
+                }
+                list
+            }
         };
 
         let needs_output = dispositions

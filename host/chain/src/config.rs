@@ -107,27 +107,52 @@ pub enum BannerFallbackSetting {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
-    /// `dir` (a local directory); `s3` and `lmtp` are planned.
+    /// `dir` (a local directory) or `s3` (`s3://bucket/prefix/<domain>/<local>/<folder>/<id>.eml`);
+    /// `lmtp` is planned.
     pub kind: Spanned<String>,
     /// For `dir`: the directory (relative to the config file).
     pub path: Option<String>,
-    /// For `s3`.
+    /// For `s3`: the bucket.
     pub bucket: Option<String>,
-    /// For `s3`.
+    /// For `s3`: the key prefix (default: none).
     pub prefix: Option<String>,
 }
 
-/// `[relay]`: how mail for non-local recipients leaves.
+/// The most `X-Sluice-Loop` hops a relayed message may carry before it is not relayed again.
+pub const DEFAULT_MAX_HOPS: usize = 3;
+
+/// `[relay]`: how mail for non-local recipients (and bounces) leaves.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySection {
-    /// `ses` or `smtp`.
-    pub kind: String,
-    /// The verified sender address used for relayed mail.
+    /// `ses` (SES v2 `SendEmail` with raw content); `smtp` is planned.
+    pub kind: Spanned<String>,
+    /// The verified SES identity (an address) relayed copies are sent `From:`.
     pub from: Option<String>,
-    /// Domains the relay may send to; anything else is refused (no open relay).
+    /// Domains the relay may send to; anything else is refused and logged (no open relay).
+    /// An entry starting with `.` also allows its subdomains.
     #[serde(default)]
     pub allow_domains: Vec<String>,
+    /// Sender of bounce DSNs (default `mailer-daemon@<domain of from>`; must be verified too).
+    pub bounce_from: Option<String>,
+    /// Loop guard: a message already relayed this many times (by any Sluice) is not relayed
+    /// again (default 3).
+    pub max_hops: Option<usize>,
+    /// `s3://bucket/prefix` for the records of what was sent (idempotency markers). Default:
+    /// `<store prefix>/_sent/` in the `[store]` bucket when that is S3.
+    pub markers: Option<String>,
+}
+
+/// `[inbound]`: where the receipt rule's S3 action stores messages; needed for SES direct
+/// Lambda invocations, which carry no content.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundSection {
+    /// The S3 action's bucket.
+    pub bucket: String,
+    /// The S3 action's object key prefix (e.g. `incoming/`); the key is prefix + message id.
+    #[serde(default)]
+    pub prefix: String,
 }
 
 /// `[engine]`: sandbox settings for the whole process.
@@ -191,6 +216,7 @@ pub struct DomainSection {
 struct RawConfig {
     store: Option<StoreSection>,
     relay: Option<RelaySection>,
+    inbound: Option<InboundSection>,
     #[serde(default)]
     engine: EngineSection,
     #[serde(default)]
@@ -206,6 +232,8 @@ pub struct ConfigFile {
     pub store: Option<StoreSection>,
     /// `[relay]`, if any.
     pub relay: Option<RelaySection>,
+    /// `[inbound]`, if any.
+    pub inbound: Option<InboundSection>,
     /// `[engine]`.
     pub engine: EngineSection,
     /// `[[domain]]` entries, in file order.
@@ -261,6 +289,7 @@ impl ConfigFile {
             source,
             store: raw.store,
             relay: raw.relay,
+            inbound: raw.inbound,
             engine: raw.engine,
             domains: raw.domain,
         };
@@ -282,23 +311,94 @@ impl ConfigFile {
                         );
                     }
                 }
-                "s3" | "lmtp" => {
+                "s3" => {
+                    if store.bucket.as_deref().is_none_or(str::is_empty) {
+                        return err(
+                            store.kind.span(),
+                            "store: kind = \"s3\" needs `bucket = \"BUCKET\"` (and optionally `prefix`)".into(),
+                        );
+                    }
+                }
+                "lmtp" => {
                     return err(
                         store.kind.span(),
-                        format!(
-                            "store: kind = {:?} is not available in this version; use \"dir\"",
-                            store.kind.get_ref()
-                        ),
+                        "store: kind = \"lmtp\" is not available in this version; use \"s3\" or \"dir\"".into(),
                     )
                 }
                 other => {
                     return err(
                         store.kind.span(),
                         format!(
-                            "store: unknown kind {other:?}; expected \"dir\", \"s3\" or \"lmtp\""
+                            "store: unknown kind {other:?}; expected \"s3\" or \"dir\""
                         ),
                     )
                 }
+            }
+        }
+        if let Some(relay) = &self.relay {
+            let span = relay.kind.span();
+            match relay.kind.get_ref().as_str() {
+                "ses" => {}
+                "smtp" => {
+                    return err(
+                        span,
+                        "relay: kind = \"smtp\" is not available in this version; use \"ses\""
+                            .into(),
+                    )
+                }
+                other => {
+                    return err(
+                        span,
+                        format!("relay: unknown kind {other:?}; expected \"ses\""),
+                    )
+                }
+            }
+            let is_address = |a: &str| {
+                a.split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !a.contains(' '))
+            };
+            match relay.from.as_deref() {
+                Some(from) if is_address(from) => {}
+                Some(from) => {
+                    return err(
+                        span,
+                        format!("relay.from {from:?} is not an address (e.g. \"forwarder@example.com\")"),
+                    )
+                }
+                None => {
+                    return err(
+                        span,
+                        "relay: `from` is required: the verified SES identity relayed mail is sent from".into(),
+                    )
+                }
+            }
+            if let Some(b) = relay.bounce_from.as_deref().filter(|b| !is_address(b)) {
+                return err(span, format!("relay.bounce_from {b:?} is not an address"));
+            }
+            if relay.max_hops == Some(0) {
+                return err(span, "relay.max_hops must be at least 1".into());
+            }
+            if let Some(m) = relay.markers.as_deref().filter(|m| !m.starts_with("s3://")) {
+                return err(
+                    span,
+                    format!("relay.markers {m:?} must be an s3://bucket/prefix URL"),
+                );
+            }
+            if relay.markers.is_none()
+                && !self
+                    .store
+                    .as_ref()
+                    .is_some_and(|s| s.kind.get_ref() == "s3")
+            {
+                return err(
+                    span,
+                    "relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice), or use an s3 [store]".into(),
+                );
+            }
+            if relay.allow_domains.is_empty() {
+                tracing::warn!(
+                    "relay.allow_domains is empty: every relayed recipient will be refused"
+                );
             }
         }
         if let Some(pooling) = &self.engine.pooling {

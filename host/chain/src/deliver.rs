@@ -89,6 +89,25 @@ impl DirStore {
         &self.root
     }
 
+    /// Writes one mailbox copy: `<root>/<domain>/<local-part>/<folder>/<message-id>.eml`.
+    pub fn store(
+        &self,
+        recipient: &str,
+        folder: &str,
+        message_id: &str,
+        bytes: &[u8],
+    ) -> Result<PathBuf, DeliveryError> {
+        let (local, domain) = recipient.rsplit_once('@').unwrap_or((recipient, ""));
+        let path = self
+            .root
+            .join(path_component(&domain.to_ascii_lowercase()))
+            .join(path_component(&local.to_ascii_lowercase()))
+            .join(path_component(folder))
+            .join(format!("{}.eml", path_component(message_id)));
+        write_atomic(&path, bytes)?;
+        Ok(path)
+    }
+
     /// Writes every group's deliveries. Stops at the first write error (the caller retries
     /// the whole message; names are stable so a retry overwrites, never duplicates).
     pub fn deliver(
@@ -119,16 +138,7 @@ impl DirStore {
             for d in &group.dispositions {
                 match d {
                     Disposition::Deliver { recipient, folder } => {
-                        let (local, domain) = recipient
-                            .rsplit_once('@')
-                            .unwrap_or((recipient.as_str(), ""));
-                        let path = self
-                            .root
-                            .join(path_component(&domain.to_ascii_lowercase()))
-                            .join(path_component(&local.to_ascii_lowercase()))
-                            .join(path_component(folder))
-                            .join(format!("{id}.eml"));
-                        write_atomic(&path, bytes)?;
+                        let path = self.store(recipient, folder, &result.message_id, bytes)?;
                         records.push(DeliveryRecord {
                             recipient: recipient.clone(),
                             kind: "deliver",
@@ -136,7 +146,7 @@ impl DirStore {
                             path: Some(path),
                         });
                     }
-                    Disposition::Relay { recipient } => relay_to.push(recipient.clone()),
+                    Disposition::Relay { recipient, .. } => relay_to.push(recipient.clone()),
                     Disposition::Bounce { .. } => bounced.push(d),
                     Disposition::Drop { recipient } => records.push(DeliveryRecord {
                         recipient: recipient.clone(),

@@ -17,8 +17,9 @@ pub use chain::{
     Step, DEFAULT_FOLDER,
 };
 pub use config::{
-    BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, OnError,
-    PluginLocation, RelaySection, SourceFile, StepMode, StepSection, StoreSection,
+    BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
+    OnError, PluginLocation, RelaySection, SourceFile, StepMode, StepSection, StoreSection,
+    DEFAULT_MAX_HOPS,
 };
 pub use deliver::{DeliveryError, DeliveryRecord, DirStore};
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};

@@ -13,7 +13,7 @@ use crate::chain::{PluginSources, RuleChains};
 use crate::config::{ConfigError, ConfigFile};
 
 /// Where a config comes from, with a cheap version check.
-pub trait ConfigSource {
+pub trait ConfigSource: Send + Sync {
     /// For messages: the path or URL.
     fn name(&self) -> &str;
     /// A value that changes whenever the config does (ETag, size + mtime).

@@ -2,7 +2,7 @@
 //! `sluice run --json`.
 
 use serde::Serialize;
-use sluice_engine::{Action, LogLine, StepOutcome, StepReport};
+use sluice_engine::{Action, LogLine, RecipientRequest, StepOutcome, StepReport};
 use sluice_mail::Edit;
 
 use crate::chain::{OutputMessage, Step};
@@ -80,6 +80,9 @@ pub struct StepTrace {
     pub micros: u64,
     /// The actions it returned.
     pub actions: Vec<Action>,
+    /// Its per-recipient requests (`recipients` interface).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub requests: Vec<RecipientRequest>,
     /// The rule error or failure, in words.
     pub error: Option<String>,
     /// The `on_error` policy that was applied, if the step failed.
@@ -99,6 +102,7 @@ impl StepTrace {
             outcome: "skipped",
             micros: 0,
             actions: Vec::new(),
+            requests: Vec::new(),
             error: Some(reason),
             policy: None,
             logs: Vec::new(),
@@ -106,8 +110,12 @@ impl StepTrace {
     }
 
     pub(crate) fn new(step: &Step, report: &StepReport) -> StepTrace {
+        let requests = match &report.outcome {
+            StepOutcome::Actions { requests, .. } => requests.clone(),
+            _ => Vec::new(),
+        };
         let (outcome, actions, error) = match &report.outcome {
-            StepOutcome::Actions { actions } => ("ok", actions.clone(), None),
+            StepOutcome::Actions { actions, .. } => ("ok", actions.clone(), None),
             StepOutcome::RuleError { error } => (
                 "rule-error",
                 Vec::new(),
@@ -127,6 +135,7 @@ impl StepTrace {
             outcome,
             micros: report.micros,
             actions,
+            requests,
             error,
             policy: None,
             logs: report.logs.clone(),
@@ -145,10 +154,17 @@ pub enum Disposition {
         /// The folder (`INBOX` unless a rule filed it).
         folder: String,
     },
-    /// Send on to a non-local recipient.
+    /// Send on to a non-local recipient (through `[relay]`, re-originated from a verified
+    /// sender).
     Relay {
         /// The recipient.
         recipient: String,
+        /// The verified `From:` a forward asked for (else `[relay] from`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
+        /// A Subject prefix for this copy only.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        subject_prefix: Option<String>,
     },
     /// Refuse with a delivery status notification to the envelope sender.
     Bounce {
@@ -173,7 +189,7 @@ impl Disposition {
     pub fn recipient(&self) -> &str {
         match self {
             Disposition::Deliver { recipient, .. }
-            | Disposition::Relay { recipient }
+            | Disposition::Relay { recipient, .. }
             | Disposition::Bounce { recipient, .. }
             | Disposition::Drop { recipient } => recipient,
         }

@@ -2,7 +2,7 @@
 //! and `sluice plugin push`. The AWS client (and its async runtime) is only created when
 //! something remote is actually named.
 
-use std::cell::OnceCell;
+use std::sync::OnceLock;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, Result};
@@ -13,7 +13,7 @@ use sluice_engine::{RuleEngine, RulePlugin};
 /// S3 access, set up on first use.
 #[derive(Default)]
 pub struct Remote {
-    inner: OnceCell<BlockingS3>,
+    inner: OnceLock<BlockingS3>,
 }
 
 impl Remote {

@@ -20,6 +20,7 @@ mod session;
 mod state;
 mod validate;
 
+pub use bindings::sluice::rules::recipients::ForwardRequest;
 pub use bindings::sluice::rules::types::{
     Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Position, RuleError, Verdict,
     Verdicts,
@@ -27,5 +28,7 @@ pub use bindings::sluice::rules::types::{
 pub use cache::{evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
 pub use plugin::{LoadSource, RulePlugin};
-pub use session::{LogLine, MessageSession, StepFailure, StepLimits, StepOutcome, StepReport};
+pub use session::{
+    LogLine, MessageSession, RecipientRequest, StepFailure, StepLimits, StepOutcome, StepReport,
+};
 pub use validate::{action_to_edit, MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};

@@ -7,11 +7,12 @@ use sluice_mail::Message;
 use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
 
-use crate::bindings::sluice::rules::types::{Action, Context, Level, RuleError};
+use crate::bindings::sluice::rules::recipients::ForwardRequest;
+use crate::bindings::sluice::rules::types::{Action, Bounce, Context, Level, RuleError};
 use crate::engine::{EngineError, RuleEngine};
 use crate::plugin::RulePlugin;
 use crate::state::{MessageRef, StoreState};
-use crate::validate::validate_action;
+use crate::validate::{validate_action, validate_request};
 
 /// Per-step limits, from the step's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +68,13 @@ pub enum StepFailure {
         /// What is wrong with it.
         reason: String,
     },
+    /// The rule made a `recipients` request the host refuses. Nothing of the step applies.
+    InvalidRequest {
+        /// Position of the first invalid request.
+        index: usize,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The rule returned more actions than allowed. None are applied.
     TooManyActions {
         /// How many it returned.
@@ -96,6 +104,9 @@ impl std::fmt::Display for StepFailure {
             StepFailure::InvalidAction { index, reason } => {
                 write!(f, "returned an invalid action #{index}: {reason}")
             }
+            StepFailure::InvalidRequest { index, reason } => {
+                write!(f, "made an invalid recipients request #{index}: {reason}")
+            }
             StepFailure::TooManyActions { count, limit } => {
                 write!(f, "returned {count} actions; the limit is {limit}")
             }
@@ -111,6 +122,9 @@ pub enum StepOutcome {
     Actions {
         /// The actions, in order.
         actions: Vec<Action>,
+        /// Per-recipient requests made through the `recipients` interface (0.1.2), in order.
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        requests: Vec<RecipientRequest>,
     },
     /// The rule returned its own error.
     RuleError {
@@ -122,6 +136,26 @@ pub enum StepOutcome {
         /// Why.
         failure: StepFailure,
     },
+}
+
+/// A per-recipient request a rule made through the `recipients` interface.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "kebab-case", tag = "request")]
+pub enum RecipientRequest {
+    /// Bounce this recipient only.
+    Refuse {
+        /// The recipient.
+        recipient: String,
+        /// The bounce.
+        bounce: Bounce,
+    },
+    /// Drop the message for this recipient only.
+    Discard {
+        /// The recipient.
+        recipient: String,
+    },
+    /// Relay a re-originated copy.
+    Forward(ForwardRequest),
 }
 
 /// One log line a rule wrote (through `host.log`, or stdout/stderr for WASI rules).
@@ -190,6 +224,7 @@ impl<'e> MessageSession<'e> {
         data.step = Arc::from(step);
         data.logs.clear();
         data.dropped_logs = 0;
+        data.requests.clear();
         data.limiter.memory_cap = limits.memory_bytes.min(self.engine.max_memory_bytes);
         data.limiter.memory_cap_hit = None;
         let ticks = self.engine.deadline_ticks(limits.timeout);
@@ -287,7 +322,15 @@ impl<'e> MessageSession<'e> {
                         };
                     }
                 }
-                StepOutcome::Actions { actions }
+                let requests = std::mem::take(&mut self.store.data_mut().requests);
+                for (index, request) in requests.iter().enumerate() {
+                    if let Err(reason) = validate_request(request) {
+                        return StepOutcome::Failed {
+                            failure: StepFailure::InvalidRequest { index, reason },
+                        };
+                    }
+                }
+                StepOutcome::Actions { actions, requests }
             }
         }
     }

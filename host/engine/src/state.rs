@@ -9,8 +9,9 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::sluice::rules::{host, types};
+use crate::bindings::sluice::rules::{host, recipients, types};
 use crate::session::LogLine;
+use crate::session::RecipientRequest;
 
 /// How many bytes of stdout/stderr a WASI rule may write per message.
 pub(crate) const STDIO_CAPACITY: usize = 256 * 1024;
@@ -33,6 +34,8 @@ pub(crate) struct StoreState {
     pub(crate) step: Arc<str>,
     /// Created on first use, so rules that import no WASI pay nothing for it.
     pub(crate) wasi: Option<WasiState>,
+    /// What the running step asked through the `recipients` interface.
+    pub(crate) requests: Vec<RecipientRequest>,
 }
 
 pub(crate) struct WasiState {
@@ -76,6 +79,7 @@ impl StoreState {
             dropped_logs: 0,
             step: Arc::from(""),
             wasi: None,
+            requests: Vec::new(),
         }
     }
 
@@ -261,5 +265,35 @@ impl host::Host for StoreState {
     fn log(&mut self, level: Level, msg: String) -> wasmtime::Result<()> {
         self.push_log(level, "log", &msg);
         Ok(())
+    }
+}
+
+/// A rule asking for more than this many recipient requests in one step is stopped: the
+/// requests are kept in host memory, so the host bounds them itself.
+pub(crate) const MAX_REQUESTS: usize = 1024;
+
+impl StoreState {
+    fn request(&mut self, request: RecipientRequest) -> wasmtime::Result<()> {
+        if self.requests.len() >= MAX_REQUESTS {
+            return Err(wasmtime::format_err!(
+                "more than {MAX_REQUESTS} recipient requests in one step"
+            ));
+        }
+        self.requests.push(request);
+        Ok(())
+    }
+}
+
+impl recipients::Host for StoreState {
+    fn refuse(&mut self, recipient: String, bounce: types::Bounce) -> wasmtime::Result<()> {
+        self.request(RecipientRequest::Refuse { recipient, bounce })
+    }
+
+    fn discard(&mut self, recipient: String) -> wasmtime::Result<()> {
+        self.request(RecipientRequest::Discard { recipient })
+    }
+
+    fn forward(&mut self, request: recipients::ForwardRequest) -> wasmtime::Result<()> {
+        self.request(RecipientRequest::Forward(request))
     }
 }

@@ -4,6 +4,7 @@
 use sluice_mail::{validate_address, validate_edit, validate_folder, Edit};
 
 use crate::bindings::sluice::rules::types::{Action, Position};
+use crate::session::RecipientRequest;
 
 /// The most recipients one `set-recipients` / `add-recipients` action may name.
 pub const MAX_RECIPIENTS_PER_ACTION: usize = 100;
@@ -33,6 +34,34 @@ pub fn action_to_edit(action: &Action) -> Option<Edit> {
         }),
         _ => return None,
     })
+}
+
+/// Checks one `recipients` request, like an action.
+pub(crate) fn validate_request(request: &RecipientRequest) -> Result<(), String> {
+    match request {
+        RecipientRequest::Refuse { recipient, bounce } => {
+            validate_address(recipient).map_err(|e| format!("refuse: {e}"))?;
+            validate_action(&Action::Bounce(bounce.clone())).map_err(|e| format!("refuse: {e}"))
+        }
+        RecipientRequest::Discard { recipient } => {
+            validate_address(recipient).map_err(|e| format!("discard: {e}"))
+        }
+        RecipientRequest::Forward(f) => {
+            if f.to.is_empty() {
+                return Err("forward: no addresses in `to`".into());
+            }
+            validate_action(&Action::AddRecipients(f.to.clone()))
+                .map_err(|e| e.replacen("add-recipients", "forward", 1))?;
+            if let Some(from) = &f.from {
+                validate_address(from).map_err(|e| format!("forward: from: {e}"))?;
+            }
+            if let Some(prefix) = &f.subject_prefix {
+                validate_edit(&Edit::PrefixSubject(prefix.clone()))
+                    .map_err(|e| format!("forward: subject-prefix: {e}"))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Checks one action; the error says what is wrong in words a rule author can act on.

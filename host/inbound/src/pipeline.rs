@@ -1,9 +1,30 @@
 //! The one processing function behind every event source (Lambda, daemon).
+//!
+//! [`Pipeline::handle`] takes one [`SesNotice`], fetches the message, runs the chain of each
+//! recipient group, and makes every delivery the chain decided: mailbox copies (S3 or a
+//! directory), relayed copies and DSN bounces through SES. It answers `Ok` only when all of
+//! them are done; an `Err` leaves the event to be retried (SQS visibility, Lambda retry, then
+//! the DLQ), and every delivery is idempotent, so a retry redoes nothing that was done.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::event::SesNotice;
+use sluice_aws::{AwsError, BlockingS3, S3ConfigSource, S3Url, Ses, S3};
+use sluice_chain::{
+    ConfigFile, ConfigSource, DirStore, Disposition, Envelope, FileConfigSource, GroupOutcome,
+    GroupResult, LiveChains, LoadedChains, OutputMessage, PluginSources, ProcessResult,
+    ReloadOutcome, DEFAULT_MAX_HOPS,
+};
+use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine};
+use sluice_mail::Message;
+
+use crate::deliver::{
+    BounceJob, BounceReport, Bouncer, DeliverError, Markers, RelayJob, S3Mailboxes, SesRelay,
+    TraceMeta,
+};
+use crate::event::{MessageContent, SesNotice};
 
 /// How to start a [`Pipeline`].
 #[derive(Debug, Clone)]
@@ -26,6 +47,12 @@ pub struct Handled {
     pub all_refused: bool,
     /// One line for the log: counts per delivery kind.
     pub summary: String,
+    /// Where each mailbox copy went (`s3://…` or a path).
+    pub stored: Vec<String>,
+    /// Addresses SES accepted a relayed copy for (in this attempt).
+    pub relayed: Vec<String>,
+    /// Bounces: sent, already sent or suppressed, in words.
+    pub bounces: Vec<String>,
 }
 
 /// Why a message could not be handled.
@@ -41,30 +68,531 @@ pub struct HandleError {
     pub permanent: bool,
 }
 
-/// The loaded config, chains and AWS clients.
+impl HandleError {
+    fn new(message_id: &str, message: impl Into<String>, permanent: bool) -> HandleError {
+        HandleError {
+            message_id: message_id.to_string(),
+            message: message.into(),
+            permanent,
+        }
+    }
+}
+
+/// The loaded config, chains and AWS clients. One per process: the engine and the live
+/// chains live as long as the process (they are leaked on purpose, so the blocking threads
+/// that run rules can borrow them without reference counting every step).
 pub struct Pipeline {
-    _options: PipelineOptions,
+    engine: &'static RuleEngine,
+    live: &'static LiveChains<'static>,
+    s3: S3,
+    ses: Ses,
+}
+
+/// Reads the config (file or S3) for [`LiveChains`].
+enum Source {
+    File(FileConfigSource),
+    S3(S3ConfigSource<'static>),
+}
+
+impl ConfigSource for Source {
+    fn name(&self) -> &str {
+        match self {
+            Source::File(s) => s.name(),
+            Source::S3(s) => s.name(),
+        }
+    }
+
+    fn version(&self) -> Result<Option<String>, String> {
+        match self {
+            Source::File(s) => s.version(),
+            Source::S3(s) => s.version(),
+        }
+    }
+
+    fn read(&self) -> Result<(ConfigFile, Option<String>), sluice_chain::ConfigError> {
+        match self {
+            Source::File(s) => s.read(),
+            Source::S3(s) => s.read(),
+        }
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        return Some(PathBuf::from("/tmp/sluice"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("sluice"))
+}
+
+/// Everything that must be built on a blocking thread (the blocking S3 client owns a runtime).
+fn start_blocking(options: &PipelineOptions) -> Result<Pipeline, String> {
+    let source: &'static Source = if options.config.starts_with("s3://") {
+        let s3: &'static BlockingS3 =
+            Box::leak(Box::new(BlockingS3::from_env().map_err(|e| e.to_string())?));
+        Box::leak(Box::new(Source::S3(
+            S3ConfigSource::new(s3, &options.config).map_err(|e| e.to_string())?,
+        )))
+    } else {
+        Box::leak(Box::new(Source::File(FileConfigSource::new(&options.config))))
+    };
+    let fetcher: &'static BlockingS3 =
+        Box::leak(Box::new(BlockingS3::from_env().map_err(|e| e.to_string())?));
+    let (config, _) = source.read().map_err(|e| e.to_string())?;
+    let cache_dir = options
+        .cache_dir
+        .clone()
+        .or_else(|| {
+            config
+                .engine
+                .cache_dir
+                .as_deref()
+                .map(|d| config.resolve(d))
+        })
+        .or_else(default_cache_dir);
+    let max_bytes = config
+        .engine
+        .cache_max_mb
+        .map(|mb| mb << 20)
+        .unwrap_or(sluice_engine::DEFAULT_CACHE_BYTES);
+    let engine: &'static RuleEngine = Box::leak(Box::new(
+        RuleEngine::new(EngineOptions {
+            cache_dir: cache_dir.as_ref().map(|d| d.join("compiled")),
+            cache_max_bytes: max_bytes,
+            pooling: match config.engine.pooling.as_deref() {
+                Some("off") => PoolingChoice::Off,
+                _ => PoolingChoice::Auto,
+            },
+            ..Default::default()
+        })
+        .map_err(|e| e.to_string())?,
+    ));
+    let plugins = PluginSources {
+        fetcher: Some(fetcher),
+        cache_dir: cache_dir.map(|d| d.join("plugins")),
+        max_bytes,
+    };
+    let live = LiveChains::load(engine, source, plugins, options.reload_interval)
+        .map_err(|e| e.to_string())?;
+    let live: &'static LiveChains<'static> = Box::leak(Box::new(live));
+    Ok(Pipeline {
+        engine,
+        live,
+        // Placeholders replaced by the async clients in `start`.
+        s3: S3::for_endpoint("http://127.0.0.1:1", "us-east-1"),
+        ses: Ses::for_endpoint("http://127.0.0.1:1", "us-east-1"),
+    })
 }
 
 impl Pipeline {
     /// Loads the config and its chains, and sets up the AWS clients from the standard chain
     /// (`AWS_ENDPOINT_URL` points them at an emulator).
     pub async fn start(options: PipelineOptions) -> Result<Pipeline, HandleError> {
-        Ok(Pipeline { _options: options })
+        let opts = options.clone();
+        let mut pipeline = tokio::task::spawn_blocking(move || start_blocking(&opts))
+            .await
+            .map_err(|e| HandleError::new("-", format!("start-up panicked: {e}"), true))?
+            .map_err(|e| {
+                HandleError::new("-", format!("cannot start with {}: {e}", options.config), true)
+            })?;
+        pipeline.s3 = S3::from_env().await;
+        pipeline.ses = Ses::from_env().await;
+        let loaded = pipeline.live.current();
+        tracing::info!(
+            config = %options.config,
+            domains = loaded.chains.chains().len(),
+            "sluice pipeline ready"
+        );
+        Ok(pipeline)
+    }
+
+    /// The loaded config and chains (what the next message will use).
+    pub fn current(&self) -> Arc<LoadedChains> {
+        self.live.current()
     }
 
     /// Reloads the config if its version changed and the check is due; a bad new config is
     /// logged and the old one keeps serving.
-    pub async fn reload_if_due(&self) {}
+    pub async fn reload_if_due(&self) -> ReloadOutcome {
+        let live = self.live;
+        tokio::task::spawn_blocking(move || live.reload_if_due())
+            .await
+            .unwrap_or_else(|e| ReloadOutcome::Refused {
+                error: format!("reload panicked: {e}"),
+            })
+    }
 
     /// Fetches the message, runs the chain of each recipient's domain and makes every
     /// delivery. `Ok` only when every delivery is done (or was already done by an earlier
     /// attempt); otherwise nothing that was done is done again on retry.
     pub async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
-        Err(HandleError {
-            message_id: notice.message_id,
-            message: "not implemented yet".into(),
-            permanent: false,
+        let id = notice.message_id.clone();
+        if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
+            return Err(HandleError::new(
+                &id,
+                "the notice has no usable mail.messageId",
+                true,
+            ));
+        }
+        if notice.recipients.is_empty() {
+            return Err(HandleError::new(
+                &id,
+                "the notice lists no recipients (receipt.recipients)",
+                true,
+            ));
+        }
+        let loaded = self.live.current();
+        let raw = self.fetch(&notice, &loaded.config).await?;
+        let engine = self.engine;
+        let envelope = Envelope {
+            message_id: id.clone(),
+            mail_from: notice.mail_from.clone(),
+            recipients: notice.recipients.clone(),
+            verdicts: notice.verdicts.clone(),
+            received_at: if notice.received_at > 0 {
+                notice.received_at
+            } else {
+                SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0)
+            },
+        };
+        let chains = loaded.clone();
+        let env = envelope.clone();
+        let (message, result) = tokio::task::spawn_blocking(move || {
+            let message = Message::parse(raw).map(Arc::new)?;
+            let result = chains.chains.process(engine, message.clone(), &env);
+            Ok::<_, sluice_mail::ParseError>((message, result))
+        })
+        .await
+        .map_err(|e| HandleError::new(&id, format!("the chain panicked: {e}"), false))?
+        .map_err(|e| HandleError::new(&id, format!("cannot parse the message: {e}"), true))?;
+        self.deliver(&loaded.config, &envelope, &message, &result)
+            .await
+    }
+
+    async fn fetch(&self, notice: &SesNotice, config: &ConfigFile) -> Result<Vec<u8>, HandleError> {
+        let id = &notice.message_id;
+        let url = match &notice.content {
+            MessageContent::Inline(bytes) => return Ok(bytes.clone()),
+            MessageContent::S3 { bucket, key } => S3Url {
+                bucket: bucket.clone(),
+                key: key.clone(),
+            },
+            MessageContent::Stored => {
+                let Some(inbound) = &config.inbound else {
+                    return Err(HandleError::new(
+                        id,
+                        format!(
+                            "SES invoked Sluice directly (Lambda action), which carries no message; \
+                             set [inbound] bucket and prefix in {} to where the receipt rule's S3 action stores it",
+                            config.source.name
+                        ),
+                        true,
+                    ));
+                };
+                S3Url {
+                    bucket: inbound.bucket.clone(),
+                    key: format!("{}{}", inbound.prefix, id),
+                }
+            }
+        };
+        match self.s3.get(&url).await {
+            Ok(obj) => Ok(obj.bytes),
+            Err(e) => {
+                let gone = matches!(&e, AwsError::S3 { message, .. } if message.contains("NoSuchKey"));
+                Err(HandleError::new(
+                    id,
+                    format!("cannot read the message: {e}"),
+                    gone,
+                ))
+            }
+        }
+    }
+
+    async fn deliver(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        original: &Arc<Message>,
+        result: &ProcessResult,
+    ) -> Result<Handled, HandleError> {
+        let id = &envelope.message_id;
+        let fail = |e: DeliverError| HandleError::new(id, e.message, e.permanent);
+        let mut handled = Handled {
+            message_id: id.clone(),
+            all_refused: true,
+            summary: String::new(),
+            stored: Vec::new(),
+            relayed: Vec::new(),
+            bounces: Vec::new(),
+        };
+        let markers = self.markers(config);
+        let mut tempfail: Option<String> = None;
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut bounce_jobs: Vec<BounceJob> = Vec::new();
+        for group in &result.groups {
+            if let GroupOutcome::Tempfail { reason } = &group.outcome {
+                handled.all_refused = false;
+                tempfail = Some(format!("domain {}: {reason}", group.domain));
+                continue;
+            }
+            let edited;
+            let output: &Arc<Message> = match &group.output {
+                Some(OutputMessage::Edited(bytes)) => {
+                    edited = Arc::new(Message::parse(bytes.to_vec()).map_err(|e| {
+                        HandleError::new(id, format!("the edited message does not parse: {e}"), false)
+                    })?);
+                    &edited
+                }
+                _ => original,
+            };
+            let trace = TraceMeta {
+                steps: group
+                    .steps
+                    .iter()
+                    .map(|s| (s.step.clone(), s.outcome.to_string()))
+                    .collect(),
+            };
+            let mut relays: Vec<RelayJob> = Vec::new();
+            for d in &group.dispositions {
+                *counts.entry(d.kind()).or_default() += 1;
+                match d {
+                    Disposition::Deliver { recipient, folder } => {
+                        handled.all_refused = false;
+                        let at = self
+                            .store(config, recipient, folder, id, output.raw(), &trace)
+                            .await
+                            .map_err(fail)?;
+                        handled.stored.push(at);
+                    }
+                    Disposition::Relay {
+                        recipient,
+                        from,
+                        subject_prefix,
+                    } => {
+                        handled.all_refused = false;
+                        match relays
+                            .iter_mut()
+                            .find(|j| j.from == *from && j.subject_prefix == *subject_prefix)
+                        {
+                            Some(job) => job.recipients.push(recipient.clone()),
+                            None => relays.push(RelayJob {
+                                recipients: vec![recipient.clone()],
+                                from: from.clone(),
+                                subject_prefix: subject_prefix.clone(),
+                            }),
+                        }
+                    }
+                    Disposition::Bounce {
+                        recipient,
+                        code,
+                        status,
+                        text,
+                    } => bounce_jobs.push(BounceJob {
+                        recipient: recipient.clone(),
+                        code: *code,
+                        status: status.clone(),
+                        text: text.clone(),
+                    }),
+                    Disposition::Drop { recipient } => {
+                        tracing::info!(message_id = %id, recipient, domain = %group.domain, "dropped by the chain");
+                    }
+                }
+            }
+            for job in &relays {
+                let refused = self
+                    .relay(config, &markers, group, job, output, id, &mut handled)
+                    .await?;
+                // A relay refused for good (not an allowed domain, a loop, too large) is
+                // bounced like any refused recipient, so the sender learns of it.
+                bounce_jobs.extend(refused.into_iter().map(|(recipient, reason)| BounceJob {
+                    recipient,
+                    code: 550,
+                    status: "5.7.1".into(),
+                    text: format!("not relayed: {reason}"),
+                }));
+            }
+        }
+        if !bounce_jobs.is_empty() {
+            let report = self
+                .bounce(config, &markers, envelope, original, &bounce_jobs)
+                .await
+                .map_err(fail)?;
+            handled.bounces.push(report);
+        }
+        handled.summary = counts
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if let Some(reason) = tempfail {
+            return Err(HandleError::new(
+                id,
+                format!("tempfail, will be retried ({reason}); done so far: {}", handled.summary),
+                false,
+            ));
+        }
+        Ok(handled)
+    }
+
+    fn markers(&self, config: &ConfigFile) -> Option<Markers> {
+        let relay = config.relay.as_ref()?;
+        if let Some(url) = &relay.markers {
+            let url = S3Url::parse(url).ok()?;
+            return Some(Markers {
+                s3: self.s3.clone(),
+                bucket: url.bucket,
+                prefix: url.key.trim_end_matches('/').to_string(),
+            });
+        }
+        let store = config.store.as_ref()?;
+        let prefix = store.prefix.as_deref().unwrap_or("").trim_matches('/');
+        Some(Markers {
+            s3: self.s3.clone(),
+            bucket: store.bucket.clone()?,
+            prefix: if prefix.is_empty() {
+                "_sent".into()
+            } else {
+                format!("{prefix}/_sent")
+            },
         })
     }
+
+    async fn store(
+        &self,
+        config: &ConfigFile,
+        recipient: &str,
+        folder: &str,
+        id: &str,
+        bytes: &[u8],
+        trace: &TraceMeta,
+    ) -> Result<String, DeliverError> {
+        let Some(store) = &config.store else {
+            return Err(DeliverError::transient(format!(
+                "{recipient} is local but {} has no [store]: add one (kind = \"s3\" or \"dir\")",
+                config.source.name
+            )));
+        };
+        match store.kind.get_ref().as_str() {
+            "s3" => {
+                let mailboxes = S3Mailboxes {
+                    s3: self.s3.clone(),
+                    bucket: store.bucket.clone().unwrap_or_default(),
+                    prefix: store.prefix.clone().unwrap_or_default(),
+                };
+                let key = mailboxes
+                    .store(recipient, folder, id, bytes.to_vec(), trace)
+                    .await?;
+                Ok(format!("s3://{}/{key}", mailboxes.bucket))
+            }
+            _ => {
+                let dir = DirStore::new(config.resolve(store.path.as_deref().unwrap_or(".")));
+                let (recipient, folder, id, bytes) = (
+                    recipient.to_string(),
+                    folder.to_string(),
+                    id.to_string(),
+                    bytes.to_vec(),
+                );
+                let path = tokio::task::spawn_blocking(move || {
+                    dir.store(&recipient, &folder, &id, &bytes)
+                })
+                .await
+                .map_err(|e| DeliverError::transient(format!("store panicked: {e}")))?
+                .map_err(|e| DeliverError::transient(e.to_string()))?;
+                Ok(path.display().to_string())
+            }
+        }
+    }
+
+    /// Relays one job; returns the recipients refused for good.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        config: &ConfigFile,
+        markers: &Option<Markers>,
+        group: &GroupResult,
+        job: &RelayJob,
+        output: &Message,
+        id: &str,
+        handled: &mut Handled,
+    ) -> Result<Vec<(String, String)>, HandleError> {
+        let (Some(relay), Some(markers)) = (&config.relay, markers) else {
+            tracing::warn!(message_id = id, recipients = ?job.recipients, "not relayed: the config has no [relay]");
+            return Ok(job
+                .recipients
+                .iter()
+                .map(|r| (r.clone(), "this server does not relay mail".to_string()))
+                .collect());
+        };
+        let ses_relay = SesRelay {
+            ses: self.ses.clone(),
+            from: relay.from.clone().unwrap_or_default(),
+            allow_domains: relay.allow_domains.clone(),
+            max_hops: relay.max_hops.unwrap_or(DEFAULT_MAX_HOPS),
+        };
+        let via = if group.domain == "*" {
+            relay_domain(relay.from.as_deref().unwrap_or_default())
+        } else {
+            group.domain.clone()
+        };
+        let report = ses_relay
+            .relay(id, &via, job, output, markers)
+            .await
+            .map_err(|e| HandleError::new(id, e.message, e.permanent))?;
+        handled.relayed.extend(report.sent.iter().cloned());
+        handled.relayed.extend(report.already_sent.iter().cloned());
+        Ok(report.refused)
+    }
+
+    async fn bounce(
+        &self,
+        config: &ConfigFile,
+        markers: &Option<Markers>,
+        envelope: &Envelope,
+        original: &Message,
+        jobs: &[BounceJob],
+    ) -> Result<String, DeliverError> {
+        let (Some(relay), Some(markers)) = (&config.relay, markers) else {
+            tracing::warn!(
+                message_id = %envelope.message_id,
+                "bounce not sent: the config has no [relay] to send it through"
+            );
+            return Ok("not sent: no [relay]".into());
+        };
+        let from = relay.from.clone().unwrap_or_default();
+        let domain = relay_domain(&from);
+        let bouncer = Bouncer {
+            ses: self.ses.clone(),
+            from: relay
+                .bounce_from
+                .clone()
+                .unwrap_or_else(|| format!("mailer-daemon@{domain}")),
+            reporting_mta: domain,
+        };
+        let report = bouncer
+            .bounce(
+                &envelope.message_id,
+                original,
+                &envelope.mail_from,
+                &envelope.verdicts,
+                jobs,
+                markers,
+            )
+            .await?;
+        Ok(match report {
+            BounceReport::Sent { to } => format!("sent to {to}"),
+            BounceReport::AlreadySent => "already sent".into(),
+            BounceReport::Suppressed { reason } => format!("suppressed: {reason}"),
+        })
+    }
+}
+
+fn relay_domain(from: &str) -> String {
+    from.rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default()
 }

@@ -67,6 +67,7 @@ mod actions;
 pub mod address;
 pub mod arena;
 pub mod log;
+pub mod recipients;
 
 /// The `wit-bindgen` bindings of the `rule` world. Use the names in [`prelude`] instead.
 #[doc(hidden)]
@@ -93,6 +94,7 @@ pub use serde_json;
 pub mod prelude {
     pub use crate::address::{domain_of, is_in_domains, local_part};
     pub use crate::log;
+    pub use crate::recipients::{self, Forward};
     pub use crate::{
         Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Message, NoConfig,
         Position, Rule, RuleError, Verdict, Verdicts,
