@@ -4,7 +4,9 @@
 mod actions;
 mod cache;
 mod corpus;
+mod deploy;
 mod hostile;
+mod mail_rules;
 mod reference_rules;
 mod reload;
 mod sandbox;

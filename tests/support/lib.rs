@@ -48,10 +48,10 @@ pub fn corpus_dir() -> Option<PathBuf> {
 /// Every rule crate the tests use: the reference plugins and the hostile test rules.
 pub fn rule_crate_dirs() -> Vec<PathBuf> {
     let root = workspace_root();
-    let mut dirs = vec![
-        root.join("plugins").join("banner"),
-        root.join("plugins").join("junk"),
-    ];
+    let mut dirs: Vec<PathBuf> = ["banner", "junk", "alias", "forward"]
+        .iter()
+        .map(|name| root.join("plugins").join(name))
+        .collect();
     let mut rules: Vec<PathBuf> = std::fs::read_dir(root.join("tests").join("rules"))
         .expect("tests/rules exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -176,6 +176,42 @@ pub struct Moto {
 impl Moto {
     /// Starts the server and waits until it answers.
     pub fn start() -> Moto {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Moto::start_on(port)
+    }
+
+    /// What moto's SES "sent": `/moto-api/data.json` -> `ses.RawMessage` (each with `source`,
+    /// `destinations`, `raw_data`).
+    pub fn sent_raw_messages(&self) -> Vec<serde_json::Value> {
+        let body = http_get(&self.endpoint, "/moto-api/data.json");
+        let data: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("moto data.json is not JSON ({e}): {body:.200}"));
+        data["ses"]["RawMessage"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Stops the server now (its state is gone).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.endpoint
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("endpoint has a port")
+    }
+
+    /// Starts the server on `port` (e.g. to bring a stopped one back at the same address).
+    pub fn start_on(port: u16) -> Moto {
         let server = std::env::var_os("SLUICE_MOTO_SERVER")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -189,10 +225,6 @@ impl Moto {
             "moto_server not found at {}: run `python3 -m venv .venv && .venv/bin/pip install 'moto[server]'` in the workspace (or set SLUICE_MOTO_SERVER)",
             server.display()
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let child = std::process::Command::new(&server)
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(std::process::Stdio::null())
@@ -245,7 +277,7 @@ pub fn install_demo_plugins() -> PathBuf {
             let root = workspace_root();
             let plugins = root.join("target").join("plugins");
             std::fs::create_dir_all(&plugins).expect("target/plugins");
-            for name in ["banner", "junk"] {
+            for name in ["banner", "junk", "alias", "forward"] {
                 let dest = plugins.join(format!("{name}.wasm"));
                 let tmp = plugins.join(format!(".{name}.wasm.{}", std::process::id()));
                 std::fs::copy(rule(name), &tmp).expect("copy a built rule");
@@ -254,4 +286,21 @@ pub fn install_demo_plugins() -> PathBuf {
             root
         })
         .clone()
+}
+
+/// A plain HTTP/1.0 GET on loopback; returns the body (panics on a non-200 answer).
+pub fn http_get(endpoint: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(host).expect("connect to the emulator");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").expect("send request");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read response");
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "GET {path}: {head}"
+    );
+    body.to_string()
 }

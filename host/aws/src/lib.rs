@@ -2,8 +2,12 @@
 //! `AWS_ENDPOINT_URL` points them at an emulator; S3 then uses path-style addressing.
 
 mod blocking;
+mod ses;
+mod sqs;
 
 pub use blocking::{BlockingS3, S3ConfigSource};
+pub use ses::{Ses, SES_MAX_RAW_BYTES};
+pub use sqs::{Sqs, SqsMessage};
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -64,6 +68,16 @@ pub enum AwsError {
     /// Not an `s3://bucket/key` URL.
     #[error("{0:?} is not an s3://bucket/key URL: {1}")]
     BadUrl(String, &'static str),
+    /// The SQS call failed.
+    #[error("SQS {op} {queue}: {message}")]
+    Sqs {
+        /// `ReceiveMessage`, `DeleteMessage`, ...
+        op: &'static str,
+        /// The queue URL.
+        queue: String,
+        /// What the SDK said.
+        message: String,
+    },
     /// The S3 call failed.
     #[error("S3 {op} {url}: {message}")]
     S3 {
@@ -73,6 +87,18 @@ pub enum AwsError {
         url: String,
         /// What the SDK said (with the service's error code when there is one).
         message: String,
+    },
+    /// The SES call failed.
+    #[error("SES {op}: {message}")]
+    Ses {
+        /// `SendEmail`, `CreateEmailIdentity`, ...
+        op: &'static str,
+        /// What the SDK said (with the service's error code when there is one).
+        message: String,
+        /// SES refused the request itself (rejected message, unverified identity, bad
+        /// request): sending the same request again cannot succeed. Throttling, timeouts and
+        /// server errors are not permanent.
+        permanent: bool,
     },
 }
 
@@ -209,6 +235,33 @@ impl S3 {
         Ok(out.e_tag().map(str::to_string))
     }
 
+    /// Whether the object exists (`HeadObject`): `false` only when S3 answers that it does
+    /// not; every other failure (access denied, network) is an error, so a caller never takes
+    /// "could not check" for "absent".
+    pub async fn exists(&self, url: &S3Url) -> Result<bool, AwsError> {
+        match self
+            .client
+            .head_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_not_found())
+                    || e.raw_response().is_some_and(|r| r.status().as_u16() == 404) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(AwsError::S3 {
+                op: "HeadObject",
+                url: url.to_string(),
+                message: describe(&e),
+            }),
+        }
+    }
+
     /// Writes an object (server-side encryption on).
     pub async fn put(
         &self,
@@ -216,13 +269,29 @@ impl S3 {
         bytes: Vec<u8>,
         content_type: &str,
     ) -> Result<Option<String>, AwsError> {
-        let out = self
+        self.put_with_metadata(url, bytes, content_type, &[]).await
+    }
+
+    /// Writes an object with user metadata (`x-amz-meta-NAME`; give names without the
+    /// prefix), server-side encryption on. S3 limits the user metadata to 2 KB in all.
+    pub async fn put_with_metadata(
+        &self,
+        url: &S3Url,
+        bytes: Vec<u8>,
+        content_type: &str,
+        metadata: &[(String, String)],
+    ) -> Result<Option<String>, AwsError> {
+        let mut request = self
             .client
             .put_object()
             .bucket(&url.bucket)
             .key(&url.key)
             .content_type(content_type)
-            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256);
+        for (name, value) in metadata {
+            request = request.metadata(name, value);
+        }
+        let out = request
             .body(ByteStream::from(bytes))
             .send()
             .await

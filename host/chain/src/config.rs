@@ -385,10 +385,10 @@ impl ConfigFile {
                 );
             }
             if relay.markers.is_none()
-                && !self
+                && self
                     .store
                     .as_ref()
-                    .is_some_and(|s| s.kind.get_ref() == "s3")
+                    .is_none_or(|s| s.kind.get_ref() != "s3")
             {
                 return err(
                     span,

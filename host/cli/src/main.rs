@@ -11,6 +11,7 @@ use sluice_chain::{ConfigFile, DirStore, Envelope};
 use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, Verdict, Verdicts};
 use sluice_mail::Message;
 
+mod daemon;
 mod fixtures;
 mod remote;
 mod report;
@@ -94,6 +95,36 @@ enum Command {
         #[command(flatten)]
         engine: EngineArgs,
     },
+    /// Consume an SQS queue of SES notifications (SES -> S3 + SNS -> SQS): run each message
+    /// through its chains, store, relay and bounce; delete it from the queue only when all
+    /// of that succeeded. Stops cleanly on SIGTERM/SIGINT.
+    Daemon {
+        /// The config: a file, or `s3://bucket/key.toml` (checked for changes while running).
+        #[arg(long)]
+        config: String,
+        /// The SQS queue URL.
+        #[arg(long)]
+        queue: String,
+        /// Messages handled at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Visibility timeout in seconds while a message is handled (extended as needed).
+        #[arg(long, default_value_t = 60)]
+        visibility: i32,
+        /// SQS long-poll wait in seconds (0-20).
+        #[arg(long, default_value_t = 20)]
+        wait: i32,
+        /// Check the config for changes this often, in seconds.
+        #[arg(long, default_value_t = 30)]
+        reload_seconds: u64,
+        /// Exit after handling this many messages (for batch runs and tests).
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Directory for fetched and compiled plugins [default: $SLUICE_CACHE_DIR, else
+        /// ~/.cache/sluice].
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
+    },
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -158,6 +189,28 @@ fn main() -> ExitCode {
 
 fn run(command: Command) -> Result<ExitCode> {
     match command {
+        Command::Daemon {
+            config,
+            queue,
+            concurrency,
+            visibility,
+            wait,
+            reload_seconds,
+            max_messages,
+            cache_dir,
+        } => {
+            daemon::run(daemon::DaemonOptions {
+                config,
+                queue,
+                concurrency,
+                visibility_seconds: visibility,
+                wait_seconds: wait,
+                reload_seconds,
+                cache_dir,
+                max_messages,
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             config,
             rcpt,
@@ -210,7 +263,14 @@ fn run(command: Command) -> Result<ExitCode> {
             let result = chains.process(&engine, parsed.clone(), &envelope);
             let root = match (&out, &config.store) {
                 (Some(dir), _) => dir.clone(),
-                (None, Some(store)) => config.resolve(store.path.as_deref().unwrap_or(".")),
+                (None, Some(store)) if store.kind.get_ref() == "dir" => {
+                    config.resolve(store.path.as_deref().unwrap_or("."))
+                }
+                (None, Some(store)) => bail!(
+                    "{}: [store] kind = {:?} is for the daemon and the Lambda; `sluice run` writes locally: pass --out DIR",
+                    config.source.name,
+                    store.kind.get_ref()
+                ),
                 (None, None) => PathBuf::from("sluice-out"),
             };
             let store = DirStore::new(root);

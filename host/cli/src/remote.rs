@@ -2,8 +2,8 @@
 //! and `sluice plugin push`. The AWS client (and its async runtime) is only created when
 //! something remote is actually named.
 
-use std::sync::OnceLock;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result};
 use sluice_aws::{BlockingS3, S3ConfigSource, S3Url};

@@ -8,3 +8,4 @@ pub mod pipeline;
 
 pub use event::*;
 pub use pipeline::*;
+pub use sluice_chain::ReloadOutcome;

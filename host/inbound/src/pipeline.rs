@@ -86,6 +86,10 @@ pub struct Pipeline {
     live: &'static LiveChains<'static>,
     s3: S3,
     ses: Ses,
+    /// One lock per message id being handled: two copies of one notification (SQS delivers
+    /// at least once) handled at the same time in this process would both find no marker
+    /// and both send; the second now waits and then finds the first one's markers.
+    in_flight: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// Reads the config (file or S3) for [`LiveChains`].
@@ -136,7 +140,9 @@ fn start_blocking(options: &PipelineOptions) -> Result<Pipeline, String> {
             S3ConfigSource::new(s3, &options.config).map_err(|e| e.to_string())?,
         )))
     } else {
-        Box::leak(Box::new(Source::File(FileConfigSource::new(&options.config))))
+        Box::leak(Box::new(Source::File(FileConfigSource::new(
+            &options.config,
+        ))))
     };
     let fetcher: &'static BlockingS3 =
         Box::leak(Box::new(BlockingS3::from_env().map_err(|e| e.to_string())?));
@@ -183,6 +189,7 @@ fn start_blocking(options: &PipelineOptions) -> Result<Pipeline, String> {
         // Placeholders replaced by the async clients in `start`.
         s3: S3::for_endpoint("http://127.0.0.1:1", "us-east-1"),
         ses: Ses::for_endpoint("http://127.0.0.1:1", "us-east-1"),
+        in_flight: Default::default(),
     })
 }
 
@@ -195,7 +202,11 @@ impl Pipeline {
             .await
             .map_err(|e| HandleError::new("-", format!("start-up panicked: {e}"), true))?
             .map_err(|e| {
-                HandleError::new("-", format!("cannot start with {}: {e}", options.config), true)
+                HandleError::new(
+                    "-",
+                    format!("cannot start with {}: {e}", options.config),
+                    true,
+                )
             })?;
         pipeline.s3 = S3::from_env().await;
         pipeline.ses = Ses::from_env().await;
@@ -228,6 +239,24 @@ impl Pipeline {
     /// delivery. `Ok` only when every delivery is done (or was already done by an earlier
     /// attempt); otherwise nothing that was done is done again on retry.
     pub async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
+        let lock = {
+            let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            map.entry(notice.message_id.clone()).or_default().clone()
+        };
+        let id = notice.message_id.clone();
+        let result = {
+            let _guard = lock.lock().await;
+            self.handle_exclusive(notice).await
+        };
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        // Only this call and the map hold it: nobody else is waiting for this id.
+        if Arc::strong_count(&lock) == 2 {
+            map.remove(&id);
+        }
+        result
+    }
+
+    async fn handle_exclusive(&self, notice: SesNotice) -> Result<Handled, HandleError> {
         let id = notice.message_id.clone();
         if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
             return Err(HandleError::new(
@@ -303,7 +332,8 @@ impl Pipeline {
         match self.s3.get(&url).await {
             Ok(obj) => Ok(obj.bytes),
             Err(e) => {
-                let gone = matches!(&e, AwsError::S3 { message, .. } if message.contains("NoSuchKey"));
+                let gone =
+                    matches!(&e, AwsError::S3 { message, .. } if message.contains("NoSuchKey"));
                 Err(HandleError::new(
                     id,
                     format!("cannot read the message: {e}"),
@@ -344,7 +374,11 @@ impl Pipeline {
             let output: &Arc<Message> = match &group.output {
                 Some(OutputMessage::Edited(bytes)) => {
                     edited = Arc::new(Message::parse(bytes.to_vec()).map_err(|e| {
-                        HandleError::new(id, format!("the edited message does not parse: {e}"), false)
+                        HandleError::new(
+                            id,
+                            format!("the edited message does not parse: {e}"),
+                            false,
+                        )
                     })?);
                     &edited
                 }
@@ -432,7 +466,10 @@ impl Pipeline {
         if let Some(reason) = tempfail {
             return Err(HandleError::new(
                 id,
-                format!("tempfail, will be retried ({reason}); done so far: {}", handled.summary),
+                format!(
+                    "tempfail, will be retried ({reason}); done so far: {}",
+                    handled.summary
+                ),
                 false,
             ));
         }

@@ -1,3 +1,53 @@
-//! Sluice as an AWS Lambda function.
+//! Sluice as an AWS Lambda function: SES direct invoke, SNS and SQS events.
+//!
+//! Lifecycle: the [`Pipeline`] (config, chains, AWS clients) starts once per cold start; each
+//! invocation checks for a config reload, then [`respond::respond`] handles the event. A start
+//! failure is reported to the Runtime API's `/init/error` and the process exits non-zero, so
+//! Lambda shows the reason instead of a timeout.
 
-fn main() {}
+mod init_error;
+mod respond;
+mod settings;
+
+use std::process::ExitCode;
+
+use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
+use serde_json::Value;
+use sluice_inbound::Pipeline;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    lambda_runtime::tracing::init_default_subscriber();
+    let pipeline = match start().await {
+        Ok(pipeline) => pipeline,
+        Err(message) => {
+            tracing::error!(error = %message, "init failed");
+            eprintln!("sluice-lambda: init failed: {message}");
+            init_error::report(&message);
+            return ExitCode::FAILURE;
+        }
+    };
+    // Lives as long as the process; the runtime's handler borrows it on every invocation.
+    let pipeline: &'static Pipeline = Box::leak(Box::new(pipeline));
+    let handler = service_fn(move |event: LambdaEvent<Value>| async move {
+        // The pipeline logs a reload (or a refused new config) itself.
+        let _ = pipeline.reload_if_due().await;
+        respond::respond(pipeline, event.payload)
+            .await
+            .map_err(Diagnostic::from)
+    });
+    match lambda_runtime::run(handler).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the Lambda runtime stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn start() -> Result<Pipeline, String> {
+    let options = settings::from_env(|name| std::env::var(name).ok())?;
+    Pipeline::start(options)
+        .await
+        .map_err(|e| format!("SLUICE_CONFIG: {}", e.message))
+}

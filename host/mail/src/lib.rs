@@ -20,6 +20,7 @@ mod apply;
 mod banner;
 mod edit;
 mod encoding;
+mod forward;
 mod header;
 mod message;
 
@@ -28,6 +29,7 @@ pub use edit::{
     validate_address, validate_edit, validate_folder, Banner, BannerFallback, Edit, EditError,
     Position, MAX_ADDRESS, MAX_BANNER, MAX_FOLDER, MAX_HEADER_NAME, MAX_HEADER_VALUE,
 };
+pub use forward::{hop_count, rewrite_for_relay, RelayRewrite, LOOP_HEADER};
 pub use message::{AttachmentInfo, Message, ParseError};
 
 #[cfg(test)]

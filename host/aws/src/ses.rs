@@ -1,0 +1,121 @@
+//! The SES v2 client: raw sends for relayed copies and bounces.
+
+use aws_sdk_sesv2::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sesv2::primitives::Blob;
+use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
+
+use crate::AwsError;
+
+/// The largest raw message SES v2 `SendEmail` accepts (40 MB, after any encoding).
+pub const SES_MAX_RAW_BYTES: usize = 40 * 1024 * 1024;
+
+/// The SES v2 client.
+#[derive(Debug, Clone)]
+pub struct Ses {
+    client: aws_sdk_sesv2::Client,
+}
+
+fn describe<E: std::error::Error + 'static>(err: &SdkError<E>) -> String {
+    DisplayErrorContext(err).to_string()
+}
+
+impl Ses {
+    /// A client from the standard AWS configuration chain (`AWS_ENDPOINT_URL` included).
+    pub async fn from_env() -> Ses {
+        let shared = aws_config::load_from_env().await;
+        Ses {
+            client: aws_sdk_sesv2::Client::new(&shared),
+        }
+    }
+
+    /// A client for an explicit endpoint with static credentials (tests, emulators).
+    pub fn for_endpoint(endpoint: &str, region: &str) -> Ses {
+        let creds =
+            aws_sdk_sesv2::config::Credentials::new("testing", "testing", None, None, "static");
+        let conf = aws_sdk_sesv2::config::Builder::new()
+            .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(aws_sdk_sesv2::config::Region::new(region.to_string()))
+            .credentials_provider(creds)
+            .build();
+        Ses {
+            client: aws_sdk_sesv2::Client::from_conf(conf),
+        }
+    }
+
+    /// The underlying SDK client.
+    pub fn client(&self) -> &aws_sdk_sesv2::Client {
+        &self.client
+    }
+
+    /// Sends `raw` (a complete RFC 5322 message) from `from` to `to` (the envelope
+    /// recipients; the message's own To/Cc are not read) and returns the SES message id.
+    pub async fn send_raw(
+        &self,
+        from: &str,
+        to: &[String],
+        raw: Vec<u8>,
+    ) -> Result<String, AwsError> {
+        let err = |message: String, permanent: bool| AwsError::Ses {
+            op: "SendEmail",
+            message,
+            permanent,
+        };
+        let raw = RawMessage::builder()
+            .data(Blob::new(raw))
+            .build()
+            .map_err(|e| err(e.to_string(), true))?;
+        let out = self
+            .client
+            .send_email()
+            .from_email_address(from)
+            .destination(
+                Destination::builder()
+                    .set_to_addresses(Some(to.to_vec()))
+                    .build(),
+            )
+            .content(EmailContent::builder().raw(raw).build())
+            .send()
+            .await
+            .map_err(|e| {
+                // What SES refuses on the request itself will be refused again; throttling,
+                // a paused account and transport errors may pass later.
+                let permanent = e.as_service_error().is_some_and(|s| {
+                    s.is_message_rejected()
+                        || s.is_bad_request_exception()
+                        || s.is_mail_from_domain_not_verified_exception()
+                        || s.is_not_found_exception()
+                });
+                err(
+                    format!("from {from} to {} recipient(s): {}", to.len(), describe(&e)),
+                    permanent,
+                )
+            })?;
+        Ok(out.message_id().unwrap_or_default().to_string())
+    }
+
+    /// Creates an email identity (an address or a domain); no error when it exists already.
+    /// For tests and set-up: verifying a real domain also needs its DNS records.
+    pub async fn create_email_identity(&self, identity: &str) -> Result<(), AwsError> {
+        match self
+            .client
+            .create_email_identity()
+            .email_identity(identity)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_already_exists_exception()) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(AwsError::Ses {
+                op: "CreateEmailIdentity",
+                message: format!("{identity}: {}", describe(&e)),
+                permanent: false,
+            }),
+        }
+    }
+}

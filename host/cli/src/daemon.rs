@@ -1,0 +1,201 @@
+//! `sluice daemon`: consumes an SQS queue of SES notifications (SES -> SNS -> SQS, with or
+//! without raw message delivery) and runs each message through the pipeline.
+//!
+//! - Long polls; at most `concurrency` messages in flight.
+//! - A message is deleted only after every delivery succeeded. A failure leaves it in the
+//!   queue: it reappears after its visibility timeout and, after the queue's
+//!   `maxReceiveCount`, moves to the DLQ. Deliveries are idempotent, so a retry redoes
+//!   nothing that was done.
+//! - While a message is being handled its visibility is extended, so a slow one is not
+//!   handed to a second consumer.
+//! - SIGTERM or SIGINT: stop receiving, finish what is in flight, exit 0.
+//! - The config is checked for changes (file mtime / S3 ETag) every `reload_seconds`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use sluice_aws::{Sqs, SqsMessage};
+use sluice_inbound::{parse_notification, Pipeline, PipelineOptions, ReloadOutcome};
+use tokio::sync::Semaphore;
+
+/// `sluice daemon` settings.
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    /// Config path or `s3://` URL.
+    pub config: String,
+    /// The queue URL.
+    pub queue: String,
+    /// Messages handled at once.
+    pub concurrency: usize,
+    /// Visibility timeout asked for on receive, in seconds; extended while handling.
+    pub visibility_seconds: i32,
+    /// Long-poll wait, in seconds (0-20).
+    pub wait_seconds: i32,
+    /// How often to check the config for changes.
+    pub reload_seconds: u64,
+    /// Plugin and compiled-code cache.
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Stop after this many messages were handled (successfully or not); for tests and
+    /// batch runs. None: run until SIGTERM.
+    pub max_messages: Option<u64>,
+}
+
+/// Runs the daemon until SIGTERM/SIGINT (or `max_messages`).
+pub fn run(options: DaemonOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(serve(options))
+}
+
+async fn serve(options: DaemonOptions) -> Result<()> {
+    let pipeline = Pipeline::start(PipelineOptions {
+        config: options.config.clone(),
+        reload_interval: Duration::from_secs(options.reload_seconds),
+        cache_dir: options.cache_dir.clone(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    let pipeline = Arc::new(pipeline);
+    let sqs = Sqs::from_env().await;
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut shutdown = Box::pin(shutdown_signal());
+    let mut handled: u64 = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    tracing::info!(queue = %options.queue, concurrency = options.concurrency, "sluice daemon started");
+    eprintln!("sluice daemon: consuming {}", options.queue);
+    'poll: loop {
+        if options.max_messages.is_some_and(|max| handled >= max) {
+            break;
+        }
+        match pipeline.reload_if_due().await {
+            ReloadOutcome::Reloaded { version } => {
+                eprintln!("sluice daemon: config reloaded (version {version:?})")
+            }
+            ReloadOutcome::Refused { error } => {
+                eprintln!("sluice daemon: new config refused, the old one keeps serving: {error}")
+            }
+            _ => {}
+        }
+        // Wait for a free slot before asking SQS for more, so received messages never sit
+        // invisible in memory.
+        let free = permits.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = &mut shutdown => break 'poll,
+                _ = tasks.join_next() => continue 'poll,
+            }
+        }
+        let want = free.min(10) as i32;
+        let received = tokio::select! {
+            _ = &mut shutdown => break 'poll,
+            r = sqs.receive(&options.queue, want, options.wait_seconds, options.visibility_seconds) => r,
+        };
+        let messages = match received {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("sluice daemon: {e}; retrying in 5 s");
+                tokio::select! {
+                    _ = &mut shutdown => break 'poll,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue 'poll,
+                }
+            }
+        };
+        for message in messages {
+            handled += 1;
+            let permit = permits.clone().acquire_owned().await?;
+            let (pipeline, sqs, queue) = (pipeline.clone(), sqs.clone(), options.queue.clone());
+            let visibility = options.visibility_seconds;
+            tasks.spawn(async move {
+                handle_one(&pipeline, &sqs, &queue, visibility, message).await;
+                drop(permit);
+            });
+        }
+        // Reap finished tasks without waiting.
+        while tasks.try_join_next().is_some() {}
+    }
+    let in_flight = tasks.len();
+    if in_flight > 0 {
+        eprintln!("sluice daemon: stopping; finishing {in_flight} message(s) in flight");
+    }
+    while tasks.join_next().await.is_some() {}
+    eprintln!("sluice daemon: stopped after {handled} message(s)");
+    Ok(())
+}
+
+/// Handles one SQS message: parse, process, delete on success; extends its visibility
+/// meanwhile.
+async fn handle_one(pipeline: &Pipeline, sqs: &Sqs, queue: &str, visibility: i32, m: SqsMessage) {
+    let notice = match parse_notification(&m.body) {
+        Ok(n) => n,
+        Err(e) => {
+            // Never deleted: after maxReceiveCount SQS moves it to the DLQ for a human.
+            eprintln!(
+                "sluice daemon: SQS message {} (receive #{}) is not an SES notification, left for the DLQ: {e}",
+                m.message_id, m.receive_count
+            );
+            return;
+        }
+    };
+    let extender = {
+        let (sqs, queue, handle) = (sqs.clone(), queue.to_string(), m.receipt_handle.clone());
+        let every = Duration::from_secs((visibility.max(2) as u64) / 2);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                if let Err(e) = sqs.set_visibility(&queue, &handle, visibility).await {
+                    tracing::warn!("cannot extend the visibility of a message in progress: {e}");
+                }
+            }
+        })
+    };
+    let outcome = pipeline.handle(notice).await;
+    extender.abort();
+    match outcome {
+        Ok(h) => {
+            match sqs.delete(queue, &m.receipt_handle).await {
+                Ok(()) => eprintln!("sluice daemon: {} done: {}", h.message_id, h.summary),
+                // Delivered, but SQS will hand it out again; the deliveries are idempotent.
+                Err(e) => eprintln!(
+                    "sluice daemon: {} done ({}), but not deleted from the queue: {e}",
+                    h.message_id, h.summary
+                ),
+            }
+        }
+        Err(e) => {
+            let kind = if e.permanent {
+                "failed permanently"
+            } else {
+                "failed"
+            };
+            eprintln!(
+                "sluice daemon: {} {kind} (receive #{}), left in the queue for retry/DLQ: {}",
+                e.message_id, m.receive_count, e.message
+            );
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = tokio::signal::ctrl_c() => {},
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,351 @@
+//! `sluice daemon` end to end against a real emulator (moto server on loopback) with the real
+//! aws-sdk-rust clients: raw messages in S3, SES notifications (in SNS envelopes, as an SNS ->
+//! SQS subscription delivers them) in SQS, mailboxes read back from S3 and what SES "sent"
+//! read back from moto.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use sluice_aws::{S3Url, Ses, Sqs, S3};
+use sluice_tests::{rule, Moto};
+
+const SENDER: &str = "alice@sender.example";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An SES receipt notification for a message the S3 action stored, wrapped in the SNS
+/// envelope an SNS -> SQS subscription delivers.
+fn notification(id: &str, rcpts: &[&str], spf: &str, bucket: &str) -> String {
+    let ses = serde_json::json!({
+        "notificationType": "Received",
+        "mail": {
+            "timestamp": "2026-11-20T10:15:04.312Z",
+            "source": SENDER,
+            "messageId": id,
+            "destination": rcpts,
+        },
+        "receipt": {
+            "timestamp": "2026-11-20T10:15:04.312Z",
+            "recipients": rcpts,
+            "spamVerdict": {"status": "PASS"},
+            "virusVerdict": {"status": "PASS"},
+            "spfVerdict": {"status": spf},
+            "dkimVerdict": {"status": "GRAY"},
+            "dmarcVerdict": {"status": "PASS"},
+            "action": {
+                "type": "S3",
+                "topicArn": "arn:aws:sns:us-east-1:123456789012:ses-inbound",
+                "bucketName": bucket,
+                "objectKeyPrefix": "incoming/",
+                "objectKey": format!("incoming/{id}"),
+            },
+        },
+    });
+    serde_json::json!({
+        "Type": "Notification",
+        "MessageId": format!("sns-{id}"),
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-inbound",
+        "Subject": "Amazon SES Email Receipt Notification",
+        "Message": ses.to_string(),
+    })
+    .to_string()
+}
+
+fn message(id: &str, to: &str) -> Vec<u8> {
+    format!(
+        "Return-Path: <{SENDER}>\r\nFrom: Alice Example <{SENDER}>\r\nTo: {to}\r\n\
+         Subject: Quarterly numbers {id}\r\nMessage-ID: <{id}@sender.example>\r\n\
+         DKIM-Signature: v=1; a=rsa-sha256; d=sender.example; s=s1; b=abc\r\n\
+         Date: Fri, 20 Nov 2026 11:15:03 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=UTF-8\r\n\r\nNumbers attached soon.\r\n"
+    )
+    .into_bytes()
+}
+
+struct World {
+    s3: S3,
+    sqs: Sqs,
+    queue: String,
+}
+
+impl World {
+    /// Buckets `inbound` and `mail`, the queue `ses-inbound`, and the SES identity.
+    fn new(rt: &tokio::runtime::Runtime, moto: &Moto, ses_moto: &Moto) -> World {
+        let s3 = S3::for_endpoint(&moto.endpoint, "us-east-1");
+        let sqs = Sqs::for_endpoint(&moto.endpoint, "us-east-1");
+        let queue = rt.block_on(async {
+            s3.create_bucket("inbound").await.unwrap();
+            s3.create_bucket("mail").await.unwrap();
+            sqs.client()
+                .create_queue()
+                .queue_name("ses-inbound")
+                .send()
+                .await
+                .unwrap()
+                .queue_url
+                .unwrap()
+        });
+        verify_identity(rt, ses_moto);
+        World { s3, sqs, queue }
+    }
+
+    fn put_message(&self, rt: &tokio::runtime::Runtime, id: &str, to: &str) {
+        let url = S3Url::parse(&format!("s3://inbound/incoming/{id}")).unwrap();
+        rt.block_on(self.s3.put(&url, message(id, to), "message/rfc822"))
+            .unwrap();
+    }
+
+    fn enqueue(&self, rt: &tokio::runtime::Runtime, body: &str) {
+        rt.block_on(
+            self.sqs
+                .client()
+                .send_message()
+                .queue_url(&self.queue)
+                .message_body(body)
+                .send(),
+        )
+        .unwrap();
+    }
+
+    fn get(&self, rt: &tokio::runtime::Runtime, url: &str) -> Option<Vec<u8>> {
+        rt.block_on(self.s3.get(&S3Url::parse(url).unwrap()))
+            .ok()
+            .map(|o| o.bytes)
+    }
+
+    /// Messages still in the queue (visible or in flight).
+    fn left_in_queue(&self, rt: &tokio::runtime::Runtime) -> usize {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = rt
+            .block_on(
+                self.sqs
+                    .client()
+                    .get_queue_attributes()
+                    .queue_url(&self.queue)
+                    .attribute_names(A::ApproximateNumberOfMessages)
+                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+                    .send(),
+            )
+            .unwrap();
+        let attrs = out.attributes.unwrap_or_default();
+        [
+            A::ApproximateNumberOfMessages,
+            A::ApproximateNumberOfMessagesNotVisible,
+        ]
+        .iter()
+        .map(|k| {
+            attrs
+                .get(k)
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+    }
+}
+
+fn verify_identity(rt: &tokio::runtime::Runtime, ses_moto: &Moto) {
+    let ses = Ses::for_endpoint(&ses_moto.endpoint, "us-east-1");
+    rt.block_on(ses.create_email_identity("example.com"))
+        .unwrap();
+}
+
+fn write_config(dir: &Path, extra_steps: &str) -> std::path::PathBuf {
+    let config = format!(
+        r#"
+[inbound]
+bucket = "inbound"
+prefix = "incoming/"
+
+[store]
+kind = "s3"
+bucket = "mail"
+prefix = "mailboxes"
+
+[relay]
+kind = "ses"
+from = "forwarder@example.com"
+allow_domains = ["gmail.example"]
+
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{alias}"
+[domain.step.config]
+mailboxes = ["alice", "bob"]
+[domain.step.config.aliases]
+info = ["alice", "bob@gmail.example"]
+old = {{ to = ["alice"], status = "paused" }}
+leak = "someone@elsewhere.example"
+{extra_steps}
+"#,
+        alias = rule("alias").display()
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+fn daemon(env: &[(&'static str, String)], config: &Path, queue: &str, extra: &[&str]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "daemon",
+            "--config",
+            config.to_str().unwrap(),
+            "--queue",
+            queue,
+            "--wait",
+            "1",
+        ])
+        .args(extra)
+        .envs(env.iter().cloned())
+        .env("SLUICE_CACHE_DIR", cache.path())
+        .output()
+        .expect("sluice daemon runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn daemon_stores_relays_and_bounces_once_and_leaves_garbage_for_the_dlq() {
+    let rt = rt();
+    let moto = Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+
+    world.put_message(&rt, "m-info", "info@example.com");
+    world.put_message(&rt, "m-old", "old@example.com");
+    world.put_message(&rt, "m-leak", "leak@example.com");
+    world.enqueue(
+        &rt,
+        &notification("m-info", &["info@example.com"], "PASS", "inbound"),
+    );
+    // SQS is at-least-once: the same notification again must not send a second copy.
+    world.enqueue(
+        &rt,
+        &notification("m-info", &["info@example.com"], "PASS", "inbound"),
+    );
+    world.enqueue(
+        &rt,
+        &notification("m-old", &["old@example.com"], "PASS", "inbound"),
+    );
+    world.enqueue(
+        &rt,
+        &notification("m-leak", &["leak@example.com"], "FAIL", "inbound"),
+    );
+    world.enqueue(&rt, "{not json");
+
+    let out = daemon(
+        &moto.env(),
+        &config,
+        &world.queue,
+        &["--max-messages", "5", "--visibility", "30"],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "daemon failed:\n{log}");
+
+    // The local destination of the alias got its copy, under the documented key, encrypted.
+    let key = "s3://mail/mailboxes/example.com/alice/INBOX/m-info.eml";
+    let stored = world
+        .get(&rt, key)
+        .unwrap_or_else(|| panic!("{key} missing; daemon log:\n{log}"));
+    assert!(String::from_utf8_lossy(&stored).contains("Numbers attached soon."));
+
+    let sent = moto.sent_raw_messages();
+    let to = |addr: &str| {
+        sent.iter()
+            .filter(|m| {
+                m["destinations"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|x| x == addr))
+            })
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    // One forward to the external destination despite the duplicate notification,
+    // re-originated from the verified identity.
+    let forwards = to("bob@gmail.example");
+    assert_eq!(forwards.len(), 1, "sent: {sent:#?}\nlog:\n{log}");
+    let raw = forwards[0]["raw_data"].as_str().unwrap();
+    assert!(raw.contains("via example.com"), "{raw}");
+    assert!(raw.contains("forwarder@example.com"), "{raw}");
+    assert!(!raw.contains("DKIM-Signature"), "{raw}");
+    // The paused alias bounced to the sender (SPF passed): one DSN.
+    let dsns = to(SENDER);
+    assert_eq!(dsns.len(), 1, "sent: {sent:#?}\nlog:\n{log}");
+    let dsn = dsns[0]["raw_data"].as_str().unwrap();
+    assert!(dsn.contains("multipart/report"), "{dsn}");
+    assert!(dsn.contains("old@example.com"), "{dsn}");
+    // Not an allowed relay domain, and SPF failed: nothing sent for m-leak at all.
+    assert!(
+        to("someone@elsewhere.example").is_empty(),
+        "open relay: {sent:#?}"
+    );
+    assert_eq!(sent.len(), 2, "sent: {sent:#?}");
+
+    // Everything handled was deleted; the garbage is still there, headed for the DLQ.
+    assert_eq!(world.left_in_queue(&rt), 1, "log:\n{log}");
+    assert!(log.contains("not an SES notification"), "{log}");
+}
+
+#[test]
+fn a_failed_delivery_stays_queued_and_is_delivered_when_ses_is_back() {
+    let rt = rt();
+    let moto = Moto::start();
+    let mut ses_moto = Moto::start();
+    let world = World::new(&rt, &moto, &ses_moto);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    world.put_message(&rt, "m-retry", "info@example.com");
+    world.enqueue(
+        &rt,
+        &notification("m-retry", &["info@example.com"], "PASS", "inbound"),
+    );
+
+    // SES goes away before the daemon runs; it comes back (on the same address, with the
+    // identity verified again) while the message waits out its visibility timeout.
+    let port = ses_moto.port();
+    ses_moto.stop();
+    let mut env = moto.env();
+    env.push(("AWS_ENDPOINT_URL_SESV2", format!("http://127.0.0.1:{port}")));
+    let revive = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        let back = Moto::start_on(port);
+        verify_identity(&self::rt(), &back);
+        back
+    });
+    let out = daemon(
+        &env,
+        &config,
+        &world.queue,
+        &["--max-messages", "2", "--visibility", "5"],
+    );
+    let back = revive.join().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("left in the queue"),
+        "the first attempt should fail:\n{log}"
+    );
+    let sent = back.sent_raw_messages();
+    assert_eq!(
+        sent.len(),
+        1,
+        "sent after the retry: {sent:#?}\nlog:\n{log}"
+    );
+    assert!(world
+        .get(
+            &rt,
+            "s3://mail/mailboxes/example.com/alice/INBOX/m-retry.eml"
+        )
+        .is_some());
+    assert_eq!(world.left_in_queue(&rt), 0, "log:\n{log}");
+}

@@ -1,0 +1,305 @@
+//! One invocation's event in, its response (or error) out, whatever the event source.
+
+use serde_json::{json, Value};
+use sluice_inbound::{
+    parse_lambda_event, HandleError, Handled, LambdaEvent, Pipeline, SesNotice, SqsRecord,
+};
+use tracing::{error, info};
+
+/// What handles one notice: the [`Pipeline`], or a stand-in in tests.
+pub trait HandleNotice {
+    /// See [`Pipeline::handle`].
+    async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError>;
+}
+
+impl HandleNotice for Pipeline {
+    async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
+        Pipeline::handle(self, notice).await
+    }
+}
+
+/// Why an invocation failed as a whole. Lambda retries it (SES, async SNS invoke) and finally
+/// sends it to the function's DLQ / failure destination: nothing is dropped silently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvocationError {
+    /// `errorType` in the Runtime API's error report.
+    pub kind: &'static str,
+    /// `errorMessage`.
+    pub message: String,
+}
+
+impl From<InvocationError> for lambda_runtime::Diagnostic {
+    fn from(e: InvocationError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: e.kind.to_string(),
+            error_message: e.message,
+        }
+    }
+}
+
+/// Handles one invocation's event and builds its response:
+/// - SES invoke: `{"disposition": "STOP_RULE_SET"}` when every message's recipients were all
+///   refused, else `{"disposition": "CONTINUE"}`; any failure fails the invocation.
+/// - SNS: `{"handled": N}`; any failure (unreadable notification included) fails it.
+/// - SQS: `{"batchItemFailures": [...]}` with the id of each record that failed or could not be
+///   read (the queue redelivers it, then moves it to its DLQ after `maxReceiveCount`).
+pub async fn respond(pipeline: &impl HandleNotice, event: Value) -> Result<Value, InvocationError> {
+    let event = parse_lambda_event(&event).map_err(|e| {
+        error!(error = %e, "unreadable event");
+        InvocationError {
+            kind: "Sluice.BadEvent",
+            message: e.to_string(),
+        }
+    })?;
+    match event {
+        LambdaEvent::SesInvoke(notices) => {
+            let mut all_refused = true;
+            let mut failures = Vec::new();
+            for notice in notices {
+                match handle_logged(pipeline, notice, None).await {
+                    Ok(handled) => all_refused &= handled.all_refused,
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            fail_if_any(failures)?;
+            let disposition = if all_refused {
+                "STOP_RULE_SET"
+            } else {
+                "CONTINUE"
+            };
+            Ok(json!({ "disposition": disposition }))
+        }
+        LambdaEvent::Sns(notices) => {
+            let mut failures = Vec::new();
+            let mut handled = 0;
+            for (i, notice) in notices.into_iter().enumerate() {
+                match notice {
+                    Ok(notice) => match handle_logged(pipeline, notice, None).await {
+                        Ok(_) => handled += 1,
+                        Err(e) => failures.push(e.to_string()),
+                    },
+                    Err(e) => {
+                        error!(record = i, error = %e, "unreadable SNS record");
+                        failures.push(format!("Records[{i}]: {e}"));
+                    }
+                }
+            }
+            fail_if_any(failures)?;
+            Ok(json!({ "handled": handled }))
+        }
+        LambdaEvent::Sqs(records) => {
+            let mut failed = Vec::new();
+            for SqsRecord {
+                message_id,
+                receive_count,
+                notice,
+            } in records
+            {
+                let ok = match notice {
+                    Ok(notice) => {
+                        handle_logged(pipeline, notice, Some((&message_id, receive_count)))
+                            .await
+                            .is_ok()
+                    }
+                    Err(e) => {
+                        error!(
+                            sqs_message_id = %message_id,
+                            receive_count,
+                            error = %e,
+                            "unreadable SQS record: reported as failed, so it reaches the DLQ after maxReceiveCount"
+                        );
+                        false
+                    }
+                };
+                if !ok {
+                    failed.push(json!({ "itemIdentifier": message_id }));
+                }
+            }
+            Ok(json!({ "batchItemFailures": failed }))
+        }
+    }
+}
+
+/// Handles one notice and logs one line for it.
+async fn handle_logged(
+    pipeline: &impl HandleNotice,
+    notice: SesNotice,
+    sqs: Option<(&str, u32)>,
+) -> Result<Handled, HandleError> {
+    let message_id = notice.message_id.clone();
+    let (sqs_message_id, receive_count) = sqs.unwrap_or(("", 0));
+    let result = pipeline.handle(notice).await;
+    match &result {
+        Ok(handled) => info!(
+            message_id = %message_id,
+            sqs_message_id,
+            summary = %handled.summary,
+            all_refused = handled.all_refused,
+            "handled"
+        ),
+        Err(e) => error!(
+            message_id = %message_id,
+            sqs_message_id,
+            receive_count,
+            permanent = e.permanent,
+            error = %e.message,
+            "failed"
+        ),
+    }
+    result
+}
+
+fn fail_if_any(failures: Vec<String>) -> Result<(), InvocationError> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    Err(InvocationError {
+        kind: "Sluice.HandleFailed",
+        message: format!(
+            "{} message(s) failed and will be retried: {}",
+            failures.len(),
+            failures.join("; ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    /// Refuses everything for `refused`, fails for `failing`, delivers the rest; records ids.
+    #[derive(Default)]
+    struct Fake {
+        failing: Vec<&'static str>,
+        refused: Vec<&'static str>,
+        seen: Mutex<Vec<String>>,
+    }
+
+    impl HandleNotice for Fake {
+        async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
+            let id = notice.message_id;
+            self.seen.lock().unwrap().push(id.clone());
+            if self.failing.contains(&id.as_str()) {
+                return Err(HandleError {
+                    message_id: id,
+                    message: "S3 GetObject: boom".into(),
+                    permanent: false,
+                });
+            }
+            Ok(Handled {
+                all_refused: self.refused.contains(&id.as_str()),
+                message_id: id,
+                summary: "1 mailbox".into(),
+                stored: vec![],
+                relayed: vec![],
+                bounces: vec![],
+            })
+        }
+    }
+
+    fn fixture(name: &str) -> Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/ses")
+            .join(name);
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    const SES_ID: &str = "fx0000sesinvoke000004";
+
+    #[tokio::test]
+    async fn ses_invoke_continues_unless_every_message_was_refused() {
+        let fake = Fake::default();
+        let out = respond(&fake, fixture("ses-invoke.json")).await.unwrap();
+        assert_eq!(out, json!({"disposition": "CONTINUE"}));
+        assert_eq!(*fake.seen.lock().unwrap(), [SES_ID]);
+
+        let fake = Fake {
+            refused: vec![SES_ID],
+            ..Fake::default()
+        };
+        let out = respond(&fake, fixture("ses-invoke.json")).await.unwrap();
+        assert_eq!(out, json!({"disposition": "STOP_RULE_SET"}));
+    }
+
+    #[tokio::test]
+    async fn ses_invoke_failure_fails_the_invocation() {
+        let fake = Fake {
+            failing: vec![SES_ID],
+            ..Fake::default()
+        };
+        let e = respond(&fake, fixture("ses-invoke.json"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind, "Sluice.HandleFailed");
+        assert!(
+            e.message.contains(SES_ID) && e.message.contains("boom"),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn sns_failure_or_unreadable_record_fails_the_invocation() {
+        let fake = Fake::default();
+        let out = respond(&fake, fixture("sns-event.json")).await.unwrap();
+        assert_eq!(out, json!({"handled": 1}));
+
+        let mut event = fixture("sns-event.json");
+        event["Records"][0]["Sns"]["Message"] = "{}".into();
+        let e = respond(&fake, event).await.unwrap_err();
+        assert!(
+            e.message.contains("Records[0]: Sns.Message: neither"),
+            "{e:?}"
+        );
+
+        let fake = Fake {
+            failing: vec!["fx0000snsbase64000002"],
+            ..Fake::default()
+        };
+        assert!(respond(&fake, fixture("sns-event.json")).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn sqs_reports_only_failed_and_unreadable_records() {
+        let mut event = fixture("sqs-sns-envelope.json");
+        let records = event["Records"].as_array_mut().unwrap();
+        let raw = fixture("sqs-raw-delivery.json")["Records"][0].clone();
+        let mut bad = raw.clone();
+        bad["messageId"] = "bad-record".into();
+        bad["body"] = "{not json".into();
+        records.push(raw);
+        records.push(bad);
+        let fake = Fake {
+            failing: vec!["fx0000snsutf8000003"],
+            ..Fake::default()
+        };
+        let out = respond(&fake, event).await.unwrap();
+        assert_eq!(
+            out,
+            json!({"batchItemFailures": [
+                {"itemIdentifier": "bbbbbbbb-0000-4000-8000-00000000000b"},
+                {"itemIdentifier": "bad-record"},
+            ]})
+        );
+        assert_eq!(
+            *fake.seen.lock().unwrap(),
+            ["fx0000s3action000001", "fx0000snsutf8000003"]
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_event_is_an_error() {
+        let e = respond(&Fake::default(), json!({"hello": "world"}))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e,
+            InvocationError {
+                kind: "Sluice.BadEvent",
+                message: "unrecognised Lambda event: no Records array; top-level keys: hello"
+                    .into()
+            }
+        );
+    }
+}

@@ -1,0 +1,566 @@
+//! The real `sluice-lambda` binary against a Runtime API server written here (HTTP/1.1 by hand,
+//! one thread per connection), as Lambda would run it.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+/// One request the function made to the API other than `/next`.
+#[derive(Debug, Clone)]
+struct Post {
+    path: String,
+    body: String,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(String, String)>,
+    posts: Vec<Post>,
+}
+
+/// A Runtime API: hands out the queued events on `/next` (and holds the request open once they
+/// are gone, as Lambda does between invocations) and records every POST.
+struct RuntimeApi {
+    addr: String,
+    state: Arc<(Mutex<State>, Condvar)>,
+}
+
+impl RuntimeApi {
+    fn start(events: &[String]) -> RuntimeApi {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new((Mutex::new(State::default()), Condvar::new()));
+        {
+            let mut s = state.0.lock().unwrap();
+            for (i, event) in events.iter().enumerate() {
+                s.queue
+                    .push_back((format!("request-{}", i + 1), event.clone()));
+            }
+        }
+        let shared = state.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let shared = shared.clone();
+                thread::spawn(move || serve(stream, &shared));
+            }
+        });
+        RuntimeApi { addr, state }
+    }
+
+    fn posts(&self) -> Vec<Post> {
+        self.state.0.lock().unwrap().posts.clone()
+    }
+
+    /// The POST that answered `request-N` (its response or error).
+    fn answer(&self, n: usize) -> Option<Post> {
+        let prefix = format!("/2018-06-01/runtime/invocation/request-{n}/");
+        self.posts()
+            .into_iter()
+            .find(|p| p.path.starts_with(&prefix))
+    }
+}
+
+fn serve(stream: TcpStream, state: &(Mutex<State>, Condvar)) {
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).unwrap_or(0) == 0 {
+            return;
+        }
+        let mut parts = request_line.split_whitespace();
+        let (method, path) = (
+            parts.next().unwrap_or("").to_string(),
+            parts.next().unwrap_or("").to_string(),
+        );
+        let mut content_length = 0usize;
+        let mut chunked = false;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.trim();
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.parse().unwrap_or(0);
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = value.eq_ignore_ascii_case("chunked");
+            }
+        }
+        let body = if chunked {
+            read_chunked(&mut reader)
+        } else {
+            let mut body = vec![0; content_length];
+            if reader.read_exact(&mut body).is_err() {
+                return;
+            }
+            body
+        };
+        if method == "GET" && path == "/2018-06-01/runtime/invocation/next" {
+            let next = state.0.lock().unwrap().queue.pop_front();
+            let Some((id, event)) = next else {
+                // No more events: hold the request open until the test kills the function.
+                thread::sleep(Duration::from_secs(3600));
+                return;
+            };
+            let deadline = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_millis()
+                + 300_000;
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+                 Lambda-Runtime-Aws-Request-Id: {id}\r\nLambda-Runtime-Deadline-Ms: {deadline}\r\n\
+                 Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:123456789012:function:sluice\r\n\
+                 Lambda-Runtime-Trace-Id: Root=1-00000000-000000000000000000000000;Parent=0000000000000000;Sampled=0\r\n\r\n",
+                event.len()
+            );
+            if writer.write_all(head.as_bytes()).is_err()
+                || writer.write_all(event.as_bytes()).is_err()
+            {
+                return;
+            }
+        } else if method == "POST" {
+            {
+                let mut s = state.0.lock().unwrap();
+                s.posts.push(Post {
+                    path: path.clone(),
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+                state.1.notify_all();
+            }
+            let reply = "{\"status\":\"OK\"}";
+            let head = format!(
+                "HTTP/1.1 202 Accepted\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                reply.len()
+            );
+            if writer.write_all(head.as_bytes()).is_err()
+                || writer.write_all(reply.as_bytes()).is_err()
+            {
+                return;
+            }
+        } else {
+            let _ = writer.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+        }
+    }
+}
+
+fn read_chunked(reader: &mut impl BufRead) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let mut size = String::new();
+        if reader.read_line(&mut size).unwrap_or(0) == 0 {
+            return body;
+        }
+        let size =
+            usize::from_str_radix(size.trim().split(';').next().unwrap_or(""), 16).unwrap_or(0);
+        if size == 0 {
+            // Trailers, then the empty line.
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    return body;
+                }
+            }
+        }
+        let mut chunk = vec![0; size + 2];
+        if reader.read_exact(&mut chunk).is_err() {
+            return body;
+        }
+        body.extend_from_slice(&chunk[..size]);
+    }
+}
+
+/// What a run of the function left behind.
+struct Run {
+    api: RuntimeApi,
+    /// `Some` if the function exited on its own (it is killed once every event is answered).
+    exit: Option<ExitStatus>,
+    output: String,
+}
+
+impl Run {
+    fn response(&self, n: usize) -> Value {
+        let post = self.api.answer(n).unwrap_or_else(|| {
+            panic!(
+                "request-{n} was not answered; posts: {:?}\n{}",
+                self.api.posts(),
+                self.output
+            )
+        });
+        assert!(
+            post.path.ends_with("/response"),
+            "request-{n} failed: {} {}\n{}",
+            post.path,
+            post.body,
+            self.output
+        );
+        serde_json::from_str(&post.body).unwrap()
+    }
+
+    fn error(&self, n: usize) -> Value {
+        let post = self.api.answer(n).unwrap_or_else(|| {
+            panic!(
+                "request-{n} was not answered; posts: {:?}\n{}",
+                self.api.posts(),
+                self.output
+            )
+        });
+        assert!(
+            post.path.ends_with("/error"),
+            "request-{n} did not fail: {} {}",
+            post.path,
+            post.body
+        );
+        serde_json::from_str(&post.body).unwrap()
+    }
+}
+
+/// Runs the built binary with `env` against a Runtime API that serves `events`, until every
+/// event is answered, the function exits, or `timeout` passes.
+fn run_function(env: &[(&str, String)], events: &[String], timeout: Duration) -> Run {
+    let api = RuntimeApi::start(events);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-lambda"));
+    for name in [
+        "SLUICE_CONFIG",
+        "SLUICE_RELOAD_SECONDS",
+        "SLUICE_CACHE_DIR",
+        "AWS_PROFILE",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .env("AWS_LAMBDA_RUNTIME_API", &api.addr)
+        .env("AWS_LAMBDA_FUNCTION_NAME", "sluice")
+        .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
+        .env("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        .env("AWS_LAMBDA_LOG_STREAM_NAME", "2026/03/03/[$LATEST]test")
+        .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/sluice")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("the sluice-lambda binary starts");
+    let out = collect(child.stdout.take().unwrap());
+    let err = collect(child.stderr.take().unwrap());
+    let exit = wait(&api, &mut child, events.len(), timeout);
+    if exit.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let output = format!(
+        "--- stdout\n{}\n--- stderr\n{}",
+        out.join().unwrap(),
+        err.join().unwrap()
+    );
+    Run { api, exit, output }
+}
+
+fn wait(
+    api: &RuntimeApi,
+    child: &mut Child,
+    events: usize,
+    timeout: Duration,
+) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    let (lock, changed) = &*api.state;
+    let mut state = lock.lock().unwrap();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        let answered = state
+            .posts
+            .iter()
+            .filter(|p| p.path.starts_with("/2018-06-01/runtime/invocation/"))
+            .count();
+        if answered >= events || Instant::now() >= deadline {
+            return None;
+        }
+        state = changed
+            .wait_timeout(state, Duration::from_millis(100))
+            .unwrap()
+            .0;
+    }
+}
+
+fn collect(mut pipe: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        text
+    })
+}
+
+fn fixture(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/ses")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// A config in the form the pipeline reads; `AWS_ENDPOINT_URL` decides where its buckets are.
+fn write_config(dir: &Path) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        "[inbound]\nbucket = \"sluice-inbound\"\nprefix = \"incoming/\"\n\n\
+         [store]\nkind = \"s3\"\nbucket = \"sluice-mail\"\nprefix = \"mail\"\n\n\
+         [[domain]]\nname = \"example.com\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Env for a function whose AWS calls cannot reach anything (nothing listens on port 9).
+fn offline_env(dir: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("SLUICE_CONFIG", write_config(dir).display().to_string()),
+        ("SLUICE_CACHE_DIR", dir.join("cache").display().to_string()),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9".into()),
+        ("AWS_ACCESS_KEY_ID", "testing".into()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+        ("AWS_REGION", "us-east-1".into()),
+        ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ("AWS_MAX_ATTEMPTS", "1".into()),
+    ]
+}
+
+#[test]
+fn missing_config_is_an_init_error_naming_sluice_config() {
+    let run = run_function(
+        &[],
+        &[fixture("ses-invoke.json").to_string()],
+        Duration::from_secs(30),
+    );
+    let status = run
+        .exit
+        .unwrap_or_else(|| panic!("the function kept running\n{}", run.output));
+    assert!(!status.success(), "{}", run.output);
+    assert!(
+        run.output.contains("SLUICE_CONFIG is not set"),
+        "{}",
+        run.output
+    );
+    let posts = run.api.posts();
+    let init = posts
+        .iter()
+        .find(|p| p.path == "/2018-06-01/runtime/init/error")
+        .unwrap_or_else(|| panic!("no /init/error post: {posts:?}\n{}", run.output));
+    let body: Value = serde_json::from_str(&init.body).unwrap();
+    assert_eq!(body["errorType"], "Sluice.InitError");
+    assert!(
+        body["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("SLUICE_CONFIG"),
+        "{body}"
+    );
+    assert!(
+        run.api.answer(1).is_none(),
+        "no invocation after a failed init"
+    );
+}
+
+#[test]
+fn garbage_events_fail_with_a_clear_message_and_the_function_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = [
+        "this is not json".to_string(),
+        json!({"hello": "world"}).to_string(),
+        json!({"Records": [{"eventSource": "aws:s3"}]}).to_string(),
+    ];
+    let run = run_function(&offline_env(dir.path()), &events, Duration::from_secs(60));
+    assert!(
+        run.exit.is_none(),
+        "the function exited: {:?}\n{}",
+        run.exit,
+        run.output
+    );
+
+    let not_json = run.error(1);
+    let message = not_json["errorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("failed to deserialize the incoming data") && message.contains("line 1"),
+        "{not_json}"
+    );
+    assert_eq!(
+        run.error(2),
+        json!({
+            "errorType": "Sluice.BadEvent",
+            "errorMessage": "unrecognised Lambda event: no Records array; top-level keys: hello",
+        })
+    );
+    let s3 = run.error(3);
+    assert!(
+        s3["errorMessage"].as_str().unwrap().contains("\"aws:s3\""),
+        "{s3}"
+    );
+}
+
+#[test]
+fn sqs_batch_reports_the_unreadable_record_as_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut batch = fixture("sqs-sns-envelope.json");
+    let mut bad = batch["Records"][0].clone();
+    bad["messageId"] = "ffffffff-0000-4000-8000-0000000000bd".into();
+    bad["body"] = "{not json".into();
+    batch["Records"].as_array_mut().unwrap().push(bad);
+    let mut events = vec![batch.to_string()];
+    let corpus = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus"))
+        .join("ses/sqs-batch-with-bad-record.json");
+    let with_corpus = corpus.is_file();
+    if with_corpus {
+        events.push(std::fs::read_to_string(&corpus).unwrap());
+    } else {
+        println!(
+            "skipping the corpus SQS batch: {} does not exist",
+            corpus.display()
+        );
+    }
+
+    let run = run_function(&offline_env(dir.path()), &events, Duration::from_secs(120));
+    println!("{}", run.output); // shown with --nocapture: the per-message log lines
+    assert!(
+        run.exit.is_none(),
+        "the function exited: {:?}\n{}",
+        run.exit,
+        run.output
+    );
+
+    let failed = |n: usize| -> Vec<String> {
+        run.response(n)["batchItemFailures"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no batchItemFailures: {}", run.response(n)))
+            .iter()
+            .map(|f| f["itemIdentifier"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // The good record cannot be fetched here (no S3), so it fails too; the point is that the
+    // unreadable one is reported, by its SQS message id, rather than deleted.
+    assert!(
+        failed(1).contains(&"ffffffff-0000-4000-8000-0000000000bd".to_string()),
+        "{:?}",
+        failed(1)
+    );
+    assert!(
+        run.output.contains("ffffffff-0000-4000-8000-0000000000bd")
+            && run.output.contains("not JSON"),
+        "the unreadable record is logged with its id and the parse error\n{}",
+        run.output
+    );
+    if with_corpus {
+        assert!(
+            failed(2).contains(&"0c1d2e3f-0000-4000-8000-000000000002".to_string()),
+            "{:?}",
+            failed(2)
+        );
+    }
+}
+
+const MESSAGE: &str = "Return-Path: <carol@remote.test>\r\nFrom: Carol Remote <carol@remote.test>\r\n\
+To: dave@example.com, erin@example.com\r\nSubject: End to end\r\nMessage-ID: <e2e-1@remote.test>\r\n\
+Date: Tue, 03 Mar 2026 08:30:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n\
+Through the Lambda runtime.\r\n";
+
+#[test]
+fn end_to_end_against_moto() {
+    let moto = sluice_tests::Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = sluice_aws::S3::for_endpoint(&moto.endpoint, "us-east-1");
+    let url = |u: String| sluice_aws::S3Url::parse(&u).unwrap();
+    let (sqs_id, ses_id) = ("e2esqss3action0000001", "e2esesinvoke000000002");
+    rt.block_on(async {
+        s3.create_bucket("sluice-inbound").await.unwrap();
+        s3.create_bucket("sluice-mail").await.unwrap();
+        for id in [sqs_id, ses_id] {
+            s3.put(
+                &url(format!("s3://sluice-inbound/incoming/{id}")),
+                MESSAGE.as_bytes().to_vec(),
+                "message/rfc822",
+            )
+            .await
+            .unwrap();
+        }
+    });
+
+    // An S3-action notification (raw message delivery) for dave, and a direct invoke for erin.
+    let mut notification = fixture("notification-s3.json");
+    notification["mail"]["messageId"] = sqs_id.into();
+    notification["receipt"]["recipients"] = json!(["dave@example.com"]);
+    notification["receipt"]["action"]["bucketName"] = "sluice-inbound".into();
+    notification["receipt"]["action"]["objectKey"] = format!("incoming/{sqs_id}").into();
+    let mut sqs = fixture("sqs-raw-delivery.json");
+    sqs["Records"][0]["body"] = notification.to_string().into();
+    let mut invoke = fixture("ses-invoke.json");
+    invoke["Records"][0]["ses"]["mail"]["messageId"] = ses_id.into();
+    invoke["Records"][0]["ses"]["receipt"]["recipients"] = json!(["erin@example.com"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = moto.env();
+    env.push((
+        "SLUICE_CONFIG",
+        write_config(dir.path()).display().to_string(),
+    ));
+    env.push((
+        "SLUICE_CACHE_DIR",
+        dir.path().join("cache").display().to_string(),
+    ));
+    let run = run_function(
+        &env,
+        &[sqs.to_string(), invoke.to_string()],
+        Duration::from_secs(120),
+    );
+    assert!(
+        run.exit.is_none(),
+        "the function exited: {:?}\n{}",
+        run.exit,
+        run.output
+    );
+
+    assert_eq!(
+        run.response(1),
+        json!({"batchItemFailures": []}),
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        run.response(2),
+        json!({"disposition": "CONTINUE"}),
+        "{}",
+        run.output
+    );
+    rt.block_on(async {
+        for (local, id) in [("dave", sqs_id), ("erin", ses_id)] {
+            let key = format!("s3://sluice-mail/mail/example.com/{local}/INBOX/{id}.eml");
+            let stored = s3
+                .get(&url(key.clone()))
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e}\n{}", run.output));
+            let text = String::from_utf8_lossy(&stored.bytes);
+            assert!(
+                text.contains("Subject: End to end")
+                    && text.contains("Through the Lambda runtime."),
+                "{key}:\n{text}"
+            );
+        }
+    });
+}
