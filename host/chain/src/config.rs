@@ -385,10 +385,7 @@ impl ConfigFile {
                 );
             }
             if relay.markers.is_none()
-                && self
-                    .store
-                    .as_ref()
-                    .is_none_or(|s| s.kind.get_ref() != "s3")
+                && self.store.as_ref().is_none_or(|s| s.kind.get_ref() != "s3")
             {
                 return err(
                     span,

@@ -349,3 +349,114 @@ fn a_failed_delivery_stays_queued_and_is_delivered_when_ses_is_back() {
         .is_some());
     assert_eq!(world.left_in_queue(&rt), 0, "log:\n{log}");
 }
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Issue 4's promise: a config that lives in S3 is changed while the daemon runs, and the
+/// next message goes through the new chain without a restart.
+#[test]
+fn a_running_daemon_picks_up_a_changed_config_from_s3() {
+    let rt = rt();
+    let moto = Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    rt.block_on(world.s3.create_bucket("conf")).unwrap();
+    let mut plugins = String::new();
+    for name in ["alias", "banner"] {
+        let bytes = std::fs::read(rule(name)).unwrap();
+        plugins.push_str(&format!("{name}={}\n", sha256_hex(&bytes)));
+        let url = S3Url::parse(&format!("s3://conf/rules/{name}.wasm")).unwrap();
+        rt.block_on(world.s3.put(&url, bytes, "application/wasm"))
+            .unwrap();
+    }
+    let hash = |name: &str| {
+        plugins
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap()
+            .to_string()
+    };
+    let config = |banner: bool| {
+        let mut text = format!(
+            "[store]\nkind = \"s3\"\nbucket = \"mail\"\nprefix = \"mailboxes\"\n\n\
+             [[domain]]\nname = \"example.com\"\n\
+             [[domain.step]]\nplugin = \"rules/alias.wasm\"\nsha256 = \"{}\"\n\
+             config = {{ mailboxes = [\"alice\"] }}\n",
+            hash("alias")
+        );
+        if banner {
+            text.push_str(&format!(
+                "[[domain.step]]\nplugin = \"rules/banner.wasm\"\nsha256 = \"{}\"\n\
+                 config = {{ text = \"RELOADED BANNER\" }}\n",
+                hash("banner")
+            ));
+        }
+        text.into_bytes()
+    };
+    let conf_url = S3Url::parse("s3://conf/sluice.toml").unwrap();
+    rt.block_on(world.s3.put(&conf_url, config(false), "text/plain"))
+        .unwrap();
+
+    let cache = tempfile::tempdir().unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "daemon",
+            "--config",
+            "s3://conf/sluice.toml",
+            "--queue",
+            &world.queue,
+            "--wait",
+            "1",
+            "--reload-seconds",
+            "1",
+            "--max-messages",
+            "2",
+        ])
+        .envs(moto.env())
+        .env("SLUICE_CACHE_DIR", cache.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("sluice daemon starts");
+
+    world.put_message(&rt, "m-before", "alice@example.com");
+    world.enqueue(
+        &rt,
+        &notification("m-before", &["alice@example.com"], "PASS", "inbound"),
+    );
+    let before = "s3://mail/mailboxes/example.com/alice/INBOX/m-before.eml";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while world.get(&rt, before).is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first message was not delivered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    rt.block_on(world.s3.put(&conf_url, config(true), "text/plain"))
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    world.put_message(&rt, "m-after", "alice@example.com");
+    world.enqueue(
+        &rt,
+        &notification("m-after", &["alice@example.com"], "PASS", "inbound"),
+    );
+
+    let out = child.wait_with_output().unwrap();
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("config reloaded"), "{log}");
+    let first = String::from_utf8(world.get(&rt, before).unwrap()).unwrap();
+    assert!(!first.contains("RELOADED BANNER"), "{first}");
+    let second = world
+        .get(
+            &rt,
+            "s3://mail/mailboxes/example.com/alice/INBOX/m-after.eml",
+        )
+        .unwrap_or_else(|| panic!("second message missing; log:\n{log}"));
+    assert!(
+        String::from_utf8_lossy(&second).contains("RELOADED BANNER"),
+        "the new chain did not run:\n{log}"
+    );
+}
