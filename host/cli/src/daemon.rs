@@ -156,7 +156,10 @@ async fn handle_one(pipeline: &Pipeline, sqs: &Sqs, queue: &str, visibility: i32
     match outcome {
         Ok(h) => {
             match sqs.delete(queue, &m.receipt_handle).await {
-                Ok(()) => eprintln!("sluice daemon: {} done: {}", h.message_id, h.summary),
+                Ok(()) => eprintln!(
+                    "sluice daemon: {} done: {} (chains {} µs of {} µs)",
+                    h.message_id, h.summary, h.chain_micros, h.total_micros
+                ),
                 // Delivered, but SQS will hand it out again; the deliveries are idempotent.
                 Err(e) => eprintln!(
                     "sluice daemon: {} done ({}), but not deleted from the queue: {e}",

@@ -42,6 +42,8 @@ fn the_reference_rule_fixtures_pass() {
     let o = sluice_test(&[
         &root.join("plugins/banner/fixtures"),
         &root.join("plugins/junk/fixtures"),
+        &root.join("plugins/alias/fixtures"),
+        &root.join("plugins/forward/fixtures"),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -56,6 +58,16 @@ fn the_reference_rule_fixtures_pass() {
         "junk/dmarc-quarantine",
         "junk/spam-score",
         "junk/clean",
+        "alias/mixed-group",
+        "alias/plus-address",
+        "alias/alias-chain",
+        "alias/unknown",
+        "alias/catch-all",
+        "forward/copy",
+        "forward/not-listed",
+        "forward/spam",
+        "forward/redirect",
+        "forward/redirect-partial",
     ] {
         assert!(
             out.lines().any(|l| l == format!("ok   {name}")),
@@ -64,7 +76,7 @@ fn the_reference_rule_fixtures_pass() {
     }
     // The configs next to the fixtures are not fixtures.
     assert!(!out.contains("sluice"), "{out}");
-    assert_eq!(summary(&o), "10 passed, 0 failed");
+    assert_eq!(summary(&o), "20 passed, 0 failed");
 }
 
 /// A fixture directory in a temp dir using the junk rule.

@@ -53,6 +53,10 @@ pub struct Handled {
     pub relayed: Vec<String>,
     /// Bounces: sent, already sent or suppressed, in words.
     pub bounces: Vec<String>,
+    /// Time spent parsing and running the chains, in µs.
+    pub chain_micros: u64,
+    /// Time for the whole message (fetch, chains, deliveries), in µs.
+    pub total_micros: u64,
 }
 
 /// Why a message could not be handled.
@@ -257,6 +261,7 @@ impl Pipeline {
     }
 
     async fn handle_exclusive(&self, notice: SesNotice) -> Result<Handled, HandleError> {
+        let started = std::time::Instant::now();
         let id = notice.message_id.clone();
         if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
             return Err(HandleError::new(
@@ -291,16 +296,22 @@ impl Pipeline {
         };
         let chains = loaded.clone();
         let env = envelope.clone();
-        let (message, result) = tokio::task::spawn_blocking(move || {
+        let (message, result, chain_micros) = tokio::task::spawn_blocking(move || {
+            let chain_started = std::time::Instant::now();
             let message = Message::parse(raw).map(Arc::new)?;
             let result = chains.chains.process(engine, message.clone(), &env);
-            Ok::<_, sluice_mail::ParseError>((message, result))
+            let micros = chain_started.elapsed().as_micros() as u64;
+            Ok::<_, sluice_mail::ParseError>((message, result, micros))
         })
         .await
         .map_err(|e| HandleError::new(&id, format!("the chain panicked: {e}"), false))?
         .map_err(|e| HandleError::new(&id, format!("cannot parse the message: {e}"), true))?;
-        self.deliver(&loaded.config, &envelope, &message, &result)
-            .await
+        let mut handled = self
+            .deliver(&loaded.config, &envelope, &message, &result)
+            .await?;
+        handled.chain_micros = chain_micros;
+        handled.total_micros = started.elapsed().as_micros() as u64;
+        Ok(handled)
     }
 
     async fn fetch(&self, notice: &SesNotice, config: &ConfigFile) -> Result<Vec<u8>, HandleError> {
@@ -359,6 +370,8 @@ impl Pipeline {
             stored: Vec::new(),
             relayed: Vec::new(),
             bounces: Vec::new(),
+            chain_micros: 0,
+            total_micros: 0,
         };
         let markers = self.markers(config);
         let mut tempfail: Option<String> = None;

@@ -195,6 +195,8 @@ mod tests {
                 stored: vec![],
                 relayed: vec![],
                 bounces: vec![],
+                chain_micros: 0,
+                total_micros: 0,
             })
         }
     }
