@@ -58,7 +58,7 @@ fn path_component(s: &str) -> String {
     if out.starts_with('.') || out.is_empty() {
         out.insert(0, '_');
     }
-    out.truncate(200);
+    out.truncate(out.floor_char_boundary(200));
     out
 }
 
@@ -213,5 +213,8 @@ mod tests {
         assert_eq!(path_component(".."), "_..");
         assert_eq!(path_component(""), "_");
         assert_eq!(path_component("INBOX"), "INBOX");
+        // Cut on a character boundary, never in the middle of one (that would panic).
+        let long = "é".repeat(150);
+        assert!(path_component(&long).len() <= 200);
     }
 }

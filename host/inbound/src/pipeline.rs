@@ -215,6 +215,28 @@ impl Pipeline {
         pipeline.s3 = S3::from_env().await;
         pipeline.ses = Ses::from_env().await;
         let loaded = pipeline.live.current();
+        // A markers bucket that does not exist answers HEAD with 404 like an absent marker,
+        // so every retry would send again: refuse to start instead.
+        if let Some(markers) = pipeline.markers(&loaded.config) {
+            if let Err(e) = pipeline
+                .s3
+                .client()
+                .head_bucket()
+                .bucket(&markers.bucket)
+                .send()
+                .await
+            {
+                return Err(HandleError::new(
+                    "-",
+                    format!(
+                        "the bucket for relay markers, {:?}, cannot be reached ({}); it records what was sent so a retry does not send twice",
+                        markers.bucket,
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    ),
+                    true,
+                ));
+            }
+        }
         tracing::info!(
             config = %options.config,
             domains = loaded.chains.chains().len(),

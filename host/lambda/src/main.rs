@@ -17,7 +17,16 @@ use sluice_inbound::Pipeline;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    lambda_runtime::tracing::init_default_subscriber();
+    // Plain text without colour codes (CloudWatch shows them as garbage) and without a
+    // timestamp (CloudWatch adds its own); RUST_LOG picks the level (default info).
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .init();
     let pipeline = match start().await {
         Ok(pipeline) => pipeline,
         Err(message) => {

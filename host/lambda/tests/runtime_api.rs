@@ -564,3 +564,113 @@ fn end_to_end_against_moto() {
         }
     });
 }
+
+/// Every event sample of the shared corpus (`ses/`) through the function against moto: the
+/// SES direct invoke, the S3-action and SNS-content notifications (as SQS bodies, and the SNS
+/// one also as an SNS event), and the SQS batch with a bad record. The message is the corpus's
+/// `message-0001.eml`, which SES stored under the S3 action's key.
+#[test]
+fn every_corpus_event_sample_through_the_function() {
+    let Some(corpus) = sluice_tests::corpus_dir() else {
+        println!("corpus not found (set SLUICE_CORPUS): the corpus event samples are not run");
+        return;
+    };
+    let ses = corpus.join("ses");
+    let sample = |name: &str| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(ses.join(name)).unwrap()).unwrap()
+    };
+    let moto = sluice_tests::Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = sluice_aws::S3::for_endpoint(&moto.endpoint, "us-east-1");
+    let s3_notice = sample("notification-s3-action.json");
+    let action = &s3_notice["receipt"]["action"];
+    let (bucket, key) = (
+        action["bucketName"].as_str().unwrap().to_string(),
+        action["objectKey"].as_str().unwrap().to_string(),
+    );
+    let id = s3_notice["mail"]["messageId"].as_str().unwrap().to_string();
+    rt.block_on(async {
+        s3.create_bucket(&bucket).await.unwrap();
+        s3.create_bucket("sluice-mail").await.unwrap();
+        let url = sluice_aws::S3Url::parse(&format!("s3://{bucket}/{key}")).unwrap();
+        let raw = std::fs::read(ses.join("message-0001.eml")).unwrap();
+        s3.put(&url, raw, "message/rfc822").await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    let prefix = key.strip_suffix(id.as_str()).unwrap_or("incoming/");
+    std::fs::write(
+        &config,
+        format!(
+            "[inbound]\nbucket = \"{bucket}\"\nprefix = \"{prefix}\"\n\n\
+             [store]\nkind = \"s3\"\nbucket = \"sluice-mail\"\nprefix = \"mail\"\n\n\
+             [[domain]]\nname = \"example.com\"\n"
+        ),
+    )
+    .unwrap();
+    let sqs_of = |body: &Value| {
+        let mut event = fixture("sqs-raw-delivery.json");
+        event["Records"][0]["body"] = body.to_string().into();
+        event
+    };
+    let sns_notice = sample("notification-sns-content.json");
+    let sns_event = json!({"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": "arn:aws:sns:us-east-1:123456789012:ses-inbound:sub",
+        "Sns": {"Type": "Notification", "MessageId": "sns-1", "Message": sns_notice.to_string()},
+    }]});
+    let bad_batch = sample("sqs-batch-with-bad-record.json");
+    let events = [
+        sample("lambda-ses-invoke.json"),
+        sqs_of(&s3_notice),
+        sqs_of(&sns_notice),
+        sns_event,
+        bad_batch.clone(),
+    ];
+    let mut env = moto.env();
+    env.push(("SLUICE_CONFIG", config.display().to_string()));
+    env.push((
+        "SLUICE_CACHE_DIR",
+        dir.path().join("cache").display().to_string(),
+    ));
+    let events: Vec<String> = events.iter().map(Value::to_string).collect();
+    let run = run_function(&env, &events, Duration::from_secs(120));
+    assert!(run.exit.is_none(), "exited: {:?}\n{}", run.exit, run.output);
+    assert_eq!(
+        run.response(1),
+        json!({"disposition": "CONTINUE"}),
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        run.response(2),
+        json!({"batchItemFailures": []}),
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        run.response(3),
+        json!({"batchItemFailures": []}),
+        "{}",
+        run.output
+    );
+    assert_eq!(run.response(4), json!({"handled": 1}), "{}", run.output);
+    let bad_id = bad_batch["Records"][1]["messageId"].clone();
+    assert_eq!(
+        run.response(5),
+        json!({"batchItemFailures": [{"itemIdentifier": bad_id}]}),
+        "only the unreadable record is reported:\n{}",
+        run.output
+    );
+    rt.block_on(async {
+        for local in ["info", "bob"] {
+            let key = format!("s3://sluice-mail/mail/example.com/{local}/INBOX/{id}.eml");
+            let stored = s3
+                .get(&sluice_aws::S3Url::parse(&key).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("{key}: {e}\n{}", run.output));
+            assert!(String::from_utf8_lossy(&stored.bytes).contains("Numbers attached soon."));
+        }
+    });
+}
