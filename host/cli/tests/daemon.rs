@@ -460,3 +460,44 @@ fn a_running_daemon_picks_up_a_changed_config_from_s3() {
         "the new chain did not run:\n{log}"
     );
 }
+
+/// SIGTERM stops the daemon cleanly: no new receives, exit 0.
+#[test]
+fn sigterm_stops_the_daemon_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let rt = rt();
+    let moto = Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .args(["--queue", &world.queue, "--wait", "20"])
+        .envs(moto.env())
+        .env("SLUICE_CACHE_DIR", cache.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("consuming"), "{first}");
+    // It is now in a 20 s long poll; SIGTERM must end it well before that.
+    let started = std::time::Instant::now();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(exit.success(), "{exit:?}: {rest:?}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(15),
+        "the long poll was not interrupted"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("stopped after 0 message")),
+        "{rest:?}"
+    );
+}
