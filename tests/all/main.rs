@@ -6,6 +6,7 @@ mod cache;
 mod corpus;
 mod deploy;
 mod hostile;
+mod languages;
 mod mail_rules;
 mod reference_rules;
 mod reload;

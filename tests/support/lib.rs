@@ -48,7 +48,7 @@ pub fn corpus_dir() -> Option<PathBuf> {
 /// Every rule crate the tests use: the reference plugins and the hostile test rules.
 pub fn rule_crate_dirs() -> Vec<PathBuf> {
     let root = workspace_root();
-    let mut dirs: Vec<PathBuf> = ["banner", "junk", "alias", "forward"]
+    let mut dirs: Vec<PathBuf> = ["banner", "junk", "alias", "forward", "subject-tag"]
         .iter()
         .map(|name| root.join("plugins").join(name))
         .collect();
@@ -76,6 +76,35 @@ pub fn rules() -> &'static BTreeMap<String, PathBuf> {
         let built = sluice_build::build_rules(&rule_crate_dirs(), &opts)
             .unwrap_or_else(|e| panic!("building the test rules failed: {e}"));
         built.into_iter().map(|b| (b.name, b.path)).collect()
+    })
+}
+
+/// The JavaScript and Python builds of `plugins/subject-tag` (`subject-tag-js`,
+/// `subject-tag-python`), built once per test process with `sluice plugin build`'s code.
+pub fn foreign_rules() -> &'static Vec<(String, PathBuf)> {
+    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let opts = sluice_build::BuildOptions {
+            out_dir: root.join("target").join("test-rules"),
+            target_dir: Some(root.join("target").join("rule-builds")),
+            ..Default::default()
+        };
+        let dirs = [
+            root.join("plugins/subject-tag/js"),
+            root.join("plugins/subject-tag/python"),
+        ];
+        sluice_build::build_rules(&dirs, &opts)
+            .unwrap_or_else(|e| {
+                panic!(
+                    "building subject-tag in JavaScript and Python failed: {e}\n\
+                     (.ci/run installs the tools: `npm ci --prefix sdk/js` and \
+                     `.venv/bin/pip install -r sdk/python/requirements.txt`)"
+                )
+            })
+            .into_iter()
+            .map(|b| (b.name, b.path))
+            .collect()
     })
 }
 

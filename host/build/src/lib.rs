@@ -35,6 +35,8 @@ use std::process::Command;
 
 use serde::Deserialize;
 
+pub mod js;
+pub mod python;
 pub mod scaffold;
 
 /// The target a rule crate builds for unless its manifest says otherwise: the component
@@ -103,8 +105,11 @@ pub struct BuiltRule {
 /// Why a build failed. Every variant names the crate (or directory) concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The directory has no `Cargo.toml`.
-    #[error("{}: no Cargo.toml here (expected a rule crate directory)", dir.display())]
+    /// The directory has no rule manifest.
+    #[error(
+        "{}: not a rule directory: expected Cargo.toml (Rust), package.json (JavaScript) or pyproject.toml (Python)",
+        dir.display()
+    )]
     MissingManifest {
         /// The directory given.
         dir: PathBuf,
@@ -198,6 +203,14 @@ pub enum BuildError {
         /// The core module.
         module: PathBuf,
         /// wit-component's error chain.
+        message: String,
+    },
+    /// A JavaScript or Python rule did not build (the language's tool failed, or is missing).
+    #[error("{}: {message}", dir.display())]
+    Foreign {
+        /// The rule directory.
+        dir: PathBuf,
+        /// What failed, with the tool's output and what to install or fix.
         message: String,
     },
     /// Reading or writing a file failed.
@@ -315,9 +328,71 @@ pub fn parse_manifest(text: &str, manifest_path: &Path) -> Result<RuleManifest, 
     })
 }
 
-/// Builds the rule crates in `dirs` and writes one component per crate to `opts.out_dir`.
-/// Returns them in the order of `dirs` (a directory given twice is built once).
+/// The language of a rule directory, by its manifest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuleLang {
+    /// `Cargo.toml`.
+    Rust,
+    /// `package.json` (and no `Cargo.toml`).
+    Js,
+    /// `pyproject.toml` (and no `Cargo.toml`).
+    Python,
+}
+
+/// Which language `dir` holds a rule in, if any.
+pub fn rule_lang(dir: &Path) -> Option<RuleLang> {
+    if dir.join("Cargo.toml").is_file() {
+        Some(RuleLang::Rust)
+    } else if dir.join("package.json").is_file() {
+        Some(RuleLang::Js)
+    } else if dir.join("pyproject.toml").is_file() {
+        Some(RuleLang::Python)
+    } else {
+        None
+    }
+}
+
+/// Builds the rules in `dirs` (Rust crates, JavaScript or Python rule directories) and writes
+/// one component per rule to `opts.out_dir`. Returns them in the order of `dirs` (a directory
+/// given twice is built once).
 pub fn build_rules(dirs: &[PathBuf], opts: &BuildOptions) -> Result<Vec<BuiltRule>, BuildError> {
+    let mut rust_dirs = Vec::new();
+    for dir in dirs {
+        if matches!(rule_lang(dir), Some(RuleLang::Rust) | None) {
+            rust_dirs.push(dir.clone());
+        }
+    }
+    let mut rust = build_rust_rules(&rust_dirs, opts)?.into_iter();
+    let mut built: Vec<BuiltRule> = Vec::new();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        let key = canonical(dir);
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        let rule = match rule_lang(dir) {
+            Some(RuleLang::Js) => js::build(dir, opts)?,
+            Some(RuleLang::Python) => python::build(dir, opts)?,
+            _ => match rust.next() {
+                Some(rule) => rule,
+                None => continue,
+            },
+        };
+        if let Some(other) = built.iter().find(|b| b.name == rule.name) {
+            return Err(BuildError::DuplicateName {
+                name: rule.name.clone(),
+                first: other.path.clone(),
+                second: dir.clone(),
+            });
+        }
+        built.push(rule);
+    }
+    Ok(built)
+}
+
+/// [`build_rules`] for Rust crates only.
+fn build_rust_rules(dirs: &[PathBuf], opts: &BuildOptions) -> Result<Vec<BuiltRule>, BuildError> {
     let mut crates: Vec<RuleManifest> = Vec::new();
     for dir in dirs {
         let mut manifest = read_manifest(dir)?;

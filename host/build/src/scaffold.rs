@@ -54,9 +54,11 @@ pub struct Template {
     pub next_steps: &'static [&'static str],
 }
 
+#[macro_export]
+#[doc(hidden)]
 macro_rules! template_file {
     ($lang:literal, $path:literal, $source:literal) => {
-        TemplateFile {
+        $crate::scaffold::TemplateFile {
             path: $path,
             text: include_str!(concat!("../templates/", $lang, "/", $source)),
         }
@@ -64,7 +66,10 @@ macro_rules! template_file {
 }
 
 /// The built-in templates.
-pub const TEMPLATES: &[Template] = &[Template {
+pub const TEMPLATES: &[Template] = &[RUST, crate::js::TEMPLATE, crate::python::TEMPLATE];
+
+/// The Rust template.
+const RUST: Template = Template {
     lang: "rust",
     summary: "a Rust crate using sluice-sdk (prefixes the Subject of external mail)",
     sdk_dir: "sdk/rust",
@@ -85,7 +90,7 @@ pub const TEMPLATES: &[Template] = &[Template {
         "sluice plugin build . --out target/plugins",
         "sluice run --config sluice.toml fixtures/external.eml",
     ],
-}];
+};
 
 /// The template for `lang`, if there is one.
 pub fn template(lang: &str) -> Option<&'static Template> {

@@ -224,7 +224,7 @@ impl RuleChains {
                     }
                 }
                 let config_json = s.config_json();
-                let limits = s.limits();
+                let limits = s.limits_for(plugin.runtime());
                 plugin
                     .validate_config(engine, &config_json, &limits)
                     .map_err(|e| at(e.to_string()))?;

@@ -521,7 +521,13 @@ impl ConfigFile {
 impl StepSection {
     /// The step's limits, with defaults filled in.
     pub fn limits(&self) -> sluice_engine::StepLimits {
-        let d = sluice_engine::StepLimits::default();
+        self.limits_for(sluice_engine::RuleRuntime::Native)
+    }
+
+    /// The step's limits, with the defaults for a rule of `runtime` where the step sets none
+    /// (JavaScript and Python rules get more time and memory, see `StepLimits::defaults_for`).
+    pub fn limits_for(&self, runtime: sluice_engine::RuleRuntime) -> sluice_engine::StepLimits {
+        let d = sluice_engine::StepLimits::defaults_for(runtime);
         sluice_engine::StepLimits {
             timeout: self
                 .timeout_ms

@@ -29,6 +29,7 @@ pub use cache::{evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
 pub use plugin::{LoadSource, RulePlugin};
 pub use session::{
-    LogLine, MessageSession, RecipientRequest, StepFailure, StepLimits, StepOutcome, StepReport,
+    LogLine, MessageSession, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome,
+    StepReport,
 };
 pub use validate::{action_to_edit, MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};

@@ -10,6 +10,7 @@ use wasmtime::component::Component;
 use crate::bindings::RulePre;
 use crate::cache::CacheMiss;
 use crate::engine::{EngineError, RuleEngine};
+use crate::session::RuleRuntime;
 use crate::state::StoreState;
 
 /// Where a plugin's compiled code came from, and how long loading took.
@@ -41,6 +42,7 @@ struct PluginInner {
     uses_wasi: bool,
     source: LoadSource,
     size: u64,
+    runtime: RuleRuntime,
 }
 
 impl RulePlugin {
@@ -117,6 +119,7 @@ impl RulePlugin {
                 uses_wasi,
                 source,
                 size: bytes.len() as u64,
+                runtime: RuleRuntime::detect(bytes),
             }),
         })
     }
@@ -129,6 +132,11 @@ impl RulePlugin {
     /// The sha256 of the component bytes, lower-case hex.
     pub fn sha256(&self) -> &str {
         &self.inner.sha256
+    }
+
+    /// What the rule runs on (native Wasm, or a JavaScript/Python interpreter inside it).
+    pub fn runtime(&self) -> RuleRuntime {
+        self.inner.runtime
     }
 
     /// Whether the component imports WASI (and so gets a sealed WASI context per message).

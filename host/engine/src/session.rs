@@ -35,6 +35,64 @@ impl Default for StepLimits {
     }
 }
 
+impl StepLimits {
+    /// The defaults for a rule of this runtime. A JavaScript or Python component carries its
+    /// interpreter: instantiating it takes about a millisecond and tens of MiB before the rule
+    /// runs, so 100 ms / 64 MiB would fail rules that work. The larger defaults still bound a
+    /// runaway script.
+    pub fn defaults_for(runtime: RuleRuntime) -> StepLimits {
+        match runtime {
+            RuleRuntime::Native => StepLimits::default(),
+            RuleRuntime::JavaScript | RuleRuntime::Python => StepLimits {
+                timeout: Duration::from_millis(1000),
+                memory_bytes: 256 * 1024 * 1024,
+                ..StepLimits::default()
+            },
+        }
+    }
+}
+
+/// What a rule component runs on, from its `producers` section (`language`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleRuntime {
+    /// Compiled to Wasm (Rust, C, Go ...): microseconds per message.
+    Native,
+    /// A JavaScript engine in the component (componentize-js): milliseconds, megabytes.
+    JavaScript,
+    /// A Python interpreter in the component (componentize-py): milliseconds, megabytes.
+    Python,
+}
+
+impl RuleRuntime {
+    /// Reads the component's `producers` sections: a `language` of `JavaScript` or `Python`
+    /// names an interpreted rule; anything else (or nothing) is native.
+    pub fn detect(bytes: &[u8]) -> RuleRuntime {
+        for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            let Ok(wasmparser::Payload::CustomSection(section)) = payload else {
+                continue;
+            };
+            let wasmparser::KnownCustom::Producers(reader) = section.as_known() else {
+                continue;
+            };
+            for field in reader.into_iter().flatten() {
+                if field.name != "language" {
+                    continue;
+                }
+                for value in field.values.into_iter().flatten() {
+                    if value.name.eq_ignore_ascii_case("javascript") {
+                        return RuleRuntime::JavaScript;
+                    }
+                    if value.name.eq_ignore_ascii_case("python") {
+                        return RuleRuntime::Python;
+                    }
+                }
+            }
+        }
+        RuleRuntime::Native
+    }
+}
+
 /// Why a step produced no usable answer. The chain applies the step's `on_error` policy.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
