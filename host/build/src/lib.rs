@@ -827,7 +827,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, BuildError::MissingManifest { .. }));
-        assert!(err.to_string().contains("no Cargo.toml"), "{err}");
+        assert!(err.to_string().contains("not a rule directory"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -132,7 +132,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Build Rust rule crates into components.
+    /// Build rules into components: Rust crates (Cargo.toml), JavaScript (package.json) and
+    /// Python (pyproject.toml) rule directories.
     Build {
         /// Rule crate directories.
         #[arg(required = true)]
@@ -154,7 +155,7 @@ enum PluginCommand {
     },
     /// Create a new rule project from a template (`--lang rust`).
     New {
-        /// The template's language (rust).
+        /// The template's language: rust, js or python.
         #[arg(long)]
         lang: String,
         /// The rule's name: the crate name and the directory created.

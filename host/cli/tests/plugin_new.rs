@@ -231,7 +231,7 @@ fn bad_names_languages_and_sdk_paths_are_refused() {
     let cases: [(&[&str], &str); 4] = [
         (
             &["--lang", "cobol", "x"],
-            "no template for language `cobol` (available: rust)",
+            "no template for language `cobol` (available: rust, js, python)",
         ),
         (
             &["--lang", "rust", "9lives"],

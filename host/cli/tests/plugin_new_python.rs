@@ -1,0 +1,223 @@
+//! `sluice plugin new --lang python`: the scaffolded rule tests, builds and runs as generated.
+//!
+//! Needs componentize-py in the Python `sluice plugin build` uses (`$SLUICE_PYTHON`, else the
+//! checkout's `.venv/bin/python`, else `python3`): `.venv/bin/pip install -r
+//! sdk/python/requirements.txt`. Without it the test fails and says so.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+fn test_dir() -> PathBuf {
+    workspace().join("target/plugin-new-python-test")
+}
+
+/// The interpreter `sluice plugin build` picks (see `sluice_build::python::python`).
+fn python() -> PathBuf {
+    sluice_build::python::python()
+}
+
+fn sluice(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args)
+        .env_remove("SLUICE_SDK_PYTHON")
+        .env("SLUICE_CACHE_DIR", test_dir().join("cache"));
+    cmd
+}
+
+fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Output {
+    cmd.borrow_mut().output().expect("the command runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        text(&o.stdout),
+        text(&o.stderr)
+    );
+}
+
+/// Fails (never skips) when componentize-py is missing, saying how to install it.
+fn require_componentize_py() {
+    let python = python();
+    let o = Command::new(&python)
+        .arg(workspace().join("sdk/python/build.py"))
+        .arg("--check-tool")
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} ({e}): create the venv and install the Python build tools: \
+                 python3 -m venv .venv && .venv/bin/pip install -r sdk/python/requirements.txt",
+                python.display()
+            )
+        });
+    assert!(
+        o.status.success(),
+        "componentize-py is not installed for {}: run `.venv/bin/pip install -r \
+         sdk/python/requirements.txt` in the checkout (or set $SLUICE_PYTHON):\n{}",
+        python.display(),
+        text(&o.stderr)
+    );
+}
+
+#[test]
+fn a_new_python_rule_tests_builds_and_runs() {
+    require_componentize_py();
+    let base = test_dir();
+    std::fs::create_dir_all(&base).unwrap();
+    let tmp = tempfile::tempdir_in(&base).unwrap();
+    let o = run(sluice(&[
+        "plugin",
+        "new",
+        "--lang",
+        "python",
+        "tag-external",
+        "--dir",
+        tmp.path().to_str().unwrap(),
+    ]));
+    assert_ok(&o, "sluice plugin new");
+    let out = text(&o.stdout);
+    let dir = tmp.path().join("tag-external");
+    for expected in [
+        "created python rule `tag-external`",
+        "pyproject.toml",
+        "app.py",
+        "tests/test_app.py",
+        "fixtures/external.eml",
+        "next:",
+        "python3 -m unittest",
+        "sluice plugin build . --out target/plugins",
+    ] {
+        assert!(out.contains(expected), "{expected:?} not in:\n{out}");
+    }
+    let sdk = workspace().join("sdk/python");
+    let tests_init = std::fs::read_to_string(dir.join("tests/__init__.py")).unwrap();
+    assert!(tests_init.contains(sdk.to_str().unwrap()), "{tests_init}");
+
+    // The project's own tests, with plain Python (no componentize-py involved).
+    let o = run(Command::new(python())
+        .args(["-m", "unittest", "-v"])
+        .env_remove("SLUICE_SDK_PYTHON")
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .current_dir(&dir));
+    assert_ok(&o, "python -m unittest in the new project");
+    let test_output = text(&o.stderr);
+    for expected in ["test_prefixes_mail_from_outside", "test_fixtures", "OK"] {
+        assert!(test_output.contains(expected), "{test_output}");
+    }
+
+    let out_dir = tmp.path().join("out");
+    let o = run(sluice(&[
+        "plugin",
+        "build",
+        dir.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]));
+    assert_ok(&o, "sluice plugin build");
+    assert!(
+        text(&o.stdout).contains("python (componentize-py)"),
+        "{}",
+        text(&o.stdout)
+    );
+    let wasm = out_dir.join("tag-external.wasm");
+    assert!(wasm.is_file(), "{}", text(&o.stdout));
+
+    let engine = RuleEngine::new(EngineOptions {
+        cache_dir: Some(base.join("cache/compiled")),
+        pooling: PoolingChoice::Off,
+        ..Default::default()
+    })
+    .unwrap();
+    let plugin = RulePlugin::load_file(&engine, "tag-external", &wasm).unwrap();
+    let limits = StepLimits {
+        timeout: std::time::Duration::from_secs(5),
+        memory_bytes: 256 << 20,
+        ..StepLimits::default()
+    };
+    plugin
+        .validate_config(
+            &engine,
+            r#"{"prefix": "[EXT]", "internal_domains": ["example.com"]}"#,
+            &limits,
+        )
+        .unwrap();
+    plugin.validate_config(&engine, "{}", &limits).unwrap();
+    let typo = plugin
+        .validate_config(&engine, r#"{"prefx": "[EXT]"}"#, &limits)
+        .unwrap_err();
+    assert!(typo.to_string().contains("unknown field `prefx`"), "{typo}");
+    let empty = plugin
+        .validate_config(&engine, r#"{"prefix": ""}"#, &limits)
+        .unwrap_err();
+    assert!(empty.to_string().contains("must not be empty"), "{empty}");
+
+    // The README's flow: the generated config and fixtures, the component where it expects it.
+    std::fs::create_dir_all(dir.join("target/plugins")).unwrap();
+    std::fs::copy(&wasm, dir.join("target/plugins/tag-external.wasm")).unwrap();
+    let config = dir.join("sluice.toml");
+    let mail = tmp.path().join("mail");
+    for (fixture, expected_actions) in [
+        ("external.eml", r#"[{"PrefixSubject":"[EXTERNAL]"}]"#),
+        ("internal.eml", "[]"),
+    ] {
+        let o = run(sluice(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            mail.to_str().unwrap(),
+            "--json",
+            dir.join("fixtures").join(fixture).to_str().unwrap(),
+        ]));
+        assert_ok(&o, fixture);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["steps"][0]["outcome"], "ok", "{fixture}: {v}");
+        assert_eq!(
+            v["steps"][0]["actions"].to_string(),
+            expected_actions,
+            "{fixture}"
+        );
+        if fixture == "external.eml" {
+            let delivered = v["deliveries"][0]["path"].as_str().unwrap();
+            let delivered = std::fs::read_to_string(delivered).unwrap();
+            assert!(
+                delivered.contains("Subject: [EXTERNAL] Invoice 2026-117"),
+                "{delivered}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_python_rule_without_app_py_names_what_is_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("pyproject.toml"),
+        "[project]\nname = \"half\"\n",
+    )
+    .unwrap();
+    let o = run(sluice(&[
+        "plugin",
+        "build",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        tmp.path().join("out").to_str().unwrap(),
+    ]));
+    assert!(!o.status.success());
+    assert!(text(&o.stderr).contains("no app.py"), "{}", text(&o.stderr));
+}

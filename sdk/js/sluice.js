@@ -1,0 +1,598 @@
+// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.2`, world `rule`).
+//
+// A rule is one ES module that imports this file (by relative or absolute path) and exports
+// the world's two functions:
+//
+//   import { defineRule, prefixSubject, isInDomains, log } from '../sdk/js/sluice.js';
+//   export const { validateConfig, evaluate } = defineRule({
+//     defaults: { tag: '[EXT]', internal_domains: [] },
+//     evaluate(msg, ctx, config) { ... return [prefixSubject(config.tag)]; },
+//   });
+//
+// `node build.mjs` (what `sluice plugin build` runs) inlines this file into the rule and
+// wires `log` and `recipients` to the `sluice:rules/host` and `sluice:rules/recipients`
+// imports. Under plain node (unit tests) there is no host: `log` writes to stderr and the
+// `recipients` calls are recorded (see `recipients.takeRecorded`).
+//
+// Keep this file free of `import` statements and of `export` keywords except the single
+// `export { ... }` list at the end: build.mjs turns that list into the return value of a
+// function that wraps this file.
+
+/* global __wit */
+
+// The WIT imports when running inside the component (the wrapper's parameter), else null.
+const wit = typeof __wit === 'undefined' ? null : __wit;
+
+// ---------------------------------------------------------------------------------------
+// Actions (the WIT `action` variant: `{ tag, val }`, tags in kebab-case).
+
+/** `add-header`: add a field at the top of the header block. */
+function addHeader(name, value) {
+  return { tag: 'add-header', val: { name: String(name), value: String(value) } };
+}
+
+/** `set-header`: replace every field with this name by one field (or add it). */
+function setHeader(name, value) {
+  return { tag: 'set-header', val: { name: String(name), value: String(value) } };
+}
+
+/** `remove-header`: remove every field with this name (protected names are refused). */
+function removeHeader(name) {
+  return { tag: 'remove-header', val: String(name) };
+}
+
+/** `prefix-subject`: prefix the Subject unless it already starts with `prefix`. */
+function prefixSubject(prefix) {
+  return { tag: 'prefix-subject', val: String(prefix) };
+}
+
+/** `add-banner` with full control: `banner(text, html?, 'top' | 'bottom')`. */
+function banner(text, html, position = 'bottom') {
+  if (position !== 'top' && position !== 'bottom') {
+    throw new TypeError(`banner position must be 'top' or 'bottom', not ${JSON.stringify(position)}`);
+  }
+  const val = { text: String(text), position };
+  if (html !== undefined && html !== null) val.html = String(html);
+  return { tag: 'add-banner', val };
+}
+
+/** `add-banner` of a plain-text banner at the top (the host escapes it for HTML parts). */
+function bannerTop(text) {
+  return banner(text, undefined, 'top');
+}
+
+/** `add-banner` of a plain-text banner at the bottom. */
+function bannerBottom(text) {
+  return banner(text, undefined, 'bottom');
+}
+
+function addressList(what, list) {
+  if (typeof list === 'string') return [list];
+  if (!list || typeof list[Symbol.iterator] !== 'function') {
+    throw new TypeError(`${what} takes an address or a list of addresses`);
+  }
+  return Array.from(list, String);
+}
+
+/** `set-recipients`: replace the group's recipients. */
+function setRecipients(list) {
+  return { tag: 'set-recipients', val: addressList('setRecipients', list) };
+}
+
+/** `add-recipients`: forward a copy to these addresses too. */
+function addRecipients(list) {
+  return { tag: 'add-recipients', val: addressList('addRecipients', list) };
+}
+
+/** `file-into`: deliver local recipients into `folder` instead of `INBOX`. */
+function fileInto(folder) {
+  return { tag: 'file-into', val: String(folder) };
+}
+
+/** `bounce` with an SMTP code and an RFC 3463 status: `bounce(550, '5.1.1', 'no such user')`. */
+function bounce(code, status, text) {
+  return { tag: 'bounce', val: bounceRecord(code, status, text) };
+}
+
+/** A policy refusal: `bounce` 550 5.7.1 with `text`. */
+function reject(text) {
+  return bounce(550, '5.7.1', text);
+}
+
+/** `drop`: discard the message for the whole group, silently. */
+function drop() {
+  return { tag: 'drop' };
+}
+
+/** `stop`: run no further steps of this chain for this group. */
+function stop() {
+  return { tag: 'stop' };
+}
+
+function bounceRecord(code, status, text) {
+  if (!Number.isInteger(code) || code < 0 || code > 65535) {
+    throw new TypeError(`bounce code must be an integer (an SMTP code), not ${JSON.stringify(code)}`);
+  }
+  return { code, status: String(status), text: String(text) };
+}
+
+/** All constructors under one name: `Action.prefixSubject('[EXT]')`. */
+const Action = Object.freeze({
+  addHeader,
+  setHeader,
+  removeHeader,
+  prefixSubject,
+  banner,
+  bannerTop,
+  bannerBottom,
+  setRecipients,
+  addRecipients,
+  fileInto,
+  bounce,
+  reject,
+  drop,
+  stop,
+});
+
+// ---------------------------------------------------------------------------------------
+// Errors.
+
+/**
+ * A rule's own failure (the WIT `rule-error`). Throw it from `evaluate`; the step's
+ * `on_error` policy applies. `temporary: true` means a retry may succeed.
+ */
+class RuleError extends Error {
+  constructor(message, { temporary = false } = {}) {
+    super(String(message));
+    this.name = 'RuleError';
+    this.temporary = Boolean(temporary);
+  }
+
+  /** A failure that retrying will not fix (bad config, unparseable input). */
+  static permanent(message) {
+    return new RuleError(message, { temporary: false });
+  }
+
+  /** A failure that may go away on retry. */
+  static temporary(message) {
+    return new RuleError(message, { temporary: true });
+  }
+}
+
+/** The config was refused (by `parseConfig` or a rule's `check`). */
+class ConfigError extends Error {
+  constructor(message) {
+    super(String(message));
+    this.name = 'ConfigError';
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Verdicts (the WIT enum: strings).
+
+/** The verdict names as the WIT spells them. */
+const VERDICTS = Object.freeze(['pass', 'fail', 'gray', 'processing-failed', 'disabled', 'unknown']);
+
+/** `true` for `pass`. */
+function passed(verdict) {
+  return verdict === 'pass';
+}
+
+/** `true` for `fail` only (`gray`, `processing-failed`, `disabled`, `unknown` are neither). */
+function failed(verdict) {
+  return verdict === 'fail';
+}
+
+// ---------------------------------------------------------------------------------------
+// Addresses (bare `local@domain`, as `msg.from()` and `ctx.recipients` give them). Same
+// rules as the Rust SDK: split at the last `@`, tolerate whitespace and one pair of `<>`.
+
+function bare(addr) {
+  let a = String(addr).trim();
+  if (a.startsWith('<') && a.endsWith('>') && a.length >= 2) a = a.slice(1, -1).trim();
+  return a;
+}
+
+/** The domain of an address (case kept), without a trailing root dot; `undefined` if none. */
+function domainOf(addr) {
+  if (addr === undefined || addr === null) return undefined;
+  const a = bare(addr);
+  const at = a.lastIndexOf('@');
+  if (at < 0) return undefined;
+  let domain = a.slice(at + 1);
+  if (domain.endsWith('.')) domain = domain.slice(0, -1);
+  return domain === '' ? undefined : domain;
+}
+
+/** The local part of an address; `undefined` if there is no `@` or nothing before it. */
+function localPart(addr) {
+  if (addr === undefined || addr === null) return undefined;
+  const a = bare(addr);
+  const at = a.lastIndexOf('@');
+  if (at <= 0) return undefined;
+  return a.slice(0, at);
+}
+
+function asciiLower(s) {
+  return String(s).replace(/[A-Z]/g, (c) => String.fromCharCode(c.charCodeAt(0) + 32));
+}
+
+function trimDots(s) {
+  return String(s).trim().replace(/\.+$/, '');
+}
+
+/**
+ * Whether `domain` is one of `domains` or a subdomain of one, ASCII case-insensitively.
+ * Entries may be written `example.com`, `@example.com`, `.example.com` or `*.example.com`.
+ */
+function isDomainIn(domain, domains) {
+  const d = asciiLower(trimDots(domain ?? ''));
+  if (d === '') return false;
+  for (const raw of domains ?? []) {
+    let entry = trimDots(raw);
+    if (entry.startsWith('*.')) entry = entry.slice(2);
+    else if (entry.startsWith('@') || entry.startsWith('.')) entry = entry.slice(1);
+    entry = asciiLower(entry);
+    if (entry === '') continue;
+    if (d === entry || d.endsWith('.' + entry)) return true;
+  }
+  return false;
+}
+
+/** Whether the address's domain is in `domains` (subdomains included); false without one. */
+function isInDomains(addr, domains) {
+  const domain = domainOf(addr);
+  return domain !== undefined && isDomainIn(domain, domains);
+}
+
+// ---------------------------------------------------------------------------------------
+// Messages.
+
+/** The first value of the named header, or `undefined`. */
+function firstHeader(msg, name) {
+  const values = msg.header(name);
+  return values.length > 0 ? values[0] : undefined;
+}
+
+// ---------------------------------------------------------------------------------------
+// Logging over `sluice:rules/host.log` (stderr under node).
+
+const LEVELS = Object.freeze(['trace', 'debug', 'info', 'warn', 'error']);
+
+function format(args) {
+  return args
+    .map((a) => {
+      if (typeof a === 'string') return a;
+      if (a instanceof Error) return `${a.name}: ${a.message}`;
+      if (typeof a === 'bigint') return a.toString();
+      try {
+        const json = JSON.stringify(a, (_, v) => (typeof v === 'bigint' ? v.toString() : v));
+        return json === undefined ? String(a) : json;
+      } catch {
+        return String(a);
+      }
+    })
+    .join(' ');
+}
+
+/** Writes one log line at `level` (`trace` ... `error`). */
+function write(level, msg) {
+  if (!LEVELS.includes(level)) throw new TypeError(`unknown log level ${JSON.stringify(level)}`);
+  if (wit) {
+    wit.host.log(level, String(msg));
+  } else if (typeof console !== 'undefined') {
+    console.error(`[${level}] ${msg}`);
+  }
+}
+
+/** `log.info('saw', subject)`: the arguments joined by spaces (objects as JSON). */
+const log = Object.freeze({
+  write,
+  trace: (...args) => write('trace', format(args)),
+  debug: (...args) => write('debug', format(args)),
+  info: (...args) => write('info', format(args)),
+  warn: (...args) => write('warn', format(args)),
+  error: (...args) => write('error', format(args)),
+});
+
+// ---------------------------------------------------------------------------------------
+// Per-recipient decisions (`sluice:rules/recipients`, WIT 0.1.2). Recorded under node.
+
+let recorded = [];
+
+const recipients = Object.freeze({
+  /** Refuses one recipient with a bounce; the others go on. */
+  refuse(recipient, code, status, text) {
+    const b = bounceRecord(code, status, text);
+    if (wit) wit.recipients.refuse(String(recipient), b);
+    else recorded.push({ refuse: String(recipient), bounce: b });
+  },
+  /** Discards the message for one recipient, silently. */
+  discard(recipient) {
+    if (wit) wit.recipients.discard(String(recipient));
+    else recorded.push({ discard: String(recipient) });
+  },
+  /**
+   * Relays a re-originated copy: `forward({ to: ['me@x.test'], subjectPrefix: '[fwd] ' })`;
+   * `redirect: true` moves the message there instead of copying.
+   */
+  forward({ to, from, subjectPrefix, redirect = false }) {
+    const request = { to: addressList('forward', to ?? []), redirect: Boolean(redirect) };
+    if (from !== undefined && from !== null) request.from = String(from);
+    if (subjectPrefix !== undefined && subjectPrefix !== null) request.subjectPrefix = String(subjectPrefix);
+    if (wit) wit.recipients.forward(request);
+    else recorded.push({ forward: request });
+  },
+  /** Under node: the requests made since the last call (for tests). Empty in the sandbox. */
+  takeRecorded() {
+    const out = recorded;
+    recorded = [];
+    return out;
+  },
+});
+
+// ---------------------------------------------------------------------------------------
+// Config: JSON with defaults, types taken from the defaults, unknown keys refused.
+
+function typeName(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a table';
+  if (typeof v === 'string') return 'a string';
+  if (typeof v === 'number') return 'a number';
+  if (typeof v === 'boolean') return 'a boolean';
+  return typeof v;
+}
+
+function shown(v) {
+  const json = JSON.stringify(v);
+  return json.length > 40 ? json.slice(0, 37) + '...' : json;
+}
+
+function checkValue(key, value, def) {
+  const bad = (expected) =>
+    new ConfigError(`invalid type for \`${key}\`: expected ${expected}, found ${typeName(value)} ${shown(value)}`);
+  if (def === null || def === undefined) return value;
+  if (Array.isArray(def)) {
+    if (!Array.isArray(value)) throw bad(def.length ? `a list of ${typeName(def[0]).replace(/^an? /, '')}s` : 'a list of strings');
+    const elem = def.length > 0 ? def[0] : '';
+    value.forEach((v, i) => {
+      if (typeName(v) !== typeName(elem)) {
+        throw new ConfigError(
+          `invalid type for \`${key}[${i}]\`: expected ${typeName(elem)}, found ${typeName(v)} ${shown(v)}`,
+        );
+      }
+    });
+    return value;
+  }
+  if (typeName(value) !== typeName(def)) throw bad(typeName(def));
+  return value;
+}
+
+/**
+ * Parses a step config (JSON text) against `defaults`: every key of the config must be a key
+ * of `defaults` ("unknown field `x`, expected one of ..."), each value must have the type of
+ * its default (a string, a number, a boolean, a table; an array default means a list whose
+ * elements have the type of the default's first element, strings when it is empty; `null`
+ * accepts anything), and missing keys take their default. An empty text means `{}`.
+ * Throws a `ConfigError`.
+ */
+function parseConfig(json, defaults = {}) {
+  let value = {};
+  const text = json === undefined || json === null ? '' : String(json);
+  if (text.trim() !== '') {
+    try {
+      value = JSON.parse(text);
+    } catch (e) {
+      throw new ConfigError(`config is not JSON: ${e.message}`);
+    }
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new ConfigError(`config must be a table, found ${typeName(value)}`);
+  }
+  const known = Object.keys(defaults);
+  const config = {};
+  for (const key of known) config[key] = structuredCloneJson(defaults[key]);
+  for (const [key, v] of Object.entries(value)) {
+    if (!Object.prototype.hasOwnProperty.call(defaults, key)) {
+      const expected = known.length
+        ? `expected one of ${known.map((k) => `\`${k}\``).join(', ')}`
+        : 'this rule takes no config';
+      throw new ConfigError(`unknown field \`${key}\`, ${expected}`);
+    }
+    config[key] = checkValue(key, v, defaults[key]);
+  }
+  return config;
+}
+
+function structuredCloneJson(v) {
+  return v === undefined ? undefined : JSON.parse(JSON.stringify(v));
+}
+
+// ---------------------------------------------------------------------------------------
+// Exporting a rule.
+
+function messageOf(e) {
+  if (e instanceof Error) return e.message;
+  return String(e);
+}
+
+function toRuleError(e) {
+  if (e instanceof RuleError) return { message: e.message, temporary: e.temporary };
+  if (e instanceof ConfigError) return { message: `invalid config: ${e.message}`, temporary: false };
+  if (e instanceof Error) {
+    const frame = String(e.stack ?? '')
+      .split('\n')
+      .find((l) => /:\d+:\d+\)?$/.test(l.trim()));
+    const where = frame ? ` (at ${frame.trim().replace(/^at /, '')})` : '';
+    log.error(`rule threw ${e.name}: ${e.message}${where}`);
+    return { message: `${e.name}: ${e.message}`, temporary: false };
+  }
+  return { message: String(e), temporary: false };
+}
+
+function checkActions(actions) {
+  if (actions === undefined || actions === null) return [];
+  if (!Array.isArray(actions)) {
+    throw new TypeError(`evaluate must return a list of actions, not ${typeName(actions)}`);
+  }
+  actions.forEach((a, i) => {
+    if (!a || typeof a !== 'object' || typeof a.tag !== 'string') {
+      throw new TypeError(`action ${i} is not an action (use the constructors: prefixSubject(...), ...)`);
+    }
+  });
+  return actions;
+}
+
+/**
+ * Builds the world's exports from a rule description:
+ *
+ * - `defaults`: the config keys and their defaults (see `parseConfig`); `{}` for none.
+ * - `check(config)`: optional; return (or throw) an error message to refuse a parsed config.
+ * - `evaluate(msg, ctx, config)`: returns a list of actions (or nothing); throw a `RuleError`
+ *   to fail the step.
+ *
+ * Returns `{ validateConfig, evaluate }`, the functions componentize-js exports:
+ * `export const { validateConfig, evaluate } = defineRule({ ... })`. `validateConfig`
+ * throws the message string (the WIT `err`), `evaluate` throws a `{ message, temporary }`
+ * record.
+ */
+function defineRule({ defaults = {}, check, evaluate } = {}) {
+  if (typeof evaluate !== 'function') throw new TypeError('defineRule needs an `evaluate(msg, ctx, config)` function');
+  const load = (json) => {
+    const config = parseConfig(json, defaults);
+    if (check) {
+      let problem;
+      try {
+        problem = check(config);
+      } catch (e) {
+        problem = messageOf(e);
+      }
+      if (problem !== undefined && problem !== null && problem !== true && problem !== '') {
+        throw new ConfigError(String(problem));
+      }
+    }
+    return config;
+  };
+  return Object.freeze({
+    validateConfig(json) {
+      try {
+        load(json);
+      } catch (e) {
+        // result<_, string>: the thrown value is the `err` payload.
+        throw messageOf(e);
+      }
+    },
+    evaluate(msg, ctx) {
+      try {
+        const config = load(ctx.config);
+        return checkActions(evaluate(msg, ctx, config));
+      } catch (e) {
+        // result<list<action>, rule-error>: the thrown value is the `err` payload.
+        throw toRuleError(e);
+      }
+    },
+    /** The parsed config, for tests: `rule.config('{"tag": "x"}')`. Throws a ConfigError. */
+    config: load,
+  });
+}
+
+// ---------------------------------------------------------------------------------------
+// Testing under node: stand-ins for the host's `message` resource and the `context` record.
+
+function utf8Truncate(text, maxBytes) {
+  if (text === undefined || !maxBytes) return text;
+  let bytes = 0;
+  let out = '';
+  for (const ch of text) {
+    const cp = ch.codePointAt(0);
+    const n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    if (bytes + n > maxBytes) break;
+    bytes += n;
+    out += ch;
+  }
+  return out;
+}
+
+/**
+ * A stand-in for the `message` resource, for unit tests under node:
+ * `mockMessage({ from: 'a@x.test', subject: 'Hi', text: 'body', headers: [['X-A', '1']] })`.
+ */
+function mockMessage({ from, fromName, subject, headers = [], text, html, attachments = [], raw } = {}) {
+  const all = headers.map(([n, v]) => [String(n), String(v)]);
+  if (subject !== undefined && !all.some(([n]) => asciiLower(n) === 'subject')) all.push(['Subject', subject]);
+  if (from !== undefined && !all.some(([n]) => asciiLower(n) === 'from')) {
+    all.push(['From', fromName ? `${fromName} <${from}>` : from]);
+  }
+  const rawBytes = raw ?? new TextEncoder().encode(all.map(([n, v]) => `${n}: ${v}\r\n`).join('') + '\r\n' + (text ?? ''));
+  return {
+    header: (name) => all.filter(([n]) => asciiLower(n) === asciiLower(name)).map(([, v]) => v),
+    headers: () => all.map(([n, v]) => [n, v]),
+    headerNames: () => [...new Map(all.map(([n]) => [asciiLower(n), n])).values()],
+    subject: () => subject,
+    from: () => from,
+    fromName: () => fromName,
+    size: () => BigInt(rawBytes.length),
+    textBody: (maxBytes) => utf8Truncate(text, maxBytes),
+    htmlBody: (maxBytes) => utf8Truncate(html, maxBytes),
+    attachments: () => attachments.map((a) => ({ ...a, size: BigInt(a.size ?? 0) })),
+    raw: () => rawBytes,
+  };
+}
+
+/** A `context` record with defaults (verdicts `unknown`, config `{}`) and your overrides. */
+function mockContext({ verdicts = {}, config = {}, ...rest } = {}) {
+  return {
+    domain: 'example.com',
+    recipients: ['bob@example.com'],
+    mailFrom: 'sender@outside.example',
+    receivedAt: 0n,
+    messageId: 'test-message',
+    ...rest,
+    verdicts: {
+      spf: 'unknown',
+      dkim: 'unknown',
+      dmarc: 'unknown',
+      spam: 'unknown',
+      virus: 'unknown',
+      ...verdicts,
+    },
+    config: typeof config === 'string' ? config : JSON.stringify(config),
+  };
+}
+
+export {
+  Action,
+  addHeader,
+  setHeader,
+  removeHeader,
+  prefixSubject,
+  banner,
+  bannerTop,
+  bannerBottom,
+  setRecipients,
+  addRecipients,
+  fileInto,
+  bounce,
+  reject,
+  drop,
+  stop,
+  RuleError,
+  ConfigError,
+  VERDICTS,
+  passed,
+  failed,
+  domainOf,
+  localPart,
+  isDomainIn,
+  isInDomains,
+  asciiLower,
+  firstHeader,
+  LEVELS,
+  log,
+  recipients,
+  parseConfig,
+  defineRule,
+  mockMessage,
+  mockContext,
+};

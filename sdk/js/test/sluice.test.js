@@ -1,0 +1,126 @@
+// Unit tests of the SDK under node: `npm test --prefix sdk/js` (or `node --test sdk/js/test`).
+
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import * as S from '../sluice.js';
+import { bundle } from '../build.mjs';
+
+test('action constructors build the WIT variants', () => {
+  assert.deepEqual(S.addHeader('X-A', 1), { tag: 'add-header', val: { name: 'X-A', value: '1' } });
+  assert.deepEqual(S.setHeader('X-A', 'b'), { tag: 'set-header', val: { name: 'X-A', value: 'b' } });
+  assert.deepEqual(S.removeHeader('X-A'), { tag: 'remove-header', val: 'X-A' });
+  assert.deepEqual(S.prefixSubject('[x]'), { tag: 'prefix-subject', val: '[x]' });
+  assert.deepEqual(S.bannerTop('t'), { tag: 'add-banner', val: { text: 't', position: 'top' } });
+  assert.deepEqual(S.banner('t', '<b>t</b>'), {
+    tag: 'add-banner',
+    val: { text: 't', html: '<b>t</b>', position: 'bottom' },
+  });
+  assert.throws(() => S.banner('t', null, 'middle'), /top' or 'bottom/);
+  assert.deepEqual(S.setRecipients(['a@x.test']), { tag: 'set-recipients', val: ['a@x.test'] });
+  assert.deepEqual(S.addRecipients('a@x.test'), { tag: 'add-recipients', val: ['a@x.test'] });
+  assert.deepEqual(S.fileInto('Junk'), { tag: 'file-into', val: 'Junk' });
+  assert.deepEqual(S.reject('no'), { tag: 'bounce', val: { code: 550, status: '5.7.1', text: 'no' } });
+  assert.throws(() => S.bounce('550', '5.1.1', 'x'), /integer/);
+  assert.deepEqual(S.drop(), { tag: 'drop' });
+  assert.deepEqual(S.Action.stop(), { tag: 'stop' });
+});
+
+test('verdicts', () => {
+  assert.ok(S.passed('pass') && !S.passed('fail'));
+  assert.ok(S.failed('fail') && !S.failed('gray') && !S.failed('unknown'));
+  assert.equal(S.VERDICTS.length, 6);
+});
+
+test('addresses split at the last @ and domains match with subdomains', () => {
+  assert.equal(S.domainOf('ann@example.com'), 'example.com');
+  assert.equal(S.domainOf(' <ann@Example.com.> '), 'Example.com');
+  assert.equal(S.domainOf('"a@b"@example.com'), 'example.com');
+  assert.equal(S.localPart('"a@b"@example.com'), '"a@b"');
+  assert.equal(S.domainOf('ann'), undefined);
+  assert.equal(S.domainOf('ann@'), undefined);
+  assert.equal(S.localPart('@example.com'), undefined);
+  assert.equal(S.domainOf(undefined), undefined);
+  const list = ['Example.COM', '@partner.test', '*.wild.test', ''];
+  for (const a of ['a@example.com', 'a@EXAMPLE.com', 'a@eu.mail.example.com', 'a@partner.test', 'a@x.wild.test']) {
+    assert.ok(S.isInDomains(a, list), a);
+  }
+  for (const a of ['a@badexample.com', 'a@example.com.evil', 'a@com', 'nodomain']) {
+    assert.ok(!S.isInDomains(a, list), a);
+  }
+  assert.ok(S.isDomainIn('example.com.', ['example.com']));
+  assert.equal(S.asciiLower('ÄBC'), 'Äbc');
+});
+
+test('config: defaults, types and unknown keys', () => {
+  const defaults = { tag: '[x]', list: [], n: 1, on: false, any: null };
+  assert.deepEqual(S.parseConfig('', defaults), { tag: '[x]', list: [], n: 1, on: false, any: null });
+  assert.deepEqual(S.parseConfig('{"list": ["a"], "any": {"k": 1}}', defaults).list, ['a']);
+  assert.throws(() => S.parseConfig('{"tga": 1}', defaults), /unknown field `tga`, expected one of `tag`, `list`/);
+  assert.throws(() => S.parseConfig('{"a": 1}', {}), /unknown field `a`, this rule takes no config/);
+  assert.throws(() => S.parseConfig('{"tag": 1}', defaults), /invalid type for `tag`: expected a string, found a number 1/);
+  assert.throws(() => S.parseConfig('{"list": "a"}', defaults), /expected a list of strings/);
+  assert.throws(() => S.parseConfig('{"list": [1]}', defaults), /`list\[0\]`: expected a string/);
+  assert.throws(() => S.parseConfig('[]', defaults), /must be a table/);
+  assert.throws(() => S.parseConfig('{', defaults), /not JSON/);
+  // Defaults are not shared between parses.
+  const a = S.parseConfig('{}', defaults);
+  a.list.push('x');
+  assert.deepEqual(S.parseConfig('{}', defaults).list, []);
+});
+
+test('defineRule maps errors to the WIT results', () => {
+  const rule = S.defineRule({
+    defaults: { word: 'x' },
+    check: (c) => (c.word === '' ? '`word` must not be empty' : undefined),
+    evaluate(msg, ctx, config) {
+      if (msg.subject() === 'temp') throw S.RuleError.temporary('later');
+      if (msg.subject() === 'bug') return null.x;
+      return [S.prefixSubject(config.word)];
+    },
+  });
+  rule.validateConfig('{}');
+  assert.throws(() => rule.validateConfig('{"word": ""}'), (e) => e === '`word` must not be empty');
+  assert.throws(() => rule.validateConfig('{"wrd": 1}'), (e) => typeof e === 'string' && e.includes('unknown field'));
+  const ctx = S.mockContext({ config: { word: 'W' } });
+  assert.deepEqual(rule.evaluate(S.mockMessage({ subject: 'hi' }), ctx), [S.prefixSubject('W')]);
+  assert.throws(() => rule.evaluate(S.mockMessage({ subject: 'temp' }), ctx), { message: 'later', temporary: true });
+  assert.throws(() => rule.evaluate(S.mockMessage({ subject: 'bug' }), ctx), (e) => e.temporary === false && /^TypeError/.test(e.message));
+  assert.throws(() => rule.evaluate(S.mockMessage({}), S.mockContext({ config: '{"word": 3}' })), (e) =>
+    e.message.startsWith('invalid config: invalid type for `word`'),
+  );
+});
+
+test('mock message and recipients recording', () => {
+  const msg = S.mockMessage({ from: 'a@x.test', fromName: 'A', subject: 'S', text: 'héllo', headers: [['X-A', '1'], ['x-a', '2']] });
+  assert.deepEqual(msg.header('X-a'), ['1', '2']);
+  assert.equal(S.firstHeader(msg, 'from'), 'A <a@x.test>');
+  assert.deepEqual(msg.headerNames(), ['x-a', 'Subject', 'From']);
+  assert.equal(msg.textBody(2), 'h');
+  assert.equal(msg.textBody(3), 'hé');
+  assert.equal(msg.textBody(0), 'héllo');
+  assert.equal(typeof msg.size(), 'bigint');
+  S.recipients.refuse('old@x.test', 550, '5.1.1', 'gone');
+  S.recipients.discard('n@x.test');
+  S.recipients.forward({ to: ['me@y.test'], subjectPrefix: '[fwd] ' });
+  assert.deepEqual(S.recipients.takeRecorded(), [
+    { refuse: 'old@x.test', bounce: { code: 550, status: '5.1.1', text: 'gone' } },
+    { discard: 'n@x.test' },
+    { forward: { to: ['me@y.test'], redirect: false, subjectPrefix: '[fwd] ' } },
+  ]);
+  assert.deepEqual(S.recipients.takeRecorded(), []);
+});
+
+test('the bundle inlines the SDK and keeps the rule on its own lines', async () => {
+  const entry = new URL('../../../plugins/subject-tag/js/rule.js', import.meta.url).pathname;
+  const source = await bundle(entry);
+  const lines = source.split('\n');
+  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.2';/);
+  assert.ok(!/from '\.\.\/\.\.\/\.\.\/sdk/.test(source));
+  assert.match(source, /function __sluice_sdk_factory\(__wit\)/);
+  // The rule's `export const { validateConfig, evaluate }` keeps its line number.
+  const { readFile } = await import('node:fs/promises');
+  const original = (await readFile(entry, 'utf8')).split('\n');
+  const n = original.findIndex((l) => l.startsWith('export const { validateConfig'));
+  assert.equal(lines[n], original[n]);
+});

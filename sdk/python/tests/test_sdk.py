@@ -1,0 +1,195 @@
+"""Tests of `sluice_sdk` outside a component: `cd sdk/python && python3 -m unittest -v`.
+
+`test_fallback_matches_the_generated_bindings` also generates the real bindings with
+componentize-py (when it is installed) and checks that the stand-ins have the same shape.
+"""
+
+import dataclasses
+import enum
+import importlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import sluice_sdk as sluice
+from sluice_sdk import _fallback, recipients
+from sluice_sdk.testing import FakeMessage, context
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit"))
+
+
+class ActionsTest(unittest.TestCase):
+    def test_constructors_build_the_wit_variants(self):
+        self.assertEqual(sluice.add_header("X-A", "1"),
+                         sluice.types.Action_AddHeader(sluice.Header("X-A", "1")))
+        self.assertEqual(sluice.reject("no"),
+                         sluice.types.Action_Bounce(sluice.Bounce(550, "5.7.1", "no")))
+        self.assertEqual(sluice.add_recipients(("a@x.test",)).value, ["a@x.test"])
+        self.assertEqual(sluice.banner_top("t").value.position, sluice.Position.TOP)
+        self.assertEqual(sluice.banner_bottom("t").value.position, sluice.Position.BOTTOM)
+        self.assertEqual(sluice.banner("t", "<b>t</b>").value.html, "<b>t</b>")
+        self.assertIsInstance(sluice.drop(), sluice.ACTION_TYPES)
+        self.assertIsInstance(sluice.stop(), sluice.ACTION_TYPES)
+
+    def test_verdicts(self):
+        self.assertTrue(sluice.failed(sluice.Verdict.FAIL))
+        self.assertFalse(sluice.failed(sluice.Verdict.GRAY))
+        self.assertTrue(sluice.passed(sluice.Verdict.PASS))
+        self.assertEqual(sluice.verdict_name(sluice.Verdict.PROCESSING_FAILED), "processing-failed")
+
+
+class AddressTest(unittest.TestCase):
+    def test_splits_at_the_last_at(self):
+        self.assertEqual(sluice.domain_of("ann@example.com"), "example.com")
+        self.assertEqual(sluice.domain_of(" <ann@Example.com.> "), "Example.com")
+        self.assertEqual(sluice.domain_of('"a@b"@example.com'), "example.com")
+        self.assertEqual(sluice.local_part('"a@b"@example.com'), '"a@b"')
+        self.assertIsNone(sluice.domain_of("ann"))
+        self.assertIsNone(sluice.domain_of("ann@"))
+        self.assertIsNone(sluice.local_part("@example.com"))
+
+    def test_domains_include_subdomains(self):
+        internal = ["example.com"]
+        self.assertTrue(sluice.is_in_domains("Ann@Mail.Example.com", internal))
+        self.assertFalse(sluice.is_in_domains("eve@notexample.com", internal))
+        for entry in ("@example.com", ".example.com", "*.example.com", "EXAMPLE.COM."):
+            self.assertTrue(sluice.is_domain_in("a.example.com", [entry]), entry)
+        self.assertFalse(sluice.is_domain_in("example.com", ["", "*."]))
+        self.assertFalse(sluice.is_in_domains(None, internal))
+        self.assertEqual(sluice.ascii_lower("ÀBC"), "Àbc")
+
+
+class ConfigTest(unittest.TestCase):
+    DEFAULTS = {"tag": "[x]", "n": 3, "on": False, "words": sluice.list_of(str), "any": None}
+
+    def test_defaults_and_values(self):
+        c = sluice.parse_config("", self.DEFAULTS)
+        self.assertEqual((c.tag, c.n, c.on, c.words, c.any), ("[x]", 3, False, [], None))
+        c = sluice.parse_config('{"tag": "t", "words": ["a"], "any": {"k": 1}}', self.DEFAULTS)
+        self.assertEqual((c.tag, c.words, c["any"]), ("t", ["a"], {"k": 1}))
+        # Defaults are copies.
+        c.words.append("b")
+        self.assertEqual(sluice.parse_config("{}", self.DEFAULTS).words, [])
+
+    def test_errors_name_the_key(self):
+        for text, expected in [
+            ('{"tga": 1}', "unknown field `tga`, expected one of `tag`, `n`"),
+            ('{"tag": 1}', "`tag`: expected a string, got 1"),
+            ('{"n": true}', "`n`: expected an integer"),
+            ('{"words": ["a", 2]}', "`words`[1]: expected a string"),
+            ('[1]', "expected a table"),
+            ('{"tag": ', "invalid JSON"),
+        ]:
+            with self.assertRaises(sluice.ConfigError) as caught:
+                sluice.parse_config(text, self.DEFAULTS)
+            self.assertIn(expected, str(caught.exception), text)
+        with self.assertRaisesRegex(sluice.ConfigError, "takes no config"):
+            sluice.parse_config('{"a": 1}', {})
+        with self.assertRaisesRegex(sluice.ConfigError, "missing field `to`"):
+            sluice.parse_config("{}", {"to": sluice.required(str)})
+
+
+class Tagger(sluice.Rule):
+    defaults = {"tag": "[ext]"}
+
+    def check(self, config):
+        return "`tag` must not be empty" if not config.tag else None
+
+    def evaluate(self, msg, ctx, config):
+        if msg.subject() == "boom":
+            raise ValueError("boom")
+        if msg.subject() == "later":
+            raise sluice.RuleFailure("try later", temporary=True)
+        if msg.subject() == "junk":
+            return ["not an action"]
+        recipients.discard("x@example.com")
+        return [sluice.prefix_subject(config.tag)]
+
+
+class ExportTest(unittest.TestCase):
+    def setUp(self):
+        self.world = sluice.export(Tagger)()
+
+    def evaluate(self, subject, config="{}"):
+        return self.world.evaluate(FakeMessage([("Subject", subject)]), context(config=config))
+
+    def test_ok_and_recorded_requests(self):
+        recipients.take_recorded()
+        self.assertEqual(self.evaluate("hi"), [sluice.prefix_subject("[ext]")])
+        self.assertEqual(recipients.take_recorded(), [("discard", "x@example.com")])
+
+    def test_errors_become_rule_errors(self):
+        for subject, config, message, temporary in [
+            ("hi", '{"tag": ""}', "invalid config: `tag` must not be empty", False),
+            ("later", "{}", "try later", True),
+            ("boom", "{}", "rule raised ValueError: boom", False),
+            ("junk", "{}", "rule raised TypeError: evaluate returned str at index 0", False),
+        ]:
+            with self.assertRaises(sluice.Err) as caught:
+                self.evaluate(subject, config)
+            error = caught.exception.value
+            self.assertIn(message, error.message, subject)
+            self.assertEqual(error.temporary, temporary, subject)
+
+    def test_validate_config(self):
+        self.world.validate_config("")
+        with self.assertRaises(sluice.Err) as caught:
+            self.world.validate_config('{"tga": "x"}')
+        self.assertIn("unknown field `tga`", caught.exception.value)
+
+
+class FakeMessageTest(unittest.TestCase):
+    def test_parses_an_eml(self):
+        raw = (b"From: =?utf-8?q?Ann_=C3=85?= <ann@example.com>\r\nSubject: Hi\r\n"
+               b"Content-Type: text/plain; charset=utf-8\r\n\r\nh\xc3\xa9llo\r\n")
+        msg = FakeMessage.from_bytes(raw)
+        self.assertEqual(msg.from_(), "ann@example.com")
+        self.assertEqual(msg.from_name(), "Ann Å")
+        self.assertEqual(msg.subject(), "Hi")
+        self.assertEqual(msg.text_body(2), "h")  # cut on a character boundary
+        self.assertEqual(msg.header_names(), ["From", "Subject", "Content-Type"])
+        self.assertEqual(msg.size(), len(raw))
+
+
+@unittest.skipUnless(shutil.which("componentize-py")
+                     or os.path.exists(os.path.join(os.path.dirname(sys.executable), "componentize-py")),
+                     "componentize-py is not installed")
+class BindingsTest(unittest.TestCase):
+    def test_fallback_matches_the_generated_bindings(self):
+        tool = shutil.which("componentize-py") or os.path.join(
+            os.path.dirname(sys.executable), "componentize-py")
+        with tempfile.TemporaryDirectory() as out:
+            subprocess.run([tool, "-d", WIT, "-w", "rule", "bindings", out], check=True,
+                           capture_output=True)
+            sys.path.insert(0, out)
+            try:
+                types = importlib.import_module("wit_world.imports.types")
+                recips = importlib.import_module("wit_world.imports.recipients")
+                for name in dir(types):
+                    real = getattr(types, name)
+                    if not isinstance(real, type) or real.__module__ != types.__name__:
+                        continue
+                    fake = getattr(_fallback, name, None)
+                    self.assertIsNotNone(fake, f"_fallback lacks {name}")
+                    if dataclasses.is_dataclass(real):
+                        self.assertEqual([f.name for f in dataclasses.fields(real)],
+                                         [f.name for f in dataclasses.fields(fake)], name)
+                    elif issubclass(real, enum.Enum):
+                        self.assertEqual([(m.name, m.value) for m in real],
+                                         [(m.name, m.value) for m in fake], name)
+                self.assertEqual(
+                    [f.name for f in dataclasses.fields(recips.ForwardRequest)],
+                    [f.name for f in dataclasses.fields(_fallback.ForwardRequest)])
+            finally:
+                sys.path.remove(out)
+                for mod in [m for m in sys.modules if m.startswith("wit_world")
+                            or m.startswith("componentize_py")]:
+                    del sys.modules[mod]
+
+
+if __name__ == "__main__":
+    unittest.main()
