@@ -88,7 +88,7 @@ async function loadParser() {
   try {
     return (await import('oxc-parser')).default;
   } catch {
-    fail(`the JavaScript SDK's dependencies are not installed: run \`npm ci --prefix ${SDK_DIR}\``);
+    fail(`the JavaScript SDK's dependencies are not installed: run \`npm install --prefix ${SDK_DIR}\``);
   }
 }
 
@@ -96,7 +96,7 @@ async function loadComponentize() {
   try {
     return (await import('@bytecodealliance/componentize-js')).componentize;
   } catch {
-    fail(`componentize-js is not installed: run \`npm ci --prefix ${SDK_DIR}\``);
+    fail(`componentize-js is not installed: run \`npm install --prefix ${SDK_DIR}\``);
   }
 }
 

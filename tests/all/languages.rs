@@ -27,18 +27,21 @@ config = {{ tag = "[EXT]", internal_domains = ["example.com", "Sender.example"],
     ))
 }
 
-/// The messages: the shared corpus when it is there, else this repo's fixtures.
+/// The messages: the shared corpus (when it is there) and this repo's fixtures, which include
+/// one with the rule's keywords.
 fn messages() -> Vec<(String, Vec<u8>)> {
-    let dir = match corpus_dir() {
-        Some(corpus) => corpus.join("eml"),
-        None => {
-            println!("corpus not found (set SLUICE_CORPUS): comparing on tests/fixtures only");
-            fixtures()
-        }
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
+    let mut dirs = vec![fixtures()];
+    match corpus_dir() {
+        Some(corpus) => dirs.push(corpus.join("eml")),
+        None => println!("corpus not found (set SLUICE_CORPUS): comparing on tests/fixtures only"),
+    }
+    let mut files: Vec<PathBuf> = dirs
+        .iter()
+        .flat_map(|dir| {
+            std::fs::read_dir(dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .filter_map(|e| e.ok().map(|e| e.path()))
+        })
         .filter(|p| p.extension().is_some_and(|x| x == "eml"))
         .collect();
     files.sort();

@@ -98,7 +98,7 @@ pub fn foreign_rules() -> &'static Vec<(String, PathBuf)> {
             .unwrap_or_else(|e| {
                 panic!(
                     "building subject-tag in JavaScript and Python failed: {e}\n\
-                     (.ci/run installs the tools: `npm ci --prefix sdk/js` and \
+                     (.ci/run installs the tools: `npm install --prefix sdk/js` and \
                      `.venv/bin/pip install -r sdk/python/requirements.txt`)"
                 )
             })

@@ -12,7 +12,7 @@
 //! WASI feature disabled, so the component imports nothing but `sluice:rules/*`.
 //!
 //! * `<sdk>` is `$SLUICE_SDK_JS`, else `sdk/js` of the checkout `sluice` was built from
-//!   ([`crate::scaffold::find_sdk`]); it needs its `node_modules` (`npm ci --prefix sdk/js`).
+//!   ([`crate::scaffold::find_sdk`]); it needs its `node_modules` (`npm install --prefix sdk/js`).
 //! * `node` is `$SLUICE_NODE`, else `node` on `PATH` (Node.js 20 or later).
 //! * The WIT is the one this crate was compiled with (embedded), so the component matches the
 //!   host that builds it.
@@ -133,7 +133,7 @@ pub fn check_sdk_installed(sdk: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "the JavaScript SDK's dependencies are not installed (no {}): run `npm ci --prefix {}`",
+            "the JavaScript SDK's dependencies are not installed (no {}): run `npm install --prefix {}`",
             componentize.display(),
             sdk.display()
         ))
@@ -348,7 +348,10 @@ mod tests {
         let err = check_sdk(Path::new(env!("CARGO_MANIFEST_DIR"))).unwrap_err();
         assert!(err.contains("build.mjs"), "{err}");
         let err = check_sdk_installed(Path::new("/nonexistent/sdk/js")).unwrap_err();
-        assert!(err.contains("npm ci --prefix /nonexistent/sdk/js"), "{err}");
+        assert!(
+            err.contains("npm install --prefix /nonexistent/sdk/js"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -28,7 +28,10 @@ fn the_javascript_sdk_tests_pass() {
         "sdk/js has no node_modules: run `npm install --prefix sdk/js`"
     );
     run(
-        Command::new("node").arg("--test").arg("test/").current_dir(&sdk),
+        Command::new("node")
+            .arg("--test")
+            .arg("test/")
+            .current_dir(&sdk),
         "node --test sdk/js/test/",
         "install Node.js 20+",
     );

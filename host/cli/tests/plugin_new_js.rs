@@ -2,7 +2,7 @@
 //! builds (componentize-js through `sdk/js/build.mjs`) and runs as generated.
 //!
 //! Needs Node.js 20+ (`$SLUICE_NODE` or `node` on PATH) and the SDK's dependencies:
-//! `npm ci --prefix sdk/js`. Without them the tests fail and say so.
+//! `npm install --prefix sdk/js`. Without them the tests fail and say so.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -38,7 +38,7 @@ fn require_js_toolchain() {
     assert!(
         componentize.is_file(),
         "the JavaScript SDK's dependencies are not installed ({} is missing): run \
-         `npm ci --prefix sdk/js` in the Sluice checkout",
+         `npm install --prefix sdk/js` in the Sluice checkout",
         componentize.display()
     );
     let version = Command::new(node()).arg("--version").output();

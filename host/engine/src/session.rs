@@ -65,10 +65,23 @@ pub enum RuleRuntime {
 }
 
 impl RuleRuntime {
-    /// Reads the component's `producers` sections: a `language` of `JavaScript` or `Python`
-    /// names an interpreted rule; anything else (or nothing) is native.
+    /// Reads the component's `producers` sections (a `language` of `JavaScript` or `Python`)
+    /// and its core modules' imports (CPython as `libpython3.N.so`); anything else is native.
     pub fn detect(bytes: &[u8]) -> RuleRuntime {
         for payload in wasmparser::Parser::new(0).parse_all(bytes) {
+            // componentize-py writes no `language`; its CPython is a core module imported
+            // by the others as `libpython3.N.so`.
+            if let Ok(wasmparser::Payload::ImportSection(reader)) = &payload {
+                if reader
+                    .clone()
+                    .into_imports()
+                    .flatten()
+                    .any(|i| i.module.starts_with("libpython"))
+                {
+                    return RuleRuntime::Python;
+                }
+                continue;
+            }
             let Ok(wasmparser::Payload::CustomSection(section)) = payload else {
                 continue;
             };
