@@ -6,22 +6,10 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_engine::{Context, MessageSession, StepLimits};
 use sluice_mail::Message;
-use sluice_tests::{chains, corpus_dir, engine, envelope, fixtures, unknown_verdicts};
+use sluice_tests::{chains, engine, envelope, unknown_verdicts};
 
-/// Corpus messages that parse (or the repo's fixtures when the corpus is absent).
 fn messages() -> Vec<Vec<u8>> {
-    let dir = corpus_dir().map(|c| c.join("eml")).unwrap_or_else(fixtures);
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| std::fs::read(p).unwrap())
-        .filter(|raw| Message::parse(raw.clone()).is_ok())
-        .collect()
+    sluice_tests::corpus_messages()
 }
 
 fn context() -> Context {

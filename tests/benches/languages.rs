@@ -13,21 +13,10 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_engine::{EngineOptions, LoadSource, RuleEngine, RulePlugin};
 use sluice_mail::Message;
-use sluice_tests::{chains, corpus_dir, engine, envelope, fixtures, foreign_rules, rule};
+use sluice_tests::{chains, engine, envelope, foreign_rules, rule};
 
 fn messages() -> Vec<Vec<u8>> {
-    let dir = corpus_dir().map(|c| c.join("eml")).unwrap_or_else(fixtures);
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .collect();
-    files.sort();
-    files
-        .into_iter()
-        .map(|p| std::fs::read(p).unwrap())
-        .filter(|raw| Message::parse(raw.clone()).is_ok())
-        .collect()
+    sluice_tests::corpus_messages()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

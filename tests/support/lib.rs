@@ -116,6 +116,23 @@ pub fn rule(name: &str) -> PathBuf {
         .clone()
 }
 
+/// The raw corpus messages that parse, in file order (this repo's fixtures when the corpus is
+/// absent): what the benchmarks run over.
+pub fn corpus_messages() -> Vec<Vec<u8>> {
+    let dir = corpus_dir().map(|c| c.join("eml")).unwrap_or_else(fixtures);
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .expect("the message directory")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| std::fs::read(p).expect("a message"))
+        .filter(|raw| Message::parse(raw.clone()).is_ok())
+        .collect()
+}
+
 /// A process-wide engine without a disk cache.
 pub fn engine() -> &'static RuleEngine {
     static ENGINE: OnceLock<RuleEngine> = OnceLock::new();

@@ -93,23 +93,7 @@ pub fn parse_package(text: &str, path: &Path) -> Result<JsPackage, BuildError> {
 /// `_`, starting with a letter, at most 64 characters — a crate name's rules (npm scopes such
 /// as `@org/x` are not allowed).
 pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name.len() > 64 {
-        return Err("longer than 64 characters".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "{c:?} is not allowed (use ASCII letters, digits, `-` and `_`)"
-        ));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err("it must start with a letter".into());
-    }
+    crate::scaffold::check_rule_name(name)?;
     Ok(())
 }
 

@@ -161,23 +161,7 @@ pub fn parse_project_name(text: &str, path: &Path) -> Result<String, BuildError>
 /// A rule name that works as a directory, a file stem and a step name: ASCII letters,
 /// digits, `-` and `_`, starting with a letter, at most 64 characters.
 pub fn check_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the name is empty".into());
-    }
-    if name.len() > 64 {
-        return Err("longer than 64 characters".into());
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-    {
-        return Err(format!(
-            "{c:?} is not allowed (use ASCII letters, digits, `-` and `_`)"
-        ));
-    }
-    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
-        return Err("it must start with a letter".into());
-    }
+    crate::scaffold::check_rule_name(name)?;
     // The modules componentize-py generates or the SDK provides would shadow the rule's.
     let module = name.replace('-', "_");
     if ["app", "sluice_sdk", "wit_world", "componentize_py_types"].contains(&module.as_str()) {

@@ -420,9 +420,9 @@ const RESERVED_CRATE_NAMES: &[&str] = &[
     "wit_bindgen",
 ];
 
-/// A cargo package name that also works as a library and file name: ASCII letters, digits,
-/// `-` and `_`, starting with a letter, at most 64 characters, not a keyword.
-pub fn check_crate_name(name: &str) -> Result<(), String> {
+/// A rule name in any language (also the component's file stem and a step name): ASCII
+/// letters, digits, `-` and `_`, starting with a letter, at most 64 characters.
+pub fn check_rule_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("the name is empty".into());
     }
@@ -440,6 +440,13 @@ pub fn check_crate_name(name: &str) -> Result<(), String> {
     if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
         return Err("it must start with a letter".into());
     }
+    Ok(())
+}
+
+/// A cargo package name that also works as a library and file name: ASCII letters, digits,
+/// `-` and `_`, starting with a letter, at most 64 characters, not a keyword.
+pub fn check_crate_name(name: &str) -> Result<(), String> {
+    check_rule_name(name)?;
     let ident = name.replace('-', "_");
     if RUST_KEYWORDS.contains(&ident.as_str()) {
         return Err("it is a Rust keyword".into());
