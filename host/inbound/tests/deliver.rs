@@ -1,8 +1,6 @@
 //! Deliveries against a real moto server: S3 mailboxes, SES relay with markers and the loop
 //! guard, DSN bounces.
 
-use std::io::{Read, Write};
-
 use sluice_aws::{S3Url, Ses, S3};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
@@ -68,7 +66,7 @@ impl Env {
     /// raw message's To/Cc/Bcc addresses to the destinations (real SES sends only to the
     /// Destination given), so those are dropped here again.
     fn sent(&self) -> Vec<(String, Vec<String>, String)> {
-        let data = http_get(&self.moto.endpoint, "/moto-api/data.json");
+        let data = sluice_tests::http_get(&self.moto.endpoint, "/moto-api/data.json");
         let json: serde_json::Value = serde_json::from_str(&data).expect("data.json is JSON");
         let Some(list) = json["ses"]["RawMessage"].as_array() else {
             return Vec::new();
@@ -123,25 +121,6 @@ fn header_recipients(raw: &str) -> Vec<String> {
         }
     }
     out
-}
-
-/// A plain HTTP/1.0 GET; returns the body.
-fn http_get(endpoint: &str, path: &str) -> String {
-    let host = endpoint.trim_start_matches("http://");
-    let mut stream = std::net::TcpStream::connect(host).expect("connect to moto");
-    write!(
-        stream,
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.") && head.contains(" 200 "),
-        "{head}"
-    );
-    body.to_string()
 }
 
 fn original() -> Message {
