@@ -61,7 +61,9 @@ async fn serve(options: DaemonOptions) -> Result<()> {
     let pipeline = Arc::new(pipeline);
     let sqs = Sqs::from_env().await;
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let mut shutdown = Box::pin(shutdown_signal());
+    // Listen for SIGTERM before saying we are consuming: a signal that arrives before the
+    // handler exists would kill the process instead of stopping it cleanly.
+    let mut shutdown = Box::pin(shutdown_signal()?);
     let mut handled: u64 = 0;
     let mut tasks = tokio::task::JoinSet::new();
     tracing::info!(queue = %options.queue, concurrency = options.concurrency, "sluice daemon started");
@@ -181,24 +183,17 @@ async fn handle_one(pipeline: &Pipeline, sqs: &Sqs, queue: &str, visibility: i32
     }
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {},
-                    _ = tokio::signal::ctrl_c() => {},
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+/// A future that completes on SIGTERM or SIGINT; the handlers are installed now, not when
+/// the future is first polled. (Unix only, like the daemon's targets.)
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot listen for SIGTERM")?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    })
 }
