@@ -167,6 +167,23 @@ pub struct EngineSection {
     pub cache_max_mb: Option<u64>,
 }
 
+impl EngineSection {
+    /// `cache_max_mb` in bytes (default 512 MiB).
+    pub fn cache_max_bytes(&self) -> u64 {
+        self.cache_max_mb
+            .map(|mb| mb << 20)
+            .unwrap_or(sluice_engine::DEFAULT_CACHE_BYTES)
+    }
+
+    /// `pooling` as the engine's choice (`auto` unless `off`).
+    pub fn pooling_choice(&self) -> sluice_engine::PoolingChoice {
+        match self.pooling.as_deref() {
+            Some("off") => sluice_engine::PoolingChoice::Off,
+            _ => sluice_engine::PoolingChoice::Auto,
+        }
+    }
+}
+
 /// One `[[domain.step]]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -110,6 +110,19 @@ impl<'a> LiveChains<'a> {
         interval: Duration,
     ) -> Result<LiveChains<'a>, ConfigError> {
         let (config, version) = source.read()?;
+        LiveChains::load_from(engine, source, plugins, interval, config, version)
+    }
+
+    /// Like [`LiveChains::load`], from a config the caller already read from `source` (e.g.
+    /// to size the engine from its `[engine]` section) at `version`.
+    pub fn load_from(
+        engine: &'a RuleEngine,
+        source: &'a dyn ConfigSource,
+        plugins: PluginSources<'a>,
+        interval: Duration,
+        config: ConfigFile,
+        version: Option<String>,
+    ) -> Result<LiveChains<'a>, ConfigError> {
         let chains = RuleChains::load_with(engine, &config, &plugins)?;
         Ok(LiveChains {
             engine,

@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use sluice_chain::{ConfigFile, DirStore, Envelope};
-use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, Verdict, Verdicts};
+use sluice_engine::{EngineOptions, RuleEngine, Verdict, Verdicts};
 use sluice_mail::Message;
 
 mod daemon;
@@ -373,19 +373,15 @@ fn cache_dir(config: &ConfigFile, args: &EngineArgs) -> Option<PathBuf> {
                 .as_deref()
                 .map(|d| config.resolve(d))
         })
-        .or_else(remote::default_cache_dir)
+        .or_else(sluice_engine::default_cache_dir)
 }
 
 fn build_engine(config: &ConfigFile, args: &EngineArgs) -> Result<RuleEngine> {
     let cache_dir = cache_dir(config, args).map(|d| d.join("compiled"));
-    let pooling = match config.engine.pooling.as_deref() {
-        Some("off") => PoolingChoice::Off,
-        _ => PoolingChoice::Auto,
-    };
     Ok(RuleEngine::new(EngineOptions {
         cache_dir,
-        cache_max_bytes: remote::cache_max_bytes(config),
-        pooling,
+        cache_max_bytes: config.engine.cache_max_bytes(),
+        pooling: config.engine.pooling_choice(),
         ..Default::default()
     })?)
 }

@@ -2,7 +2,7 @@
 //! and `sluice plugin push`. The AWS client (and its async runtime) is only created when
 //! something remote is actually named.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result};
@@ -57,7 +57,7 @@ pub fn load_chains(
     let sources = PluginSources {
         fetcher: Some(remote),
         cache_dir: cache_dir.map(|d| d.join("plugins")),
-        max_bytes: cache_max_bytes(config),
+        max_bytes: config.engine.cache_max_bytes(),
     };
     Ok(RuleChains::load_with(engine, config, &sources)?)
 }
@@ -84,28 +84,4 @@ pub fn push(engine: &RuleEngine, file: &Path, url: &str, remote: &Remote) -> Res
         "plugin = \"{url}\"\nsha256 = \"{}\"\n",
         plugin.sha256()
     ))
-}
-
-/// `[engine] cache_max_mb` in bytes (default 512 MiB).
-pub fn cache_max_bytes(config: &ConfigFile) -> u64 {
-    config
-        .engine
-        .cache_max_mb
-        .map(|mb| mb << 20)
-        .unwrap_or(sluice_engine::DEFAULT_CACHE_BYTES)
-}
-
-/// The directory compiled plugins and fetched bytes are cached in.
-pub fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    // In Lambda only /tmp is writable; it survives between invocations of a warm function.
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        return Some(PathBuf::from("/tmp/sluice"));
-    }
-    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
-        return Some(Path::new(&dir).join("sluice"));
-    }
-    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").join("sluice"))
 }

@@ -27,6 +27,23 @@ pub enum CacheMiss {
 /// The default size bound of a cache directory.
 pub const DEFAULT_CACHE_BYTES: u64 = 512 << 20;
 
+/// Where compiled plugins and fetched plugin bytes are cached when nothing says otherwise:
+/// `$SLUICE_CACHE_DIR`, else `/tmp/sluice` in Lambda (the only writable place, kept between
+/// invocations of a warm function), else `$XDG_CACHE_HOME/sluice`, else `~/.cache/sluice`.
+pub fn default_cache_dir() -> Option<std::path::PathBuf> {
+    use std::path::{Path, PathBuf};
+    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
+        return Some(PathBuf::from(dir));
+    }
+    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
+        return Some(PathBuf::from("/tmp/sluice"));
+    }
+    if let Some(dir) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(Path::new(&dir).join("sluice"));
+    }
+    std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache").join("sluice"))
+}
+
 /// The compiled-component cache directory.
 #[derive(Debug, Clone)]
 pub struct CompiledCache {

@@ -25,7 +25,7 @@ pub use bindings::sluice::rules::types::{
     Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Position, RuleError, Verdict,
     Verdicts,
 };
-pub use cache::{evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
+pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
 pub use plugin::{LoadSource, RulePlugin};
 pub use session::{

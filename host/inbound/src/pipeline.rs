@@ -17,7 +17,7 @@ use sluice_chain::{
     GroupResult, LiveChains, LoadedChains, OutputMessage, PluginSources, ProcessResult,
     ReloadOutcome, DEFAULT_MAX_HOPS,
 };
-use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine};
+use sluice_engine::{EngineOptions, RuleEngine};
 use sluice_mail::Message;
 
 use crate::deliver::{
@@ -96,61 +96,21 @@ pub struct Pipeline {
     in_flight: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
-/// Reads the config (file or S3) for [`LiveChains`].
-enum Source {
-    File(FileConfigSource),
-    S3(S3ConfigSource<'static>),
-}
-
-impl ConfigSource for Source {
-    fn name(&self) -> &str {
-        match self {
-            Source::File(s) => s.name(),
-            Source::S3(s) => s.name(),
-        }
-    }
-
-    fn version(&self) -> Result<Option<String>, String> {
-        match self {
-            Source::File(s) => s.version(),
-            Source::S3(s) => s.version(),
-        }
-    }
-
-    fn read(&self) -> Result<(ConfigFile, Option<String>), sluice_chain::ConfigError> {
-        match self {
-            Source::File(s) => s.read(),
-            Source::S3(s) => s.read(),
-        }
-    }
-}
-
-fn default_cache_dir() -> Option<PathBuf> {
-    if let Some(dir) = std::env::var_os("SLUICE_CACHE_DIR") {
-        return Some(PathBuf::from(dir));
-    }
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        return Some(PathBuf::from("/tmp/sluice"));
-    }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("sluice"))
-}
-
-/// Everything that must be built on a blocking thread (the blocking S3 client owns a runtime).
-fn start_blocking(options: &PipelineOptions) -> Result<Pipeline, String> {
-    let source: &'static Source = if options.config.starts_with("s3://") {
-        let s3: &'static BlockingS3 =
-            Box::leak(Box::new(BlockingS3::from_env().map_err(|e| e.to_string())?));
-        Box::leak(Box::new(Source::S3(
-            S3ConfigSource::new(s3, &options.config).map_err(|e| e.to_string())?,
-        )))
-    } else {
-        Box::leak(Box::new(Source::File(FileConfigSource::new(
-            &options.config,
-        ))))
-    };
-    let fetcher: &'static BlockingS3 =
+/// The engine and live chains, built on a blocking thread (the blocking S3 client that reads
+/// the config and fetches plugins owns a runtime). The config is read once, here, and sizes
+/// the engine before the chains load from it.
+fn start_blocking(
+    options: &PipelineOptions,
+) -> Result<(&'static RuleEngine, &'static LiveChains<'static>), String> {
+    let s3: &'static BlockingS3 =
         Box::leak(Box::new(BlockingS3::from_env().map_err(|e| e.to_string())?));
-    let (config, _) = source.read().map_err(|e| e.to_string())?;
+    let source: Box<dyn ConfigSource> = if options.config.starts_with("s3://") {
+        Box::new(S3ConfigSource::new(s3, &options.config).map_err(|e| e.to_string())?)
+    } else {
+        Box::new(FileConfigSource::new(&options.config))
+    };
+    let source: &'static dyn ConfigSource = Box::leak(source);
+    let (config, version) = source.read().map_err(|e| e.to_string())?;
     let cache_dir = options
         .cache_dir
         .clone()
@@ -161,40 +121,32 @@ fn start_blocking(options: &PipelineOptions) -> Result<Pipeline, String> {
                 .as_deref()
                 .map(|d| config.resolve(d))
         })
-        .or_else(default_cache_dir);
-    let max_bytes = config
-        .engine
-        .cache_max_mb
-        .map(|mb| mb << 20)
-        .unwrap_or(sluice_engine::DEFAULT_CACHE_BYTES);
+        .or_else(sluice_engine::default_cache_dir);
+    let max_bytes = config.engine.cache_max_bytes();
     let engine: &'static RuleEngine = Box::leak(Box::new(
         RuleEngine::new(EngineOptions {
             cache_dir: cache_dir.as_ref().map(|d| d.join("compiled")),
             cache_max_bytes: max_bytes,
-            pooling: match config.engine.pooling.as_deref() {
-                Some("off") => PoolingChoice::Off,
-                _ => PoolingChoice::Auto,
-            },
+            pooling: config.engine.pooling_choice(),
             ..Default::default()
         })
         .map_err(|e| e.to_string())?,
     ));
     let plugins = PluginSources {
-        fetcher: Some(fetcher),
+        fetcher: Some(s3),
         cache_dir: cache_dir.map(|d| d.join("plugins")),
         max_bytes,
     };
-    let live = LiveChains::load(engine, source, plugins, options.reload_interval)
-        .map_err(|e| e.to_string())?;
-    let live: &'static LiveChains<'static> = Box::leak(Box::new(live));
-    Ok(Pipeline {
+    let live = LiveChains::load_from(
         engine,
-        live,
-        // Placeholders replaced by the async clients in `start`.
-        s3: S3::for_endpoint("http://127.0.0.1:1", "us-east-1"),
-        ses: Ses::for_endpoint("http://127.0.0.1:1", "us-east-1"),
-        in_flight: Default::default(),
-    })
+        source,
+        plugins,
+        options.reload_interval,
+        config,
+        version,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((engine, Box::leak(Box::new(live))))
 }
 
 impl Pipeline {
@@ -202,7 +154,7 @@ impl Pipeline {
     /// (`AWS_ENDPOINT_URL` points them at an emulator).
     pub async fn start(options: PipelineOptions) -> Result<Pipeline, HandleError> {
         let opts = options.clone();
-        let mut pipeline = tokio::task::spawn_blocking(move || start_blocking(&opts))
+        let (engine, live) = tokio::task::spawn_blocking(move || start_blocking(&opts))
             .await
             .map_err(|e| HandleError::new("-", format!("start-up panicked: {e}"), true))?
             .map_err(|e| {
@@ -212,8 +164,13 @@ impl Pipeline {
                     true,
                 )
             })?;
-        pipeline.s3 = S3::from_env().await;
-        pipeline.ses = Ses::from_env().await;
+        let pipeline = Pipeline {
+            engine,
+            live,
+            s3: S3::from_env().await,
+            ses: Ses::from_env().await,
+            in_flight: Default::default(),
+        };
         let loaded = pipeline.live.current();
         // A markers bucket that does not exist answers HEAD with 404 like an absent marker,
         // so every retry would send again: refuse to start instead.
@@ -405,19 +362,11 @@ impl Pipeline {
                 tempfail = Some(format!("domain {}: {reason}", group.domain));
                 continue;
             }
-            let edited;
-            let output: &Arc<Message> = match &group.output {
-                Some(OutputMessage::Edited(bytes)) => {
-                    edited = Arc::new(Message::parse(bytes.to_vec()).map_err(|e| {
-                        HandleError::new(
-                            id,
-                            format!("the edited message does not parse: {e}"),
-                            false,
-                        )
-                    })?);
-                    &edited
-                }
-                _ => original,
+            // The bytes every delivery of this group carries; parsed again only if a relay
+            // needs the edited message as a `Message` (below).
+            let output_raw: &[u8] = match &group.output {
+                Some(OutputMessage::Edited(bytes)) => bytes,
+                _ => original.raw(),
             };
             let trace = TraceMeta {
                 steps: group
@@ -433,7 +382,7 @@ impl Pipeline {
                     Disposition::Deliver { recipient, folder } => {
                         handled.all_refused = false;
                         let at = self
-                            .store(config, recipient, folder, id, output.raw(), &trace)
+                            .store(config, recipient, folder, id, output_raw, &trace)
                             .await
                             .map_err(fail)?;
                         handled.stored.push(at);
@@ -472,6 +421,20 @@ impl Pipeline {
                     }
                 }
             }
+            let edited;
+            let output: &Message = match &group.output {
+                Some(OutputMessage::Edited(bytes)) if !relays.is_empty() => {
+                    edited = Message::parse(bytes.to_vec()).map_err(|e| {
+                        HandleError::new(
+                            id,
+                            format!("the edited message does not parse: {e}"),
+                            false,
+                        )
+                    })?;
+                    &edited
+                }
+                _ => original,
+            };
             for job in &relays {
                 let refused = self
                     .relay(config, &markers, group, job, output, id, &mut handled)
