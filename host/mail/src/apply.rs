@@ -5,11 +5,14 @@
 //! replaced in place by its rewritten header block and re-encoded body, using mail-parser's
 //! offsets. Every byte outside those ranges is copied as it came in.
 
+use mail_parser::{MimeHeaders, PartType};
+
 use crate::banner::{displayed_parts, insert_text, rewrite_part};
 use crate::edit::{validate_edit, Banner, BannerFallback, Edit, EditError};
 use crate::encoding::{longest_line, quoted_printable};
 use crate::header::HeaderBlock;
 use crate::message::Message;
+use crate::structure::{self, BodyChange};
 
 /// Applies the edits in order to the original bytes and returns the new message bytes (a copy
 /// of the raw bytes when `edits` is empty). Every edit is validated again first. Header edits
@@ -55,27 +58,32 @@ pub fn apply_edits(
         out.extend_from_slice(&raw[body_start..]);
         out
     };
+    let checked = |out: Vec<u8>, change: BodyChange<'_>| {
+        structure::check(m, raw, &out, change)?;
+        Ok(out)
+    };
     if banners.is_empty() {
-        return Ok(unchanged_body(out, &top));
+        return checked(unchanged_body(out, &top), BodyChange::Parts(&[]));
     }
 
     let displayed = displayed_parts(m)?;
     if displayed.is_empty() {
-        return Ok(match fallback {
-            BannerFallback::Ignore => unchanged_body(out, &top),
-            BannerFallback::Wrap => wrap(raw, top, &banners, le),
-        });
+        return match fallback {
+            BannerFallback::Ignore => checked(unchanged_body(out, &top), BodyChange::Parts(&[])),
+            BannerFallback::Wrap => checked(wrap(raw, top, &banners, le), BodyChange::Wrapped),
+        };
     }
     if displayed == [0] {
-        let body = rewrite_part(root, 0, &mut top, &banners, le, true)?;
+        let body = rewrite_part(root, 0, &mut top, &banners, le, true, &[])?;
         top.emit(&mut out, !body.is_empty());
         out.extend_from_slice(&body);
-        return Ok(out);
+        return checked(out, BodyChange::Parts(&displayed));
     }
 
     // Sub-parts: replace each part's [header start, body end) range in place.
+    let parents = parent_ids(m);
     let mut replacements = Vec::with_capacity(displayed.len());
-    for id in displayed {
+    for &id in &displayed {
         let part = m
             .parts
             .get(id)
@@ -91,11 +99,19 @@ pub fn apply_edits(
                 raw.len()
             )));
         }
+        let boundaries = enclosing_boundaries(m, &parents, id);
         let mut block = HeaderBlock::parse(raw, &part.headers, h, b, le)?;
-        let body = rewrite_part(part, id, &mut block, &banners, le, false)?;
+        let body = rewrite_part(part, id, &mut block, &banners, le, false, &boundaries)?;
         let mut bytes = Vec::with_capacity(b - h + body.len() + 64);
         block.emit(&mut bytes, true);
         bytes.extend_from_slice(&body);
+        // The line break before a boundary delimiter belongs to the delimiter. A part whose
+        // body is empty (`Content-Type: text/plain\r\n\r\n--b`: the empty line doubles as
+        // that line break) or that ends without one (`text--b`) has none after its range,
+        // so the new body must bring its own, or the delimiter becomes text of this part.
+        if e < raw.len() && !raw[e..].starts_with(b"\n") && !raw[e..].starts_with(b"\r\n") {
+            bytes.extend_from_slice(le.as_bytes());
+        }
         replacements.push((h, e, bytes));
     }
     replacements.sort_by_key(|r| r.0);
@@ -112,7 +128,47 @@ pub fn apply_edits(
         pos = end;
     }
     out.extend_from_slice(&raw[pos..]);
-    Ok(out)
+    checked(out, BodyChange::Parts(&displayed))
+}
+
+/// For each part index, the multipart it is a child of.
+fn parent_ids(m: &mail_parser::Message<'_>) -> Vec<Option<usize>> {
+    let mut parents = vec![None; m.parts.len()];
+    for (id, part) in m.parts.iter().enumerate() {
+        if let PartType::Multipart(children) = &part.body {
+            for &c in children {
+                if let Some(slot) = parents.get_mut(c as usize) {
+                    // Children nest forward (checked by displayed_parts); this keeps a broken
+                    // parse from looping below.
+                    if (c as usize) > id {
+                        *slot = Some(id);
+                    }
+                }
+            }
+        }
+    }
+    parents
+}
+
+/// The boundaries of every multipart around part `id`: its new body must not contain any of
+/// them (mail-parser ends a part at `--boundary` even in the middle of a line).
+fn enclosing_boundaries<'m>(
+    m: &'m mail_parser::Message<'_>,
+    parents: &[Option<usize>],
+    id: usize,
+) -> Vec<&'m str> {
+    let mut out = Vec::new();
+    let mut at = parents.get(id).copied().flatten();
+    while let Some(p) = at {
+        if let Some(b) = m.parts[p]
+            .content_type()
+            .and_then(|ct| ct.attribute("boundary"))
+        {
+            out.push(b);
+        }
+        at = parents.get(p).copied().flatten();
+    }
+    out
 }
 
 /// prefix-subject: `prefix + " " + subject` (no extra space when the prefix ends with one);

@@ -121,7 +121,9 @@ impl Transfer {
 /// Inserts `banners` into the displayed part `part` (index `id`): rewrites its Content-Type
 /// charset and, when needed, its Content-Transfer-Encoding in `block`, and returns the new
 /// encoded body. `is_root` says the part is the whole message body (then it ends with a line
-/// break; a sub-part's last line break belongs to the boundary that follows).
+/// break; a sub-part's last line break belongs to the boundary that follows). `boundaries` are
+/// those of the multiparts around the part: a body that would contain one of them is written
+/// in base64 instead, which cannot.
 pub(crate) fn rewrite_part(
     part: &MessagePart<'_>,
     id: usize,
@@ -129,6 +131,7 @@ pub(crate) fn rewrite_part(
     banners: &[&Banner],
     le: &'static str,
     is_root: bool,
+    boundaries: &[&str],
 ) -> Result<Vec<u8>, EditError> {
     let undecodable = |reason: String| EditError::UndecodablePart { part: id, reason };
     let text = match &part.body {
@@ -202,7 +205,7 @@ pub(crate) fn rewrite_part(
 
     let text_non_ascii = !text.is_ascii();
     let mut new_transfer = None;
-    let body = match transfer {
+    let mut body = match transfer {
         Transfer::Base64 => {
             let mut b = base64_lines(text.as_bytes(), le);
             if is_root {
@@ -214,13 +217,18 @@ pub(crate) fn rewrite_part(
         Transfer::SevenBit | Transfer::EightBit => {
             let fits = longest_line(text.as_bytes()) <= MAX_LINE;
             if fits && (text.is_ascii() || transfer == Transfer::EightBit) {
-                text.into_bytes()
+                text.as_bytes().to_vec()
             } else {
                 new_transfer = Some("quoted-printable");
                 quoted_printable(text.as_bytes(), le)
             }
         }
     };
+
+    if transfer != Transfer::Base64 && boundaries.iter().any(|b| contains_delimiter(&body, b)) {
+        body = base64_lines(text.as_bytes(), le);
+        new_transfer = Some("base64");
+    }
 
     let mut touched_mime = false;
     // A part with several Content-Type fields (malformed) gets one fresh field: which one a
@@ -254,6 +262,15 @@ pub(crate) fn rewrite_part(
         block.push("MIME-Version", "1.0");
     }
     Ok(body)
+}
+
+/// True when `body` contains `--boundary`, which mail-parser takes for a delimiter anywhere.
+fn contains_delimiter(body: &[u8], boundary: &str) -> bool {
+    let delimiter = [b"--".as_slice(), boundary.as_bytes()].concat();
+    !boundary.is_empty()
+        && body
+            .windows(delimiter.len())
+            .any(|w| w == delimiter.as_slice())
 }
 
 /// The raw Content-Type value (after the colon, with its folding and line ending) with the

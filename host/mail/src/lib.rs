@@ -23,6 +23,7 @@ mod encoding;
 mod forward;
 mod header;
 mod message;
+mod structure;
 
 pub use apply::apply_edits;
 pub use edit::{

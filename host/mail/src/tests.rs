@@ -760,3 +760,194 @@ fn forgiving_transfer_encoding_spellings() {
     );
     assert!(text.ends_with("B\r\n\r\nHello\r\n"), "{text}");
 }
+
+// ---- banners never break the MIME structure --------------------------------------------
+
+/// The leaf content types per mailparse, which (like mail clients) recognizes a delimiter only
+/// at the start of a line.
+fn mailparse_types(raw: &[u8]) -> Vec<String> {
+    mailparse_leaves(raw).into_iter().map(|(t, _)| t).collect()
+}
+
+const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==";
+
+/// A multipart/mixed with a preamble, `first` as its first part, an image and an epilogue.
+fn with_image(first: &str, le: &str) -> String {
+    format!(
+        "From: a@example.com{le}Subject: scan{le}MIME-Version: 1.0{le}\
+         Content-Type: multipart/mixed; boundary=\"b\"{le}{le}preamble{le}--b{le}{first}\
+         --b{le}Content-Type: image/png{le}Content-Transfer-Encoding: base64{le}\
+         Content-Disposition: attachment; filename=\"a.png\"{le}{le}{PNG_B64}{le}--b--{le}epilogue{le}"
+    )
+}
+
+#[test]
+fn a_banner_in_an_empty_or_unterminated_text_part_keeps_the_next_delimiter() {
+    for le in ["\r\n", "\n"] {
+        let firsts = [
+            // Image-only mail from clients: the empty text part's empty line is the
+            // delimiter's line break.
+            format!("Content-Type: text/plain{le}{le}"),
+            format!("Content-Type: text/html; charset=utf-8{le}{le}"),
+            format!("Content-Type: text/plain{le}Content-Transfer-Encoding: base64{le}{le}"),
+            format!(
+                "Content-Type: text/plain{le}Content-Transfer-Encoding: quoted-printable{le}{le}"
+            ),
+            format!("Content-Type: text/plain; charset=iso-8859-1{le}Content-Transfer-Encoding: 8bit{le}{le}"),
+            // No line break at all between the text and the delimiter.
+            format!("Content-Type: text/plain{le}{le}text"),
+            // No Content-Type: text/plain by default.
+            le.to_owned(),
+        ];
+        for first in &firsts {
+            let raw = with_image(first, le);
+            let m = Message::parse(raw.clone().into_bytes()).unwrap();
+            // What mail-parser sees; mailparse agrees on the output even where the input's
+            // `text--b` hid the delimiter from it.
+            let subtype = if first.contains("text/html") {
+                "html"
+            } else {
+                "plain"
+            };
+            let before = [format!("text/{subtype}"), "image/png".to_owned()];
+            assert_eq!(m.parsed().parts.len(), 3, "{raw}");
+            for position in [Position::Top, Position::Bottom] {
+                let out = apply(&m, &[banner("BANNER ü", Some("<b>B</b>"), position)]);
+                let text = String::from_utf8_lossy(&out);
+                assert_eq!(mailparse_types(&out), before, "{text}");
+                assert!(
+                    text.contains(&format!("{le}--b{le}Content-Type: image/png")),
+                    "{text}"
+                );
+                assert_untouched_parts_kept(&m, &out);
+                let png = mailparse_leaves(&out).pop().unwrap().1;
+                use base64::Engine as _;
+                let decoded = base64::engine::general_purpose::STANDARD.decode(PNG_B64);
+                assert_eq!(png, decoded.unwrap());
+                assert!(
+                    text.ends_with(&format!("{le}--b--{le}epilogue{le}")),
+                    "{text}"
+                );
+                assert!(
+                    text.contains(&format!("{le}{le}preamble{le}--b{le}")),
+                    "{text}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn empty_parts_in_nested_alternative_keep_their_delimiters() {
+    let raw = "From: a@example.com\r\nContent-Type: multipart/mixed; boundary=\"out\"\r\n\r\n\
+               --out\r\nContent-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n\
+               --alt\r\nContent-Type: text/plain\r\n\r\n\
+               --alt\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+               --alt--\r\n\
+               --out\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4\r\n--out--";
+    let m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+    let out = apply(&m, &[banner("B", None, Position::Bottom)]);
+    assert_eq!(
+        mailparse_types(&out),
+        ["text/plain", "text/html", "application/pdf"],
+        "{}",
+        s(&out)
+    );
+    assert!(
+        s(&out).contains("\r\n--alt\r\nContent-Type: text/html"),
+        "{}",
+        s(&out)
+    );
+    assert!(s(&out).contains("\r\n--alt--\r\n--out\r\n"), "{}", s(&out));
+    assert_untouched_parts_kept(&m, &out);
+}
+
+#[test]
+fn a_header_block_running_into_the_delimiter_loses_no_part() {
+    // No empty line at all: mail-parser reads the delimiter as a stray header line and the
+    // image's fields as the same part's; whatever it makes of that, the image survives.
+    for le in ["\r\n", "\n"] {
+        let raw = with_image(&format!("Content-Type: text/plain{le}"), le);
+        let m = Message::parse(raw.into_bytes()).unwrap();
+        for fallback in [BannerFallback::Wrap, BannerFallback::Ignore] {
+            let out = apply_edits(&m, &[banner("B", None, Position::Top)], fallback).unwrap();
+            let parsed = mailparse::parse_mail(&out).unwrap();
+            let png = mailparse_leaves(m.raw()).pop().unwrap();
+            let mut found = false;
+            fn walk(p: &mailparse::ParsedMail<'_>, want: &(String, Vec<u8>), found: &mut bool) {
+                if p.ctype.mimetype == "message/rfc822" {
+                    let inner = p.get_body_raw().unwrap();
+                    walk(&mailparse::parse_mail(&inner).unwrap(), want, found);
+                }
+                *found |= p.subparts.is_empty()
+                    && (p.ctype.mimetype.clone(), p.get_body_raw().unwrap()) == *want;
+                for sp in &p.subparts {
+                    walk(sp, want, found);
+                }
+            }
+            walk(&parsed, &png, &mut found);
+            assert!(found, "{}", String::from_utf8_lossy(&out));
+        }
+    }
+}
+
+#[test]
+fn a_banner_containing_a_boundary_is_written_in_base64() {
+    let m = fixture("alternative-attachments.eml");
+    for text in ["--alt-boundary", "x --outer-boundary-- y"] {
+        let out = apply(
+            &m,
+            &[banner(text, Some(&format!("<p>{text}</p>")), Position::Top)],
+        );
+        let before = mailparse_leaves(m.raw());
+        let after = mailparse_leaves(&out);
+        assert_eq!(
+            before.iter().map(|l| &l.0).collect::<Vec<_>>(),
+            after.iter().map(|l| &l.0).collect::<Vec<_>>()
+        );
+        assert_untouched_parts_kept(&m, &out);
+        let plain = mailparse_text(&out, "text/plain");
+        assert!(plain[0].starts_with(text), "{plain:?}");
+        let html = mailparse_text(&out, "text/html");
+        assert!(html[0].contains(&format!("<p>{text}</p>")), "{html:?}");
+    }
+}
+
+#[test]
+fn the_structure_check_refuses_what_the_splice_used_to_write() {
+    let raw = with_image("Content-Type: text/plain\r\n\r\n", "\r\n");
+    let m = Message::parse(raw.clone().into_bytes()).unwrap();
+    let check =
+        |out: &str, change| crate::structure::check(m.parsed(), m.raw(), out.as_bytes(), change);
+    assert!(check(&raw, crate::structure::BodyChange::Parts(&[])).is_ok());
+    // The old splice: the banner glued to the delimiter, which then starts no line.
+    let glued = raw.replace(
+        "\r\n\r\n--b\r\nContent-Type: image",
+        "\r\n\r\nBANNER--b\r\nContent-Type: image",
+    );
+    assert_ne!(glued, raw);
+    for (out, change) in [
+        (glued.as_str(), crate::structure::BodyChange::Parts(&[1])),
+        // An attachment byte changed.
+        (
+            &raw.replace("iVBOR", "iVBOQ"),
+            crate::structure::BodyChange::Parts(&[1]),
+        ),
+        // A part lost.
+        (
+            &raw.replace("--b\r\nContent-Type: image", "Content-Type: image"),
+            crate::structure::BodyChange::Parts(&[1]),
+        ),
+        // The epilogue changed.
+        (
+            &raw.replace("epilogue", "epilog"),
+            crate::structure::BodyChange::Parts(&[]),
+        ),
+        // Not a wrap of the original.
+        (&raw, crate::structure::BodyChange::Wrapped),
+    ] {
+        let err = check(out, change).unwrap_err();
+        assert!(matches!(err, EditError::Malformed(_)), "{err}");
+        assert!(err.to_string().contains("MIME structure"), "{err}");
+    }
+}

@@ -1,0 +1,236 @@
+//! The structural invariant of an edit, checked on the spliced output by parsing it again.
+//!
+//! Splicing works on mail-parser's offsets, and a byte in the wrong place (a boundary delimiter
+//! that lost its line break, a banner that happens to contain a boundary) silently turns the
+//! parts after it into text of the part before. So the output is parsed once more and compared
+//! with the input's parse: the same MIME part tree, and every part the edits did not rewrite
+//! byte for byte the same. When that fails the edit is refused ([`EditError::Malformed`]) and
+//! the caller delivers the original: a banner is lost, never an attachment.
+
+use mail_parser::{MessageParser, MessagePart, MimeHeaders, PartType};
+
+use crate::edit::EditError;
+
+/// What the edits did to the body, i.e. what the output may differ in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum BodyChange<'a> {
+    /// The body is spliced from the input; only these parts (mail-parser indexes) were
+    /// rewritten. Empty for header-only edits.
+    Parts(&'a [usize]),
+    /// The message was wrapped: a multipart/mixed of a text/plain part and the input, byte for
+    /// byte, as message/rfc822.
+    Wrapped,
+}
+
+/// The shape of one part: what the tree comparison looks at.
+#[derive(Debug, PartialEq, Eq)]
+struct Shape {
+    kind: &'static str,
+    /// `type/subtype` in lower case.
+    content_type: String,
+    children: Vec<u32>,
+}
+
+fn shape(part: &MessagePart<'_>) -> Shape {
+    let (kind, children) = match &part.body {
+        PartType::Multipart(c) => ("multipart", c.clone()),
+        PartType::Text(_) => ("text", Vec::new()),
+        PartType::Html(_) => ("html", Vec::new()),
+        PartType::Binary(_) => ("binary", Vec::new()),
+        PartType::InlineBinary(_) => ("inline binary", Vec::new()),
+        PartType::Message(_) => ("message", Vec::new()),
+    };
+    let content_type = part
+        .content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        })
+        // The defaults (RFC 2045 section 5.2, RFC 2046 section 5.1.5): a rewritten part that had
+        // no Content-Type may get an explicit one saying the same.
+        .unwrap_or_else(|| match kind {
+            "text" => "text/plain".into(),
+            "message" => "message/rfc822".into(),
+            _ => String::new(),
+        });
+    Shape {
+        kind,
+        content_type,
+        children,
+    }
+}
+
+/// Parses `output` and checks it against `input` (the parse of `raw`) for `change`.
+pub(crate) fn check(
+    input: &mail_parser::Message<'_>,
+    raw: &[u8],
+    output: &[u8],
+    change: BodyChange<'_>,
+) -> Result<(), EditError> {
+    let refuse = |what: String| {
+        EditError::Malformed(format!(
+            "the edited message would not keep the MIME structure ({what}), so it is left as it came in"
+        ))
+    };
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(output))
+        .ok()
+        .flatten()
+        .ok_or_else(|| refuse("the output does not parse".into()))?;
+    match change {
+        BodyChange::Parts(rewritten) => same_tree(input, raw, &parsed, output, rewritten),
+        BodyChange::Wrapped => wraps(&parsed, output, raw),
+    }
+    .map_err(refuse)
+}
+
+fn same_tree(
+    input: &mail_parser::Message<'_>,
+    raw: &[u8],
+    output: &mail_parser::Message<'_>,
+    out: &[u8],
+    rewritten: &[usize],
+) -> Result<(), String> {
+    if input.parts.len() != output.parts.len() {
+        return Err(format!(
+            "{} MIME parts instead of {}",
+            output.parts.len(),
+            input.parts.len()
+        ));
+    }
+    for (id, (before, after)) in input.parts.iter().zip(&output.parts).enumerate() {
+        let (want, got) = (shape(before), shape(after));
+        if want != got {
+            return Err(format!(
+                "part {id} would become {got:?} instead of {want:?}"
+            ));
+        }
+        if rewritten.contains(&id) {
+            continue;
+        }
+        match &before.body {
+            PartType::Multipart(children) => same_gaps(
+                id, before, after, input, output, raw, out, children, rewritten,
+            )?,
+            _ => {
+                // The root's header block is the one header edits change.
+                let span = |p: &MessagePart<'_>| {
+                    let start = if id == 0 {
+                        p.offset_body
+                    } else {
+                        p.offset_header
+                    };
+                    start as usize..p.offset_end as usize
+                };
+                if raw.get(span(before)) != out.get(span(after)) {
+                    return Err(format!("part {id} would not be byte-identical"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The bytes of a multipart between its children (preamble, delimiter lines, epilogue) are
+/// copied, except that a rewritten child may have gained the line break its delimiter needs.
+#[allow(clippy::too_many_arguments)]
+fn same_gaps(
+    id: usize,
+    before: &MessagePart<'_>,
+    after: &MessagePart<'_>,
+    input: &mail_parser::Message<'_>,
+    output: &mail_parser::Message<'_>,
+    raw: &[u8],
+    out: &[u8],
+    children: &[u32],
+    rewritten: &[usize],
+) -> Result<(), String> {
+    // Gap k lies between child k-1 (or the multipart's body start) and child k (or its end).
+    let gap = |m: &mail_parser::Message<'_>, p: &MessagePart<'_>, k: usize| {
+        let start = match k {
+            0 => p.offset_body,
+            _ => m.parts.get(children[k - 1] as usize)?.offset_end,
+        };
+        let end = match children.get(k) {
+            Some(&c) => m.parts.get(c as usize)?.offset_header,
+            None => p.offset_end,
+        };
+        Some(start as usize..end as usize)
+    };
+    for k in 0..=children.len() {
+        let was = gap(input, before, k).and_then(|r| raw.get(r));
+        let is = gap(output, after, k).and_then(|r| out.get(r));
+        let after_rewritten = k > 0 && rewritten.contains(&(children[k - 1] as usize));
+        let kept = match (was, is) {
+            (Some(was), Some(is)) if after_rewritten => is.ends_with(was),
+            (was, is) => was == is,
+        };
+        if !kept {
+            return Err(format!(
+                "the bytes before child {k} of multipart part {id} would change"
+            ));
+        }
+        // mail-parser finds `--boundary` anywhere, RFC 2046 readers only at the start of a
+        // line: a delimiter that lost its line break still parses the same here but merges
+        // parts for everyone else. After a rewritten part it must start a line; elsewhere it
+        // must start a line wherever it did in the input.
+        let boundary = before
+            .content_type()
+            .and_then(|ct| ct.attribute("boundary"));
+        let starts_line = |m: &mail_parser::Message<'_>, p: &MessagePart<'_>, bytes: &[u8]| {
+            let range = gap(m, p, k)?;
+            delimiter_starts_line(bytes, range, boundary?)
+        };
+        let was_line = starts_line(input, before, raw).unwrap_or(true);
+        let is_line = starts_line(output, after, out).unwrap_or(true);
+        if !is_line && (was_line || after_rewritten) {
+            return Err(format!(
+                "the delimiter before child {k} of multipart part {id} would not start a line"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the first `--boundary` in `bytes[range]` follows a line break; `None` when there is
+/// none.
+fn delimiter_starts_line(
+    bytes: &[u8],
+    range: std::ops::Range<usize>,
+    boundary: &str,
+) -> Option<bool> {
+    let delimiter = [b"--".as_slice(), boundary.as_bytes()].concat();
+    let gap = bytes.get(range.clone())?;
+    let at = range.start + gap.windows(delimiter.len()).position(|w| w == delimiter)?;
+    Some(at == 0 || bytes[at - 1] == b'\n')
+}
+
+fn wraps(output: &mail_parser::Message<'_>, out: &[u8], raw: &[u8]) -> Result<(), String> {
+    let shapes: Vec<Shape> = output.parts.iter().map(shape).collect();
+    let expected = [
+        ("multipart", "multipart/mixed"),
+        ("text", "text/plain"),
+        ("message", "message/rfc822"),
+    ];
+    let matches = shapes.len() == expected.len()
+        && shapes
+            .iter()
+            .zip(expected)
+            .all(|(s, (kind, ct))| s.kind == kind && s.content_type == ct)
+        && shapes[0].children == [1, 2];
+    if !matches {
+        return Err(format!(
+            "the wrapper is {shapes:?}, not multipart/mixed of text/plain and message/rfc822"
+        ));
+    }
+    // The wrapped message starts right after its part's header block and is the original.
+    // It may seem to run on into the closing delimiter: mail-parser lets a message/rfc822
+    // that itself ends in a message/rfc822 swallow its enclosing delimiter (the wrap writes
+    // nothing after that delimiter, so nothing else can be swallowed).
+    let inner = &output.parts[2];
+    let (start, end) = (inner.offset_body as usize, inner.offset_end as usize);
+    let original = out.get(start..start + raw.len()) == Some(raw);
+    if !original || end < start + raw.len() || end > out.len() {
+        return Err("the wrapped message is not the original byte for byte".into());
+    }
+    Ok(())
+}
