@@ -99,9 +99,9 @@ pub enum EditError {
         /// What is wrong with it.
         reason: String,
     },
-    /// A trace or authentication header a rule must not add, change or remove.
+    /// A trace, authentication or loop-guard header a rule must not add, change or remove.
     #[error(
-        "header {name:?} is protected: rules cannot {action} Received, DKIM-Signature, Authentication-Results or ARC-* fields"
+        "header {name:?} is protected: rules cannot {action} Received, DKIM-Signature, Authentication-Results, ARC-* or X-Sluice-Loop fields"
     )]
     ProtectedHeader {
         /// The field name as given.
@@ -161,11 +161,19 @@ pub enum EditError {
     },
 }
 
-/// True for the trace and authentication fields rules must never touch.
+/// True for the trace and authentication fields rules must never touch, and for the relay's
+/// loop header ([`crate::LOOP_HEADER`]): a rule that could remove it would let a message loop
+/// between forwarders forever, and one that could add it could stop a message from being
+/// relayed.
 pub(crate) fn is_protected(name: &str) -> bool {
-    ["received", "dkim-signature", "authentication-results"]
-        .iter()
-        .any(|p| name.eq_ignore_ascii_case(p))
+    [
+        "received",
+        "dkim-signature",
+        "authentication-results",
+        crate::LOOP_HEADER,
+    ]
+    .iter()
+    .any(|p| name.eq_ignore_ascii_case(p))
         || name
             .get(..4)
             .is_some_and(|p| p.eq_ignore_ascii_case("arc-"))
@@ -254,7 +262,7 @@ fn value_problem(value: &str) -> Option<String> {
     None
 }
 
-fn validate_value(name: &str, value: &str) -> Result<(), EditError> {
+pub(crate) fn validate_value(name: &str, value: &str) -> Result<(), EditError> {
     value_problem(value).map_or(Ok(()), |reason| {
         Err(EditError::InvalidHeaderValue {
             name: name.to_owned(),
@@ -401,6 +409,8 @@ mod tests {
             "AUTHENTICATION-RESULTS",
             "ARC-Seal",
             "arc-message-signature",
+            "X-Sluice-Loop",
+            "x-sluice-loop",
         ] {
             for edit in [
                 add(name, "x"),
@@ -423,6 +433,9 @@ mod tests {
             );
         }
         assert!(validate_edit(&Edit::RemoveHeader("Arcade".into())).is_ok());
+        assert!(validate_edit(&Edit::RemoveHeader("X-Sluice-Loops".into())).is_ok());
+        let err = validate_edit(&Edit::RemoveHeader(crate::LOOP_HEADER.into())).unwrap_err();
+        assert!(err.to_string().contains("X-Sluice-Loop fields"), "{err}");
     }
 
     #[test]

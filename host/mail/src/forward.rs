@@ -11,7 +11,7 @@
 use std::cell::Cell;
 
 use crate::apply::apply_edits;
-use crate::edit::{validate_address, BannerFallback, Edit, EditError};
+use crate::edit::{validate_address, validate_value, BannerFallback, Edit, EditError};
 use crate::header::{decode_value, encode_field, HeaderBlock};
 use crate::message::Message;
 
@@ -55,11 +55,7 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
     validate_address(rw.from)?;
     for (name, value) in [("via_domain", rw.via_domain), (LOOP_HEADER, rw.hop_domain)] {
         // The same value checks a rule's add-header gets (no line breaks, bounded length).
-        crate::edit::validate_edit(&Edit::AddHeader {
-            name: LOOP_HEADER.into(),
-            value: value.into(),
-        })
-        .map_err(|_| EditError::InvalidHeaderValue {
+        validate_value(LOOP_HEADER, value).map_err(|_| EditError::InvalidHeaderValue {
             name: name.into(),
             reason: format!("{value:?} is not a plain domain"),
         })?;

@@ -202,6 +202,9 @@ fn injection_and_protected_headers_are_refused_before_anything_is_applied() {
         set("DKIM-Signature", "x"),
         add("ARC-Seal", "i=1"),
         Edit::RemoveHeader("Authentication-Results".into()),
+        Edit::RemoveHeader(LOOP_HEADER.into()),
+        set("x-sluice-loop", "example.com"),
+        add("X-SLUICE-LOOP", "example.com"),
     ] {
         let err = apply_edits(&m, &[edit], BannerFallback::Wrap).unwrap_err();
         assert!(matches!(err, EditError::ProtectedHeader { .. }), "{err}");
@@ -216,6 +219,34 @@ fn injection_and_protected_headers_are_refused_before_anything_is_applied() {
         matches!(err, EditError::MimeStructureHeader { .. }),
         "{err}"
     );
+}
+
+#[test]
+fn the_loop_header_survives_every_rule_edit() {
+    let raw = format!("{LOOP_HEADER}: a.example\r\nFrom: a@b.example\r\nSubject: x\r\n\r\nhi\r\n");
+    let m = Message::parse(raw.into_bytes()).unwrap();
+    assert_eq!(hop_count(&m), 1);
+    for edit in [
+        Edit::RemoveHeader(LOOP_HEADER.into()),
+        set(LOOP_HEADER, "b.example"),
+        add(LOOP_HEADER, "b.example"),
+    ] {
+        let err = apply_edits(&m, &[add("X-Ok", "1"), edit], BannerFallback::Wrap).unwrap_err();
+        assert!(matches!(err, EditError::ProtectedHeader { .. }), "{err}");
+        assert!(err.to_string().contains(LOOP_HEADER), "{err}");
+    }
+    // The relay itself still adds it.
+    let relayed = rewrite_for_relay(
+        &m,
+        &RelayRewrite {
+            from: "f@relay.example",
+            via_domain: "example.com",
+            subject_prefix: None,
+            hop_domain: "relay.example",
+        },
+    )
+    .unwrap();
+    assert_eq!(hop_count(&Message::parse(relayed).unwrap()), 2);
 }
 
 // ---- prefix-subject --------------------------------------------------------------------
