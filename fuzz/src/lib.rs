@@ -1,0 +1,13 @@
+//! The checks behind Sluice's fuzz targets, one module per target. Each `fuzz_targets/*.rs`
+//! binary only hands libFuzzer's input to the `run` function here, so the same checks can be
+//! replayed from a unit test or a debugger without libFuzzer.
+//!
+//! Every check panics (which libFuzzer reports as a crash) when an invariant does not hold;
+//! returning normally means the input was fine or uninteresting.
+
+pub mod config;
+pub mod dsn_forward;
+pub mod events;
+pub mod input;
+pub mod mail_edit;
+pub mod mime;

@@ -1,0 +1,230 @@
+//! `mail_edit`: parse arbitrary bytes as a message, apply one to four rule edits chosen by the
+//! input's first bytes, with both banner fallbacks.
+//!
+//! Input: 9 parameter bytes, then the message. Byte 0: the number of edits (`& 3`, plus one);
+//! then two bytes per edit: the action (add-banner, add/set/remove-header, prefix-subject)
+//! and its parameters (header name and value, banner text, HTML and position), from the
+//! tables below or from the message's last bytes.
+//!
+//! Invariants, whenever `apply_edits` returns `Ok`:
+//! - the output parses (sluice-mail and mail-parser);
+//! - header-only edits leave every body byte as it was;
+//! - with a banner: the same MIME part tree (number of parts, kinds and content types) and
+//!   byte-identical bodies for every part not displayed as text (see [`mime::may_change`]);
+//!   or, only with `BannerFallback::Wrap` and only when no part is displayed text, the wrap:
+//!   multipart/mixed of a text/plain banner and the original, byte for byte, as message/rfc822;
+//! - each header the edits touch is there as often as the edits say (removed: 0, set: 1, ...).
+
+use mail_parser::PartType;
+use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, Position};
+
+use crate::input::{text_from, Params};
+use crate::mime;
+
+const NAMES: &[&str] = &[
+    "X-Sluice",
+    "Subject",
+    "From",
+    "To",
+    "Reply-To",
+    "Message-ID",
+    "x-sluice",
+    "Content-Disposition",
+    "Content-ID",
+    "X-Sluice-Header-Name-Of-Exactly-Seventy-Six-Characters-For-The-Limit-Test-Ok",
+    "Received",
+    "MIME-Version",
+    "X-\u{dc}nicode",
+    "Date",
+    "X-Sluice-Loop",
+    "Bcc",
+];
+
+const HTML: &[&str] = &[
+    "<p>External sender</p>",
+    "<b>\u{c4}u\u{df}erst</b> wichtig",
+    "</body></html><body>",
+    "<!-- unterminated",
+    "<div style=\"color:red\">\r\n--sluice\r\n</div>",
+    "&amp;&lt;",
+    "", // replaced by bytes from the message
+    "<p>=?utf-8?q?x?= =3D</p>",
+];
+
+/// A header value: one of the fixed ones, or the message's last bytes.
+fn value(i: u8, payload: &[u8]) -> String {
+    match i % 14 {
+        0 => "ok".into(),
+        1 => String::new(),
+        2 => " leading space".into(),
+        3 => "Gr\u{fc}\u{df}e aus K\u{f6}ln \u{2709}".into(),
+        4 => "=?utf-8?q?already_encoded?=".into(),
+        5 => "word ".repeat(60),
+        6 => "x".repeat(200),
+        7 => "a\tb".into(),
+        8 => "\"Quoted Name\" <a@b.example>".into(),
+        9 => "\u{65e5}\u{672c}\u{8a9e}\u{306e}\u{30c6}\u{30ad}\u{30b9}\u{30c8}".repeat(10),
+        10 => "x\r\nBcc: evil@example.com".into(),
+        11 => "trailing space ".into(),
+        _ => text_from(payload, payload.len().saturating_sub(40), 40),
+    }
+}
+
+fn banner_text(i: u8, payload: &[u8]) -> String {
+    match i % 8 {
+        0 => "CAUTION: external sender".into(),
+        1 => "\u{dc}n\u{ef}c\u{f6}d\u{e9} banner \u{2709} \u{6ce8}\u{610f}".into(),
+        2 => "line one\nline two\r\nline three\r".into(),
+        3 => "--boundary\r\n\r\n--boundary--".into(),
+        4 => "y".repeat(1200),
+        5 => "   ".into(),
+        6 => "=?utf-8?q?x?= =3D =\r\n.".into(),
+        _ => text_from(payload, payload.len().saturating_sub(60), 60),
+    }
+}
+
+/// One edit from two parameter bytes.
+fn edit(p: &mut Params<'_>, payload: &[u8]) -> Edit {
+    let (action, arg) = (p.byte(), p.byte());
+    let name = NAMES[usize::from(arg & 0x0f)].to_string();
+    match action % 5 {
+        0 => {
+            let html = (arg & 2 != 0).then(|| match HTML[usize::from(arg >> 5)] {
+                "" => text_from(payload, 0, 60),
+                h => h.to_string(),
+            });
+            Edit::AddBanner(Banner {
+                text: banner_text((arg >> 2) & 7, payload),
+                html,
+                position: if arg & 1 == 0 {
+                    Position::Top
+                } else {
+                    Position::Bottom
+                },
+            })
+        }
+        1 => Edit::AddHeader {
+            name,
+            value: value(arg >> 4, payload),
+        },
+        2 => Edit::SetHeader {
+            name,
+            value: value(arg >> 4, payload),
+        },
+        3 => Edit::RemoveHeader(name),
+        _ => Edit::PrefixSubject(match arg % 6 {
+            0 => "[EXT]".into(),
+            1 => "[EXT] ".into(),
+            2 => "\u{26a0}\u{fe0f} Extern:".into(),
+            3 => " ".into(),
+            4 => "Re:".into(),
+            _ => value(arg >> 3, payload),
+        }),
+    }
+}
+
+/// The fuzz target.
+pub fn run(data: &[u8]) {
+    let Some((mut p, payload)) = Params::split(data, 9) else {
+        return;
+    };
+    let n = usize::from(p.byte() & 3) + 1;
+    let edits: Vec<Edit> = (0..n).map(|_| edit(&mut p, payload)).collect();
+    let Ok(msg) = Message::parse(payload.to_vec()) else {
+        return;
+    };
+    for fallback in [BannerFallback::Wrap, BannerFallback::Ignore] {
+        if let Ok(out) = apply_edits(&msg, &edits, fallback) {
+            check(&msg, &out, &edits, fallback);
+        }
+    }
+}
+
+fn check(msg: &Message, out: &[u8], edits: &[Edit], fallback: BannerFallback) {
+    let raw = msg.raw();
+    let what = format!("{edits:?} with {fallback:?}");
+    let edited = Message::parse(out.to_vec())
+        .unwrap_or_else(|e| panic!("{what}: the output does not parse: {e}"));
+    let before = mime::parse(raw).expect("mail-parser parses what Message::parse accepted");
+    let after = mime::parse(out).unwrap_or_else(|| panic!("{what}: mail-parser refuses the output"));
+
+    let banner = edits.iter().any(|e| matches!(e, Edit::AddBanner(_)));
+    let wrapped = banner
+        && fallback == BannerFallback::Wrap
+        && mime::shapes(&before) != mime::shapes(&after);
+    if wrapped {
+        check_wrap(&what, raw, &before, out, &after);
+    } else if banner {
+        mime::assert_same_tree_and_opaque_bodies(&what, raw, &before, out, &after);
+    } else {
+        let body = |raw: &'_ [u8], m: &mail_parser::Message<'_>| -> Vec<u8> {
+            raw[(m.parts[0].offset_body as usize).min(raw.len())..].to_vec()
+        };
+        assert_eq!(
+            mime::shapes(&before),
+            mime::shapes(&after),
+            "{what}: header edits changed the MIME part tree"
+        );
+        assert!(
+            body(raw, &before) == body(out, &after),
+            "{what}: header edits changed the body"
+        );
+    }
+    check_header_counts(&what, msg, &edited, edits, wrapped);
+}
+
+/// The wrap fallback: `multipart/mixed` of [text/plain banner, message/rfc822 original].
+fn check_wrap(
+    what: &str,
+    raw: &[u8],
+    before: &mail_parser::Message<'_>,
+    out: &[u8],
+    after: &mail_parser::Message<'_>,
+) {
+    assert!(
+        !mime::may_change(before).into_iter().any(|m| m),
+        "{what}: the message has displayed text parts but was wrapped"
+    );
+    let shapes = mime::shapes(after);
+    assert!(
+        shapes.len() >= 3
+            && shapes[0].content_type.as_deref() == Some("multipart/mixed")
+            && shapes[0].children == [1, 2]
+            && shapes[1].content_type.as_deref() == Some("text/plain")
+            && shapes[2].content_type.as_deref() == Some("message/rfc822")
+            && matches!(after.parts[2].body, PartType::Message(_)),
+        "{what}: the wrapped message has the wrong shape: {shapes:?}"
+    );
+    assert!(
+        mime::raw_body(out, &after.parts[2]) == raw,
+        "{what}: the wrapped original is not byte-identical"
+    );
+}
+
+/// Each header the edits name is there as often as they say (the Subject only without
+/// prefix-subject, which may or may not change it).
+fn check_header_counts(what: &str, msg: &Message, edited: &Message, edits: &[Edit], wrapped: bool) {
+    let prefixes = edits.iter().any(|e| matches!(e, Edit::PrefixSubject(_)));
+    for name in NAMES {
+        if (prefixes && name.eq_ignore_ascii_case("Subject"))
+            || (wrapped && name.eq_ignore_ascii_case("Content-Disposition"))
+        {
+            continue;
+        }
+        let mut expected = None;
+        let mut count = msg.header(name).len();
+        for e in edits {
+            match e {
+                Edit::AddHeader { name: n, .. } if n.eq_ignore_ascii_case(name) => count += 1,
+                Edit::SetHeader { name: n, .. } if n.eq_ignore_ascii_case(name) => count = 1,
+                Edit::RemoveHeader(n) if n.eq_ignore_ascii_case(name) => count = 0,
+                _ => continue,
+            }
+            expected = Some(count);
+        }
+        if let Some(expected) = expected {
+            let got = edited.header(name).len();
+            assert_eq!(got, expected, "{what}: {name} is there {got} times, expected {expected}");
+        }
+    }
+}
