@@ -10,7 +10,7 @@ use mail_parser::{MimeHeaders, PartType};
 use crate::banner::{displayed_parts, insert_text, rewrite_part};
 use crate::edit::{validate_edit, Banner, BannerFallback, Edit, EditError};
 use crate::encoding::{longest_line, quoted_printable};
-use crate::header::HeaderBlock;
+use crate::header::{prefix_raw_value, HeaderBlock};
 use crate::message::Message;
 use crate::structure::{self, BodyChange};
 
@@ -45,7 +45,7 @@ pub fn apply_edits(
             Edit::AddHeader { name, value } => top.add(name, value),
             Edit::SetHeader { name, value } => top.set(name, value),
             Edit::RemoveHeader(name) => top.remove(name),
-            Edit::PrefixSubject(prefix) => prefix_subject(&mut top, prefix),
+            Edit::PrefixSubject(prefix) => prefix_subject(&mut top, prefix, le),
             Edit::AddBanner(banner) => banners.push(banner),
         }
     }
@@ -173,21 +173,30 @@ fn enclosing_boundaries<'m>(
 
 /// prefix-subject: `prefix + " " + subject` (no extra space when the prefix ends with one);
 /// nothing when the subject already starts with the prefix; `Subject: prefix` when absent.
-fn prefix_subject(top: &mut HeaderBlock<'_>, prefix: &str) {
-    match top.first_value("Subject") {
-        Some(subject) => {
-            let subject = subject.trim_start();
-            if subject.starts_with(prefix) || subject == prefix.trim_end() {
-                return;
-            }
-            let sep = if prefix.ends_with(' ') || subject.is_empty() {
-                ""
-            } else {
-                " "
-            };
-            top.set("Subject", format!("{prefix}{sep}{subject}").trim_end());
+/// The prefix goes before the subject's raw bytes, which are kept (folding, encoded-words and
+/// 8-bit text in any charset): decoding and re-encoding would turn bytes that are not UTF-8
+/// into U+FFFD.
+fn prefix_subject(top: &mut HeaderBlock<'_>, prefix: &str, le: &str) {
+    let Some(subject) = top.first_value("Subject") else {
+        top.add("Subject", prefix.trim_end());
+        return;
+    };
+    let subject = subject.trim_start();
+    if subject.starts_with(prefix) || subject == prefix.trim_end() {
+        return;
+    }
+    let sep = if prefix.ends_with(' ') || subject.is_empty() {
+        ""
+    } else {
+        " "
+    };
+    let value = format!("{prefix}{sep}{subject}").trim_end().to_owned();
+    match top.first_raw("Subject") {
+        Some((name_part, raw_value)) => {
+            let field = prefix_raw_value(&name_part, &raw_value, prefix, le);
+            top.set_field_bytes("Subject", field, value);
         }
-        None => top.add("Subject", prefix.trim_end()),
+        None => top.set("Subject", &value),
     }
 }
 

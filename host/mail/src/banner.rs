@@ -238,13 +238,13 @@ pub(crate) fn rewrite_part(
             .first_value("Content-Type")
             .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("text/"));
     if let Some((name_part, raw_value)) = block.first_original("Content-Type") {
-        let value = std::str::from_utf8(raw_value)
-            .ok()
+        let value = Some(raw_value)
             .filter(|_| single_text_type)
             .and_then(with_utf8_charset)
-            .unwrap_or_else(|| regenerate_content_type(part, is_html, le));
+            .unwrap_or_else(|| regenerate_content_type(part, is_html, le).into_bytes());
         let mut bytes = name_part.to_vec();
-        bytes.extend_from_slice(value.as_bytes());
+        bytes.extend_from_slice(&value);
+        let value = String::from_utf8_lossy(&value).into_owned();
         block.set_field_bytes("Content-Type", bytes, value);
     } else if text_non_ascii || new_transfer.is_some() {
         let subtype = if is_html { "html" } else { "plain" };
@@ -274,21 +274,22 @@ fn contains_delimiter(body: &[u8], boundary: &str) -> bool {
 }
 
 /// The raw Content-Type value (after the colon, with its folding and line ending) with the
-/// charset parameter set to utf-8 and every other byte kept; `None` when it has comments or
-/// unbalanced quotes (then the value is regenerated from the parse).
-pub(crate) fn with_utf8_charset(raw_value: &str) -> Option<String> {
-    if raw_value.contains('(') {
+/// charset parameter set to utf-8 and every other byte kept, 8-bit ones included (a raw
+/// Latin-1 `name=` stays as it was); `None` when it has comments or unbalanced quotes (then the
+/// value is regenerated from the parse).
+pub(crate) fn with_utf8_charset(raw_value: &[u8]) -> Option<Vec<u8>> {
+    if raw_value.contains(&b'(') {
         return None;
     }
-    // Split on ';' outside quoted strings.
-    let mut segments = Vec::new();
+    // Split on ';' outside quoted strings (every delimiter is ASCII, so bytes will do).
+    let mut segments: Vec<&[u8]> = Vec::new();
     let (mut start, mut in_quotes, mut escaped) = (0, false, false);
-    for (i, c) in raw_value.char_indices() {
+    for (i, &c) in raw_value.iter().enumerate() {
         match c {
             _ if escaped => escaped = false,
-            '\\' if in_quotes => escaped = true,
-            '"' => in_quotes = !in_quotes,
-            ';' if !in_quotes => {
+            b'\\' if in_quotes => escaped = true,
+            b'"' => in_quotes = !in_quotes,
+            b';' if !in_quotes => {
                 segments.push(&raw_value[start..i]);
                 start = i + 1;
             }
@@ -299,37 +300,41 @@ pub(crate) fn with_utf8_charset(raw_value: &str) -> Option<String> {
         return None;
     }
     segments.push(&raw_value[start..]);
-    if !segments[0].contains('/') {
+    if !segments[0].contains(&b'/') {
         return None; // no type/subtype to keep
     }
     let mut found = false;
-    let mut out_segments: Vec<String> = Vec::with_capacity(segments.len() + 1);
+    let mut out_segments: Vec<Vec<u8>> = Vec::with_capacity(segments.len() + 1);
     for (i, seg) in segments.iter().enumerate() {
-        let param = seg.trim().split('=').next().unwrap_or("").trim();
+        let trimmed = seg.trim_ascii();
+        let param = trimmed
+            .split(|&b| b == b'=')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
         if i > 0
-            && (param.eq_ignore_ascii_case("charset") || param.eq_ignore_ascii_case("charset*"))
+            && (param.eq_ignore_ascii_case(b"charset") || param.eq_ignore_ascii_case(b"charset*"))
         {
             if found {
                 continue; // a duplicate charset parameter: drop it
             }
             found = true;
-            let lead = &seg[..seg.len() - seg.trim_start().len()];
-            let trail = &seg[seg.trim_end().len()..];
-            out_segments.push(format!("{lead}charset=utf-8{trail}"));
+            let lead = &seg[..seg.len() - seg.trim_ascii_start().len()];
+            let trail = &seg[seg.trim_ascii_end().len()..];
+            out_segments.push([lead, b"charset=utf-8", trail].concat());
         } else {
-            out_segments.push((*seg).to_owned());
+            out_segments.push(seg.to_vec());
         }
     }
-    let mut value = out_segments.join(";");
+    let mut value = out_segments.join(&b';');
     if !found {
-        let trail_len = value.len() - value.trim_end().len();
-        let at = value.len() - trail_len;
-        let sep = if value[..at].trim_end().ends_with(';') {
-            " "
+        let at = value.trim_ascii_end().len();
+        let sep: &[u8] = if value[..at].trim_ascii_end().ends_with(b";") {
+            b" "
         } else {
-            "; "
+            b"; "
         };
-        value.insert_str(at, &format!("{sep}charset=utf-8"));
+        value.splice(at..at, [sep, b"charset=utf-8"].concat());
     }
     Some(value)
 }
@@ -459,30 +464,38 @@ mod tests {
 
     #[test]
     fn charset_rewrite_keeps_other_parameters() {
+        let charset_utf8 =
+            |v: &str| with_utf8_charset(v.as_bytes()).map(|v| String::from_utf8(v).unwrap());
         assert_eq!(
-            with_utf8_charset(" text/plain; charset=iso-8859-1; format=flowed\r\n").unwrap(),
+            charset_utf8(" text/plain; charset=iso-8859-1; format=flowed\r\n").unwrap(),
             " text/plain; charset=utf-8; format=flowed\r\n"
         );
         assert_eq!(
-            with_utf8_charset(" text/plain;\r\n\tformat=flowed;\r\n\tCHARSET=\"windows-1252\"\r\n")
+            charset_utf8(" text/plain;\r\n\tformat=flowed;\r\n\tCHARSET=\"windows-1252\"\r\n")
                 .unwrap(),
             " text/plain;\r\n\tformat=flowed;\r\n\tcharset=utf-8\r\n"
         );
         assert_eq!(
-            with_utf8_charset(" text/html\n").unwrap(),
+            charset_utf8(" text/html\n").unwrap(),
             " text/html; charset=utf-8\n"
         );
         assert_eq!(
-            with_utf8_charset(" text/html;\n").unwrap(),
+            charset_utf8(" text/html;\n").unwrap(),
             " text/html; charset=utf-8\n"
         );
         assert_eq!(
-            with_utf8_charset(" text/plain; name=\"a;charset=x\"\n").unwrap(),
+            charset_utf8(" text/plain; name=\"a;charset=x\"\n").unwrap(),
             " text/plain; name=\"a;charset=x\"; charset=utf-8\n"
         );
-        assert!(with_utf8_charset(" text/plain (comment)\n").is_none());
-        assert!(with_utf8_charset(" \r\n").is_none());
-        assert!(with_utf8_charset(" ; charset=x\r\n").is_none());
+        assert!(charset_utf8(" text/plain (comment)\n").is_none());
+        assert!(charset_utf8(" \r\n").is_none());
+        assert!(charset_utf8(" ; charset=x\r\n").is_none());
+        // 8-bit bytes in another parameter are kept, not replaced.
+        assert_eq!(
+            with_utf8_charset(b" text/plain; name=\"caf\xe9.txt\"; charset=iso-8859-1\r\n")
+                .unwrap(),
+            b" text/plain; name=\"caf\xe9.txt\"; charset=utf-8\r\n"
+        );
     }
 
     #[test]

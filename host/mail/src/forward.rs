@@ -10,10 +10,15 @@
 
 use std::cell::Cell;
 
+use mail_parser::decoders::charsets::map::charset_decoder;
+use mail_parser::parsers::MessageStream;
+use mail_parser::HeaderValue;
+
 use crate::apply::apply_edits;
 use crate::edit::{validate_address, validate_value, BannerFallback, Edit, EditError};
 use crate::header::{decode_value, encode_field, HeaderBlock};
 use crate::message::Message;
+use crate::structure::{self, BodyChange};
 
 /// The field each relay adds at the top of a copy it sends (value: the relaying domain).
 /// [`hop_count`] counts them so a message bouncing between forwarders is stopped.
@@ -102,10 +107,7 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
         }
     }
 
-    let display = msg
-        .from_name()
-        .or_else(|| msg.from_address())
-        .unwrap_or_else(|| "unknown sender".into());
+    let display = original_sender(msg, &top).unwrap_or_else(|| "unknown sender".into());
     let phrase = format!("{} via {}", clean_display(&display), rw.via_domain);
     top.set_field_bytes(
         "From",
@@ -126,7 +128,35 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
     out.extend_from_slice(&raw[..header_start]);
     top.emit(&mut out, body_start < raw.len());
     out.extend_from_slice(&raw[body_start..]);
+    structure::check(msg.parsed(), raw, &out, BodyChange::Parts(&[]))?;
     Ok(out)
+}
+
+/// The original From's display name, else its address. Raw 8-bit bytes that are not UTF-8 are
+/// read as Windows-1252 (a superset of Latin-1, what such bytes nearly always are), so
+/// `J\xf6rg` becomes "Jörg" in the new From instead of "J\u{fffd}rg".
+fn original_sender(msg: &Message, top: &HeaderBlock<'_>) -> Option<String> {
+    let from_parse = || msg.from_name().or_else(|| msg.from_address());
+    let Some((_, raw)) = top.first_original("From") else {
+        return from_parse();
+    };
+    if std::str::from_utf8(raw).is_ok() {
+        return from_parse();
+    }
+    let text = charset_decoder(b"windows-1252").map_or_else(
+        || String::from_utf8_lossy(raw).into_owned(),
+        |decode| decode(raw),
+    );
+    let HeaderValue::Address(addr) = MessageStream::new(text.as_bytes()).parse_address() else {
+        return from_parse();
+    };
+    let first = addr.first()?;
+    let pick = |s: Option<&str>| {
+        s.map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    pick(first.name()).or_else(|| pick(first.address()))
 }
 
 /// A display name safe to quote: controls become spaces, runs of spaces collapse, and it is cut
@@ -333,6 +363,45 @@ mod tests {
             Some("unknown sender via example.com")
         );
         assert!(out.header("Reply-To").is_empty());
+    }
+
+    #[test]
+    fn eight_bit_from_and_subject_keep_their_bytes() {
+        let raw = b"From: J\xf6rg M\xfcller <jorg@outside.example>\r\n\
+            Subject: Gr\xfc\xdfe aus K\xf6ln\r\n\r\nbody\r\n";
+        let msg = Message::parse(raw.to_vec()).unwrap();
+        // What the parse alone makes of the bytes.
+        assert!(msg.from_name().unwrap().contains('\u{fffd}'));
+        assert!(msg.subject().unwrap().contains('\u{fffd}'));
+        let rw = RelayRewrite {
+            subject_prefix: Some("[FWD]"),
+            ..RW
+        };
+        let out = rewrite_for_relay(&msg, &rw).unwrap();
+        // The original bytes, verbatim, in Reply-To and Subject.
+        assert!(contains(
+            &out,
+            b"\r\nReply-To: J\xf6rg M\xfcller <jorg@outside.example>\r\n"
+        ));
+        assert!(contains(
+            &out,
+            b"\r\nSubject: [FWD] Gr\xfc\xdfe aus K\xf6ln\r\n"
+        ));
+        assert!(!contains(&out, "\u{fffd}".as_bytes()));
+        let out = Message::parse(out).unwrap();
+        assert_eq!(
+            out.from_name().as_deref(),
+            Some("Jörg Müller via example.com")
+        );
+        // Raw UTF-8 goes through the parse as it is.
+        let raw = "From: Jörg <jorg@outside.example>\r\nSubject: Grüße\r\n\r\nbody\r\n";
+        let (_, out) = rewrite(raw, &rw);
+        assert_eq!(out.from_name().as_deref(), Some("Jörg via example.com"));
+        assert_eq!(out.subject().as_deref(), Some("[FWD] Grüße"));
+        assert!(contains(
+            out.raw(),
+            "\r\nSubject: [FWD] Grüße\r\n".as_bytes()
+        ));
     }
 
     fn contains(hay: &[u8], needle: &[u8]) -> bool {

@@ -154,6 +154,20 @@ impl<'a> HeaderBlock<'a> {
         }
     }
 
+    /// The first field with this name, original or written by the host, as bytes: (the name
+    /// up to and including the colon, the raw value with its folding and line ending). Unlike
+    /// [`HeaderBlock::first_value`] nothing is decoded, so 8-bit bytes survive.
+    pub(crate) fn first_raw(&self, name: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+        let piece = self.pieces.iter().find(|p| p.is(name))?;
+        let bytes = piece.bytes();
+        let value_len = match piece {
+            Piece::Original { value, .. } => value.len(),
+            _ => bytes.len() - bytes.iter().position(|&b| b == b':')? - 1,
+        };
+        let (name_part, value) = bytes.split_at(bytes.len() - value_len);
+        Some((name_part.to_vec(), value.to_vec()))
+    }
+
     /// How many fields have this name.
     pub(crate) fn count(&self, name: &str) -> usize {
         self.pieces.iter().filter(|p| p.is(name)).count()
@@ -282,6 +296,69 @@ pub(crate) fn encode_field(name: &str, value: &str, le: &str) -> Vec<u8> {
         }
     }
     encode_words(name, value, le).into_bytes()
+}
+
+/// Puts `prefix` before a field's raw value (`raw_value`: after the colon, folded, possibly
+/// RFC 2047-encoded or raw 8-bit) and returns the whole new field. The value's bytes are kept as
+/// they are; only the prefix is written: as is when plain ASCII, else as UTF-8 encoded-words.
+/// One space separates them (none when the prefix ends with one), inside the encoded-word when
+/// the value starts with one (readers drop whitespace between encoded-words). A first line that
+/// would grow past 78 characters is folded after the prefix.
+pub(crate) fn prefix_raw_value(
+    name_part: &[u8],
+    raw_value: &[u8],
+    prefix: &str,
+    le: &str,
+) -> Vec<u8> {
+    let rest = raw_value.trim_ascii_start();
+    let rest_is_word = rest.starts_with(b"=?");
+    let plain = prefix.is_ascii()
+        && !prefix.contains("=?")
+        && !prefix.bytes().any(|b| b.is_ascii_control());
+    let (mut wire, spaced) = if plain {
+        (prefix.to_owned(), prefix.ends_with(' '))
+    } else {
+        let core = prefix.trim_end();
+        let text = if rest_is_word && !rest.is_empty() {
+            format!("{core} ")
+        } else {
+            core.to_owned()
+        };
+        let field = encode_words("Subject", &text, le);
+        let words = field["Subject:".len()..field.len() - le.len()].trim_start();
+        // Encoded-words must be separated from what follows by whitespace of their own.
+        (words.to_owned(), false)
+    };
+    let mut out = name_part.to_vec();
+    out.push(b' ');
+    if rest.is_empty() {
+        out.extend_from_slice(wire.trim_end().as_bytes());
+        out.extend_from_slice(le.as_bytes());
+        return out;
+    }
+    let first_line = rest
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(rest.len());
+    let last_line = wire.rsplit('\n').next().unwrap_or(&wire).len();
+    let fold =
+        (if wire.contains('\n') { 0 } else { out.len() }) + last_line + 1 + first_line > FOLD_AT;
+    if fold {
+        wire.truncate(wire.trim_end().len());
+        out.extend_from_slice(wire.as_bytes());
+        out.extend_from_slice(le.as_bytes());
+        out.push(b' ');
+    } else {
+        out.extend_from_slice(wire.as_bytes());
+        if !spaced {
+            out.push(b' ');
+        }
+    }
+    out.extend_from_slice(rest);
+    if !out.ends_with(b"\n") {
+        out.extend_from_slice(le.as_bytes());
+    }
+    out
 }
 
 /// Folds `name: value` before whitespace so lines stay within 78 characters where possible;

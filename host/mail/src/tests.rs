@@ -261,7 +261,7 @@ fn prefix_subject_prefixes_the_decoded_subject_once() {
     let out = apply(&m, &edits);
     let expected = s(m.raw()).replace(
         "Subject: Lunch\n  tomorrow?\n",
-        "Subject: [EXT] Lunch tomorrow?\n",
+        "Subject: [EXT] Lunch\n  tomorrow?\n",
     );
     assert_eq!(s(&out), expected);
     // Running the same edit over the result is a no-op (idempotent across passes too).
@@ -295,6 +295,122 @@ fn prefix_subject_sees_earlier_edits_and_encodes_non_ascii() {
         parsed.headers.get_first_value("Subject").as_deref(),
         Some("[Außen] Grüße")
     );
+}
+
+/// A message with `field` between a From and a To field.
+fn with_field(field: &[u8]) -> Vec<u8> {
+    [
+        b"From: a@b.example\r\n",
+        field,
+        b"To: c@d.example\r\n\r\nbody\r\n",
+    ]
+    .concat()
+}
+
+fn has_replacement_char(bytes: &[u8]) -> bool {
+    bytes.windows(3).any(|w| w == "\u{fffd}".as_bytes())
+}
+
+#[test]
+fn prefix_subject_keeps_the_subject_bytes() {
+    let cases: [(&[u8], &[u8]); 7] = [
+        // Raw Latin-1 (not UTF-8).
+        (
+            b"Subject: Ol\xe1 se\xf1or\r\n",
+            b"Subject: [EXT] Ol\xe1 se\xf1or\r\n",
+        ),
+        // Raw UTF-8 (RFC 6532).
+        (
+            "Subject: Olá señor\r\n".as_bytes(),
+            "Subject: [EXT] Olá señor\r\n".as_bytes(),
+        ),
+        (
+            b"Subject: =?iso-8859-1?q?Ol=E1?=\r\n",
+            b"Subject: [EXT] =?iso-8859-1?q?Ol=E1?=\r\n",
+        ),
+        // Folded, with 8-bit bytes on the continuation line.
+        (
+            b"Subject: Lunch\r\n\ttomorrow \xe0 midi\r\n",
+            b"Subject: [EXT] Lunch\r\n\ttomorrow \xe0 midi\r\n",
+        ),
+        // Folded right after the colon.
+        (b"Subject:\r\n Ol\xe1\r\n", b"Subject: [EXT] Ol\xe1\r\n"),
+        (b"subject:   x\r\n", b"subject: [EXT] x\r\n"),
+        (b"Subject:\r\n", b"Subject: [EXT]\r\n"),
+    ];
+    for (field, expected) in cases {
+        let m = Message::parse(with_field(field)).unwrap();
+        let out = apply(&m, &[Edit::PrefixSubject("[EXT]".into())]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            String::from_utf8_lossy(&with_field(expected))
+        );
+        assert_eq!(out, with_field(expected));
+        // Once only, across passes too.
+        let again = Message::parse(out.clone()).unwrap();
+        assert_eq!(apply(&again, &[Edit::PrefixSubject("[EXT]".into())]), out);
+    }
+    // Two different prefixes in one chain: the second one also works on the bytes.
+    let m = Message::parse(with_field(b"Subject: Ol\xe1\r\n")).unwrap();
+    let out = apply(
+        &m,
+        &[
+            Edit::PrefixSubject("[A]".into()),
+            Edit::PrefixSubject("[B] ".into()),
+        ],
+    );
+    assert_eq!(out, with_field(b"Subject: [B] [A] Ol\xe1\r\n"));
+}
+
+#[test]
+fn a_non_ascii_prefix_is_an_encoded_word_before_the_original_bytes() {
+    let cases: [(&[u8], &[u8], &str); 4] = [
+        (b"Subject: Hello\r\n", b" Hello\r\n", "[Außen] Hello"),
+        (
+            b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n",
+            b" =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n",
+            "[Außen] Grüße",
+        ),
+        (b"Subject: Ol\xe1\r\n", b" Ol\xe1\r\n", ""),
+        (
+            "Subject: Olá\r\n".as_bytes(),
+            " Olá\r\n".as_bytes(),
+            "[Außen] Olá",
+        ),
+    ];
+    for (field, kept, decoded) in cases {
+        let m = Message::parse(with_field(field)).unwrap();
+        let out = apply(&m, &[Edit::PrefixSubject("[Außen]".into())]);
+        let start = b"From: a@b.example\r\nSubject: =?UTF-8?";
+        assert!(out.starts_with(start), "{}", String::from_utf8_lossy(&out));
+        let subject_end = out.windows(kept.len()).position(|w| w == kept);
+        assert!(subject_end.is_some(), "{}", String::from_utf8_lossy(&out));
+        assert!(!has_replacement_char(&out));
+        if !decoded.is_empty() {
+            let again = Message::parse(out.clone()).unwrap();
+            assert_eq!(again.subject().as_deref(), Some(decoded));
+            use mailparse::MailHeaderMap;
+            let parsed = mailparse::parse_mail(&out).unwrap();
+            assert_eq!(
+                parsed.headers.get_first_value("Subject").as_deref(),
+                Some(decoded)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_prefixed_long_subject_is_folded_after_the_prefix() {
+    let long = "word ".repeat(14) + "end";
+    let m = Message::parse(with_field(format!("Subject: {long}\r\n").as_bytes())).unwrap();
+    let out = apply(&m, &[Edit::PrefixSubject("[EXTERNAL]".into())]);
+    let text = s(&out);
+    assert!(
+        text.contains(&format!("Subject: [EXTERNAL]\r\n {long}\r\n")),
+        "{text}"
+    );
+    let again = Message::parse(out.clone()).unwrap();
+    assert_eq!(again.subject(), Some(format!("[EXTERNAL] {long}")));
 }
 
 #[test]
