@@ -7,7 +7,7 @@
 
 use mail_parser::{MimeHeaders, PartType};
 
-use crate::banner::{displayed_parts, insert_text, rewrite_part};
+use crate::banner::{displayed_parts, insert_text, rewrite_part, Placement};
 use crate::edit::{validate_edit, Banner, BannerFallback, Edit, EditError};
 use crate::encoding::{longest_line, quoted_printable};
 use crate::header::{prefix_raw_value, HeaderBlock};
@@ -74,7 +74,13 @@ pub fn apply_edits(
         };
     }
     if displayed == [0] {
-        let body = rewrite_part(root, 0, &mut top, &banners, le, true, &[])?;
+        let at = Placement {
+            raw,
+            le,
+            is_root: true,
+            boundaries: Vec::new(),
+        };
+        let body = rewrite_part(root, 0, &mut top, &banners, &at)?;
         top.emit(&mut out, !body.is_empty());
         out.extend_from_slice(&body);
         return checked(out, BodyChange::Parts(&displayed));
@@ -99,9 +105,14 @@ pub fn apply_edits(
                 raw.len()
             )));
         }
-        let boundaries = enclosing_boundaries(m, &parents, id);
+        let at = Placement {
+            raw,
+            le,
+            is_root: false,
+            boundaries: enclosing_boundaries(m, &parents, id),
+        };
         let mut block = HeaderBlock::parse(raw, &part.headers, h, b, le)?;
-        let body = rewrite_part(part, id, &mut block, &banners, le, false, &boundaries)?;
+        let body = rewrite_part(part, id, &mut block, &banners, &at)?;
         let mut bytes = Vec::with_capacity(b - h + body.len() + 64);
         block.emit(&mut bytes, true);
         bytes.extend_from_slice(&body);

@@ -1,7 +1,10 @@
 //! Banners: which parts are displayed text, where a banner goes in them, and how a part is
 //! re-encoded afterwards.
 
-use mail_parser::{decoders::charsets::map::charset_decoder, MessagePart, MimeHeaders, PartType};
+use mail_parser::{
+    decoders::charsets::map::charset_decoder, parsers::MessageStream, MessagePart, MimeHeaders,
+    PartType,
+};
 
 use crate::edit::{Banner, EditError, Position};
 use crate::encoding::{base64_lines, longest_line, normalize_line_endings, quoted_printable};
@@ -118,21 +121,31 @@ impl Transfer {
     }
 }
 
+/// Where a displayed part sits: what its rewritten bytes must fit into.
+pub(crate) struct Placement<'a> {
+    /// The whole message.
+    pub(crate) raw: &'a [u8],
+    /// The message's line ending.
+    pub(crate) le: &'static str,
+    /// The part is the whole message body (then it ends with a line break; a sub-part's last
+    /// line break belongs to the boundary that follows).
+    pub(crate) is_root: bool,
+    /// The boundaries of the multiparts around the part: a body that would contain one of
+    /// them is written in base64 instead, which cannot.
+    pub(crate) boundaries: Vec<&'a str>,
+}
+
 /// Inserts `banners` into the displayed part `part` (index `id`): rewrites its Content-Type
 /// charset and, when needed, its Content-Transfer-Encoding in `block`, and returns the new
-/// encoded body. `is_root` says the part is the whole message body (then it ends with a line
-/// break; a sub-part's last line break belongs to the boundary that follows). `boundaries` are
-/// those of the multiparts around the part: a body that would contain one of them is written
-/// in base64 instead, which cannot.
+/// encoded body.
 pub(crate) fn rewrite_part(
     part: &MessagePart<'_>,
     id: usize,
     block: &mut HeaderBlock<'_>,
     banners: &[&Banner],
-    le: &'static str,
-    is_root: bool,
-    boundaries: &[&str],
+    at: &Placement<'_>,
 ) -> Result<Vec<u8>, EditError> {
+    let (le, is_root, raw) = (at.le, at.is_root, at.raw);
     let undecodable = |reason: String| EditError::UndecodablePart { part: id, reason };
     let text = match &part.body {
         PartType::Text(t) | PartType::Html(t) => t.as_ref(),
@@ -176,6 +189,15 @@ pub(crate) fn rewrite_part(
             )));
         }
     }
+    let recovered;
+    let text = match lossy_bytes(part, raw, transfer, text) {
+        None => text,
+        Some(Ok(text)) => {
+            recovered = text;
+            recovered.as_str()
+        }
+        Some(Err(reason)) => return Err(undecodable(reason)),
+    };
 
     // Banners join the text with its own line ending for base64 (whose lines are content);
     // everything else is normalized to the message's line ending.
@@ -225,7 +247,7 @@ pub(crate) fn rewrite_part(
         }
     };
 
-    if transfer != Transfer::Base64 && boundaries.iter().any(|b| contains_delimiter(&body, b)) {
+    if transfer != Transfer::Base64 && at.boundaries.iter().any(|b| contains_delimiter(&body, b)) {
         body = base64_lines(text.as_bytes(), le);
         new_transfer = Some("base64");
     }
@@ -262,6 +284,52 @@ pub(crate) fn rewrite_part(
         block.push("MIME-Version", "1.0");
     }
     Ok(body)
+}
+
+/// When the parse had to put U+FFFD for bytes of the part that are not in its charset (8-bit
+/// text without a charset or declared UTF-8/ASCII, mostly Latin-1), re-encoding the text would
+/// replace those bytes for good. `None`: the text is faithful. `Some(Ok(text))`: the text
+/// again, with each invalid byte read as Windows-1252 (a superset of Latin-1) instead.
+/// `Some(Err(why))`: it cannot be recovered (another declared charset).
+fn lossy_bytes(
+    part: &MessagePart<'_>,
+    raw: &[u8],
+    transfer: Transfer,
+    text: &str,
+) -> Option<Result<String, String>> {
+    const FFFD: &[u8] = "\u{fffd}".as_bytes();
+    if !text.contains('\u{fffd}') {
+        return None;
+    }
+    let body = raw.get(part.offset_body as usize..part.offset_end as usize)?;
+    let content = match transfer {
+        Transfer::SevenBit | Transfer::EightBit => std::borrow::Cow::Borrowed(body),
+        Transfer::QuotedPrintable => MessageStream::new(body).decode_quoted_printable_mime(b"").1,
+        Transfer::Base64 => MessageStream::new(body).decode_base64_mime(b"").1,
+    };
+    if content.windows(FFFD.len()).any(|w| w == FFFD) {
+        return None; // a real U+FFFD in UTF-8 content
+    }
+    let utf8ish = part
+        .content_type()
+        .and_then(|ct| ct.attribute("charset"))
+        .is_none_or(|c| {
+            ["utf-8", "utf8", "us-ascii", "ascii"]
+                .iter()
+                .any(|u| c.eq_ignore_ascii_case(u))
+        });
+    let cp1252 = charset_decoder(b"windows-1252");
+    let (true, Some(cp1252)) = (utf8ish, cp1252) else {
+        return Some(Err(
+            "its text has bytes its charset cannot decode; re-encoding would replace them".into(),
+        ));
+    };
+    let mut out = String::with_capacity(content.len());
+    for chunk in content.utf8_chunks() {
+        out.push_str(chunk.valid());
+        out.push_str(&cp1252(chunk.invalid()));
+    }
+    Some(Ok(out))
 }
 
 /// True when `body` contains `--boundary`, which mail-parser takes for a delimiter anywhere.

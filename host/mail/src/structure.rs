@@ -99,7 +99,14 @@ fn same_tree(
     }
     for (id, (before, after)) in input.parts.iter().zip(&output.parts).enumerate() {
         let (want, got) = (shape(before), shape(after));
-        if want != got {
+        // mail-parser files an empty text/html part as text: a banner may make it html.
+        let text_kinds = |s: &Shape| matches!(s.kind, "text" | "html");
+        let same = want == got
+            || (rewritten.contains(&id)
+                && text_kinds(&want)
+                && text_kinds(&got)
+                && want.content_type == got.content_type);
+        if !same {
             return Err(format!(
                 "part {id} would become {got:?} instead of {want:?}"
             ));
@@ -108,9 +115,19 @@ fn same_tree(
             continue;
         }
         match &before.body {
-            PartType::Multipart(children) => same_gaps(
-                id, before, after, input, output, raw, out, children, rewritten,
-            )?,
+            PartType::Multipart(children) => {
+                let sides = (
+                    Side {
+                        parse: input,
+                        bytes: raw,
+                    },
+                    Side {
+                        parse: output,
+                        bytes: out,
+                    },
+                );
+                same_gaps(id, sides, children, rewritten)?
+            }
             _ => {
                 // The root's header block is the one header edits change.
                 let span = |p: &MessagePart<'_>| {
@@ -130,20 +147,22 @@ fn same_tree(
     Ok(())
 }
 
+/// One parse with the bytes it was made from.
+#[derive(Clone, Copy)]
+struct Side<'p, 'm> {
+    parse: &'p mail_parser::Message<'m>,
+    bytes: &'p [u8],
+}
+
 /// The bytes of a multipart between its children (preamble, delimiter lines, epilogue) are
 /// copied, except that a rewritten child may have gained the line break its delimiter needs.
-#[allow(clippy::too_many_arguments)]
 fn same_gaps(
     id: usize,
-    before: &MessagePart<'_>,
-    after: &MessagePart<'_>,
-    input: &mail_parser::Message<'_>,
-    output: &mail_parser::Message<'_>,
-    raw: &[u8],
-    out: &[u8],
+    (input, output): (Side<'_, '_>, Side<'_, '_>),
     children: &[u32],
     rewritten: &[usize],
 ) -> Result<(), String> {
+    let (before, after) = (&input.parse.parts[id], &output.parse.parts[id]);
     // Gap k lies between child k-1 (or the multipart's body start) and child k (or its end).
     let gap = |m: &mail_parser::Message<'_>, p: &MessagePart<'_>, k: usize| {
         let start = match k {
@@ -157,8 +176,8 @@ fn same_gaps(
         Some(start as usize..end as usize)
     };
     for k in 0..=children.len() {
-        let was = gap(input, before, k).and_then(|r| raw.get(r));
-        let is = gap(output, after, k).and_then(|r| out.get(r));
+        let was = gap(input.parse, before, k).and_then(|r| input.bytes.get(r));
+        let is = gap(output.parse, after, k).and_then(|r| output.bytes.get(r));
         let after_rewritten = k > 0 && rewritten.contains(&(children[k - 1] as usize));
         let kept = match (was, is) {
             (Some(was), Some(is)) if after_rewritten => is.ends_with(was),
@@ -180,8 +199,8 @@ fn same_gaps(
             let range = gap(m, p, k)?;
             delimiter_starts_line(bytes, range, boundary?)
         };
-        let was_line = starts_line(input, before, raw).unwrap_or(true);
-        let is_line = starts_line(output, after, out).unwrap_or(true);
+        let was_line = starts_line(input.parse, before, input.bytes).unwrap_or(true);
+        let is_line = starts_line(output.parse, after, output.bytes).unwrap_or(true);
         if !is_line && (was_line || after_rewritten) {
             return Err(format!(
                 "the delimiter before child {k} of multipart part {id} would not start a line"
@@ -223,13 +242,16 @@ fn wraps(output: &mail_parser::Message<'_>, out: &[u8], raw: &[u8]) -> Result<()
         ));
     }
     // The wrapped message starts right after its part's header block and is the original.
-    // It may seem to run on into the closing delimiter: mail-parser lets a message/rfc822
-    // that itself ends in a message/rfc822 swallow its enclosing delimiter (the wrap writes
-    // nothing after that delimiter, so nothing else can be swallowed).
+    // Neither where mail-parser thinks the part ends nor the tree it reads inside is
+    // compared: it parses a nested message by its enclosing boundary too (a message/rfc822
+    // ending in another one swallows the enclosing delimiter, an unclosed multipart ends
+    // early, an empty multipart gains a child), so those depend on the wrapper, not on the
+    // bytes, which are the original's.
     let inner = &output.parts[2];
-    let (start, end) = (inner.offset_body as usize, inner.offset_end as usize);
-    let original = out.get(start..start + raw.len()) == Some(raw);
-    if !original || end < start + raw.len() || end > out.len() {
+    let original = out
+        .get(inner.offset_body as usize..)
+        .is_some_and(|rest| rest.starts_with(raw));
+    if !original {
         return Err("the wrapped message is not the original byte for byte".into());
     }
     Ok(())

@@ -1098,3 +1098,66 @@ fn the_structure_check_refuses_what_the_splice_used_to_write() {
         assert!(err.to_string().contains("MIME structure"), "{err}");
     }
 }
+
+#[test]
+fn eight_bit_text_outside_its_charset_keeps_its_characters() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(b"Ol\xe1 se\xf1or\r\n");
+    let cases: [(Vec<u8>, &str); 4] = [
+        // Latin-1 bytes, no charset: read as Windows-1252, not replaced by U+FFFD.
+        (
+            b"Content-Type: text/plain\r\nContent-Transfer-Encoding: 8bit\r\n\r\nOl\xe1 se\xf1or\r\n".to_vec(),
+            "Olá señor",
+        ),
+        // Declared UTF-8, mostly valid: the valid characters stay, the stray byte is read.
+        (
+            [
+                "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße ".as_bytes(),
+                b"caf\xe9\r\n",
+            ]
+            .concat(),
+            "Grüße café",
+        ),
+        (
+            format!("Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n").into_bytes(),
+            "Olá señor",
+        ),
+        // A real U+FFFD in UTF-8 text is text like any other.
+        (
+            "Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nsee \u{fffd} here\r\n".as_bytes().to_vec(),
+            "see \u{fffd} here",
+        ),
+    ];
+    for (part, text) in cases {
+        let raw = [
+            b"From: a@b.example\r\nMIME-Version: 1.0\r\n".as_slice(),
+            &part,
+        ]
+        .concat();
+        let m = Message::parse(raw).unwrap();
+        let out = apply(&m, &[banner("BANNER", None, Position::Top)]);
+        let again = Message::parse(out.clone()).unwrap();
+        let body = again.text_body(0).unwrap();
+        assert_eq!(
+            body.replace("\r\n", "\n"),
+            format!("BANNER\n\n{text}\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+    }
+    // Another declared charset that cannot decode the bytes: refused, not replaced.
+    let raw = b"From: a@b.example\r\nContent-Type: text/plain; charset=utf-16le\r\nContent-Transfer-Encoding: 8bit\r\n\r\n\x00\xd8\x41\x00\r\n";
+    let m = Message::parse(raw.to_vec()).unwrap();
+    assert!(
+        m.text_body(0).unwrap().contains('\u{fffd}'),
+        "{:?}",
+        m.text_body(0)
+    );
+    let err = apply_edits(
+        &m,
+        &[banner("B", None, Position::Top)],
+        BannerFallback::Wrap,
+    )
+    .unwrap_err();
+    assert!(matches!(err, EditError::UndecodablePart { .. }), "{err}");
+}
