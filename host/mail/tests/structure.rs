@@ -464,14 +464,38 @@ impl Generator {
     fn text_part(&mut self, out: &mut Vec<u8>, in_alternative: Option<bool>) {
         let html = in_alternative.unwrap_or_else(|| self.rng.chance(30));
         let charset = *self.rng.pick(&["utf-8", "iso-8859-1", "us-ascii", ""]);
-        let cte = *self
-            .rng
-            .pick(&["", "7bit", "8bit", "quoted-printable", "base64", "binary"]);
-        let non_ascii = matches!(cte, "8bit" | "binary" | "quoted-printable" | "base64")
-            && charset != "us-ascii";
+        let written_cte = *self.rng.pick(&[
+            "",
+            "7bit",
+            "8bit",
+            "quoted-printable",
+            "base64",
+            "binary",
+            "8 bit",
+            "BASE64",
+            "Quoted-Printable",
+        ]);
+        let cte = written_cte.to_ascii_lowercase().replace(' ', "");
+        let non_ascii = matches!(
+            cte.as_str(),
+            "8bit" | "binary" | "quoted-printable" | "base64"
+        ) && charset != "us-ascii";
         let mut text = self.text(non_ascii);
+        if self.rng.chance(5) && cte != "7bit" {
+            text.push_str(&"x".repeat(1200)); // past the 998 limit: must become QP
+            text.push_str(self.le);
+        }
+        if self.rng.chance(3) {
+            text.push_str("lone\rcarriage return");
+            self.strict = false;
+        }
         if html {
-            text = format!("<html><body>{text}</body></html>");
+            let (open, close) = *self.rng.pick(&[
+                ("<html><body>", "</body></html>"),
+                ("<HTML><BODY class=\"x\" style='a>b'>", "</BODY ></HTML>"),
+                ("<p>", "</p>"),
+            ]);
+            text = format!("{open}{text}{close}");
         }
         let subtype = if html { "html" } else { "plain" };
         match (charset, html || self.rng.chance(85)) {
@@ -482,8 +506,13 @@ impl Generator {
                 &format!("Content-Type: text/{subtype}; charset=\"{cs}\""),
             ),
         }
-        if !cte.is_empty() {
-            self.header(out, &format!("Content-Transfer-Encoding: {cte}"));
+        if self.rng.chance(4) {
+            // Two Content-Type fields: which one counts is the parser's guess.
+            self.header(out, &format!("Content-Type: text/{subtype}; format=flowed"));
+            self.strict = false;
+        }
+        if !written_cte.is_empty() {
+            self.header(out, &format!("Content-Transfer-Encoding: {written_cte}"));
         }
         if self.rng.chance(10) {
             self.header(out, "Content-Disposition: inline");
@@ -495,7 +524,7 @@ impl Generator {
         } else {
             text.into_bytes()
         };
-        let body = match cte {
+        let body = match cte.as_str() {
             "base64" => {
                 let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
                 let lines: Vec<&str> = b64
@@ -598,8 +627,22 @@ impl Generator {
 
     /// A multipart of 1 to 4 children, `depth` levels deep at most.
     fn multipart(&mut self, out: &mut Vec<u8>, depth: usize) {
-        let subtype = *self.rng.pick(&["mixed", "alternative", "related", "mixed"]);
-        let boundary = format!("b{}-{:08x}", self.boundaries.len(), self.rng.next() as u32);
+        let subtype = *self
+            .rng
+            .pick(&["mixed", "alternative", "related", "mixed", "digest"]);
+        let mut boundary = match self.rng.below(3) {
+            0 => format!(
+                "=_b{}.{:08X}",
+                self.boundaries.len(),
+                self.rng.next() as u32
+            ),
+            _ => format!("b{}-{:08x}", self.boundaries.len(), self.rng.next() as u32),
+        };
+        if let Some(parent) = self.boundaries.last().filter(|_| self.rng.chance(5)) {
+            // A boundary that starts with its parent's: lenient parsers confuse the two.
+            boundary = format!("{parent}-inner");
+            self.strict = false;
+        }
         self.boundaries.push(boundary.clone());
         self.header(
             out,
@@ -619,8 +662,21 @@ impl Generator {
             out.extend_from_slice(format!("--{boundary}").as_bytes());
             out.extend_from_slice(self.le.as_bytes());
             match subtype {
+                // Parts of a digest are message/rfc822 without saying so.
+                "digest" => {
+                    self.header(out, "From: digest@example.org");
+                    let text = self.text(false);
+                    self.body(out, text.as_bytes());
+                }
                 "alternative" if depth > 0 && self.rng.chance(15) => self.multipart(out, depth - 1),
                 "alternative" => self.text_part(out, Some(i == 1)),
+                // What clients write for image-only mail: an empty text part whose empty
+                // line doubles as the delimiter's line break.
+                _ if self.rng.chance(10) => {
+                    let ct = *self.rng.pick(&["text/plain", "text/html; charset=utf-8"]);
+                    self.header(out, &format!("Content-Type: {ct}"));
+                    out.extend_from_slice(self.le.as_bytes());
+                }
                 _ if depth > 0 && self.rng.chance(30) => self.multipart(out, depth - 1),
                 _ if self.rng.chance(50) => self.text_part(out, None),
                 _ => self.attachment(out),
@@ -744,16 +800,26 @@ fn the_generator_writes_the_shapes_it_promises() {
     let messages: Vec<Vec<u8>> = (0..GENERATED).map(|s| Generator::message(s).0).collect();
     let any = |needle: &[u8]| messages.iter().any(|m| contains(m, needle));
     // Empty text part right before a delimiter, in both line endings.
-    assert!(any(b"Content-Type: text/plain\r\n\r\n--b"));
-    assert!(any(b"Content-Type: text/plain\n\n--b"));
-    assert!(any(b"Content-Transfer-Encoding: base64\n\n--b"));
-    assert!(any(
-        b"Content-Transfer-Encoding: quoted-printable\r\n\r\n--b"
+    // (Boundaries start with `b` or `=_b`.)
+    let delimited = |head: &str| {
+        ["--b", "--=_b"]
+            .iter()
+            .any(|d| any(format!("{head}{d}").as_bytes()))
+    };
+    assert!(delimited("Content-Type: text/plain\r\n\r\n"));
+    assert!(delimited("Content-Type: text/plain\n\n"));
+    assert!(delimited("Content-Transfer-Encoding: base64\n\n"));
+    assert!(delimited(
+        "Content-Transfer-Encoding: quoted-printable\r\n\r\n"
     ));
     assert!(any(b"multipart/alternative"));
     assert!(any(b"message/rfc822"));
     assert!(any(b"epilogue text"));
-    assert!(any(b"MIME format.\r\n--b"));
+    assert!(delimited("MIME format.\r\n"));
     assert!(any(b"Ol\xe1 se\xf1or"));
     assert!(messages.iter().any(|m| !m.ends_with(b"\n")));
+    assert!(any(b"multipart/digest"));
+    assert!(any(b"boundary=\"=_b"));
+    assert!(any(b"Content-Transfer-Encoding: 8 bit"));
+    assert!(any(b"<BODY class="));
 }
