@@ -79,6 +79,7 @@ pub fn apply_edits(
             le,
             is_root: true,
             boundaries: Vec::new(),
+            open_end: false,
         };
         let body = rewrite_part(root, 0, &mut top, &banners, &at)?;
         top.emit(&mut out, !body.is_empty());
@@ -105,11 +106,16 @@ pub fn apply_edits(
                 raw.len()
             )));
         }
+        let boundaries = enclosing_boundaries(m, &parents, id);
+        let open_end = boundaries
+            .first()
+            .is_none_or(|b| !delimiter_follows(&raw[e..], b));
         let at = Placement {
             raw,
             le,
             is_root: false,
-            boundaries: enclosing_boundaries(m, &parents, id),
+            boundaries,
+            open_end,
         };
         let mut block = HeaderBlock::parse(raw, &part.headers, h, b, le)?;
         let body = rewrite_part(part, id, &mut block, &banners, &at)?;
@@ -161,7 +167,18 @@ fn parent_ids(m: &mail_parser::Message<'_>) -> Vec<Option<usize>> {
     parents
 }
 
-/// The boundaries of every multipart around part `id`: its new body must not contain any of
+/// Whether `rest` (what follows a part) starts with the delimiter `--boundary`, after the
+/// line break that belongs to it.
+fn delimiter_follows(rest: &[u8], boundary: &str) -> bool {
+    let rest = rest
+        .strip_prefix(b"\r\n")
+        .or_else(|| rest.strip_prefix(b"\n"))
+        .unwrap_or(rest);
+    rest.strip_prefix(b"--")
+        .is_some_and(|r| r.starts_with(boundary.as_bytes()))
+}
+
+/// The boundaries of every multipart around part `id` (the nearest first): its new body must not contain any of
 /// them (mail-parser ends a part at `--boundary` even in the middle of a line).
 fn enclosing_boundaries<'m>(
     m: &'m mail_parser::Message<'_>,

@@ -133,6 +133,10 @@ pub(crate) struct Placement<'a> {
     /// The boundaries of the multiparts around the part: a body that would contain one of
     /// them is written in base64 instead, which cannot.
     pub(crate) boundaries: Vec<&'a str>,
+    /// No delimiter of its multipart follows the part (the multipart is never closed): then
+    /// mail-parser cannot decode quoted-printable or base64 in it, so a 7bit part that needs
+    /// more than 7 bits becomes 8bit, not quoted-printable.
+    pub(crate) open_end: bool,
 }
 
 /// Inserts `banners` into the displayed part `part` (index `id`): rewrites its Content-Type
@@ -240,6 +244,15 @@ pub(crate) fn rewrite_part(
             let fits = longest_line(text.as_bytes()) <= MAX_LINE;
             if fits && (text.is_ascii() || transfer == Transfer::EightBit) {
                 text.as_bytes().to_vec()
+            } else if at.open_end {
+                // Quoted-printable here would not decode (see `Placement::open_end`).
+                if !fits {
+                    return Err(EditError::Malformed(format!(
+                        "part {id} would need quoted-printable for a line over {MAX_LINE} characters, which does not decode in a multipart that is never closed"
+                    )));
+                }
+                new_transfer = Some("8bit");
+                text.as_bytes().to_vec()
             } else {
                 new_transfer = Some("quoted-printable");
                 quoted_printable(text.as_bytes(), le)
@@ -247,7 +260,13 @@ pub(crate) fn rewrite_part(
         }
     };
 
-    if transfer != Transfer::Base64 && at.boundaries.iter().any(|b| contains_delimiter(&body, b)) {
+    let contains_boundary = at.boundaries.iter().any(|b| contains_delimiter(&body, b));
+    if contains_boundary && at.open_end {
+        return Err(EditError::Malformed(format!(
+            "the new text of part {id} contains the boundary of its multipart, which is never closed, so it cannot be written in base64 either"
+        )));
+    }
+    if transfer != Transfer::Base64 && contains_boundary {
         body = base64_lines(text.as_bytes(), le);
         new_transfer = Some("base64");
     }

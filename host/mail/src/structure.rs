@@ -112,6 +112,11 @@ fn same_tree(
             ));
         }
         if rewritten.contains(&id) {
+            // A rewritten part must decode (mail-parser gives up on quoted-printable or base64
+            // in a multipart that is never closed, for one).
+            if after.is_encoding_problem && !before.is_encoding_problem {
+                return Err(format!("part {id} would not decode"));
+            }
             continue;
         }
         match &before.body {

@@ -1161,3 +1161,43 @@ fn eight_bit_text_outside_its_charset_keeps_its_characters() {
     .unwrap_err();
     assert!(matches!(err, EditError::UndecodablePart { .. }), "{err}");
 }
+
+#[test]
+fn a_text_part_of_a_multipart_that_is_never_closed_stays_decodable() {
+    // mail-parser decodes no quoted-printable or base64 in a part its delimiter never ends.
+    let raw = "From: a@b.example\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+               --b\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n\
+               --b\r\nContent-Type: text/plain\r\n\r\nHello\r\n";
+    let m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+    let out = apply(&m, &[banner("Achtung — extern", None, Position::Top)]);
+    let text = s(&out);
+    assert!(
+        text.contains("Content-Transfer-Encoding: 8bit\r\n"),
+        "{text}"
+    );
+    let again = Message::parse(out.clone()).unwrap();
+    // (Not in text_body: mail-parser does not count an unterminated part as inline.)
+    let decoded = again.parsed().parts[2].text_contents().unwrap();
+    assert_eq!(decoded.replace("\r\n", "\n"), "Achtung — extern\n\nHello\n");
+    assert_untouched_parts_kept(&m, &out);
+    // A banner quoting that boundary has no safe encoding there: refused, not spliced.
+    let err = apply_edits(
+        &m,
+        &[banner("see --b", None, Position::Top)],
+        BannerFallback::Wrap,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EditError::Malformed(why) if why.contains("never closed")),
+        "{err}"
+    );
+    // Closed, the same banner goes in, in base64.
+    let closed = Message::parse(format!("{raw}--b--\r\n").into_bytes()).unwrap();
+    let out = apply(&closed, &[banner("see --b", None, Position::Top)]);
+    assert!(
+        s(&out).contains("Content-Transfer-Encoding: base64\r\n"),
+        "{}",
+        s(&out)
+    );
+    assert!(mailparse_text(&out, "text/plain")[0].starts_with("see --b"));
+}
