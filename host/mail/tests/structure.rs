@@ -9,7 +9,8 @@
 //!   the top-level body for header-only edits),
 //! - introduces no U+FFFD, and carries the header edits;
 //!
-//! and nothing panics. The only refusal allowed is a text part whose encoding is broken
+//! and nothing panics. The relay rewrite (`rewrite_for_relay`) must keep the part tree and
+//! every body byte, and add one loop header. The only refusal allowed is a text part whose encoding is broken
 //! (`UndecodablePart`), and only in input that is not RFC-clean. Checked here from the outside, independently of the crate's own
 //! re-parse; mailparse is the second opinion that sees a boundary delimiter only at the start
 //! of a line, as mail clients do.
@@ -20,7 +21,10 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use mail_parser::{MessageParser, MessagePart, MimeHeaders, PartType};
-use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, EditError, Message, Position};
+use sluice_mail::{
+    apply_edits, hop_count, rewrite_for_relay, Banner, BannerFallback, Edit, EditError, Message,
+    Position, RelayRewrite,
+};
 
 // ---- the invariant -----------------------------------------------------------------------
 
@@ -111,6 +115,7 @@ struct Tally {
     wrapped: usize,
     refused_undecodable: usize,
     refused_open_multipart: usize,
+    relayed: usize,
 }
 
 /// Applies `edits` to `input` and checks the invariant; panics with the input and output on a
@@ -351,9 +356,65 @@ fn edit_sets(boundary: Option<&str>) -> Vec<Vec<Edit>> {
     sets
 }
 
+/// The relay rewrite (From, Reply-To, subject prefix, loop header) changes the top header
+/// block only: the body bytes and the part tree stay, and no byte becomes U+FFFD.
+fn check_relay(what: &str, input: &[u8], t: &mut Tally) {
+    let msg = Message::parse(input.to_vec()).unwrap();
+    let rw = RelayRewrite {
+        from: "forwarder@relay.example",
+        via_domain: "example.com",
+        subject_prefix: Some("[FWD]"),
+        hop_domain: "relay.example",
+    };
+    let out = match rewrite_for_relay(&msg, &rw) {
+        Ok(out) => out,
+        Err(e) => panic!("{what}: relay rewrite refused: {e}"),
+    };
+    let show = || {
+        format!(
+            "{what}, relay\n--- input:\n{}\n--- output:\n{}",
+            String::from_utf8_lossy(input),
+            String::from_utf8_lossy(&out)
+        )
+    };
+    let parser = MessageParser::default();
+    let (before, after) = (parser.parse(input).unwrap(), parser.parse(&out).unwrap());
+    assert_eq!(shapes(&before), shapes(&after), "{}", show());
+    let body =
+        |m: &mail_parser::Message<'_>, raw: &[u8]| raw[m.parts[0].offset_body as usize..].to_vec();
+    assert!(
+        body(&before, input) == body(&after, &out),
+        "body changed\n{}",
+        show()
+    );
+    let fffd = "\u{fffd}".as_bytes();
+    assert!(
+        contains(input, fffd) || !contains(&out, fffd),
+        "U+FFFD appeared\n{}",
+        show()
+    );
+    let again = Message::parse(out.clone()).unwrap();
+    assert_eq!(hop_count(&again), hop_count(&msg) + 1, "{}", show());
+    // The new From is written from the old one's text: a raw 8-bit name must not arrive as
+    // U+FFFD inside an encoded-word.
+    let name = again.from_name().unwrap_or_default();
+    assert!(
+        contains(input, fffd) || !name.contains('\u{fffd}'),
+        "From {name:?}\n{}",
+        show()
+    );
+    assert!(
+        again.subject().is_some_and(|s| s.starts_with("[FWD]")),
+        "{}",
+        show()
+    );
+    t.relayed += 1;
+}
+
 /// Every edit set, with both fallbacks where a banner makes the fallback matter.
 fn check_message(what: &str, input: &[u8], boundary: Option<&str>, strict: bool, t: &mut Tally) {
     t.messages += 1;
+    check_relay(what, input, t);
     for edits in edit_sets(boundary) {
         let banner = edits.iter().any(|e| matches!(e, Edit::AddBanner(_)));
         check_case(what, input, &edits, BannerFallback::Wrap, strict, t);
@@ -454,6 +515,15 @@ struct Generator {
 
 const WORDS: &[&str] = &[
     "hello", "team", "budget", "report", "=", "a-b", "--", "lunch", "meeting", "tomorrow",
+];
+
+/// From fields: ASCII, raw Latin-1, raw UTF-8, an encoded-word, a bare address.
+const FROMS: &[&[u8]] = &[
+    b"From: Alice <alice@outside.example>",
+    b"From: J\xf6rg M\xfcller <jorg@outside.example>",
+    "From: Jörg <jorg@outside.example>".as_bytes(),
+    b"From: =?utf-8?q?J=C3=B6rg?= <jorg@outside.example>",
+    b"From: alice@outside.example",
 ];
 
 /// Subject fields: ASCII, raw Latin-1, raw UTF-8, an encoded-word, folded, empty.
@@ -717,6 +787,10 @@ impl Generator {
                 _ if self.rng.chance(10) => {
                     let ct = *self.rng.pick(&["text/plain", "text/html; charset=utf-8"]);
                     self.header(out, &format!("Content-Type: {ct}"));
+                    let cte = *self.rng.pick(&["", "", "base64", "quoted-printable"]);
+                    if !cte.is_empty() {
+                        self.header(out, &format!("Content-Transfer-Encoding: {cte}"));
+                    }
                     out.extend_from_slice(self.le.as_bytes());
                 }
                 _ if depth > 0 && self.rng.chance(30) => self.multipart(out, depth - 1),
@@ -748,7 +822,9 @@ impl Generator {
             boundaries: Vec::new(),
         };
         let mut out = Vec::new();
-        g.header(&mut out, "From: Alice <alice@outside.example>");
+        let from = FROMS[g.rng.below(FROMS.len())];
+        out.extend_from_slice(from);
+        out.extend_from_slice(le.as_bytes());
         g.header(&mut out, "To: bob@example.com");
         let subject = SUBJECTS[g.rng.below(SUBJECTS.len())];
         if g.rng.chance(90) {
@@ -859,6 +935,7 @@ fn the_generator_writes_the_shapes_it_promises() {
     assert!(any(b"epilogue text"));
     assert!(delimited("MIME format.\r\n"));
     assert!(any(b"Ol\xe1 se\xf1or"));
+    assert!(any(b"From: J\xf6rg"));
     assert!(messages.iter().any(|m| !m.ends_with(b"\n")));
     assert!(any(b"multipart/digest"));
     assert!(any(b"boundary=\"=_b"));
