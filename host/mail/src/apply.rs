@@ -17,7 +17,9 @@ use crate::structure::{self, BodyChange};
 /// Applies the edits in order to the original bytes and returns the new message bytes (a copy
 /// of the raw bytes when `edits` is empty). Every edit is validated again first. Header edits
 /// change the top header block; banners change the displayed text parts, or, when there is
-/// none, wrap the message (see [`BannerFallback`]).
+/// none, wrap the message (see [`BannerFallback`]). The output is parsed once more and must
+/// have the input's MIME part tree with every part the edits did not rewrite byte-identical;
+/// otherwise the result is [`EditError::Malformed`] and the caller keeps the original.
 pub fn apply_edits(
     msg: &Message,
     edits: &[Edit],
@@ -178,8 +180,8 @@ fn delimiter_follows(rest: &[u8], boundary: &str) -> bool {
         .is_some_and(|r| r.starts_with(boundary.as_bytes()))
 }
 
-/// The boundaries of every multipart around part `id` (the nearest first): its new body must not contain any of
-/// them (mail-parser ends a part at `--boundary` even in the middle of a line).
+/// The boundaries of every multipart around part `id`, the nearest first: its new body must
+/// not contain any of them (mail-parser ends a part at `--boundary` even mid-line).
 fn enclosing_boundaries<'m>(
     m: &'m mail_parser::Message<'_>,
     parents: &[Option<usize>],

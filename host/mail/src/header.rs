@@ -319,11 +319,13 @@ pub(crate) fn prefix_raw_value(
         (prefix.to_owned(), prefix.ends_with(' '))
     } else {
         let core = prefix.trim_end();
-        let text = if rest_is_word && !rest.is_empty() {
+        let text = if rest_is_word {
             format!("{core} ")
         } else {
             core.to_owned()
         };
+        // Encoded as a Subject field (the name only sets the first line's budget), then cut
+        // back to the words.
         let field = encode_words("Subject", &text, le);
         let words = field["Subject:".len()..field.len() - le.len()].trim_start();
         // Encoded-words must be separated from what follows by whitespace of their own.

@@ -5,7 +5,9 @@
 //! Everything a rule did not ask to change stays byte-identical: header edits re-emit the top
 //! header block from pieces of the original (untouched fields are copied verbatim), and a
 //! banner replaces only the displayed text parts, located by mail-parser's offsets. Nothing is
-//! re-serialized from the parse.
+//! re-serialized from the parse. Every spliced output is parsed once more and refused unless it
+//! keeps the input's MIME part tree and untouched bytes, so an edit can lose a banner but never
+//! an attachment.
 //!
 //! ```
 //! use sluice_mail::{apply_edits, BannerFallback, Edit, Message};
