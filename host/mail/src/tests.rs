@@ -808,12 +808,23 @@ fn accessors_on_a_multipart_fixture() {
 
 #[test]
 fn corpus_never_panics_and_parses_back() {
-    let dir = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/corpus"))
+    // `${SLUICE_CORPUS:-../shared/corpus}` relative to the workspace root, as in
+    // tests/structure.rs.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(std::env::var_os("SLUICE_CORPUS").unwrap_or_else(|| "../shared/corpus".into()))
         .join("eml");
     let Ok(entries) = std::fs::read_dir(&dir) else {
-        println!("corpus not found at {}; skipping", dir.display());
+        let under_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
+        assert!(
+            !under_ci,
+            "CI is set but the corpus is missing at {}",
+            dir.display()
+        );
+        println!(
+            "corpus not found at {}; skipping (set SLUICE_CORPUS)",
+            dir.display()
+        );
         return;
     };
     let mut paths: Vec<PathBuf> = entries
