@@ -12,7 +12,9 @@
 //! there is some, goes through `Message::parse` without a panic.
 
 use serde_json::{json, Value};
-use sluice_inbound::{parse_lambda_event, parse_notification, LambdaEvent, MessageContent, SesNotice};
+use sluice_inbound::{
+    parse_lambda_event, parse_notification, EventError, LambdaEvent, MessageContent, SesNotice,
+};
 use sluice_mail::Message;
 
 /// The fuzz target.
@@ -58,7 +60,7 @@ fn lambda(v: &Value) {
     }
 }
 
-fn notice<E: std::fmt::Display>(n: Result<SesNotice, E>) {
+fn notice(n: Result<SesNotice, EventError>) {
     match n {
         Ok(n) => {
             let _ = format!("{n:?}");

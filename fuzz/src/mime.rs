@@ -8,13 +8,14 @@ pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
     MessageParser::default().parse(raw)
 }
 
-/// What a part is, for tree comparison: its kind, its `type/subtype` (lower case, `None`
-/// without Content-Type) and its children's indexes.
+/// What a part is, for tree comparison: its kind, its `type/subtype` (lower case; without
+/// Content-Type the RFC 2045/2046 default: text/plain, or message/rfc822 in multipart/digest)
+/// and its children's indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shape {
-    /// `multipart`, `text`, `html`, `binary`, `inline-binary` or `message`.
+    /// `multipart`, `text` (text or HTML), `binary`, `inline-binary` or `message`.
     pub kind: &'static str,
-    /// `type/subtype` from Content-Type, lower case.
+    /// `type/subtype`, lower case.
     pub content_type: Option<String>,
     /// Indexes of the sub-parts (multipart only).
     pub children: Vec<u32>,
@@ -24,9 +25,12 @@ pub struct Shape {
 pub fn shapes(m: &Message<'_>) -> Vec<Shape> {
     m.parts
         .iter()
-        .map(|p| Shape {
+        .zip(in_digest(m))
+        .map(|(p, digest)| Shape {
             kind: kind(p),
-            content_type: content_type(p),
+            content_type: Some(content_type(p).unwrap_or_else(|| {
+                if digest { "message/rfc822" } else { "text/plain" }.to_string()
+            })),
             children: match &p.body {
                 PartType::Multipart(c) => c.clone(),
                 _ => Vec::new(),
@@ -38,8 +42,9 @@ pub fn shapes(m: &Message<'_>) -> Vec<Shape> {
 fn kind(p: &MessagePart<'_>) -> &'static str {
     match p.body {
         PartType::Multipart(_) => "multipart",
-        PartType::Text(_) => "text",
-        PartType::Html(_) => "html",
+        // mail-parser files text/html under Text when it cannot decode the charset; a banner
+        // that re-encodes such a part in UTF-8 makes it Html without changing its type.
+        PartType::Text(_) | PartType::Html(_) => "text",
         PartType::Binary(_) => "binary",
         PartType::InlineBinary(_) => "inline-binary",
         PartType::Message(_) => "message",
@@ -57,6 +62,22 @@ pub fn content_type(p: &MessagePart<'_>) -> Option<String> {
     })
 }
 
+/// For each part, whether its parent is a multipart/digest.
+fn in_digest(m: &Message<'_>) -> Vec<bool> {
+    let mut out = vec![false; m.parts.len()];
+    for p in &m.parts {
+        if let PartType::Multipart(children) = &p.body {
+            let digest = content_type(p).is_some_and(|ct| ct == "multipart/digest");
+            for &c in children {
+                if let Some(slot) = out.get_mut(c as usize) {
+                    *slot = digest;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The raw (still transfer-encoded) body bytes of a part.
 pub fn raw_body<'r>(raw: &'r [u8], p: &MessagePart<'_>) -> &'r [u8] {
     let (b, e) = (p.offset_body as usize, p.offset_end as usize);
@@ -70,20 +91,9 @@ pub fn raw_body<'r>(raw: &'r [u8], p: &MessagePart<'_>) -> &'r [u8] {
 /// `Content-Disposition: attachment`, with a known transfer encoding. Every other leaf must
 /// keep its body byte for byte.
 pub fn may_change(m: &Message<'_>) -> Vec<bool> {
-    let mut in_digest = vec![false; m.parts.len()];
-    for p in &m.parts {
-        if let PartType::Multipart(children) = &p.body {
-            let digest = content_type(p).is_some_and(|ct| ct == "multipart/digest");
-            for &c in children {
-                if let Some(slot) = in_digest.get_mut(c as usize) {
-                    *slot = digest;
-                }
-            }
-        }
-    }
     m.parts
         .iter()
-        .zip(in_digest)
+        .zip(in_digest(m))
         .map(|(p, digest)| {
             let text_leaf = matches!(p.body, PartType::Text(_) | PartType::Html(_));
             let shown_type = match content_type(p) {
