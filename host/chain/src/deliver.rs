@@ -14,14 +14,131 @@ use sluice_mail::Message;
 use crate::chain::{Envelope, OutputMessage};
 use crate::trace::{Disposition, GroupOutcome, ProcessResult};
 
-/// A delivery that could not be written.
+/// A delivery that could not be made.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot write {path}: {source}")]
-pub struct DeliveryError {
-    /// The file.
-    pub path: PathBuf,
-    /// The I/O error.
-    pub source: std::io::Error,
+pub enum DeliveryError {
+    /// The file could not be written (a retry may succeed).
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The recipient, folder or message id cannot be a mailbox path (a retry cannot help).
+    #[error(transparent)]
+    Unstorable(#[from] SegmentError),
+}
+
+impl DeliveryError {
+    /// A retry cannot succeed: the name itself cannot be stored.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, DeliveryError::Unstorable(_))
+    }
+}
+
+/// The longest escaped segment, in bytes: `NAME_MAX` on common file systems, and well within
+/// S3's 1024-byte keys for the four segments of a mailbox key.
+pub const MAX_SEGMENT_BYTES: usize = 255;
+
+/// A name that cannot be one segment of a mailbox path or key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SegmentError {
+    /// Nothing to name the segment with (an empty local part, domain or folder).
+    #[error("the {what} is empty and cannot name a mailbox directory or key segment")]
+    Empty {
+        /// `local part`, `domain`, `folder` or `message id`.
+        what: &'static str,
+    },
+    /// The escaped form is longer than [`MAX_SEGMENT_BYTES`].
+    #[error("the {what} {shown:?} is {len} bytes once escaped; a mailbox path segment holds at most {max}")]
+    TooLong {
+        /// `local part`, `domain`, `folder` or `message id`.
+        what: &'static str,
+        /// The start of the value (for the message).
+        shown: String,
+        /// The escaped length (with any file suffix).
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// Escapes `s` into one path segment, the same way for the directory store and the S3
+/// mailboxes, so one name never means two mailboxes.
+///
+/// Every byte outside `[A-Za-z0-9_+-.]` becomes `%XX` (upper-case hex), and so does a
+/// leading `.` (no `.`, `..` or hidden names). `%` itself is escaped, so the mapping is
+/// injective and [`unescape_segment`] reverses it: `a/b` -> `a%2Fb`, `a_b` stays, `a\b` ->
+/// `a%5Cb`, `a%2Fb` -> `a%252Fb`. Case is kept: callers lower-case local parts and domains
+/// first, because addresses are compared case-insensitively (ASCII only; a non-ASCII local
+/// part is kept byte for byte). Names that are empty or longer than [`MAX_SEGMENT_BYTES`] once
+/// escaped are refused, never cut: cutting is what made long names collide.
+pub fn escape_segment(what: &'static str, s: &str) -> Result<String, SegmentError> {
+    escape_with_suffix(what, s, "")
+}
+
+/// [`escape_segment`] plus a file suffix (`.eml`) counted in the length limit.
+fn escape_with_suffix(what: &'static str, s: &str, suffix: &str) -> Result<String, SegmentError> {
+    if s.is_empty() {
+        return Err(SegmentError::Empty { what });
+    }
+    let mut out = String::with_capacity(s.len() + suffix.len());
+    for (i, b) in s.bytes().enumerate() {
+        let keep =
+            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-') || (b == b'.' && i > 0);
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out.push_str(suffix);
+    if out.len() > MAX_SEGMENT_BYTES {
+        let cut = s.floor_char_boundary(40);
+        return Err(SegmentError::TooLong {
+            what,
+            shown: format!("{}...", &s[..cut]),
+            len: out.len(),
+            max: MAX_SEGMENT_BYTES,
+        });
+    }
+    Ok(out)
+}
+
+/// Reverses [`escape_segment`]; `None` for text it cannot have produced.
+pub fn unescape_segment(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The four segments of a mailbox copy, `[domain, local-part, folder, <message-id>.eml]`,
+/// shared by [`DirStore`] and the S3 mailboxes. Domain and local part are ASCII-lower-cased
+/// (one mailbox per address whatever its case); folder and message id keep their case.
+pub fn mailbox_segments(
+    recipient: &str,
+    folder: &str,
+    message_id: &str,
+) -> Result<[String; 4], SegmentError> {
+    let (local, domain) = recipient.rsplit_once('@').unwrap_or((recipient, ""));
+    Ok([
+        escape_segment("domain", &domain.trim_end_matches('.').to_ascii_lowercase())?,
+        escape_segment("local part", &local.to_ascii_lowercase())?,
+        escape_segment("folder", folder)?,
+        escape_with_suffix("message id", message_id, ".eml")?,
+    ])
 }
 
 /// What was done for one recipient.
@@ -43,27 +160,8 @@ pub struct DirStore {
     root: PathBuf,
 }
 
-/// Makes a string safe as one path component: no separators, no leading dot, no controls.
-fn path_component(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if out.starts_with('.') || out.is_empty() {
-        out.insert(0, '_');
-    }
-    out.truncate(out.floor_char_boundary(200));
-    out
-}
-
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DeliveryError> {
-    let err = |source| DeliveryError {
+    let err = |source| DeliveryError::Write {
         path: path.to_path_buf(),
         source,
     };
@@ -89,7 +187,8 @@ impl DirStore {
         &self.root
     }
 
-    /// Writes one mailbox copy: `<root>/<domain>/<local-part>/<folder>/<message-id>.eml`.
+    /// Writes one mailbox copy: `<root>/<domain>/<local-part>/<folder>/<message-id>.eml`, each
+    /// segment escaped by [`escape_segment`].
     pub fn store(
         &self,
         recipient: &str,
@@ -97,13 +196,8 @@ impl DirStore {
         message_id: &str,
         bytes: &[u8],
     ) -> Result<PathBuf, DeliveryError> {
-        let (local, domain) = recipient.rsplit_once('@').unwrap_or((recipient, ""));
-        let path = self
-            .root
-            .join(path_component(&domain.to_ascii_lowercase()))
-            .join(path_component(&local.to_ascii_lowercase()))
-            .join(path_component(folder))
-            .join(format!("{}.eml", path_component(message_id)));
+        let mut path = self.root.clone();
+        path.extend(mailbox_segments(recipient, folder, message_id)?);
         write_atomic(&path, bytes)?;
         Ok(path)
     }
@@ -116,7 +210,7 @@ impl DirStore {
         original: &Message,
         envelope: &Envelope,
     ) -> Result<Vec<DeliveryRecord>, DeliveryError> {
-        let id = path_component(&result.message_id);
+        let id = escape_segment("message id", &result.message_id)?;
         let mut records = Vec::new();
         for group in &result.groups {
             if let GroupOutcome::Tempfail { .. } = group.outcome {
@@ -132,7 +226,7 @@ impl DirStore {
                 Some(OutputMessage::Edited(b)) => b,
                 _ => original.raw(),
             };
-            let group_tag = path_component(&group.domain.replace('*', "any"));
+            let group_tag = escape_segment("domain", &group.domain.replace('*', "any"))?;
             let mut relay_to = Vec::new();
             let mut bounced = Vec::new();
             for d in &group.dispositions {
@@ -204,17 +298,103 @@ impl DirStore {
 
 #[cfg(test)]
 mod tests {
-    use super::path_component;
+    use super::*;
+
+    fn escape(s: &str) -> String {
+        escape_segment("local part", s).unwrap()
+    }
 
     #[test]
-    fn path_components_cannot_escape() {
-        assert_eq!(path_component("../etc"), "_.._etc");
-        assert_eq!(path_component("a/b"), "a_b");
-        assert_eq!(path_component(".."), "_..");
-        assert_eq!(path_component(""), "_");
-        assert_eq!(path_component("INBOX"), "INBOX");
-        // Cut on a character boundary, never in the middle of one (that would panic).
-        let long = "é".repeat(150);
-        assert!(path_component(&long).len() <= 200);
+    fn normal_names_stay_readable() {
+        for name in [
+            "bob",
+            "bob.smith",
+            "bob+tag",
+            "first_last",
+            "INBOX",
+            "m-1",
+            "0abc",
+        ] {
+            assert_eq!(escape(name), name);
+        }
+        assert_eq!(
+            mailbox_segments("Bob.Smith@Example.COM", "INBOX", "abc123").unwrap(),
+            ["example.com", "bob.smith", "INBOX", "abc123.eml"]
+        );
+    }
+
+    #[test]
+    fn escaping_is_injective_and_reversible() {
+        let long_a = format!("{}a", "x".repeat(200));
+        let long_b = format!("{}b", "x".repeat(200));
+        let names = [
+            "a/b", "a_b", "a\\b", "a%2Fb", "a%5Cb", "a b", "a.b", ".ab", "%2Eab", "é", "%C3%A9",
+            &long_a, &long_b,
+        ];
+        let escaped: Vec<String> = names.iter().map(|n| escape(n)).collect();
+        for (i, a) in escaped.iter().enumerate() {
+            assert_eq!(unescape_segment(a).as_deref(), Some(names[i]), "{a}");
+            for b in &escaped[i + 1..] {
+                assert_ne!(a, b);
+            }
+            assert!(!a.contains(['/', '\\']) && !a.starts_with('.'), "{a}");
+        }
+        assert_eq!(escape("a/b"), "a%2Fb");
+        assert_eq!(escape("a%2Fb"), "a%252Fb");
+    }
+
+    #[test]
+    fn dots_cannot_escape() {
+        assert_eq!(escape(".."), "%2E.");
+        assert_eq!(escape("."), "%2E");
+        assert_eq!(escape("../etc"), "%2E.%2Fetc");
+        let segs = mailbox_segments("../x@..example", "..", "id").unwrap();
+        assert_eq!(segs[0], "%2E.example");
+        assert!(mailbox_segments("x@..", "INBOX", "id").is_err(), "no domain left");
+        for seg in &segs {
+            assert!(!seg.starts_with('.') && !seg.contains('/'), "{seg}");
+        }
+    }
+
+    #[test]
+    fn unstorable_names_are_refused() {
+        assert_eq!(
+            escape_segment("folder", ""),
+            Err(SegmentError::Empty { what: "folder" })
+        );
+        assert!(escape_segment("local part", &"x".repeat(255)).is_ok());
+        let err = escape_segment("local part", &"x".repeat(256)).unwrap_err();
+        assert!(err.to_string().contains("256 bytes once escaped"), "{err}");
+        // 100 characters of two bytes each, escaped to six bytes each.
+        assert!(escape_segment("local part", &"é".repeat(100)).is_err());
+        assert!(mailbox_segments("bob@example.com", "INBOX", &"m".repeat(252)).is_err());
+        assert!(mailbox_segments("bob@example.com", "INBOX", &"m".repeat(251)).is_ok());
+        assert_eq!(unescape_segment("%zz"), None);
+        assert_eq!(unescape_segment("%4"), None);
+    }
+
+    #[test]
+    fn dir_store_refuses_and_separates() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DirStore::new(dir.path().to_path_buf());
+        let a = store.store("a/b@example.com", "INBOX", "m1", b"1").unwrap();
+        let b = store.store("a_b@example.com", "INBOX", "m1", b"2").unwrap();
+        let c = store
+            .store("a\\b@example.com", "INBOX", "m1", b"3")
+            .unwrap();
+        assert_ne!(a, b);
+        assert_ne!(b, c);
+        assert_eq!(std::fs::read(&a).unwrap(), b"1");
+        assert_eq!(std::fs::read(&b).unwrap(), b"2");
+        assert!(a.starts_with(dir.path().join("example.com").join("a%2Fb")));
+        let err = store
+            .store(
+                &format!("{}@example.com", "y".repeat(300)),
+                "INBOX",
+                "m1",
+                b"4",
+            )
+            .unwrap_err();
+        assert!(err.is_permanent(), "{err}");
     }
 }

@@ -21,6 +21,9 @@ pub use config::{
     OnError, PluginLocation, RelaySection, SourceFile, StepMode, StepSection, StoreSection,
     DEFAULT_MAX_HOPS,
 };
-pub use deliver::{DeliveryError, DeliveryRecord, DirStore};
+pub use deliver::{
+    escape_segment, mailbox_segments, unescape_segment, DeliveryError, DeliveryRecord, DirStore,
+    SegmentError, MAX_SEGMENT_BYTES,
+};
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
 pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};
