@@ -6,7 +6,7 @@ mod ses;
 mod sqs;
 
 pub use blocking::{BlockingS3, S3ConfigSource};
-pub use ses::{Ses, SES_MAX_RAW_BYTES};
+pub use ses::{Ses, SEND_TIMEOUT, SES_MAX_RAW_BYTES};
 pub use sqs::{Sqs, SqsMessage};
 
 use aws_sdk_s3::primitives::ByteStream;
@@ -99,6 +99,10 @@ pub enum AwsError {
         /// request): sending the same request again cannot succeed. Throttling, timeouts and
         /// server errors are not permanent.
         permanent: bool,
+        /// SES may have accepted the message although the call failed (a timeout, a response
+        /// that was lost or unreadable): sending again could deliver it twice. `false` when SES
+        /// answered with an error, or the request never left.
+        maybe_sent: bool,
     },
 }
 
@@ -109,6 +113,18 @@ pub struct S3Object {
     pub bytes: Vec<u8>,
     /// The ETag, if S3 sent one.
     pub etag: Option<String>,
+}
+
+/// What [`S3::put_if_absent`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    /// This call created the object.
+    Yes {
+        /// Its ETag, if S3 sent one.
+        etag: Option<String>,
+    },
+    /// An object with that key existed already; nothing was written.
+    Exists,
 }
 
 /// The S3 client.
@@ -270,6 +286,43 @@ impl S3 {
         content_type: &str,
     ) -> Result<Option<String>, AwsError> {
         self.put_with_metadata(url, bytes, content_type, &[]).await
+    }
+
+    /// Creates an object only if no object has that key (`PutObject` with `If-None-Match: *`),
+    /// server-side encryption on. S3 decides atomically: of two writers racing for one key,
+    /// exactly one gets [`Created::Yes`]; the other gets [`Created::Exists`] (S3's 412
+    /// PreconditionFailed). A 409 ConditionalRequestConflict (another conditional write to the
+    /// key is in flight) is an error: the caller retries later and then sees the winner.
+    pub async fn put_if_absent(
+        &self,
+        url: &S3Url,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Created, AwsError> {
+        let result = self
+            .client
+            .put_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .content_type(content_type)
+            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            .if_none_match("*")
+            .body(ByteStream::from(bytes))
+            .send()
+            .await;
+        match result {
+            Ok(out) => Ok(Created::Yes {
+                etag: out.e_tag().map(str::to_string),
+            }),
+            Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 412) => {
+                Ok(Created::Exists)
+            }
+            Err(e) => Err(AwsError::S3 {
+                op: "PutObject(If-None-Match)",
+                url: url.to_string(),
+                message: describe(&e),
+            }),
+        }
     }
 
     /// Writes an object with user metadata (`x-amz-meta-NAME`; give names without the

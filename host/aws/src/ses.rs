@@ -19,12 +19,42 @@ fn describe<E: std::error::Error + 'static>(err: &SdkError<E>) -> String {
     DisplayErrorContext(err).to_string()
 }
 
+/// Whether SES may have accepted a request that failed. An error answer from SES, a request
+/// that could not be built, or a connection that failed with an I/O error (refused, reset)
+/// counts as not sent; a timeout or an unreadable response might hide an accepted send.
+fn maybe_sent<E, R>(err: &SdkError<E, R>) -> bool {
+    match err {
+        SdkError::ConstructionFailure(_) | SdkError::ServiceError(_) => false,
+        SdkError::DispatchFailure(d) => d.is_timeout() || d.is_other(),
+        _ => true,
+    }
+}
+
+/// Every send is made once per call: the SDK's own retries would repeat a send that timed
+/// out after SES accepted it, behind the back of the claim that guards it (see
+/// `sluice_inbound::deliver::Markers`). A failed send is retried with the whole message,
+/// where the claim decides. The operation timeout bounds how long a claim can stay
+/// unconfirmed by a live consumer (well under the claim lease).
+fn send_config(builder: aws_sdk_sesv2::config::Builder) -> aws_sdk_sesv2::config::Builder {
+    builder
+        .retry_config(aws_sdk_sesv2::config::retry::RetryConfig::disabled())
+        .timeout_config(
+            aws_sdk_sesv2::config::timeout::TimeoutConfig::builder()
+                .operation_timeout(SEND_TIMEOUT)
+                .build(),
+        )
+}
+
+/// The longest a send may take before it counts as failed (and possibly sent).
+pub const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Ses {
     /// A client from the standard AWS configuration chain (`AWS_ENDPOINT_URL` included).
     pub async fn from_env() -> Ses {
         let shared = aws_config::load_from_env().await;
+        let conf = send_config(aws_sdk_sesv2::config::Builder::from(&shared)).build();
         Ses {
-            client: aws_sdk_sesv2::Client::new(&shared),
+            client: aws_sdk_sesv2::Client::from_conf(conf),
         }
     }
 
@@ -32,12 +62,14 @@ impl Ses {
     pub fn for_endpoint(endpoint: &str, region: &str) -> Ses {
         let creds =
             aws_sdk_sesv2::config::Credentials::new("testing", "testing", None, None, "static");
-        let conf = aws_sdk_sesv2::config::Builder::new()
-            .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
-            .endpoint_url(endpoint)
-            .region(aws_sdk_sesv2::config::Region::new(region.to_string()))
-            .credentials_provider(creds)
-            .build();
+        let conf = send_config(
+            aws_sdk_sesv2::config::Builder::new()
+                .behavior_version(aws_sdk_sesv2::config::BehaviorVersion::latest())
+                .endpoint_url(endpoint)
+                .region(aws_sdk_sesv2::config::Region::new(region.to_string()))
+                .credentials_provider(creds),
+        )
+        .build();
         Ses {
             client: aws_sdk_sesv2::Client::from_conf(conf),
         }
@@ -56,15 +88,16 @@ impl Ses {
         to: &[String],
         raw: Vec<u8>,
     ) -> Result<String, AwsError> {
-        let err = |message: String, permanent: bool| AwsError::Ses {
+        let err = |message: String, permanent: bool, maybe_sent: bool| AwsError::Ses {
             op: "SendEmail",
             message,
             permanent,
+            maybe_sent,
         };
         let raw = RawMessage::builder()
             .data(Blob::new(raw))
             .build()
-            .map_err(|e| err(e.to_string(), true))?;
+            .map_err(|e| err(e.to_string(), true, false))?;
         let out = self
             .client
             .send_email()
@@ -89,6 +122,7 @@ impl Ses {
                 err(
                     format!("from {from} to {} recipient(s): {}", to.len(), describe(&e)),
                     permanent,
+                    maybe_sent(&e),
                 )
             })?;
         Ok(out.message_id().unwrap_or_default().to_string())
@@ -115,6 +149,7 @@ impl Ses {
                 op: "CreateEmailIdentity",
                 message: format!("{identity}: {}", describe(&e)),
                 permanent: false,
+                maybe_sent: false,
             }),
         }
     }

@@ -21,8 +21,8 @@ use sluice_engine::{EngineOptions, RuleEngine};
 use sluice_mail::Message;
 
 use crate::deliver::{
-    BounceJob, BounceReport, Bouncer, DeliverError, Markers, RelayJob, S3Mailboxes, SesRelay,
-    TraceMeta,
+    BounceJob, BounceReport, Bouncer, DeliverError, Markers, Refusal, RefusalKind, RelayJob,
+    S3Mailboxes, SesRelay, Suppression, TraceMeta,
 };
 use crate::event::{MessageContent, SesNotice};
 
@@ -49,14 +49,77 @@ pub struct Handled {
     pub summary: String,
     /// Where each mailbox copy went (`s3://…` or a path).
     pub stored: Vec<String>,
-    /// Addresses SES accepted a relayed copy for (in this attempt).
-    pub relayed: Vec<String>,
-    /// Bounces: sent, already sent or suppressed, in words.
-    pub bounces: Vec<String>,
+    /// Every recipient a copy was to be relayed to, and what happened (sent, sent before,
+    /// unconfirmed, refused and why).
+    pub relayed: Vec<Relayed>,
+    /// Every bounce decision: a DSN sent, sent before, unconfirmed, or suppressed and why
+    /// (including Sluice's own relay refusals, which are never bounced).
+    pub bounces: Vec<BounceOutcome>,
     /// Time spent parsing and running the chains, in µs.
     pub chain_micros: u64,
     /// Time for the whole message (fetch, chains, deliveries), in µs.
     pub total_micros: u64,
+}
+
+/// One relayed recipient's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// The recipient.
+    pub recipient: String,
+    /// What happened.
+    pub status: RelayStatus,
+}
+
+/// What happened to one relayed recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayStatus {
+    /// SES accepted the copy in this attempt.
+    Sent,
+    /// An earlier attempt sent it.
+    AlreadySent,
+    /// Claimed by an attempt that never confirmed it (a crash in between): it may or may not
+    /// have gone out, and is not sent again. Logged as an error; check SES's sending logs.
+    Unconfirmed,
+    /// Not relayed.
+    Refused(RefusalKind),
+}
+
+/// One bounce decision for a set of refused recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceOutcome {
+    /// The refused recipients it covers.
+    pub recipients: Vec<String>,
+    /// What was done.
+    pub report: BounceReport,
+}
+
+impl Handled {
+    /// Recipients whose bounce was suppressed, counted by reason.
+    pub fn bounces_suppressed(&self) -> BTreeMap<Suppression, usize> {
+        let mut counts = BTreeMap::new();
+        for b in &self.bounces {
+            if let BounceReport::Suppressed { reason } = b.report {
+                *counts.entry(reason).or_default() += b.recipients.len();
+            }
+        }
+        counts
+    }
+
+    /// Recipients of sends (relayed copies and bounces) that were claimed earlier and never
+    /// confirmed, so were not sent again: each may be missing its copy.
+    pub fn unconfirmed(&self) -> Vec<String> {
+        let relays = self
+            .relayed
+            .iter()
+            .filter(|r| r.status == RelayStatus::Unconfirmed)
+            .map(|r| r.recipient.clone());
+        let bounces = self
+            .bounces
+            .iter()
+            .filter(|b| b.report == BounceReport::Unconfirmed)
+            .flat_map(|b| b.recipients.iter().cloned());
+        relays.chain(bounces).collect()
+    }
 }
 
 /// Why a message could not be handled.
@@ -90,6 +153,8 @@ pub struct Pipeline {
     live: &'static LiveChains<'static>,
     s3: S3,
     ses: Ses,
+    /// This process's id in send claims (see [`Markers`]).
+    owner: String,
     /// One lock per message id being handled: two copies of one notification (SQS delivers
     /// at least once) handled at the same time in this process would both find no marker
     /// and both send; the second now waits and then finds the first one's markers.
@@ -153,6 +218,18 @@ impl Pipeline {
     /// Loads the config and its chains, and sets up the AWS clients from the standard chain
     /// (`AWS_ENDPOINT_URL` points them at an emulator).
     pub async fn start(options: PipelineOptions) -> Result<Pipeline, HandleError> {
+        let (s3, ses) = (S3::from_env().await, Ses::from_env().await);
+        Pipeline::start_with_clients(options, s3, ses).await
+    }
+
+    /// [`Pipeline::start`] with the mailbox/marker S3 client and the SES client given (tests
+    /// run several pipelines, each against its own emulator, in one process). Plugins and an
+    /// `s3://` config are still read with the standard chain's client.
+    pub async fn start_with_clients(
+        options: PipelineOptions,
+        s3: S3,
+        ses: Ses,
+    ) -> Result<Pipeline, HandleError> {
         let opts = options.clone();
         let (engine, live) = tokio::task::spawn_blocking(move || start_blocking(&opts))
             .await
@@ -167,8 +244,9 @@ impl Pipeline {
         let pipeline = Pipeline {
             engine,
             live,
-            s3: S3::from_env().await,
-            ses: Ses::from_env().await,
+            s3,
+            ses,
+            owner: Markers::new_owner_id(),
             in_flight: Default::default(),
         };
         let loaded = pipeline.live.current();
@@ -342,6 +420,7 @@ impl Pipeline {
     ) -> Result<Handled, HandleError> {
         let id = &envelope.message_id;
         let fail = |e: DeliverError| HandleError::new(id, e.message, e.permanent);
+        let hops_received = sluice_mail::hop_count(original);
         let mut handled = Handled {
             message_id: id.clone(),
             all_refused: true,
@@ -402,6 +481,9 @@ impl Pipeline {
                                 recipients: vec![recipient.clone()],
                                 from: from.clone(),
                                 subject_prefix: subject_prefix.clone(),
+                                // Counted on the message as received: a rule's edits cannot
+                                // remove hops.
+                                hops_received,
                             }),
                         }
                     }
@@ -439,14 +521,44 @@ impl Pipeline {
                 let refused = self
                     .relay(config, &markers, group, job, output, id, &mut handled)
                     .await?;
-                // A relay refused for good (not an allowed domain, a loop, too large) is
-                // bounced like any refused recipient, so the sender learns of it.
-                bounce_jobs.extend(refused.into_iter().map(|(recipient, reason)| BounceJob {
+                let mut policy = Vec::new();
+                for Refusal {
                     recipient,
-                    code: 550,
-                    status: "5.7.1".into(),
-                    text: format!("not relayed: {reason}"),
-                }));
+                    kind,
+                    reason,
+                } in refused
+                {
+                    if kind.is_policy() {
+                        // Sluice's own refusal (no open relay, a loop): the sender of such a
+                        // message is forged or a looping forwarder, so a DSN would be
+                        // backscatter. Logged and counted instead.
+                        tracing::warn!(
+                            message_id = %id,
+                            recipient,
+                            refusal = kind.as_str(),
+                            reason,
+                            "not relayed and not bounced (policy refusal)"
+                        );
+                        policy.push(recipient);
+                    } else {
+                        // Too large for SES: a real failure the sender can act on; bounced
+                        // under the same rule as every DSN.
+                        bounce_jobs.push(BounceJob {
+                            recipient,
+                            code: 552,
+                            status: "5.3.4".into(),
+                            text: format!("not relayed: {reason}"),
+                        });
+                    }
+                }
+                if !policy.is_empty() {
+                    handled.bounces.push(BounceOutcome {
+                        recipients: policy,
+                        report: BounceReport::Suppressed {
+                            reason: Suppression::Policy,
+                        },
+                    });
+                }
             }
         }
         if !bounce_jobs.is_empty() {
@@ -454,13 +566,26 @@ impl Pipeline {
                 .bounce(config, &markers, envelope, original, &bounce_jobs)
                 .await
                 .map_err(fail)?;
-            handled.bounces.push(report);
+            handled.bounces.push(BounceOutcome {
+                recipients: bounce_jobs.iter().map(|j| j.recipient.clone()).collect(),
+                report,
+            });
         }
-        handled.summary = counts
-            .iter()
-            .map(|(k, n)| format!("{k}={n}"))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut summary: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let suppressed = handled.bounces_suppressed();
+        if !suppressed.is_empty() {
+            let total: usize = suppressed.values().sum();
+            let by: Vec<String> = suppressed
+                .iter()
+                .map(|(r, n)| format!("{}={n}", r.as_str()))
+                .collect();
+            summary.push(format!("bounce_suppressed={total}({})", by.join(",")));
+        }
+        let unconfirmed = handled.unconfirmed();
+        if !unconfirmed.is_empty() {
+            summary.push(format!("unconfirmed={}", unconfirmed.len()));
+        }
+        handled.summary = summary.join(" ");
         if let Some(reason) = tempfail {
             return Err(HandleError::new(
                 id,
@@ -478,23 +603,25 @@ impl Pipeline {
         let relay = config.relay.as_ref()?;
         if let Some(url) = &relay.markers {
             let url = S3Url::parse(url).ok()?;
-            return Some(Markers {
-                s3: self.s3.clone(),
-                bucket: url.bucket,
-                prefix: url.key.trim_end_matches('/').to_string(),
-            });
+            return Some(Markers::new(
+                self.s3.clone(),
+                url.bucket,
+                url.key.trim_end_matches('/').to_string(),
+                self.owner.clone(),
+            ));
         }
         let store = config.store.as_ref()?;
         let prefix = store.prefix.as_deref().unwrap_or("").trim_matches('/');
-        Some(Markers {
-            s3: self.s3.clone(),
-            bucket: store.bucket.clone()?,
-            prefix: if prefix.is_empty() {
+        Some(Markers::new(
+            self.s3.clone(),
+            store.bucket.clone()?,
+            if prefix.is_empty() {
                 "_sent".into()
             } else {
                 format!("{prefix}/_sent")
             },
-        })
+            self.owner.clone(),
+        ))
     }
 
     async fn store(
@@ -526,6 +653,7 @@ impl Pipeline {
             }
             _ => {
                 let dir = DirStore::new(config.resolve(store.path.as_deref().unwrap_or(".")));
+                let recipient_for_err = recipient.to_string();
                 let (recipient, folder, id, bytes) = (
                     recipient.to_string(),
                     folder.to_string(),
@@ -537,13 +665,19 @@ impl Pipeline {
                 })
                 .await
                 .map_err(|e| DeliverError::transient(format!("store panicked: {e}")))?
-                .map_err(|e| DeliverError::transient(e.to_string()))?;
+                .map_err(|e| {
+                    if e.is_permanent() {
+                        DeliverError::permanent(format!("{recipient_for_err}: {e}"))
+                    } else {
+                        DeliverError::transient(e.to_string())
+                    }
+                })?;
                 Ok(path.display().to_string())
             }
         }
     }
 
-    /// Relays one job; returns the recipients refused for good.
+    /// Relays one job (outcomes into `handled.relayed`); returns the recipients refused.
     #[allow(clippy::too_many_arguments)]
     async fn relay(
         &self,
@@ -554,13 +688,23 @@ impl Pipeline {
         output: &Message,
         id: &str,
         handled: &mut Handled,
-    ) -> Result<Vec<(String, String)>, HandleError> {
+    ) -> Result<Vec<Refusal>, HandleError> {
         let (Some(relay), Some(markers)) = (&config.relay, markers) else {
             tracing::warn!(message_id = id, recipients = ?job.recipients, "not relayed: the config has no [relay]");
+            handled
+                .relayed
+                .extend(job.recipients.iter().map(|r| Relayed {
+                    recipient: r.clone(),
+                    status: RelayStatus::Refused(RefusalKind::NoRelay),
+                }));
             return Ok(job
                 .recipients
                 .iter()
-                .map(|r| (r.clone(), "this server does not relay mail".to_string()))
+                .map(|r| Refusal {
+                    recipient: r.clone(),
+                    kind: RefusalKind::NoRelay,
+                    reason: "this server does not relay mail".to_string(),
+                })
                 .collect());
         };
         let ses_relay = SesRelay {
@@ -578,8 +722,29 @@ impl Pipeline {
             .relay(id, &via, job, output, markers)
             .await
             .map_err(|e| HandleError::new(id, e.message, e.permanent))?;
-        handled.relayed.extend(report.sent.iter().cloned());
-        handled.relayed.extend(report.already_sent.iter().cloned());
+        let outcome = |list: &[String], status: RelayStatus| {
+            list.iter()
+                .map(|r| Relayed {
+                    recipient: r.clone(),
+                    status: status.clone(),
+                })
+                .collect::<Vec<_>>()
+        };
+        handled
+            .relayed
+            .extend(outcome(&report.sent, RelayStatus::Sent));
+        handled
+            .relayed
+            .extend(outcome(&report.already_sent, RelayStatus::AlreadySent));
+        handled
+            .relayed
+            .extend(outcome(&report.unconfirmed, RelayStatus::Unconfirmed));
+        handled
+            .relayed
+            .extend(report.refused.iter().map(|r| Relayed {
+                recipient: r.recipient.clone(),
+                status: RelayStatus::Refused(r.kind),
+            }));
         Ok(report.refused)
     }
 
@@ -590,13 +755,15 @@ impl Pipeline {
         envelope: &Envelope,
         original: &Message,
         jobs: &[BounceJob],
-    ) -> Result<String, DeliverError> {
+    ) -> Result<BounceReport, DeliverError> {
         let (Some(relay), Some(markers)) = (&config.relay, markers) else {
             tracing::warn!(
                 message_id = %envelope.message_id,
                 "bounce not sent: the config has no [relay] to send it through"
             );
-            return Ok("not sent: no [relay]".into());
+            return Ok(BounceReport::Suppressed {
+                reason: Suppression::NoRelay,
+            });
         };
         let from = relay.from.clone().unwrap_or_default();
         let domain = relay_domain(&from);
@@ -608,7 +775,7 @@ impl Pipeline {
                 .unwrap_or_else(|| format!("mailer-daemon@{domain}")),
             reporting_mta: domain,
         };
-        let report = bouncer
+        bouncer
             .bounce(
                 &envelope.message_id,
                 original,
@@ -617,12 +784,7 @@ impl Pipeline {
                 jobs,
                 markers,
             )
-            .await?;
-        Ok(match report {
-            BounceReport::Sent { to } => format!("sent to {to}"),
-            BounceReport::AlreadySent => "already sent".into(),
-            BounceReport::Suppressed { reason } => format!("suppressed: {reason}"),
-        })
+            .await
     }
 }
 

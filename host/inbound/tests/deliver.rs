@@ -1,10 +1,13 @@
-//! Deliveries against a real moto server: S3 mailboxes, SES relay with markers and the loop
-//! guard, DSN bounces.
+//! Deliveries against a real moto server: S3 mailboxes, SES relay with send claims and the
+//! loop guard, DSN bounces and their suppression.
 
-use sluice_aws::{S3Url, Ses, S3};
+use std::time::Duration;
+
+use sluice_aws::{Created, S3Url, Ses, S3};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
-    BounceJob, BounceReport, Bouncer, Markers, RelayJob, S3Mailboxes, SesRelay, TraceMeta,
+    BounceJob, BounceReport, Bouncer, Claim, Markers, RefusalKind, RelayJob, S3Mailboxes, SesRelay,
+    Suppression, TraceMeta,
 };
 use sluice_mail::{Message, LOOP_HEADER};
 use sluice_tests::Moto;
@@ -38,11 +41,17 @@ async fn env() -> Env {
 
 impl Env {
     fn markers(&self) -> Markers {
-        Markers {
-            s3: self.s3.clone(),
-            bucket: BUCKET.into(),
-            prefix: "markers".into(),
-        }
+        self.markers_of("consumer-a")
+    }
+
+    /// The claims as seen by another consumer (another daemon on the same queue).
+    fn markers_of(&self, owner: &str) -> Markers {
+        Markers::new(
+            self.s3.clone(),
+            BUCKET.into(),
+            "markers".into(),
+            owner.into(),
+        )
     }
 
     fn relay(&self) -> SesRelay {
@@ -204,8 +213,8 @@ async fn relay_sends_once_to_allowed_domains_only() {
     let (relay, markers) = (env.relay(), env.markers());
     let job = RelayJob {
         recipients: vec!["bob@partner.example".into(), "mallory@evil.example".into()],
-        from: None,
         subject_prefix: Some("[FWD]".into()),
+        ..Default::default()
     };
     let report = relay
         .relay("ses-1", "example.com", &job, &original(), &markers)
@@ -214,8 +223,9 @@ async fn relay_sends_once_to_allowed_domains_only() {
     assert_eq!(report.sent, ["bob@partner.example"]);
     assert!(report.already_sent.is_empty());
     assert_eq!(report.refused.len(), 1);
-    assert_eq!(report.refused[0].0, "mallory@evil.example");
-    assert!(report.refused[0].1.contains("no open relay"));
+    assert_eq!(report.refused[0].recipient, "mallory@evil.example");
+    assert_eq!(report.refused[0].kind, RefusalKind::NotAllowed);
+    assert!(report.refused[0].reason.contains("no open relay"));
 
     let sent = env.sent();
     assert_eq!(sent.len(), 1, "{sent:?}");
@@ -235,7 +245,7 @@ async fn relay_sends_once_to_allowed_domains_only() {
     assert_eq!(copy.header(LOOP_HEADER), ["example.com"]);
     assert!(raw.ends_with("\r\n\r\nThe numbers are in.\r\n"));
 
-    // The SQS redelivery: the marker says it was sent.
+    // The SQS redelivery: the claim says it was sent.
     let report = relay
         .relay("ses-1", "example.com", &job, &original(), &markers)
         .await
@@ -288,7 +298,12 @@ async fn relay_chunks_by_fifty_and_cuts_loops() {
         .unwrap();
     assert!(report.sent.is_empty());
     assert_eq!(report.refused.len(), 1);
-    assert!(report.refused[0].1.contains("loop"), "{:?}", report.refused);
+    assert_eq!(
+        report.refused[0].kind,
+        RefusalKind::Loop,
+        "{:?}",
+        report.refused
+    );
     assert_eq!(env.sent().len(), 3);
 }
 
@@ -317,7 +332,7 @@ async fn bounces_only_authenticated_senders_once() {
     assert_eq!(
         report,
         BounceReport::Suppressed {
-            reason: "no backscatter: neither SPF nor DKIM passed".into()
+            reason: Suppression::Unauthenticated
         }
     );
     for sender in [
@@ -389,15 +404,366 @@ async fn bounces_only_authenticated_senders_once() {
     assert_eq!(env.sent().len(), 1);
 }
 
+fn bounce_job() -> [BounceJob; 1] {
+    [BounceJob {
+        recipient: "nobody@example.com".into(),
+        code: 550,
+        status: "5.1.1".into(),
+        text: "mailbox unavailable".into(),
+    }]
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn markers_report_missing_and_recorded() {
+async fn bounces_are_suppressed_for_spam_and_viruses_even_when_spf_passes() {
     let env = env().await;
-    let markers = env.markers();
-    let key = markers.marker_key("ses-5", "relay", &["a@partner.example".into()]);
-    assert!(!markers.is_done(&key).await.unwrap());
-    markers
-        .record(&key, serde_json::json!({"ok": true}))
+    let (bouncer, markers) = (env.bouncer(), env.markers());
+    let cases = [
+        (Verdict::Fail, Verdict::Pass, Suppression::Spam),
+        (Verdict::Pass, Verdict::Fail, Suppression::Virus),
+        (Verdict::Fail, Verdict::Fail, Suppression::Virus),
+    ];
+    for (spam, virus, expected) in cases {
+        let mut v = verdicts(Verdict::Pass, Verdict::Pass);
+        v.spam = spam;
+        v.virus = virus;
+        let report = bouncer
+            .bounce(
+                "ses-spam",
+                &original(),
+                "alice@outside.example",
+                &v,
+                &bounce_job(),
+                &markers,
+            )
+            .await
+            .unwrap();
+        assert_eq!(report, BounceReport::Suppressed { reason: expected });
+    }
+    // Gray or unknown spam verdicts are not FAIL: the DSN goes out.
+    let mut v = verdicts(Verdict::Fail, Verdict::Pass);
+    v.spam = Verdict::Gray;
+    v.virus = Verdict::Unknown;
+    let report = bouncer
+        .bounce(
+            "ses-gray",
+            &original(),
+            "alice@outside.example",
+            &v,
+            &bounce_job(),
+            &markers,
+        )
         .await
         .unwrap();
-    assert!(markers.is_done(&key).await.unwrap());
+    assert!(matches!(report, BounceReport::Sent { .. }), "{report:?}");
+    assert_eq!(env.sent().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moto_honours_if_none_match() {
+    // The claim protocol rests on this: a second conditional create of a key fails (412)
+    // and leaves the first object as it was.
+    let env = env().await;
+    let url = S3Url {
+        bucket: BUCKET.into(),
+        key: "claims/k".into(),
+    };
+    let first = env
+        .s3
+        .put_if_absent(&url, b"one".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    assert!(matches!(first, Created::Yes { .. }), "{first:?}");
+    let second = env
+        .s3
+        .put_if_absent(&url, b"two".to_vec(), "text/plain")
+        .await
+        .unwrap();
+    assert_eq!(second, Created::Exists);
+    assert_eq!(env.s3.get(&url).await.unwrap().bytes, b"one");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_claim_loses_until_the_first_is_confirmed() {
+    let env = env().await;
+    let (a, b) = (env.markers_of("consumer-a"), env.markers_of("consumer-b"));
+    let key = a.marker_key("ses-5", "relay", &["x@partner.example".into()]);
+    let detail = serde_json::json!({"kind": "relay"});
+    assert_eq!(a.claim(&key, &detail).await.unwrap(), Claim::Won);
+    let record = a.record(&key).await.unwrap().expect("the claim exists");
+    assert_eq!(record["state"], "claimed");
+    assert_eq!(record["owner"], "consumer-a");
+    assert!(record["claimed_at_ms"].as_u64().unwrap() > 0);
+
+    // Another consumer while A may be sending: transient, retried later.
+    let err = b.claim(&key, &detail).await.unwrap_err();
+    assert!(!err.permanent, "{err}");
+    assert!(err.message.contains("claimed by another consumer"), "{err}");
+
+    a.confirm(&key, &detail, "ses-out-1").await.unwrap();
+    let record = a.record(&key).await.unwrap().unwrap();
+    assert_eq!(record["state"], "sent");
+    assert_eq!(record["ses_message_id"], "ses-out-1");
+    assert_eq!(b.claim(&key, &detail).await.unwrap(), Claim::AlreadySent);
+    assert_eq!(a.claim(&key, &detail).await.unwrap(), Claim::AlreadySent);
+
+    // A record from before claims existed (no state) counts as sent.
+    let old = a.marker_key("ses-old", "relay", &[]);
+    env.s3
+        .put(
+            &S3Url {
+                bucket: BUCKET.into(),
+                key: old.clone(),
+            },
+            br#"{"ses_message_id":"x"}"#.to_vec(),
+            "application/json",
+        )
+        .await
+        .unwrap();
+    assert_eq!(b.claim(&old, &detail).await.unwrap(), Claim::AlreadySent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_but_unconfirmed_send_is_not_sent_again() {
+    let env = env().await;
+    let job = RelayJob {
+        recipients: vec!["bob@partner.example".into()],
+        ..Default::default()
+    };
+    // Consumer A claimed the chunk and was killed before SES answered (or before it could
+    // confirm): the claim is all that is left.
+    let dead = env.markers_of("consumer-a");
+    let key = dead.marker_key("ses-6", "relay", &job.recipients);
+    assert_eq!(
+        dead.claim(&key, &serde_json::json!({"kind": "relay"}))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+
+    // Consumer B inside A's lease: A might still be sending, so B neither sends nor
+    // finishes the message.
+    let err = env
+        .relay()
+        .relay(
+            "ses-6",
+            "example.com",
+            &job,
+            &original(),
+            &env.markers_of("b"),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.permanent, "{err}");
+    assert!(env.sent().is_empty());
+
+    // After the lease: unconfirmed, reported, not sent (at most once).
+    let mut late = env.markers_of("consumer-b");
+    late.lease = Duration::from_millis(200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = env
+        .relay()
+        .relay("ses-6", "example.com", &job, &original(), &late)
+        .await
+        .unwrap();
+    assert_eq!(report.unconfirmed, ["bob@partner.example"]);
+    assert!(report.sent.is_empty() && report.already_sent.is_empty());
+    assert!(env.sent().is_empty(), "a stale claim was sent again");
+
+    // A's own leftover claim after a restart of the same pipeline is unconfirmed at once.
+    let report = env
+        .relay()
+        .relay("ses-6", "example.com", &job, &original(), &dead)
+        .await
+        .unwrap();
+    assert_eq!(report.unconfirmed, ["bob@partner.example"]);
+    assert!(env.sent().is_empty());
+
+    // The same for a bounce.
+    let key = dead.marker_key("ses-7", "bounce", &["nobody@example.com".into()]);
+    dead.claim(&key, &serde_json::json!({"kind": "bounce"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = env
+        .bouncer()
+        .bounce(
+            "ses-7",
+            &original(),
+            "alice@outside.example",
+            &verdicts(Verdict::Pass, Verdict::Pass),
+            &bounce_job(),
+            &late,
+        )
+        .await
+        .unwrap();
+    assert_eq!(report, BounceReport::Unconfirmed);
+    assert!(env.sent().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_ses_refused_releases_its_claim_and_is_sent_on_retry() {
+    let env = env().await;
+    let markers = env.markers();
+    let mut relay = env.relay();
+    relay.from = "forwarder@unverified.example".into();
+    let job = RelayJob {
+        recipients: vec!["bob@partner.example".into()],
+        ..Default::default()
+    };
+    let err = relay
+        .relay("ses-8", "example.com", &job, &original(), &markers)
+        .await
+        .unwrap_err();
+    assert!(err.message.contains("SendEmail"), "{err}");
+    let key = markers.marker_key("ses-8", "relay", &job.recipients);
+    assert_eq!(
+        markers.record(&key).await.unwrap(),
+        None,
+        "SES answered with an error, so nothing was sent and the claim is gone"
+    );
+    env.ses
+        .create_email_identity("unverified.example")
+        .await
+        .unwrap();
+    let report = relay
+        .relay("ses-8", "example.com", &job, &original(), &markers)
+        .await
+        .unwrap();
+    assert_eq!(report.sent, ["bob@partner.example"]);
+    assert_eq!(env.sent().len(), 1);
+    let record = markers.record(&key).await.unwrap().unwrap();
+    assert_eq!(record["state"], "sent");
+    assert!(!record["ses_message_id"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_consumers_relaying_the_same_message_send_it_once() {
+    let env = env().await;
+    // Two daemons: their own SES clients and claim owners, one bucket and one SES.
+    let other = SesRelay {
+        ses: Ses::for_endpoint(&env.moto.endpoint, "us-east-1"),
+        ..env.relay()
+    };
+    let job = RelayJob {
+        recipients: vec!["bob@partner.example".into(), "carol@partner.example".into()],
+        ..Default::default()
+    };
+    let rounds = 12;
+    for i in 0..rounds {
+        let id = format!("ses-race-{i}");
+        let ma = env.markers_of("daemon-a");
+        let mb = Markers::new(
+            S3::for_endpoint(&env.moto.endpoint, "us-east-1"),
+            BUCKET.into(),
+            "markers".into(),
+            "daemon-b".into(),
+        );
+        let relay = env.relay();
+        let msg = original();
+        let (a, b) = tokio::join!(
+            relay.relay(&id, "example.com", &job, &msg, &ma),
+            other.relay(&id, "example.com", &job, &msg, &mb),
+        );
+        let sent_now = [&a, &b]
+            .iter()
+            .filter(|r| r.as_ref().is_ok_and(|r| r.sent.len() == 2))
+            .count();
+        assert_eq!(sent_now, 1, "round {i}: {a:?} / {b:?}");
+        for r in [&a, &b] {
+            match r {
+                Ok(r) => assert!(r.unconfirmed.is_empty(), "{r:?}"),
+                Err(e) => assert!(!e.permanent, "the loser retries later: {e}"),
+            }
+        }
+    }
+    let sent = env.sent();
+    assert_eq!(sent.len(), rounds, "one send per message: {sent:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hops_are_counted_on_the_message_as_received() {
+    let env = env().await;
+    // A rule removed the loop headers: the edited message carries none, but the original
+    // came through max_hops (3) relays.
+    let job = RelayJob {
+        recipients: vec!["bob@partner.example".into()],
+        hops_received: 3,
+        ..Default::default()
+    };
+    let report = env
+        .relay()
+        .relay("ses-9", "example.com", &job, &original(), &env.markers())
+        .await
+        .unwrap();
+    assert!(report.sent.is_empty());
+    assert_eq!(report.refused.len(), 1);
+    assert_eq!(report.refused[0].kind, RefusalKind::Loop);
+    assert!(report.refused[0].kind.is_policy());
+    assert!(env.sent().is_empty());
+
+    // One hop fewer is relayed, with one more hop header on the copy.
+    let job = RelayJob {
+        hops_received: 2,
+        ..job
+    };
+    let report = env
+        .relay()
+        .relay("ses-10", "example.com", &job, &original(), &env.markers())
+        .await
+        .unwrap();
+    assert_eq!(report.sent, ["bob@partner.example"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailboxes_of_look_alike_addresses_are_distinct_objects() {
+    let env = env().await;
+    let boxes = S3Mailboxes {
+        s3: env.s3.clone(),
+        bucket: BUCKET.into(),
+        prefix: "mailboxes".into(),
+    };
+    let trace = TraceMeta::default();
+    let long = |c: char| format!("{}{c}@example.com", "x".repeat(200));
+    let recipients = [
+        "a/b@example.com".to_string(),
+        "a_b@example.com".to_string(),
+        "a\\b@example.com".to_string(),
+        "a%2Fb@example.com".to_string(),
+        long('1'),
+        long('2'),
+    ];
+    let mut keys = Vec::new();
+    for (i, r) in recipients.iter().enumerate() {
+        let key = boxes
+            .store(r, "INBOX", "m1", format!("copy {i}").into_bytes(), &trace)
+            .await
+            .unwrap();
+        keys.push(key);
+    }
+    for (i, key) in keys.iter().enumerate() {
+        let url = S3Url {
+            bucket: BUCKET.into(),
+            key: key.clone(),
+        };
+        assert_eq!(
+            env.s3.get(&url).await.unwrap().bytes,
+            format!("copy {i}").as_bytes(),
+            "{key}"
+        );
+    }
+    assert_eq!(keys[1], "mailboxes/example.com/a_b/INBOX/m1.eml");
+    assert_eq!(keys[0], "mailboxes/example.com/a%2Fb/INBOX/m1.eml");
+
+    let err = boxes
+        .store(
+            &format!("{}@example.com", "y".repeat(256)),
+            "INBOX",
+            "m1",
+            b"x".to_vec(),
+            &trace,
+        )
+        .await
+        .unwrap_err();
+    assert!(err.permanent, "{err}");
+    assert!(err.message.contains("local part"), "{err}");
 }

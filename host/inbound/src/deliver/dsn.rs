@@ -1,5 +1,8 @@
-//! Delivery status notifications (RFC 3464) for refused recipients, sent through SES only to
-//! senders that passed SPF or DKIM (no backscatter).
+//! Delivery status notifications (RFC 3464) for refused recipients, sent through SES only
+//! when the sender is probably real and wants them (no backscatter): SPF or DKIM passed,
+//! neither the spam nor the virus verdict is FAIL, and the sender is not null or a mailer
+//! daemon. Refusals made by Sluice's own policy (a relay not allowed, a loop) never reach
+//! here: the pipeline logs and counts them instead.
 
 use mail_builder::headers::content_type::ContentType;
 use mail_builder::headers::date::Date;
@@ -12,6 +15,7 @@ use sluice_aws::Ses;
 use sluice_engine::{Verdict, Verdicts};
 use sluice_mail::Message;
 
+use super::markers::{send_once, SendOutcome};
 use super::{DeliverError, Markers};
 
 /// Sends bounces through SES.
@@ -42,6 +46,96 @@ pub struct BounceJob {
     pub text: String,
 }
 
+/// Why a DSN was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Suppression {
+    /// MAIL FROM:<> (the message is itself a bounce).
+    NullSender,
+    /// The sender is `mailer-daemon@` or `postmaster@` (no bounce loops).
+    MailerDaemon,
+    /// Neither SPF nor DKIM passed: the sender may be forged.
+    Unauthenticated,
+    /// SES's spam verdict is FAIL: spam senders are forged more often than not.
+    Spam,
+    /// SES's virus verdict is FAIL: a DSN would carry the worm's headers to a forged sender.
+    Virus,
+    /// Refused by Sluice's own policy (relay not allowed, a loop, no `[relay]`): logged and
+    /// counted, never bounced.
+    Policy,
+    /// The config has no `[relay]` to send a DSN through.
+    NoRelay,
+}
+
+impl Suppression {
+    /// Short name for logs and counts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Suppression::NullSender => "null-sender",
+            Suppression::MailerDaemon => "mailer-daemon",
+            Suppression::Unauthenticated => "unauthenticated",
+            Suppression::Spam => "spam",
+            Suppression::Virus => "virus",
+            Suppression::Policy => "policy",
+            Suppression::NoRelay => "no-relay",
+        }
+    }
+
+    /// In words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Suppression::NullSender => "null sender (MAIL FROM:<>): a bounce is never bounced",
+            Suppression::MailerDaemon => "the sender is a mailer daemon: no bounce loop",
+            Suppression::Unauthenticated => "no backscatter: neither SPF nor DKIM passed",
+            Suppression::Spam => "no backscatter: the SES spam verdict is FAIL",
+            Suppression::Virus => "no backscatter: the SES virus verdict is FAIL",
+            Suppression::Policy => {
+                "refused by Sluice's relay policy (not allowed, loop or no relay): never bounced"
+            }
+            Suppression::NoRelay => "the config has no [relay] to send a bounce through",
+        }
+    }
+
+    /// Whether a DSN to `mail_from` for a message with these verdicts must be suppressed:
+    /// a DSN goes out only when (SPF or DKIM passed) and the spam and virus verdicts are not
+    /// FAIL and the sender is neither null nor a mailer daemon.
+    pub fn check(mail_from: &str, verdicts: &Verdicts) -> Option<Suppression> {
+        let sender = bare_sender(mail_from);
+        if sender.is_empty() {
+            return Some(Suppression::NullSender);
+        }
+        let local = sender.rsplit_once('@').map_or(sender, |(l, _)| l);
+        if ["mailer-daemon", "postmaster"]
+            .iter()
+            .any(|d| local.eq_ignore_ascii_case(d))
+        {
+            return Some(Suppression::MailerDaemon);
+        }
+        if verdicts.spf != Verdict::Pass && verdicts.dkim != Verdict::Pass {
+            return Some(Suppression::Unauthenticated);
+        }
+        if verdicts.virus == Verdict::Fail {
+            return Some(Suppression::Virus);
+        }
+        if verdicts.spam == Verdict::Fail {
+            return Some(Suppression::Spam);
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for Suppression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.describe())
+    }
+}
+
+fn bare_sender(mail_from: &str) -> &str {
+    mail_from
+        .trim()
+        .trim_start_matches('<')
+        .trim_end_matches('>')
+}
+
 /// What a bounce did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BounceReport {
@@ -50,19 +144,34 @@ pub enum BounceReport {
         /// The envelope sender the DSN went to.
         to: String,
     },
-    /// An earlier attempt sent it (its marker exists).
+    /// An earlier attempt sent it (its claim is `sent`).
     AlreadySent,
+    /// Claimed by an attempt that never confirmed it: may or may not have gone out, and is
+    /// not sent again (at most once).
+    Unconfirmed,
     /// Not sent, and why.
     Suppressed {
-        /// e.g. "no backscatter: neither SPF nor DKIM passed".
-        reason: String,
+        /// Why.
+        reason: Suppression,
     },
 }
 
+impl std::fmt::Display for BounceReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BounceReport::Sent { to } => write!(f, "sent to {to}"),
+            BounceReport::AlreadySent => f.write_str("already sent"),
+            BounceReport::Unconfirmed => f.write_str("unconfirmed (claimed earlier, not resent)"),
+            BounceReport::Suppressed { reason } => write!(f, "suppressed: {reason}"),
+        }
+    }
+}
+
 impl Bouncer {
-    /// Sends one DSN for the refused recipients to `mail_from`, unless the sender is null or a
-    /// mailer daemon, or neither SPF nor DKIM passed (backscatter to forged senders). Guarded
-    /// by a marker per message and set of recipients.
+    /// Sends one DSN for the refused recipients to `mail_from`, unless
+    /// [`Suppression::check`] says not to (a possibly forged sender, spam, a virus, a null or
+    /// mailer-daemon sender); a suppressed DSN is logged with its reason. Claimed before the
+    /// send, per message and set of recipients, so it goes out at most once.
     pub async fn bounce(
         &self,
         message_id: &str,
@@ -72,38 +181,26 @@ impl Bouncer {
         refused: &[BounceJob],
         markers: &Markers,
     ) -> Result<BounceReport, DeliverError> {
-        let suppressed = |reason: &str| {
-            tracing::info!(message_id, mail_from, reason, "bounce suppressed");
-            Ok(BounceReport::Suppressed {
-                reason: reason.to_string(),
-            })
-        };
-        let sender = mail_from
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>');
+        let sender = bare_sender(mail_from);
         if refused.is_empty() {
-            return suppressed("no refused recipients");
+            return Err(DeliverError::permanent(format!(
+                "message {message_id}: a bounce needs at least one refused recipient"
+            )));
         }
-        if sender.is_empty() {
-            return suppressed("null sender (MAIL FROM:<>): a bounce is never bounced");
-        }
-        let local = sender.rsplit_once('@').map_or(sender, |(l, _)| l);
-        if ["mailer-daemon", "postmaster"]
-            .iter()
-            .any(|d| local.eq_ignore_ascii_case(d))
-        {
-            return suppressed("the sender is a mailer daemon: no bounce loop");
-        }
-        if verdicts.spf != Verdict::Pass && verdicts.dkim != Verdict::Pass {
-            return suppressed("no backscatter: neither SPF nor DKIM passed");
+        if let Some(reason) = Suppression::check(mail_from, verdicts) {
+            tracing::info!(
+                message_id,
+                mail_from,
+                reason = reason.as_str(),
+                recipients = refused.len(),
+                "bounce suppressed: {}",
+                reason.describe()
+            );
+            return Ok(BounceReport::Suppressed { reason });
         }
 
         let recipients: Vec<String> = refused.iter().map(|j| j.recipient.clone()).collect();
         let key = markers.marker_key(message_id, "bounce", &recipients);
-        if markers.is_done(&key).await? {
-            return Ok(BounceReport::AlreadySent);
-        }
         let dsn = build_dsn(
             message_id,
             &self.from,
@@ -115,28 +212,27 @@ impl Bouncer {
         .map_err(|e| {
             DeliverError::permanent(format!("message {message_id}: cannot build the DSN: {e}"))
         })?;
-        let ses_id = self
-            .ses
-            .send_raw(&self.from, &[sender.to_string()], dsn)
-            .await
-            .map_err(|e| {
-                DeliverError::aws(format_args!("bouncing message {message_id} to {sender}"), e)
-            })?;
-        tracing::info!(message_id, ses_id, to = sender, "bounce sent");
-        markers
-            .record(
-                &key,
-                json!({
-                    "kind": "bounce",
-                    "message_id": message_id,
-                    "ses_message_id": ses_id,
-                    "to": sender,
-                    "recipients": recipients,
-                }),
-            )
-            .await?;
-        Ok(BounceReport::Sent {
-            to: sender.to_string(),
+        let detail = json!({
+            "kind": "bounce",
+            "message_id": message_id,
+            "to": sender,
+            "recipients": recipients,
+        });
+        let what = format!("bouncing message {message_id} to {sender}");
+        let to = [sender.to_string()];
+        let outcome = send_once(markers, &key, &detail, &what, || {
+            self.ses.send_raw(&self.from, &to, dsn)
+        })
+        .await?;
+        Ok(match outcome {
+            SendOutcome::Sent { ses_id } => {
+                tracing::info!(message_id, ses_id, to = sender, "bounce sent");
+                BounceReport::Sent {
+                    to: sender.to_string(),
+                }
+            }
+            SendOutcome::AlreadySent => BounceReport::AlreadySent,
+            SendOutcome::Unconfirmed => BounceReport::Unconfirmed,
         })
     }
 }

@@ -1,12 +1,12 @@
 //! S3 mailboxes: one object per message, recipient and folder.
 
 use sluice_aws::{S3Url, S3};
+use sluice_chain::{mailbox_segments, SegmentError};
 
 use super::DeliverError;
 
-/// The longest key component (local part, domain, folder, message id), in bytes. S3 allows
-/// 1024 bytes per key; four capped components and a prefix stay well within it.
-const MAX_COMPONENT: usize = 200;
+/// S3's limit for a key, in bytes.
+const MAX_KEY: usize = 1024;
 
 /// S3's limit for all user metadata of an object (names and values), in bytes.
 const MAX_METADATA: usize = 2048;
@@ -54,23 +54,33 @@ pub struct S3Mailboxes {
 }
 
 impl S3Mailboxes {
-    /// The key for one copy. Domain and local part are lower-cased; every component is made
-    /// safe to be one path segment (no `/` or `\`, no leading `.`, no control characters,
-    /// at most 200 bytes), so no input can escape its mailbox.
-    pub fn key_for(&self, recipient: &str, folder: &str, message_id: &str) -> String {
-        let (local, domain) = recipient.rsplit_once('@').unwrap_or((recipient, ""));
-        let parts = [
-            segment(&domain.trim_end_matches('.').to_lowercase()),
-            segment(&local.to_lowercase()),
-            segment(folder),
-            format!("{}.eml", segment(message_id)),
-        ];
+    /// The key for one copy: the same segments as the directory store
+    /// ([`sluice_chain::mailbox_segments`]: domain and local part ASCII-lower-cased, every
+    /// segment escaped injectively), so no two addresses share a mailbox and no input can
+    /// leave its own. A name that cannot be stored (empty, a segment over 255 bytes escaped,
+    /// a key over S3's 1024 bytes) is refused, not cut.
+    pub fn key_for(
+        &self,
+        recipient: &str,
+        folder: &str,
+        message_id: &str,
+    ) -> Result<String, SegmentError> {
+        let parts = mailbox_segments(recipient, folder, message_id)?.join("/");
         let prefix = self.prefix.trim_matches('/');
-        if prefix.is_empty() {
-            parts.join("/")
+        let key = if prefix.is_empty() {
+            parts
         } else {
-            format!("{prefix}/{}", parts.join("/"))
+            format!("{prefix}/{parts}")
+        };
+        if key.len() > MAX_KEY {
+            return Err(SegmentError::TooLong {
+                what: "mailbox key",
+                shown: key[..key.floor_char_boundary(60)].to_string(),
+                len: key.len(),
+                max: MAX_KEY,
+            });
         }
+        Ok(key)
     }
 
     /// Stores `bytes` as the recipient's copy in `folder` and returns its key. The object
@@ -84,7 +94,11 @@ impl S3Mailboxes {
         bytes: Vec<u8>,
         trace: &TraceMeta,
     ) -> Result<String, DeliverError> {
-        let key = self.key_for(recipient, folder, message_id);
+        let key = self.key_for(recipient, folder, message_id).map_err(|e| {
+            DeliverError::permanent(format!(
+                "message {message_id} for {recipient} in {folder}: {e}"
+            ))
+        })?;
         let mut metadata = vec![
             ("sluice-message-id".to_string(), header_safe(message_id)),
             ("sluice-recipient".to_string(), header_safe(recipient)),
@@ -109,32 +123,6 @@ impl S3Mailboxes {
             })?;
         Ok(url.key)
     }
-}
-
-/// One key segment: `/`, `\` and control characters become `_`, a leading `.` becomes `_`
-/// (no `.`, `..` or hidden names), empty becomes `_`, cut at 200 bytes on a character
-/// boundary.
-fn segment(s: &str) -> String {
-    let mut out: String = s
-        .chars()
-        .map(|c| {
-            if c == '/' || c == '\\' || c.is_control() {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    if out.len() > MAX_COMPONENT {
-        out.truncate(out.floor_char_boundary(MAX_COMPONENT));
-    }
-    if out.starts_with('.') {
-        out.replace_range(..1, "_");
-    }
-    if out.is_empty() {
-        out.push('_');
-    }
-    out
 }
 
 /// An HTTP-header-safe metadata value: printable ASCII kept, every other byte `%XX`.
@@ -166,46 +154,59 @@ mod tests {
     #[test]
     fn key_layout() {
         assert_eq!(
-            boxes("mailboxes").key_for("Bob.Smith@Example.COM", "INBOX", "abc123"),
+            boxes("mailboxes")
+                .key_for("Bob.Smith@Example.COM", "INBOX", "abc123")
+                .unwrap(),
             "mailboxes/example.com/bob.smith/INBOX/abc123.eml"
         );
         assert_eq!(
-            boxes("").key_for("bob@example.com", "Junk", "m1"),
+            boxes("").key_for("bob@example.com", "Junk", "m1").unwrap(),
             "example.com/bob/Junk/m1.eml"
         );
         assert_eq!(
-            boxes("/a/b/").key_for("bob@example.com", "Junk", "m1"),
+            boxes("/a/b/")
+                .key_for("bob@example.com", "Junk", "m1")
+                .unwrap(),
             "a/b/example.com/bob/Junk/m1.eml"
         );
     }
 
     #[test]
-    fn keys_cannot_escape() {
+    fn keys_cannot_escape_or_collide() {
         let b = boxes("p");
         assert_eq!(
-            b.key_for("../etc@example.com", "..", "../../x"),
-            "p/example.com/_._etc/_./_._.._x.eml"
+            b.key_for("../etc@example.com", "..", "../../x").unwrap(),
+            "p/example.com/%2E.%2Fetc/%2E./%2E.%2F..%2Fx.eml"
         );
         assert_eq!(
-            b.key_for("a/b@ex/ample.com", "a/b", "m\r\n1"),
-            "p/ex_ample.com/a_b/a_b/m__1.eml"
+            b.key_for("a/b@ex/ample.com", "a/b", "m\r\n1").unwrap(),
+            "p/ex%2Fample.com/a%2Fb/a%2Fb/m%0D%0A1.eml"
         );
-        assert_eq!(
-            b.key_for("nobody", "", ".hidden"),
-            "p/_/nobody/_/_hidden.eml"
-        );
-        let long = b.key_for(&format!("{}@example.com", "é".repeat(300)), "x", "m");
-        let local = long.split('/').nth(2).unwrap();
-        assert!(local.len() <= MAX_COMPONENT && local.starts_with('é'));
-        for key in [
-            b.key_for("../etc@example.com", "..", "../../x"),
-            b.key_for("x@..", "a", "b"),
-        ] {
+        assert!(b.key_for("nobody", "INBOX", "m").is_err(), "no domain");
+        let long = |c: char| format!("{}{c}@example.com", "x".repeat(200));
+        let mut keys: Vec<String> = ["a/b@x.org", "a_b@x.org", "a\\b@x.org", "a%2Fb@x.org"]
+            .iter()
+            .map(|r| b.key_for(r, "INBOX", "m").unwrap())
+            .chain(
+                [long('a'), long('b')]
+                    .iter()
+                    .map(|r| b.key_for(r, "INBOX", "m").unwrap()),
+            )
+            .collect();
+        let n = keys.len();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), n, "{keys:?}");
+        for key in &keys {
             assert!(
                 key.split('/').all(|s| !s.is_empty() && !s.starts_with('.')),
                 "{key}"
             );
         }
+        let err = b
+            .key_for(&format!("{}@example.com", "é".repeat(300)), "x", "m")
+            .unwrap_err();
+        assert!(err.to_string().contains("local part"), "{err}");
     }
 
     #[test]

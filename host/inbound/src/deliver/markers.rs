@@ -1,17 +1,51 @@
-//! Idempotency records for sends (relay chunks, bounces), as small S3 objects.
+//! Send claims: the S3 records that make each send (a relay chunk, a bounce) happen at most
+//! once, across retries, crashes and several consumers of one queue.
 //!
-//! A send is made only when its marker is absent, and the marker is written right after SES
-//! accepted the send. A crash (or a failed marker write) between the two sends that chunk
-//! again on the retry: the one at-least-once window. Everything else is exactly once.
-//! Markers are never read for anything but existence; give their prefix a lifecycle rule
-//! (e.g. expire after 30 days, longer than any SQS retention) to keep the bucket small.
+//! Each send has one key. Before sending, a consumer **claims** it with a conditional write
+//! (`PutObject` with `If-None-Match: *`): S3 lets exactly one writer create the key, so of two
+//! daemons handling the same notification only the one whose claim was created sends. The
+//! record then goes through two states:
+//!
+//! - `claimed`: written before the send, with the owner (one id per [`Pipeline`] process) and
+//!   the claim time;
+//! - `sent`: overwritten after SES accepted the send, with the SES message id.
+//!
+//! A consumer that finds the key already there does not send. It reads the record:
+//! `sent` is done; `claimed` by another owner and younger than [`Markers::lease`] means that
+//! consumer may be sending right now, so the message fails with a transient error and is
+//! retried later (by then the claim is `sent`, or stale); `claimed` and older than the lease,
+//! or claimed by this same owner in an earlier attempt, is **unconfirmed**: the owner died (or
+//! lost the answer) between claim and confirmation, and nobody can know whether SES sent it.
+//!
+//! **Trade-off: at most once.** An unconfirmed claim is never sent again; it is logged as an
+//! error and reported as unconfirmed (`Handled`), so an operator can check SES's sending
+//! logs and resend by hand. The alternative, resending stale claims (at least once), would
+//! send a second copy every time a consumer is killed after SES accepted but before the
+//! confirmation — the window that sent 11 forwards twice in 40 kills. A claim is released
+//! (deleted) only when SES surely did not accept the send (it answered with an error, or
+//! the connection failed before the request went out), so the retry sends it.
+//!
+//! Records are small JSON objects; give their prefix a lifecycle rule (e.g. expire after 30
+//! days, longer than any SQS retention) to keep the bucket small.
+//!
+//! [`Pipeline`]: crate::Pipeline
 
+use std::hash::{BuildHasher, Hasher};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use sluice_aws::{S3Url, S3};
+use sluice_aws::{Created, S3Url, S3};
 
 use super::DeliverError;
 
-/// Where the markers live.
+/// How long a claim by another consumer counts as "being sent right now". Longer than a send
+/// can take ([`sluice_aws::SEND_TIMEOUT`] plus the claim and confirmation writes), so a live
+/// consumer always confirms within it; after it a claim is unconfirmed. It only decides
+/// whether to wait for the outcome: a claimed send is never sent by anyone else.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+
+/// Where the claims live, and who is claiming.
 #[derive(Debug, Clone)]
 pub struct Markers {
     /// The client.
@@ -20,9 +54,76 @@ pub struct Markers {
     pub bucket: String,
     /// The key prefix, without a trailing `/`; may be empty.
     pub prefix: String,
+    /// This consumer's id, written into its claims. Unique per process (see
+    /// [`Markers::new_owner_id`]); one owner must handle a message id one call at a time (the
+    /// pipeline serializes per message id), since its own unconfirmed claim is taken as left
+    /// over from an earlier attempt.
+    pub owner: String,
+    /// See [`DEFAULT_LEASE`].
+    pub lease: Duration,
+}
+
+/// What a claim found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This consumer created the claim: send, then [`Markers::confirm`] (or
+    /// [`Markers::release`] when SES surely did not accept it).
+    Won,
+    /// An earlier attempt sent it (state `sent`, or a marker without state from before
+    /// claims existed).
+    AlreadySent,
+    /// Claimed and never confirmed (the owner died between claim and confirmation, or lost
+    /// SES's answer): it may or may not have been sent, and is not sent again.
+    Unconfirmed {
+        /// Who claimed it.
+        owner: String,
+        /// How long ago, in seconds (by this host's clock).
+        age_secs: u64,
+    },
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Markers {
+    /// Claims in `bucket`/`prefix` as `owner`, with the default lease.
+    pub fn new(s3: S3, bucket: String, prefix: String, owner: String) -> Markers {
+        Markers {
+            s3,
+            bucket,
+            prefix,
+            owner,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// A fresh owner id: host name (when known), process id and 64 random bits, so two
+    /// processes (or two pipelines in one process) never share one.
+    pub fn new_owner_id() -> String {
+        let host = std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok())
+            .or_else(|| {
+                std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+            })
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "host".into());
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        format!("{host}/{}/{:016x}", std::process::id(), hasher.finish())
+    }
+
     /// `<prefix>/<message-id>/<kind>-<sha256 of the recipients>.json`. The recipients are
     /// lower-cased, de-duplicated and sorted first, so the key does not depend on their order
     /// or case.
@@ -62,25 +163,180 @@ impl Markers {
         }
     }
 
-    /// Whether the marker exists. Only S3's "not found" means no; any other failure is an
-    /// error, so a send is never made without knowing it was not made before.
-    pub async fn is_done(&self, key: &str) -> Result<bool, DeliverError> {
+    /// Claims the send at `key` (`detail` says what it is: kind, message id, recipients).
+    /// `Ok(Claim::Won)` only when this call created the record. A claim by another owner
+    /// younger than the lease is an `Err` (transient): that consumer may be sending it now.
+    pub async fn claim(&self, key: &str, detail: &Value) -> Result<Claim, DeliverError> {
         let url = self.url(key);
-        self.s3
-            .exists(&url)
+        let mut record = detail.clone();
+        record["state"] = json!("claimed");
+        record["owner"] = json!(self.owner);
+        record["claimed_at_ms"] = json!(now_ms());
+        let created = self
+            .s3
+            .put_if_absent(&url, record.to_string().into_bytes(), "application/json")
             .await
-            .map_err(|e| DeliverError::aws(format_args!("checking send marker {url}"), e))
+            .map_err(|e| DeliverError::aws(format_args!("claiming send {url}"), e))?;
+        if matches!(created, Created::Yes { .. }) {
+            return Ok(Claim::Won);
+        }
+        let existing = match self.s3.get(&url).await {
+            Ok(obj) => obj.bytes,
+            Err(e) => {
+                // Released between our write and this read: the next attempt claims again.
+                return Err(DeliverError::aws(
+                    format_args!("reading the existing claim {url}"),
+                    e,
+                ));
+            }
+        };
+        let record: Value = serde_json::from_slice(&existing).unwrap_or(Value::Null);
+        if record["state"] != "claimed" {
+            return Ok(Claim::AlreadySent);
+        }
+        let owner = record["owner"].as_str().unwrap_or("unknown").to_string();
+        let age_ms = record["claimed_at_ms"]
+            .as_u64()
+            .map(|at| now_ms().saturating_sub(at))
+            .unwrap_or(u64::MAX);
+        if owner != self.owner && u128::from(age_ms) < self.lease.as_millis() {
+            return Err(DeliverError::transient(format!(
+                "send {url} is claimed by another consumer ({owner}, {} s ago) and not confirmed yet; retry after it finishes (lease {} s)",
+                age_ms / 1000,
+                self.lease.as_secs()
+            )));
+        }
+        Ok(Claim::Unconfirmed {
+            owner,
+            age_secs: age_ms / 1000,
+        })
     }
 
-    /// Writes the marker with `detail` (what was sent, the SES message id) as its JSON body.
-    pub async fn record(&self, key: &str, detail: serde_json::Value) -> Result<(), DeliverError> {
+    /// Marks a won claim `sent` after SES accepted it, with the SES message id.
+    pub async fn confirm(
+        &self,
+        key: &str,
+        detail: &Value,
+        ses_message_id: &str,
+    ) -> Result<(), DeliverError> {
         let url = self.url(key);
+        let mut record = detail.clone();
+        record["state"] = json!("sent");
+        record["owner"] = json!(self.owner);
+        record["sent_at_ms"] = json!(now_ms());
+        record["ses_message_id"] = json!(ses_message_id);
         self.s3
-            .put(&url, detail.to_string().into_bytes(), "application/json")
+            .put(&url, record.to_string().into_bytes(), "application/json")
             .await
             .map(|_| ())
-            .map_err(|e| DeliverError::aws(format_args!("writing send marker {url}"), e))
+            .map_err(|e| DeliverError::aws(format_args!("confirming send {url}"), e))
     }
+
+    /// Deletes a won claim whose send SES surely did not accept, so a retry sends it.
+    pub async fn release(&self, key: &str) -> Result<(), DeliverError> {
+        let url = self.url(key);
+        self.s3
+            .delete(&url)
+            .await
+            .map_err(|e| DeliverError::aws(format_args!("releasing claim {url}"), e))
+    }
+
+    /// The record at `key` (`None` when there is none). Only S3's "not found" means none.
+    pub async fn record(&self, key: &str) -> Result<Option<Value>, DeliverError> {
+        let url = self.url(key);
+        let found = self
+            .s3
+            .exists(&url)
+            .await
+            .map_err(|e| DeliverError::aws(format_args!("checking claim {url}"), e))?;
+        if !found {
+            return Ok(None);
+        }
+        let obj = self
+            .s3
+            .get(&url)
+            .await
+            .map_err(|e| DeliverError::aws(format_args!("reading claim {url}"), e))?;
+        Ok(Some(
+            serde_json::from_slice(&obj.bytes).unwrap_or(Value::Null),
+        ))
+    }
+}
+
+/// Claims, sends and confirms one send: the one protocol relay chunks and bounces share.
+/// `send` is called only when the claim was won.
+pub(crate) async fn send_once<F, Fut>(
+    markers: &Markers,
+    key: &str,
+    detail: &Value,
+    what: &str,
+    send: F,
+) -> Result<SendOutcome, DeliverError>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<String, sluice_aws::AwsError>>,
+{
+    match markers.claim(key, detail).await? {
+        Claim::AlreadySent => return Ok(SendOutcome::AlreadySent),
+        Claim::Unconfirmed { owner, age_secs } => {
+            tracing::error!(
+                claim = key,
+                owner,
+                age_secs,
+                "UNCONFIRMED SEND: {what} was claimed {age_secs} s ago by {owner} and never confirmed; \
+                 it may or may not have been sent and is NOT sent again (at most once). \
+                 Check the SES sending logs and resend by hand if it is missing."
+            );
+            return Ok(SendOutcome::Unconfirmed);
+        }
+        Claim::Won => {}
+    }
+    let ses_id = match send().await {
+        Ok(id) => id,
+        Err(e) => {
+            let maybe_sent = matches!(
+                e,
+                sluice_aws::AwsError::Ses {
+                    maybe_sent: true,
+                    ..
+                }
+            );
+            let err = DeliverError::aws(what, e);
+            if maybe_sent {
+                tracing::error!(
+                    claim = key,
+                    "{what}: SES may have accepted it although the call failed; the claim stays, so it is not sent again"
+                );
+            } else if let Err(release) = markers.release(key).await {
+                tracing::error!(
+                    claim = key,
+                    error = %release,
+                    "{what}: not sent, and the claim could not be released; it will be reported unconfirmed and not sent"
+                );
+            }
+            return Err(err);
+        }
+    };
+    if let Err(e) = markers.confirm(key, detail, &ses_id).await {
+        // SES accepted it: the send is done. The claim stays `claimed`, which a retry takes
+        // for unconfirmed and does not send again.
+        tracing::warn!(claim = key, ses_id, error = %e, "{what}: sent, but the claim could not be marked sent");
+    }
+    Ok(SendOutcome::Sent { ses_id })
+}
+
+/// What [`send_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum SendOutcome {
+    /// Sent now.
+    Sent {
+        /// The SES message id.
+        ses_id: String,
+    },
+    /// Sent by an earlier attempt.
+    AlreadySent,
+    /// Claimed earlier and never confirmed: not sent again.
+    Unconfirmed,
 }
 
 #[cfg(test)]
@@ -89,11 +345,12 @@ mod tests {
 
     #[test]
     fn keys_ignore_order_and_case() {
-        let m = Markers {
-            s3: S3::for_endpoint("http://127.0.0.1:9", "us-east-1"),
-            bucket: "b".into(),
-            prefix: "markers/".into(),
-        };
+        let m = Markers::new(
+            S3::for_endpoint("http://127.0.0.1:9", "us-east-1"),
+            "b".into(),
+            "markers/".into(),
+            "me".into(),
+        );
         let a = m.marker_key("msg-1", "relay", &["B@x.org".into(), "a@y.org".into()]);
         let b = m.marker_key(
             "msg-1",
@@ -118,5 +375,12 @@ mod tests {
         assert!(m
             .marker_key("../../x", "relay", &[])
             .starts_with("markers/______x/"));
+    }
+
+    #[test]
+    fn owner_ids_differ() {
+        let (a, b) = (Markers::new_owner_id(), Markers::new_owner_id());
+        assert_ne!(a, b);
+        assert!(a.contains(&format!("/{}/", std::process::id())), "{a}");
     }
 }

@@ -1,13 +1,14 @@
 //! Deliveries: S3 mailboxes, SES relay (with the forward rewrite and the loop guard), DSN
-//! bounces, and the markers that make each of them happen once per message and recipient.
+//! bounces, and the claims that make each send happen at most once per message and recipient.
 //!
 //! Each delivery is idempotent, because SQS delivers a notification at least once:
-//! - a mailbox copy goes to a key derived from the recipient, folder and SES message id, so a
-//!   second write replaces the object with the same bytes;
-//! - a relay chunk or a bounce is sent only when its [`Markers`] record is absent, and the
-//!   record is written right after SES accepted the send. The one window left: a crash (or a
-//!   failed marker write) between SES accepting a send and the marker write sends that chunk
-//!   again on the retry. Everything else happens exactly once.
+//! - a mailbox copy goes to a key derived from the recipient, folder and SES message id
+//!   (escaped injectively, [`sluice_chain::escape_segment`]), so a second write replaces the
+//!   object with the same bytes;
+//! - a relay chunk or a bounce is claimed in S3 with a conditional write before it is sent
+//!   ([`Markers`]), so of all retries and consumers exactly one sends it; a crash between the
+//!   claim and its confirmation leaves it *unconfirmed*, and it is not sent again (at most
+//!   once, reported and logged; see the trade-off in [`Markers`]).
 //!
 //! Nothing here knows about chains or events: the pipeline decides what goes where and calls
 //! these with the message each group delivers.
@@ -17,10 +18,10 @@ mod mailbox;
 mod markers;
 mod relay;
 
-pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer};
+pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer, Suppression};
 pub use mailbox::{S3Mailboxes, TraceMeta};
-pub use markers::Markers;
-pub use relay::{RelayJob, RelayReport, SesRelay};
+pub use markers::{Claim, Markers, DEFAULT_LEASE};
+pub use relay::{Refusal, RefusalKind, RelayJob, RelayReport, SesRelay};
 
 use sluice_aws::AwsError;
 

@@ -1,10 +1,11 @@
 //! Relaying through SES: the allow list (no open relay), the loop guard, the rewrite, and
-//! sends in chunks that each happen once.
+//! sends in chunks that each happen at most once (claimed before the send, see [`Markers`]).
 
 use serde_json::json;
 use sluice_aws::{Ses, SES_MAX_RAW_BYTES};
 use sluice_mail::{hop_count, rewrite_for_relay, Message, RelayRewrite};
 
+use super::markers::{send_once, SendOutcome};
 use super::{domain_of, DeliverError, Markers};
 
 /// The most recipients SES takes in one send.
@@ -35,6 +36,52 @@ pub struct RelayJob {
     pub from: Option<String>,
     /// Put before the Subject of the copy.
     pub subject_prefix: Option<String>,
+    /// The loop headers on the message *as received* ([`hop_count`] of the original, before
+    /// any rule edited it). The guard uses the larger of this and the count on the message
+    /// relayed, so a rule that strips the headers cannot reset the count.
+    pub hops_received: usize,
+}
+
+/// Why a recipient was not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RefusalKind {
+    /// The recipient's domain is not in `allow_domains`: Sluice's own policy.
+    NotAllowed,
+    /// The message already went through `max_hops` relays: Sluice's own policy.
+    Loop,
+    /// The rewritten copy is larger than SES sends: a delivery failure the sender can fix.
+    TooLarge,
+    /// The config has no `[relay]`: Sluice's own policy.
+    NoRelay,
+}
+
+impl RefusalKind {
+    /// A refusal made by Sluice's policy (not a failure of this message): never bounced,
+    /// since the sender of a forged or looping message would be the one to get the DSN.
+    pub fn is_policy(self) -> bool {
+        !matches!(self, RefusalKind::TooLarge)
+    }
+
+    /// Short name for logs and counts.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::NotAllowed => "not-allowed",
+            RefusalKind::Loop => "loop",
+            RefusalKind::TooLarge => "too-large",
+            RefusalKind::NoRelay => "no-relay",
+        }
+    }
+}
+
+/// A recipient not relayed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The recipient.
+    pub recipient: String,
+    /// The kind of refusal.
+    pub kind: RefusalKind,
+    /// In words, for the log and a DSN.
+    pub reason: String,
 }
 
 /// What a relay did, per recipient.
@@ -42,10 +89,13 @@ pub struct RelayJob {
 pub struct RelayReport {
     /// Sent now.
     pub sent: Vec<String>,
-    /// Sent by an earlier attempt (its marker exists): not sent again.
+    /// Sent by an earlier attempt (its claim is `sent`): not sent again.
     pub already_sent: Vec<String>,
-    /// Not sent, with the reason (domain not allowed, loop, too large).
-    pub refused: Vec<(String, String)>,
+    /// Claimed by an attempt that never confirmed the send (a crash between claim and
+    /// confirmation): it may or may not have gone out, and is not sent again (at most once).
+    pub unconfirmed: Vec<String>,
+    /// Not sent, and why (domain not allowed, loop, too large).
+    pub refused: Vec<Refusal>,
 }
 
 impl SesRelay {
@@ -68,13 +118,15 @@ impl SesRelay {
     }
 
     /// Sends `msg` (the message the recipients' group delivers) to the job's recipients:
-    /// refuses recipients outside the allow list and every recipient of a looping or
-    /// oversized message, rewrites it for SES ([`rewrite_for_relay`], loop header of
-    /// `via_domain`), and sends it in chunks of at most 50 recipients, each guarded by a
-    /// marker so a retried message does not send a chunk twice.
+    /// refuses recipients outside the allow list and every recipient of a looping (counted
+    /// with [`RelayJob::hops_received`]) or oversized message, rewrites it for SES
+    /// ([`rewrite_for_relay`], loop header of `via_domain`), and sends it in chunks of at
+    /// most 50 recipients, each claimed before its send so that no retry, crash or second
+    /// consumer sends a chunk twice.
     ///
-    /// `Err` when a send or marker operation failed; the chunks sent before it have their
-    /// markers, so the retry continues where this one stopped.
+    /// `Err` when a send or claim failed, or another consumer holds a live claim on a chunk;
+    /// the chunks sent before it are confirmed, so the retry continues where this one
+    /// stopped.
     pub async fn relay(
         &self,
         message_id: &str,
@@ -97,20 +149,21 @@ impl SesRelay {
                     recipient = %rcpt,
                     "relay refused: the recipient's domain is not in [relay] allow_domains (no open relay)"
                 );
-                report.refused.push((
-                    rcpt.clone(),
-                    format!(
+                report.refused.push(Refusal {
+                    recipient: rcpt.clone(),
+                    kind: RefusalKind::NotAllowed,
+                    reason: format!(
                         "the domain {:?} is not in [relay] allow_domains (no open relay)",
                         domain_of(rcpt)
                     ),
-                ));
+                });
             }
         }
         if allowed.is_empty() {
             return Ok(report);
         }
 
-        let hops = hop_count(msg);
+        let hops = job.hops_received.max(hop_count(msg));
         if hops >= self.max_hops {
             tracing::warn!(
                 message_id,
@@ -123,9 +176,11 @@ impl SesRelay {
                 sluice_mail::LOOP_HEADER,
                 self.max_hops
             );
-            report
-                .refused
-                .extend(allowed.into_iter().map(|r| (r, reason.clone())));
+            report.refused.extend(allowed.into_iter().map(|r| Refusal {
+                recipient: r,
+                kind: RefusalKind::Loop,
+                reason: reason.clone(),
+            }));
             return Ok(report);
         }
 
@@ -150,48 +205,41 @@ impl SesRelay {
                 raw.len()
             );
             tracing::warn!(message_id, size = raw.len(), "relay refused: too large");
-            report
-                .refused
-                .extend(allowed.into_iter().map(|r| (r, reason.clone())));
+            report.refused.extend(allowed.into_iter().map(|r| Refusal {
+                recipient: r,
+                kind: RefusalKind::TooLarge,
+                reason: reason.clone(),
+            }));
             return Ok(report);
         }
 
-        // A stable order makes the chunks, and so their markers, the same on every retry.
+        // A stable order makes the chunks, and so their claims, the same on every retry.
         allowed.sort_by_key(|r| r.to_lowercase());
         for chunk in allowed.chunks(CHUNK) {
             let key = markers.marker_key(message_id, "relay", chunk);
-            if markers.is_done(&key).await? {
-                report.already_sent.extend_from_slice(chunk);
-                continue;
+            let detail = json!({
+                "kind": "relay",
+                "message_id": message_id,
+                "from": from,
+                "recipients": chunk,
+            });
+            let what = format!(
+                "relaying message {message_id} to {} (and {} more)",
+                chunk[0],
+                chunk.len() - 1
+            );
+            let outcome = send_once(markers, &key, &detail, &what, || {
+                self.ses.send_raw(from, chunk, raw.clone())
+            })
+            .await?;
+            match outcome {
+                SendOutcome::Sent { ses_id } => {
+                    tracing::info!(message_id, ses_id, recipients = chunk.len(), "relayed");
+                    report.sent.extend_from_slice(chunk);
+                }
+                SendOutcome::AlreadySent => report.already_sent.extend_from_slice(chunk),
+                SendOutcome::Unconfirmed => report.unconfirmed.extend_from_slice(chunk),
             }
-            let ses_id = self
-                .ses
-                .send_raw(from, chunk, raw.clone())
-                .await
-                .map_err(|e| {
-                    DeliverError::aws(
-                        format_args!(
-                            "relaying message {message_id} to {} (and {} more)",
-                            chunk[0],
-                            chunk.len() - 1
-                        ),
-                        e,
-                    )
-                })?;
-            tracing::info!(message_id, ses_id, recipients = chunk.len(), "relayed");
-            markers
-                .record(
-                    &key,
-                    json!({
-                        "kind": "relay",
-                        "message_id": message_id,
-                        "ses_message_id": ses_id,
-                        "from": from,
-                        "recipients": chunk,
-                    }),
-                )
-                .await?;
-            report.sent.extend_from_slice(chunk);
         }
         Ok(report)
     }
