@@ -106,7 +106,8 @@ for t in $targets; do
         fi
     fi
     if ! cargo fuzz run "${build_flags[@]}" $(flags_for "$t") "$t" "${dirs[@]}" -- "${flags[@]}" >"$log" 2>&1; then
-        status="CRASH (input in fuzz/artifacts/$t/, log $log)"
+        status="${status#ok}${status:+ }CRASH (input in fuzz/artifacts/$t/, log $log)"
+        status=${status# }
         grep -m1 -A4 "panicked at" "$log" || tail -n 20 "$log"
     fi
     [[ $status == ok ]] || failed+=("$t")
