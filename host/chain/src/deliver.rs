@@ -350,7 +350,10 @@ mod tests {
         assert_eq!(escape("../etc"), "%2E.%2Fetc");
         let segs = mailbox_segments("../x@..example", "..", "id").unwrap();
         assert_eq!(segs[0], "%2E.example");
-        assert!(mailbox_segments("x@..", "INBOX", "id").is_err(), "no domain left");
+        assert!(
+            mailbox_segments("x@..", "INBOX", "id").is_err(),
+            "no domain left"
+        );
         for seg in &segs {
             assert!(!seg.starts_with('.') && !seg.contains('/'), "{seg}");
         }
