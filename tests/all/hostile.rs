@@ -192,3 +192,59 @@ fn assert_failed_or_skipped_then_continued(result: &ProcessResult) {
     assert_eq!(g.steps[1].outcome, "ok");
     assert!(output(result).contains("X-After: yes"));
 }
+
+/// A noisy step's config as an inline TOML table.
+fn noisy(config: &str) -> RuleChains {
+    chain_with("rule-noisy", &format!("config = {{ {config} }}"))
+}
+
+#[test]
+fn a_log_flood_is_cut_to_the_step_budget_and_counted() {
+    // 10,000 lines of 1 KB: 10 MB the host would otherwise print and keep.
+    let result = run(&noisy("log_lines = 10000, log_bytes = 1000"));
+    let step = &result.groups[0].steps[0];
+    assert_eq!(step.outcome, "ok", "{:?}", step.error);
+    let kept: usize = step.logs.iter().map(|l| l.text.len()).sum();
+    assert!(kept <= 32 * 1024, "kept {kept} bytes of logs");
+    assert!(!step.logs.is_empty());
+    assert_eq!(step.logs.len() + step.dropped_logs, 10_000);
+    let json = serde_json::to_string(&step).unwrap();
+    assert!(json.len() < 64 * 1024, "trace line of {} bytes", json.len());
+    assert!(json.contains("\"dropped_logs\""), "{}", &json[..200]);
+}
+
+#[test]
+fn a_huge_invalid_value_is_not_echoed_whole() {
+    // A 20 MB subject prefix is invalid (8 KiB limit); the reason quotes only its start.
+    let result = run(&noisy("prefix_bytes = 20000000"));
+    assert_failed_then_continued(&result, "invalid subject prefix");
+    let error = result.groups[0].steps[0].error.clone().unwrap();
+    assert!(error.len() < 2048, "error of {} bytes", error.len());
+    assert!(error.contains("20000000 bytes long"), "{error}");
+}
+
+#[test]
+fn a_huge_rule_error_is_cut() {
+    let result = run(&noisy("error_bytes = 5000000"));
+    let step = &result.groups[0].steps[0];
+    assert_eq!(step.outcome, "rule-error");
+    let error = step.error.as_deref().unwrap();
+    assert!(error.len() < 2048, "error of {} bytes", error.len());
+}
+
+#[test]
+fn recipient_requests_are_checked_when_made_and_bounded_in_bytes() {
+    // The first request is invalid (a 300-byte local part): the step fails at request #0.
+    let result = run(&noisy("forwards = 100000, forward_bytes = 300"));
+    assert_failed_then_continued(&result, "invalid recipients request #0");
+    // Valid requests of ~2.2 KB each: the 256 KiB budget stops the rule before the count
+    // limit (1024) would, and long before 100,000 requests pile up in host memory.
+    let result = run(&noisy(
+        "forwards = 100000, forward_bytes = 200, forward_to = 10",
+    ));
+    assert_failed_then_continued(&result, "recipient requests of more than 256 KiB");
+    // Many small ones: the count limit.
+    let result = run(&noisy("forwards = 100000"));
+    assert_failed_then_continued(&result, "more than 1024 recipient requests");
+    next_message_is_fine();
+}

@@ -10,4 +10,5 @@ mod languages;
 mod mail_rules;
 mod reference_rules;
 mod reload;
+mod routing;
 mod sandbox;

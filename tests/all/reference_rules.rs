@@ -61,11 +61,40 @@ fn banner_is_not_added_twice() {
 }
 
 #[test]
-fn internal_senders_get_no_banner() {
+fn authenticated_internal_senders_get_no_banner() {
     let raw = fixture("internal.eml");
-    let r = banner_chain().process(engine(), message(&raw), &envelope(&["carol@example.com"]));
+    let mut env = envelope(&["carol@example.com"]);
+    env.verdicts.dmarc = Verdict::Pass;
+    let r = banner_chain().process(engine(), message(&raw), &env);
     assert!(r.groups[0].steps[0].actions.is_empty());
     assert!(matches!(r.groups[0].output, Some(OutputMessage::Original)));
+}
+
+#[test]
+fn a_spoofed_internal_from_gets_the_banner() {
+    // The same `From: carol@example.com`, but DMARC did not pass (spoofed from outside, or
+    // SPF passing for some other domain): the claim alone must not suppress the warning.
+    let raw = fixture("internal.eml");
+    for dmarc in [Verdict::Fail, Verdict::Gray, Verdict::Unknown] {
+        let mut env = envelope(&["bob@example.com"]);
+        env.verdicts.dmarc = dmarc;
+        env.verdicts.spf = Verdict::Pass;
+        let r = banner_chain().process(engine(), message(&raw), &env);
+        let out = String::from_utf8(output(&r, &raw)).unwrap();
+        assert!(out.contains(BANNER), "dmarc {dmarc:?}: {out}");
+    }
+    // trust_from = true restores the old, spoofable behaviour for those who ask for it.
+    let trusting = chains(&format!(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{{rule:banner}}"
+config = {{ text = "{BANNER}", internal_domains = ["example.com"], trust_from = true }}
+"#
+    ));
+    let r = trusting.process(engine(), message(&raw), &envelope(&["bob@example.com"]));
+    assert!(r.groups[0].steps[0].actions.is_empty());
 }
 
 #[test]

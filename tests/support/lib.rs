@@ -28,21 +28,10 @@ pub fn fixture(name: &str) -> Vec<u8> {
     std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
 }
 
-/// The shared corpus (`$SLUICE_CORPUS`, default `../shared/corpus`), if present. Prints one
-/// line when it is absent so a skipped corpus test is visible.
+/// The shared corpus (`$SLUICE_CORPUS`, default `../shared/corpus`), if present; see
+/// [`sluice_corpus::corpus_dir`] (one line when absent, a failure under CI).
 pub fn corpus_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| workspace_root().join("..").join("shared").join("corpus"));
-    if dir.join("eml").is_dir() {
-        Some(dir)
-    } else {
-        println!(
-            "corpus not found at {} (set SLUICE_CORPUS): corpus checks skipped",
-            dir.display()
-        );
-        None
-    }
+    sluice_corpus::corpus_dir("corpus checks")
 }
 
 /// Every rule crate the tests use: the reference plugins and the hostile test rules.

@@ -268,39 +268,80 @@ impl RuleChains {
             .any(|c| c.domain != "*" && c.domain == domain)
     }
 
+    /// The group key of a recipient's domain: the configured domain whose chain handles it,
+    /// `*` for the catch-all, or the domain itself when nothing is configured for it.
+    fn group_key(&self, domain: String) -> String {
+        match self.chain_for(&domain) {
+            Some(chain) if chain.domain != "*" => chain.domain.clone(),
+            Some(_) => "*".to_string(),
+            None => domain,
+        }
+    }
+
     /// Runs the message through the chain of each recipient group and decides, per final
     /// recipient, what happens to it. Nothing is delivered here (see [`crate::DirStore`]).
+    ///
+    /// A recipient that a rule adds in another configured domain is not delivered by the
+    /// chain that added it: it is handed to its own domain's chain, as if it had been an
+    /// envelope recipient (that chain sees the message as received; the adding chain's edits
+    /// do not apply to it). So every configured domain's rules see every message its
+    /// mailboxes get, whoever addressed it. A recipient that a domain's chain already handled
+    /// for this message is not handed to it again, and hand-offs stop after
+    /// [`MAX_HANDOFFS`] rounds (the rest bounce with 5.4.6, a routing loop).
     pub fn process(
         &self,
         engine: &RuleEngine,
         message: Arc<Message>,
         envelope: &Envelope,
     ) -> ProcessResult {
-        let mut groups: Vec<(String, Vec<String>)> = Vec::new();
+        let mut groups: Vec<(String, Vec<String>, Option<String>)> = Vec::new();
         for rcpt in &envelope.recipients {
-            let domain = domain_of(rcpt);
-            let key = match self.chain_for(&domain) {
-                Some(chain) if chain.domain != "*" => chain.domain.clone(),
-                Some(_) => "*".to_string(),
-                None => domain,
-            };
-            match groups.iter_mut().find(|(k, _)| *k == key) {
-                Some((_, list)) => {
-                    if !list.iter().any(|r| r.eq_ignore_ascii_case(rcpt)) {
-                        list.push(rcpt.clone())
-                    }
+            let key = self.group_key(domain_of(rcpt));
+            add_to_group(&mut groups, key, rcpt, None);
+        }
+        // (group key, recipient) pairs a chain has already run for.
+        let mut handled: Vec<(String, String)> = Vec::new();
+        let mut session = MessageSession::new(engine, message.clone());
+        let mut results = Vec::new();
+        let mut round = 0;
+        while !groups.is_empty() {
+            let mut handoffs: Vec<(String, Vec<String>, Option<String>)> = Vec::new();
+            for (key, recipients, from) in std::mem::take(&mut groups) {
+                handled.extend(
+                    recipients
+                        .iter()
+                        .map(|r| (key.clone(), r.to_ascii_lowercase())),
+                );
+                let chain = self.chain_for(&key);
+                let mut result = self.run_group(&mut session, chain, &key, recipients, envelope);
+                result.handed_from = from;
+                for rcpt in &result.handed_off {
+                    add_to_group(
+                        &mut handoffs,
+                        self.group_key(domain_of(rcpt)),
+                        rcpt,
+                        Some(key.clone()),
+                    );
                 }
-                None => groups.push((key, vec![rcpt.clone()])),
+                results.push(result);
+            }
+            round += 1;
+            for (key, recipients, from) in handoffs {
+                let fresh: Vec<String> = recipients
+                    .into_iter()
+                    .filter(|r| !handled.contains(&(key.clone(), r.to_ascii_lowercase())))
+                    .collect();
+                if fresh.is_empty() {
+                    continue;
+                }
+                if round > MAX_HANDOFFS {
+                    tracing::warn!(domain = %key, recipients = ?fresh, "routing loop: recipients handed between domains' chains too often");
+                    results.push(GroupResult::routing_loop(&key, fresh, from));
+                    continue;
+                }
+                groups.push((key, fresh, from));
             }
         }
-        let mut session = MessageSession::new(engine, message.clone());
-        let results = groups
-            .into_iter()
-            .map(|(key, recipients)| {
-                let chain = self.chain_for(&key);
-                self.run_group(&mut session, chain, &key, recipients, envelope)
-            })
-            .collect();
         ProcessResult {
             message_id: envelope.message_id.clone(),
             size: message.size(),
@@ -436,9 +477,12 @@ impl RuleChains {
                 outcome: GroupOutcome::Tempfail { reason },
                 dispositions: Vec::new(),
                 output: None,
+                handed_off: Vec::new(),
+                handed_from: None,
             };
         }
 
+        let mut handed_off: Vec<String> = Vec::new();
         let dispositions: Vec<Disposition> = match &terminal {
             Some(Terminal::Bounce(b)) => original
                 .iter()
@@ -456,25 +500,21 @@ impl RuleChains {
                 })
                 .collect(),
             None => {
-                let mut list: Vec<Disposition> = recipients
-                    .iter()
-                    .map(|r| {
-                        let local = self.is_local(&domain_of(r))
-                            || original.iter().any(|o| o.eq_ignore_ascii_case(r));
-                        if local {
-                            Disposition::Deliver {
-                                recipient: r.clone(),
-                                folder: folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
-                            }
-                        } else {
-                            Disposition::Relay {
-                                recipient: r.clone(),
-                                from: None,
-                                subject_prefix: None,
-                            }
-                        }
-                    })
-                    .collect();
+                let mut list: Vec<Disposition> = Vec::new();
+                for r in &recipients {
+                    match self.route_added(domain, &original, r) {
+                        Route::Deliver => list.push(Disposition::Deliver {
+                            recipient: r.clone(),
+                            folder: folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
+                        }),
+                        Route::HandOff => handed_off.push(r.clone()),
+                        Route::Relay => list.push(Disposition::Relay {
+                            recipient: r.clone(),
+                            from: None,
+                            subject_prefix: None,
+                        }),
+                    }
+                }
                 let mut seen: Vec<String> = Vec::new();
                 for f in &forwards {
                     for to in &f.to {
@@ -535,7 +575,53 @@ impl RuleChains {
             outcome: GroupOutcome::Done,
             dispositions,
             output,
+            handed_off,
+            handed_from: None,
         }
+    }
+
+    /// Where a final recipient of `group` goes: its own mailbox when it was an original
+    /// recipient of the group or is in the group's own configured domain; another configured
+    /// domain's chain when it is in one; else a relay.
+    fn route_added(&self, group: &str, original: &[String], rcpt: &str) -> Route {
+        if original.iter().any(|o| o.eq_ignore_ascii_case(rcpt)) {
+            return Route::Deliver;
+        }
+        let domain = domain_of(rcpt);
+        if !self.is_local(&domain) {
+            return Route::Relay;
+        }
+        if self.group_key(domain) == group {
+            Route::Deliver
+        } else {
+            Route::HandOff
+        }
+    }
+}
+
+/// How many rounds of hand-offs between domains' chains one message may take.
+pub const MAX_HANDOFFS: usize = 4;
+
+/// Where a recipient a chain ended with goes.
+enum Route {
+    Deliver,
+    HandOff,
+    Relay,
+}
+
+fn add_to_group(
+    groups: &mut Vec<(String, Vec<String>, Option<String>)>,
+    key: String,
+    rcpt: &str,
+    from: Option<String>,
+) {
+    match groups.iter_mut().find(|(k, _, _)| *k == key) {
+        Some((_, list, _)) => {
+            if !list.iter().any(|r| r.eq_ignore_ascii_case(rcpt)) {
+                list.push(rcpt.to_string())
+            }
+        }
+        None => groups.push((key, vec![rcpt.to_string()], from)),
     }
 }
 

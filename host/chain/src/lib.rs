@@ -14,7 +14,7 @@ mod trace;
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use chain::{
     domain_of, DomainChain, Envelope, OutputMessage, PluginFetcher, PluginSources, RuleChains,
-    Step, DEFAULT_FOLDER,
+    Step, DEFAULT_FOLDER, MAX_HANDOFFS,
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,

@@ -61,6 +61,44 @@ pub struct GroupResult {
     /// The message the deliveries carry.
     #[serde(skip)]
     pub output: Option<OutputMessage>,
+    /// Recipients the chain added in another configured domain: they are handed to that
+    /// domain's chain (a later group), not delivered by this one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub handed_off: Vec<String>,
+    /// For a group of handed-off recipients: the domain whose chain added them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handed_from: Option<String>,
+}
+
+impl GroupResult {
+    /// Recipients handed between domains' chains more than [`crate::chain::MAX_HANDOFFS`]
+    /// times: bounced as a routing loop, no chain runs for them.
+    pub(crate) fn routing_loop(
+        domain: &str,
+        recipients: Vec<String>,
+        from: Option<String>,
+    ) -> Self {
+        GroupResult {
+            domain: domain.to_string(),
+            dispositions: recipients
+                .iter()
+                .map(|r| Disposition::Bounce {
+                    recipient: r.clone(),
+                    code: 554,
+                    status: "5.4.6".into(),
+                    text: "routing loop: recipients were handed between domains' rule chains too often".into(),
+                })
+                .collect(),
+            recipients,
+            steps: Vec::new(),
+            edits: Vec::new(),
+            edit_error: None,
+            outcome: GroupOutcome::Done,
+            output: None,
+            handed_off: Vec::new(),
+            handed_from: from,
+        }
+    }
 }
 
 /// One step's line in the trace.
@@ -87,8 +125,15 @@ pub struct StepTrace {
     pub error: Option<String>,
     /// The `on_error` policy that was applied, if the step failed.
     pub policy: Option<OnError>,
-    /// What the rule logged.
+    /// What the rule logged, within the step's log budget.
     pub logs: Vec<LogLine>,
+    /// Log lines past the budget: counted, neither kept nor printed.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped_logs: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl StepTrace {
@@ -106,6 +151,7 @@ impl StepTrace {
             error: Some(reason),
             policy: None,
             logs: Vec::new(),
+            dropped_logs: 0,
         }
     }
 
@@ -139,6 +185,7 @@ impl StepTrace {
             error,
             policy: None,
             logs: report.logs.clone(),
+            dropped_logs: report.dropped_logs,
         }
     }
 }

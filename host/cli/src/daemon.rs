@@ -47,23 +47,33 @@ pub fn run(options: DaemonOptions) -> Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(options))
+    let result = rt.block_on(serve(options));
+    // A start-up cut short by a signal may leave a plugin compiling on a blocking thread:
+    // don't wait for it.
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 async fn serve(options: DaemonOptions) -> Result<()> {
-    let pipeline = Pipeline::start(PipelineOptions {
+    // Listen for SIGTERM first: loading the config and compiling plugins takes seconds, and a
+    // signal that arrives before the handler exists kills the process instead of stopping it.
+    let mut shutdown = Box::pin(shutdown_signal()?);
+    eprintln!("sluice daemon: starting ({})", options.config);
+    let start = Pipeline::start(PipelineOptions {
         config: options.config.clone(),
         reload_interval: Duration::from_secs(options.reload_seconds),
         cache_dir: options.cache_dir.clone(),
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{}", e.message))?;
+    });
+    let pipeline = tokio::select! {
+        _ = &mut shutdown => {
+            eprintln!("sluice daemon: stopped during start-up, before consuming anything");
+            return Ok(());
+        }
+        started = start => started.map_err(|e| anyhow::anyhow!("{}", e.message))?,
+    };
     let pipeline = Arc::new(pipeline);
     let sqs = Sqs::from_env().await;
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    // Listen for SIGTERM before saying we are consuming: a signal that arrives before the
-    // handler exists would kill the process instead of stopping it cleanly.
-    let mut shutdown = Box::pin(shutdown_signal()?);
     let mut handled: u64 = 0;
     let mut tasks = tokio::task::JoinSet::new();
     tracing::info!(queue = %options.queue, concurrency = options.concurrency, "sluice daemon started");

@@ -54,10 +54,22 @@ pub fn text(result: &ProcessResult, deliveries: &[DeliveryRecord], envelope: &En
     for group in &result.groups {
         let _ = writeln!(
             out,
-            "\ndomain {} — {}",
+            "\ndomain {} — {}{}",
             group.domain,
-            group.recipients.join(", ")
+            group.recipients.join(", "),
+            group
+                .handed_from
+                .as_ref()
+                .map(|d| format!(" (added by {d}'s chain)"))
+                .unwrap_or_default()
         );
+        if !group.handed_off.is_empty() {
+            let _ = writeln!(
+                out,
+                "  handed to their own domains' chains: {}",
+                group.handed_off.join(", ")
+            );
+        }
         if group.steps.is_empty() {
             let _ = writeln!(out, "  (no steps)");
         }

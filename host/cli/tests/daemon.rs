@@ -480,8 +480,18 @@ fn sigterm_stops_the_daemon_cleanly() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.contains("consuming"), "{first}");
+    let mut seen = Vec::new();
+    for line in lines.by_ref().map_while(Result::ok) {
+        let consuming = line.contains("consuming");
+        seen.push(line);
+        if consuming {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("consuming")),
+        "{seen:?}"
+    );
     // It is now in a 20 s long poll; SIGTERM must end it well before that.
     let started = std::time::Instant::now();
     let status = Command::new("kill")
@@ -498,6 +508,47 @@ fn sigterm_stops_the_daemon_cleanly() {
     );
     assert!(
         rest.iter().any(|l| l.contains("stopped after 0 message")),
+        "{rest:?}"
+    );
+}
+
+/// SIGTERM while the daemon is still starting (loading the config, compiling plugins) is a
+/// clean stop too, not a kill: exit 0, nothing consumed.
+#[test]
+fn sigterm_during_start_up_exits_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let rt = rt();
+    let moto = Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    // An empty cache: start-up compiles every plugin, which takes a while.
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .args(["--queue", &world.queue, "--wait", "20"])
+        .envs(moto.env())
+        .env("SLUICE_CACHE_DIR", cache.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.contains("starting"), "{first}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = child.wait().unwrap();
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        exit.success(),
+        "killed instead of stopped: {exit:?}: {rest:?}"
+    );
+    assert!(
+        rest.iter().any(|l| l.contains("stopped during start-up"))
+            || rest.iter().any(|l| l.contains("stopped after 0 message")),
         "{rest:?}"
     );
 }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
@@ -208,9 +208,20 @@ impl RuleEngine {
             std::thread::Builder::new()
                 .name("sluice-epoch".into())
                 .spawn(move || {
+                    // The epoch follows the wall clock, not the number of wake-ups: under CPU
+                    // load a 1 ms sleep can take several, and counting wake-ups stretched a
+                    // 100 ms deadline to 200-300 ms. After a late wake-up the epoch catches
+                    // up at once, so a deadline overshoots by one scheduling delay at most.
+                    let start = Instant::now();
+                    let tick_nanos = tick.as_nanos().max(1);
+                    let mut ticks: u128 = 0;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(tick);
-                        engine.increment_epoch();
+                        let due = start.elapsed().as_nanos() / tick_nanos;
+                        while ticks < due {
+                            engine.increment_epoch();
+                            ticks += 1;
+                        }
                     }
                 })
                 .map_err(|e| EngineError::Config(format!("cannot start the epoch ticker: {e}")))?

@@ -11,8 +11,8 @@ use crate::bindings::sluice::rules::recipients::ForwardRequest;
 use crate::bindings::sluice::rules::types::{Action, Bounce, Context, Level, RuleError};
 use crate::engine::{EngineError, RuleEngine};
 use crate::plugin::RulePlugin;
-use crate::state::{MessageRef, StoreState};
-use crate::validate::{validate_action, validate_request};
+use crate::state::{preview, MessageRef, StoreState, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_REASON};
+use crate::validate::validate_action;
 
 /// Per-step limits, from the step's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -292,10 +292,7 @@ impl<'e> MessageSession<'e> {
             self.poisoned = false;
         }
         let data = self.store.data_mut();
-        data.step = Arc::from(step);
-        data.logs.clear();
-        data.dropped_logs = 0;
-        data.requests.clear();
+        data.begin_step(step);
         data.limiter.memory_cap = limits.memory_bytes.min(self.engine.max_memory_bytes);
         data.limiter.memory_cap_hit = None;
         let ticks = self.engine.deadline_ticks(limits.timeout);
@@ -317,7 +314,7 @@ impl<'e> MessageSession<'e> {
             };
         }
         StepFailure::Trap {
-            message: format!("{err:#}"),
+            message: preview(&format!("{err:#}"), 4 * MAX_REASON),
         }
     }
 
@@ -335,6 +332,14 @@ impl<'e> MessageSession<'e> {
         let micros = started.elapsed().as_micros() as u64;
         let data = self.store.data_mut();
         data.drain_stdio();
+        if data.dropped_logs > 0 {
+            tracing::warn!(
+                step,
+                dropped = data.dropped_logs,
+                "the rule logged more than its budget ({MAX_LOG_LINES} lines, {} KiB); the rest was dropped",
+                MAX_LOG_BYTES / 1024
+            );
+        }
         StepReport {
             outcome,
             micros,
@@ -372,11 +377,20 @@ impl<'e> MessageSession<'e> {
         let borrowed = Resource::<MessageRef>::new_borrow(handle.rep());
         let answer = rule.call_evaluate(&mut self.store, borrowed, ctx);
         let _ = self.store.data_mut().table.delete(handle);
+        if let Some((index, reason)) = self.store.data_mut().request_error.take() {
+            self.poisoned |= answer.is_err();
+            return StepOutcome::Failed {
+                failure: StepFailure::InvalidRequest { index, reason },
+            };
+        }
         match answer {
             Err(err) => StepOutcome::Failed {
                 failure: self.classify(err, limits),
             },
-            Ok(Err(error)) => StepOutcome::RuleError { error },
+            Ok(Err(mut error)) => {
+                error.message = preview(&error.message, MAX_REASON);
+                StepOutcome::RuleError { error }
+            }
             Ok(Ok(actions)) => {
                 if actions.len() > limits.max_actions {
                     return StepOutcome::Failed {
@@ -389,18 +403,15 @@ impl<'e> MessageSession<'e> {
                 for (index, action) in actions.iter().enumerate() {
                     if let Err(reason) = validate_action(action) {
                         return StepOutcome::Failed {
-                            failure: StepFailure::InvalidAction { index, reason },
+                            failure: StepFailure::InvalidAction {
+                                index,
+                                reason: preview(&reason, MAX_REASON),
+                            },
                         };
                     }
                 }
+                // Each request was validated when it was made (StoreState::request).
                 let requests = std::mem::take(&mut self.store.data_mut().requests);
-                for (index, request) in requests.iter().enumerate() {
-                    if let Err(reason) = validate_request(request) {
-                        return StepOutcome::Failed {
-                            failure: StepFailure::InvalidRequest { index, reason },
-                        };
-                    }
-                }
                 StepOutcome::Actions { actions, requests }
             }
         }

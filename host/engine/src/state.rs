@@ -12,6 +12,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use crate::bindings::sluice::rules::{host, recipients, types};
 use crate::session::LogLine;
 use crate::session::RecipientRequest;
+use crate::validate::validate_request;
 
 /// How many bytes of stdout/stderr a WASI rule may write per message.
 pub(crate) const STDIO_CAPACITY: usize = 256 * 1024;
@@ -19,6 +20,11 @@ pub(crate) const STDIO_CAPACITY: usize = 256 * 1024;
 pub(crate) const MAX_LOG_LINES: usize = 100;
 /// Longest log line kept, in bytes.
 pub(crate) const MAX_LOG_LINE: usize = 2048;
+/// How many bytes of log text a step may send to the host log and the trace; later lines are
+/// counted, not kept or printed, so a rule cannot flood the host's log.
+pub(crate) const MAX_LOG_BYTES: usize = 32 * 1024;
+/// How many bytes of `recipients` requests (addresses, texts) a step may make the host keep.
+pub(crate) const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 /// The host-side representation of a `message` resource handle.
 pub struct MessageRef(pub(crate) Arc<Message>);
@@ -29,6 +35,8 @@ pub(crate) struct StoreState {
     pub(crate) limiter: StepLimiter,
     /// Log lines of the step currently running.
     pub(crate) logs: Vec<LogLine>,
+    /// Bytes of `logs` so far (bounded by [`MAX_LOG_BYTES`]).
+    pub(crate) log_bytes: usize,
     pub(crate) dropped_logs: usize,
     /// The step currently running, for log tagging.
     pub(crate) step: Arc<str>,
@@ -36,6 +44,10 @@ pub(crate) struct StoreState {
     pub(crate) wasi: Option<WasiState>,
     /// What the running step asked through the `recipients` interface.
     pub(crate) requests: Vec<RecipientRequest>,
+    /// Bytes of `requests` so far (bounded by [`MAX_REQUEST_BYTES`]).
+    pub(crate) request_bytes: usize,
+    /// The first request the host refused, with its position: the step fails with it.
+    pub(crate) request_error: Option<(usize, String)>,
 }
 
 pub(crate) struct WasiState {
@@ -76,23 +88,40 @@ impl StoreState {
             table: ResourceTable::new(),
             limiter: StepLimiter::default(),
             logs: Vec::new(),
+            log_bytes: 0,
             dropped_logs: 0,
             step: Arc::from(""),
             wasi: None,
             requests: Vec::new(),
+            request_bytes: 0,
+            request_error: None,
         }
     }
 
+    /// Clears what the previous step left (logs, requests).
+    pub(crate) fn begin_step(&mut self, step: &str) {
+        self.step = Arc::from(step);
+        self.logs.clear();
+        self.log_bytes = 0;
+        self.dropped_logs = 0;
+        self.requests.clear();
+        self.request_bytes = 0;
+        self.request_error = None;
+    }
+
+    /// Keeps and prints a rule's log line while the step is within its line and byte budget
+    /// ([`MAX_LOG_LINES`], [`MAX_LOG_BYTES`], [`MAX_LOG_LINE`] per line); beyond it the line
+    /// is only counted (the chain reports the count once per step).
     pub(crate) fn push_log(&mut self, level: Level, source: &'static str, text: &str) {
-        let mut text = text.trim_end().to_string();
-        if text.len() > MAX_LOG_LINE {
-            let mut cut = MAX_LOG_LINE;
-            while !text.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            text.truncate(cut);
-            text.push('…');
+        if self.logs.len() >= MAX_LOG_LINES || self.log_bytes >= MAX_LOG_BYTES {
+            self.dropped_logs += 1;
+            return;
         }
+        let text = preview(
+            text.trim_end(),
+            MAX_LOG_LINE.min(MAX_LOG_BYTES - self.log_bytes),
+        );
+        self.log_bytes += text.len();
         let step = &*self.step;
         match level {
             Level::Trace => tracing::trace!(step, source, "{text}"),
@@ -101,15 +130,11 @@ impl StoreState {
             Level::Warn => tracing::warn!(step, source, "{text}"),
             Level::Error => tracing::error!(step, source, "{text}"),
         }
-        if self.logs.len() < MAX_LOG_LINES {
-            self.logs.push(LogLine {
-                level,
-                source,
-                text,
-            });
-        } else {
-            self.dropped_logs += 1;
-        }
+        self.logs.push(LogLine {
+            level,
+            source,
+            text,
+        });
     }
 
     /// Forwards what a WASI rule printed since the last call to the log, a line at a time.
@@ -273,15 +298,72 @@ impl host::Host for StoreState {
 pub(crate) const MAX_REQUESTS: usize = 1024;
 
 impl StoreState {
+    /// Checks a request when it is made, not after the step: the host keeps only valid
+    /// requests within the step's count and byte budget, and stops the rule at the first one
+    /// it refuses (the step then fails with that request's reason).
     fn request(&mut self, request: RecipientRequest) -> wasmtime::Result<()> {
-        if self.requests.len() >= MAX_REQUESTS {
-            return Err(wasmtime::format_err!(
+        let index = self.requests.len();
+        let size = request_bytes(&request);
+        let refused = if index >= MAX_REQUESTS {
+            Some(format!(
                 "more than {MAX_REQUESTS} recipient requests in one step"
-            ));
+            ))
+        } else if self.request_bytes + size > MAX_REQUEST_BYTES {
+            Some(format!(
+                "recipient requests of more than {} KiB in one step",
+                MAX_REQUEST_BYTES / 1024
+            ))
+        } else {
+            validate_request(&request).err()
+        };
+        if let Some(reason) = refused {
+            let reason = preview(&reason, MAX_REASON);
+            let message = format!("recipients request #{index} refused: {reason}");
+            self.request_error = Some((index, reason));
+            return Err(wasmtime::format_err!(message));
         }
+        self.request_bytes += size;
         self.requests.push(request);
         Ok(())
     }
+}
+
+/// The bytes a request makes the host keep.
+fn request_bytes(request: &RecipientRequest) -> usize {
+    match request {
+        RecipientRequest::Refuse { recipient, bounce } => {
+            recipient.len() + bounce.status.len() + bounce.text.len()
+        }
+        RecipientRequest::Discard { recipient } => recipient.len(),
+        RecipientRequest::Forward(f) => {
+            f.to.iter().map(String::len).sum::<usize>()
+                + f.from.as_ref().map_or(0, String::len)
+                + f.subject_prefix.as_ref().map_or(0, String::len)
+        }
+    }
+}
+
+/// Longest failure reason (invalid action or request, rule error) kept in the trace and log.
+pub(crate) const MAX_REASON: usize = 512;
+
+/// At most `max` bytes of `text`: when longer, its start and its end with the number of bytes
+/// cut between them (so "… it is 20000000 bytes long, the limit is 8192" survives). Whatever
+/// a rule made up is bounded before the host prints or keeps it.
+pub(crate) fn preview(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let marker = format!(" …[{} bytes cut]… ", text.len());
+    let room = max.saturating_sub(marker.len());
+    let mut head = room * 3 / 4;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - (room - head);
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{marker}{}", &text[..head], &text[tail..])
 }
 
 impl recipients::Host for StoreState {
@@ -295,5 +377,23 @@ impl recipients::Host for StoreState {
 
     fn forward(&mut self, request: recipients::ForwardRequest) -> wasmtime::Result<()> {
         self.request(RecipientRequest::Forward(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn previews_keep_both_ends_within_the_bound() {
+        assert_eq!(preview("short", 10), "short");
+        let long = format!("start {} end: it is 2000 bytes long", "é".repeat(1000));
+        for max in [40, 100, 512] {
+            let p = preview(&long, max);
+            assert!(p.len() <= max, "{max}: {} bytes", p.len());
+            assert!(p.starts_with("start"), "{p}");
+            assert!(p.contains(&format!("{} bytes cut", long.len())), "{p}");
+        }
+        assert!(preview(&long, 512).ends_with("bytes long"));
     }
 }

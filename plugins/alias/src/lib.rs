@@ -14,7 +14,8 @@
 //! first occurrence kept) when anything resolved, and refuses or discards single recipients
 //! through the `recipients` interface, so one dead address never bounces its neighbours.
 //! External destinations are relayed by the host (through `[relay]`, subject to its
-//! `allow_domains`); destinations in a domain the host serves are delivered there.
+//! `allow_domains`); destinations in another domain the host serves go through that
+//! domain's own chain.
 //!
 //! # Config
 //! | key | type | default | meaning |

@@ -1,8 +1,15 @@
 //! `banner`: an "external sender" banner, like Exchange's.
 //!
-//! Adds one `add-banner` action to mail whose `From:` address is not in `internal_domains`,
+//! Adds one `add-banner` action to mail that is not from an authenticated internal sender,
 //! unless the message already carries the banner (a reply quoting it, a message that went
 //! through the chain twice).
+//!
+//! `From:` is written by the sender, so a claim alone proves nothing: phishing mail from
+//! outside with `From: ceo@example.com` is exactly what the banner is for. A sender is
+//! internal only when the `From:` domain is in `internal_domains` **and** SES's DMARC verdict
+//! is PASS, which means SPF or DKIM passed for a domain aligned with that `From:` domain
+//! (RFC 7489). Internal domains that publish no DMARC record get the banner; publish one, or
+//! set `trust_from = true` to go back to trusting the header alone (spoofable).
 //!
 //! # Config
 //! | key | type | default | meaning |
@@ -10,7 +17,8 @@
 //! | `text` | string, required, non-empty | | the banner for text/plain parts (escaped by the host for HTML parts when `html` is absent) |
 //! | `html` | string | none | the banner for text/html parts, inserted as-is |
 //! | `position` | `"top"` \| `"bottom"` | `"top"` | where the banner goes in each displayed part |
-//! | `internal_domains` | list of domains | `[]` | senders whose `From:` domain is one of these, or a subdomain of one (ASCII case-insensitive), get no banner |
+//! | `internal_domains` | list of domains | `[]` | senders whose `From:` domain is one of these, or a subdomain of one (ASCII case-insensitive), and whose mail passed DMARC, get no banner |
+//! | `trust_from` | bool | `false` | `true`: an internal `From:` domain is enough, without DMARC (spoofable; only for internal domains without DMARC that cannot be reached from outside) |
 //!
 //! A message without a usable `From:` address is treated as external.
 //!
@@ -32,9 +40,12 @@ pub struct Config {
     /// Top or bottom of each displayed part.
     #[serde(default)]
     pub position: BannerPosition,
-    /// Domains (and their subdomains) whose senders are internal.
+    /// Domains (and their subdomains) whose authenticated senders are internal.
     #[serde(default)]
     pub internal_domains: Vec<String>,
+    /// Treat an internal `From:` as internal without a DMARC pass.
+    #[serde(default)]
+    pub trust_from: bool,
 }
 
 /// `position` in the config.
@@ -65,8 +76,13 @@ impl Rule for Banner {
         Ok(())
     }
 
-    fn evaluate(msg: &Message, _ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
-        if !is_external(msg.from().as_deref(), &config.internal_domains) {
+    fn evaluate(msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+        let authenticated = config.trust_from || ctx.verdicts.dmarc.passed();
+        if !is_external(
+            msg.from().as_deref(),
+            &config.internal_domains,
+            authenticated,
+        ) {
             return Ok(vec![]);
         }
         let limit = match config.position {
@@ -88,9 +104,10 @@ impl Rule for Banner {
 
 sluice_sdk::export_rule!(Banner);
 
-/// Whether a message from `from` gets the banner.
-pub fn is_external(from: Option<&str>, internal_domains: &[String]) -> bool {
-    !from.is_some_and(|from| is_in_domains(from, internal_domains))
+/// Whether a message from `from` gets the banner: unless `from` is in an internal domain
+/// and `authenticated` (DMARC passed, or the config trusts `From:`).
+pub fn is_external(from: Option<&str>, internal_domains: &[String], authenticated: bool) -> bool {
+    !(authenticated && from.is_some_and(|from| is_in_domains(from, internal_domains)))
 }
 
 /// Whether the banner is already in the message: its text in the decoded text body, or its
@@ -166,12 +183,24 @@ mod tests {
     #[test]
     fn internal_senders_and_subdomains_get_no_banner() {
         let internal = vec!["Example.com".to_string()];
-        assert!(!is_external(Some("ann@example.com"), &internal));
-        assert!(!is_external(Some("ann@EU.EXAMPLE.COM"), &internal));
-        assert!(is_external(Some("eve@badexample.com"), &internal));
-        assert!(is_external(Some("eve@example.com.evil.test"), &internal));
-        assert!(is_external(None, &internal));
-        assert!(is_external(Some("ann@example.com"), &[]));
+        assert!(!is_external(Some("ann@example.com"), &internal, true));
+        assert!(!is_external(Some("ann@EU.EXAMPLE.COM"), &internal, true));
+        assert!(is_external(Some("eve@badexample.com"), &internal, true));
+        assert!(is_external(
+            Some("eve@example.com.evil.test"),
+            &internal,
+            true
+        ));
+        assert!(is_external(None, &internal, true));
+        assert!(is_external(Some("ann@example.com"), &[], true));
+    }
+
+    #[test]
+    fn an_unauthenticated_internal_from_gets_the_banner() {
+        let internal = vec!["example.com".to_string()];
+        // A spoofed `From: ceo@example.com` from outside: no DMARC pass, banner.
+        assert!(is_external(Some("ceo@example.com"), &internal, false));
+        assert!(is_external(Some("eve@elsewhere.example"), &internal, false));
     }
 
     #[test]

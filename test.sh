@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test.
+#
+#   ./test.sh            set up (idempotent, seconds when nothing changed) + cargo test
+#   ./test.sh setup      only set up
+#   ./test.sh -- ARGS    extra arguments for cargo test (e.g. -- -p sluice-mail)
+#
+# Needs Rust (rustup) and, on a machine without Node.js, apt-get. Installs: the wasm32 rule
+# targets, a Python venv .venv with moto / cfn-lint / componentize-py (requirements-test.txt),
+# Node.js 20 + npm if missing, and sdk/js's node packages (componentize-js). Each step is
+# skipped when what it installs is already there and its inputs did not change (stamps in
+# .venv/ and sdk/js/node_modules/).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+step() { printf '== %s\n' "$*"; }
+
+# sha256 of the given files, to notice a changed requirements or lock file.
+digest() { cat "$@" | sha256sum | cut -d' ' -f1; }
+
+setup() {
+  step "rust targets (wasm32-unknown-unknown for Rust rules, wasm32-wasip2 for one test rule)"
+  local installed
+  installed="$(rustup target list --installed)"
+  for target in wasm32-unknown-unknown wasm32-wasip2; do
+    grep -qx "$target" <<<"$installed" || rustup target add "$target"
+  done
+
+  step "python tools in .venv (moto server, cfn-lint, componentize-py)"
+  local want
+  want="$(digest requirements-test.txt sdk/python/requirements.txt)"
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  if [ "$(cat .venv/.sluice-stamp 2>/dev/null)" != "$want" ]; then
+    .venv/bin/pip install --quiet --disable-pip-version-check -r requirements-test.txt
+    echo "$want" > .venv/.sluice-stamp
+  fi
+  .venv/bin/moto_server --help >/dev/null
+  .venv/bin/cfn-lint --version
+  .venv/bin/componentize-py --version
+
+  step "node.js and sdk/js packages (componentize-js)"
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    if ! command -v apt-get >/dev/null; then
+      echo "Node.js 20 and npm are needed for JavaScript rules: install them and run again" >&2
+      exit 1
+    fi
+    apt-get update -qq && apt-get install -y -qq nodejs npm
+  fi
+  node --version
+  want="$(digest sdk/js/package.json sdk/js/package-lock.json)"
+  if [ "$(cat sdk/js/node_modules/.sluice-stamp 2>/dev/null)" != "$want" ]; then
+    # `npm install`, not `npm ci`: the lockfile lacks platform-specific optional packages
+    # that the registry mirror here does not serve, which `npm ci` insists on.
+    npm install --prefix sdk/js --no-audit --no-fund --loglevel=error
+    # After the install: npm may rewrite the lockfile, which must not count as a change.
+    digest sdk/js/package.json sdk/js/package-lock.json > sdk/js/node_modules/.sluice-stamp
+  fi
+}
+
+case "${1:-}" in
+  setup) setup ;;
+  --) shift; setup; step "tests"; cargo test "$@" ;;
+  "") setup; step "tests (cargo test --workspace --all-targets)"; cargo test --workspace --all-targets ;;
+  *) echo "usage: ./test.sh [setup | -- CARGO_TEST_ARGS]" >&2; exit 2 ;;
+esac

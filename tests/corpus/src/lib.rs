@@ -1,0 +1,66 @@
+//! Where the tests find the shared corpus of real-world messages and SES event samples.
+//!
+//! One place for the rule every corpus test follows: the corpus is `$SLUICE_CORPUS`, else
+//! `../shared/corpus` beside the workspace. When it is absent the test prints one line and
+//! skips its corpus part, except under CI (`CI` set), where a missing corpus is a failure:
+//! CI has it, so its absence means the checks silently stopped running.
+
+use std::path::{Path, PathBuf};
+
+/// The corpus directory (with `eml/` and `ses/`), or `None` after printing one line saying
+/// which `what` is skipped. Panics when `CI` is set and the corpus is missing.
+pub fn corpus_dir(what: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("SLUICE_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(default_dir);
+    if dir.join("eml").is_dir() || dir.join("ses").is_dir() {
+        return Some(dir);
+    }
+    let line = format!(
+        "corpus not found at {} (set SLUICE_CORPUS): {what} skipped",
+        dir.display()
+    );
+    if std::env::var_os("CI").is_some_and(|v| !v.is_empty()) {
+        panic!("{line}; under CI the corpus must be there");
+    }
+    println!("{line}");
+    None
+}
+
+/// Every file in `<corpus>/<sub>/`, sorted by name.
+pub fn corpus_files(dir: &Path, sub: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// `../shared/corpus` relative to the workspace root (this crate lives in `tests/corpus`).
+fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/corpus")
+        .components()
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_beside_the_workspace() {
+        let dir = default_dir();
+        assert!(dir.ends_with("shared/corpus"), "{}", dir.display());
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        assert_eq!(
+            std::fs::canonicalize(dir.parent().unwrap().parent().unwrap()).ok(),
+            std::fs::canonicalize(workspace.join("..")).ok()
+        );
+    }
+}
