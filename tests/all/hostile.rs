@@ -248,3 +248,35 @@ fn recipient_requests_are_checked_when_made_and_bounded_in_bytes() {
     assert_failed_then_continued(&result, "more than 1024 recipient requests");
     next_message_is_fine();
 }
+
+#[test]
+fn a_deadline_holds_under_cpu_load() {
+    // Twice as many busy threads as cores: the epoch ticker wakes late, and a deadline that
+    // counted wake-ups stretched 100 ms to 200-300 ms. It follows the wall clock now.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let burners: Vec<_> = (0..2 * cores)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut x = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+                }
+            })
+        })
+        .collect();
+    let chains = chain_with("rule-spin", "timeout_ms = 100");
+    let micros: Vec<u64> = (0..5)
+        .map(|_| run(&chains).groups[0].steps[0].micros)
+        .collect();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for b in burners {
+        b.join().unwrap();
+    }
+    println!("100 ms deadline under load: {micros:?} µs");
+    let worst = *micros.iter().max().unwrap();
+    assert!(worst >= 100_000, "stopped early: {micros:?}");
+    // A bound, not a speed target: within 2x even on a loaded machine.
+    assert!(worst < 200_000, "overshot: {micros:?} µs");
+}

@@ -14,7 +14,8 @@
 //! `sent` is done; `claimed` by another owner and younger than [`Markers::lease`] means that
 //! consumer may be sending right now, so the message fails with a transient error and is
 //! retried later (by then the claim is `sent`, or stale); `claimed` and older than the lease,
-//! or claimed by this same owner in an earlier attempt, is **unconfirmed**: the owner died (or
+//! claimed by a process of this machine that no longer runs (a killed daemon), or claimed by
+//! this same owner in an earlier attempt, is **unconfirmed**: the owner died (or
 //! lost the answer) between claim and confirmation, and nobody can know whether SES sent it.
 //!
 //! **Trade-off: at most once.** An unconfirmed claim is never sent again; it is logged as an
@@ -43,7 +44,39 @@ use super::DeliverError;
 /// can take ([`sluice_aws::SEND_TIMEOUT`] plus the claim and confirmation writes), so a live
 /// consumer always confirms within it; after it a claim is unconfirmed. It only decides
 /// whether to wait for the outcome: a claimed send is never sent by anyone else.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(300);
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(90);
+
+/// This machine's name as owner ids carry it.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".into())
+}
+
+/// Whether the owner of a claim is a process of this machine that no longer runs (a daemon
+/// killed and restarted): then its claim is resolved as unconfirmed at once instead of
+/// waiting out the lease, which would hold the message back for every retry until it went to
+/// the DLQ. Owners elsewhere, or a pid that runs (perhaps reused), keep the lease.
+fn owner_is_gone(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, '/');
+    let (Some(_random), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<u32>() else {
+        return false;
+    };
+    host == host_name()
+        && pid != std::process::id()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
 
 /// Where the claims live, and who is claiming.
 #[derive(Debug, Clone)]
@@ -104,16 +137,7 @@ impl Markers {
     /// A fresh owner id: host name (when known), process id and 64 random bits, so two
     /// processes (or two pipelines in one process) never share one.
     pub fn new_owner_id() -> String {
-        let host = std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::env::var("AWS_LAMBDA_LOG_STREAM_NAME").ok())
-            .or_else(|| {
-                std::fs::read_to_string("/etc/hostname")
-                    .ok()
-                    .map(|h| h.trim().to_string())
-            })
-            .filter(|h| !h.is_empty())
-            .unwrap_or_else(|| "host".into());
+        let host = host_name();
         let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
         hasher.write_u128(
             SystemTime::now()
@@ -199,7 +223,10 @@ impl Markers {
             .as_u64()
             .map(|at| now_ms().saturating_sub(at))
             .unwrap_or(u64::MAX);
-        if owner != self.owner && u128::from(age_ms) < self.lease.as_millis() {
+        if owner != self.owner
+            && u128::from(age_ms) < self.lease.as_millis()
+            && !owner_is_gone(&owner)
+        {
             return Err(DeliverError::transient(format!(
                 "send {url} is claimed by another consumer ({owner}, {} s ago) and not confirmed yet; retry after it finishes (lease {} s)",
                 age_ms / 1000,
@@ -382,5 +409,20 @@ mod tests {
         let (a, b) = (Markers::new_owner_id(), Markers::new_owner_id());
         assert_ne!(a, b);
         assert!(a.contains(&format!("/{}/", std::process::id())), "{a}");
+    }
+
+    #[test]
+    fn a_dead_owner_on_this_machine_is_gone() {
+        // A process that ran here and exited.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let host = host_name();
+        assert!(owner_is_gone(&format!("{host}/{dead}/00ff")));
+        // This process, another machine, or an id of another shape: not gone.
+        assert!(!owner_is_gone(&Markers::new_owner_id()));
+        assert!(!owner_is_gone(&format!("elsewhere-{host}/{dead}/00ff")));
+        assert!(!owner_is_gone(&format!("{host}/1/00ff")));
+        assert!(!owner_is_gone("me"));
     }
 }
