@@ -161,8 +161,8 @@ pub struct InboundSection {
 pub struct EngineSection {
     /// Directory for compiled components (relative to the config file).
     pub cache_dir: Option<String>,
-    /// `auto` (default) or `off`.
-    pub pooling: Option<String>,
+    /// `auto` (default) or `off` (spanned: a bad value is reported at its line).
+    pub pooling: Option<Spanned<String>>,
     /// Size bound of each cache directory in MiB (default 512).
     pub cache_max_mb: Option<u64>,
 }
@@ -177,7 +177,7 @@ impl EngineSection {
 
     /// `pooling` as the engine's choice (`auto` unless `off`).
     pub fn pooling_choice(&self) -> sluice_engine::PoolingChoice {
-        match self.pooling.as_deref() {
+        match self.pooling.as_ref().map(|p| p.get_ref().as_str()) {
             Some("off") => sluice_engine::PoolingChoice::Off,
             _ => sluice_engine::PoolingChoice::Auto,
         }
@@ -416,11 +416,12 @@ impl ConfigFile {
             }
         }
         if let Some(pooling) = &self.engine.pooling {
-            if pooling != "auto" && pooling != "off" {
+            let value = pooling.get_ref();
+            if value != "auto" && value != "off" {
                 return Err(ConfigError::at(
                     &self.source,
-                    None,
-                    format!("engine.pooling: {pooling:?}; expected \"auto\" or \"off\""),
+                    Some(pooling.span()),
+                    format!("engine.pooling: {value:?}; expected \"auto\" or \"off\""),
                 ));
             }
         }
@@ -582,6 +583,19 @@ mod tests {
         assert_eq!(err.file, "test.toml");
         assert_eq!(err.line, 5, "{err}");
         assert!(err.message.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn bad_pooling_names_its_line() {
+        // Found by the `config` fuzz target: this error used to say line 0.
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/regressions/config/engine-pooling-line-0.toml"
+        ))
+        .unwrap();
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert!(err.message.contains("\"auto\" or \"off\""), "{err}");
     }
 
     #[test]

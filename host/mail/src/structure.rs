@@ -76,6 +76,10 @@ pub(crate) fn check(
         .ok()
         .flatten()
         .ok_or_else(|| refuse("the output does not parse".into()))?;
+    // What Message::parse accepts: a message whose first part has header fields.
+    if parsed.parts.first().is_none_or(|p| p.headers.is_empty()) {
+        return Err(refuse("the output has no header fields".into()));
+    }
     match change {
         BodyChange::Parts(rewritten) => same_tree(input, raw, &parsed, output, rewritten),
         BodyChange::Wrapped => wraps(&parsed, output, raw),

@@ -1212,3 +1212,53 @@ fn a_text_part_of_a_multipart_that_is_never_closed_stays_decodable() {
     );
     assert!(mailparse_text(&out, "text/plain")[0].starts_with("see --b"));
 }
+
+/// Fuzz findings (fuzz/regressions/): an edit or a relay rewrite never returns a message that
+/// does not parse or that a reader sees as from someone else.
+#[test]
+fn fuzz_findings_stay_fixed() {
+    let banner = Edit::AddBanner(Banner {
+        text: "CAUTION: external sender".into(),
+        html: None,
+        position: Position::Top,
+    });
+    // mail_edit: a message of one colon-less line (or one NUL) parses, but the banner output
+    // did not (no header fields left).
+    for raw in [&b"#"[..], b"\0", b"#\r\n", b"no colon here\n"] {
+        let Ok(msg) = Message::parse(raw.to_vec()) else {
+            continue;
+        };
+        for fallback in [BannerFallback::Wrap, BannerFallback::Ignore] {
+            if let Ok(out) = apply_edits(&msg, std::slice::from_ref(&banner), fallback) {
+                assert!(
+                    Message::parse(out.clone()).is_ok(),
+                    "{raw:?} -> {:?}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
+        }
+    }
+    // dsn_forward: `Fr\rom:` is a second From to parsers but not to the header block, so the
+    // copy kept it and was read as from evil@x.example.
+    for raw in [
+        &b"From: alice@a.example\nFr\rom: evil@x.example\n\nbody\n"[..],
+        b"From:\nFr\rom:\n\nbody\n",
+    ] {
+        let Ok(msg) = Message::parse(raw.to_vec()) else {
+            continue;
+        };
+        let rewrite = RelayRewrite {
+            from: "forwarder@relay.example",
+            via_domain: "example.com",
+            subject_prefix: None,
+            hop_domain: "example.com",
+        };
+        if let Ok(out) = rewrite_for_relay(&msg, &rewrite) {
+            let copy = Message::parse(out).unwrap();
+            assert_eq!(
+                copy.from_address().as_deref(),
+                Some("forwarder@relay.example")
+            );
+        }
+    }
+}
