@@ -11,6 +11,7 @@
 #                         beside the repository; skipped when absent)
 #   SLUICE_FUZZ_JOBS      libFuzzer -jobs (default: one process)
 #   SLUICE_FUZZ_FLAGS     more libFuzzer flags, e.g. "-only_ascii=1"
+#   SLUICE_FUZZ_DEBUG_ASSERTIONS=1  build with debug assertions and overflow checks
 #
 # Stable Rust only: cargo-fuzz passes nightly-only flags (-Z, -Cpasses=sancov-module), which
 # RUSTC_BOOTSTRAP=1 allows on a stable toolchain; `--sanitizer none` avoids the nightly-only
@@ -38,6 +39,11 @@ fi
 # 16 codegen units instead of cargo-fuzz's 1: the targets link wasmtime and the AWS SDK, and a
 # single unit per crate makes the build several times slower for little fuzzing speed.
 build_flags=(--sanitizer none --codegen-units 16)
+# Release without debug assertions by default: mail-parser 0.11.9 has a debug_assert that a
+# wrapped message reaches (regressions/mail_edit/mail-parser-debug-assert-invalid-part-id);
+# Sluice catches the panic, but libFuzzer aborts on any panic. SLUICE_FUZZ_DEBUG_ASSERTIONS=1
+# turns them (and overflow checks) on.
+if [[ ${SLUICE_FUZZ_DEBUG_ASSERTIONS:-0} == 1 ]]; then build_flags+=(-a); else build_flags+=(-O); fi
 # mail_edit needs only sluice-mail: without the default features it skips wasmtime and the AWS
 # SDK (see Cargo.toml), so running only it is a much cheaper build.
 flags_for() { if [[ $1 == mail_edit ]]; then echo --no-default-features; fi; }
