@@ -892,19 +892,7 @@ mod tests {
 
     /// The shared corpus (real SES shapes): checked when present, skipped with one line if not.
     fn corpus_dir() -> Option<PathBuf> {
-        let dir = std::env::var_os("SLUICE_CORPUS")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/work/shared/corpus"))
-            .join("ses");
-        if dir.is_dir() {
-            Some(dir)
-        } else {
-            println!(
-                "skipping the SES corpus checks: {} does not exist",
-                dir.display()
-            );
-            None
-        }
+        sluice_corpus::corpus_dir("the SES corpus checks").map(|c| c.join("ses"))
     }
 
     fn corpus(dir: &Path, name: &str) -> String {

@@ -132,11 +132,13 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
     // The copy must be from the verified sender as a reader sees it: a field the header
     // block does not take for a From (`Fr\rom:`, which parsers read as one) would otherwise
     // send it under the original or a forged address.
-    let copy = Message::parse(out.clone()).map_err(|e| {
-        EditError::Malformed(format!("the rewritten copy does not parse: {e}"))
-    })?;
+    let copy = Message::parse(out.clone())
+        .map_err(|e| EditError::Malformed(format!("the rewritten copy does not parse: {e}")))?;
     let seen = copy.from_address();
-    if !seen.as_deref().is_some_and(|f| f.eq_ignore_ascii_case(rw.from)) {
+    if !seen
+        .as_deref()
+        .is_some_and(|f| f.eq_ignore_ascii_case(rw.from))
+    {
         return Err(EditError::Malformed(format!(
             "the copy would be read as from {seen:?}, not {:?}: the message has a From field the rewrite cannot replace (a malformed field name)",
             rw.from

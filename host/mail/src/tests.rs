@@ -808,24 +808,12 @@ fn accessors_on_a_multipart_fixture() {
 
 #[test]
 fn corpus_never_panics_and_parses_back() {
-    // `${SLUICE_CORPUS:-../shared/corpus}` relative to the workspace root, as in
-    // tests/structure.rs.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(std::env::var_os("SLUICE_CORPUS").unwrap_or_else(|| "../shared/corpus".into()))
-        .join("eml");
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        let under_ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty());
-        assert!(
-            !under_ci,
-            "CI is set but the corpus is missing at {}",
-            dir.display()
-        );
-        println!(
-            "corpus not found at {}; skipping (set SLUICE_CORPUS)",
-            dir.display()
-        );
+    let Some(dir) = sluice_corpus::corpus_dir("the corpus parse checks").map(|c| c.join("eml"))
+    else {
         return;
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        panic!("cannot read {}", dir.display());
     };
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))

@@ -1,7 +1,8 @@
 //! Where the tests find the shared corpus of real-world messages and SES event samples.
 //!
-//! One place for the rule every corpus test follows: the corpus is `$SLUICE_CORPUS`, else
-//! `../shared/corpus` beside the workspace. When it is absent the test prints one line and
+//! One place for the rule every corpus test follows: the corpus is `$SLUICE_CORPUS` (a
+//! relative path is relative to the workspace root), else `../shared/corpus` beside the
+//! workspace. When it is absent the test prints one line and
 //! skips its corpus part, except under CI (`CI` set), where a missing corpus is a failure:
 //! CI has it, so its absence means the checks silently stopped running.
 
@@ -10,9 +11,11 @@ use std::path::{Path, PathBuf};
 /// The corpus directory (with `eml/` and `ses/`), or `None` after printing one line saying
 /// which `what` is skipped. Panics when `CI` is set and the corpus is missing.
 pub fn corpus_dir(what: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("SLUICE_CORPUS")
-        .map(PathBuf::from)
-        .unwrap_or_else(default_dir);
+    let dir = match std::env::var_os("SLUICE_CORPUS") {
+        Some(d) if Path::new(&d).is_absolute() => PathBuf::from(d),
+        Some(d) => workspace_root().join(d),
+        None => default_dir(),
+    };
     if dir.join("eml").is_dir() || dir.join("ses").is_dir() {
         return Some(dir);
     }
@@ -41,12 +44,14 @@ pub fn corpus_files(dir: &Path, sub: &str) -> Vec<PathBuf> {
     files
 }
 
-/// `../shared/corpus` relative to the workspace root (this crate lives in `tests/corpus`).
+/// The workspace root (this crate lives in `tests/corpus`).
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `../shared/corpus` relative to the workspace root.
 fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/corpus")
-        .components()
-        .collect()
+    workspace_root().join("../shared/corpus")
 }
 
 #[cfg(test)]
@@ -56,7 +61,7 @@ mod tests {
     #[test]
     fn default_is_beside_the_workspace() {
         let dir = default_dir();
-        assert!(dir.ends_with("shared/corpus"), "{}", dir.display());
+        assert!(dir.ends_with("../shared/corpus"), "{}", dir.display());
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         assert_eq!(
             std::fs::canonicalize(dir.parent().unwrap().parent().unwrap()).ok(),
