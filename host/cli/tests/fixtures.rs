@@ -57,6 +57,7 @@ fn the_reference_rule_fixtures_pass() {
         "junk/dmarc-reject",
         "junk/dmarc-quarantine",
         "junk/spam-score",
+        "banner/spoofed-internal",
         "junk/clean",
         "alias/mixed-group",
         "alias/plus-address",
@@ -76,7 +77,7 @@ fn the_reference_rule_fixtures_pass() {
     }
     // The configs next to the fixtures are not fixtures.
     assert!(!out.contains("sluice"), "{out}");
-    assert_eq!(summary(&o), "20 passed, 0 failed");
+    assert_eq!(summary(&o), "21 passed, 0 failed");
 }
 
 /// A fixture directory in a temp dir using the junk rule.
