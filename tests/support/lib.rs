@@ -108,13 +108,10 @@ pub fn rule(name: &str) -> PathBuf {
 /// The raw corpus messages that parse, in file order (this repo's fixtures when the corpus is
 /// absent): what the benchmarks run over.
 pub fn corpus_messages() -> Vec<Vec<u8>> {
-    let dir = corpus_dir().map(|c| c.join("eml")).unwrap_or_else(fixtures);
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .expect("the message directory")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .collect();
-    files.sort();
+    let files = match corpus_dir() {
+        Some(corpus) => sluice_corpus::corpus_files(&corpus, "eml", "eml"),
+        None => sluice_corpus::corpus_files(&workspace_root().join("tests"), "fixtures", "eml"),
+    };
     files
         .into_iter()
         .map(|p| std::fs::read(p).expect("a message"))

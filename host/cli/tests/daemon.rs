@@ -461,25 +461,47 @@ fn a_running_daemon_picks_up_a_changed_config_from_s3() {
     );
 }
 
+/// A daemon in a 20 s long poll on `world`'s queue, with its stderr as lines.
+fn spawn_long_polling(
+    moto: &Moto,
+    world: &World,
+    config: &Path,
+    cache: &Path,
+) -> (
+    std::process::Child,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .args(["--queue", &world.queue, "--wait", "20"])
+        .envs(moto.env())
+        .env("SLUICE_CACHE_DIR", cache)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    (child, lines)
+}
+
+fn sigterm(child: &std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
 /// SIGTERM stops the daemon cleanly: no new receives, exit 0.
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
-    use std::io::{BufRead, BufReader};
     let rt = rt();
     let moto = Moto::start();
     let world = World::new(&rt, &moto, &moto);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let cache = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["daemon", "--config", config.to_str().unwrap()])
-        .args(["--queue", &world.queue, "--wait", "20"])
-        .envs(moto.env())
-        .env("SLUICE_CACHE_DIR", cache.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_long_polling(&moto, &world, &config, cache.path());
     let mut seen = Vec::new();
     for line in lines.by_ref().map_while(Result::ok) {
         let consuming = line.contains("consuming");
@@ -494,11 +516,7 @@ fn sigterm_stops_the_daemon_cleanly() {
     );
     // It is now in a 20 s long poll; SIGTERM must end it well before that.
     let started = std::time::Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let exit = child.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(exit.success(), "{exit:?}: {rest:?}");
@@ -516,7 +534,6 @@ fn sigterm_stops_the_daemon_cleanly() {
 /// clean stop too, not a kill: exit 0, nothing consumed.
 #[test]
 fn sigterm_during_start_up_exits_cleanly() {
-    use std::io::{BufRead, BufReader};
     let rt = rt();
     let moto = Moto::start();
     let world = World::new(&rt, &moto, &moto);
@@ -524,22 +541,10 @@ fn sigterm_during_start_up_exits_cleanly() {
     let config = write_config(dir.path(), "");
     // An empty cache: start-up compiles every plugin, which takes a while.
     let cache = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["daemon", "--config", config.to_str().unwrap()])
-        .args(["--queue", &world.queue, "--wait", "20"])
-        .envs(moto.env())
-        .env("SLUICE_CACHE_DIR", cache.path())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut child, mut lines) = spawn_long_polling(&moto, &world, &config, cache.path());
     let first = lines.next().unwrap().unwrap();
     assert!(first.contains("starting"), "{first}");
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    sigterm(&child);
     let exit = child.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(

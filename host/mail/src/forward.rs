@@ -128,13 +128,16 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
     out.extend_from_slice(&raw[..header_start]);
     top.emit(&mut out, body_start < raw.len());
     out.extend_from_slice(&raw[body_start..]);
-    structure::check(msg.parsed(), raw, &out, BodyChange::Parts(&[]))?;
+    let copy = structure::check(msg.parsed(), raw, &out, BodyChange::Parts(&[]))?;
     // The copy must be from the verified sender as a reader sees it: a field the header
     // block does not take for a From (`Fr\rom:`, which parsers read as one) would otherwise
     // send it under the original or a forged address.
-    let copy = Message::parse(out.clone())
-        .map_err(|e| EditError::Malformed(format!("the rewritten copy does not parse: {e}")))?;
-    let seen = copy.from_address();
+    let seen = copy
+        .from()
+        .and_then(|f| f.first())
+        .and_then(|a| a.address())
+        .map(|a| a.trim().to_owned());
+    drop(copy);
     if !seen
         .as_deref()
         .is_some_and(|f| f.eq_ignore_ascii_case(rw.from))

@@ -60,13 +60,14 @@ fn shape(part: &MessagePart<'_>) -> Shape {
     }
 }
 
-/// Parses `output` and checks it against `input` (the parse of `raw`) for `change`.
-pub(crate) fn check(
+/// Parses `output` and checks it against `input` (the parse of `raw`) for `change`; returns
+/// the parse of `output`, so a caller with more to check does not parse it again.
+pub(crate) fn check<'o>(
     input: &mail_parser::Message<'_>,
     raw: &[u8],
-    output: &[u8],
+    output: &'o [u8],
     change: BodyChange<'_>,
-) -> Result<(), EditError> {
+) -> Result<mail_parser::Message<'o>, EditError> {
     let refuse = |what: String| {
         EditError::Malformed(format!(
             "the edited message would not keep the MIME structure ({what}), so it is left as it came in"
@@ -84,7 +85,8 @@ pub(crate) fn check(
         BodyChange::Parts(rewritten) => same_tree(input, raw, &parsed, output, rewritten),
         BodyChange::Wrapped => wraps(&parsed, output, raw),
     }
-    .map_err(refuse)
+    .map_err(refuse)?;
+    Ok(parsed)
 }
 
 fn same_tree(

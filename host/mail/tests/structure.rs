@@ -17,8 +17,6 @@
 //!
 //! The corpus is `${SLUICE_CORPUS:-../shared/corpus}/eml`, relative to the workspace root.
 
-use std::path::PathBuf;
-
 use base64::Engine as _;
 use mail_parser::{MessageParser, MessagePart, MimeHeaders, PartType};
 use sluice_mail::{
@@ -428,18 +426,11 @@ fn check_message(what: &str, input: &[u8], boundary: Option<&str>, strict: bool,
 
 #[test]
 fn corpus_keeps_its_structure_under_every_edit() {
-    let Some(dir) = sluice_corpus::corpus_dir("the corpus structure checks").map(|c| c.join("eml"))
-    else {
+    let Some(corpus) = sluice_corpus::corpus_dir("the corpus structure checks") else {
         return;
     };
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        panic!("cannot read {}", dir.display());
-    };
-    let mut paths: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-        .collect();
-    paths.sort();
+    let dir = corpus.join("eml");
+    let paths = sluice_corpus::corpus_files(&corpus, "eml", "eml");
     assert!(!paths.is_empty(), "no .eml files in {}", dir.display());
     let mut tally = Tally::default();
     for path in &paths {

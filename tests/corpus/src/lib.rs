@@ -30,13 +30,13 @@ pub fn corpus_dir(what: &str) -> Option<PathBuf> {
     None
 }
 
-/// Every file in `<corpus>/<sub>/`, sorted by name.
-pub fn corpus_files(dir: &Path, sub: &str) -> Vec<PathBuf> {
+/// The files `<corpus>/<sub>/*.<ext>`, sorted by name (empty when the folder is missing).
+pub fn corpus_files(dir: &Path, sub: &str, ext: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join(sub))
         .map(|entries| {
             entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
+                .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == ext))
                 .collect()
         })
         .unwrap_or_default();
