@@ -6,7 +6,8 @@
 #   ./test.sh -- ARGS    extra arguments for cargo test (e.g. -- -p sluice-mail)
 #
 # Needs Rust (rustup) and, on a machine without Node.js, apt-get. Installs: the wasm32 rule
-# targets, a Python venv .venv with moto / cfn-lint / componentize-py (requirements-test.txt),
+# targets, a Python venv .venv with moto / cfn-lint / aiosmtpd / componentize-py
+# (requirements-test.txt), Dovecot (apt),
 # Node.js 20 + npm if missing, and sdk/js's node packages (componentize-js). Each step is
 # skipped when what it installs is already there and its inputs did not change (stamps in
 # .venv/ and sdk/js/node_modules/).
@@ -39,6 +40,18 @@ setup() {
   .venv/bin/moto_server --help >/dev/null
   .venv/bin/cfn-lint --version
   .venv/bin/componentize-py --version
+
+  step "mail servers for the delivery tests (Dovecot LMTP + IMAP)"
+  if [ ! -x /usr/sbin/dovecot ] || [ ! -e /usr/lib/dovecot/lmtp ] || [ ! -e /usr/lib/dovecot/imap ]; then
+    if ! command -v apt-get >/dev/null; then
+      echo "Dovecot (dovecot-core, dovecot-lmtpd, dovecot-imapd) is needed for the LMTP tests: install it and run again" >&2
+      exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dovecot-core dovecot-lmtpd dovecot-imapd
+  fi
+  # Debian starts the packaged service; the tests run their own instances.
+  if [ -e /run/dovecot/master.pid ]; then /usr/sbin/dovecot stop 2>/dev/null || true; fi
+  /usr/sbin/dovecot --version
 
   step "node.js and sdk/js packages (componentize-js)"
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then

@@ -69,3 +69,23 @@ fn template_passes_cfn_lint_with_the_sam_transform() {
         output.status
     );
 }
+
+/// Every example config in `deploy/` (the SES setup, the Dovecot box, the SMTP hand-off)
+/// parses and checks: the docs cannot drift from what the code accepts.
+#[test]
+fn example_configs_parse() {
+    let root = workspace_root().join("deploy");
+    let mut files: Vec<PathBuf> = ["", "self-hosted"]
+        .iter()
+        .flat_map(|sub| std::fs::read_dir(root.join(sub)).unwrap())
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        let config = sluice_chain::ConfigFile::read(f)
+            .unwrap_or_else(|e| panic!("{} does not parse: {e}", f.display()));
+        assert!(config.store.is_some(), "{} has no [store]", f.display());
+    }
+}

@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use crate::targets::{RelayConfig, RelaySection, StoreConfig, StoreSection};
+
 /// A configuration problem, located in its file.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: {message}")]
@@ -101,46 +103,6 @@ pub enum BannerFallbackSetting {
     Wrap,
     /// Leave the body alone.
     Ignore,
-}
-
-/// `[store]`: where local mailboxes go.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreSection {
-    /// `dir` (a local directory) or `s3` (`s3://bucket/prefix/<domain>/<local>/<folder>/<id>.eml`);
-    /// `lmtp` is planned.
-    pub kind: Spanned<String>,
-    /// For `dir`: the directory (relative to the config file).
-    pub path: Option<String>,
-    /// For `s3`: the bucket.
-    pub bucket: Option<String>,
-    /// For `s3`: the key prefix (default: none).
-    pub prefix: Option<String>,
-}
-
-/// The most `X-Sluice-Loop` hops a relayed message may carry before it is not relayed again.
-pub const DEFAULT_MAX_HOPS: usize = 3;
-
-/// `[relay]`: how mail for non-local recipients (and bounces) leaves.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RelaySection {
-    /// `ses` (SES v2 `SendEmail` with raw content); `smtp` is planned.
-    pub kind: Spanned<String>,
-    /// The verified SES identity (an address) relayed copies are sent `From:`.
-    pub from: Option<String>,
-    /// Domains the relay may send to; anything else is refused and logged (no open relay).
-    /// An entry starting with `.` also allows its subdomains.
-    #[serde(default)]
-    pub allow_domains: Vec<String>,
-    /// Sender of bounce DSNs (default `mailer-daemon@<domain of from>`; must be verified too).
-    pub bounce_from: Option<String>,
-    /// Loop guard: a message already relayed this many times (by any Sluice) is not relayed
-    /// again (default 3).
-    pub max_hops: Option<usize>,
-    /// `s3://bucket/prefix` for the records of what was sent (idempotency markers). Default:
-    /// `<store prefix>/_sent/` in the `[store]` bucket when that is S3.
-    pub markers: Option<String>,
 }
 
 /// `[inbound]`: where the receipt rule's S3 action stores messages; needed for SES direct
@@ -246,9 +208,9 @@ pub struct ConfigFile {
     /// The source, for error locations.
     pub source: SourceFile,
     /// `[store]`, if any (`sluice run --out` can stand in for it).
-    pub store: Option<StoreSection>,
+    pub store: Option<StoreConfig>,
     /// `[relay]`, if any.
-    pub relay: Option<RelaySection>,
+    pub relay: Option<RelayConfig>,
     /// `[inbound]`, if any.
     pub inbound: Option<InboundSection>,
     /// `[engine]`.
@@ -256,6 +218,8 @@ pub struct ConfigFile {
     /// `[[domain]]` entries, in file order.
     pub domains: Vec<Spanned<DomainSection>>,
 }
+
+const NEEDS_MARKERS: &str = "store: kind = \"KIND\" needs `markers = \"s3://bucket/prefix\"` or `markers = \"/var/lib/sluice/delivered\"` (or [relay] markers): where delivered recipients are recorded, so a retry delivers only to those not done yet";
 
 /// Limits a step may not exceed, whatever its config says.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -302,10 +266,51 @@ impl ConfigFile {
             let message = e.message().trim().to_string();
             ConfigError::at(&source, e.span(), message)
         })?;
+        let resolve = |p: &str| source.base_dir.join(p);
+        let at =
+            |(span, message): (Range<usize>, String)| ConfigError::at(&source, Some(span), message);
+        let store = raw
+            .store
+            .as_ref()
+            .map(|s| s.check(&resolve))
+            .transpose()
+            .map_err(at)?;
+        let store_is_s3 = matches!(store, Some(StoreConfig::S3 { .. }));
+        let relay = raw
+            .relay
+            .as_ref()
+            .map(|r| r.check(store_is_s3, &resolve))
+            .transpose()
+            .map_err(at)?;
+        let store = match (store, raw.store.as_ref()) {
+            // LMTP and SMTP cannot overwrite a copy delivered before: a retry must know who
+            // got it already. The relay's markers serve when the store names none.
+            (Some(StoreConfig::Lmtp(mut l)), Some(section)) if l.markers.is_none() => {
+                l.markers = relay.as_ref().and_then(|r| r.markers.clone());
+                if l.markers.is_none() {
+                    return Err(at((
+                        section.kind.span(),
+                        NEEDS_MARKERS.replace("KIND", "lmtp"),
+                    )));
+                }
+                Some(StoreConfig::Lmtp(l))
+            }
+            (Some(StoreConfig::Smtp(mut s)), Some(section)) if s.markers.is_none() => {
+                s.markers = relay.as_ref().and_then(|r| r.markers.clone());
+                if s.markers.is_none() {
+                    return Err(at((
+                        section.kind.span(),
+                        NEEDS_MARKERS.replace("KIND", "smtp"),
+                    )));
+                }
+                Some(StoreConfig::Smtp(s))
+            }
+            (store, _) => store,
+        };
         let config = ConfigFile {
             source,
-            store: raw.store,
-            relay: raw.relay,
+            store,
+            relay,
             inbound: raw.inbound,
             engine: raw.engine,
             domains: raw.domain,
@@ -318,103 +323,6 @@ impl ConfigFile {
         let err = |span: Range<usize>, message: String| {
             Err(ConfigError::at(&self.source, Some(span), message))
         };
-        if let Some(store) = &self.store {
-            match store.kind.get_ref().as_str() {
-                "dir" => {
-                    if store.path.is_none() {
-                        return err(
-                            store.kind.span(),
-                            "store: kind = \"dir\" needs `path = \"DIR\"`".into(),
-                        );
-                    }
-                }
-                "s3" => {
-                    if store.bucket.as_deref().is_none_or(str::is_empty) {
-                        return err(
-                            store.kind.span(),
-                            "store: kind = \"s3\" needs `bucket = \"BUCKET\"` (and optionally `prefix`)".into(),
-                        );
-                    }
-                }
-                "lmtp" => {
-                    return err(
-                        store.kind.span(),
-                        "store: kind = \"lmtp\" is not available in this version; use \"s3\" or \"dir\"".into(),
-                    )
-                }
-                other => {
-                    return err(
-                        store.kind.span(),
-                        format!(
-                            "store: unknown kind {other:?}; expected \"s3\" or \"dir\""
-                        ),
-                    )
-                }
-            }
-        }
-        if let Some(relay) = &self.relay {
-            let span = relay.kind.span();
-            match relay.kind.get_ref().as_str() {
-                "ses" => {}
-                "smtp" => {
-                    return err(
-                        span,
-                        "relay: kind = \"smtp\" is not available in this version; use \"ses\""
-                            .into(),
-                    )
-                }
-                other => {
-                    return err(
-                        span,
-                        format!("relay: unknown kind {other:?}; expected \"ses\""),
-                    )
-                }
-            }
-            let is_address = |a: &str| {
-                a.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !a.contains(' '))
-            };
-            match relay.from.as_deref() {
-                Some(from) if is_address(from) => {}
-                Some(from) => {
-                    return err(
-                        span,
-                        format!("relay.from {from:?} is not an address (e.g. \"forwarder@example.com\")"),
-                    )
-                }
-                None => {
-                    return err(
-                        span,
-                        "relay: `from` is required: the verified SES identity relayed mail is sent from".into(),
-                    )
-                }
-            }
-            if let Some(b) = relay.bounce_from.as_deref().filter(|b| !is_address(b)) {
-                return err(span, format!("relay.bounce_from {b:?} is not an address"));
-            }
-            if relay.max_hops == Some(0) {
-                return err(span, "relay.max_hops must be at least 1".into());
-            }
-            if let Some(m) = relay.markers.as_deref().filter(|m| !m.starts_with("s3://")) {
-                return err(
-                    span,
-                    format!("relay.markers {m:?} must be an s3://bucket/prefix URL"),
-                );
-            }
-            if relay.markers.is_none()
-                && self.store.as_ref().is_none_or(|s| s.kind.get_ref() != "s3")
-            {
-                return err(
-                    span,
-                    "relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice), or use an s3 [store]".into(),
-                );
-            }
-            if relay.allow_domains.is_empty() {
-                tracing::warn!(
-                    "relay.allow_domains is empty: every relayed recipient will be refused"
-                );
-            }
-        }
         if let Some(pooling) = &self.engine.pooling {
             let value = pooling.get_ref();
             if value != "auto" && value != "off" {

@@ -16,7 +16,7 @@ use crate::trace::{Disposition, GroupOutcome, ProcessResult};
 
 /// A delivery that could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
+pub enum DirStoreError {
     /// The file could not be written (a retry may succeed).
     #[error("cannot write {path}: {source}")]
     Write {
@@ -30,10 +30,10 @@ pub enum DeliveryError {
     Unstorable(#[from] SegmentError),
 }
 
-impl DeliveryError {
+impl DirStoreError {
     /// A retry cannot succeed: the name itself cannot be stored.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, DeliveryError::Unstorable(_))
+        matches!(self, DirStoreError::Unstorable(_))
     }
 }
 
@@ -160,8 +160,8 @@ pub struct DirStore {
     root: PathBuf,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DeliveryError> {
-    let err = |source| DeliveryError::Write {
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DirStoreError> {
+    let err = |source| DirStoreError::Write {
         path: path.to_path_buf(),
         source,
     };
@@ -195,7 +195,7 @@ impl DirStore {
         folder: &str,
         message_id: &str,
         bytes: &[u8],
-    ) -> Result<PathBuf, DeliveryError> {
+    ) -> Result<PathBuf, DirStoreError> {
         let mut path = self.root.clone();
         path.extend(mailbox_segments(recipient, folder, message_id)?);
         write_atomic(&path, bytes)?;
@@ -209,7 +209,7 @@ impl DirStore {
         result: &ProcessResult,
         original: &Message,
         envelope: &Envelope,
-    ) -> Result<Vec<DeliveryRecord>, DeliveryError> {
+    ) -> Result<Vec<DeliveryRecord>, DirStoreError> {
         let id = escape_segment("message id", &result.message_id)?;
         let mut records = Vec::new();
         for group in &result.groups {

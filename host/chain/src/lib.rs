@@ -9,6 +9,7 @@ mod chain;
 mod config;
 mod deliver;
 mod reload;
+mod targets;
 mod trace;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
@@ -18,12 +19,16 @@ pub use chain::{
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
-    OnError, PluginLocation, RelaySection, SourceFile, StepMode, StepSection, StoreSection,
-    DEFAULT_MAX_HOPS,
+    OnError, PluginLocation, SourceFile, StepMode, StepSection,
 };
 pub use deliver::{
-    escape_segment, mailbox_segments, unescape_segment, DeliveryError, DeliveryRecord, DirStore,
+    escape_segment, mailbox_segments, unescape_segment, DeliveryRecord, DirStore, DirStoreError,
     SegmentError, MAX_SEGMENT_BYTES,
 };
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
+pub use targets::{
+    Credentials, LmtpStoreConfig, LmtpUser, RelayConfig, RelaySection, RelayTransport,
+    ServerAddress, ServerConfig, SmtpStoreConfig, StoreConfig, StoreSection, TlsMode,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HOPS, DEFAULT_SERVER_TIMEOUT,
+};
 pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};

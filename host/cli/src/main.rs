@@ -7,7 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use sluice_chain::{ConfigFile, DirStore, Envelope};
+use sluice_chain::{ConfigFile, DirStore, Envelope, StoreConfig};
 use sluice_engine::{EngineOptions, RuleEngine, Verdict, Verdicts};
 use sluice_mail::Message;
 
@@ -264,13 +264,11 @@ fn run(command: Command) -> Result<ExitCode> {
             let result = chains.process(&engine, parsed.clone(), &envelope);
             let root = match (&out, &config.store) {
                 (Some(dir), _) => dir.clone(),
-                (None, Some(store)) if store.kind.get_ref() == "dir" => {
-                    config.resolve(store.path.as_deref().unwrap_or("."))
-                }
+                (None, Some(StoreConfig::Dir { path })) => config.resolve(path),
                 (None, Some(store)) => bail!(
                     "{}: [store] kind = {:?} is for the daemon and the Lambda; `sluice run` writes locally: pass --out DIR",
                     config.source.name,
-                    store.kind.get_ref()
+                    store.kind()
                 ),
                 (None, None) => PathBuf::from("sluice-out"),
             };

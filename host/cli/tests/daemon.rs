@@ -3,156 +3,14 @@
 //! SQS subscription delivers them) in SQS, mailboxes read back from S3 and what SES "sent"
 //! read back from moto.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use sluice_aws::{S3Url, Ses, Sqs, S3};
+use common::*;
+use sluice_aws::S3Url;
 use sluice_tests::{rule, Moto};
-
-const SENDER: &str = "alice@sender.example";
-
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// An SES receipt notification for a message the S3 action stored, wrapped in the SNS
-/// envelope an SNS -> SQS subscription delivers.
-fn notification(id: &str, rcpts: &[&str], spf: &str, bucket: &str) -> String {
-    let ses = serde_json::json!({
-        "notificationType": "Received",
-        "mail": {
-            "timestamp": "2026-11-20T10:15:04.312Z",
-            "source": SENDER,
-            "messageId": id,
-            "destination": rcpts,
-        },
-        "receipt": {
-            "timestamp": "2026-11-20T10:15:04.312Z",
-            "recipients": rcpts,
-            "spamVerdict": {"status": "PASS"},
-            "virusVerdict": {"status": "PASS"},
-            "spfVerdict": {"status": spf},
-            "dkimVerdict": {"status": "GRAY"},
-            "dmarcVerdict": {"status": "PASS"},
-            "action": {
-                "type": "S3",
-                "topicArn": "arn:aws:sns:us-east-1:123456789012:ses-inbound",
-                "bucketName": bucket,
-                "objectKeyPrefix": "incoming/",
-                "objectKey": format!("incoming/{id}"),
-            },
-        },
-    });
-    serde_json::json!({
-        "Type": "Notification",
-        "MessageId": format!("sns-{id}"),
-        "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-inbound",
-        "Subject": "Amazon SES Email Receipt Notification",
-        "Message": ses.to_string(),
-    })
-    .to_string()
-}
-
-fn message(id: &str, to: &str) -> Vec<u8> {
-    format!(
-        "Return-Path: <{SENDER}>\r\nFrom: Alice Example <{SENDER}>\r\nTo: {to}\r\n\
-         Subject: Quarterly numbers {id}\r\nMessage-ID: <{id}@sender.example>\r\n\
-         DKIM-Signature: v=1; a=rsa-sha256; d=sender.example; s=s1; b=abc\r\n\
-         Date: Fri, 20 Nov 2026 11:15:03 +0100\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=UTF-8\r\n\r\nNumbers attached soon.\r\n"
-    )
-    .into_bytes()
-}
-
-struct World {
-    s3: S3,
-    sqs: Sqs,
-    queue: String,
-}
-
-impl World {
-    /// Buckets `inbound` and `mail`, the queue `ses-inbound`, and the SES identity.
-    fn new(rt: &tokio::runtime::Runtime, moto: &Moto, ses_moto: &Moto) -> World {
-        let s3 = S3::for_endpoint(&moto.endpoint, "us-east-1");
-        let sqs = Sqs::for_endpoint(&moto.endpoint, "us-east-1");
-        let queue = rt.block_on(async {
-            s3.create_bucket("inbound").await.unwrap();
-            s3.create_bucket("mail").await.unwrap();
-            sqs.client()
-                .create_queue()
-                .queue_name("ses-inbound")
-                .send()
-                .await
-                .unwrap()
-                .queue_url
-                .unwrap()
-        });
-        verify_identity(rt, ses_moto);
-        World { s3, sqs, queue }
-    }
-
-    fn put_message(&self, rt: &tokio::runtime::Runtime, id: &str, to: &str) {
-        let url = S3Url::parse(&format!("s3://inbound/incoming/{id}")).unwrap();
-        rt.block_on(self.s3.put(&url, message(id, to), "message/rfc822"))
-            .unwrap();
-    }
-
-    fn enqueue(&self, rt: &tokio::runtime::Runtime, body: &str) {
-        rt.block_on(
-            self.sqs
-                .client()
-                .send_message()
-                .queue_url(&self.queue)
-                .message_body(body)
-                .send(),
-        )
-        .unwrap();
-    }
-
-    fn get(&self, rt: &tokio::runtime::Runtime, url: &str) -> Option<Vec<u8>> {
-        rt.block_on(self.s3.get(&S3Url::parse(url).unwrap()))
-            .ok()
-            .map(|o| o.bytes)
-    }
-
-    /// Messages still in the queue (visible or in flight).
-    fn left_in_queue(&self, rt: &tokio::runtime::Runtime) -> usize {
-        use aws_sdk_sqs::types::QueueAttributeName as A;
-        let out = rt
-            .block_on(
-                self.sqs
-                    .client()
-                    .get_queue_attributes()
-                    .queue_url(&self.queue)
-                    .attribute_names(A::ApproximateNumberOfMessages)
-                    .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
-                    .send(),
-            )
-            .unwrap();
-        let attrs = out.attributes.unwrap_or_default();
-        [
-            A::ApproximateNumberOfMessages,
-            A::ApproximateNumberOfMessagesNotVisible,
-        ]
-        .iter()
-        .map(|k| {
-            attrs
-                .get(k)
-                .and_then(|v| v.parse::<usize>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
-    }
-}
-
-fn verify_identity(rt: &tokio::runtime::Runtime, ses_moto: &Moto) {
-    let ses = Ses::for_endpoint(&ses_moto.endpoint, "us-east-1");
-    rt.block_on(ses.create_email_identity("example.com"))
-        .unwrap();
-}
 
 fn write_config(dir: &Path, extra_steps: &str) -> std::path::PathBuf {
     let config = format!(
@@ -188,29 +46,6 @@ leak = "someone@elsewhere.example"
     let path = dir.join("sluice.toml");
     std::fs::write(&path, config).unwrap();
     path
-}
-
-fn daemon(env: &[(&'static str, String)], config: &Path, queue: &str, extra: &[&str]) -> Output {
-    let cache = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "daemon",
-            "--config",
-            config.to_str().unwrap(),
-            "--queue",
-            queue,
-            "--wait",
-            "1",
-        ])
-        .args(extra)
-        .envs(env.iter().cloned())
-        .env("SLUICE_CACHE_DIR", cache.path())
-        .output()
-        .expect("sluice daemon runs")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 #[test]

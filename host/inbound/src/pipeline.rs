@@ -15,14 +15,18 @@ use sluice_aws::{AwsError, BlockingS3, S3ConfigSource, S3Url, Ses, S3};
 use sluice_chain::{
     ConfigFile, ConfigSource, DirStore, Disposition, Envelope, FileConfigSource, GroupOutcome,
     GroupResult, LiveChains, LoadedChains, OutputMessage, PluginSources, ProcessResult,
-    ReloadOutcome, DEFAULT_MAX_HOPS,
+    RelayTransport, ReloadOutcome, StoreConfig,
+};
+use sluice_deliver::{
+    DeliveredLog, DirDeliveredLog, DirMailboxes, LmtpStore, MailboxCopy, MailboxStore, SmtpStore,
+    StoreRequest,
 };
 use sluice_engine::{EngineOptions, RuleEngine};
 use sluice_mail::Message;
 
 use crate::deliver::{
     BounceJob, BounceReport, Bouncer, DeliverError, Markers, Refusal, RefusalKind, RelayJob,
-    S3Mailboxes, SesRelay, Suppression, TraceMeta,
+    S3DeliveredLog, S3Mailboxes, SesRelay, Suppression, TraceMeta,
 };
 use crate::event::{MessageContent, SesNotice};
 
@@ -159,6 +163,17 @@ pub struct Pipeline {
     /// at least once) handled at the same time in this process would both find no marker
     /// and both send; the second now waits and then finds the first one's markers.
     in_flight: std::sync::Mutex<BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The delivery targets of the config last used, built once per config version (a
+    /// store keeps its connections open across messages).
+    targets: std::sync::Mutex<Option<(Arc<LoadedChains>, Arc<Targets>)>>,
+}
+
+/// The mailbox store and its delivered-copies log, built from one config.
+struct Targets {
+    /// `Err`: there is no `[store]`, or it could not be built (what to fix).
+    store: Result<Arc<dyn MailboxStore>, String>,
+    /// For stores that do not overwrite a copy (LMTP, SMTP).
+    delivered: Option<Arc<dyn DeliveredLog>>,
 }
 
 /// The engine and live chains, built on a blocking thread (the blocking S3 client that reads
@@ -248,8 +263,27 @@ impl Pipeline {
             ses,
             owner: Markers::new_owner_id(),
             in_flight: Default::default(),
+            targets: Default::default(),
         };
         let loaded = pipeline.live.current();
+        if let Some(relay) = &loaded.config.relay {
+            if let RelayTransport::Smtp(server) = &relay.transport {
+                return Err(HandleError::new(
+                    "-",
+                    format!(
+                        "{}: [relay] kind = \"smtp\" ({}) is not available in this version yet; relay with kind = \"ses\" (the [store] can be kind = \"smtp\" or \"lmtp\")",
+                        loaded.config.source.name, server.address
+                    ),
+                    true,
+                ));
+            }
+        }
+        // A store that cannot be built (unreadable credentials) is a start-up error.
+        if let Err(e) = &pipeline.targets(&loaded).store {
+            if loaded.config.store.is_some() {
+                return Err(HandleError::new("-", e.clone(), true));
+            }
+        }
         // A markers bucket that does not exist answers HEAD with 404 like an absent marker,
         // so every retry would send again: refuse to start instead.
         if let Some(markers) = pipeline.markers(&loaded.config) {
@@ -432,13 +466,15 @@ impl Pipeline {
             total_micros: 0,
         };
         let markers = self.markers(config);
+        let targets = &*self.targets_for(config);
         let mut tempfail: Option<String> = None;
         let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut bounce_jobs: Vec<BounceJob> = Vec::new();
+        let mut refused_copies: Vec<BounceJob> = Vec::new();
         for group in &result.groups {
             if let GroupOutcome::Tempfail { reason } = &group.outcome {
                 handled.all_refused = false;
-                tempfail = Some(format!("domain {}: {reason}", group.domain));
+                tempfail.get_or_insert(format!("domain {}: {reason}", group.domain));
                 continue;
             }
             // The bytes every delivery of this group carries; parsed again only if a relay
@@ -455,16 +491,16 @@ impl Pipeline {
                     .collect(),
             };
             let mut relays: Vec<RelayJob> = Vec::new();
+            let mut copies: Vec<MailboxCopy> = Vec::new();
             for d in &group.dispositions {
                 *counts.entry(d.kind()).or_default() += 1;
                 match d {
                     Disposition::Deliver { recipient, folder } => {
                         handled.all_refused = false;
-                        let at = self
-                            .store(config, recipient, folder, id, output_raw, &trace)
-                            .await
-                            .map_err(fail)?;
-                        handled.stored.push(at);
+                        copies.push(MailboxCopy {
+                            recipient: recipient.clone(),
+                            folder: folder.clone(),
+                        });
                     }
                     Disposition::Relay {
                         recipient,
@@ -501,6 +537,21 @@ impl Pipeline {
                     Disposition::Drop { recipient } => {
                         tracing::info!(message_id = %id, recipient, domain = %group.domain, "dropped by the chain");
                     }
+                }
+            }
+            if !copies.is_empty() {
+                let request = StoreRequest {
+                    message_id: id,
+                    mail_from: &envelope.mail_from,
+                    bytes: output_raw,
+                    copies: &copies,
+                    trace: &trace,
+                };
+                if let Err(reason) = self
+                    .store_copies(targets, request, &mut handled, &mut refused_copies)
+                    .await
+                {
+                    tempfail.get_or_insert(format!("domain {}: {reason}", group.domain));
                 }
             }
             let edited;
@@ -571,6 +622,25 @@ impl Pipeline {
                 report,
             });
         }
+        // One DSN per copy a mailbox refused: a recipient deferred in one attempt may be
+        // refused in the next, and a DSN per recipient is claimed per recipient, so none is
+        // sent twice however the refusals spread over attempts.
+        for job in &refused_copies {
+            let report = self
+                .bounce(
+                    config,
+                    &markers,
+                    envelope,
+                    original,
+                    std::slice::from_ref(job),
+                )
+                .await
+                .map_err(fail)?;
+            handled.bounces.push(BounceOutcome {
+                recipients: vec![job.recipient.clone()],
+                report,
+            });
+        }
         let mut summary: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
         let suppressed = handled.bounces_suppressed();
         if !suppressed.is_empty() {
@@ -610,11 +680,12 @@ impl Pipeline {
                 self.owner.clone(),
             ));
         }
-        let store = config.store.as_ref()?;
-        let prefix = store.prefix.as_deref().unwrap_or("").trim_matches('/');
+        let Some(StoreConfig::S3 { bucket, prefix }) = config.store.as_ref() else {
+            return None;
+        };
         Some(Markers::new(
             self.s3.clone(),
-            store.bucket.clone()?,
+            bucket.clone(),
             if prefix.is_empty() {
                 "_sent".into()
             } else {
@@ -624,57 +695,149 @@ impl Pipeline {
         ))
     }
 
-    async fn store(
-        &self,
-        config: &ConfigFile,
-        recipient: &str,
-        folder: &str,
-        id: &str,
-        bytes: &[u8],
-        trace: &TraceMeta,
-    ) -> Result<String, DeliverError> {
-        let Some(store) = &config.store else {
-            return Err(DeliverError::transient(format!(
-                "{recipient} is local but {} has no [store]: add one (kind = \"s3\" or \"dir\")",
-                config.source.name
-            )));
-        };
-        match store.kind.get_ref().as_str() {
-            "s3" => {
-                let mailboxes = S3Mailboxes {
-                    s3: self.s3.clone(),
-                    bucket: store.bucket.clone().unwrap_or_default(),
-                    prefix: store.prefix.clone().unwrap_or_default(),
-                };
-                let key = mailboxes
-                    .store(recipient, folder, id, bytes.to_vec(), trace)
-                    .await?;
-                Ok(format!("s3://{}/{key}", mailboxes.bucket))
-            }
-            _ => {
-                let dir = DirStore::new(config.resolve(store.path.as_deref().unwrap_or(".")));
-                let recipient_for_err = recipient.to_string();
-                let (recipient, folder, id, bytes) = (
-                    recipient.to_string(),
-                    folder.to_string(),
-                    id.to_string(),
-                    bytes.to_vec(),
-                );
-                let path = tokio::task::spawn_blocking(move || {
-                    dir.store(&recipient, &folder, &id, &bytes)
-                })
-                .await
-                .map_err(|e| DeliverError::transient(format!("store panicked: {e}")))?
-                .map_err(|e| {
-                    if e.is_permanent() {
-                        DeliverError::permanent(format!("{recipient_for_err}: {e}"))
-                    } else {
-                        DeliverError::transient(e.to_string())
-                    }
-                })?;
-                Ok(path.display().to_string())
+    /// The targets for this loaded config, built on first use.
+    fn targets(&self, loaded: &Arc<LoadedChains>) -> Arc<Targets> {
+        let mut cached = self.targets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((for_config, targets)) = cached.as_ref() {
+            if Arc::ptr_eq(for_config, loaded) {
+                return targets.clone();
             }
         }
+        let targets = Arc::new(self.build_targets(&loaded.config));
+        *cached = Some((loaded.clone(), targets.clone()));
+        targets
+    }
+
+    /// The targets of the config `handle` is using (the one it took from `self.live`).
+    fn targets_for(&self, config: &ConfigFile) -> Arc<Targets> {
+        let loaded = self.live.current();
+        if std::ptr::eq(&loaded.config, config) {
+            return self.targets(&loaded);
+        }
+        // A reload happened while this message was in the chain: build for its config.
+        Arc::new(self.build_targets(config))
+    }
+
+    fn build_targets(&self, config: &ConfigFile) -> Targets {
+        let store: Result<Arc<dyn MailboxStore>, String> = match &config.store {
+            None => Err(format!(
+                "{} has no [store] (kind = \"s3\", \"dir\", \"lmtp\" or \"smtp\")",
+                config.source.name
+            )),
+            Some(StoreConfig::Dir { path }) => Ok(Arc::new(DirMailboxes::new(DirStore::new(
+                config.resolve(path),
+            )))),
+            Some(StoreConfig::S3 { bucket, prefix }) => Ok(Arc::new(S3Mailboxes {
+                s3: self.s3.clone(),
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+            })),
+            Some(StoreConfig::Lmtp(lmtp)) => LmtpStore::new(lmtp)
+                .map(|s| Arc::new(s) as Arc<dyn MailboxStore>)
+                .map_err(|e| format!("[store] kind = \"lmtp\": {e}")),
+            Some(StoreConfig::Smtp(smtp)) => SmtpStore::new(smtp)
+                .map(|s| Arc::new(s) as Arc<dyn MailboxStore>)
+                .map_err(|e| format!("[store] kind = \"smtp\": {e}")),
+        };
+        let delivered: Option<Arc<dyn DeliveredLog>> = config
+            .store
+            .as_ref()
+            .and_then(|s| s.markers())
+            .map(|at| match S3Url::parse(at) {
+                Ok(url) if at.starts_with("s3://") => Arc::new(S3DeliveredLog {
+                    markers: Markers::new(
+                        self.s3.clone(),
+                        url.bucket,
+                        url.key.trim_end_matches('/').to_string(),
+                        self.owner.clone(),
+                    ),
+                }) as Arc<dyn DeliveredLog>,
+                _ => Arc::new(DirDeliveredLog::new(config.resolve(at))),
+            });
+        Targets { store, delivered }
+    }
+
+    /// Stores the copies of one group. Done copies go to `handled.stored`, refused ones
+    /// (permanent failures) become bounce jobs; `Err` when some copy must be retried (it
+    /// says why). Copies a store cannot overwrite are skipped when recorded as delivered by
+    /// an earlier attempt, and recorded once the server accepts them.
+    async fn store_copies(
+        &self,
+        targets: &Targets,
+        request: StoreRequest<'_>,
+        handled: &mut Handled,
+        bounce_jobs: &mut Vec<BounceJob>,
+    ) -> Result<(), String> {
+        let id = request.message_id;
+        let store = targets.store.as_ref().map_err(|e| {
+            format!(
+                "{} is local, but {e}",
+                request
+                    .copies
+                    .first()
+                    .map(|c| c.recipient.as_str())
+                    .unwrap_or("a recipient")
+            )
+        })?;
+        let log = targets.delivered.as_ref().filter(|_| !store.overwrites());
+        let mut todo = Vec::with_capacity(request.copies.len());
+        for copy in request.copies {
+            if let Some(log) = log {
+                match log.was_delivered(id, copy).await {
+                    Ok(true) => {
+                        handled.stored.push(format!(
+                            "{} {} in {} (delivered by an earlier attempt)",
+                            store.describe(),
+                            copy.recipient,
+                            copy.folder
+                        ));
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            todo.push(copy.clone());
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let outcomes = store
+            .store(StoreRequest {
+                copies: &todo,
+                ..request
+            })
+            .await;
+        let mut retry: Option<String> = None;
+        for outcome in outcomes {
+            match outcome.result {
+                Ok(at) => {
+                    if let Some(log) = log {
+                        if let Err(e) = log.record(id, &outcome.copy, &at).await {
+                            // Delivered: not an error of this message. A retry may deliver
+                            // this copy again (at least once).
+                            tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "delivered, but the delivery record could not be written");
+                        }
+                    }
+                    handled.stored.push(at);
+                }
+                Err(e) if e.is_permanent() => {
+                    tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "mailbox refused the copy");
+                    let (code, status) = e.bounce_status();
+                    bounce_jobs.push(BounceJob {
+                        recipient: outcome.copy.recipient.clone(),
+                        code,
+                        status,
+                        text: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "copy not stored, will be retried");
+                    retry.get_or_insert(e.to_string());
+                }
+            }
+        }
+        retry.map_or(Ok(()), Err)
     }
 
     /// Relays one job (outcomes into `handled.relayed`); returns the recipients refused.
@@ -709,12 +872,12 @@ impl Pipeline {
         };
         let ses_relay = SesRelay {
             ses: self.ses.clone(),
-            from: relay.from.clone().unwrap_or_default(),
+            from: relay.from.clone(),
             allow_domains: relay.allow_domains.clone(),
-            max_hops: relay.max_hops.unwrap_or(DEFAULT_MAX_HOPS),
+            max_hops: relay.max_hops,
         };
         let via = if group.domain == "*" {
-            relay_domain(relay.from.as_deref().unwrap_or_default())
+            relay.domain()
         } else {
             group.domain.clone()
         };
@@ -765,15 +928,10 @@ impl Pipeline {
                 reason: Suppression::NoRelay,
             });
         };
-        let from = relay.from.clone().unwrap_or_default();
-        let domain = relay_domain(&from);
         let bouncer = Bouncer {
             ses: self.ses.clone(),
-            from: relay
-                .bounce_from
-                .clone()
-                .unwrap_or_else(|| format!("mailer-daemon@{domain}")),
-            reporting_mta: domain,
+            from: relay.bounce_from.clone(),
+            reporting_mta: relay.domain(),
         };
         bouncer
             .bounce(
@@ -786,10 +944,4 @@ impl Pipeline {
             )
             .await
     }
-}
-
-fn relay_domain(from: &str) -> String {
-    from.rsplit_once('@')
-        .map(|(_, d)| d.to_ascii_lowercase())
-        .unwrap_or_default()
 }

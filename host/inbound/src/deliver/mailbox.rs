@@ -2,6 +2,9 @@
 
 use sluice_aws::{S3Url, S3};
 use sluice_chain::{mailbox_segments, SegmentError};
+use sluice_deliver::{
+    BoxFuture, DeliveryError, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
+};
 
 use super::DeliverError;
 
@@ -11,31 +14,21 @@ const MAX_KEY: usize = 1024;
 /// S3's limit for all user metadata of an object (names and values), in bytes.
 const MAX_METADATA: usize = 2048;
 
-/// What the chain did, stored with each mailbox copy as object metadata so an operator can
-/// see why a message landed where it did without the logs.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TraceMeta {
-    /// (step name, outcome) in chain order, e.g. `("banner", "ok")`, `("junk", "timeout")`.
-    pub steps: Vec<(String, String)>,
-}
-
-impl TraceMeta {
-    /// `banner:ok,junk:ok`, cut with `...` so it fits in `max` bytes.
-    fn compact(&self, max: usize) -> String {
-        let mut out = String::new();
-        for (i, (step, outcome)) in self.steps.iter().enumerate() {
-            let item = format!("{}{}:{}", if i > 0 { "," } else { "" }, step, outcome);
-            if out.len() + item.len() > max {
-                while out.len() + 3 > max && !out.is_empty() {
-                    out.pop();
-                }
-                out.push_str(&"..."[..3.min(max - out.len())]);
-                break;
+/// `banner:ok,junk:ok`, cut with `...` so it fits in `max` bytes.
+fn compact(trace: &TraceMeta, max: usize) -> String {
+    let mut out = String::new();
+    for (i, (step, outcome)) in trace.steps.iter().enumerate() {
+        let item = format!("{}{}:{}", if i > 0 { "," } else { "" }, step, outcome);
+        if out.len() + item.len() > max {
+            while out.len() + 3 > max && !out.is_empty() {
+                out.pop();
             }
-            out.push_str(&item);
+            out.push_str(&"..."[..3.min(max - out.len())]);
+            break;
         }
-        out
+        out.push_str(&item);
     }
+    out
 }
 
 /// Mailboxes as S3 objects: `<prefix>/<domain>/<local-part>/<folder>/<message-id>.eml`.
@@ -107,7 +100,7 @@ impl S3Mailboxes {
         let used: usize = metadata.iter().map(|(n, v)| n.len() + v.len()).sum();
         let name = "sluice-steps";
         let budget = MAX_METADATA.saturating_sub(used + name.len() + 64);
-        metadata.push((name.to_string(), header_safe(&trace.compact(budget / 3))));
+        metadata.push((name.to_string(), header_safe(&compact(trace, budget / 3))));
         let url = S3Url {
             bucket: self.bucket.clone(),
             key,
@@ -122,6 +115,50 @@ impl S3Mailboxes {
                 )
             })?;
         Ok(url.key)
+    }
+}
+
+impl MailboxStore for S3Mailboxes {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    fn overwrites(&self) -> bool {
+        true
+    }
+
+    fn store<'a>(&'a self, request: StoreRequest<'a>) -> BoxFuture<'a, Vec<StoreOutcome>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(request.copies.len());
+            for copy in request.copies {
+                let result = match self.key_for(&copy.recipient, &copy.folder, request.message_id) {
+                    Err(source) => Err(DeliveryError::Unstorable {
+                        recipient: copy.recipient.clone(),
+                        source,
+                    }),
+                    Ok(_) => S3Mailboxes::store(
+                        self,
+                        &copy.recipient,
+                        &copy.folder,
+                        request.message_id,
+                        request.bytes.to_vec(),
+                        request.trace,
+                    )
+                    .await
+                    .map(|key| format!("s3://{}/{key}", self.bucket))
+                    .map_err(|e| DeliveryError::Service {
+                        what: format!("S3 mailbox {}", self.bucket),
+                        reason: e.message,
+                        permanent: e.permanent,
+                    }),
+                };
+                out.push(StoreOutcome {
+                    copy: copy.clone(),
+                    result,
+                });
+            }
+            out
+        })
     }
 }
 
@@ -214,14 +251,14 @@ mod tests {
         let trace = TraceMeta {
             steps: vec![("banner".into(), "ok".into()), ("junk".into(), "ok".into())],
         };
-        assert_eq!(trace.compact(100), "banner:ok,junk:ok");
-        assert_eq!(trace.compact(12), "banner:ok...");
+        assert_eq!(compact(&trace, 100), "banner:ok,junk:ok");
+        assert_eq!(compact(&trace, 12), "banner:ok...");
         let many = TraceMeta {
             steps: (0..500)
                 .map(|i| (format!("step{i}"), "ok".into()))
                 .collect(),
         };
-        let c = many.compact(600);
+        let c = compact(&many, 600);
         assert!(c.len() <= 600 && c.ends_with("..."), "{}", c.len());
         assert_eq!(header_safe("a é%\n"), "a %C3%A9%25%0A");
     }

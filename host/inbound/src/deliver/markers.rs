@@ -38,6 +38,8 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sluice_aws::{Created, S3Url, S3};
 
+use sluice_deliver::{BoxFuture, DeliveredLog, DeliveryError, MailboxCopy};
+
 use super::DeliverError;
 
 /// How long a claim by another consumer counts as "being sent right now". Longer than a send
@@ -287,6 +289,72 @@ impl Markers {
         Ok(Some(
             serde_json::from_slice(&obj.bytes).unwrap_or(Value::Null),
         ))
+    }
+}
+
+/// Records of delivered mailbox copies in the markers bucket, for stores that cannot
+/// overwrite a copy (LMTP, SMTP): `<prefix>/<message-id>/stored-<digest>.json`.
+#[derive(Debug, Clone)]
+pub struct S3DeliveredLog {
+    /// Where the records go (the same place as the send claims).
+    pub markers: Markers,
+}
+
+impl S3DeliveredLog {
+    fn key(&self, message_id: &str, copy: &MailboxCopy) -> String {
+        self.markers
+            .marker_key(message_id, "stored", &[sluice_deliver::copy_digest(copy)])
+    }
+}
+
+fn service(what: String, e: sluice_aws::AwsError) -> DeliveryError {
+    DeliveryError::Service {
+        what,
+        reason: e.to_string(),
+        permanent: false,
+    }
+}
+
+impl DeliveredLog for S3DeliveredLog {
+    fn was_delivered<'a>(
+        &'a self,
+        message_id: &'a str,
+        copy: &'a MailboxCopy,
+    ) -> BoxFuture<'a, Result<bool, DeliveryError>> {
+        Box::pin(async move {
+            let url = self.markers.url(&self.key(message_id, copy));
+            self.markers
+                .s3
+                .exists(&url)
+                .await
+                .map_err(|e| service(format!("reading the delivery record {url}"), e))
+        })
+    }
+
+    fn record<'a>(
+        &'a self,
+        message_id: &'a str,
+        copy: &'a MailboxCopy,
+        at: &'a str,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let url = self.markers.url(&self.key(message_id, copy));
+            let record = json!({
+                "kind": "stored",
+                "message_id": message_id,
+                "recipient": copy.recipient,
+                "folder": copy.folder,
+                "at": at,
+                "owner": self.markers.owner,
+                "stored_at_ms": now_ms(),
+            });
+            self.markers
+                .s3
+                .put(&url, record.to_string().into_bytes(), "application/json")
+                .await
+                .map(|_| ())
+                .map_err(|e| service(format!("writing the delivery record {url}"), e))
+        })
     }
 }
 

@@ -19,9 +19,11 @@ mod markers;
 mod relay;
 
 pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer, Suppression};
-pub use mailbox::{S3Mailboxes, TraceMeta};
+pub use mailbox::S3Mailboxes;
+pub use markers::S3DeliveredLog;
 pub use markers::{Claim, Markers, DEFAULT_LEASE};
 pub use relay::{Refusal, RefusalKind, RelayJob, RelayReport, SesRelay};
+pub use sluice_deliver::TraceMeta;
 
 use sluice_aws::AwsError;
 

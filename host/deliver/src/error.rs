@@ -1,0 +1,149 @@
+//! Delivery failures as values: what failed, and whether a retry can help.
+
+use sluice_chain::SegmentError;
+
+/// An SMTP/LMTP server's answer: code, enhanced status (RFC 3463) and text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// `250`, `451`, `550`, ...
+    pub code: u16,
+    /// `5.1.1`; `None` when the server sent none.
+    pub status: Option<String>,
+    /// The text after the codes (lines joined with a space).
+    pub text: String,
+}
+
+impl Reply {
+    /// 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.code)
+    }
+
+    /// 5xx: the server refuses for good.
+    pub fn is_permanent(&self) -> bool {
+        (500..600).contains(&self.code)
+    }
+
+    /// The enhanced status to report in a DSN: the server's, else the class of its code.
+    pub fn status_or_default(&self) -> String {
+        self.status.clone().unwrap_or_else(|| {
+            if self.is_permanent() {
+                "5.0.0".into()
+            } else {
+                "4.0.0".into()
+            }
+        })
+    }
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.status {
+            Some(s) => write!(f, "{} {} {}", self.code, s, self.text),
+            None => write!(f, "{} {}", self.code, self.text),
+        }
+    }
+}
+
+/// Why a copy was not delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    /// The server refused the recipient or the message for good (5xx).
+    #[error("{server} refused {recipient}: {reply}")]
+    Rejected {
+        /// The target, e.g. `lmtp 127.0.0.1:24`.
+        server: String,
+        /// The recipient as sent to the server.
+        recipient: String,
+        /// Its answer.
+        reply: Reply,
+    },
+    /// The server deferred the recipient or the message (4xx): try again later.
+    #[error("{server} deferred {recipient}: {reply}")]
+    Deferred {
+        /// The target.
+        server: String,
+        /// The recipient as sent to the server.
+        recipient: String,
+        /// Its answer.
+        reply: Reply,
+    },
+    /// The recipient or folder cannot name a mailbox (too long, empty).
+    #[error("{recipient}: {source}")]
+    Unstorable {
+        /// The recipient.
+        recipient: String,
+        /// What is wrong with the name.
+        source: SegmentError,
+    },
+    /// The server could not be reached, or the connection broke.
+    #[error("{server}: {reason}")]
+    Connection {
+        /// The target.
+        server: String,
+        /// What happened (refused, reset, timed out, TLS failed).
+        reason: String,
+    },
+    /// The server answered something the protocol does not allow at that point.
+    #[error("{server}: unexpected answer {during}: {reply}")]
+    Protocol {
+        /// The target.
+        server: String,
+        /// The command it answered (`LHLO`, `MAIL FROM`, `DATA`, ...).
+        during: &'static str,
+        /// What it said.
+        reply: Reply,
+    },
+    /// The settings cannot work as they are (credentials unreadable, no STARTTLS offered,
+    /// authentication refused); a retry helps only once an operator fixes them.
+    #[error("{server}: {reason}")]
+    Setup {
+        /// The target.
+        server: String,
+        /// What to fix.
+        reason: String,
+    },
+    /// A local file could not be written.
+    #[error("cannot write {path}: {reason}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// A cloud service failed (S3): `permanent` when it refused the request itself.
+    #[error("{what}: {reason}")]
+    Service {
+        /// What was being done.
+        what: String,
+        /// What the service said.
+        reason: String,
+        /// A retry cannot help.
+        permanent: bool,
+    },
+}
+
+impl DeliveryError {
+    /// A retry cannot succeed: the copy should be bounced (a DSN, if the sender may get one)
+    /// rather than retried.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DeliveryError::Rejected { .. } | DeliveryError::Unstorable { .. } => true,
+            DeliveryError::Service { permanent, .. } => *permanent,
+            DeliveryError::Deferred { .. }
+            | DeliveryError::Connection { .. }
+            | DeliveryError::Protocol { .. }
+            | DeliveryError::Setup { .. }
+            | DeliveryError::Io { .. } => false,
+        }
+    }
+
+    /// SMTP code and enhanced status for the DSN of a permanent failure.
+    pub fn bounce_status(&self) -> (u16, String) {
+        match self {
+            DeliveryError::Rejected { reply, .. } => (reply.code, reply.status_or_default()),
+            DeliveryError::Unstorable { .. } => (550, "5.1.3".into()),
+            _ => (554, "5.0.0".into()),
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! `[store] kind = "smtp"`: hands every local copy to a self-hosted MTA (Postfix, Stalwart,
+//! Exchange) with the envelope SES received: the original sender and recipients, the rules'
+//! edits applied. SMTP has no folders: a copy a rule filed elsewhere than `INBOX` carries
+//! an [`FOLDER_HEADER`] header for the MTA's filter (Sieve `fileinto`) to act on.
+
+use std::collections::BTreeMap;
+
+use sluice_chain::{SmtpStoreConfig, DEFAULT_FOLDER};
+
+use crate::session::{Pool, Protocol, Target};
+use crate::{all_failed, BoxFuture, MailboxCopy, MailboxStore, StoreOutcome, StoreRequest};
+
+/// The header that names the folder a rule chose, on copies handed over SMTP.
+pub const FOLDER_HEADER: &str = "X-Sluice-Folder";
+
+/// Delivers to an MTA over SMTP.
+pub struct SmtpStore {
+    pool: Pool,
+}
+
+impl SmtpStore {
+    /// A store for this config; connections open on first use. `Err` says what to fix
+    /// (credentials that cannot be read).
+    pub fn new(config: &SmtpStoreConfig) -> Result<SmtpStore, String> {
+        Ok(SmtpStore {
+            pool: Pool::new(Target::new(&config.server, Protocol::Smtp)?),
+        })
+    }
+
+    async fn deliver(&self, request: StoreRequest<'_>) -> Vec<StoreOutcome> {
+        // One transaction per folder: the folder header is part of the message.
+        let mut by_folder: BTreeMap<&str, Vec<&MailboxCopy>> = BTreeMap::new();
+        for c in request.copies {
+            by_folder.entry(c.folder.as_str()).or_default().push(c);
+        }
+        let mut out = Vec::new();
+        for (folder, copies) in by_folder {
+            let bytes;
+            let message: &[u8] = if folder.eq_ignore_ascii_case(DEFAULT_FOLDER) {
+                request.bytes
+            } else {
+                // Prepended: a new first header field changes nothing else in the message.
+                let clean: String = folder.chars().filter(|c| !c.is_control()).collect();
+                bytes = [
+                    format!("{FOLDER_HEADER}: {clean}\r\n").as_bytes(),
+                    request.bytes,
+                ]
+                .concat();
+                &bytes
+            };
+            let rcpts: Vec<String> = copies.iter().map(|c| c.recipient.clone()).collect();
+            let part = StoreRequest {
+                copies: &copies.iter().map(|c| (*c).clone()).collect::<Vec<_>>(),
+                ..request
+            };
+            let mut lease = match self.pool.take().await {
+                Ok(l) => l,
+                Err(e) => {
+                    out.extend(all_failed(&part, || e.clone()));
+                    continue;
+                }
+            };
+            let server = &self.pool.target.name;
+            match lease
+                .session
+                .transaction(&self.pool.target, request.mail_from, &rcpts, message)
+                .await
+            {
+                Ok(results) => {
+                    self.pool.put(lease);
+                    out.extend(copies.iter().zip(results).map(|(copy, r)| StoreOutcome {
+                        copy: (*copy).clone(),
+                        result:
+                            r.map(|reply| format!("{server} {} ({})", copy.recipient, reply.text)),
+                    }));
+                }
+                Err(e) => out.extend(all_failed(&part, || e.clone())),
+            }
+        }
+        out
+    }
+}
+
+impl MailboxStore for SmtpStore {
+    fn describe(&self) -> String {
+        self.pool.target.name.clone()
+    }
+
+    fn overwrites(&self) -> bool {
+        false
+    }
+
+    fn store<'a>(&'a self, request: StoreRequest<'a>) -> BoxFuture<'a, Vec<StoreOutcome>> {
+        Box::pin(self.deliver(request))
+    }
+}

@@ -1,0 +1,410 @@
+//! Real mail servers for tests, on 127.0.0.1 with everything in a temp dir, stopped on drop:
+//! [`Dovecot`] (LMTP in, IMAP out, Debian's `dovecot-lmtpd` + `dovecot-imapd`) and an SMTP
+//! sink ([`SmtpSink`], Python's aiosmtpd from the test venv).
+//!
+//! Both need what `./test.sh setup` installs. When a server binary is missing, `start`
+//! returns `None` after printing one line, and under `CI` it panics: CI must run them.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+fn wait_for_port(port: u16, what: &str, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "{what} did not listen on 127.0.0.1:{port} within 20 s; its log:\n{}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+fn missing(what: &str) -> bool {
+    let line = format!("{what} is not installed (./test.sh setup installs it): skipping");
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{line}; CI must run this test"
+    );
+    eprintln!("{line}");
+    true
+}
+
+/// The workspace's Python (the test venv when `./test.sh setup` made one).
+pub fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+/// A Dovecot with LMTP and IMAP on loopback ports, users in a passwd file (password
+/// `pass`), maildirs under its temp dir, and the settings Sluice's LMTP store expects
+/// (`lmtp_save_to_detail_mailbox`, `recipient_delimiter = +`, `lda_mailbox_autocreate`).
+pub struct Dovecot {
+    dir: tempfile::TempDir,
+    /// LMTP port.
+    pub lmtp_port: u16,
+    /// IMAP port.
+    pub imap_port: u16,
+    running: bool,
+}
+
+impl Dovecot {
+    /// Starts Dovecot for these users (full addresses); `None` when it is not installed
+    /// (outside CI).
+    pub fn start(users: &[&str]) -> Option<Dovecot> {
+        if !Path::new("/usr/sbin/dovecot").exists() && missing("dovecot") {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-dovecot")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let d = Dovecot {
+            lmtp_port: free_port(),
+            imap_port: free_port(),
+            dir,
+            running: false,
+        };
+        d.write_config(users);
+        let mut d = d;
+        d.start_again();
+        Some(d)
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The Dovecot settings used, for documentation and debugging.
+    pub fn config_path(&self) -> PathBuf {
+        self.root().join("dovecot.conf")
+    }
+
+    /// Dovecot's log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root().join("dovecot.log")).unwrap_or_default()
+    }
+
+    fn write_config(&self, users: &[&str]) {
+        let root = self.root().display().to_string();
+        for sub in ["run", "state", "mail"] {
+            std::fs::create_dir_all(self.root().join(sub)).unwrap();
+        }
+        let mut passwd = String::new();
+        for u in users {
+            passwd.push_str(&format!("{u}:{{plain}}pass::::::\n"));
+            // Homes made now, so the chown below gives them to Dovecot.
+            if let Some((local, domain)) = u.split_once('@') {
+                std::fs::create_dir_all(self.root().join("mail").join(domain).join(local)).unwrap();
+            }
+        }
+        std::fs::write(self.root().join("users"), passwd).unwrap();
+        let config = format!(
+            r#"protocols = lmtp imap
+listen = 127.0.0.1
+base_dir = {root}/run
+state_dir = {root}/state
+log_path = {root}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+first_valid_uid = 1
+default_internal_user = dovecot
+default_login_user = dovenull
+mail_uid = dovecot
+mail_gid = dovecot
+mail_location = maildir:{root}/mail/%d/%n/Maildir
+# What Sluice's LMTP store expects: alice+Junk@example.com files into Junk, created if new.
+lmtp_save_to_detail_mailbox = yes
+recipient_delimiter = +
+lda_mailbox_autocreate = yes
+passdb {{
+  driver = passwd-file
+  args = {root}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = {root}/users
+  default_fields = home={root}/mail/%d/%n
+}}
+service lmtp {{
+  inet_listener lmtp {{
+    address = 127.0.0.1
+    port = {lmtp}
+  }}
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+"#,
+            lmtp = self.lmtp_port,
+            imap = self.imap_port,
+        );
+        std::fs::write(self.config_path(), config).unwrap();
+        // Dovecot delivers as its own user.
+        let status = Command::new("chown")
+            .args(["-R", "dovecot:dovecot"])
+            .arg(self.root().join("mail"))
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "chown the mail dir to dovecot"
+        );
+    }
+
+    /// Starts it (again, after [`Dovecot::stop`]) and waits for both ports.
+    pub fn start_again(&mut self) {
+        // `status`, not `output`: the daemonized master keeps inherited pipes open.
+        let status = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(self.config_path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run dovecot");
+        assert!(status.success(), "dovecot did not start:\n{}", self.log());
+        self.running = true;
+        let log = self.root().join("dovecot.log");
+        wait_for_port(self.lmtp_port, "Dovecot LMTP", &log);
+        wait_for_port(self.imap_port, "Dovecot IMAP", &log);
+    }
+
+    /// Stops it and waits until LMTP no longer answers.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let _ = Command::new("/usr/sbin/dovecot")
+            .arg("-c")
+            .arg(self.config_path())
+            .arg("stop")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline
+            && std::net::TcpStream::connect(("127.0.0.1", self.lmtp_port)).is_ok()
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.running = false;
+    }
+
+    /// `127.0.0.1:PORT` of LMTP.
+    pub fn lmtp_address(&self) -> String {
+        format!("127.0.0.1:{}", self.lmtp_port)
+    }
+
+    /// Makes deliveries to `user` fail temporarily (Dovecot answers 451 4.2.0 after DATA:
+    /// its home cannot be entered), or work again.
+    pub fn tempfail(&self, user: &str, failing: bool) {
+        let (local, domain) = user.split_once('@').expect("a full address");
+        let home = self.root().join("mail").join(domain).join(local);
+        assert!(home.is_dir(), "{user} is not a user of this Dovecot");
+        let mode = if failing { "000" } else { "700" };
+        let status = Command::new("chmod").arg(mode).arg(&home).status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "chmod {mode} {}",
+            home.display()
+        );
+    }
+
+    /// Every message in `user`'s `folder`, read over IMAP (Python's imaplib), in UID order.
+    /// An absent folder is empty.
+    pub fn fetch(&self, user: &str, folder: &str) -> Vec<Vec<u8>> {
+        let script = r#"
+import base64, imaplib, json, sys
+port, user, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+imap = imaplib.IMAP4("127.0.0.1", port)
+imap.login(user, "pass")
+status, _ = imap.select('"' + folder + '"', readonly=True)
+out = []
+if status == "OK":
+    _, data = imap.uid("search", None, "ALL")
+    for uid in data[0].split():
+        _, parts = imap.uid("fetch", uid, "(BODY.PEEK[])")
+        out.append(base64.b64encode(parts[0][1]).decode())
+imap.logout()
+json.dump(out, sys.stdout)
+"#;
+        let out = Command::new(python())
+            .arg("-c")
+            .arg(script)
+            .arg(self.imap_port.to_string())
+            .arg(user)
+            .arg(folder)
+            .output()
+            .expect("run python for imaplib");
+        assert!(
+            out.status.success(),
+            "IMAP fetch of {user} {folder} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let list: Vec<String> = serde_json::from_slice(&out.stdout).expect("JSON list");
+        list.iter()
+            .map(|b| base64::engine::general_purpose::STANDARD.decode(b).unwrap())
+            .collect()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An SMTP server (aiosmtpd) on loopback that keeps each message it accepts, with its
+/// envelope, as a JSON file. Recipients whose local part starts with `reject` are refused
+/// with 550 5.1.1, `defer` with 451 4.3.0.
+pub struct SmtpSink {
+    dir: tempfile::TempDir,
+    child: Child,
+    /// Its port.
+    pub port: u16,
+}
+
+/// One message the sink received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    /// MAIL FROM.
+    pub mail_from: String,
+    /// RCPT TOs it accepted.
+    pub recipients: Vec<String>,
+    /// The message bytes as received (after DATA's dot-unstuffing).
+    pub data: Vec<u8>,
+}
+
+impl SmtpSink {
+    /// Starts the sink; `None` when aiosmtpd is not installed (outside CI).
+    pub fn start() -> Option<SmtpSink> {
+        let python = python();
+        let has = Command::new(&python)
+            .args(["-c", "import aiosmtpd"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has && missing("aiosmtpd") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let script = r#"
+import asyncio, base64, json, os, sys, time
+from aiosmtpd.controller import Controller
+port, out = int(sys.argv[1]), sys.argv[2]
+class Keep:
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        local = address.split("@")[0]
+        if local.startswith("reject"):
+            return "550 5.1.1 no such user"
+        if local.startswith("defer"):
+            return "451 4.3.0 try again later"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+    async def handle_DATA(self, server, session, envelope):
+        name = os.path.join(out, "%d-%d.json" % (time.time_ns(), os.getpid()))
+        with open(name + ".tmp", "w") as f:
+            json.dump({"mail_from": envelope.mail_from, "recipients": envelope.rcpt_tos,
+                       "data": base64.b64encode(envelope.original_content).decode()}, f)
+        os.rename(name + ".tmp", name)
+        return "250 2.0.0 queued as " + os.path.basename(name)
+c = Controller(Keep(), hostname="127.0.0.1", port=port, decode_data=False)
+c.start()
+print("ready", flush=True)
+try:
+    sys.stdin.read()
+finally:
+    c.stop()
+"#;
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(port.to_string())
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start aiosmtpd");
+        let log = dir.path().join("none.log");
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = stdin.flush();
+        }
+        wait_for_port(port, "aiosmtpd", &log);
+        Some(SmtpSink { dir, child, port })
+    }
+
+    /// What it received so far, oldest first.
+    pub fn received(&self) -> Vec<Received> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+                Received {
+                    mail_from: v["mail_from"].as_str().unwrap_or_default().to_string(),
+                    recipients: v["recipients"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .map(|r| r.as_str().unwrap_or_default().to_string())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    data: base64::engine::general_purpose::STANDARD
+                        .decode(v["data"].as_str().unwrap_or_default())
+                        .unwrap(),
+                }
+            })
+            .collect()
+    }
+}
+
+impl Drop for SmtpSink {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
