@@ -43,6 +43,9 @@ pub struct StoreSection {
     pub tls: Option<Spanned<String>>,
     /// lmtp, smtp: check the server's certificate (default true; turning it off is logged).
     pub tls_verify: Option<bool>,
+    /// lmtp, smtp: PEM file of the CA(s) to check the certificate against, instead of the
+    /// system's roots (a private CA).
+    pub tls_ca_file: Option<String>,
     /// lmtp, smtp: the name Sluice greets with in LHLO/EHLO (default: this host's name).
     pub hello_name: Option<String>,
     /// lmtp, smtp: answer timeout in milliseconds (default 30000).
@@ -92,6 +95,8 @@ pub struct RelaySection {
     pub tls: Option<Spanned<String>>,
     /// smtp: check the server's certificate (default true).
     pub tls_verify: Option<bool>,
+    /// smtp: PEM file of the CA(s) to check the certificate against.
+    pub tls_ca_file: Option<String>,
     /// smtp: the EHLO name (default: this host's name).
     pub hello_name: Option<String>,
     /// smtp: answer timeout in milliseconds (default 30000).
@@ -199,6 +204,8 @@ pub struct ServerConfig {
     pub tls: TlsMode,
     /// Check the certificate (on unless turned off explicitly).
     pub tls_verify: bool,
+    /// Check it against these CAs (PEM) instead of the system's roots.
+    pub tls_ca_file: Option<PathBuf>,
     /// The LHLO/EHLO name (`None`: this host's name).
     pub hello_name: Option<String>,
     /// Answer timeout.
@@ -329,7 +336,7 @@ fn server_config(
     span: &Range<usize>,
     address: ServerAddress,
     tls: TlsMode,
-    tls_verify: Option<bool>,
+    (tls_verify, tls_ca_file): (Option<bool>, &Option<String>),
     hello_name: &Option<String>,
     timeout_ms: Option<u64>,
     max_connections: Option<usize>,
@@ -391,6 +398,12 @@ fn server_config(
         ));
     }
     let tls_verify = tls_verify.unwrap_or(true);
+    if tls_ca_file.is_some() && (!tls_verify || tls == TlsMode::None) {
+        return Err((
+            span.clone(),
+            format!("{section}.tls_ca_file is for checking a TLS certificate: it needs tls = \"starttls\" or \"implicit\" and tls_verify on"),
+        ));
+    }
     if !tls_verify {
         tracing::warn!("{section}.tls_verify = false: the server's certificate is not checked");
     }
@@ -398,6 +411,7 @@ fn server_config(
         address,
         tls,
         tls_verify,
+        tls_ca_file: tls_ca_file.as_deref().map(resolve),
         hello_name: hello_name.clone(),
         timeout,
         max_connections,
@@ -448,6 +462,7 @@ impl StoreSection {
                 ("port", self.port.is_some()),
                 ("tls", self.tls.is_some()),
                 ("tls_verify", self.tls_verify.is_some()),
+                ("tls_ca_file", self.tls_ca_file.is_some()),
                 ("hello_name", self.hello_name.is_some()),
                 ("timeout_ms", self.timeout_ms.is_some()),
                 ("max_connections", self.max_connections.is_some()),
@@ -460,9 +475,10 @@ impl StoreSection {
             kind,
             "store",
         );
-        const SERVER: [&str; 6] = [
+        const SERVER: [&str; 7] = [
             "tls",
             "tls_verify",
+            "tls_ca_file",
             "hello_name",
             "timeout_ms",
             "max_connections",
@@ -508,7 +524,7 @@ impl StoreSection {
                     &span,
                     address,
                     tls,
-                    self.tls_verify,
+                    (self.tls_verify, &self.tls_ca_file),
                     &self.hello_name,
                     self.timeout_ms,
                     self.max_connections,
@@ -553,7 +569,7 @@ impl StoreSection {
                     &span,
                     address,
                     tls,
-                    self.tls_verify,
+                    (self.tls_verify, &self.tls_ca_file),
                     &self.hello_name,
                     self.timeout_ms,
                     self.max_connections,
@@ -612,6 +628,7 @@ impl RelaySection {
                 ("port", self.port.is_some()),
                 ("tls", self.tls.is_some()),
                 ("tls_verify", self.tls_verify.is_some()),
+                ("tls_ca_file", self.tls_ca_file.is_some()),
                 ("hello_name", self.hello_name.is_some()),
                 ("timeout_ms", self.timeout_ms.is_some()),
                 ("max_connections", self.max_connections.is_some()),
@@ -634,7 +651,7 @@ impl RelaySection {
                     &span,
                     address,
                     tls,
-                    self.tls_verify,
+                    (self.tls_verify, &self.tls_ca_file),
                     &self.hello_name,
                     self.timeout_ms,
                     self.max_connections,

@@ -108,7 +108,7 @@ plugin = "{junk}"
     .unwrap();
 
     let messages = messages();
-    let is_spam = |i: usize| i % 4 == 0;
+    let is_spam = |i: usize| i.is_multiple_of(4);
     for (i, raw) in messages.iter().enumerate() {
         let id = format!("lmtp-{i:02}");
         world.put_raw(&rt, &id, raw.clone());

@@ -84,6 +84,17 @@ pub enum DeliveryError {
         /// What happened (refused, reset, timed out, TLS failed).
         reason: String,
     },
+    /// The message was sent but its answer never came (the connection broke or timed out
+    /// after the end of DATA): the server may have accepted it.
+    #[error(
+        "{server}: the message was sent but no answer came ({reason}); it may have been accepted"
+    )]
+    Unanswered {
+        /// The target.
+        server: String,
+        /// What happened.
+        reason: String,
+    },
     /// The server answered something the protocol does not allow at that point.
     #[error("{server}: unexpected answer {during}: {reply}")]
     Protocol {
@@ -132,6 +143,7 @@ impl DeliveryError {
             DeliveryError::Service { permanent, .. } => *permanent,
             DeliveryError::Deferred { .. }
             | DeliveryError::Connection { .. }
+            | DeliveryError::Unanswered { .. }
             | DeliveryError::Protocol { .. }
             | DeliveryError::Setup { .. }
             | DeliveryError::Io { .. } => false,

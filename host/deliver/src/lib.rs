@@ -28,7 +28,7 @@ pub use dir::DirMailboxes;
 pub use error::{DeliveryError, Reply};
 pub use lmtp::{lmtp_recipient, LmtpStore};
 pub use session::{dot_stuffed, Protocol};
-pub use smtp::{SmtpStore, FOLDER_HEADER};
+pub use smtp::{SmtpSender, SmtpStore, FOLDER_HEADER};
 
 /// A boxed future, so stores can be trait objects chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

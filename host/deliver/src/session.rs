@@ -56,6 +56,36 @@ pub(crate) struct Target {
     pub(crate) name: String,
     hello: String,
     credentials: Option<mail_send::Credentials<String>>,
+    /// Built once: checks certificates against the system roots, a CA file, or (only when
+    /// `tls_verify = false`) not at all.
+    connector: Option<tokio_rustls::TlsConnector>,
+}
+
+/// The TLS client for `config`; `None` without TLS.
+fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnector>, String> {
+    if config.tls == TlsMode::None {
+        return Ok(None);
+    }
+    let Some(path) = &config.tls_ca_file else {
+        return mail_send::smtp::tls::build_tls_connector(!config.tls_verify)
+            .map(Some)
+            .map_err(|e| format!("TLS set-up: {e}"));
+    };
+    use rustls_pki_types::pem::PemObject;
+    let bad = |e: &dyn std::fmt::Display| format!("tls_ca_file {}: {e}", path.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    if roots.is_empty() {
+        return Err(bad(&"no certificate in the file"));
+    }
+    let config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    ))))
 }
 
 /// Reads `AUTH` credentials from where the config says: the environment or a file.
@@ -111,6 +141,7 @@ impl Target {
             Protocol::Smtp => "smtp",
         };
         Ok(Target {
+            connector: tls_connector(config)?,
             name: format!("{kind} {}", config.address),
             hello: config.hello_name.clone().unwrap_or_else(this_host),
             config: config.clone(),
@@ -156,8 +187,9 @@ impl Target {
             ServerAddress::Tcp { host, .. } => host.clone(),
             ServerAddress::Unix(_) => "localhost".into(),
         };
-        let connector = mail_send::smtp::tls::build_tls_connector(!self.config.tls_verify)
-            .map_err(|e| self.connection_error(format!("TLS set-up: {e}")))?;
+        let Some(connector) = &self.connector else {
+            return Err(self.connection_error("TLS is not configured (tls = \"none\")"));
+        };
         let name = rustls_pki_types::ServerName::try_from(host.clone())
             .map_err(|_| self.connection_error(format!("{host:?} is not a TLS server name")))?;
         let tls = tokio::time::timeout(self.config.timeout, connector.connect(name, stream))
@@ -354,6 +386,16 @@ impl Session {
                 .await
                 .map_err(cmd)?,
         );
+        if r.code == 530 {
+            // "Must issue STARTTLS first" / "Authentication required": the settings, not
+            // the message, are wrong; no copy may be bounced for that.
+            return Err(DeliveryError::Setup {
+                server: target.name.clone(),
+                reason: format!(
+                    "the server wants TLS or AUTH first ({r}): set tls and credentials"
+                ),
+            });
+        }
         if !r.is_success() {
             self.reset().await;
             return Ok(all(r));
@@ -410,10 +452,14 @@ impl Session {
             Protocol::Lmtp => accepted.len(),
             Protocol::Smtp => 1,
         };
+        let unanswered = |reason: String| DeliveryError::Unanswered {
+            server: target.name.clone(),
+            reason,
+        };
         let replies = tokio::time::timeout(timeout, self.client.read_many(expected))
             .await
-            .map_err(|_| target.connection_error("no answer after the message within the timeout"))?
-            .map_err(|e| target.mail_send_error("the end of DATA", e))?;
+            .map_err(|_| unanswered(format!("no answer within {timeout:?}")))?
+            .map_err(|e| unanswered(e.to_string()))?;
         for (n, i) in accepted.into_iter().enumerate() {
             let r = reply(replies[n.min(replies.len() - 1)].clone());
             results[i] = Some(if r.is_success() {

@@ -5,17 +5,59 @@
 
 use std::collections::BTreeMap;
 
-use sluice_chain::{SmtpStoreConfig, DEFAULT_FOLDER};
+use sluice_chain::{ServerConfig, SmtpStoreConfig, DEFAULT_FOLDER};
 
 use crate::session::{Pool, Protocol, Target};
-use crate::{all_failed, BoxFuture, MailboxCopy, MailboxStore, StoreOutcome, StoreRequest};
+use crate::{
+    all_failed, BoxFuture, DeliveryError, MailboxCopy, MailboxStore, Reply, StoreOutcome,
+    StoreRequest,
+};
 
 /// The header that names the folder a rule chose, on copies handed over SMTP.
 pub const FOLDER_HEADER: &str = "X-Sluice-Folder";
 
+/// Sends messages to one SMTP server over pooled connections: the SMTP store's transport,
+/// and the SMTP relay's.
+pub struct SmtpSender {
+    pool: Pool,
+}
+
+impl SmtpSender {
+    /// A sender for this server; connections open on first use. `Err` says what to fix
+    /// (credentials or a CA file that cannot be read).
+    pub fn new(server: &ServerConfig) -> Result<SmtpSender, String> {
+        Ok(SmtpSender {
+            pool: Pool::new(Target::new(server, Protocol::Smtp)?),
+        })
+    }
+
+    /// `smtp host:port`.
+    pub fn describe(&self) -> String {
+        self.pool.target.name.clone()
+    }
+
+    /// One transaction: per recipient, the server's acceptance or its refusal (5xx) or
+    /// deferral (4xx). `Err` for the whole call when no connection could be made or it broke
+    /// ([`DeliveryError::Unanswered`] once the message was sent: it may have been accepted).
+    pub async fn send(
+        &self,
+        mail_from: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Result<Vec<Result<Reply, DeliveryError>>, DeliveryError> {
+        let mut lease = self.pool.take().await?;
+        let results = lease
+            .session
+            .transaction(&self.pool.target, mail_from, recipients, message)
+            .await?;
+        self.pool.put(lease);
+        Ok(results)
+    }
+}
+
 /// Delivers to an MTA over SMTP.
 pub struct SmtpStore {
-    pool: Pool,
+    sender: SmtpSender,
 }
 
 impl SmtpStore {
@@ -23,7 +65,7 @@ impl SmtpStore {
     /// (credentials that cannot be read).
     pub fn new(config: &SmtpStoreConfig) -> Result<SmtpStore, String> {
         Ok(SmtpStore {
-            pool: Pool::new(Target::new(&config.server, Protocol::Smtp)?),
+            sender: SmtpSender::new(&config.server)?,
         })
     }
 
@@ -53,21 +95,9 @@ impl SmtpStore {
                 copies: &copies.iter().map(|c| (*c).clone()).collect::<Vec<_>>(),
                 ..request
             };
-            let mut lease = match self.pool.take().await {
-                Ok(l) => l,
-                Err(e) => {
-                    out.extend(all_failed(&part, || e.clone()));
-                    continue;
-                }
-            };
-            let server = &self.pool.target.name;
-            match lease
-                .session
-                .transaction(&self.pool.target, request.mail_from, &rcpts, message)
-                .await
-            {
+            let server = self.sender.describe();
+            match self.sender.send(request.mail_from, &rcpts, message).await {
                 Ok(results) => {
-                    self.pool.put(lease);
                     out.extend(copies.iter().zip(results).map(|(copy, r)| StoreOutcome {
                         copy: (*copy).clone(),
                         result:
@@ -83,7 +113,7 @@ impl SmtpStore {
 
 impl MailboxStore for SmtpStore {
     fn describe(&self) -> String {
-        self.pool.target.name.clone()
+        self.sender.describe()
     }
 
     fn overwrites(&self) -> bool {

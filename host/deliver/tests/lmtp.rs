@@ -19,6 +19,7 @@ fn store_for(dovecot: &Dovecot) -> LmtpStore {
             },
             tls: TlsMode::None,
             tls_verify: true,
+            tls_ca_file: None,
             hello_name: Some("sluice.test".into()),
             timeout: Duration::from_secs(10),
             max_connections: 2,

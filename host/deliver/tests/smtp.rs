@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use sluice_chain::{ServerAddress, ServerConfig, SmtpStoreConfig, TlsMode};
+use sluice_chain::{Credentials, ServerAddress, ServerConfig, SmtpStoreConfig, TlsMode};
 use sluice_deliver::{
     DeliveryError, MailboxCopy, MailboxStore, SmtpStore, StoreRequest, TraceMeta, FOLDER_HEADER,
 };
-use sluice_mailservers::SmtpSink;
+use sluice_mailservers::{Secure, SmtpSink};
 
 fn copy(recipient: &str, folder: &str) -> MailboxCopy {
     MailboxCopy {
@@ -31,6 +31,7 @@ async fn hands_the_original_envelope_to_the_mta() {
             },
             tls: TlsMode::None,
             tls_verify: true,
+            tls_ca_file: None,
             hello_name: Some("sluice.test".into()),
             timeout: Duration::from_secs(10),
             max_connections: 1,
@@ -91,4 +92,117 @@ async fn hands_the_original_envelope_to_the_mta() {
         .unwrap();
     let expected = [format!("{FOLDER_HEADER}: Junk\r\n").as_bytes(), MESSAGE].concat();
     assert_eq!(junk.data, expected);
+}
+
+fn secure_store(
+    sink: &SmtpSink,
+    ca: Option<std::path::PathBuf>,
+    secret: &std::path::Path,
+) -> SmtpStore {
+    SmtpStore::new(&SmtpStoreConfig {
+        server: ServerConfig {
+            address: ServerAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: sink.port,
+            },
+            tls: TlsMode::StartTls,
+            tls_verify: true,
+            tls_ca_file: ca,
+            hello_name: Some("sluice.test".into()),
+            timeout: Duration::from_secs(10),
+            max_connections: 1,
+            credentials: Some(Credentials::File(secret.to_path_buf())),
+        },
+        markers: None,
+    })
+    .unwrap()
+}
+
+async fn send_one(store: &SmtpStore) -> Result<String, DeliveryError> {
+    let copies = [copy("alice@example.com", "INBOX")];
+    let mut outcomes = store
+        .store(StoreRequest {
+            message_id: "m-tls",
+            mail_from: "sender@outside.example",
+            bytes: MESSAGE,
+            copies: &copies,
+            trace: &TraceMeta::default(),
+        })
+        .await;
+    outcomes.remove(0).result
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_checks_the_certificate_and_auth_reads_the_secret_file() {
+    let Some(sink) = SmtpSink::start_secure(Secure {
+        user: "relay-user".into(),
+        password: "s3cret:with colon".into(),
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("smtp.secret");
+    std::fs::write(&secret, "relay-user:s3cret:with colon\n").unwrap();
+
+    // Checked against the server's own CA: delivered over TLS, authenticated.
+    let at = send_one(&secure_store(&sink, Some(sink.ca_file()), &secret)).await;
+    assert!(at.is_ok(), "{at:?}");
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert!(
+        received[0].tls && received[0].authenticated,
+        "{:?}",
+        received[0]
+    );
+    assert_eq!(received[0].data, MESSAGE);
+
+    // A wrong password: a setup error, not a bounce.
+    let wrong = dir.path().join("wrong.secret");
+    std::fs::write(&wrong, "relay-user:wrong\n").unwrap();
+    match send_one(&secure_store(&sink, Some(sink.ca_file()), &wrong)).await {
+        Err(e @ DeliveryError::Setup { .. }) => assert!(!e.is_permanent(), "{e}"),
+        other => panic!("wrong password: {other:?}"),
+    }
+    // The certificate against the system roots (its CA is not one of them): refused, and transient
+    // (a certificate problem is for the operator to fix, not a reason to bounce).
+    match send_one(&secure_store(&sink, None, &secret)).await {
+        Err(e @ DeliveryError::Connection { .. }) => {
+            assert!(e.to_string().contains("TLS handshake failed"), "{e}");
+            assert!(!e.is_permanent());
+        }
+        other => panic!("an unknown certificate must not be accepted: {other:?}"),
+    }
+
+    assert_eq!(sink.received().len(), 1, "nothing else arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_wants_tls_first_is_a_setup_error_not_a_bounce() {
+    let Some(sink) = SmtpSink::start_secure(Secure {
+        user: "u".into(),
+        password: "p".into(),
+    }) else {
+        return;
+    };
+    let store = SmtpStore::new(&SmtpStoreConfig {
+        server: ServerConfig {
+            address: ServerAddress::Tcp {
+                host: "127.0.0.1".into(),
+                port: sink.port,
+            },
+            tls: TlsMode::None,
+            tls_verify: true,
+            tls_ca_file: None,
+            hello_name: None,
+            timeout: Duration::from_secs(10),
+            max_connections: 1,
+            credentials: None,
+        },
+        markers: None,
+    })
+    .unwrap();
+    match send_one(&store).await {
+        Err(e @ DeliveryError::Setup { .. }) => assert!(e.to_string().contains("530"), "{e}"),
+        other => panic!("{other:?}"),
+    }
 }

@@ -116,6 +116,11 @@ pub struct RuleEngine {
     pub(crate) max_memory_bytes: usize,
     pooling: bool,
     ticker: Option<Ticker>,
+    /// When the ticker started, and how many ticks it has given the engine: a deadline set
+    /// while the ticker lags (a late wake-up it has not caught up yet) adds the lag, or the
+    /// catch-up would end the step that many ticks early.
+    epoch_start: Instant,
+    epoch_given: Arc<std::sync::atomic::AtomicU64>,
 }
 
 struct Ticker {
@@ -201,9 +206,12 @@ impl RuleEngine {
         });
 
         let stop = Arc::new(AtomicBool::new(false));
+        let epoch_start = Instant::now();
+        let epoch_given = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let thread = {
             let engine = engine.clone();
             let stop = stop.clone();
+            let given = epoch_given.clone();
             let tick = opts.epoch_tick;
             std::thread::Builder::new()
                 .name("sluice-epoch".into())
@@ -212,15 +220,15 @@ impl RuleEngine {
                     // load a 1 ms sleep can take several, and counting wake-ups stretched a
                     // 100 ms deadline to 200-300 ms. After a late wake-up the epoch catches
                     // up at once, so a deadline overshoots by one scheduling delay at most.
-                    let start = Instant::now();
                     let tick_nanos = tick.as_nanos().max(1);
                     let mut ticks: u128 = 0;
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(tick);
-                        let due = start.elapsed().as_nanos() / tick_nanos;
+                        let due = epoch_start.elapsed().as_nanos() / tick_nanos;
                         while ticks < due {
                             engine.increment_epoch();
                             ticks += 1;
+                            given.fetch_add(1, Ordering::Release);
                         }
                     }
                 })
@@ -238,6 +246,8 @@ impl RuleEngine {
                 stop,
                 thread: Some(thread),
             }),
+            epoch_start,
+            epoch_given,
         })
     }
 
@@ -251,11 +261,14 @@ impl RuleEngine {
         self.cache.as_ref()
     }
 
-    /// Epoch ticks for a deadline: rounded up, plus one because the current tick may be
-    /// almost over.
+    /// Epoch ticks for a deadline, counted from the epoch as it is now: rounded up, plus one
+    /// because the current tick may be almost over, plus the ticks the ticker owes (it
+    /// catches up at once after a late wake-up, which would otherwise end the step early).
     pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);
-        (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1
+        let due = (self.epoch_start.elapsed().as_nanos() / tick) as u64;
+        let lag = due.saturating_sub(self.epoch_given.load(Ordering::Acquire));
+        (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1 + lag
     }
 }
 

@@ -18,15 +18,15 @@ use sluice_chain::{
     RelayTransport, ReloadOutcome, StoreConfig,
 };
 use sluice_deliver::{
-    DeliveredLog, DirDeliveredLog, DirMailboxes, LmtpStore, MailboxCopy, MailboxStore, SmtpStore,
-    StoreRequest,
+    DeliveredLog, DirDeliveredLog, DirMailboxes, LmtpStore, MailboxCopy, MailboxStore, SmtpSender,
+    SmtpStore, StoreRequest,
 };
 use sluice_engine::{EngineOptions, RuleEngine};
 use sluice_mail::Message;
 
 use crate::deliver::{
-    BounceJob, BounceReport, Bouncer, DeliverError, Markers, Refusal, RefusalKind, RelayJob,
-    S3DeliveredLog, S3Mailboxes, SesRelay, Suppression, TraceMeta,
+    BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Refusal, RefusalKind, Relay,
+    RelayJob, S3DeliveredLog, S3Mailboxes, Suppression, TraceMeta,
 };
 use crate::event::{MessageContent, SesNotice};
 
@@ -174,6 +174,9 @@ struct Targets {
     store: Result<Arc<dyn MailboxStore>, String>,
     /// For stores that do not overwrite a copy (LMTP, SMTP).
     delivered: Option<Arc<dyn DeliveredLog>>,
+    /// How relayed copies and DSNs leave; `Err` when `[relay]` names a smarthost that
+    /// cannot be set up (what to fix). `None` without `[relay]`.
+    outbound: Option<Result<Outbound, String>>,
 }
 
 /// The engine and live chains, built on a blocking thread (the blocking S3 client that reads
@@ -266,23 +269,14 @@ impl Pipeline {
             targets: Default::default(),
         };
         let loaded = pipeline.live.current();
-        if let Some(relay) = &loaded.config.relay {
-            if let RelayTransport::Smtp(server) = &relay.transport {
-                return Err(HandleError::new(
-                    "-",
-                    format!(
-                        "{}: [relay] kind = \"smtp\" ({}) is not available in this version yet; relay with kind = \"ses\" (the [store] can be kind = \"smtp\" or \"lmtp\")",
-                        loaded.config.source.name, server.address
-                    ),
-                    true,
-                ));
-            }
+        // A store or smarthost that cannot be set up (unreadable credentials or CA file) is a
+        // start-up error.
+        let targets = pipeline.targets(&loaded);
+        if let (Err(e), Some(_)) = (&targets.store, &loaded.config.store) {
+            return Err(HandleError::new("-", e.clone(), true));
         }
-        // A store that cannot be built (unreadable credentials) is a start-up error.
-        if let Err(e) = &pipeline.targets(&loaded).store {
-            if loaded.config.store.is_some() {
-                return Err(HandleError::new("-", e.clone(), true));
-            }
+        if let Some(Err(e)) = &targets.outbound {
+            return Err(HandleError::new("-", e.clone(), true));
         }
         // A markers bucket that does not exist answers HEAD with 404 like an absent marker,
         // so every retry would send again: refuse to start instead.
@@ -592,12 +586,19 @@ impl Pipeline {
                         );
                         policy.push(recipient);
                     } else {
-                        // Too large for SES: a real failure the sender can act on; bounced
-                        // under the same rule as every DSN.
+                        // Too large for SES, or refused by the smarthost: a real failure the
+                        // sender can act on; bounced under the same rule as every DSN.
+                        let (code, status) = match kind {
+                            RefusalKind::TooLarge => (552, "5.3.4"),
+                            RefusalKind::Rejected
+                            | RefusalKind::NotAllowed
+                            | RefusalKind::Loop
+                            | RefusalKind::NoRelay => (550, "5.0.0"),
+                        };
                         bounce_jobs.push(BounceJob {
                             recipient,
-                            code: 552,
-                            status: "5.3.4".into(),
+                            code,
+                            status: status.into(),
                             text: format!("not relayed: {reason}"),
                         });
                     }
@@ -695,6 +696,15 @@ impl Pipeline {
         ))
     }
 
+    /// The relay's way out for `config` (SES unless it names a smarthost).
+    fn outbound(&self, config: &ConfigFile) -> Result<Outbound, String> {
+        match &self.targets_for(config).outbound {
+            Some(Ok(via)) => Ok(via.clone()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Ok(Outbound::Ses(self.ses.clone())),
+        }
+    }
+
     /// The targets for this loaded config, built on first use.
     fn targets(&self, loaded: &Arc<LoadedChains>) -> Arc<Targets> {
         let mut cached = self.targets.lock().unwrap_or_else(|e| e.into_inner());
@@ -754,7 +764,17 @@ impl Pipeline {
                 }) as Arc<dyn DeliveredLog>,
                 _ => Arc::new(DirDeliveredLog::new(config.resolve(at))),
             });
-        Targets { store, delivered }
+        let outbound = config.relay.as_ref().map(|r| match &r.transport {
+            RelayTransport::Ses => Ok(Outbound::Ses(self.ses.clone())),
+            RelayTransport::Smtp(server) => SmtpSender::new(server)
+                .map(|s| Outbound::Smtp(Arc::new(s)))
+                .map_err(|e| format!("[relay] kind = \"smtp\": {e}")),
+        });
+        Targets {
+            store,
+            delivered,
+            outbound,
+        }
     }
 
     /// Stores the copies of one group. Done copies go to `handled.stored`, refused ones
@@ -870,8 +890,11 @@ impl Pipeline {
                 })
                 .collect());
         };
-        let ses_relay = SesRelay {
-            ses: self.ses.clone(),
+        let via = self
+            .outbound(config)
+            .map_err(|e| HandleError::new(id, e, false))?;
+        let ses_relay = Relay {
+            via,
             from: relay.from.clone(),
             allow_domains: relay.allow_domains.clone(),
             max_hops: relay.max_hops,
@@ -929,7 +952,7 @@ impl Pipeline {
             });
         };
         let bouncer = Bouncer {
-            ses: self.ses.clone(),
+            via: self.outbound(config).map_err(DeliverError::transient)?,
             from: relay.bounce_from.clone(),
             reporting_mta: relay.domain(),
         };

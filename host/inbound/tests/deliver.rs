@@ -6,8 +6,8 @@ use std::time::Duration;
 use sluice_aws::{Created, S3Url, Ses, S3};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
-    BounceJob, BounceReport, Bouncer, Claim, Markers, RefusalKind, RelayJob, S3Mailboxes, SesRelay,
-    Suppression, TraceMeta,
+    BounceJob, BounceReport, Bouncer, Claim, Markers, Outbound, RefusalKind, Relay, RelayJob,
+    S3Mailboxes, Suppression, TraceMeta,
 };
 use sluice_mail::{Message, LOOP_HEADER};
 use sluice_tests::Moto;
@@ -54,9 +54,9 @@ impl Env {
         )
     }
 
-    fn relay(&self) -> SesRelay {
-        SesRelay {
-            ses: self.ses.clone(),
+    fn relay(&self) -> Relay {
+        Relay {
+            via: Outbound::Ses(self.ses.clone()),
             from: "forwarder@example.com".into(),
             allow_domains: vec!["partner.example".into()],
             max_hops: 3,
@@ -65,7 +65,7 @@ impl Env {
 
     fn bouncer(&self) -> Bouncer {
         Bouncer {
-            ses: self.ses.clone(),
+            via: Outbound::Ses(self.ses.clone()),
             from: "mailer-daemon@example.com".into(),
             reporting_mta: "mx.example.com".into(),
         }
@@ -640,8 +640,8 @@ async fn a_send_ses_refused_releases_its_claim_and_is_sent_on_retry() {
 async fn two_consumers_relaying_the_same_message_send_it_once() {
     let env = env().await;
     // Two daemons: their own SES clients and claim owners, one bucket and one SES.
-    let other = SesRelay {
-        ses: Ses::for_endpoint(&env.moto.endpoint, "us-east-1"),
+    let other = Relay {
+        via: Outbound::Ses(Ses::for_endpoint(&env.moto.endpoint, "us-east-1")),
         ..env.relay()
     };
     let job = RelayJob {

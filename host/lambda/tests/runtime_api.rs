@@ -672,3 +672,121 @@ fn every_corpus_event_sample_through_the_function() {
         }
     });
 }
+
+/// Setup "your SMTP server" through the Lambda: an SQS batch whose messages go to an MTA on
+/// loopback (aiosmtpd) with the envelope SES received. A deferred recipient fails only its
+/// record (`batchItemFailures`); when SQS delivers that record again, the copies already
+/// handed over are not handed over twice.
+#[test]
+fn sqs_batch_into_an_smtp_server() {
+    let Some(sink) = sluice_mailservers::SmtpSink::start() else {
+        return;
+    };
+    let moto = sluice_tests::Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = sluice_aws::S3::for_endpoint(&moto.endpoint, "us-east-1");
+    let url = |u: String| sluice_aws::S3Url::parse(&u).unwrap();
+    let (ok_id, defer_id) = ("smtpstore0000000001", "smtpstore0000000002");
+    rt.block_on(async {
+        s3.create_bucket("sluice-inbound").await.unwrap();
+        s3.create_bucket("sluice-mail").await.unwrap();
+        for id in [ok_id, defer_id] {
+            s3.put(
+                &url(format!("s3://sluice-inbound/incoming/{id}")),
+                MESSAGE.as_bytes().to_vec(),
+                "message/rfc822",
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let record = |id: &str, rcpts: &[&str], sqs_id: &str| {
+        let mut n = fixture("notification-s3.json");
+        n["mail"]["messageId"] = id.into();
+        n["receipt"]["recipients"] = json!(rcpts);
+        n["receipt"]["action"]["bucketName"] = "sluice-inbound".into();
+        n["receipt"]["action"]["objectKey"] = format!("incoming/{id}").into();
+        n["receipt"]["spfVerdict"]["status"] = "PASS".into();
+        n["receipt"]["spamVerdict"]["status"] = "PASS".into();
+        n["receipt"]["virusVerdict"]["status"] = "PASS".into();
+        let mut r = fixture("sqs-raw-delivery.json")["Records"][0].clone();
+        r["messageId"] = sqs_id.into();
+        r["body"] = n.to_string().into();
+        r
+    };
+    let batch = json!({"Records": [
+        record(ok_id, &["dave@example.com", "erin@example.com", "reject-hal@example.com"], "sqs-ok"),
+        record(defer_id, &["frank@example.com", "defer-gina@example.com"], "sqs-defer"),
+    ]});
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[inbound]\nbucket = \"sluice-inbound\"\nprefix = \"incoming/\"\n\n\
+             [store]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             markers = \"s3://sluice-mail/delivered\"\n\n\
+             [relay]\nkind = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             from = \"forwarder@example.com\"\nmarkers = \"s3://sluice-mail/sent\"\n\n\
+             [[domain]]\nname = \"example.com\"\n",
+            sink.port, sink.port
+        ),
+    )
+    .unwrap();
+    let mut env = moto.env();
+    env.push(("SLUICE_CONFIG", config.display().to_string()));
+    env.push((
+        "SLUICE_CACHE_DIR",
+        dir.path().join("cache").display().to_string(),
+    ));
+    // The same batch twice: SQS redelivers the failed record (and, at least once, may
+    // redeliver the other one too).
+    let run = run_function(
+        &env,
+        &[batch.to_string(), batch.to_string()],
+        Duration::from_secs(120),
+    );
+    for n in [1, 2] {
+        assert_eq!(
+            run.response(n),
+            json!({"batchItemFailures": [{"itemIdentifier": "sqs-defer"}]}),
+            "{}",
+            run.output
+        );
+    }
+    let received = sink.received();
+    let to = |r: &str| {
+        received
+            .iter()
+            .filter(|m| m.recipients.iter().any(|x| x == r))
+            .count()
+    };
+    for r in ["dave@example.com", "erin@example.com", "frank@example.com"] {
+        assert_eq!(to(r), 1, "{r} once: {received:?}\n{}", run.output);
+    }
+    assert_eq!(to("defer-gina@example.com"), 0);
+    let first = received
+        .iter()
+        .find(|m| m.recipients.iter().any(|r| r == "dave@example.com"))
+        .unwrap();
+    assert_eq!(
+        first.mail_from, "carol@remote.test",
+        "the original envelope sender"
+    );
+    assert_eq!(
+        first.data,
+        MESSAGE.as_bytes(),
+        "the message as SES stored it"
+    );
+    assert_eq!(to("reject-hal@example.com"), 0);
+    // The MTA refused hal for good: one DSN to the sender through the SMTP relay (null
+    // envelope sender), not one per delivery attempt.
+    let dsns: Vec<_> = received
+        .iter()
+        .filter(|m| m.recipients == ["carol@remote.test"])
+        .collect();
+    assert_eq!(dsns.len(), 1, "{received:?}\n{}", run.output);
+    assert_eq!(dsns[0].mail_from, "<>");
+    assert!(String::from_utf8_lossy(&dsns[0].data).contains("reject-hal@example.com"));
+    assert_eq!(received.len(), 3, "{received:?}");
+}

@@ -291,20 +291,60 @@ pub struct SmtpSink {
     pub port: u16,
 }
 
+/// What a secured sink asks of its clients.
+#[derive(Debug, Clone)]
+pub struct Secure {
+    /// The only user AUTH accepts.
+    pub user: String,
+    /// Its password.
+    pub password: String,
+}
+
 /// One message the sink received.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Received {
-    /// MAIL FROM.
+    /// MAIL FROM (aiosmtpd writes a null sender as `<>`).
     pub mail_from: String,
     /// RCPT TOs it accepted.
     pub recipients: Vec<String>,
     /// The message bytes as received (after DATA's dot-unstuffing).
     pub data: Vec<u8>,
+    /// The transaction ran over TLS.
+    pub tls: bool,
+    /// The client authenticated.
+    pub authenticated: bool,
+}
+
+impl std::fmt::Debug for Received {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Received")
+            .field("mail_from", &self.mail_from)
+            .field("recipients", &self.recipients)
+            .field("data", &String::from_utf8_lossy(&self.data))
+            .field("tls", &self.tls)
+            .field("authenticated", &self.authenticated)
+            .finish()
+    }
 }
 
 impl SmtpSink {
     /// Starts the sink; `None` when aiosmtpd is not installed (outside CI).
     pub fn start() -> Option<SmtpSink> {
+        SmtpSink::start_with(None)
+    }
+
+    /// A sink that requires STARTTLS (a self-signed certificate for 127.0.0.1, see
+    /// [`SmtpSink::ca_file`]) and AUTH with `secure`'s user and password.
+    pub fn start_secure(secure: Secure) -> Option<SmtpSink> {
+        SmtpSink::start_with(Some(secure))
+    }
+
+    /// The PEM certificate of the private CA that signed a secured sink's certificate.
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn start_with(secure: Option<Secure>) -> Option<SmtpSink> {
         let python = python();
         let has = Command::new(&python)
             .args(["-c", "import aiosmtpd"])
@@ -317,9 +357,11 @@ impl SmtpSink {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
         let script = r#"
-import asyncio, base64, json, os, sys, time
+import asyncio, base64, datetime, json, os, ssl, sys, time
 from aiosmtpd.controller import Controller
-port, out = int(sys.argv[1]), sys.argv[2]
+from aiosmtpd.smtp import AuthResult
+port, out, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+secure = user != ""
 class Keep:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         local = address.split("@")[0]
@@ -333,10 +375,45 @@ class Keep:
         name = os.path.join(out, "%d-%d.json" % (time.time_ns(), os.getpid()))
         with open(name + ".tmp", "w") as f:
             json.dump({"mail_from": envelope.mail_from, "recipients": envelope.rcpt_tos,
-                       "data": base64.b64encode(envelope.original_content).decode()}, f)
+                       "data": base64.b64encode(envelope.original_content).decode(),
+                       "tls": session.ssl is not None, "auth": bool(session.authenticated)}, f)
         os.rename(name + ".tmp", name)
         return "250 2.0.0 queued as " + os.path.basename(name)
-c = Controller(Keep(), hostname="127.0.0.1", port=port, decode_data=False)
+kw = {}
+if secure:
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+    now = datetime.datetime.now(datetime.timezone.utc)
+    def make(subject, issuer, public_key, signer, ca):
+        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+             .public_key(public_key).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(days=1))
+             .not_valid_after(now + datetime.timedelta(days=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if not ca:
+            b = b.add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        return b.sign(signer, hashes.SHA256())
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Sluice test CA")])
+    ca_cert = make(ca_name, ca_name, ca_key.public_key(), ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = make(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]), ca_name, key.public_key(), ca_key, False)
+    with open(os.path.join(out, "ca.pem"), "wb") as f:
+        f.write(ca_cert.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(out, "cert.pem"), "wb") as f:
+        f.write(leaf.public_bytes(serialization.Encoding.PEM))
+    with open(os.path.join(out, "key.pem"), "wb") as f:
+        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(os.path.join(out, "cert.pem"), os.path.join(out, "key.pem"))
+    def check(server, session, envelope, mechanism, auth_data):
+        ok = auth_data.login == user.encode() and auth_data.password == password.encode()
+        return AuthResult(success=ok, handled=False)
+    kw = dict(tls_context=ctx, require_starttls=True, authenticator=check, auth_require_tls=True, auth_required=True)
+c = Controller(Keep(), hostname="127.0.0.1", port=port, decode_data=False, **kw)
 c.start()
 print("ready", flush=True)
 try:
@@ -349,6 +426,8 @@ finally:
             .arg(script)
             .arg(port.to_string())
             .arg(dir.path())
+            .arg(secure.as_ref().map(|s| s.user.as_str()).unwrap_or(""))
+            .arg(secure.as_ref().map(|s| s.password.as_str()).unwrap_or(""))
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -388,6 +467,8 @@ finally:
                     data: base64::engine::general_purpose::STANDARD
                         .decode(v["data"].as_str().unwrap_or_default())
                         .unwrap(),
+                    tls: v["tls"].as_bool().unwrap_or(false),
+                    authenticated: v["auth"].as_bool().unwrap_or(false),
                 }
             })
             .collect()

@@ -11,22 +11,22 @@ use mail_builder::mime::{BodyPart, MimePart};
 use mail_builder::MessageBuilder;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sluice_aws::Ses;
 use sluice_engine::{Verdict, Verdicts};
 use sluice_mail::Message;
 
 use super::markers::{send_once, SendOutcome};
 use super::{DeliverError, Markers};
 
-/// Sends bounces through SES.
+/// Sends bounces through the relay's way out.
 ///
-/// SES cannot send with a null envelope sender, so a DSN goes out with [`Bouncer::from`] as
-/// its Return-Path; a bounce of the DSN comes back to that address and is never bounced again
-/// (bounces to `mailer-daemon@` and `postmaster@` are suppressed).
+/// SES cannot send with a null envelope sender, so there a DSN goes out with
+/// [`Bouncer::from`] as its Return-Path; a bounce of the DSN comes back to that address and is
+/// never bounced again (bounces to `mailer-daemon@` and `postmaster@` are suppressed). Over
+/// SMTP the envelope sender is null (`MAIL FROM:<>`), as RFC 5321 §4.5.5 asks of DSNs.
 #[derive(Debug, Clone)]
 pub struct Bouncer {
-    /// The client.
-    pub ses: Ses,
+    /// SES or a smarthost.
+    pub via: super::Outbound,
     /// The SES-verified sender of bounces, e.g. `mailer-daemon@relay.example.com`.
     pub from: String,
     /// Named in `Reporting-MTA: dns; <reporting_mta>` and in the DSN's Message-ID.
@@ -221,7 +221,7 @@ impl Bouncer {
         let what = format!("bouncing message {message_id} to {sender}");
         let to = [sender.to_string()];
         let outcome = send_once(markers, &key, &detail, &what, || {
-            self.ses.send_raw(&self.from, &to, dsn)
+            self.via.send(&self.from, &to, dsn, true)
         })
         .await?;
         Ok(match outcome {

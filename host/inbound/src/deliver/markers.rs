@@ -369,7 +369,7 @@ pub(crate) async fn send_once<F, Fut>(
 ) -> Result<SendOutcome, DeliverError>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<String, sluice_aws::AwsError>>,
+    Fut: std::future::Future<Output = Result<String, super::outbound::SendFailure>>,
 {
     match markers.claim(key, detail).await? {
         Claim::AlreadySent => return Ok(SendOutcome::AlreadySent),
@@ -380,7 +380,7 @@ where
                 age_secs,
                 "UNCONFIRMED SEND: {what} was claimed {age_secs} s ago by {owner} and never confirmed; \
                  it may or may not have been sent and is NOT sent again (at most once). \
-                 Check the SES sending logs and resend by hand if it is missing."
+                 Check the SES sending logs (or the smarthost's) and resend by hand if it is missing."
             );
             return Ok(SendOutcome::Unconfirmed);
         }
@@ -389,18 +389,14 @@ where
     let ses_id = match send().await {
         Ok(id) => id,
         Err(e) => {
-            let maybe_sent = matches!(
-                e,
-                sluice_aws::AwsError::Ses {
-                    maybe_sent: true,
-                    ..
-                }
-            );
-            let err = DeliverError::aws(what, e);
-            if maybe_sent {
+            let err = DeliverError {
+                message: format!("{what}: {}", e.message),
+                permanent: e.permanent,
+            };
+            if e.maybe_sent {
                 tracing::error!(
                     claim = key,
-                    "{what}: SES may have accepted it although the call failed; the claim stays, so it is not sent again"
+                    "{what}: it may have been accepted although the call failed; the claim stays, so it is not sent again"
                 );
             } else if let Err(release) = markers.release(key).await {
                 tracing::error!(

@@ -16,13 +16,15 @@
 mod dsn;
 mod mailbox;
 mod markers;
+mod outbound;
 mod relay;
 
 pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer, Suppression};
 pub use mailbox::S3Mailboxes;
 pub use markers::S3DeliveredLog;
 pub use markers::{Claim, Markers, DEFAULT_LEASE};
-pub use relay::{Refusal, RefusalKind, RelayJob, RelayReport, SesRelay};
+pub use outbound::{Outbound, SendFailure};
+pub use relay::{Refusal, RefusalKind, Relay, RelayJob, RelayReport};
 pub use sluice_deliver::TraceMeta;
 
 use sluice_aws::AwsError;

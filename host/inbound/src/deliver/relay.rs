@@ -1,22 +1,21 @@
-//! Relaying through SES: the allow list (no open relay), the loop guard, the rewrite, and
+//! Relaying (through SES or a smarthost): the allow list (no open relay), the loop guard, the rewrite, and
 //! sends in chunks that each happen at most once (claimed before the send, see [`Markers`]).
 
 use serde_json::json;
-use sluice_aws::{Ses, SES_MAX_RAW_BYTES};
+use sluice_aws::SES_MAX_RAW_BYTES;
 use sluice_mail::{hop_count, rewrite_for_relay, Message, RelayRewrite};
 
 use super::markers::{send_once, SendOutcome};
+use super::outbound::Outbound;
 use super::{domain_of, DeliverError, Markers};
 
-/// The most recipients SES takes in one send.
-const CHUNK: usize = 50;
-
-/// Relays copies through SES (`[relay] kind = "ses"`).
+/// Relays copies (`[relay]`).
 #[derive(Debug, Clone)]
-pub struct SesRelay {
-    /// The client.
-    pub ses: Ses,
-    /// The SES-verified address copies are sent from (`[relay] from`).
+pub struct Relay {
+    /// The way out: SES or a smarthost.
+    pub via: Outbound,
+    /// The address copies are sent from (`[relay] from`; for SES a verified identity; over
+    /// SMTP also the envelope sender, see the README on SRS).
     pub from: String,
     /// The recipient domains a copy may go to (`[relay] allow_domains`). An entry matches the
     /// recipient's domain exactly, case-insensitively; an entry with a leading dot,
@@ -32,7 +31,7 @@ pub struct SesRelay {
 pub struct RelayJob {
     /// The envelope recipients.
     pub recipients: Vec<String>,
-    /// Sends from this address instead of [`SesRelay::from`] (must be SES-verified too).
+    /// Sends from this address instead of [`Relay::from`] (must be SES-verified too).
     pub from: Option<String>,
     /// Put before the Subject of the copy.
     pub subject_prefix: Option<String>,
@@ -51,6 +50,8 @@ pub enum RefusalKind {
     Loop,
     /// The rewritten copy is larger than SES sends: a delivery failure the sender can fix.
     TooLarge,
+    /// The smarthost refused the recipient for good (5xx): a delivery failure, bounced.
+    Rejected,
     /// The config has no `[relay]`: Sluice's own policy.
     NoRelay,
 }
@@ -59,7 +60,10 @@ impl RefusalKind {
     /// A refusal made by Sluice's policy (not a failure of this message): never bounced,
     /// since the sender of a forged or looping message would be the one to get the DSN.
     pub fn is_policy(self) -> bool {
-        !matches!(self, RefusalKind::TooLarge)
+        match self {
+            RefusalKind::NotAllowed | RefusalKind::Loop | RefusalKind::NoRelay => true,
+            RefusalKind::TooLarge | RefusalKind::Rejected => false,
+        }
     }
 
     /// Short name for logs and counts.
@@ -68,6 +72,7 @@ impl RefusalKind {
             RefusalKind::NotAllowed => "not-allowed",
             RefusalKind::Loop => "loop",
             RefusalKind::TooLarge => "too-large",
+            RefusalKind::Rejected => "rejected",
             RefusalKind::NoRelay => "no-relay",
         }
     }
@@ -98,8 +103,8 @@ pub struct RelayReport {
     pub refused: Vec<Refusal>,
 }
 
-impl SesRelay {
-    /// Whether a copy may go to this recipient (see [`SesRelay::allow_domains`]).
+impl Relay {
+    /// Whether a copy may go to this recipient (see [`Relay::allow_domains`]).
     pub fn allows(&self, recipient: &str) -> bool {
         let domain = domain_of(recipient);
         !domain.is_empty()
@@ -199,7 +204,7 @@ impl SesRelay {
                 "message {message_id}: cannot rewrite it for relaying from {from}: {e}"
             ))
         })?;
-        if raw.len() > SES_MAX_RAW_BYTES {
+        if matches!(self.via, Outbound::Ses(_)) && raw.len() > SES_MAX_RAW_BYTES {
             let reason = format!(
                 "the message is {} bytes after the relay rewrite; SES sends at most {SES_MAX_RAW_BYTES} bytes",
                 raw.len()
@@ -215,7 +220,7 @@ impl SesRelay {
 
         // A stable order makes the chunks, and so their claims, the same on every retry.
         allowed.sort_by_key(|r| r.to_lowercase());
-        for chunk in allowed.chunks(CHUNK) {
+        for chunk in allowed.chunks(self.via.chunk()) {
             let key = markers.marker_key(message_id, "relay", chunk);
             let detail = json!({
                 "kind": "relay",
@@ -228,10 +233,24 @@ impl SesRelay {
                 chunk[0],
                 chunk.len() - 1
             );
-            let outcome = send_once(markers, &key, &detail, &what, || {
-                self.ses.send_raw(from, chunk, raw.clone())
+            let sent = send_once(markers, &key, &detail, &what, || {
+                self.via.send(from, chunk, raw.clone(), false)
             })
-            .await?;
+            .await;
+            let outcome = match sent {
+                // The smarthost refused this recipient for good: a failure to report to the
+                // sender (bounced like any other), not a reason to retry the message.
+                Err(e) if e.permanent && matches!(self.via, Outbound::Smtp(_)) => {
+                    tracing::warn!(message_id, recipient = %chunk[0], error = %e.message, "relay refused by the smarthost");
+                    report.refused.extend(chunk.iter().map(|r| Refusal {
+                        recipient: r.clone(),
+                        kind: RefusalKind::Rejected,
+                        reason: e.message.clone(),
+                    }));
+                    continue;
+                }
+                other => other?,
+            };
             match outcome {
                 SendOutcome::Sent { ses_id } => {
                     tracing::info!(message_id, ses_id, recipients = chunk.len(), "relayed");
@@ -251,8 +270,11 @@ mod tests {
 
     #[test]
     fn allow_list() {
-        let relay = SesRelay {
-            ses: Ses::for_endpoint("http://127.0.0.1:9", "us-east-1"),
+        let relay = Relay {
+            via: Outbound::Ses(sluice_aws::Ses::for_endpoint(
+                "http://127.0.0.1:9",
+                "us-east-1",
+            )),
             from: "f@example.com".into(),
             allow_domains: vec!["Gmail.com".into(), ".partner.example".into()],
             max_hops: 3,
