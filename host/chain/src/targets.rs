@@ -195,7 +195,8 @@ pub enum Credentials {
     File(PathBuf),
 }
 
-/// What an LMTP or SMTP connection needs.
+/// What an LMTP or SMTP connection needs. [`ServerConfig::new`] gives the defaults a config
+/// file gets for keys it leaves out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     /// Where it listens.
@@ -214,6 +215,32 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// `AUTH` credentials, if the server wants them.
     pub credentials: Option<Credentials>,
+}
+
+impl ServerConfig {
+    /// A server at `address` with the config defaults: no TLS, certificates checked when TLS
+    /// is turned on, this host's name in LHLO/EHLO, [`DEFAULT_SERVER_TIMEOUT`],
+    /// [`DEFAULT_MAX_CONNECTIONS`], no AUTH.
+    pub fn new(address: ServerAddress) -> ServerConfig {
+        ServerConfig {
+            address,
+            tls: TlsMode::None,
+            tls_verify: true,
+            tls_ca_file: None,
+            hello_name: None,
+            timeout: DEFAULT_SERVER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            credentials: None,
+        }
+    }
+
+    /// [`ServerConfig::new`] for `127.0.0.1:port`.
+    pub fn loopback(port: u16) -> ServerConfig {
+        ServerConfig::new(ServerAddress::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        })
+    }
 }
 
 /// What the LMTP server knows a recipient as.

@@ -22,6 +22,8 @@
 //! completions happens anyway. Killed in-flight messages come back after the 2 s visibility
 //! timeout.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,7 +33,7 @@ use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use sluice_aws::{S3Url, Ses, Sqs, S3};
 use sluice_tests::{rule, Moto};
 
-const SENDER: &str = "alice@sender.example";
+use common::SENDER;
 /// Visibility timeout the daemons ask for: a killed message is back this soon.
 const VISIBILITY: &str = "2";
 /// Forwarded (relayed) destinations.
@@ -127,42 +129,10 @@ fn mailbox_key(local: &str, folder: &str, id: &str) -> String {
     format!("mailboxes/example.com/{local}/{folder}/{id}.eml")
 }
 
-/// An SES receipt notification (S3 action) in the SNS envelope an SNS -> SQS subscription
-/// delivers.
+/// An SES receipt notification (S3 action, SPF pass) in the SNS envelope an SNS -> SQS
+/// subscription delivers.
 fn notification(id: &str, rcpts: &[&str], spam: &str) -> String {
-    let ses = serde_json::json!({
-        "notificationType": "Received",
-        "mail": {
-            "timestamp": "2026-11-20T10:15:04.312Z",
-            "source": SENDER,
-            "messageId": id,
-            "destination": rcpts,
-        },
-        "receipt": {
-            "timestamp": "2026-11-20T10:15:04.312Z",
-            "recipients": rcpts,
-            "spamVerdict": {"status": spam},
-            "virusVerdict": {"status": "PASS"},
-            "spfVerdict": {"status": "PASS"},
-            "dkimVerdict": {"status": "GRAY"},
-            "dmarcVerdict": {"status": "PASS"},
-            "action": {
-                "type": "S3",
-                "topicArn": "arn:aws:sns:us-east-1:123456789012:ses-inbound",
-                "bucketName": "inbound",
-                "objectKeyPrefix": "incoming/",
-                "objectKey": format!("incoming/{id}"),
-            },
-        },
-    });
-    serde_json::json!({
-        "Type": "Notification",
-        "MessageId": format!("sns-{id}"),
-        "TopicArn": "arn:aws:sns:us-east-1:123456789012:ses-inbound",
-        "Subject": "Amazon SES Email Receipt Notification",
-        "Message": ses.to_string(),
-    })
-    .to_string()
+    common::notification_with(id, rcpts, "PASS", spam, "inbound")
 }
 
 fn raw_message(id: &str, rcpts: &[&str]) -> Vec<u8> {

@@ -4,32 +4,44 @@
 
 use std::time::Duration;
 
-use sluice_chain::{LmtpStoreConfig, LmtpUser, ServerAddress, ServerConfig, TlsMode};
+use sluice_chain::{LmtpStoreConfig, LmtpUser, ServerConfig};
 use sluice_deliver::{
-    DeliveryError, LmtpStore, MailboxCopy, MailboxStore, StoreRequest, TraceMeta,
+    DeliveryError, LmtpStore, MailboxCopy, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
 };
 use sluice_mailservers::Dovecot;
 
 fn store_for(dovecot: &Dovecot) -> LmtpStore {
     LmtpStore::new(&LmtpStoreConfig {
         server: ServerConfig {
-            address: ServerAddress::Tcp {
-                host: "127.0.0.1".into(),
-                port: dovecot.lmtp_port,
-            },
-            tls: TlsMode::None,
-            tls_verify: true,
-            tls_ca_file: None,
             hello_name: Some("sluice.test".into()),
             timeout: Duration::from_secs(10),
             max_connections: 2,
-            credentials: None,
+            ..ServerConfig::loopback(dovecot.lmtp_port)
         },
         user: LmtpUser::Address,
         folder_delimiter: "+".into(),
         markers: None,
     })
     .unwrap()
+}
+
+/// Stores `bytes` for `copies` as message `id` from `mail_from`.
+async fn store_copies(
+    store: &LmtpStore,
+    id: &str,
+    mail_from: &str,
+    bytes: &[u8],
+    copies: &[MailboxCopy],
+) -> Vec<StoreOutcome> {
+    store
+        .store(StoreRequest {
+            message_id: id,
+            mail_from,
+            bytes,
+            copies,
+            trace: &TraceMeta::default(),
+        })
+        .await
 }
 
 fn copy(recipient: &str, folder: &str) -> MailboxCopy {
@@ -95,15 +107,7 @@ async fn per_recipient_replies_folders_and_bytes() {
         copy("nobody@example.com", "INBOX"),
         copy("carol@example.com", "INBOX"),
     ];
-    let outcomes = store
-        .store(StoreRequest {
-            message_id: "m-1",
-            mail_from: "sender@outside.example",
-            bytes: MESSAGE,
-            copies: &copies,
-            trace: &TraceMeta::default(),
-        })
-        .await;
+    let outcomes = store_copies(&store, "m-1", "sender@outside.example", MESSAGE, &copies).await;
     assert_eq!(outcomes.len(), copies.len());
     let result = |r: &str, f: &str| {
         outcomes
@@ -155,15 +159,7 @@ async fn per_recipient_replies_folders_and_bytes() {
     // carol's server recovers: the retry (of only her copy) arrives.
     dovecot.tempfail("carol@example.com", false);
     let retry = [copy("carol@example.com", "INBOX")];
-    let outcomes = store
-        .store(StoreRequest {
-            message_id: "m-1",
-            mail_from: "sender@outside.example",
-            bytes: MESSAGE,
-            copies: &retry,
-            trace: &TraceMeta::default(),
-        })
-        .await;
+    let outcomes = store_copies(&store, "m-1", "sender@outside.example", MESSAGE, &retry).await;
     assert!(outcomes[0].result.is_ok(), "{:?}", outcomes[0].result);
     let carol = dovecot.fetch("carol@example.com", "INBOX");
     assert_eq!(carol.len(), 1);
@@ -223,29 +219,13 @@ async fn connections_are_reused_and_a_stopped_server_is_transient() {
     );
 
     dovecot.stop();
-    let outcomes = store
-        .store(StoreRequest {
-            message_id: "m-down",
-            mail_from: "s@outside.example",
-            bytes: MESSAGE,
-            copies: &copies,
-            trace: &TraceMeta::default(),
-        })
-        .await;
+    let outcomes = store_copies(&store, "m-down", "s@outside.example", MESSAGE, &copies).await;
     match &outcomes[0].result {
         Err(e @ DeliveryError::Connection { .. }) => assert!(!e.is_permanent(), "{e}"),
         other => panic!("server down: {other:?}"),
     }
     dovecot.start_again();
-    let outcomes = store
-        .store(StoreRequest {
-            message_id: "m-down",
-            mail_from: "s@outside.example",
-            bytes: MESSAGE,
-            copies: &copies,
-            trace: &TraceMeta::default(),
-        })
-        .await;
+    let outcomes = store_copies(&store, "m-down", "s@outside.example", MESSAGE, &copies).await;
     assert!(
         outcomes[0].result.is_ok(),
         "after restart: {:?}",

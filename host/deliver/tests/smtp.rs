@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_chain::{Credentials, ServerAddress, ServerConfig, SmtpStoreConfig, TlsMode};
+use sluice_chain::{Credentials, ServerConfig, SmtpStoreConfig, TlsMode};
 use sluice_deliver::{
     DeliveryError, MailboxCopy, MailboxStore, SmtpStore, StoreRequest, TraceMeta, FOLDER_HEADER,
 };
@@ -25,17 +25,10 @@ async fn hands_the_original_envelope_to_the_mta() {
     };
     let store = SmtpStore::new(&SmtpStoreConfig {
         server: ServerConfig {
-            address: ServerAddress::Tcp {
-                host: "127.0.0.1".into(),
-                port: sink.port,
-            },
-            tls: TlsMode::None,
-            tls_verify: true,
-            tls_ca_file: None,
             hello_name: Some("sluice.test".into()),
             timeout: Duration::from_secs(10),
             max_connections: 1,
-            credentials: None,
+            ..ServerConfig::loopback(sink.port)
         },
         markers: None,
     })
@@ -101,17 +94,11 @@ fn secure_store(
 ) -> SmtpStore {
     SmtpStore::new(&SmtpStoreConfig {
         server: ServerConfig {
-            address: ServerAddress::Tcp {
-                host: "127.0.0.1".into(),
-                port: sink.port,
-            },
             tls: TlsMode::StartTls,
-            tls_verify: true,
             tls_ca_file: ca,
-            hello_name: Some("sluice.test".into()),
             timeout: Duration::from_secs(10),
-            max_connections: 1,
             credentials: Some(Credentials::File(secret.to_path_buf())),
+            ..ServerConfig::loopback(sink.port)
         },
         markers: None,
     })
@@ -186,17 +173,8 @@ async fn a_server_that_wants_tls_first_is_a_setup_error_not_a_bounce() {
     };
     let store = SmtpStore::new(&SmtpStoreConfig {
         server: ServerConfig {
-            address: ServerAddress::Tcp {
-                host: "127.0.0.1".into(),
-                port: sink.port,
-            },
-            tls: TlsMode::None,
-            tls_verify: true,
-            tls_ca_file: None,
-            hello_name: None,
             timeout: Duration::from_secs(10),
-            max_connections: 1,
-            credentials: None,
+            ..ServerConfig::loopback(sink.port)
         },
         markers: None,
     })

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_aws::S3;
-use sluice_chain::{ServerAddress, ServerConfig, TlsMode};
+use sluice_chain::ServerConfig;
 use sluice_deliver::SmtpSender;
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
@@ -29,17 +29,9 @@ const ORIGINAL: &str = "Return-Path: <alice@outside.example>\r\n\
 fn smarthost(sink: &SmtpSink) -> Outbound {
     Outbound::Smtp(Arc::new(
         SmtpSender::new(&ServerConfig {
-            address: ServerAddress::Tcp {
-                host: "127.0.0.1".into(),
-                port: sink.port,
-            },
-            tls: TlsMode::None,
-            tls_verify: true,
-            tls_ca_file: None,
             hello_name: Some("relay.example.com".into()),
             timeout: Duration::from_secs(10),
-            max_connections: 2,
-            credentials: None,
+            ..ServerConfig::loopback(sink.port)
         })
         .unwrap(),
     ))
