@@ -1,6 +1,7 @@
 //! Each action and each disposition, end to end through a real rule (`rule-headers`, which
 //! returns the actions its config lists) and the host's edit engine.
 
+use sluice_chain::StepStatus;
 use sluice_chain::{Disposition, OutputMessage, ProcessResult};
 use sluice_tests::{chains, fixture, output_of, process};
 
@@ -39,7 +40,8 @@ fn deliver(rcpt: &str, folder: &str) -> Disposition {
 fn add_header_goes_on_top_and_the_rest_is_untouched() {
     let r = run_actions(r#"[ { add_header = ["X-Sluice-Test", "one two"] } ]"#, "");
     assert_eq!(
-        r.groups[0].steps[0].outcome, "ok",
+        r.groups[0].steps[0].outcome,
+        StepStatus::Ok,
         "{:?}",
         r.groups[0].steps[0].error
     );
@@ -231,7 +233,7 @@ fn rule_error_applies_the_policy() {
     );
     // A temporary rule error under `bounce` becomes a tempfail: no bounce for a transient problem.
     assert!(r.tempfailed());
-    assert_eq!(r.groups[0].steps[0].outcome, "rule-error");
+    assert_eq!(r.groups[0].steps[0].outcome, StepStatus::RuleError);
     assert!(r.groups[0].steps[0]
         .error
         .as_deref()

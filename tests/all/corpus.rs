@@ -4,6 +4,7 @@
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use sluice_chain::OutputMessage;
+use sluice_chain::StepStatus;
 use sluice_mail::Message;
 use sluice_tests::{chains, corpus_dir, engine, envelope};
 use std::sync::Arc;
@@ -119,7 +120,8 @@ config = {{ text = "{BANNER}" }}
         let result = chains.process(engine(), message, &envelope(&["bob@example.com"]));
         let group = &result.groups[0];
         assert_eq!(
-            group.steps[0].outcome, "ok",
+            group.steps[0].outcome,
+            StepStatus::Ok,
             "{name}: {:?}",
             group.steps[0].error
         );

@@ -1,6 +1,7 @@
 //! Hostile rules are contained: the step's policy applies, the host lives on, and the next
 //! message is processed normally.
 
+use sluice_chain::StepStatus;
 use std::time::Instant;
 
 use sluice_chain::{Disposition, GroupOutcome, ProcessResult, RuleChains};
@@ -42,21 +43,21 @@ config = { actions = [ { add_header = ["X-Fine", "1"] } ] }
 "#,
     );
     let result = run(&ok);
-    assert_eq!(result.groups[0].steps[0].outcome, "ok");
+    assert_eq!(result.groups[0].steps[0].outcome, StepStatus::Ok);
     assert!(output(&result).contains("X-Fine: 1"));
 }
 
 fn assert_failed_then_continued(result: &ProcessResult, error_part: &str) {
     let g = &result.groups[0];
     assert_eq!(g.steps.len(), 2, "{:#?}", g.steps);
-    assert_eq!(g.steps[0].outcome, "failed");
+    assert_eq!(g.steps[0].outcome, StepStatus::Failed);
     let error = g.steps[0].error.as_deref().unwrap_or_default();
     assert!(
         error.contains(error_part),
         "error {error:?} lacks {error_part:?}"
     );
     assert!(g.steps[0].actions.is_empty());
-    assert_eq!(g.steps[1].outcome, "ok", "{:?}", g.steps[1].error);
+    assert_eq!(g.steps[1].outcome, StepStatus::Ok, "{:?}", g.steps[1].error);
     assert!(output(result).contains("X-After: yes"));
     assert_eq!(
         g.dispositions,
@@ -165,10 +166,10 @@ fn a_step_that_keeps_failing_is_skipped_until_its_cooldown_ends() {
         "breaker = { failures = 2, window_ms = 60000, cooldown_ms = 300 }",
     );
     let outcomes = |r: &ProcessResult| r.groups[0].steps[0].outcome;
-    assert_eq!(outcomes(&run(&chains)), "failed");
-    assert_eq!(outcomes(&run(&chains)), "failed");
+    assert_eq!(outcomes(&run(&chains)), StepStatus::Failed);
+    assert_eq!(outcomes(&run(&chains)), StepStatus::Failed);
     let skipped = run(&chains);
-    assert_eq!(outcomes(&skipped), "skipped");
+    assert_eq!(outcomes(&skipped), StepStatus::Skipped);
     let error = skipped.groups[0].steps[0].error.clone().unwrap_or_default();
     assert!(error.contains("circuit breaker open"), "{error}");
     // The policy still applies (continue) and the next step still runs.
@@ -176,12 +177,12 @@ fn a_step_that_keeps_failing_is_skipped_until_its_cooldown_ends() {
     std::thread::sleep(std::time::Duration::from_millis(400));
     assert_eq!(
         outcomes(&run(&chains)),
-        "failed",
+        StepStatus::Failed,
         "after the cool-down the step runs again"
     );
     assert_eq!(
         outcomes(&run(&chains)),
-        "skipped",
+        StepStatus::Skipped,
         "and one more failure reopens it"
     );
 }
@@ -189,7 +190,7 @@ fn a_step_that_keeps_failing_is_skipped_until_its_cooldown_ends() {
 fn assert_failed_or_skipped_then_continued(result: &ProcessResult) {
     let g = &result.groups[0];
     assert_eq!(g.steps.len(), 2);
-    assert_eq!(g.steps[1].outcome, "ok");
+    assert_eq!(g.steps[1].outcome, StepStatus::Ok);
     assert!(output(result).contains("X-After: yes"));
 }
 
@@ -203,7 +204,7 @@ fn a_log_flood_is_cut_to_the_step_budget_and_counted() {
     // 10,000 lines of 1 KB: 10 MB the host would otherwise print and keep.
     let result = run(&noisy("log_lines = 10000, log_bytes = 1000"));
     let step = &result.groups[0].steps[0];
-    assert_eq!(step.outcome, "ok", "{:?}", step.error);
+    assert_eq!(step.outcome, StepStatus::Ok, "{:?}", step.error);
     let kept: usize = step.logs.iter().map(|l| l.text.len()).sum();
     assert!(kept <= 32 * 1024, "kept {kept} bytes of logs");
     assert!(!step.logs.is_empty());
@@ -227,7 +228,7 @@ fn a_huge_invalid_value_is_not_echoed_whole() {
 fn a_huge_rule_error_is_cut() {
     let result = run(&noisy("error_bytes = 5000000"));
     let step = &result.groups[0].steps[0];
-    assert_eq!(step.outcome, "rule-error");
+    assert_eq!(step.outcome, StepStatus::RuleError);
     let error = step.error.as_deref().unwrap();
     assert!(error.len() < 2048, "error of {} bytes", error.len());
 }

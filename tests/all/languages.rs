@@ -2,6 +2,7 @@
 //! Python (componentize-py), run over every corpus message with the same config, must return
 //! identical actions and produce identical output bytes.
 
+use sluice_chain::StepStatus;
 use std::path::PathBuf;
 
 use sluice_chain::{ProcessResult, RuleChains};
@@ -102,9 +103,11 @@ fn subject_tag_is_the_same_rule_in_rust_javascript_and_python() {
             let result = run(chains, raw, i);
             let step = &result.groups[0].steps[0];
             assert_eq!(
-                step.outcome, "ok",
+                step.outcome,
+                StepStatus::Ok,
                 "{lang} on {name}: {:?} {:?}",
-                step.error, step.logs
+                step.error,
+                step.logs
             );
             let actions = serde_json::to_string(&step.actions).unwrap();
             let output = output_of(&result, 0, raw);

@@ -1,6 +1,7 @@
 //! Sandbox properties: fresh instances per message, WASI rules' output captured, host
 //! imports work.
 
+use sluice_chain::StepStatus;
 use sluice_tests::{chains, engine, envelope, fixture, message};
 
 #[test]
@@ -21,7 +22,7 @@ plugin = "{rule:rule-stdio}"
         &envelope(&["bob@example.com"]),
     );
     let s = &result.groups[0].steps[0];
-    assert_eq!(s.outcome, "ok", "{:?}", s.error);
+    assert_eq!(s.outcome, StepStatus::Ok, "{:?}", s.error);
     let find = |source: &str, text: &str| {
         s.logs
             .iter()
@@ -94,7 +95,7 @@ config = { note = "hi" }
     env.verdicts.spf = sluice_engine::Verdict::Pass;
     let result = chains.process(engine(), message(&raw), &env);
     let step = &result.groups[0].steps[0];
-    assert_eq!(step.outcome, "ok", "{:?}", step.error);
+    assert_eq!(step.outcome, StepStatus::Ok, "{:?}", step.error);
     let seen = |name: &str| -> String {
         step.actions
             .iter()
@@ -155,7 +156,7 @@ plugin = "{rule:rule-legacy}"
         &envelope(&["bob@example.com"]),
     );
     let step = &result.groups[0].steps[0];
-    assert_eq!(step.outcome, "ok", "{:?}", step.error);
+    assert_eq!(step.outcome, StepStatus::Ok, "{:?}", step.error);
     assert_eq!(
         step.actions,
         vec![sluice_engine::Action::AddHeader(sluice_engine::Header {

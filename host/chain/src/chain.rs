@@ -396,7 +396,7 @@ impl RuleChains {
             let report = session.run_step(&step.name, &step.plugin, &step.limits, &ctx);
             match &report.outcome {
                 StepOutcome::Actions { .. } => step.breaker.success(),
-                _ => {
+                StepOutcome::RuleError { .. } | StepOutcome::Failed { .. } => {
                     if step.breaker.failure(Instant::now()) {
                         tracing::warn!(step = %step.name, "circuit breaker opened: the step is skipped during its cool-down");
                     }

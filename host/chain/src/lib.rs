@@ -31,4 +31,4 @@ pub use targets::{
     ServerAddress, ServerConfig, SmtpStoreConfig, StoreConfig, StoreSection, TlsMode,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HOPS, DEFAULT_SERVER_TIMEOUT,
 };
-pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};
+pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepStatus, StepTrace};

@@ -112,8 +112,8 @@ pub struct StepTrace {
     pub sha256: String,
     /// `enforce` or `audit` (audit: actions recorded, not applied).
     pub mode: StepMode,
-    /// `ok`, `rule-error`, `failed` or `skipped` (circuit breaker open).
-    pub outcome: &'static str,
+    /// How the step ended.
+    pub outcome: StepStatus,
     /// Wall time of the step in microseconds.
     pub micros: u64,
     /// The actions it returned.
@@ -132,6 +132,38 @@ pub struct StepTrace {
     pub dropped_logs: usize,
 }
 
+/// How one step ended (the trace's `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StepStatus {
+    /// It answered with valid actions (possibly none).
+    Ok,
+    /// It returned its own error.
+    RuleError,
+    /// The sandbox stopped it (deadline, memory, trap) or refused its answer.
+    Failed,
+    /// Not run: its circuit breaker is open.
+    Skipped,
+}
+
+impl StepStatus {
+    /// `ok`, `rule-error`, `failed` or `skipped`: the trace's and the fixtures' spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Ok => "ok",
+            StepStatus::RuleError => "rule-error",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+}
+
+impl std::fmt::Display for StepStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 fn is_zero(n: &usize) -> bool {
     *n == 0
 }
@@ -144,7 +176,7 @@ impl StepTrace {
             plugin: step.plugin.name().to_string(),
             sha256: step.plugin.sha256().to_string(),
             mode: step.mode,
-            outcome: "skipped",
+            outcome: StepStatus::Skipped,
             micros: 0,
             actions: Vec::new(),
             requests: Vec::new(),
@@ -158,12 +190,12 @@ impl StepTrace {
     pub(crate) fn new(step: &Step, report: &StepReport) -> StepTrace {
         let requests = match &report.outcome {
             StepOutcome::Actions { requests, .. } => requests.clone(),
-            _ => Vec::new(),
+            StepOutcome::RuleError { .. } | StepOutcome::Failed { .. } => Vec::new(),
         };
         let (outcome, actions, error) = match &report.outcome {
-            StepOutcome::Actions { actions, .. } => ("ok", actions.clone(), None),
+            StepOutcome::Actions { actions, .. } => (StepStatus::Ok, actions.clone(), None),
             StepOutcome::RuleError { error } => (
-                "rule-error",
+                StepStatus::RuleError,
                 Vec::new(),
                 Some(format!(
                     "{}{}",
@@ -171,7 +203,9 @@ impl StepTrace {
                     if error.temporary { " (temporary)" } else { "" }
                 )),
             ),
-            StepOutcome::Failed { failure } => ("failed", Vec::new(), Some(failure.to_string())),
+            StepOutcome::Failed { failure } => {
+                (StepStatus::Failed, Vec::new(), Some(failure.to_string()))
+            }
         };
         StepTrace {
             step: step.name.clone(),

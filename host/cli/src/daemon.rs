@@ -89,7 +89,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
             ReloadOutcome::Refused { error } => {
                 eprintln!("sluice daemon: new config refused, the old one keeps serving: {error}")
             }
-            _ => {}
+            ReloadOutcome::NotDue | ReloadOutcome::Unchanged => {}
         }
         // Wait for a free slot before asking SQS for more, so received messages never sit
         // invisible in memory.

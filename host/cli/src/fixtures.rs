@@ -461,7 +461,7 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
                     .iter()
                     .flat_map(|g| &g.steps)
                     .filter(|s| s.step == *name)
-                    .all(|s| s.outcome == outcome);
+                    .all(|s| s.outcome.as_str() == outcome);
             if !ok {
                 let actual = if actual.is_empty() {
                     vec!["(the step did not run)".to_string()]

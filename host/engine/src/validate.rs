@@ -32,7 +32,14 @@ pub fn action_to_edit(action: &Action) -> Option<Edit> {
                 Position::Bottom => sluice_mail::Position::Bottom,
             },
         }),
-        _ => return None,
+        // Not message edits: routing and dispositions, applied by the chain. Listed so a
+        // new action must be placed on one side or the other.
+        Action::SetRecipients(_)
+        | Action::AddRecipients(_)
+        | Action::FileInto(_)
+        | Action::Bounce(_)
+        | Action::Drop
+        | Action::Stop => return None,
     })
 }
 
@@ -123,7 +130,10 @@ pub(crate) fn validate_action(action: &Action) -> Result<(), String> {
             }
         }
         Action::Drop | Action::Stop => {}
-        _ => {
+        Action::AddHeader(_)
+        | Action::SetHeader(_)
+        | Action::RemoveHeader(_)
+        | Action::PrefixSubject(_) => {
             if let Some(edit) = action_to_edit(action) {
                 validate_edit(&edit).map_err(|e| e.to_string())?;
             }
