@@ -4,17 +4,14 @@
 //! Needs Node.js 20+ (`$SLUICE_NODE` or `node` on PATH) and the SDK's dependencies:
 //! `npm install --prefix sdk/js`. Without them the tests fail and say so.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod scaffold;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use scaffold::{assert_ok, run, text, workspace};
 
 use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn sdk() -> PathBuf {
     workspace().join("sdk/js")
@@ -50,29 +47,7 @@ fn require_js_toolchain() {
 }
 
 fn sluice(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.args(args)
-        .env_remove("SLUICE_SDK_JS")
-        .env("SLUICE_CACHE_DIR", test_dir().join("cache"));
-    cmd
-}
-
-fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Output {
-    cmd.borrow_mut().output().expect("the command runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    scaffold::sluice(args, "SLUICE_SDK_JS", &test_dir().join("cache"))
 }
 
 #[test]
@@ -154,59 +129,9 @@ fn a_new_js_rule_tests_builds_and_runs() {
         "componentize-js with every feature disabled imports no WASI"
     );
     let limits = StepLimits::default();
-    plugin
-        .validate_config(
-            &engine,
-            r#"{"prefix": "[EXT]", "internal_domains": ["example.com"]}"#,
-            &limits,
-        )
-        .unwrap();
-    plugin.validate_config(&engine, "{}", &limits).unwrap();
-    let typo = plugin
-        .validate_config(&engine, r#"{"prefx": "[EXT]"}"#, &limits)
-        .unwrap_err();
-    assert!(typo.to_string().contains("unknown field `prefx`"), "{typo}");
-    let empty = plugin
-        .validate_config(&engine, r#"{"prefix": ""}"#, &limits)
-        .unwrap_err();
-    assert!(empty.to_string().contains("must not be empty"), "{empty}");
+    scaffold::assert_config_is_validated(&engine, &plugin, &limits);
 
-    // The README's flow: the generated config and fixtures, the component where the config
-    // expects it.
-    std::fs::create_dir_all(dir.join("target/plugins")).unwrap();
-    std::fs::copy(&wasm, dir.join("target/plugins/tag-external.wasm")).unwrap();
-    let config = dir.join("sluice.toml");
-    let mail = tmp.path().join("mail");
-    for (fixture, expected_actions) in [
-        ("external.eml", r#"[{"PrefixSubject":"[EXTERNAL]"}]"#),
-        ("internal.eml", "[]"),
-    ] {
-        let o = run(sluice(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            mail.to_str().unwrap(),
-            "--json",
-            dir.join("fixtures").join(fixture).to_str().unwrap(),
-        ]));
-        assert_ok(&o, fixture);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["steps"][0]["outcome"], "ok", "{fixture}: {v}");
-        assert_eq!(
-            v["steps"][0]["actions"].to_string(),
-            expected_actions,
-            "{fixture}"
-        );
-        if fixture == "external.eml" {
-            let delivered = v["deliveries"][0]["path"].as_str().unwrap();
-            let delivered = std::fs::read_to_string(delivered).unwrap();
-            assert!(
-                delivered.contains("Subject: [EXTERNAL] Invoice 2026-117"),
-                "{delivered}"
-            );
-        }
-    }
+    scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
 }
 
 /// Mistakes in a rule are reported as one line naming the file (and line) to fix, before

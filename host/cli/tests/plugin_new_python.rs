@@ -4,17 +4,14 @@
 //! checkout's `.venv/bin/python`, else `python3`): `.venv/bin/pip install -r
 //! sdk/python/requirements.txt`. Without it the test fails and says so.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod scaffold;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use scaffold::{assert_ok, run, text, workspace};
 
 use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn test_dir() -> PathBuf {
     workspace().join("target/plugin-new-python-test")
@@ -26,29 +23,7 @@ fn python() -> PathBuf {
 }
 
 fn sluice(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
-    cmd.args(args)
-        .env_remove("SLUICE_SDK_PYTHON")
-        .env("SLUICE_CACHE_DIR", test_dir().join("cache"));
-    cmd
-}
-
-fn run(mut cmd: impl std::borrow::BorrowMut<Command>) -> Output {
-    cmd.borrow_mut().output().expect("the command runs")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
-        o.status,
-        text(&o.stdout),
-        text(&o.stderr)
-    );
+    scaffold::sluice(args, "SLUICE_SDK_PYTHON", &test_dir().join("cache"))
 }
 
 /// Fails (never skips) when componentize-py is missing, saying how to install it.
@@ -149,58 +124,9 @@ fn a_new_python_rule_tests_builds_and_runs() {
         memory_bytes: 256 << 20,
         ..StepLimits::default()
     };
-    plugin
-        .validate_config(
-            &engine,
-            r#"{"prefix": "[EXT]", "internal_domains": ["example.com"]}"#,
-            &limits,
-        )
-        .unwrap();
-    plugin.validate_config(&engine, "{}", &limits).unwrap();
-    let typo = plugin
-        .validate_config(&engine, r#"{"prefx": "[EXT]"}"#, &limits)
-        .unwrap_err();
-    assert!(typo.to_string().contains("unknown field `prefx`"), "{typo}");
-    let empty = plugin
-        .validate_config(&engine, r#"{"prefix": ""}"#, &limits)
-        .unwrap_err();
-    assert!(empty.to_string().contains("must not be empty"), "{empty}");
+    scaffold::assert_config_is_validated(&engine, &plugin, &limits);
 
-    // The README's flow: the generated config and fixtures, the component where it expects it.
-    std::fs::create_dir_all(dir.join("target/plugins")).unwrap();
-    std::fs::copy(&wasm, dir.join("target/plugins/tag-external.wasm")).unwrap();
-    let config = dir.join("sluice.toml");
-    let mail = tmp.path().join("mail");
-    for (fixture, expected_actions) in [
-        ("external.eml", r#"[{"PrefixSubject":"[EXTERNAL]"}]"#),
-        ("internal.eml", "[]"),
-    ] {
-        let o = run(sluice(&[
-            "run",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            mail.to_str().unwrap(),
-            "--json",
-            dir.join("fixtures").join(fixture).to_str().unwrap(),
-        ]));
-        assert_ok(&o, fixture);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v["steps"][0]["outcome"], "ok", "{fixture}: {v}");
-        assert_eq!(
-            v["steps"][0]["actions"].to_string(),
-            expected_actions,
-            "{fixture}"
-        );
-        if fixture == "external.eml" {
-            let delivered = v["deliveries"][0]["path"].as_str().unwrap();
-            let delivered = std::fs::read_to_string(delivered).unwrap();
-            assert!(
-                delivered.contains("Subject: [EXTERNAL] Invoice 2026-117"),
-                "{delivered}"
-            );
-        }
-    }
+    scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
 }
 
 #[test]
