@@ -88,6 +88,14 @@ pub enum AwsError {
         /// What the SDK said (with the service's error code when there is one).
         message: String,
     },
+    /// The object does not exist (S3's `NoSuchKey`): reading it again cannot succeed.
+    #[error("S3 {op} {url}: no such object")]
+    S3NotFound {
+        /// `GetObject`.
+        op: &'static str,
+        /// The object.
+        url: String,
+    },
     /// The SES call failed.
     #[error("SES {op}: {message}")]
     Ses {
@@ -222,7 +230,16 @@ impl S3 {
             .key(&url.key)
             .send()
             .await
-            .map_err(|e| err(describe(&e)))?;
+            .map_err(|e| {
+                if e.as_service_error().is_some_and(|se| se.is_no_such_key()) {
+                    AwsError::S3NotFound {
+                        op: "GetObject",
+                        url: url.to_string(),
+                    }
+                } else {
+                    err(describe(&e))
+                }
+            })?;
         let etag = out.e_tag().map(str::to_string);
         let bytes = out
             .body

@@ -428,8 +428,7 @@ impl Pipeline {
         match self.s3.get(&url).await {
             Ok(obj) => Ok(obj.bytes),
             Err(e) => {
-                let gone =
-                    matches!(&e, AwsError::S3 { message, .. } if message.contains("NoSuchKey"));
+                let gone = matches!(&e, AwsError::S3NotFound { .. });
                 Err(HandleError::new(
                     id,
                     format!("cannot read the message: {e}"),

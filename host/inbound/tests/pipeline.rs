@@ -279,3 +279,35 @@ async fn two_pipelines_on_one_notification_relay_it_once() {
     }
     assert_eq!(world.sent().len(), rounds, "{:#?}", world.sent());
 }
+
+/// A message whose S3 object is gone cannot be read by any retry: a permanent error (the
+/// event goes to the DLQ at once). A bucket that cannot be read (here: absent) may come
+/// back: transient.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_message_object_is_permanent_an_unreadable_bucket_is_not() {
+    let world = world().await;
+    let pipeline = world.pipeline().await;
+    let from_s3 = |bucket: &str, key: &str| SesNotice {
+        content: MessageContent::S3 {
+            bucket: bucket.into(),
+            key: key.into(),
+        },
+        ..notice(
+            "m-gone",
+            "alice@example.com",
+            verdicts(Verdict::Pass, Verdict::Pass, Verdict::Pass),
+            "",
+        )
+    };
+    let e = pipeline
+        .handle(from_s3("mail", "incoming/m-gone"))
+        .await
+        .unwrap_err();
+    assert!(e.permanent, "{e}");
+    assert!(e.message.contains("no such object"), "{e}");
+    let e = pipeline
+        .handle(from_s3("no-such-bucket", "incoming/m-gone"))
+        .await
+        .unwrap_err();
+    assert!(!e.permanent, "{e}");
+}
