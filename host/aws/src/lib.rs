@@ -60,7 +60,7 @@ impl std::fmt::Display for S3Url {
 }
 
 /// An AWS call that failed, with the object it was about.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AwsError {
     /// The async runtime for the blocking client could not start.
     #[error("cannot start the async runtime for AWS calls: {0}")]

@@ -446,7 +446,7 @@ impl Pipeline {
         result: &ProcessResult,
     ) -> Result<Handled, HandleError> {
         let id = &envelope.message_id;
-        let fail = |e: DeliverError| HandleError::new(id, e.message, e.permanent);
+        let fail = |e: DeliverError| HandleError::new(id, e.to_string(), e.is_permanent());
         let hops_received = sluice_mail::hop_count(original);
         let mut handled = Handled {
             message_id: id.clone(),
@@ -906,7 +906,7 @@ impl Pipeline {
         let report = ses_relay
             .relay(id, &via, job, output, markers)
             .await
-            .map_err(|e| HandleError::new(id, e.message, e.permanent))?;
+            .map_err(|e| HandleError::new(id, e.to_string(), e.is_permanent()))?;
         let outcome = |list: &[String], status: RelayStatus| {
             list.iter()
                 .map(|r| Relayed {
@@ -951,7 +951,7 @@ impl Pipeline {
             });
         };
         let bouncer = Bouncer {
-            via: self.outbound(config).map_err(DeliverError::transient)?,
+            via: self.outbound(config).map_err(DeliverError::Setup)?,
             from: relay.bounce_from.clone(),
             reporting_mta: relay.domain(),
         };

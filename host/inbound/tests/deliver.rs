@@ -6,8 +6,8 @@ use std::time::Duration;
 use sluice_aws::{Created, S3Url, Ses, S3};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
-    BounceJob, BounceReport, Bouncer, Claim, Markers, Outbound, RefusalKind, Relay, RelayJob,
-    S3Mailboxes, Suppression, TraceMeta,
+    BounceJob, BounceReport, Bouncer, Claim, DeliverError, Markers, Outbound, RefusalKind, Relay,
+    RelayJob, S3Mailboxes, Suppression, TraceMeta,
 };
 use sluice_mail::{Message, LOOP_HEADER};
 use sluice_tests::Moto;
@@ -496,8 +496,12 @@ async fn a_second_claim_loses_until_the_first_is_confirmed() {
 
     // Another consumer while A may be sending: transient, retried later.
     let err = b.claim(&key, &detail).await.unwrap_err();
-    assert!(!err.permanent, "{err}");
-    assert!(err.message.contains("claimed by another consumer"), "{err}");
+    assert!(!err.is_permanent(), "{err}");
+    assert!(matches!(err, DeliverError::ClaimHeld(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("claimed by another consumer"),
+        "{err}"
+    );
 
     a.confirm(&key, &detail, "ses-out-1").await.unwrap();
     let record = a.record(&key).await.unwrap().unwrap();
@@ -553,7 +557,7 @@ async fn a_claimed_but_unconfirmed_send_is_not_sent_again() {
         )
         .await
         .unwrap_err();
-    assert!(!err.permanent, "{err}");
+    assert!(!err.is_permanent(), "{err}");
     assert!(env.sent().is_empty());
 
     // After the lease: unconfirmed, reported, not sent (at most once).
@@ -614,7 +618,11 @@ async fn a_send_ses_refused_releases_its_claim_and_is_sent_on_retry() {
         .relay("ses-8", "example.com", &job, &original(), &markers)
         .await
         .unwrap_err();
-    assert!(err.message.contains("SendEmail"), "{err}");
+    assert!(
+        matches!(&err, DeliverError::Send { failure, .. } if failure.permanent && !failure.maybe_sent),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("SendEmail"), "{err}");
     let key = markers.marker_key("ses-8", "relay", &job.recipients);
     assert_eq!(
         markers.record(&key).await.unwrap(),
@@ -672,7 +680,7 @@ async fn two_consumers_relaying_the_same_message_send_it_once() {
         for r in [&a, &b] {
             match r {
                 Ok(r) => assert!(r.unconfirmed.is_empty(), "{r:?}"),
-                Err(e) => assert!(!e.permanent, "the loser retries later: {e}"),
+                Err(e) => assert!(!e.is_permanent(), "the loser retries later: {e}"),
             }
         }
     }
@@ -764,6 +772,7 @@ async fn mailboxes_of_look_alike_addresses_are_distinct_objects() {
         )
         .await
         .unwrap_err();
-    assert!(err.permanent, "{err}");
-    assert!(err.message.contains("local part"), "{err}");
+    assert!(err.is_permanent(), "{err}");
+    assert!(matches!(err, DeliverError::Unsendable(_)), "{err:?}");
+    assert!(err.to_string().contains("local part"), "{err}");
 }

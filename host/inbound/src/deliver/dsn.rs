@@ -183,7 +183,7 @@ impl Bouncer {
     ) -> Result<BounceReport, DeliverError> {
         let sender = bare_sender(mail_from);
         if refused.is_empty() {
-            return Err(DeliverError::permanent(format!(
+            return Err(DeliverError::Unsendable(format!(
                 "message {message_id}: a bounce needs at least one refused recipient"
             )));
         }
@@ -210,7 +210,7 @@ impl Bouncer {
             refused,
         )
         .map_err(|e| {
-            DeliverError::permanent(format!("message {message_id}: cannot build the DSN: {e}"))
+            DeliverError::Unsendable(format!("message {message_id}: cannot build the DSN: {e}"))
         })?;
         let detail = json!({
             "kind": "bounce",

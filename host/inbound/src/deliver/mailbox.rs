@@ -88,7 +88,7 @@ impl S3Mailboxes {
         trace: &TraceMeta,
     ) -> Result<String, DeliverError> {
         let key = self.key_for(recipient, folder, message_id).map_err(|e| {
-            DeliverError::permanent(format!(
+            DeliverError::Unsendable(format!(
                 "message {message_id} for {recipient} in {folder}: {e}"
             ))
         })?;
@@ -148,8 +148,8 @@ impl MailboxStore for S3Mailboxes {
                     .map(|key| format!("s3://{}/{key}", self.bucket))
                     .map_err(|e| DeliveryError::Service {
                         what: format!("S3 mailbox {}", self.bucket),
-                        reason: e.message,
-                        permanent: e.permanent,
+                        permanent: e.is_permanent(),
+                        reason: e.to_string(),
                     }),
                 };
                 out.push(StoreOutcome {

@@ -229,7 +229,7 @@ impl Markers {
             && u128::from(age_ms) < self.lease.as_millis()
             && !owner_is_gone(&owner)
         {
-            return Err(DeliverError::transient(format!(
+            return Err(DeliverError::ClaimHeld(format!(
                 "send {url} is claimed by another consumer ({owner}, {} s ago) and not confirmed yet; retry after it finishes (lease {} s)",
                 age_ms / 1000,
                 self.lease.as_secs()
@@ -389,11 +389,12 @@ where
     let ses_id = match send().await {
         Ok(id) => id,
         Err(e) => {
-            let err = DeliverError {
-                message: format!("{what}: {}", e.message),
-                permanent: e.permanent,
+            let maybe_sent = e.maybe_sent;
+            let err = DeliverError::Send {
+                what: what.to_string(),
+                failure: e,
             };
-            if e.maybe_sent {
+            if maybe_sent {
                 tracing::error!(
                     claim = key,
                     "{what}: it may have been accepted although the call failed; the claim stays, so it is not sent again"

@@ -29,45 +29,60 @@ pub use sluice_deliver::TraceMeta;
 
 use sluice_aws::AwsError;
 
-/// A delivery that failed, saying what failed and for which object or recipient.
+/// A relay, bounce or claim that failed: what failed, and (through
+/// [`DeliverError::is_permanent`]) whether a retry can help.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{message}")]
-pub struct DeliverError {
-    /// What failed, for which object or recipient, and what SES/S3 said.
-    pub message: String,
-    /// A retry cannot help (SES rejected the message, the message cannot be rewritten).
-    pub permanent: bool,
+pub enum DeliverError {
+    /// An S3 or SES call failed (permanent only when SES refused the request itself).
+    #[error("{what}: {source}")]
+    Aws {
+        /// What was being done, for which object or recipient.
+        what: String,
+        /// What the service said.
+        source: AwsError,
+    },
+    /// Another consumer holds a live claim on this send: it may be sending it now.
+    #[error("{0}")]
+    ClaimHeld(String),
+    /// The send itself failed (SES or the smarthost answered with an error, or no answer).
+    #[error("{what}: {}", failure.message)]
+    Send {
+        /// What was being sent.
+        what: String,
+        /// How it failed.
+        failure: SendFailure,
+    },
+    /// What must be sent cannot be made from this message (the relay rewrite, the DSN, a
+    /// mailbox key): a retry would fail the same way.
+    #[error("{0}")]
+    Unsendable(String),
+    /// The way out could not be set up (a smarthost's credentials or CA file).
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl DeliverError {
-    /// A failure a retry may fix.
-    pub fn transient(message: impl Into<String>) -> DeliverError {
-        DeliverError {
-            message: message.into(),
-            permanent: false,
+    /// A retry cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            DeliverError::Aws { source, .. } => matches!(
+                source,
+                AwsError::Ses {
+                    permanent: true,
+                    ..
+                }
+            ),
+            DeliverError::Send { failure, .. } => failure.permanent,
+            DeliverError::Unsendable(_) => true,
+            DeliverError::ClaimHeld(_) | DeliverError::Setup(_) => false,
         }
     }
 
-    /// A failure a retry cannot fix.
-    pub fn permanent(message: impl Into<String>) -> DeliverError {
-        DeliverError {
-            message: message.into(),
-            permanent: true,
-        }
-    }
-
-    /// `what` failed because of `err`; permanent when SES said the request itself is bad.
+    /// `what` failed because of `err`.
     pub(crate) fn aws(what: impl std::fmt::Display, err: AwsError) -> DeliverError {
-        let permanent = matches!(
-            err,
-            AwsError::Ses {
-                permanent: true,
-                ..
-            }
-        );
-        DeliverError {
-            message: format!("{what}: {err}"),
-            permanent,
+        DeliverError::Aws {
+            what: what.to_string(),
+            source: err,
         }
     }
 }

@@ -200,7 +200,7 @@ impl Relay {
             },
         )
         .map_err(|e| {
-            DeliverError::permanent(format!(
+            DeliverError::Unsendable(format!(
                 "message {message_id}: cannot rewrite it for relaying from {from}: {e}"
             ))
         })?;
@@ -240,12 +240,12 @@ impl Relay {
             let outcome = match sent {
                 // The smarthost refused this recipient for good: a failure to report to the
                 // sender (bounced like any other), not a reason to retry the message.
-                Err(e) if e.permanent && matches!(self.via, Outbound::Smtp(_)) => {
-                    tracing::warn!(message_id, recipient = %chunk[0], error = %e.message, "relay refused by the smarthost");
+                Err(e) if e.is_permanent() && matches!(self.via, Outbound::Smtp(_)) => {
+                    tracing::warn!(message_id, recipient = %chunk[0], error = %e, "relay refused by the smarthost");
                     report.refused.extend(chunk.iter().map(|r| Refusal {
                         recipient: r.clone(),
                         kind: RefusalKind::Rejected,
-                        reason: e.message.clone(),
+                        reason: e.to_string(),
                     }));
                     continue;
                 }
