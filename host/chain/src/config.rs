@@ -282,31 +282,23 @@ impl ConfigFile {
             .map(|r| r.check(store_is_s3, &resolve))
             .transpose()
             .map_err(at)?;
-        let store = match (store, raw.store.as_ref()) {
-            // LMTP and SMTP cannot overwrite a copy delivered before: a retry must know who
-            // got it already. The relay's markers serve when the store names none.
-            (Some(StoreConfig::Lmtp(mut l)), Some(section)) if l.markers.is_none() => {
-                l.markers = relay.as_ref().and_then(|r| r.markers.clone());
-                if l.markers.is_none() {
-                    return Err(at((
-                        section.kind.span(),
-                        NEEDS_MARKERS.replace("KIND", "lmtp"),
-                    )));
-                }
-                Some(StoreConfig::Lmtp(l))
+        let mut store = store;
+        // LMTP and SMTP cannot overwrite a copy delivered before: a retry must know who got
+        // it already. The relay's markers serve when the store names none.
+        if let (Some(slot), Some(section)) = (
+            store.as_mut().and_then(StoreConfig::markers_mut),
+            raw.store.as_ref(),
+        ) {
+            if slot.is_none() {
+                *slot = relay.as_ref().and_then(|r| r.markers.clone());
             }
-            (Some(StoreConfig::Smtp(mut s)), Some(section)) if s.markers.is_none() => {
-                s.markers = relay.as_ref().and_then(|r| r.markers.clone());
-                if s.markers.is_none() {
-                    return Err(at((
-                        section.kind.span(),
-                        NEEDS_MARKERS.replace("KIND", "smtp"),
-                    )));
-                }
-                Some(StoreConfig::Smtp(s))
+            if slot.is_none() {
+                return Err(at((
+                    section.kind.span(),
+                    NEEDS_MARKERS.replace("KIND", section.kind.get_ref()),
+                )));
             }
-            (store, _) => store,
-        };
+        }
         let config = ConfigFile {
             source,
             store,

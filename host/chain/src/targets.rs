@@ -141,6 +141,15 @@ impl StoreConfig {
         }
     }
 
+    /// The `markers` setting of a store that needs one (LMTP, SMTP), to fill in a default.
+    pub(crate) fn markers_mut(&mut self) -> Option<&mut Option<String>> {
+        match self {
+            StoreConfig::Dir { .. } | StoreConfig::S3 { .. } => None,
+            StoreConfig::Lmtp(l) => Some(&mut l.markers),
+            StoreConfig::Smtp(s) => Some(&mut s.markers),
+        }
+    }
+
     /// Where delivered recipients are recorded, for the stores that cannot overwrite an
     /// earlier copy (LMTP, SMTP); `None` for dir and S3, whose copies are idempotent.
     pub fn markers(&self) -> Option<&str> {

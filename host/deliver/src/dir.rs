@@ -50,7 +50,6 @@ impl MailboxStore for DirMailboxes {
             request.copies.to_vec(),
         );
         Box::pin(async move {
-            let fallback = copies.clone();
             // File writes block: off the async threads.
             tokio::task::spawn_blocking(move || {
                 copies
@@ -66,10 +65,11 @@ impl MailboxStore for DirMailboxes {
             })
             .await
             .unwrap_or_else(|e| {
-                fallback
-                    .into_iter()
+                request
+                    .copies
+                    .iter()
                     .map(|copy| StoreOutcome {
-                        copy,
+                        copy: copy.clone(),
                         result: Err(DeliveryError::Io {
                             path: root.clone(),
                             reason: format!("the store task failed: {e}"),

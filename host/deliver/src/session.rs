@@ -288,6 +288,14 @@ impl Target {
     }
 }
 
+/// The per-recipient results once every recipient has one.
+fn answered(results: Vec<Option<RecipientResult>>) -> Vec<RecipientResult> {
+    results
+        .into_iter()
+        .map(|r| r.expect("every recipient answered"))
+        .collect()
+}
+
 /// `<addr>`, or `<>` for a null sender.
 fn path(addr: &str) -> String {
     format!("<{addr}>")
@@ -417,10 +425,7 @@ impl Session {
         }
         if accepted.is_empty() {
             self.reset().await;
-            return Ok(results
-                .into_iter()
-                .map(|r| r.expect("every recipient answered"))
-                .collect());
+            return Ok(answered(results));
         }
         let r = reply(
             self.client
@@ -433,10 +438,7 @@ impl Session {
             for i in accepted {
                 results[i] = Some(Err(refused(&recipients[i], r.clone())));
             }
-            return Ok(results
-                .into_iter()
-                .map(|r| r.expect("every recipient answered"))
-                .collect());
+            return Ok(answered(results));
         }
         let data = dot_stuffed(message);
         let timeout = target.config.timeout;
@@ -468,10 +470,7 @@ impl Session {
                 Err(refused(&recipients[i], r))
             });
         }
-        Ok(results
-            .into_iter()
-            .map(|r| r.expect("every recipient answered"))
-            .collect())
+        Ok(answered(results))
     }
 }
 
