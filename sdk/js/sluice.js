@@ -452,11 +452,24 @@ function checkActions(actions) {
  * - `evaluate(msg, ctx, config)`: returns a list of actions (or nothing); throw a `RuleError`
  *   to fail the step.
  *
+ * `evaluate` parses the config once per instance and passes the same frozen object to every
+ * message a warm instance serves (`instances = "warm"`), so a rule cannot change it by
+ * accident and carry that into the next message.
+ *
  * Returns `{ validateConfig, evaluate }`, the functions componentize-js exports:
  * `export const { validateConfig, evaluate } = defineRule({ ... })`. `validateConfig`
  * throws the message string (the WIT `err`), `evaluate` throws a `{ message, temporary }`
  * record.
  */
+/** Freezes `value` and everything reachable from it (plain JSON data). */
+function deepFreeze(value) {
+  if (value && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}
+
 function defineRule({ defaults = {}, check, evaluate } = {}) {
   if (typeof evaluate !== 'function') throw new TypeError('defineRule needs an `evaluate(msg, ctx, config)` function');
   const load = (json) => {
@@ -474,6 +487,17 @@ function defineRule({ defaults = {}, check, evaluate } = {}) {
     }
     return config;
   };
+  // The config text and parsed config of the last message: a warm instance
+  // (`instances = "warm"`) serves many messages of one step, with the same config text.
+  let lastJson;
+  let lastConfig;
+  const configFor = (json) => {
+    if (lastConfig === undefined || json !== lastJson) {
+      lastConfig = deepFreeze(load(json));
+      lastJson = json;
+    }
+    return lastConfig;
+  };
   return Object.freeze({
     validateConfig(json) {
       try {
@@ -485,8 +509,7 @@ function defineRule({ defaults = {}, check, evaluate } = {}) {
     },
     evaluate(msg, ctx) {
       try {
-        const config = load(ctx.config);
-        return checkActions(evaluate(msg, ctx, config));
+        return checkActions(evaluate(msg, ctx, configFor(ctx.config)));
       } catch (e) {
         // result<list<action>, rule-error>: the thrown value is the `err` payload.
         throw toRuleError(e);

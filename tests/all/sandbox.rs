@@ -79,6 +79,122 @@ plugin = "{rule:rule-counter}"
     }
 }
 
+/// The `X-Count` the counter rule reported for each message, running `n` messages to each
+/// of `recipients` in turn.
+fn counts(chains: &sluice_chain::RuleChains, recipients: &[&str], n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        for rcpt in recipients {
+            let result = chains.process(
+                engine(),
+                message(&fixture("plain-lf.eml")),
+                &envelope(&[rcpt]),
+            );
+            let step = &result.groups[0].steps[0];
+            match step.actions.as_slice() {
+                [sluice_engine::Action::AddHeader(h)] if h.name == "X-Count" => {
+                    seen.push(h.value.clone())
+                }
+                other => panic!("{rcpt}: {other:?} ({:?})", step.error),
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_warm_instance_carries_its_memory_into_the_next_message() {
+    let warm = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-counter}"
+instances = "warm"
+"#,
+    );
+    assert_eq!(counts(&warm, &["bob@example.com"], 4), ["1", "2", "3", "4"]);
+    let pool = warm.chains()[0].steps[0].warm.as_ref().unwrap();
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.created, stats.reused, stats.idle),
+        (1, 3, 1),
+        "{stats:?}"
+    );
+
+    // Replaced after max_messages.
+    let bounded = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-counter}"
+instances = "warm"
+warm = { max_messages = 2 }
+"#,
+    );
+    assert_eq!(
+        counts(&bounded, &["bob@example.com"], 5),
+        ["1", "2", "1", "2", "1"]
+    );
+}
+
+#[test]
+fn warm_instances_are_never_shared_between_domains_or_configs() {
+    let config = r#"
+[[domain]]
+name = "a.example"
+[[domain.step]]
+plugin = "{rule:rule-counter}"
+instances = "warm"
+[[domain]]
+name = "b.example"
+[[domain.step]]
+plugin = "{rule:rule-counter}"
+instances = "warm"
+"#;
+    let first = chains(config);
+    assert_eq!(
+        counts(&first, &["x@a.example", "x@b.example"], 2),
+        ["1", "1", "2", "2"]
+    );
+    // The same config loaded again (a reload) starts from fresh instances.
+    let reloaded = chains(config);
+    assert_eq!(counts(&reloaded, &["x@a.example"], 1), ["1"]);
+    assert_eq!(counts(&first, &["x@a.example"], 1), ["3"]);
+}
+
+#[test]
+fn a_warm_instance_that_traps_or_overruns_is_thrown_away() {
+    for rule in ["rule-trap", "rule-spin"] {
+        let chains = chains(&format!(
+            r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{{rule:{rule}}}"
+instances = "warm"
+timeout_ms = 20
+"#
+        ));
+        for _ in 0..3 {
+            let result = chains.process(
+                engine(),
+                message(&fixture("plain-lf.eml")),
+                &envelope(&["bob@example.com"]),
+            );
+            let step = &result.groups[0].steps[0];
+            assert_ne!(step.outcome, StepStatus::Ok, "{rule}");
+        }
+        let stats = chains.chains()[0].steps[0].warm.as_ref().unwrap().stats();
+        assert_eq!(
+            (stats.created, stats.reused, stats.discarded, stats.idle),
+            (3, 0, 3, 0),
+            "{rule}: {stats:?}"
+        );
+    }
+}
+
 #[test]
 fn reader_sees_the_message_through_the_accessors() {
     let chains = chains(

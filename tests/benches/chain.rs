@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice_engine::{Context, MessageSession, StepLimits};
+use sluice_engine::{Context, MessageSession, StepLimits, WarmPool, WarmSettings};
 use sluice_mail::Message;
 use sluice_tests::{chains, engine, envelope, unknown_verdicts};
 
@@ -80,9 +80,36 @@ plugin = "{rule:rule-empty}"
             }
         })
     });
+    let four_warm = chains(
+        &r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+[[domain.step]]
+plugin = "{rule:rule-empty}"
+"#
+        .replace(
+            "[[domain.step]]\n",
+            "[[domain.step]]\ninstances = \"warm\"\n",
+        ),
+    );
+    g.bench_function("parse + 4 empty steps (warm)", |b| {
+        b.iter(|| {
+            for raw in &msgs {
+                let m = Arc::new(Message::parse(raw.clone()).unwrap());
+                std::hint::black_box(four_warm.process(engine(), m, &env));
+            }
+        })
+    });
     g.finish();
 
     let empty = &four_empty.chains()[0].steps[0].plugin;
+    let pool = WarmPool::new(WarmSettings::default());
     let msg = Arc::new(Message::parse(msgs[0].clone()).unwrap());
     let ctx = context();
     let limits = StepLimits::default();
@@ -91,6 +118,12 @@ plugin = "{rule:rule-empty}"
         b.iter(|| {
             let mut session = MessageSession::new(engine(), msg.clone());
             std::hint::black_box(session.run_step("empty", empty, &limits, &ctx));
+        })
+    });
+    g.bench_function("empty rule: warm instance call", |b| {
+        b.iter(|| {
+            let mut session = MessageSession::new(engine(), msg.clone());
+            std::hint::black_box(session.run_step_warm("empty", empty, &limits, &ctx, &pool));
         })
     });
     g.bench_function("empty rule: 4 steps sharing one store (per message)", |b| {
@@ -102,6 +135,35 @@ plugin = "{rule:rule-empty}"
         })
     });
     g.finish();
+
+    // The step config arrives as JSON with every message; how much a large alias table costs
+    // per message, fresh (parsed every time) and warm (the SDK keeps the parsed config).
+    let small = Arc::new(Message::parse(msgs[0].clone()).unwrap());
+    let mut g = c.benchmark_group("alias directory");
+    for size in [10usize, 10_000] {
+        for instances in ["fresh", "warm"] {
+            let chain = chains(&alias_config(size, instances));
+            let env = envelope(&[&format!("a{}@example.com", size / 2)]);
+            g.bench_function(format!("{size} aliases, {instances}"), |b| {
+                b.iter(|| std::hint::black_box(chain.process(engine(), small.clone(), &env)))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// An `alias` step with `size` aliases (`a0`..), each to one of two mailboxes.
+fn alias_config(size: usize, instances: &str) -> String {
+    let mut toml = format!(
+        "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{{rule:alias}}\"\n\
+         instances = \"{instances}\"\n[domain.step.config]\nmailboxes = [\"alice\", \"bob\"]\n\
+         [domain.step.config.aliases]\n"
+    );
+    for i in 0..size {
+        let to = if i % 2 == 0 { "alice" } else { "bob" };
+        toml.push_str(&format!("a{i} = \"{to}\"\n"));
+    }
+    toml
 }
 
 criterion_group!(benches, bench);

@@ -4,7 +4,7 @@
 //! Before the timed part it prints, per language: component size, first compile (Cranelift,
 //! no cache), and a cached load (deserialize from the compiled cache), each the median of 3
 //! (one round under `cargo test`).
-//! Criterion then times one message through a chain of that one rule (parse + fresh instance
+//! Criterion then times one message through a chain of that one rule (fresh or warm instance
 //! + evaluate + edits), over the corpus.
 
 use std::sync::Arc;
@@ -77,18 +77,21 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     let env = envelope(&["bob@example.com"]);
     for (name, path) in &builds {
-        let chain = chains(&format!(
-            "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = {:?}\n\
-             config = {{ internal_domains = [\"example.com\"], keywords = [\"invoice\", \"meeting\"] }}\n",
-            path.display().to_string()
-        ));
-        g.bench_function(name.as_str(), |b| {
-            b.iter(|| {
-                for msg in &msgs {
-                    std::hint::black_box(chain.process(engine(), msg.clone(), &env));
-                }
-            })
-        });
+        for instances in ["fresh", "warm"] {
+            let chain = chains(&format!(
+                "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = {:?}\n\
+                 instances = \"{instances}\"\n\
+                 config = {{ internal_domains = [\"example.com\"], keywords = [\"invoice\", \"meeting\"] }}\n",
+                path.display().to_string()
+            ));
+            g.bench_function(format!("{name} ({instances})"), |b| {
+                b.iter(|| {
+                    for msg in &msgs {
+                        std::hint::black_box(chain.process(engine(), msg.clone(), &env));
+                    }
+                })
+            });
+        }
     }
     g.finish();
 }

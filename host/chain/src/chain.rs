@@ -8,7 +8,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use sluice_engine::{
     action_to_edit, Action, Bounce, Context, ForwardRequest, MessageSession, RecipientRequest,
-    RuleEngine, RulePlugin, StepLimits, StepOutcome, Verdicts,
+    RuleEngine, RulePlugin, StepLimits, StepOutcome, Verdicts, WarmPool,
 };
 use sluice_mail::{BannerFallback, Edit, Message};
 
@@ -38,6 +38,8 @@ pub struct Step {
     pub config_json: String,
     /// Skips the step while it keeps failing; shared by every message.
     pub breaker: Arc<CircuitBreaker>,
+    /// Warm instances of this step (`instances = "warm"`); `None`: fresh per message.
+    pub warm: Option<Arc<WarmPool>>,
 }
 
 /// Reads remote plugin bytes (e.g. from S3). Implemented outside this crate so the chain
@@ -236,6 +238,7 @@ impl RuleChains {
                     mode: s.mode,
                     config_json,
                     breaker: Arc::new(CircuitBreaker::new(s.breaker)),
+                    warm: s.warm_settings().map(|w| Arc::new(WarmPool::new(w))),
                 });
             }
             chains.push(DomainChain {
@@ -393,7 +396,12 @@ impl RuleChains {
                 }
                 continue;
             }
-            let report = session.run_step(&step.name, &step.plugin, &step.limits, &ctx);
+            let report = match &step.warm {
+                Some(pool) => {
+                    session.run_step_warm(&step.name, &step.plugin, &step.limits, &ctx, pool)
+                }
+                None => session.run_step(&step.name, &step.plugin, &step.limits, &ctx),
+            };
             match &report.outcome {
                 StepOutcome::Actions { .. } => step.breaker.success(),
                 StepOutcome::RuleError { .. } | StepOutcome::Failed { .. } => {

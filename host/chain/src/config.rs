@@ -94,6 +94,30 @@ pub enum StepMode {
     Audit,
 }
 
+/// Whether a step gets a new instance for every message or reuses warm ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Instances {
+    /// A new instance per message: nothing survives into the next message (the default).
+    #[default]
+    Fresh,
+    /// Instances serve many messages (see `sluice_engine::WarmPool`): what the rule keeps in
+    /// its memory (an interpreter, a parsed config, a counter) carries over.
+    Warm,
+}
+
+/// `warm = { ... }`: how long a warm instance lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WarmSection {
+    /// Messages per instance (default 1000).
+    pub max_messages: Option<u32>,
+    /// Seconds an instance lives (default 300).
+    pub max_age_s: Option<u64>,
+    /// Idle instances kept (default 16).
+    pub max_idle: Option<usize>,
+}
+
 /// What `add-banner` does to a message with no displayed text part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -171,6 +195,11 @@ pub struct StepSection {
     /// Circuit breaker settings (default: 5 failures within 60 s open it for 60 s).
     #[serde(default)]
     pub breaker: crate::breaker::BreakerSettings,
+    /// `fresh` (default) or `warm`.
+    #[serde(default)]
+    pub instances: Instances,
+    /// Lifetime of warm instances (only with `instances = "warm"`).
+    pub warm: Option<WarmSection>,
     /// The rule's own configuration, handed to it as JSON.
     pub config: Option<toml::Table>,
 }
@@ -350,6 +379,20 @@ impl ConfigFile {
                         );
                     }
                 }
+                if let (Some(_), Instances::Fresh) = (&s.warm, s.instances) {
+                    return err(
+                        step.span(),
+                        "step.warm applies to warm instances only: add `instances = \"warm\"` or remove it".into(),
+                    );
+                }
+                if let Some(w) = &s.warm {
+                    if w.max_messages == Some(0) || w.max_age_s == Some(0) {
+                        return err(
+                            step.span(),
+                            "step.warm: max_messages and max_age_s must be at least 1".into(),
+                        );
+                    }
+                }
                 if let Some(m) = s.memory_mb {
                     if m == 0 || m > MAX_MEMORY_MB {
                         return err(
@@ -459,6 +502,24 @@ impl StepSection {
         }
     }
 
+    /// The warm-instance settings, when the step uses warm instances.
+    pub fn warm_settings(&self) -> Option<sluice_engine::WarmSettings> {
+        if self.instances == Instances::Fresh {
+            return None;
+        }
+        let d = sluice_engine::WarmSettings::default();
+        let w = self.warm.unwrap_or(WarmSection {
+            max_messages: None,
+            max_age_s: None,
+            max_idle: None,
+        });
+        Some(sluice_engine::WarmSettings {
+            max_messages: w.max_messages.unwrap_or(d.max_messages),
+            max_age: w.max_age_s.map(Duration::from_secs).unwrap_or(d.max_age),
+            max_idle: w.max_idle.unwrap_or(d.max_idle),
+        })
+    }
+
     /// The rule's config as JSON (`{}` when absent).
     pub fn config_json(&self) -> String {
         match &self.config {
@@ -511,6 +572,35 @@ mod tests {
         let err = parse("[[domain]]\nname = \"example.com\"\n[[domain]]\nname = \"EXAMPLE.com\"\n")
             .unwrap_err();
         assert_eq!(err.line, 4);
+    }
+
+    #[test]
+    fn warm_settings_need_warm_instances() {
+        let step = "[[domain]]\nname = \"*\"\n[[domain.step]]\nplugin = \"a.wasm\"\n";
+        let c = parse(step).unwrap();
+        assert_eq!(
+            c.domains[0].get_ref().step[0].get_ref().warm_settings(),
+            None
+        );
+        let err = parse(&format!("{step}warm = {{ max_messages = 5 }}\n")).unwrap_err();
+        assert!(err.message.contains("instances = \"warm\""), "{err}");
+        let err = parse(&format!(
+            "{step}instances = \"warm\"\nwarm = {{ max_age_s = 0 }}\n"
+        ))
+        .unwrap_err();
+        assert!(err.message.contains("at least 1"), "{err}");
+        let err = parse(&format!("{step}instances = \"hot\"\n")).unwrap_err();
+        assert!(err.message.contains("fresh"), "{err}");
+        let c = parse(&format!(
+            "{step}instances = \"warm\"\nwarm = {{ max_messages = 5, max_idle = 2 }}\n"
+        ))
+        .unwrap();
+        let w = c.domains[0].get_ref().step[0]
+            .get_ref()
+            .warm_settings()
+            .unwrap();
+        assert_eq!((w.max_messages, w.max_idle), (5, 2));
+        assert_eq!(w.max_age, sluice_engine::WarmSettings::default().max_age);
     }
 
     #[test]

@@ -1,18 +1,11 @@
-//! Deliveries to a local directory (the `dir` store): mailboxes and an outbox.
+//! Mailbox names and the local directory store (`[store] kind = "dir"`).
 //!
-//! Layout: `<root>/<domain>/<local-part>/<folder>/<message-id>.eml` for local recipients;
-//! `<root>/outbox/<message-id>-<domain>.relay.eml` (+ `.relay.json` with the envelope) for
-//! relayed copies; `<root>/outbox/<message-id>-<domain>.bounce.json` for bounces. Names derive
-//! from the message id only, so processing the same message twice rewrites the same files.
+//! Layout: `<root>/<domain>/<local-part>/<folder>/<message-id>.eml`. Names derive from the
+//! recipient, folder and message id only, so storing the same message twice rewrites the same
+//! file. The S3 mailboxes use the same segments ([`mailbox_segments`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use serde::Serialize;
-use sluice_mail::Message;
-
-use crate::chain::{Envelope, OutputMessage};
-use crate::trace::{Disposition, GroupOutcome, ProcessResult};
 
 /// A delivery that could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -141,19 +134,6 @@ pub fn mailbox_segments(
     ])
 }
 
-/// What was done for one recipient.
-#[derive(Debug, Clone, Serialize)]
-pub struct DeliveryRecord {
-    /// The recipient.
-    pub recipient: String,
-    /// `deliver`, `relay`, `bounce`, `drop` or `tempfail`.
-    pub kind: &'static str,
-    /// The folder, for `deliver`.
-    pub folder: Option<String>,
-    /// The file written, if any.
-    pub path: Option<PathBuf>,
-}
-
 /// A mailbox store in a local directory.
 #[derive(Debug, Clone)]
 pub struct DirStore {
@@ -200,99 +180,6 @@ impl DirStore {
         path.extend(mailbox_segments(recipient, folder, message_id)?);
         write_atomic(&path, bytes)?;
         Ok(path)
-    }
-
-    /// Writes every group's deliveries. Stops at the first write error (the caller retries
-    /// the whole message; names are stable so a retry overwrites, never duplicates).
-    pub fn deliver(
-        &self,
-        result: &ProcessResult,
-        original: &Message,
-        envelope: &Envelope,
-    ) -> Result<Vec<DeliveryRecord>, DirStoreError> {
-        let id = escape_segment("message id", &result.message_id)?;
-        let mut records = Vec::new();
-        for group in &result.groups {
-            if let GroupOutcome::Tempfail { .. } = group.outcome {
-                records.extend(group.recipients.iter().map(|r| DeliveryRecord {
-                    recipient: r.clone(),
-                    kind: "tempfail",
-                    folder: None,
-                    path: None,
-                }));
-                continue;
-            }
-            let bytes: &[u8] = match &group.output {
-                Some(OutputMessage::Edited(b)) => b,
-                _ => original.raw(),
-            };
-            let group_tag = escape_segment("domain", &group.domain.replace('*', "any"))?;
-            let mut relay_to = Vec::new();
-            let mut bounced = Vec::new();
-            for d in &group.dispositions {
-                match d {
-                    Disposition::Deliver { recipient, folder } => {
-                        let path = self.store(recipient, folder, &result.message_id, bytes)?;
-                        records.push(DeliveryRecord {
-                            recipient: recipient.clone(),
-                            kind: "deliver",
-                            folder: Some(folder.clone()),
-                            path: Some(path),
-                        });
-                    }
-                    Disposition::Relay { recipient, .. } => relay_to.push(recipient.clone()),
-                    Disposition::Bounce { .. } => bounced.push(d),
-                    Disposition::Drop { recipient } => records.push(DeliveryRecord {
-                        recipient: recipient.clone(),
-                        kind: "drop",
-                        folder: None,
-                        path: None,
-                    }),
-                }
-            }
-            let outbox = self.root.join("outbox");
-            if !relay_to.is_empty() {
-                let path = outbox.join(format!("{id}-{group_tag}.relay.eml"));
-                write_atomic(&path, bytes)?;
-                let envelope_json = serde_json::json!({
-                    "mail_from": envelope.mail_from,
-                    "recipients": relay_to,
-                });
-                write_atomic(
-                    &path.with_extension("json"),
-                    serde_json::to_string_pretty(&envelope_json)
-                        .unwrap_or_default()
-                        .as_bytes(),
-                )?;
-                records.extend(relay_to.iter().map(|r| DeliveryRecord {
-                    recipient: r.clone(),
-                    kind: "relay",
-                    folder: None,
-                    path: Some(path.clone()),
-                }));
-            }
-            if !bounced.is_empty() {
-                let path = outbox.join(format!("{id}-{group_tag}.bounce.json"));
-                let json = serde_json::json!({
-                    "to": envelope.mail_from,
-                    "message_id": result.message_id,
-                    "recipients": bounced,
-                });
-                write_atomic(
-                    &path,
-                    serde_json::to_string_pretty(&json)
-                        .unwrap_or_default()
-                        .as_bytes(),
-                )?;
-                records.extend(bounced.iter().map(|d| DeliveryRecord {
-                    recipient: d.recipient().to_string(),
-                    kind: "bounce",
-                    folder: None,
-                    path: Some(path.clone()),
-                }));
-            }
-        }
-        Ok(records)
     }
 }
 

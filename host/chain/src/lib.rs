@@ -2,7 +2,7 @@
 //! dispositions per recipient, and deliveries.
 //!
 //! `ConfigFile::read` -> `RuleChains::load` (once) -> `RuleChains::process` (per message)
-//! -> `DirStore::deliver`.
+//! -> a [`ProcessResult`] whose dispositions the dispatcher (`sluice-inbound`) delivers.
 
 mod breaker;
 mod chain;
@@ -19,11 +19,11 @@ pub use chain::{
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
-    OnError, PluginLocation, SourceFile, StepMode, StepSection,
+    Instances, OnError, PluginLocation, SourceFile, StepMode, StepSection, WarmSection,
 };
 pub use deliver::{
-    escape_segment, mailbox_segments, unescape_segment, DeliveryRecord, DirStore, DirStoreError,
-    SegmentError, MAX_SEGMENT_BYTES,
+    escape_segment, mailbox_segments, unescape_segment, DirStore, DirStoreError, SegmentError,
+    MAX_SEGMENT_BYTES,
 };
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
 pub use targets::{

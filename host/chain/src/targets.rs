@@ -84,7 +84,8 @@ pub struct RelaySection {
     /// Loop guard: a message already relayed this many times (by any Sluice) is not relayed
     /// again (default 3).
     pub max_hops: Option<usize>,
-    /// `s3://bucket/prefix` for the records of what was sent (idempotency markers). Default:
+    /// `s3://bucket/prefix` for the records of what was sent (idempotency markers), or a
+    /// directory (safe only when one process consumes the queue: claims are files). Default:
     /// `<store prefix>/_sent/` in the `[store]` bucket when that is S3.
     pub markers: Option<String>,
     /// smtp: the smarthost.
@@ -723,16 +724,11 @@ impl RelaySection {
         if self.max_hops == Some(0) {
             return Err((span, "relay.max_hops must be at least 1".into()));
         }
-        if let Some(m) = self.markers.as_deref().filter(|m| !m.starts_with("s3://")) {
-            return Err((
-                span,
-                format!("relay.markers {m:?} must be an s3://bucket/prefix URL"),
-            ));
-        }
+        check_markers("relay", &span, &self.markers)?;
         if self.markers.is_none() && !store_is_s3 {
             return Err((
                 span,
-                "relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice), or use an s3 [store]".into(),
+                "relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice; a directory serves when one daemon consumes the queue), or use an s3 [store]".into(),
             ));
         }
         if self.allow_domains.is_empty() {

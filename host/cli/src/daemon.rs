@@ -69,7 +69,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
             eprintln!("sluice daemon: stopped during start-up, before consuming anything");
             return Ok(());
         }
-        started = start => started.map_err(|e| anyhow::anyhow!("{}", e.message))?,
+        started = start => started.map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let pipeline = Arc::new(pipeline);
     let sqs = Sqs::from_env().await;
@@ -180,14 +180,14 @@ async fn handle_one(pipeline: &Pipeline, sqs: &Sqs, queue: &str, visibility: i32
             }
         }
         Err(e) => {
-            let kind = if e.permanent {
+            let kind = if e.is_permanent() {
                 "failed permanently"
             } else {
                 "failed"
             };
             eprintln!(
                 "sluice daemon: {} {kind} (receive #{}), left in the queue for retry/DLQ: {}",
-                e.message_id, m.receive_count, e.message
+                e.message_id, m.receive_count, e.failure
             );
         }
     }

@@ -7,8 +7,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
 use clap::{Args, Parser, Subcommand};
-use sluice_chain::{ConfigFile, DirStore, Envelope, StoreConfig};
+use sluice_chain::{ConfigFile, Envelope, StoreConfig};
 use sluice_engine::{EngineOptions, RuleEngine, Verdict, Verdicts};
+use sluice_inbound::Dispatcher;
 use sluice_mail::Message;
 
 mod daemon;
@@ -272,14 +273,24 @@ fn run(command: Command) -> Result<ExitCode> {
                 ),
                 (None, None) => PathBuf::from("sluice-out"),
             };
-            let store = DirStore::new(root);
-            let deliveries = store.deliver(&result, &parsed, &envelope)?;
+            // The daemon's dispatcher, with local targets: the same allow list, loop guard and
+            // DSN rules, and the sends written to DIR/outbox instead of going out. Claims in
+            // a fresh directory, so running a message again writes its sends again.
+            let claims = tempfile::tempdir().context("cannot create a temporary directory")?;
+            let dispatcher = Dispatcher::local(&config, &root, claims.path());
+            let handled = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?
+                .block_on(dispatcher.deliver(&config, &envelope, &parsed, &result))
+                .map_err(|e| anyhow::anyhow!("{}", e.failure))?;
+            let deliveries = report::deliveries(&result, &handled);
             if json {
                 println!("{}", report::json(&result, &deliveries));
             } else {
                 print!("{}", report::text(&result, &deliveries, &envelope));
             }
-            Ok(if result.tempfailed() {
+            Ok(if handled.retry.is_some() {
                 ExitCode::from(EXIT_TEMPFAIL)
             } else {
                 ExitCode::SUCCESS

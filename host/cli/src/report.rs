@@ -2,11 +2,123 @@
 
 use std::fmt::Write;
 
+use serde::Serialize;
 use sluice_chain::{
-    ConfigFile, DeliveryRecord, Envelope, GroupOutcome, OutputMessage, ProcessResult, RuleChains,
+    ConfigFile, Disposition, Envelope, GroupOutcome, OutputMessage, ProcessResult, RuleChains,
     StepMode,
 };
 use sluice_engine::{Action, LoadSource, Position, RuleEngine};
+use sluice_inbound::deliver::BounceReport;
+use sluice_inbound::{Handled, RelayStatus};
+
+/// What was done for one recipient, as `sluice run` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryRecord {
+    /// The recipient.
+    pub recipient: String,
+    /// `deliver`, `relay`, `bounce`, `drop` or `tempfail`.
+    pub kind: &'static str,
+    /// The folder, for `deliver`.
+    pub folder: Option<String>,
+    /// The file written (a mailbox copy, an outbox file), if any.
+    pub path: Option<String>,
+    /// What happened: `stored`, `sent`, `refused (…)`, `suppressed: …`, `dropped`, ….
+    pub status: String,
+}
+
+/// One record per disposition of every group, with what the dispatcher did about it.
+pub fn deliveries(result: &ProcessResult, handled: &Handled) -> Vec<DeliveryRecord> {
+    let bounce_of = |recipient: &str| {
+        handled
+            .bounces
+            .iter()
+            .find(|b| b.recipients.iter().any(|r| r == recipient))
+            .map(|b| &b.report)
+    };
+    let bounce_path = |report: Option<&BounceReport>| match report {
+        Some(BounceReport::Sent { id, .. }) => Some(id.clone()),
+        _ => None,
+    };
+    let mut records = Vec::new();
+    for group in &result.groups {
+        if let GroupOutcome::Tempfail { reason } = &group.outcome {
+            records.extend(group.recipients.iter().map(|r| DeliveryRecord {
+                recipient: r.clone(),
+                kind: "tempfail",
+                folder: None,
+                path: None,
+                status: format!("tempfail: {reason}"),
+            }));
+            continue;
+        }
+        for d in &group.dispositions {
+            let recipient = d.recipient().to_string();
+            let record = match d {
+                Disposition::Deliver { folder, .. } => {
+                    let stored = handled
+                        .stored
+                        .iter()
+                        .find(|s| s.recipient == recipient && s.folder == *folder);
+                    let (path, status) = match (stored, bounce_of(&recipient)) {
+                        (Some(s), _) => (Some(s.at.clone()), "stored".to_string()),
+                        (None, Some(b)) => (bounce_path(Some(b)), format!("refused, bounce {b}")),
+                        (None, None) => (None, "not stored, retry".to_string()),
+                    };
+                    DeliveryRecord {
+                        kind: "deliver",
+                        folder: Some(folder.clone()),
+                        path,
+                        status,
+                        recipient,
+                    }
+                }
+                Disposition::Relay { .. } => {
+                    let relayed = handled.relayed.iter().find(|r| r.recipient == recipient);
+                    let status = match relayed.map(|r| &r.status) {
+                        Some(RelayStatus::Sent) => "sent".to_string(),
+                        Some(RelayStatus::AlreadySent) => "sent before".to_string(),
+                        Some(RelayStatus::Unconfirmed) => "unconfirmed".to_string(),
+                        // A policy refusal is never bounced; any other is, or suppressed.
+                        Some(RelayStatus::Refused(kind)) if kind.is_policy() => {
+                            format!("refused ({})", kind.as_str())
+                        }
+                        Some(RelayStatus::Refused(kind)) => match bounce_of(&recipient) {
+                            Some(b) => format!("refused ({}), bounce {b}", kind.as_str()),
+                            None => format!("refused ({})", kind.as_str()),
+                        },
+                        None => "not relayed, retry".to_string(),
+                    };
+                    DeliveryRecord {
+                        kind: "relay",
+                        folder: None,
+                        path: relayed.and_then(|r| r.id.clone()),
+                        status,
+                        recipient,
+                    }
+                }
+                Disposition::Bounce { .. } => {
+                    let report = bounce_of(&recipient);
+                    DeliveryRecord {
+                        kind: "bounce",
+                        folder: None,
+                        path: bounce_path(report),
+                        status: report.map_or("not bounced, retry".into(), |b| b.to_string()),
+                        recipient,
+                    }
+                }
+                Disposition::Drop { .. } => DeliveryRecord {
+                    kind: "drop",
+                    folder: None,
+                    path: None,
+                    status: "dropped".into(),
+                    recipient,
+                },
+            };
+            records.push(record);
+        }
+    }
+    records
+}
 
 /// Cuts a string for display.
 fn short(s: &str, max: usize) -> String {
@@ -120,14 +232,12 @@ pub fn text(result: &ProcessResult, deliveries: &[DeliveryRecord], envelope: &En
     for d in deliveries {
         let _ = writeln!(
             out,
-            "  {:<32} {:<8} {:<8} {}",
+            "  {:<32} {:<8} {:<8} {:<10} {}",
             d.recipient,
             d.kind,
             d.folder.as_deref().unwrap_or("-"),
-            d.path
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_else(|| "-".into())
+            d.status,
+            d.path.as_deref().unwrap_or("-")
         );
     }
     out
@@ -175,9 +285,22 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
                 LoadSource::Compiled { micros } => format!("compiled in {} ms", micros / 1000),
                 LoadSource::Cache { micros } => format!("from cache in {micros} µs"),
             };
+            let warm = step
+                .warm
+                .as_ref()
+                .map(|pool| {
+                    let w = pool.settings();
+                    format!(
+                        " instances=warm(max_messages={}, max_age={}s, max_idle={})",
+                        w.max_messages,
+                        w.max_age.as_secs(),
+                        w.max_idle
+                    )
+                })
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:>2}. {:<14} sha256={} {} KiB, {loaded}{} timeout={}ms memory={}MiB on_error={}{}",
+                "  {:>2}. {:<14} sha256={} {} KiB, {loaded}{} timeout={}ms memory={}MiB on_error={}{}{warm}",
                 i + 1,
                 step.name,
                 &step.plugin.sha256()[..16],

@@ -107,22 +107,7 @@ fn run_prints_a_readable_trace_and_is_idempotent() {
     assert!(text.contains("banner"), "{text}");
     assert!(text.contains("-> file-into Junk"), "{text}");
     assert!(text.contains("deliver"), "{text}");
-    let files = |root: &Path| -> Vec<PathBuf> {
-        let mut v = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p)
-                } else {
-                    v.push(p)
-                }
-            }
-        }
-        v.sort();
-        v
-    };
+    let files = walk;
     let first = files(&out);
     assert_eq!(first.len(), 1, "{first:?}");
     assert!(
@@ -135,17 +120,50 @@ fn run_prints_a_readable_trace_and_is_idempotent() {
     assert_eq!(files(&out), first);
 }
 
+/// Every file under `root`, sorted.
+fn walk(root: &Path) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p)
+            } else {
+                v.push(p)
+            }
+        }
+    }
+    v.sort();
+    v
+}
+
+/// The record of `sluice run --json` for one recipient and kind.
+fn delivery<'a>(v: &'a serde_json::Value, recipient: &str, kind: &str) -> &'a serde_json::Value {
+    v["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["recipient"] == recipient && d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind} record for {recipient}: {v:#}"))
+}
+
 #[test]
-fn relay_and_bounce_go_to_the_outbox() {
+fn relay_and_bounce_go_through_the_daemons_rules_into_the_outbox() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
         r#"
+[relay]
+kind = "ses"
+from = "fwd@example.com"
+allow_domains = ["partner.example"]
+markers = "sent"
 [[domain]]
 name = "example.com"
 [[domain.step]]
 plugin = "{rule:rule-headers}"
-config = { actions = [ { add_recipients = ["friend@partner.example"] } ] }
+config = { actions = [ { add_recipients = ["friend@partner.example", "x@elsewhere.example"] } ] }
 [[domain]]
 name = "other.example"
 [[domain.step]]
@@ -155,23 +173,33 @@ config = { actions = [ { bounce = { code = 550, status = "5.1.1", text = "no suc
     );
     let out = dir.path().join("out");
     let msg = fixtures().join("plain-lf.eml");
-    let o = sluice(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--rcpt",
-        "bob@example.com",
-        "--rcpt",
-        "ghost@other.example",
-        "--message-id",
-        "m-2",
-        "--json",
-        msg.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let run = |verdicts: &[&str]| {
+        let mut args = vec![
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--rcpt",
+            "bob@example.com",
+            "--rcpt",
+            "ghost@other.example",
+            "--mail-from",
+            "alice@sender.example",
+            "--message-id",
+            "m-2",
+            "--json",
+        ];
+        for v in verdicts {
+            args.extend(["--verdict", v]);
+        }
+        args.push(msg.to_str().unwrap());
+        let o = sluice(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
+    };
+
+    let v = run(&["spf=pass", "dkim=pass"]);
     let kinds: Vec<(String, String)> = v["deliveries"]
         .as_array()
         .unwrap()
@@ -188,20 +216,98 @@ config = { actions = [ { bounce = { code = 550, status = "5.1.1", text = "no suc
         vec![
             ("bob@example.com".into(), "deliver".into()),
             ("friend@partner.example".into(), "relay".into()),
+            ("x@elsewhere.example".into(), "relay".into()),
             ("ghost@other.example".into(), "bounce".into()),
         ]
     );
-    assert!(out.join("outbox/m-2-example.com.relay.eml").is_file());
-    let envelope: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("outbox/m-2-example.com.relay.json")).unwrap(),
-    )
-    .unwrap();
+    let stored = delivery(&v, "bob@example.com", "deliver");
+    assert_eq!(stored["status"], "stored");
+    assert!(std::path::Path::new(stored["path"].as_str().unwrap()).is_file());
+
+    // The relayed copy: rewritten as the daemon sends it (From is the relay's address), its
+    // envelope beside it.
+    let relayed = delivery(&v, "friend@partner.example", "relay");
+    assert_eq!(relayed["status"], "sent", "{relayed:#}");
+    let eml = std::path::PathBuf::from(relayed["path"].as_str().unwrap());
+    assert!(eml.starts_with(out.join("outbox/m-2")), "{eml:?}");
+    let copy = std::fs::read_to_string(&eml).unwrap();
+    assert!(copy.contains("fwd@example.com"), "{copy}");
+    let envelope: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eml.with_extension("json")).unwrap())
+            .unwrap();
     assert_eq!(envelope["recipients"][0], "friend@partner.example");
-    let bounce: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(out.join("outbox/m-2-other.example.bounce.json")).unwrap(),
-    )
-    .unwrap();
-    assert_eq!(bounce["recipients"][0]["code"], 550);
+    assert_eq!(envelope["mail_from"], "fwd@example.com");
+
+    // Outside allow_domains: refused, never sent, and (a policy refusal) not bounced.
+    let refused = delivery(&v, "x@elsewhere.example", "relay");
+    assert_eq!(refused["status"], "refused (not-allowed)", "{refused:#}");
+    assert!(refused["path"].is_null());
+
+    // The bounce is a real DSN to the envelope sender, from the null sender.
+    let bounce = delivery(&v, "ghost@other.example", "bounce");
+    let dsn = std::path::PathBuf::from(bounce["path"].as_str().unwrap());
+    let text = std::fs::read_to_string(&dsn).unwrap();
+    assert!(text.contains("multipart/report"), "{text}");
+    assert!(text.contains("5.1.1"), "{text}");
+    let envelope: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dsn.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(envelope["mail_from"], "<>");
+    assert_eq!(envelope["recipients"][0], "alice@sender.example");
+
+    // A second run of the same message writes the same files again (nothing "sent before").
+    let files = walk;
+    let before = files(&out);
+    let again = run(&["spf=pass", "dkim=pass"]);
+    assert_eq!(
+        delivery(&again, "friend@partner.example", "relay")["status"],
+        "sent"
+    );
+    assert_eq!(files(&out), before);
+
+    // Unauthenticated mail: the DSN is suppressed (it would be backscatter), as in the daemon.
+    std::fs::remove_dir_all(&out).unwrap();
+    let v = run(&[]);
+    let bounce = delivery(&v, "ghost@other.example", "bounce");
+    assert!(
+        bounce["status"].as_str().unwrap().starts_with("suppressed"),
+        "{bounce:#}"
+    );
+    assert!(bounce["path"].is_null());
+}
+
+#[test]
+fn without_a_relay_section_nothing_is_relayed_or_bounced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-headers}"
+config = { actions = [ { add_recipients = ["friend@partner.example"] } ] }
+"#,
+    );
+    let out = dir.path().join("out");
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rcpt",
+        "bob@example.com",
+        "--json",
+        fixtures().join("plain-lf.eml").to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        delivery(&v, "friend@partner.example", "relay")["status"],
+        "refused (no-relay)"
+    );
+    assert!(!out.join("outbox").exists());
 }
 
 #[test]

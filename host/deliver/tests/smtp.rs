@@ -92,11 +92,22 @@ fn secure_store(
     ca: Option<std::path::PathBuf>,
     secret: &std::path::Path,
 ) -> SmtpStore {
+    store_with_tls(sink, TlsMode::StartTls, ca, secret)
+}
+
+fn store_with_tls(
+    sink: &SmtpSink,
+    tls: TlsMode,
+    ca: Option<std::path::PathBuf>,
+    secret: &std::path::Path,
+) -> SmtpStore {
+    // Plain text to a TLS port waits for a greeting that never comes: wait less.
+    let timeout = Duration::from_secs(if tls == TlsMode::None { 2 } else { 10 });
     SmtpStore::new(&SmtpStoreConfig {
         server: ServerConfig {
-            tls: TlsMode::StartTls,
+            tls,
             tls_ca_file: ca,
-            timeout: Duration::from_secs(10),
+            timeout,
             credentials: Some(Credentials::File(secret.to_path_buf())),
             ..ServerConfig::loopback(sink.port)
         },
@@ -124,6 +135,7 @@ async fn starttls_checks_the_certificate_and_auth_reads_the_secret_file() {
     let Some(sink) = SmtpSink::start_secure(Secure {
         user: "relay-user".into(),
         password: "s3cret:with colon".into(),
+        implicit: false,
     }) else {
         return;
     };
@@ -164,10 +176,50 @@ async fn starttls_checks_the_certificate_and_auth_reads_the_secret_file() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_checks_the_certificate_before_anything_is_said() {
+    let Some(sink) = SmtpSink::start_secure(Secure {
+        user: "relay-user".into(),
+        password: "pw".into(),
+        implicit: true,
+    }) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("smtp.secret");
+    std::fs::write(&secret, "relay-user:pw\n").unwrap();
+
+    let at = send_one(&store_with_tls(
+        &sink,
+        TlsMode::Implicit,
+        Some(sink.ca_file()),
+        &secret,
+    ))
+    .await;
+    assert!(at.is_ok(), "{at:?}");
+    let received = sink.received();
+    assert_eq!(received.len(), 1);
+    assert!(received[0].authenticated, "{:?}", received[0]);
+    assert_eq!(received[0].data, MESSAGE);
+
+    // Not the server's CA: the handshake fails and nothing is sent.
+    match send_one(&store_with_tls(&sink, TlsMode::Implicit, None, &secret)).await {
+        Err(e @ DeliveryError::Connection { .. }) => assert!(!e.is_permanent(), "{e}"),
+        other => panic!("an unknown certificate must not be accepted: {other:?}"),
+    }
+    // Plain text to a TLS port gets no SMTP greeting: a transient error, not a bounce.
+    match send_one(&store_with_tls(&sink, TlsMode::None, None, &secret)).await {
+        Err(e) => assert!(!e.is_permanent(), "{e}"),
+        Ok(at) => panic!("plain text to an implicit-TLS port delivered: {at}"),
+    }
+    assert_eq!(sink.received().len(), 1, "nothing else arrived");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_wants_tls_first_is_a_setup_error_not_a_bounce() {
     let Some(sink) = SmtpSink::start_secure(Secure {
         user: "u".into(),
         password: "p".into(),
+        implicit: false,
     }) else {
         return;
     };

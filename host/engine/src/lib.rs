@@ -8,6 +8,8 @@
 //!   pre-linked (`InstancePre`), so each message only instantiates.
 //! - [`MessageSession`]: one per message. Holds the one `Store` the whole chain shares; every
 //!   step gets a fresh instance in it, so nothing a rule saw survives into the next message.
+//! - [`WarmPool`]: for a step with `instances = "warm"`, instances (each in its own store)
+//!   that serve many messages, so an interpreter starts once, not per message.
 //!
 //! The host never trusts what a plugin returns: every outcome of [`MessageSession::run_step`] is
 //! a [`StepOutcome`] value (actions, a rule error, or a [`StepFailure`]), never a panic.
@@ -19,6 +21,7 @@ mod plugin;
 mod session;
 mod state;
 mod validate;
+mod warm;
 
 pub use bindings::sluice::rules::recipients::ForwardRequest;
 pub use bindings::sluice::rules::types::{
@@ -33,3 +36,4 @@ pub use session::{
     StepReport,
 };
 pub use validate::{action_to_edit, MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};
+pub use warm::{WarmPool, WarmSettings, WarmStats};

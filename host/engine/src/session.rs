@@ -9,10 +9,12 @@ use wasmtime::{Store, Trap};
 
 use crate::bindings::sluice::rules::recipients::ForwardRequest;
 use crate::bindings::sluice::rules::types::{Action, Bounce, Context, Level, RuleError};
+use crate::bindings::Rule;
 use crate::engine::{EngineError, RuleEngine};
 use crate::plugin::RulePlugin;
 use crate::state::{preview, MessageRef, StoreState, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_REASON};
 use crate::validate::validate_action;
+use crate::warm::{WarmInstance, WarmPool};
 
 /// Per-step limits, from the step's config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -253,14 +255,14 @@ pub struct StepReport {
     pub dropped_logs: usize,
 }
 
-/// One message's run through a chain. Steps share the store; each gets a fresh instance.
+/// One message's run through a chain. Fresh steps share one store (made on the first fresh
+/// step); each gets a new instance in it. Warm steps run in their pool's stores.
 pub struct MessageSession<'e> {
     engine: &'e RuleEngine,
-    store: Store<StoreState>,
+    /// `None` until a fresh step runs, and after a trap: wasmtime refuses to enter any
+    /// component instance of a store whose call trapped, so the next step gets a new store.
+    store: Option<Store<StoreState>>,
     message: Arc<Message>,
-    /// Set after a trap: wasmtime refuses to enter any component instance of a store whose
-    /// call trapped, so the next step gets a new store.
-    poisoned: bool,
 }
 
 fn new_store(engine: &RuleEngine) -> Store<StoreState> {
@@ -275,9 +277,8 @@ impl<'e> MessageSession<'e> {
     pub fn new(engine: &'e RuleEngine, message: Arc<Message>) -> MessageSession<'e> {
         MessageSession {
             engine,
-            store: new_store(engine),
+            store: None,
             message,
-            poisoned: false,
         }
     }
 
@@ -286,39 +287,7 @@ impl<'e> MessageSession<'e> {
         &self.message
     }
 
-    fn begin(&mut self, step: &str, limits: &StepLimits) {
-        if self.poisoned {
-            self.store = new_store(self.engine);
-            self.poisoned = false;
-        }
-        let data = self.store.data_mut();
-        data.begin_step(step);
-        data.limiter.memory_cap = limits.memory_bytes.min(self.engine.max_memory_bytes);
-        data.limiter.memory_cap_hit = None;
-        let ticks = self.engine.deadline_ticks(limits.timeout);
-        self.store.set_epoch_deadline(ticks);
-    }
-
-    fn classify(&mut self, err: wasmtime::Error, limits: &StepLimits) -> StepFailure {
-        self.poisoned = true;
-        let data = self.store.data();
-        if let Some(wanted) = data.limiter.memory_cap_hit {
-            return StepFailure::MemoryCap {
-                cap_bytes: data.limiter.memory_cap,
-                wanted_bytes: wanted,
-            };
-        }
-        if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
-            return StepFailure::Timeout {
-                timeout_ms: limits.timeout.as_millis() as u64,
-            };
-        }
-        StepFailure::Trap {
-            message: preview(&format!("{err:#}"), 4 * MAX_REASON),
-        }
-    }
-
-    /// Runs one step: instantiate `plugin`, call `evaluate`, validate the answer.
+    /// Runs one step: instantiate `plugin` (fresh), call `evaluate`, validate the answer.
     pub fn run_step(
         &mut self,
         step: &str,
@@ -326,96 +295,191 @@ impl<'e> MessageSession<'e> {
         limits: &StepLimits,
         ctx: &Context,
     ) -> StepReport {
-        self.begin(step, limits);
+        let engine = self.engine;
+        let store = self.store.get_or_insert_with(|| new_store(engine));
+        begin(store, engine, step, limits);
         let started = Instant::now();
-        let outcome = self.evaluate(plugin, limits, ctx);
-        let micros = started.elapsed().as_micros() as u64;
-        let data = self.store.data_mut();
-        data.drain_stdio();
-        if data.dropped_logs > 0 {
-            tracing::warn!(
-                step,
-                dropped = data.dropped_logs,
-                "the rule logged more than its budget ({MAX_LOG_LINES} lines, {} KiB); the rest was dropped",
-                MAX_LOG_BYTES / 1024
-            );
+        let (outcome, poisoned) = match plugin.pre().instantiate(&mut *store) {
+            Ok(rule) => call_rule(store, &rule, &self.message, limits, ctx),
+            Err(err) => (instantiate_failed(store, err, limits), true),
+        };
+        let report = finish(store, step, outcome, started);
+        if poisoned {
+            self.store = None;
         }
-        StepReport {
-            outcome,
-            micros,
-            logs: std::mem::take(&mut data.logs),
-            dropped_logs: data.dropped_logs,
-        }
+        report
     }
 
-    fn evaluate(&mut self, plugin: &RulePlugin, limits: &StepLimits, ctx: &Context) -> StepOutcome {
-        let rule = match plugin.pre().instantiate(&mut self.store) {
-            Ok(rule) => rule,
-            Err(err) => {
-                let failure = match self.classify(err, limits) {
-                    StepFailure::Trap { message } => StepFailure::Instantiate { message },
-                    other => other,
-                };
-                return StepOutcome::Failed { failure };
-            }
-        };
-        let handle = match self
-            .store
-            .data_mut()
-            .table
-            .push(MessageRef(self.message.clone()))
-        {
-            Ok(h) => h,
-            Err(e) => {
-                return StepOutcome::Failed {
-                    failure: StepFailure::Instantiate {
-                        message: format!("resource table: {e}"),
-                    },
-                }
-            }
-        };
-        let borrowed = Resource::<MessageRef>::new_borrow(handle.rep());
-        let answer = rule.call_evaluate(&mut self.store, borrowed, ctx);
-        let _ = self.store.data_mut().table.delete(handle);
-        if let Some((index, reason)) = self.store.data_mut().request_error.take() {
-            self.poisoned |= answer.is_err();
-            return StepOutcome::Failed {
-                failure: StepFailure::InvalidRequest { index, reason },
-            };
-        }
-        match answer {
-            Err(err) => StepOutcome::Failed {
-                failure: self.classify(err, limits),
-            },
-            Ok(Err(mut error)) => {
-                error.message = preview(&error.message, MAX_REASON);
-                StepOutcome::RuleError { error }
-            }
-            Ok(Ok(actions)) => {
-                if actions.len() > limits.max_actions {
-                    return StepOutcome::Failed {
-                        failure: StepFailure::TooManyActions {
-                            count: actions.len(),
-                            limit: limits.max_actions,
-                        },
-                    };
-                }
-                for (index, action) in actions.iter().enumerate() {
-                    if let Err(reason) = validate_action(action) {
-                        return StepOutcome::Failed {
-                            failure: StepFailure::InvalidAction {
-                                index,
-                                reason: preview(&reason, MAX_REASON),
-                            },
-                        };
+    /// Runs one step on a warm instance from `pool` (made when none is idle), and returns the
+    /// instance to the pool unless the step failed (see [`crate::WarmPool`]).
+    pub fn run_step_warm(
+        &mut self,
+        step: &str,
+        plugin: &RulePlugin,
+        limits: &StepLimits,
+        ctx: &Context,
+        pool: &WarmPool,
+    ) -> StepReport {
+        let started = Instant::now();
+        let mut instance = match pool.take() {
+            Some(instance) => instance,
+            None => {
+                let mut store = new_store(self.engine);
+                begin(&mut store, self.engine, step, limits);
+                match plugin.pre().instantiate(&mut store) {
+                    Ok(rule) => {
+                        pool.created();
+                        WarmInstance::new(store, rule)
+                    }
+                    Err(err) => {
+                        let outcome = instantiate_failed(&store, err, limits);
+                        return finish(&mut store, step, outcome, started);
                     }
                 }
-                // Each request was validated when it was made (StoreState::request).
-                let requests = std::mem::take(&mut self.store.data_mut().requests);
-                StepOutcome::Actions { actions, requests }
             }
+        };
+        begin(&mut instance.store, self.engine, step, limits);
+        let (outcome, _) = call_rule(
+            &mut instance.store,
+            &instance.rule,
+            &self.message,
+            limits,
+            ctx,
+        );
+        let failed = matches!(outcome, StepOutcome::Failed { .. });
+        let report = finish(&mut instance.store, step, outcome, started);
+        if failed {
+            pool.discarded();
+        } else {
+            pool.give_back(instance);
+        }
+        report
+    }
+}
+
+/// Prepares `store` for one step: clears what the previous step left, sets the memory cap
+/// and the deadline.
+fn begin(store: &mut Store<StoreState>, engine: &RuleEngine, step: &str, limits: &StepLimits) {
+    let data = store.data_mut();
+    data.begin_step(step);
+    data.limiter.memory_cap = limits.memory_bytes.min(engine.max_memory_bytes);
+    data.limiter.memory_cap_hit = None;
+    let ticks = engine.deadline_ticks(limits.timeout);
+    store.set_epoch_deadline(ticks);
+}
+
+/// Forwards stdio to the log and makes the step's report.
+fn finish(
+    store: &mut Store<StoreState>,
+    step: &str,
+    outcome: StepOutcome,
+    started: Instant,
+) -> StepReport {
+    let micros = started.elapsed().as_micros() as u64;
+    let data = store.data_mut();
+    data.drain_stdio();
+    if data.dropped_logs > 0 {
+        tracing::warn!(
+            step,
+            dropped = data.dropped_logs,
+            "the rule logged more than its budget ({MAX_LOG_LINES} lines, {} KiB); the rest was dropped",
+            MAX_LOG_BYTES / 1024
+        );
+    }
+    StepReport {
+        outcome,
+        micros,
+        logs: std::mem::take(&mut data.logs),
+        dropped_logs: data.dropped_logs,
+    }
+}
+
+/// Names a failure precisely: the memory cap, the deadline, or a trap.
+fn classify(store: &Store<StoreState>, err: wasmtime::Error, limits: &StepLimits) -> StepFailure {
+    let data = store.data();
+    if let Some(wanted) = data.limiter.memory_cap_hit {
+        return StepFailure::MemoryCap {
+            cap_bytes: data.limiter.memory_cap,
+            wanted_bytes: wanted,
+        };
+    }
+    if matches!(err.downcast_ref::<Trap>(), Some(Trap::Interrupt)) {
+        return StepFailure::Timeout {
+            timeout_ms: limits.timeout.as_millis() as u64,
+        };
+    }
+    StepFailure::Trap {
+        message: preview(&format!("{err:#}"), 4 * MAX_REASON),
+    }
+}
+
+fn instantiate_failed(
+    store: &Store<StoreState>,
+    err: wasmtime::Error,
+    limits: &StepLimits,
+) -> StepOutcome {
+    let failure = match classify(store, err, limits) {
+        StepFailure::Trap { message } => StepFailure::Instantiate { message },
+        other => other,
+    };
+    StepOutcome::Failed { failure }
+}
+
+/// Calls `evaluate` of an instantiated rule and validates the answer. The `bool` is true when
+/// the call trapped: wasmtime refuses to enter any instance of that store again.
+fn call_rule(
+    store: &mut Store<StoreState>,
+    rule: &Rule,
+    message: &Arc<Message>,
+    limits: &StepLimits,
+    ctx: &Context,
+) -> (StepOutcome, bool) {
+    let handle = match store.data_mut().table.push(MessageRef(message.clone())) {
+        Ok(h) => h,
+        Err(e) => {
+            let failure = StepFailure::Instantiate {
+                message: format!("resource table: {e}"),
+            };
+            return (StepOutcome::Failed { failure }, false);
+        }
+    };
+    let borrowed = Resource::<MessageRef>::new_borrow(handle.rep());
+    let answer = rule.call_evaluate(&mut *store, borrowed, ctx);
+    let _ = store.data_mut().table.delete(handle);
+    if let Some((index, reason)) = store.data_mut().request_error.take() {
+        let failure = StepFailure::InvalidRequest { index, reason };
+        return (StepOutcome::Failed { failure }, answer.is_err());
+    }
+    let actions = match answer {
+        Err(err) => {
+            let failure = classify(store, err, limits);
+            return (StepOutcome::Failed { failure }, true);
+        }
+        Ok(Err(mut error)) => {
+            error.message = preview(&error.message, MAX_REASON);
+            return (StepOutcome::RuleError { error }, false);
+        }
+        Ok(Ok(actions)) => actions,
+    };
+    if actions.len() > limits.max_actions {
+        let failure = StepFailure::TooManyActions {
+            count: actions.len(),
+            limit: limits.max_actions,
+        };
+        return (StepOutcome::Failed { failure }, false);
+    }
+    for (index, action) in actions.iter().enumerate() {
+        if let Err(reason) = validate_action(action) {
+            let failure = StepFailure::InvalidAction {
+                index,
+                reason: preview(&reason, MAX_REASON),
+            };
+            return (StepOutcome::Failed { failure }, false);
         }
     }
+    // Each request was validated when it was made (StoreState::request).
+    let requests = std::mem::take(&mut store.data_mut().requests);
+    (StepOutcome::Actions { actions, requests }, false)
 }
 
 impl RulePlugin {

@@ -3,9 +3,11 @@
 //! Every event source calls the same [`Pipeline::handle`].
 
 pub mod deliver;
+pub mod dispatch;
 pub mod event;
 pub mod pipeline;
 
+pub use dispatch::*;
 pub use event::*;
 pub use pipeline::*;
 pub use sluice_chain::ReloadOutcome;

@@ -1,7 +1,9 @@
 //! Sluice as an AWS Lambda function: SES direct invoke, SNS and SQS events.
 //!
 //! Lifecycle: the [`Pipeline`] (config, chains, AWS clients) starts once per cold start; each
-//! invocation checks for a config reload, then [`respond::respond`] handles the event. A start
+//! invocation checks for a config reload, then [`respond::respond`] handles the event (an SQS
+//! batch's records `SLUICE_CONCURRENCY` at a time; warm rule instances live in the pipeline,
+//! so a warm function keeps them between invocations). A start
 //! failure is reported to the Runtime API's `/init/error` and the process exits non-zero, so
 //! Lambda shows the reason instead of a timeout.
 
@@ -27,8 +29,8 @@ async fn main() -> ExitCode {
         .without_time()
         .with_target(false)
         .init();
-    let pipeline = match start().await {
-        Ok(pipeline) => pipeline,
+    let (pipeline, concurrency) = match start().await {
+        Ok(started) => started,
         Err(message) => {
             tracing::error!(error = %message, "init failed");
             eprintln!("sluice-lambda: init failed: {message}");
@@ -41,7 +43,7 @@ async fn main() -> ExitCode {
     let handler = service_fn(move |event: LambdaEvent<Value>| async move {
         // The pipeline logs a reload (or a refused new config) itself.
         let _ = pipeline.reload_if_due().await;
-        respond::respond(pipeline, event.payload)
+        respond::respond(pipeline, event.payload, concurrency)
             .await
             .map_err(Diagnostic::from)
     });
@@ -54,9 +56,10 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start() -> Result<Pipeline, String> {
-    let options = settings::from_env(|name| std::env::var(name).ok())?;
-    Pipeline::start(options)
+async fn start() -> Result<(Pipeline, usize), String> {
+    let settings = settings::from_env(|name| std::env::var(name).ok())?;
+    let pipeline = Pipeline::start(settings.pipeline)
         .await
-        .map_err(|e| format!("SLUICE_CONFIG: {}", e.message))
+        .map_err(|e| format!("SLUICE_CONFIG: {e}"))?;
+    Ok((pipeline, settings.concurrency))
 }

@@ -1,5 +1,6 @@
 //! One invocation's event in, its response (or error) out, whatever the event source.
 
+use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use sluice_inbound::{
     parse_lambda_event, HandleError, Handled, LambdaEvent, Pipeline, SesNotice, SqsRecord,
@@ -42,8 +43,13 @@ impl From<InvocationError> for lambda_runtime::Diagnostic {
 ///   refused, else `{"disposition": "CONTINUE"}`; any failure fails the invocation.
 /// - SNS: `{"handled": N}`; any failure (unreadable notification included) fails it.
 /// - SQS: `{"batchItemFailures": [...]}` with the id of each record that failed or could not be
-///   read (the queue redelivers it, then moves it to its DLQ after `maxReceiveCount`).
-pub async fn respond(pipeline: &impl HandleNotice, event: Value) -> Result<Value, InvocationError> {
+///   read (the queue redelivers it, then moves it to its DLQ after `maxReceiveCount`). Up to
+///   `concurrency` records are handled at once; the failures are listed in record order.
+pub async fn respond(
+    pipeline: &impl HandleNotice,
+    event: Value,
+    concurrency: usize,
+) -> Result<Value, InvocationError> {
     let event = parse_lambda_event(&event).map_err(|e| {
         error!(error = %e, "unreadable event");
         InvocationError {
@@ -88,36 +94,41 @@ pub async fn respond(pipeline: &impl HandleNotice, event: Value) -> Result<Value
             Ok(json!({ "handled": handled }))
         }
         LambdaEvent::Sqs(records) => {
-            let mut failed = Vec::new();
-            for SqsRecord {
-                message_id,
-                receive_count,
-                notice,
-            } in records
-            {
-                let ok = match notice {
-                    Ok(notice) => {
-                        handle_logged(pipeline, notice, Some((&message_id, receive_count)))
-                            .await
-                            .is_ok()
-                    }
-                    Err(e) => {
-                        error!(
-                            sqs_message_id = %message_id,
-                            receive_count,
-                            error = %e,
-                            "unreadable SQS record: reported as failed, so it reaches the DLQ after maxReceiveCount"
-                        );
-                        false
-                    }
-                };
-                if !ok {
-                    failed.push(json!({ "itemIdentifier": message_id }));
-                }
-            }
+            let failed: Vec<Value> = stream::iter(records)
+                .map(|record| handle_record(pipeline, record))
+                .buffered(concurrency.max(1))
+                .filter_map(
+                    |failed| async move { failed.map(|id| json!({ "itemIdentifier": id })) },
+                )
+                .collect()
+                .await;
             Ok(json!({ "batchItemFailures": failed }))
         }
     }
+}
+
+/// Handles one SQS record; `Some(its message id)` when it must be reported as failed.
+async fn handle_record(pipeline: &impl HandleNotice, record: SqsRecord) -> Option<String> {
+    let SqsRecord {
+        message_id,
+        receive_count,
+        notice,
+    } = record;
+    let ok = match notice {
+        Ok(notice) => handle_logged(pipeline, notice, Some((&message_id, receive_count)))
+            .await
+            .is_ok(),
+        Err(e) => {
+            error!(
+                sqs_message_id = %message_id,
+                receive_count,
+                error = %e,
+                "unreadable SQS record: reported as failed, so it reaches the DLQ after maxReceiveCount"
+            );
+            false
+        }
+    };
+    (!ok).then_some(message_id)
 }
 
 /// Handles one notice and logs one line for it.
@@ -141,8 +152,8 @@ async fn handle_logged(
             message_id = %message_id,
             sqs_message_id,
             receive_count,
-            permanent = e.permanent,
-            error = %e.message,
+            permanent = e.is_permanent(),
+            error = %e.failure,
             "failed"
         ),
     }
@@ -166,26 +177,44 @@ fn fail_if_any(failures: Vec<String>) -> Result<(), InvocationError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_inbound::HandleFailure;
     use std::path::Path;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
     /// Refuses everything for `refused`, fails for `failing`, delivers the rest; records ids.
+    /// With `delay_ms`, the n-th notice takes `delay_ms[n]` and the most in flight is kept.
     #[derive(Default)]
     struct Fake {
         failing: Vec<&'static str>,
         refused: Vec<&'static str>,
         seen: Mutex<Vec<String>>,
+        delay_ms: Vec<u64>,
+        in_flight: AtomicUsize,
+        most_in_flight: AtomicUsize,
     }
 
     impl HandleNotice for Fake {
         async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
             let id = notice.message_id;
-            self.seen.lock().unwrap().push(id.clone());
+            let n = {
+                let mut seen = self.seen.lock().unwrap();
+                seen.push(id.clone());
+                seen.len() - 1
+            };
+            if let Some(ms) = self.delay_ms.get(n) {
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(std::time::Duration::from_millis(*ms)).await;
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            }
             if self.failing.contains(&id.as_str()) {
                 return Err(HandleError {
                     message_id: id,
-                    message: "S3 GetObject: boom".into(),
-                    permanent: false,
+                    failure: HandleFailure::Tempfail {
+                        reason: "S3 GetObject: boom".into(),
+                        done: String::new(),
+                    },
                 });
             }
             Ok(Handled {
@@ -195,6 +224,7 @@ mod tests {
                 stored: vec![],
                 relayed: vec![],
                 bounces: vec![],
+                retry: None,
                 chain_micros: 0,
                 total_micros: 0,
             })
@@ -213,7 +243,7 @@ mod tests {
     #[tokio::test]
     async fn ses_invoke_continues_unless_every_message_was_refused() {
         let fake = Fake::default();
-        let out = respond(&fake, fixture("ses-invoke.json")).await.unwrap();
+        let out = respond(&fake, fixture("ses-invoke.json"), 4).await.unwrap();
         assert_eq!(out, json!({"disposition": "CONTINUE"}));
         assert_eq!(*fake.seen.lock().unwrap(), [SES_ID]);
 
@@ -221,7 +251,7 @@ mod tests {
             refused: vec![SES_ID],
             ..Fake::default()
         };
-        let out = respond(&fake, fixture("ses-invoke.json")).await.unwrap();
+        let out = respond(&fake, fixture("ses-invoke.json"), 4).await.unwrap();
         assert_eq!(out, json!({"disposition": "STOP_RULE_SET"}));
     }
 
@@ -231,7 +261,7 @@ mod tests {
             failing: vec![SES_ID],
             ..Fake::default()
         };
-        let e = respond(&fake, fixture("ses-invoke.json"))
+        let e = respond(&fake, fixture("ses-invoke.json"), 4)
             .await
             .unwrap_err();
         assert_eq!(e.kind, "Sluice.HandleFailed");
@@ -244,12 +274,12 @@ mod tests {
     #[tokio::test]
     async fn sns_failure_or_unreadable_record_fails_the_invocation() {
         let fake = Fake::default();
-        let out = respond(&fake, fixture("sns-event.json")).await.unwrap();
+        let out = respond(&fake, fixture("sns-event.json"), 4).await.unwrap();
         assert_eq!(out, json!({"handled": 1}));
 
         let mut event = fixture("sns-event.json");
         event["Records"][0]["Sns"]["Message"] = "{}".into();
-        let e = respond(&fake, event).await.unwrap_err();
+        let e = respond(&fake, event, 4).await.unwrap_err();
         assert!(
             e.message.contains("Records[0]: Sns.Message: neither"),
             "{e:?}"
@@ -259,7 +289,7 @@ mod tests {
             failing: vec!["fx0000snsbase64000002"],
             ..Fake::default()
         };
-        assert!(respond(&fake, fixture("sns-event.json")).await.is_err());
+        assert!(respond(&fake, fixture("sns-event.json"), 4).await.is_err());
     }
 
     #[tokio::test]
@@ -276,7 +306,7 @@ mod tests {
             failing: vec!["fx0000snsutf8000003"],
             ..Fake::default()
         };
-        let out = respond(&fake, event).await.unwrap();
+        let out = respond(&fake, event, 4).await.unwrap();
         assert_eq!(
             out,
             json!({"batchItemFailures": [
@@ -290,9 +320,63 @@ mod tests {
         );
     }
 
+    /// An SQS event of `n` records, each the raw-delivery fixture with its own SQS id.
+    fn sqs_batch(n: usize) -> Value {
+        let raw = fixture("sqs-raw-delivery.json")["Records"][0].clone();
+        let records: Vec<Value> = (0..n)
+            .map(|i| {
+                let mut record = raw.clone();
+                record["messageId"] = format!("record-{i}").into();
+                record
+            })
+            .collect();
+        json!({ "Records": records })
+    }
+
+    #[tokio::test]
+    async fn sqs_records_run_concurrently_up_to_the_limit() {
+        for (concurrency, expected) in [(1, 1), (3, 3), (10, 7)] {
+            let fake = Fake {
+                delay_ms: vec![20; 7],
+                ..Fake::default()
+            };
+            let out = respond(&fake, sqs_batch(7), concurrency).await.unwrap();
+            assert_eq!(out, json!({"batchItemFailures": []}));
+            assert_eq!(fake.seen.lock().unwrap().len(), 7);
+            assert_eq!(
+                fake.most_in_flight.load(Ordering::SeqCst),
+                expected,
+                "concurrency {concurrency}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrent_failures_are_listed_in_record_order() {
+        let mut event = sqs_batch(4);
+        // Records 1 and 3 are unreadable, 0 and 2 fail; record 0 finishes after record 2.
+        event["Records"][1]["body"] = "{not json".into();
+        event["Records"][3]["body"] = "{not json".into();
+        let fake = Fake {
+            delay_ms: vec![40, 1],
+            failing: vec!["fx0000snsutf8000003"],
+            ..Fake::default()
+        };
+        let out = respond(&fake, event, 4).await.unwrap();
+        assert_eq!(
+            out,
+            json!({"batchItemFailures": [
+                {"itemIdentifier": "record-0"},
+                {"itemIdentifier": "record-1"},
+                {"itemIdentifier": "record-2"},
+                {"itemIdentifier": "record-3"},
+            ]})
+        );
+    }
+
     #[tokio::test]
     async fn unknown_event_is_an_error() {
-        let e = respond(&Fake::default(), json!({"hello": "world"}))
+        let e = respond(&Fake::default(), json!({"hello": "world"}), 4)
             .await
             .unwrap_err();
         assert_eq!(

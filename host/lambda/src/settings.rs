@@ -8,9 +8,26 @@ use sluice_inbound::PipelineOptions;
 /// How often the config's version is checked when `SLUICE_RELOAD_SECONDS` is not set.
 pub const DEFAULT_RELOAD_SECONDS: u64 = 60;
 
+/// How many records of one SQS batch are handled at once when `SLUICE_CONCURRENCY` is not
+/// set: SQS batches hold up to 10 records, and each message mostly waits on S3 and SES.
+pub const DEFAULT_CONCURRENCY: usize = 10;
+
+/// The most `SLUICE_CONCURRENCY` accepts.
+pub const MAX_CONCURRENCY: usize = 256;
+
+/// The function's settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// What the pipeline starts with.
+    pub pipeline: PipelineOptions,
+    /// Records of one batch in flight at a time (the chains of each run on the blocking pool).
+    pub concurrency: usize,
+}
+
 /// Reads `SLUICE_CONFIG` (required: a path or `s3://bucket/key.toml`), `SLUICE_RELOAD_SECONDS`
-/// (default 60) and `SLUICE_CACHE_DIR` (optional; the pipeline picks `/tmp/sluice` otherwise).
-pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<PipelineOptions, String> {
+/// (default 60), `SLUICE_CACHE_DIR` (optional; the pipeline picks `/tmp/sluice` otherwise) and
+/// `SLUICE_CONCURRENCY` (default 10).
+pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
     let config = var("SLUICE_CONFIG")
         .filter(|c| !c.trim().is_empty())
         .ok_or_else(|| {
@@ -23,12 +40,24 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<PipelineOptions,
             format!("SLUICE_RELOAD_SECONDS={s:?} is not a whole number of seconds: {e}")
         })?,
     };
-    Ok(PipelineOptions {
-        config,
-        reload_interval: Duration::from_secs(reload_seconds),
-        cache_dir: var("SLUICE_CACHE_DIR")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from),
+    let concurrency = match var("SLUICE_CONCURRENCY") {
+        None => DEFAULT_CONCURRENCY,
+        Some(s) => match s.trim().parse::<usize>() {
+            Ok(n @ 1..=MAX_CONCURRENCY) => n,
+            _ => return Err(format!(
+                "SLUICE_CONCURRENCY={s:?} is not a number of records from 1 to {MAX_CONCURRENCY}"
+            )),
+        },
+    };
+    Ok(Settings {
+        pipeline: PipelineOptions {
+            config,
+            reload_interval: Duration::from_secs(reload_seconds),
+            cache_dir: var("SLUICE_CACHE_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from),
+        },
+        concurrency,
     })
 }
 
@@ -46,18 +75,21 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let o = from_env(env(&[("SLUICE_CONFIG", "s3://b/sluice.toml")])).unwrap();
-        assert_eq!(o.config, "s3://b/sluice.toml");
-        assert_eq!(o.reload_interval, Duration::from_secs(60));
-        assert_eq!(o.cache_dir, None);
-        let o = from_env(env(&[
+        let s = from_env(env(&[("SLUICE_CONFIG", "s3://b/sluice.toml")])).unwrap();
+        assert_eq!(s.pipeline.config, "s3://b/sluice.toml");
+        assert_eq!(s.pipeline.reload_interval, Duration::from_secs(60));
+        assert_eq!(s.pipeline.cache_dir, None);
+        assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
+        let s = from_env(env(&[
             ("SLUICE_CONFIG", "/etc/sluice.toml"),
             ("SLUICE_RELOAD_SECONDS", "5"),
             ("SLUICE_CACHE_DIR", "/tmp/c"),
+            ("SLUICE_CONCURRENCY", "3"),
         ]))
         .unwrap();
-        assert_eq!(o.reload_interval, Duration::from_secs(5));
-        assert_eq!(o.cache_dir, Some(PathBuf::from("/tmp/c")));
+        assert_eq!(s.pipeline.reload_interval, Duration::from_secs(5));
+        assert_eq!(s.pipeline.cache_dir, Some(PathBuf::from("/tmp/c")));
+        assert_eq!(s.concurrency, 3);
     }
 
     #[test]
@@ -71,5 +103,10 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(e.starts_with("SLUICE_RELOAD_SECONDS=\"soon\""), "{e}");
+        for bad in ["0", "many", "257"] {
+            let e =
+                from_env(env(&[("SLUICE_CONFIG", "x"), ("SLUICE_CONCURRENCY", bad)])).unwrap_err();
+            assert!(e.starts_with("SLUICE_CONCURRENCY="), "{e}");
+        }
     }
 }

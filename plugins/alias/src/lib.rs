@@ -209,8 +209,8 @@ impl Rule for AliasRule {
         Directory::new(config)?.check()
     }
 
-    fn evaluate(_msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
-        let directory = Directory::new(&config).map_err(RuleError::permanent)?;
+    fn evaluate(_msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
+        let directory = Directory::new(config).map_err(RuleError::permanent)?;
         directory.route(&ctx.recipients)
     }
 }

@@ -76,7 +76,7 @@ impl Rule for Banner {
         Ok(())
     }
 
-    fn evaluate(msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         let authenticated = config.trust_from || ctx.verdicts.dmarc.passed();
         if !is_external(
             msg.from().as_deref(),
@@ -90,7 +90,7 @@ impl Rule for Banner {
             BannerPosition::Bottom => 0,
         };
         let (text, html) = (msg.text_body(limit), msg.html_body(limit));
-        if already_bannered(text.as_deref(), html.as_deref(), &config) {
+        if already_bannered(text.as_deref(), html.as_deref(), config) {
             log::debug!("banner already present");
             return Ok(vec![]);
         }
@@ -98,7 +98,11 @@ impl Rule for Banner {
             BannerPosition::Top => Position::Top,
             BannerPosition::Bottom => Position::Bottom,
         };
-        Ok(vec![Action::banner(config.text, config.html, position)])
+        Ok(vec![Action::banner(
+            config.text.clone(),
+            config.html.clone(),
+            position,
+        )])
     }
 }
 

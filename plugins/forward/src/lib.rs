@@ -176,8 +176,8 @@ impl Rule for ForwardRule {
         Ok(())
     }
 
-    fn evaluate(_msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
-        decide(ctx, &config);
+    fn evaluate(_msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
+        decide(ctx, config);
         Ok(vec![])
     }
 }

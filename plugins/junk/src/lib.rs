@@ -92,13 +92,13 @@ impl Rule for Junk {
         }
     }
 
-    fn evaluate(msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         let score = config
             .score_header
             .as_deref()
             .and_then(|name| msg.first_header(name))
             .and_then(|value| first_number(&value));
-        let (actions, reason) = decide(&ctx.verdicts, score, &config);
+        let (actions, reason) = decide(&ctx.verdicts, score, config);
         if let Some(reason) = reason {
             log::info!("junk: {reason}");
         }

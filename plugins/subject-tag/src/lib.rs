@@ -62,10 +62,10 @@ impl Rule for SubjectTag {
         Ok(())
     }
 
-    fn evaluate(msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         let from = msg.from();
         let text = msg.text_body(4096).unwrap_or_default();
-        let actions = decide(from.as_deref(), &text, &ctx.verdicts, &config);
+        let actions = decide(from.as_deref(), &text, &ctx.verdicts, config);
         if !actions.is_empty() {
             log::info!(
                 "tagged {}: {} keyword(s)",

@@ -91,6 +91,31 @@ test('defineRule maps errors to the WIT results', () => {
   );
 });
 
+test('defineRule parses a config once per instance and freezes it', () => {
+  let checks = 0;
+  const seen = [];
+  const rule = S.defineRule({
+    defaults: { words: ['x'] },
+    check: () => {
+      checks += 1;
+    },
+    evaluate(msg, ctx, config) {
+      seen.push(config);
+      assert.throws(() => config.words.push('y'), TypeError);
+      return [];
+    },
+  });
+  const ctx = S.mockContext({ config: { words: ['a', 'b'] } });
+  rule.evaluate(S.mockMessage({}), ctx);
+  rule.evaluate(S.mockMessage({}), ctx);
+  assert.equal(checks, 1, 'the same config text is parsed and checked once');
+  assert.equal(seen[0], seen[1]);
+  assert.deepEqual(seen[1].words, ['a', 'b']);
+  rule.evaluate(S.mockMessage({}), S.mockContext({ config: { words: ['c'] } }));
+  assert.equal(checks, 2, 'another config text is parsed again');
+  assert.deepEqual(seen[2].words, ['c']);
+});
+
 test('mock message and recipients recording', () => {
   const msg = S.mockMessage({ from: 'a@x.test', fromName: 'A', subject: 'S', text: 'héllo', headers: [['X-A', '1'], ['x-a', '2']] });
   assert.deepEqual(msg.header('X-a'), ['1', '2']);

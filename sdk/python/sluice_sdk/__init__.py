@@ -403,7 +403,8 @@ class Rule:
 
     def check(self, config):
         """Checks beyond types (e.g. "`tag` must not be empty"): raise `ConfigError` or
-        return an error string; None accepts. Runs in `validate-config` and per message."""
+        return an error string; None accepts. Runs in `validate-config` and whenever
+        `evaluate` parses the config (once per instance)."""
         return None
 
     def evaluate(self, msg, ctx, config):
@@ -426,13 +427,25 @@ def export(rule):
     `WitWorld = sluice_sdk.export(MyRule)`.
 
     - `validate_config(json)`: `rule.parse(json)`; a `ConfigError` becomes the `err` string.
-    - `evaluate(msg, ctx)`: parses `ctx.config` again (a bad config is a permanent
-      `rule-error`, "invalid config: ..."), calls `rule.evaluate`; `RuleFailure` becomes a
+    - `evaluate(msg, ctx)`: parses `ctx.config` (a bad config is a permanent `rule-error`,
+      "invalid config: ...") unless it is the text the last message of this instance had: a
+      warm instance (`instances = "warm"`) parses its step's config once and passes the same
+      `Config` to every message it serves, so treat it as read-only. Then calls
+      `rule.evaluate`; `RuleFailure` becomes a
       `rule-error`, any other exception is logged with its traceback at `error` level and
       becomes a permanent `rule-error` naming it. The returned list must hold actions.
 
     Outside a component the class derives from `object` and can be called from tests."""
     instance = rule() if isinstance(rule, type) else rule
+    # (config text, parsed Config) of the last message: a warm instance's step config does
+    # not change between messages.
+    last = [None, None]
+
+    def config_for(text):
+        if last[0] is None or last[0] != text:
+            config = instance.parse(text)
+            last[0], last[1] = text, config
+        return last[1]
 
     class WitWorld(_wit.WorldBase):
         def validate_config(self, config):
@@ -446,7 +459,7 @@ def export(rule):
 
         def evaluate(self, msg, ctx):
             try:
-                config = instance.parse(ctx.config)
+                config = config_for(ctx.config)
             except ConfigError as e:
                 raise Err(types.RuleError(f"invalid config: {e}", False)) from None
             try:

@@ -135,6 +135,19 @@ class ExportTest(unittest.TestCase):
             self.assertIn(message, error.message, subject)
             self.assertEqual(error.temporary, temporary, subject)
 
+    def test_the_config_is_parsed_once_per_instance(self):
+        checks = []
+
+        class Counting(Tagger):
+            def check(self, config):
+                checks.append(config)
+                return None
+
+        world = sluice.export(Counting)()
+        for config in ['{"tag": "[a]"}', '{"tag": "[a]"}', '{"tag": "[b]"}']:
+            world.evaluate(FakeMessage([("Subject", "hi")]), context(config=config))
+        self.assertEqual([c.tag for c in checks], ["[a]", "[b]"])
+
     def test_validate_config(self):
         self.world.validate_config("")
         with self.assertRaises(sluice.Err) as caught:

@@ -16,13 +16,13 @@
 //!
 //! impl Rule for TagExternal {
 //!     type Config = Config;
-//!     fn evaluate(msg: &Message, ctx: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+//!     fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
 //!         let from = msg.from().unwrap_or_default();
 //!         if is_in_domains(&from, &config.internal_domains) || ctx.verdicts.spf.failed() {
 //!             return Ok(vec![]);
 //!         }
 //!         log::info!("tagging mail from {from}");
-//!         Ok(vec![Action::prefix_subject(config.tag.unwrap_or_else(|| "[ext]".into()))])
+//!         Ok(vec![Action::prefix_subject(config.tag.as_deref().unwrap_or("[ext]"))])
 //!     }
 //! }
 //!
@@ -41,8 +41,10 @@
 //! * **Config.** The step's `config` table arrives as JSON. [`export_rule!`] makes
 //!   `validate-config` deserialize it into [`Rule::Config`] (then run [`Rule::check_config`])
 //!   and return serde_json's message — which names the key and position — on failure, so a
-//!   typo fails `sluice check`. `evaluate` deserializes it again (every message runs in a
-//!   fresh instance) and turns a failure into a permanent [`RuleError`].
+//!   typo fails `sluice check`. `evaluate` deserializes it once per instance: a fresh
+//!   instance (the default) parses it for its one message, a warm one (`instances = "warm"`)
+//!   keeps the parsed config while the step's config text stays the same, so a large table
+//!   is not parsed again for every message. A failure is a permanent [`RuleError`].
 //! * **Allocation.** On wasm32 the default `arena` feature installs [`arena::RuleAllocator`]:
 //!   the first 256 KiB a rule allocates per message come from the module's own zeroed data,
 //!   so a fresh instance never has to grow its memory (which costs the host syscalls on every
@@ -116,11 +118,12 @@ pub trait Rule {
         Ok(())
     }
 
-    /// Decides what to do with `msg` for the recipient group described by `ctx`.
+    /// Decides what to do with `msg` for the recipient group described by `ctx`. `config` is
+    /// borrowed because a warm instance keeps it for the next message.
     fn evaluate(
         msg: &Message,
         ctx: &Context,
-        config: Self::Config,
+        config: &Self::Config,
     ) -> Result<Vec<Action>, RuleError>;
 }
 
@@ -146,7 +149,7 @@ pub fn parse_config<C: serde::de::DeserializeOwned + Default>(json: &str) -> Res
 /// struct Nothing;
 /// impl Rule for Nothing {
 ///     type Config = NoConfig;
-///     fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+///     fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
 ///         Ok(vec![])
 ///     }
 /// }
@@ -162,6 +165,12 @@ macro_rules! export_rule {
             #[allow(dead_code)]
             struct __SluiceRuleExport;
 
+            ::std::thread_local! {
+                static __SLUICE_CONFIG: $crate::__private::ConfigCache<
+                    <$rule as $crate::Rule>::Config,
+                > = $crate::__private::ConfigCache::new();
+            }
+
             impl $crate::bindings::Guest for __SluiceRuleExport {
                 fn validate_config(
                     config: ::std::string::String,
@@ -174,14 +183,15 @@ macro_rules! export_rule {
                     ctx: $crate::Context,
                 ) -> ::core::result::Result<::std::vec::Vec<$crate::Action>, $crate::RuleError>
                 {
-                    $crate::__private::evaluate::<$rule>(msg, ctx)
+                    __SLUICE_CONFIG
+                        .with(|cache| $crate::__private::evaluate::<$rule>(msg, ctx, cache))
                 }
             }
 
             // The exports and the `component-type` section describing them (with the
             // exports) exist only on wasm32.
-            #[cfg(target_arch = "wasm32")]
-    $crate::bindings::export!(__SluiceRuleExport with_types_in $crate::bindings);
+    #[cfg(target_arch = "wasm32")]
+            $crate::bindings::export!(__SluiceRuleExport with_types_in $crate::bindings);
         };
     };
 }
@@ -189,6 +199,9 @@ macro_rules! export_rule {
 /// Implementation details of [`export_rule!`]; not a stable API.
 #[doc(hidden)]
 pub mod __private {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
     use crate::{Action, Context, Level, Message, Rule, RuleError};
 
     pub fn validate_config<R: Rule>(json: &str) -> Result<(), String> {
@@ -197,12 +210,57 @@ pub mod __private {
         R::check_config(&config)
     }
 
-    pub fn evaluate<R: Rule>(msg: &Message, ctx: Context) -> Result<Vec<Action>, RuleError> {
+    pub fn evaluate<R: Rule>(
+        msg: &Message,
+        ctx: Context,
+        cache: &ConfigCache<R::Config>,
+    ) -> Result<Vec<Action>, RuleError> {
         install_panic_hook();
-        let config = crate::parse_config::<R::Config>(&ctx.config)
-            .and_then(|config| R::check_config(&config).map(|()| config))
+        let config = cache
+            .get_or_parse(&ctx.config, |json| {
+                let config = crate::parse_config::<R::Config>(json)?;
+                R::check_config(&config).map(|()| config)
+            })
             .map_err(|e| RuleError::permanent(format!("invalid config: {e}")))?;
-        R::evaluate(msg, &ctx, config)
+        R::evaluate(msg, &ctx, &config)
+    }
+
+    /// The parsed config of the instance's last message, with the JSON it came from. A warm
+    /// instance serves many messages of one step, whose config text is the same each time,
+    /// so it parses (and checks) once; a fresh instance fills it for its only message.
+    pub struct ConfigCache<C> {
+        last: RefCell<Option<(String, Rc<C>)>>,
+    }
+
+    impl<C> ConfigCache<C> {
+        pub const fn new() -> Self {
+            ConfigCache {
+                last: RefCell::new(None),
+            }
+        }
+
+        /// The config parsed from `json`: the kept one when `json` is the text it was parsed
+        /// from, else `parse(json)` (kept when it succeeds; an error is not kept).
+        pub fn get_or_parse(
+            &self,
+            json: &str,
+            parse: impl FnOnce(&str) -> Result<C, String>,
+        ) -> Result<Rc<C>, String> {
+            if let Some((text, config)) = self.last.borrow().as_ref() {
+                if text == json {
+                    return Ok(config.clone());
+                }
+            }
+            let config = Rc::new(parse(json)?);
+            *self.last.borrow_mut() = Some((json.to_owned(), config.clone()));
+            Ok(config)
+        }
+    }
+
+    impl<C> Default for ConfigCache<C> {
+        fn default() -> Self {
+            Self::new()
+        }
     }
 
     /// Routes panic messages to the host log: on wasm32-unknown-unknown stderr goes nowhere.
@@ -221,5 +279,34 @@ pub mod __private {
                 crate::log::write(Level::Error, &format!("rule panicked{at}: {message}"));
             }));
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::__private::ConfigCache;
+    use std::cell::Cell;
+
+    #[test]
+    fn the_config_cache_parses_again_only_when_the_text_changes() {
+        let cache = ConfigCache::<usize>::new();
+        let parses = Cell::new(0);
+        let parse = |json: &str| {
+            parses.set(parses.get() + 1);
+            if json == "bad" {
+                Err("not JSON".to_string())
+            } else {
+                Ok(json.len())
+            }
+        };
+        assert_eq!(*cache.get_or_parse("{}", parse).unwrap(), 2);
+        assert_eq!(*cache.get_or_parse("{}", parse).unwrap(), 2);
+        assert_eq!(parses.get(), 1, "the same text is not parsed twice");
+        assert_eq!(*cache.get_or_parse("{\"a\":1}", parse).unwrap(), 7);
+        assert_eq!(parses.get(), 2, "another text is parsed");
+        assert_eq!(cache.get_or_parse("bad", parse).unwrap_err(), "not JSON");
+        assert!(cache.get_or_parse("bad", parse).is_err());
+        assert_eq!(parses.get(), 4, "an error is not kept");
+        assert_eq!(*cache.get_or_parse("{\"a\":1}", parse).unwrap(), 7);
     }
 }

@@ -298,6 +298,8 @@ pub struct Secure {
     pub user: String,
     /// Its password.
     pub password: String,
+    /// TLS from the first byte (SMTPS, port 465 style) instead of STARTTLS.
+    pub implicit: bool,
 }
 
 /// One message the sink received.
@@ -333,8 +335,9 @@ impl SmtpSink {
         SmtpSink::start_with(None)
     }
 
-    /// A sink that requires STARTTLS (a self-signed certificate for 127.0.0.1, see
-    /// [`SmtpSink::ca_file`]) and AUTH with `secure`'s user and password.
+    /// A sink that requires TLS (STARTTLS, or implicit with [`Secure::implicit`]; a
+    /// certificate for 127.0.0.1 from a private CA, see [`SmtpSink::ca_file`]) and AUTH with
+    /// `secure`'s user and password.
     pub fn start_secure(secure: Secure) -> Option<SmtpSink> {
         SmtpSink::start_with(Some(secure))
     }
@@ -360,7 +363,7 @@ impl SmtpSink {
 import asyncio, base64, datetime, json, os, ssl, sys, time
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
-port, out, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+port, out, user, password, implicit = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5] == "implicit"
 secure = user != ""
 class Keep:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
@@ -376,7 +379,7 @@ class Keep:
         with open(name + ".tmp", "w") as f:
             json.dump({"mail_from": envelope.mail_from, "recipients": envelope.rcpt_tos,
                        "data": base64.b64encode(envelope.original_content).decode(),
-                       "tls": session.ssl is not None, "auth": bool(session.authenticated)}, f)
+                       "tls": implicit or session.ssl is not None, "auth": bool(session.authenticated)}, f)
         os.rename(name + ".tmp", name)
         return "250 2.0.0 queued as " + os.path.basename(name)
 kw = {}
@@ -412,7 +415,11 @@ if secure:
     def check(server, session, envelope, mechanism, auth_data):
         ok = auth_data.login == user.encode() and auth_data.password == password.encode()
         return AuthResult(success=ok, handled=False)
-    kw = dict(tls_context=ctx, require_starttls=True, authenticator=check, auth_require_tls=True, auth_required=True)
+    if implicit:
+        # The whole connection is TLS: a plain-text client cannot get as far as AUTH.
+        kw = dict(ssl_context=ctx, authenticator=check, auth_require_tls=False, auth_required=True)
+    else:
+        kw = dict(tls_context=ctx, require_starttls=True, authenticator=check, auth_require_tls=True, auth_required=True)
 c = Controller(Keep(), hostname="127.0.0.1", port=port, decode_data=False, **kw)
 c.start()
 print("ready", flush=True)
@@ -428,6 +435,11 @@ finally:
             .arg(dir.path())
             .arg(secure.as_ref().map(|s| s.user.as_str()).unwrap_or(""))
             .arg(secure.as_ref().map(|s| s.password.as_str()).unwrap_or(""))
+            .arg(if secure.as_ref().is_some_and(|s| s.implicit) {
+                "implicit"
+            } else {
+                "starttls"
+            })
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_mail::Message;
 
-use super::markers::{send_once, SendOutcome};
+use super::markers::{send_name, send_once, SendOutcome};
 use super::{DeliverError, Markers};
 
 /// Sends bounces through the relay's way out.
@@ -143,6 +143,9 @@ pub enum BounceReport {
     Sent {
         /// The envelope sender the DSN went to.
         to: String,
+        /// What the way out called the send (SES message id, the smarthost's reply, the
+        /// outbox file).
+        id: String,
     },
     /// An earlier attempt sent it (its claim is `sent`).
     AlreadySent,
@@ -159,7 +162,7 @@ pub enum BounceReport {
 impl std::fmt::Display for BounceReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BounceReport::Sent { to } => write!(f, "sent to {to}"),
+            BounceReport::Sent { to, .. } => write!(f, "sent to {to}"),
             BounceReport::AlreadySent => f.write_str("already sent"),
             BounceReport::Unconfirmed => f.write_str("unconfirmed (claimed earlier, not resent)"),
             BounceReport::Suppressed { reason } => write!(f, "suppressed: {reason}"),
@@ -200,6 +203,7 @@ impl Bouncer {
         }
 
         let recipients: Vec<String> = refused.iter().map(|j| j.recipient.clone()).collect();
+        let name = send_name(message_id, "bounce", &recipients);
         let key = markers.marker_key(message_id, "bounce", &recipients);
         let dsn = build_dsn(
             message_id,
@@ -221,7 +225,7 @@ impl Bouncer {
         let what = format!("bouncing message {message_id} to {sender}");
         let to = [sender.to_string()];
         let outcome = send_once(markers, &key, &detail, &what, || {
-            self.via.send(&self.from, &to, dsn, true)
+            self.via.send(&name, &self.from, &to, dsn, true)
         })
         .await?;
         Ok(match outcome {
@@ -229,6 +233,7 @@ impl Bouncer {
                 tracing::info!(message_id, ses_id, to = sender, "bounce sent");
                 BounceReport::Sent {
                     to: sender.to_string(),
+                    id: ses_id,
                 }
             }
             SendOutcome::AlreadySent => BounceReport::AlreadySent,

@@ -36,7 +36,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use sluice_aws::{Created, S3Url, S3};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sluice_aws::{AwsError, Created, S3Url, S3};
 
 use sluice_deliver::{BoxFuture, DeliveredLog, DeliveryError, MailboxCopy};
 
@@ -83,10 +86,8 @@ fn owner_is_gone(owner: &str) -> bool {
 /// Where the claims live, and who is claiming.
 #[derive(Debug, Clone)]
 pub struct Markers {
-    /// The client.
-    pub s3: S3,
-    /// The bucket.
-    pub bucket: String,
+    /// The bucket, or a local directory.
+    pub at: ClaimsAt,
     /// The key prefix, without a trailing `/`; may be empty.
     pub prefix: String,
     /// This consumer's id, written into its claims. Unique per process (see
@@ -96,6 +97,22 @@ pub struct Markers {
     pub owner: String,
     /// See [`DEFAULT_LEASE`].
     pub lease: Duration,
+}
+
+/// The place that holds the records: an S3 bucket (shared by every consumer of the queue), or
+/// a directory on this machine (one daemon with a local store, and `sluice run`). Both make
+/// a claim with a create-if-absent write, so the protocol is the same.
+#[derive(Debug, Clone)]
+pub enum ClaimsAt {
+    /// `PutObject` with `If-None-Match: *`.
+    S3 {
+        /// The client.
+        s3: S3,
+        /// The bucket.
+        bucket: String,
+    },
+    /// Files created with `O_EXCL`; each key is a relative path under the directory.
+    Dir(PathBuf),
 }
 
 /// What a claim found.
@@ -128,9 +145,18 @@ impl Markers {
     /// Claims in `bucket`/`prefix` as `owner`, with the default lease.
     pub fn new(s3: S3, bucket: String, prefix: String, owner: String) -> Markers {
         Markers {
-            s3,
-            bucket,
+            at: ClaimsAt::S3 { s3, bucket },
             prefix,
+            owner,
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// Claims in files under `dir` as `owner`, with the default lease.
+    pub fn in_dir(dir: PathBuf, owner: String) -> Markers {
+        Markers {
+            at: ClaimsAt::Dir(dir),
+            prefix: String::new(),
             owner,
             lease: DEFAULT_LEASE,
         }
@@ -154,26 +180,7 @@ impl Markers {
     /// lower-cased, de-duplicated and sorted first, so the key does not depend on their order
     /// or case.
     pub fn marker_key(&self, message_id: &str, kind: &str, recipients: &[String]) -> String {
-        let mut rcpts: Vec<String> = recipients.iter().map(|r| r.to_lowercase()).collect();
-        rcpts.sort();
-        rcpts.dedup();
-        let mut hash = Sha256::new();
-        for r in &rcpts {
-            hash.update(r.as_bytes());
-            hash.update(b"\n");
-        }
-        let id: String = message_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(200)
-            .collect();
-        let name = format!("{id}/{kind}-{}.json", hex::encode(hash.finalize()));
+        let name = format!("{}.json", send_name(message_id, kind, recipients));
         let prefix = self.prefix.trim_matches('/');
         if prefix.is_empty() {
             name
@@ -182,10 +189,122 @@ impl Markers {
         }
     }
 
-    fn url(&self, key: &str) -> S3Url {
-        S3Url {
-            bucket: self.bucket.clone(),
-            key: key.to_string(),
+    /// Where `key` is, for messages.
+    fn describe(&self, key: &str) -> String {
+        match &self.at {
+            ClaimsAt::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
+            ClaimsAt::Dir(dir) => dir.join(key).display().to_string(),
+        }
+    }
+
+    fn local_error(what: &str, key: &Path, e: std::io::Error) -> DeliverError {
+        DeliverError::Local {
+            what: format!("{what} {}", key.display()),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Creates `key` with `bytes` unless it exists; `true` when this call created it.
+    async fn create_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool, DeliverError> {
+        match &self.at {
+            ClaimsAt::S3 { s3, bucket } => {
+                let url = S3Url {
+                    bucket: bucket.clone(),
+                    key: key.to_string(),
+                };
+                let created = s3
+                    .put_if_absent(&url, bytes, "application/json")
+                    .await
+                    .map_err(|e| DeliverError::aws(format_args!("claiming send {url}"), e))?;
+                Ok(matches!(created, Created::Yes { .. }))
+            }
+            ClaimsAt::Dir(dir) => {
+                let path = dir.join(key);
+                let err = |e| Markers::local_error("claiming send", &path, e);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(err)?;
+                }
+                match std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)
+                {
+                    Ok(mut f) => {
+                        f.write_all(&bytes).map_err(err)?;
+                        f.sync_all().map_err(err)?;
+                        Ok(true)
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(err(e)),
+                }
+            }
+        }
+    }
+
+    /// Writes `key` (replacing it).
+    async fn write(&self, what: &str, key: &str, bytes: Vec<u8>) -> Result<(), DeliverError> {
+        match &self.at {
+            ClaimsAt::S3 { s3, bucket } => {
+                let url = S3Url {
+                    bucket: bucket.clone(),
+                    key: key.to_string(),
+                };
+                s3.put(&url, bytes, "application/json")
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| DeliverError::aws(format_args!("{what} {url}"), e))
+            }
+            ClaimsAt::Dir(dir) => {
+                let path = dir.join(key);
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                let err = |e| Markers::local_error(what, &path, e);
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(err)?;
+                }
+                std::fs::write(&tmp, &bytes).map_err(err)?;
+                std::fs::rename(&tmp, &path).map_err(err)
+            }
+        }
+    }
+
+    /// The bytes at `key`; `None` when there is none (only "not found" means none).
+    async fn read(&self, what: &str, key: &str) -> Result<Option<Vec<u8>>, DeliverError> {
+        match &self.at {
+            ClaimsAt::S3 { s3, bucket } => {
+                let url = S3Url {
+                    bucket: bucket.clone(),
+                    key: key.to_string(),
+                };
+                match s3.get(&url).await {
+                    Ok(obj) => Ok(Some(obj.bytes)),
+                    Err(AwsError::S3NotFound { .. }) => Ok(None),
+                    Err(e) => Err(DeliverError::aws(format_args!("{what} {url}"), e)),
+                }
+            }
+            ClaimsAt::Dir(dir) => {
+                let path = dir.join(key);
+                match std::fs::read(&path) {
+                    Ok(bytes) => Ok(Some(bytes)),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(Markers::local_error(what, &path, e)),
+                }
+            }
+        }
+    }
+
+    /// Whether `key` exists.
+    async fn exists(&self, what: &str, key: &str) -> Result<bool, DeliverError> {
+        match &self.at {
+            ClaimsAt::S3 { s3, bucket } => {
+                let url = S3Url {
+                    bucket: bucket.clone(),
+                    key: key.to_string(),
+                };
+                s3.exists(&url)
+                    .await
+                    .map_err(|e| DeliverError::aws(format_args!("{what} {url}"), e))
+            }
+            ClaimsAt::Dir(dir) => Ok(dir.join(key).is_file()),
         }
     }
 
@@ -193,28 +312,22 @@ impl Markers {
     /// `Ok(Claim::Won)` only when this call created the record. A claim by another owner
     /// younger than the lease is an `Err` (transient): that consumer may be sending it now.
     pub async fn claim(&self, key: &str, detail: &Value) -> Result<Claim, DeliverError> {
-        let url = self.url(key);
         let mut record = detail.clone();
         record["state"] = json!("claimed");
         record["owner"] = json!(self.owner);
         record["claimed_at_ms"] = json!(now_ms());
-        let created = self
-            .s3
-            .put_if_absent(&url, record.to_string().into_bytes(), "application/json")
-            .await
-            .map_err(|e| DeliverError::aws(format_args!("claiming send {url}"), e))?;
-        if matches!(created, Created::Yes { .. }) {
+        if self
+            .create_new(key, record.to_string().into_bytes())
+            .await?
+        {
             return Ok(Claim::Won);
         }
-        let existing = match self.s3.get(&url).await {
-            Ok(obj) => obj.bytes,
-            Err(e) => {
-                // Released between our write and this read: the next attempt claims again.
-                return Err(DeliverError::aws(
-                    format_args!("reading the existing claim {url}"),
-                    e,
-                ));
-            }
+        let url = self.describe(key);
+        let Some(existing) = self.read("reading the existing claim", key).await? else {
+            // Released between our write and this read: the next attempt claims again.
+            return Err(DeliverError::ClaimHeld(format!(
+                "send {url} was released while this attempt looked at it; retry"
+            )));
         };
         let record: Value = serde_json::from_slice(&existing).unwrap_or(Value::Null);
         if record["state"] != "claimed" {
@@ -248,48 +361,74 @@ impl Markers {
         detail: &Value,
         ses_message_id: &str,
     ) -> Result<(), DeliverError> {
-        let url = self.url(key);
         let mut record = detail.clone();
         record["state"] = json!("sent");
         record["owner"] = json!(self.owner);
         record["sent_at_ms"] = json!(now_ms());
         record["ses_message_id"] = json!(ses_message_id);
-        self.s3
-            .put(&url, record.to_string().into_bytes(), "application/json")
+        self.write("confirming send", key, record.to_string().into_bytes())
             .await
-            .map(|_| ())
-            .map_err(|e| DeliverError::aws(format_args!("confirming send {url}"), e))
     }
 
     /// Deletes a won claim whose send SES surely did not accept, so a retry sends it.
     pub async fn release(&self, key: &str) -> Result<(), DeliverError> {
-        let url = self.url(key);
-        self.s3
-            .delete(&url)
-            .await
-            .map_err(|e| DeliverError::aws(format_args!("releasing claim {url}"), e))
+        match &self.at {
+            ClaimsAt::S3 { s3, bucket } => {
+                let url = S3Url {
+                    bucket: bucket.clone(),
+                    key: key.to_string(),
+                };
+                s3.delete(&url)
+                    .await
+                    .map_err(|e| DeliverError::aws(format_args!("releasing claim {url}"), e))
+            }
+            ClaimsAt::Dir(dir) => {
+                let path = dir.join(key);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => Ok(()),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    Err(e) => Err(Markers::local_error("releasing claim", &path, e)),
+                }
+            }
+        }
     }
 
-    /// The record at `key` (`None` when there is none). Only S3's "not found" means none.
+    /// The record at `key` (`None` when there is none). Only "not found" means none.
     pub async fn record(&self, key: &str) -> Result<Option<Value>, DeliverError> {
-        let url = self.url(key);
-        let found = self
-            .s3
-            .exists(&url)
-            .await
-            .map_err(|e| DeliverError::aws(format_args!("checking claim {url}"), e))?;
-        if !found {
+        if !self.exists("checking claim", key).await? {
             return Ok(None);
         }
-        let obj = self
-            .s3
-            .get(&url)
-            .await
-            .map_err(|e| DeliverError::aws(format_args!("reading claim {url}"), e))?;
-        Ok(Some(
-            serde_json::from_slice(&obj.bytes).unwrap_or(Value::Null),
-        ))
+        Ok(self
+            .read("reading claim", key)
+            .await?
+            .map(|bytes| serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
+}
+
+/// `<message-id>/<kind>-<sha256 of the recipients>`: the one name of a send, for its claim
+/// and for the outbox file `sluice run` writes. The recipients are lower-cased,
+/// de-duplicated and sorted first; the message id keeps `[A-Za-z0-9_-]` (others become `_`).
+pub fn send_name(message_id: &str, kind: &str, recipients: &[String]) -> String {
+    let mut rcpts: Vec<String> = recipients.iter().map(|r| r.to_lowercase()).collect();
+    rcpts.sort();
+    rcpts.dedup();
+    let mut hash = Sha256::new();
+    for r in &rcpts {
+        hash.update(r.as_bytes());
+        hash.update(b"\n");
+    }
+    let id: String = message_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect();
+    format!("{id}/{kind}-{}", hex::encode(hash.finalize()))
 }
 
 /// Records of delivered mailbox copies in the markers bucket, for stores that cannot
@@ -307,9 +446,9 @@ impl S3DeliveredLog {
     }
 }
 
-fn service(what: String, e: sluice_aws::AwsError) -> DeliveryError {
+fn service(e: DeliverError) -> DeliveryError {
     DeliveryError::Service {
-        what,
+        what: "the delivery record".into(),
         reason: e.to_string(),
         permanent: false,
     }
@@ -322,12 +461,10 @@ impl DeliveredLog for S3DeliveredLog {
         copy: &'a MailboxCopy,
     ) -> BoxFuture<'a, Result<bool, DeliveryError>> {
         Box::pin(async move {
-            let url = self.markers.url(&self.key(message_id, copy));
             self.markers
-                .s3
-                .exists(&url)
+                .exists("reading the delivery record", &self.key(message_id, copy))
                 .await
-                .map_err(|e| service(format!("reading the delivery record {url}"), e))
+                .map_err(service)
         })
     }
 
@@ -338,7 +475,6 @@ impl DeliveredLog for S3DeliveredLog {
         at: &'a str,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            let url = self.markers.url(&self.key(message_id, copy));
             let record = json!({
                 "kind": "stored",
                 "message_id": message_id,
@@ -349,11 +485,13 @@ impl DeliveredLog for S3DeliveredLog {
                 "stored_at_ms": now_ms(),
             });
             self.markers
-                .s3
-                .put(&url, record.to_string().into_bytes(), "application/json")
+                .write(
+                    "writing the delivery record",
+                    &self.key(message_id, copy),
+                    record.to_string().into_bytes(),
+                )
                 .await
-                .map(|_| ())
-                .map_err(|e| service(format!("writing the delivery record {url}"), e))
+                .map_err(service)
         })
     }
 }

@@ -22,8 +22,8 @@ mod relay;
 pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer, Suppression};
 pub use mailbox::S3Mailboxes;
 pub use markers::S3DeliveredLog;
-pub use markers::{Claim, Markers, DEFAULT_LEASE};
-pub use outbound::{Outbound, SendFailure};
+pub use markers::{send_name, Claim, ClaimsAt, Markers, DEFAULT_LEASE};
+pub use outbound::{Outbound, Outbox, SendFailure};
 pub use relay::{Refusal, RefusalKind, Relay, RelayJob, RelayReport};
 pub use sluice_deliver::TraceMeta;
 
@@ -59,6 +59,14 @@ pub enum DeliverError {
     /// The way out could not be set up (a smarthost's credentials or CA file).
     #[error("{0}")]
     Setup(String),
+    /// A claim or outbox file on this machine could not be read or written.
+    #[error("{what}: {reason}")]
+    Local {
+        /// What was being done, to which file.
+        what: String,
+        /// The I/O error.
+        reason: String,
+    },
 }
 
 impl DeliverError {
@@ -74,7 +82,9 @@ impl DeliverError {
             ),
             DeliverError::Send { failure, .. } => failure.permanent,
             DeliverError::Unsendable(_) => true,
-            DeliverError::ClaimHeld(_) | DeliverError::Setup(_) => false,
+            DeliverError::ClaimHeld(_) | DeliverError::Setup(_) | DeliverError::Local { .. } => {
+                false
+            }
         }
     }
 

@@ -1,9 +1,11 @@
-//! How relayed copies and DSNs leave: SES v2 raw sends, or a smarthost over SMTP. Both answer
-//! a send the same way, so the claim protocol ([`super::markers`]) treats them alike.
+//! How relayed copies and DSNs leave: SES v2 raw sends, a smarthost over SMTP, or (for
+//! `sluice run`) files in an outbox. All answer a send the same way, so the claim protocol
+//! ([`super::markers`]) treats them alike.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use sluice_aws::{AwsError, Ses};
+use sluice_aws::{AwsError, Ses, SES_MAX_RAW_BYTES};
 use sluice_deliver::{DeliveryError, SmtpSender};
 
 /// The way out (`[relay] kind`).
@@ -13,6 +15,8 @@ pub enum Outbound {
     Ses(Ses),
     /// A smarthost (pooled connections).
     Smtp(Arc<SmtpSender>),
+    /// Files on this machine instead of a send (`sluice run`).
+    Outbox(Arc<Outbox>),
 }
 
 impl std::fmt::Debug for Outbound {
@@ -20,9 +24,74 @@ impl std::fmt::Debug for Outbound {
         match self {
             Outbound::Ses(_) => write!(f, "ses"),
             Outbound::Smtp(s) => write!(f, "{}", s.describe()),
+            Outbound::Outbox(o) => write!(f, "outbox {}", o.root.display()),
         }
     }
 }
+
+/// Sends written as files: `<root>/<send name>.eml` with the bytes that would go out, and
+/// `<root>/<send name>.json` with the envelope (`mail_from`, `<>` for a DSN, and
+/// `recipients`). It splits and limits sends like the transport it stands in for, so
+/// `sluice run` shows what the daemon would send. The name is the send's
+/// ([`super::send_name`]), so running a message again rewrites the same files.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    /// The directory.
+    pub root: PathBuf,
+    /// Recipients per send, as [`Outbound::chunk`] of the real transport.
+    pub chunk: usize,
+    /// The largest send, as [`Outbound::max_bytes`] of the real transport.
+    pub max_bytes: Option<usize>,
+}
+
+impl Outbox {
+    /// An outbox standing in for the transport `[relay]` names (SES when `smtp` is false).
+    pub fn standing_in_for(root: PathBuf, smtp: bool) -> Outbox {
+        Outbox {
+            root,
+            chunk: if smtp { 1 } else { SES_CHUNK },
+            max_bytes: (!smtp).then_some(SES_MAX_RAW_BYTES),
+        }
+    }
+
+    fn write(
+        &self,
+        name: &str,
+        mail_from: &str,
+        to: &[String],
+        raw: &[u8],
+    ) -> Result<String, SendFailure> {
+        let eml = self.root.join(format!("{name}.eml"));
+        let envelope = serde_json::json!({
+            "mail_from": if mail_from.is_empty() { "<>" } else { mail_from },
+            "recipients": to,
+        });
+        let write = |path: &std::path::Path, bytes: &[u8]| -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(path, bytes)
+        };
+        write(&eml, raw)
+            .and_then(|()| {
+                write(
+                    &eml.with_extension("json"),
+                    serde_json::to_string_pretty(&envelope)
+                        .unwrap_or_default()
+                        .as_bytes(),
+                )
+            })
+            .map_err(|e| SendFailure {
+                message: format!("cannot write {}: {e}", eml.display()),
+                permanent: false,
+                maybe_sent: false,
+            })?;
+        Ok(eml.display().to_string())
+    }
+}
+
+/// Recipients per SES `SendEmail` call.
+const SES_CHUNK: usize = 50;
 
 /// A send that did not go through.
 #[derive(Debug, Clone)]
@@ -64,13 +133,15 @@ impl From<DeliveryError> for SendFailure {
 }
 
 impl Outbound {
-    /// Sends `raw` to `to`; `Ok` with the id the service gave it. `from` is the sending
+    /// Sends `raw` to `to`; `Ok` with the id the service gave it (the outbox: the file).
+    /// `name` is the send's stable name ([`super::send_name`]). `from` is the sending
     /// identity (SES's `FromEmailAddress`, the SMTP `MAIL FROM`); `null_sender` makes the
     /// SMTP envelope sender `<>` (DSNs, RFC 5321 §4.5.5). Over SMTP every recipient must be
     /// accepted for `Ok`; the relay sends one recipient per call, so a refusal is that
     /// recipient's.
     pub async fn send(
         &self,
+        name: &str,
         from: &str,
         to: &[String],
         raw: Vec<u8>,
@@ -87,6 +158,19 @@ impl Outbound {
                 }
                 Ok(ids.join("; "))
             }
+            Outbound::Outbox(outbox) => {
+                outbox.write(name, if null_sender { "" } else { from }, to, &raw)
+            }
+        }
+    }
+
+    /// The largest message one send may carry (SES's raw limit); `None`: no limit of our
+    /// own (a smarthost says so itself).
+    pub fn max_bytes(&self) -> Option<usize> {
+        match self {
+            Outbound::Ses(_) => Some(SES_MAX_RAW_BYTES),
+            Outbound::Smtp(_) => None,
+            Outbound::Outbox(o) => o.max_bytes,
         }
     }
 
@@ -94,8 +178,9 @@ impl Outbound {
     /// refusal maps onto one claim.
     pub fn chunk(&self) -> usize {
         match self {
-            Outbound::Ses(_) => 50,
+            Outbound::Ses(_) => SES_CHUNK,
             Outbound::Smtp(_) => 1,
+            Outbound::Outbox(o) => o.chunk,
         }
     }
 }

@@ -2,10 +2,9 @@
 //! sends in chunks that each happen at most once (claimed before the send, see [`Markers`]).
 
 use serde_json::json;
-use sluice_aws::SES_MAX_RAW_BYTES;
 use sluice_mail::{hop_count, rewrite_for_relay, Message, RelayRewrite};
 
-use super::markers::{send_once, SendOutcome};
+use super::markers::{send_name, send_once, SendOutcome};
 use super::outbound::Outbound;
 use super::{domain_of, DeliverError, Markers};
 
@@ -94,6 +93,9 @@ pub struct Refusal {
 pub struct RelayReport {
     /// Sent now.
     pub sent: Vec<String>,
+    /// For each recipient sent now, what the way out called its send (SES message id, the
+    /// smarthost's reply, the outbox file).
+    pub send_ids: std::collections::BTreeMap<String, String>,
     /// Sent by an earlier attempt (its claim is `sent`): not sent again.
     pub already_sent: Vec<String>,
     /// Claimed by an attempt that never confirmed the send (a crash between claim and
@@ -204,9 +206,9 @@ impl Relay {
                 "message {message_id}: cannot rewrite it for relaying from {from}: {e}"
             ))
         })?;
-        if matches!(self.via, Outbound::Ses(_)) && raw.len() > SES_MAX_RAW_BYTES {
+        if let Some(max) = self.via.max_bytes().filter(|max| raw.len() > *max) {
             let reason = format!(
-                "the message is {} bytes after the relay rewrite; SES sends at most {SES_MAX_RAW_BYTES} bytes",
+                "the message is {} bytes after the relay rewrite; SES sends at most {max} bytes",
                 raw.len()
             );
             tracing::warn!(message_id, size = raw.len(), "relay refused: too large");
@@ -221,6 +223,7 @@ impl Relay {
         // A stable order makes the chunks, and so their claims, the same on every retry.
         allowed.sort_by_key(|r| r.to_lowercase());
         for chunk in allowed.chunks(self.via.chunk()) {
+            let name = send_name(message_id, "relay", chunk);
             let key = markers.marker_key(message_id, "relay", chunk);
             let detail = json!({
                 "kind": "relay",
@@ -234,7 +237,7 @@ impl Relay {
                 chunk.len() - 1
             );
             let sent = send_once(markers, &key, &detail, &what, || {
-                self.via.send(from, chunk, raw.clone(), false)
+                self.via.send(&name, from, chunk, raw.clone(), false)
             })
             .await;
             let outcome = match sent {
@@ -255,6 +258,9 @@ impl Relay {
                 SendOutcome::Sent { ses_id } => {
                     tracing::info!(message_id, ses_id, recipients = chunk.len(), "relayed");
                     report.sent.extend_from_slice(chunk);
+                    for r in chunk {
+                        report.send_ids.insert(r.clone(), ses_id.clone());
+                    }
                 }
                 SendOutcome::AlreadySent => report.already_sent.extend_from_slice(chunk),
                 SendOutcome::Unconfirmed => report.unconfirmed.extend_from_slice(chunk),

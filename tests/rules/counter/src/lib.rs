@@ -1,5 +1,5 @@
-//! Test rule: counts its calls in a static and reports the count as `X-Count`. The host
-//! gives every message a fresh instance, so the count must always be 1.
+//! Test rule: counts its calls in a static and reports the count as `X-Count`. With fresh
+//! instances (the default) the count is always 1; a warm instance counts up.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -14,7 +14,7 @@ pub struct Counter;
 impl Rule for Counter {
     type Config = NoConfig;
 
-    fn evaluate(_msg: &Message, _ctx: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_msg: &Message, _ctx: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         let n = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(vec![Action::add_header("X-Count", n.to_string())])
     }

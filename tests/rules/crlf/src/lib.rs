@@ -12,7 +12,7 @@ pub const VALUE: &str = "ok\r\nBcc: victim@example.net";
 impl Rule for Crlf {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         Ok(vec![Action::add_header("X-Crlf", VALUE)])
     }
 }

@@ -8,7 +8,7 @@ pub struct Empty;
 impl Rule for Empty {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         Ok(Vec::new())
     }
 }

@@ -12,7 +12,7 @@ pub const COUNT: usize = 10_000;
 impl Rule for Flood {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         Ok((0..COUNT)
             .map(|i| Action::add_header("X-Flood", i.to_string()))
             .collect())

@@ -107,12 +107,12 @@ pub struct Headers;
 impl Rule for Headers {
     type Config = Config;
 
-    fn evaluate(msg: &Message, _: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(msg: &Message, _: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         log::info!(
             "headers rule saw subject={}",
             msg.subject().unwrap_or_default()
         );
-        to_actions(config.actions)
+        to_actions(config.actions.clone())
     }
 }
 
@@ -166,7 +166,7 @@ mod tests {
             "drop", "stop"
         ]}"#;
         let config: Config = sluice_sdk::parse_config(json).unwrap();
-        let actions = to_actions(config.actions).unwrap();
+        let actions = to_actions(config.actions.clone()).unwrap();
         assert_eq!(actions.len(), 11);
         assert_eq!(actions[0], Action::add_header("X-A", "1"));
         assert_eq!(actions[4], Action::banner("T", None, Position::Bottom));
@@ -178,7 +178,7 @@ mod tests {
     fn fail_returns_a_rule_error() {
         let json = r#"{"actions": ["stop", {"fail": {"message": "boom", "temporary": true}}]}"#;
         let config: Config = sluice_sdk::parse_config(json).unwrap();
-        let err = to_actions(config.actions).unwrap_err();
+        let err = to_actions(config.actions.clone()).unwrap_err();
         assert_eq!((err.message.as_str(), err.temporary), ("boom", true));
     }
 

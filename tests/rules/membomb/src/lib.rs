@@ -11,7 +11,7 @@ const CHUNK: usize = 1 << 20;
 impl Rule for MemBomb {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         let mut hoard: Vec<Vec<u8>> = Vec::new();
         loop {
             let mut chunk = Vec::with_capacity(CHUNK);

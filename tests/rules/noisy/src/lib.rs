@@ -36,7 +36,7 @@ pub struct Noisy;
 impl Rule for Noisy {
     type Config = Config;
 
-    fn evaluate(_: &Message, _: &Context, config: Config) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         let line = "x".repeat(config.log_bytes);
         for _ in 0..config.log_lines {
             log::info!("{line}");

@@ -46,7 +46,7 @@ pub const MAX_VALUE: usize = 200;
 impl Rule for Reader {
     type Config = Value;
 
-    fn evaluate(msg: &Message, ctx: &Context, _: Value) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(msg: &Message, ctx: &Context, _: &Value) -> Result<Vec<Action>, RuleError> {
         let from_header = msg.header("From");
         let headers = msg.headers();
         let text = msg.text_body(100);

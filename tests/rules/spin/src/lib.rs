@@ -8,7 +8,7 @@ pub struct Spin;
 impl Rule for Spin {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         // `black_box` keeps the optimizer from proving the loop has no effect and removing it.
         let mut counter: u64 = 0;
         loop {

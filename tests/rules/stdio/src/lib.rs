@@ -10,7 +10,7 @@ pub struct Stdio;
 impl Rule for Stdio {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         println!("stdio rule stdout line");
         eprintln!("stdio rule stderr line");
         Ok(Vec::new())

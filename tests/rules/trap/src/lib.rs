@@ -9,7 +9,7 @@ pub struct Trap;
 impl Rule for Trap {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         panic!("rule-trap: deliberate panic");
     }
 }

@@ -8,7 +8,7 @@ pub struct Unprotect;
 impl Rule for Unprotect {
     type Config = NoConfig;
 
-    fn evaluate(_: &Message, _: &Context, _: NoConfig) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_: &Message, _: &Context, _: &NoConfig) -> Result<Vec<Action>, RuleError> {
         Ok(vec![Action::remove_header("Received")])
     }
 }

@@ -1,0 +1,669 @@
+//! The disposition dispatcher: makes the deliveries a chain decided (mailbox copies, relayed
+//! copies, DSNs) through the targets one config names. The pipeline builds one per config
+//! version (so a store keeps its connections across messages); `sluice run` builds a local
+//! one ([`Dispatcher::local`]) that stores into a directory and writes sends to an outbox, so
+//! both apply the same rules: the allow list, the loop guard, DSN suppression, one DSN per
+//! refused copy.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use sluice_aws::AwsError;
+use sluice_chain::{
+    ConfigFile, DirStore, Disposition, Envelope, GroupOutcome, GroupResult, OutputMessage,
+    ProcessResult, RelayTransport,
+};
+use sluice_deliver::{DeliveredLog, DirMailboxes, MailboxCopy, MailboxStore, StoreRequest};
+use sluice_mail::Message;
+
+use crate::deliver::{
+    BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Outbox, Refusal,
+    RefusalKind, Relay, RelayJob, Suppression, TraceMeta,
+};
+
+/// What happened to one message.
+#[derive(Debug, Clone)]
+pub struct Handled {
+    /// SES message id.
+    pub message_id: String,
+    /// Every recipient was dropped or bounced: an SES receipt rule set can stop here
+    /// (`STOP_RULE_SET`).
+    pub all_refused: bool,
+    /// One line for the log: counts per delivery kind.
+    pub summary: String,
+    /// Every mailbox copy stored (now or by an earlier attempt).
+    pub stored: Vec<Stored>,
+    /// Every recipient a copy was to be relayed to, and what happened (sent, sent before,
+    /// unconfirmed, refused and why).
+    pub relayed: Vec<Relayed>,
+    /// Every bounce decision: a DSN sent, sent before, unconfirmed, or suppressed and why
+    /// (including Sluice's own relay refusals, which are never bounced).
+    pub bounces: Vec<BounceOutcome>,
+    /// Why some recipient must be retried (a chain tempfailed, a mailbox deferred a copy);
+    /// everything else listed here is done. The pipeline turns it into
+    /// [`HandleFailure::Tempfail`], so the notification is retried.
+    pub retry: Option<String>,
+    /// Time spent parsing and running the chains, in µs.
+    pub chain_micros: u64,
+    /// Time for the whole message (fetch, chains, deliveries), in µs.
+    pub total_micros: u64,
+}
+
+/// One mailbox copy that is stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// The recipient.
+    pub recipient: String,
+    /// The folder.
+    pub folder: String,
+    /// Where it went (`s3://…`, a path, the server's reply).
+    pub at: String,
+    /// An earlier attempt stored it (recorded as delivered): not stored again.
+    pub earlier: bool,
+}
+
+/// One relayed recipient's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Relayed {
+    /// The recipient.
+    pub recipient: String,
+    /// What happened.
+    pub status: RelayStatus,
+    /// For a copy sent now, what the way out called the send (SES message id, the
+    /// smarthost's reply, the outbox file).
+    pub id: Option<String>,
+}
+
+/// What happened to one relayed recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayStatus {
+    /// SES accepted the copy in this attempt.
+    Sent,
+    /// An earlier attempt sent it.
+    AlreadySent,
+    /// Claimed by an attempt that never confirmed it (a crash in between): it may or may not
+    /// have gone out, and is not sent again. Logged as an error; check SES's sending logs.
+    Unconfirmed,
+    /// Not relayed.
+    Refused(RefusalKind),
+}
+
+/// One bounce decision for a set of refused recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceOutcome {
+    /// The refused recipients it covers.
+    pub recipients: Vec<String>,
+    /// What was done.
+    pub report: BounceReport,
+}
+
+impl Handled {
+    /// Recipients whose bounce was suppressed, counted by reason.
+    pub fn bounces_suppressed(&self) -> BTreeMap<Suppression, usize> {
+        let mut counts = BTreeMap::new();
+        for b in &self.bounces {
+            if let BounceReport::Suppressed { reason } = b.report {
+                *counts.entry(reason).or_default() += b.recipients.len();
+            }
+        }
+        counts
+    }
+
+    /// Recipients of sends (relayed copies and bounces) that were claimed earlier and never
+    /// confirmed, so were not sent again: each may be missing its copy.
+    pub fn unconfirmed(&self) -> Vec<String> {
+        let relays = self
+            .relayed
+            .iter()
+            .filter(|r| r.status == RelayStatus::Unconfirmed)
+            .map(|r| r.recipient.clone());
+        let bounces = self
+            .bounces
+            .iter()
+            .filter(|b| b.report == BounceReport::Unconfirmed)
+            .flat_map(|b| b.recipients.iter().cloned());
+        relays.chain(bounces).collect()
+    }
+}
+
+/// Why a message could not be handled.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("message {message_id}: {failure}")]
+pub struct HandleError {
+    /// SES message id (or the SQS record id when the notice itself was unreadable).
+    pub message_id: String,
+    /// What went wrong and what to fix.
+    pub failure: HandleFailure,
+}
+
+impl HandleError {
+    pub(crate) fn new(message_id: &str, failure: HandleFailure) -> HandleError {
+        HandleError {
+            message_id: message_id.to_string(),
+            failure,
+        }
+    }
+
+    /// A retry cannot help (e.g. the S3 object is gone). The event is still reported as
+    /// failed, so SQS moves it to the DLQ rather than deleting it.
+    pub fn is_permanent(&self) -> bool {
+        self.failure.is_permanent()
+    }
+}
+
+/// What went wrong with one message.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HandleFailure {
+    /// The notice names no message Sluice can handle (no usable id, no recipients).
+    #[error("{0}")]
+    BadNotice(String),
+    /// SES invoked the Lambda directly (no message in the event) and the config does not say
+    /// where the receipt rule stores messages.
+    #[error(
+        "SES invoked Sluice directly (Lambda action), which carries no message; set [inbound] \
+         bucket and prefix in {config} to where the receipt rule's S3 action stores it"
+    )]
+    NoInbound {
+        /// The config's name.
+        config: String,
+    },
+    /// The message could not be read; permanent when it is gone.
+    #[error("cannot read the message: {0}")]
+    Fetch(AwsError),
+    /// The message is not one Sluice can parse.
+    #[error("cannot parse the message: {0}")]
+    Parse(String),
+    /// A rule run panicked the host thread (a bug in Sluice, not in the rule).
+    #[error("the chain panicked: {0}")]
+    ChainPanicked(String),
+    /// The chain's edited message does not parse again (a bug in Sluice's edits).
+    #[error("the edited message does not parse: {0}")]
+    EditedUnparseable(String),
+    /// A relay or bounce failed.
+    #[error(transparent)]
+    Deliver(DeliverError),
+    /// A chain tempfailed or a delivery must be retried; what was done stays done.
+    #[error("tempfail, will be retried ({reason}); done so far: {done}")]
+    Tempfail {
+        /// The first reason.
+        reason: String,
+        /// The summary of what this attempt did.
+        done: String,
+    },
+}
+
+impl HandleFailure {
+    /// A retry cannot help.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            HandleFailure::BadNotice(_)
+            | HandleFailure::NoInbound { .. }
+            | HandleFailure::Parse(_) => true,
+            HandleFailure::Fetch(e) => matches!(e, AwsError::S3NotFound { .. }),
+            HandleFailure::Deliver(e) => e.is_permanent(),
+            HandleFailure::ChainPanicked(_)
+            | HandleFailure::EditedUnparseable(_)
+            | HandleFailure::Tempfail { .. } => false,
+        }
+    }
+}
+
+/// The targets of one config: where mailbox copies go, the record of delivered copies, the
+/// way out for relays and DSNs, and the send claims.
+pub struct Dispatcher {
+    /// `Err`: there is no `[store]`, or it could not be built (what to fix).
+    pub(crate) store: Result<Arc<dyn MailboxStore>, String>,
+    /// For stores that do not overwrite a copy (LMTP, SMTP).
+    pub(crate) delivered: Option<Arc<dyn DeliveredLog>>,
+    /// How relayed copies and DSNs leave; `Err` when `[relay]` names a smarthost that
+    /// cannot be set up (what to fix). `None` without `[relay]`.
+    pub(crate) outbound: Option<Result<Outbound, String>>,
+    /// Where sends are claimed; `None` without `[relay]`.
+    pub(crate) markers: Option<Markers>,
+}
+
+impl Dispatcher {
+    /// What `sluice run` uses: copies into `out` (the directory store's layout), relayed
+    /// copies and DSNs as files in `out/outbox` (split and limited like the transport
+    /// `[relay]` names, see [`Outbox`]), claims under `claims` (give a fresh directory per
+    /// run, or a second run of the same message finds its sends done).
+    pub fn local(config: &ConfigFile, out: &Path, claims: &Path) -> Dispatcher {
+        let outbox =
+            |smtp| Outbound::Outbox(Arc::new(Outbox::standing_in_for(out.join("outbox"), smtp)));
+        Dispatcher {
+            store: Ok(Arc::new(DirMailboxes::new(DirStore::new(
+                out.to_path_buf(),
+            )))),
+            delivered: None,
+            outbound: config
+                .relay
+                .as_ref()
+                .map(|r| Ok(outbox(matches!(r.transport, RelayTransport::Smtp(_))))),
+            markers: config
+                .relay
+                .as_ref()
+                .map(|_| Markers::in_dir(claims.to_path_buf(), Markers::new_owner_id())),
+        }
+    }
+
+    /// The way out for relays and DSNs.
+    fn outbound(&self) -> Result<Outbound, DeliverError> {
+        match &self.outbound {
+            Some(Ok(via)) => Ok(via.clone()),
+            Some(Err(e)) => Err(DeliverError::Setup(e.clone())),
+            None => Err(DeliverError::Setup("the config has no [relay]".into())),
+        }
+    }
+
+    /// Makes every delivery `result` decided for the message (`original` as received):
+    /// stores copies, relays, bounces. `Ok` when each is done (or was done by an earlier
+    /// attempt) or left for a retry ([`Handled::retry`]); `Err` when a relay or bounce failed
+    /// (it says whether a retry can help).
+    pub async fn deliver(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        original: &Arc<Message>,
+        result: &ProcessResult,
+    ) -> Result<Handled, HandleError> {
+        let id = &envelope.message_id;
+        let fail = |e: DeliverError| HandleError::new(id, HandleFailure::Deliver(e));
+        let hops_received = sluice_mail::hop_count(original);
+        let mut handled = Handled {
+            message_id: id.clone(),
+            all_refused: true,
+            summary: String::new(),
+            stored: Vec::new(),
+            relayed: Vec::new(),
+            bounces: Vec::new(),
+            retry: None,
+            chain_micros: 0,
+            total_micros: 0,
+        };
+        let mut tempfail: Option<String> = None;
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        let mut bounce_jobs: Vec<BounceJob> = Vec::new();
+        let mut refused_copies: Vec<BounceJob> = Vec::new();
+        for group in &result.groups {
+            if let GroupOutcome::Tempfail { reason } = &group.outcome {
+                handled.all_refused = false;
+                tempfail.get_or_insert(format!("domain {}: {reason}", group.domain));
+                continue;
+            }
+            // The bytes every delivery of this group carries; parsed again only if a relay
+            // needs the edited message as a `Message` (below).
+            let output_raw: &[u8] = match &group.output {
+                Some(OutputMessage::Edited(bytes)) => bytes,
+                _ => original.raw(),
+            };
+            let trace = TraceMeta {
+                steps: group
+                    .steps
+                    .iter()
+                    .map(|s| (s.step.clone(), s.outcome.to_string()))
+                    .collect(),
+            };
+            let mut relays: Vec<RelayJob> = Vec::new();
+            let mut copies: Vec<MailboxCopy> = Vec::new();
+            for d in &group.dispositions {
+                *counts.entry(d.kind()).or_default() += 1;
+                match d {
+                    Disposition::Deliver { recipient, folder } => {
+                        handled.all_refused = false;
+                        copies.push(MailboxCopy {
+                            recipient: recipient.clone(),
+                            folder: folder.clone(),
+                        });
+                    }
+                    Disposition::Relay {
+                        recipient,
+                        from,
+                        subject_prefix,
+                    } => {
+                        handled.all_refused = false;
+                        match relays
+                            .iter_mut()
+                            .find(|j| j.from == *from && j.subject_prefix == *subject_prefix)
+                        {
+                            Some(job) => job.recipients.push(recipient.clone()),
+                            None => relays.push(RelayJob {
+                                recipients: vec![recipient.clone()],
+                                from: from.clone(),
+                                subject_prefix: subject_prefix.clone(),
+                                // Counted on the message as received: a rule's edits cannot
+                                // remove hops.
+                                hops_received,
+                            }),
+                        }
+                    }
+                    Disposition::Bounce {
+                        recipient,
+                        code,
+                        status,
+                        text,
+                    } => bounce_jobs.push(BounceJob {
+                        recipient: recipient.clone(),
+                        code: *code,
+                        status: status.clone(),
+                        text: text.clone(),
+                    }),
+                    Disposition::Drop { recipient } => {
+                        tracing::info!(message_id = %id, recipient, domain = %group.domain, "dropped by the chain");
+                    }
+                }
+            }
+            if !copies.is_empty() {
+                let request = StoreRequest {
+                    message_id: id,
+                    mail_from: &envelope.mail_from,
+                    bytes: output_raw,
+                    copies: &copies,
+                    trace: &trace,
+                };
+                if let Err(reason) = self
+                    .store_copies(request, &mut handled, &mut refused_copies)
+                    .await
+                {
+                    tempfail.get_or_insert(format!("domain {}: {reason}", group.domain));
+                }
+            }
+            let edited;
+            let output: &Message = match &group.output {
+                Some(OutputMessage::Edited(bytes)) if !relays.is_empty() => {
+                    edited = Message::parse(bytes.to_vec()).map_err(|e| {
+                        HandleError::new(id, HandleFailure::EditedUnparseable(e.to_string()))
+                    })?;
+                    &edited
+                }
+                _ => original,
+            };
+            for job in &relays {
+                let refused = self
+                    .relay(config, group, job, output, id, &mut handled)
+                    .await?;
+                let mut policy = Vec::new();
+                for Refusal {
+                    recipient,
+                    kind,
+                    reason,
+                } in refused
+                {
+                    if kind.is_policy() {
+                        // Sluice's own refusal (no open relay, a loop): the sender of such a
+                        // message is forged or a looping forwarder, so a DSN would be
+                        // backscatter. Logged and counted instead.
+                        tracing::warn!(
+                            message_id = %id,
+                            recipient,
+                            refusal = kind.as_str(),
+                            reason,
+                            "not relayed and not bounced (policy refusal)"
+                        );
+                        policy.push(recipient);
+                    } else {
+                        // Too large for SES, or refused by the smarthost: a real failure the
+                        // sender can act on; bounced under the same rule as every DSN.
+                        let (code, status) = match kind {
+                            RefusalKind::TooLarge => (552, "5.3.4"),
+                            RefusalKind::Rejected
+                            | RefusalKind::NotAllowed
+                            | RefusalKind::Loop
+                            | RefusalKind::NoRelay => (550, "5.0.0"),
+                        };
+                        bounce_jobs.push(BounceJob {
+                            recipient,
+                            code,
+                            status: status.into(),
+                            text: format!("not relayed: {reason}"),
+                        });
+                    }
+                }
+                if !policy.is_empty() {
+                    handled.bounces.push(BounceOutcome {
+                        recipients: policy,
+                        report: BounceReport::Suppressed {
+                            reason: Suppression::Policy,
+                        },
+                    });
+                }
+            }
+        }
+        if !bounce_jobs.is_empty() {
+            let report = self
+                .bounce(config, envelope, original, &bounce_jobs)
+                .await
+                .map_err(fail)?;
+            handled.bounces.push(BounceOutcome {
+                recipients: bounce_jobs.iter().map(|j| j.recipient.clone()).collect(),
+                report,
+            });
+        }
+        // One DSN per copy a mailbox refused: a recipient deferred in one attempt may be
+        // refused in the next, and a DSN per recipient is claimed per recipient, so none is
+        // sent twice however the refusals spread over attempts.
+        for job in &refused_copies {
+            let report = self
+                .bounce(config, envelope, original, std::slice::from_ref(job))
+                .await
+                .map_err(fail)?;
+            handled.bounces.push(BounceOutcome {
+                recipients: vec![job.recipient.clone()],
+                report,
+            });
+        }
+        let mut summary: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
+        let suppressed = handled.bounces_suppressed();
+        if !suppressed.is_empty() {
+            let total: usize = suppressed.values().sum();
+            let by: Vec<String> = suppressed
+                .iter()
+                .map(|(r, n)| format!("{}={n}", r.as_str()))
+                .collect();
+            summary.push(format!("bounce_suppressed={total}({})", by.join(",")));
+        }
+        let unconfirmed = handled.unconfirmed();
+        if !unconfirmed.is_empty() {
+            summary.push(format!("unconfirmed={}", unconfirmed.len()));
+        }
+        handled.summary = summary.join(" ");
+        handled.retry = tempfail;
+        Ok(handled)
+    }
+
+    /// Stores the copies of one group. Done copies go to `handled.stored`, refused ones
+    /// (permanent failures) become bounce jobs; `Err` when some copy must be retried (it
+    /// says why). Copies a store cannot overwrite are skipped when recorded as delivered by
+    /// an earlier attempt, and recorded once the server accepts them.
+    async fn store_copies(
+        &self,
+        request: StoreRequest<'_>,
+        handled: &mut Handled,
+        bounce_jobs: &mut Vec<BounceJob>,
+    ) -> Result<(), String> {
+        let id = request.message_id;
+        let store = self.store.as_ref().map_err(|e| {
+            format!(
+                "{} is local, but {e}",
+                request
+                    .copies
+                    .first()
+                    .map(|c| c.recipient.as_str())
+                    .unwrap_or("a recipient")
+            )
+        })?;
+        let log = self.delivered.as_ref().filter(|_| !store.overwrites());
+        let mut todo = Vec::with_capacity(request.copies.len());
+        for copy in request.copies {
+            if let Some(log) = log {
+                match log.was_delivered(id, copy).await {
+                    Ok(true) => {
+                        handled.stored.push(Stored {
+                            recipient: copy.recipient.clone(),
+                            folder: copy.folder.clone(),
+                            at: store.describe(),
+                            earlier: true,
+                        });
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => return Err(e.to_string()),
+                }
+            }
+            todo.push(copy.clone());
+        }
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let outcomes = store
+            .store(StoreRequest {
+                copies: &todo,
+                ..request
+            })
+            .await;
+        let mut retry: Option<String> = None;
+        for outcome in outcomes {
+            match outcome.result {
+                Ok(at) => {
+                    if let Some(log) = log {
+                        if let Err(e) = log.record(id, &outcome.copy, &at).await {
+                            // Delivered: not an error of this message. A retry may deliver
+                            // this copy again (at least once).
+                            tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "delivered, but the delivery record could not be written");
+                        }
+                    }
+                    handled.stored.push(Stored {
+                        recipient: outcome.copy.recipient,
+                        folder: outcome.copy.folder,
+                        at,
+                        earlier: false,
+                    });
+                }
+                Err(e) if e.is_permanent() => {
+                    tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "mailbox refused the copy");
+                    let (code, status) = e.bounce_status();
+                    bounce_jobs.push(BounceJob {
+                        recipient: outcome.copy.recipient.clone(),
+                        code,
+                        status,
+                        text: e.to_string(),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "copy not stored, will be retried");
+                    retry.get_or_insert(e.to_string());
+                }
+            }
+        }
+        retry.map_or(Ok(()), Err)
+    }
+
+    /// Relays one job (outcomes into `handled.relayed`); returns the recipients refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &self,
+        config: &ConfigFile,
+        group: &GroupResult,
+        job: &RelayJob,
+        output: &Message,
+        id: &str,
+        handled: &mut Handled,
+    ) -> Result<Vec<Refusal>, HandleError> {
+        let (Some(relay), Some(markers)) = (&config.relay, &self.markers) else {
+            tracing::warn!(message_id = id, recipients = ?job.recipients, "not relayed: the config has no [relay]");
+            handled
+                .relayed
+                .extend(job.recipients.iter().map(|r| Relayed {
+                    recipient: r.clone(),
+                    status: RelayStatus::Refused(RefusalKind::NoRelay),
+                    id: None,
+                }));
+            return Ok(job
+                .recipients
+                .iter()
+                .map(|r| Refusal {
+                    recipient: r.clone(),
+                    kind: RefusalKind::NoRelay,
+                    reason: "this server does not relay mail".to_string(),
+                })
+                .collect());
+        };
+        let via = self
+            .outbound()
+            .map_err(|e| HandleError::new(id, HandleFailure::Deliver(e)))?;
+        let ses_relay = Relay {
+            via,
+            from: relay.from.clone(),
+            allow_domains: relay.allow_domains.clone(),
+            max_hops: relay.max_hops,
+        };
+        let via = if group.domain == "*" {
+            relay.domain()
+        } else {
+            group.domain.clone()
+        };
+        let report = ses_relay
+            .relay(id, &via, job, output, markers)
+            .await
+            .map_err(|e| HandleError::new(id, HandleFailure::Deliver(e)))?;
+        let outcome = |list: &[String], status: RelayStatus| {
+            list.iter()
+                .map(|r| Relayed {
+                    recipient: r.clone(),
+                    status: status.clone(),
+                    id: report.send_ids.get(r).cloned(),
+                })
+                .collect::<Vec<_>>()
+        };
+        handled
+            .relayed
+            .extend(outcome(&report.sent, RelayStatus::Sent));
+        handled
+            .relayed
+            .extend(outcome(&report.already_sent, RelayStatus::AlreadySent));
+        handled
+            .relayed
+            .extend(outcome(&report.unconfirmed, RelayStatus::Unconfirmed));
+        handled
+            .relayed
+            .extend(report.refused.iter().map(|r| Relayed {
+                recipient: r.recipient.clone(),
+                status: RelayStatus::Refused(r.kind),
+                id: None,
+            }));
+        Ok(report.refused)
+    }
+
+    async fn bounce(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        original: &Message,
+        jobs: &[BounceJob],
+    ) -> Result<BounceReport, DeliverError> {
+        let (Some(relay), Some(markers)) = (&config.relay, &self.markers) else {
+            tracing::warn!(
+                message_id = %envelope.message_id,
+                "bounce not sent: the config has no [relay] to send it through"
+            );
+            return Ok(BounceReport::Suppressed {
+                reason: Suppression::NoRelay,
+            });
+        };
+        let bouncer = Bouncer {
+            via: self.outbound()?,
+            from: relay.bounce_from.clone(),
+            reporting_mta: relay.domain(),
+        };
+        bouncer
+            .bounce(
+                &envelope.message_id,
+                original,
+                &envelope.mail_from,
+                &envelope.verdicts,
+                jobs,
+                markers,
+            )
+            .await
+    }
+}
