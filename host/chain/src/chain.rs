@@ -8,7 +8,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use sluice_engine::{
     action_to_edit, Action, Bounce, Context, ForwardRequest, MessageSession, RecipientRequest,
-    RuleEngine, RulePlugin, StepLimits, StepOutcome, Verdicts, WarmPool,
+    RuleEngine, RulePlugin, StepLimits, StepOutcome, StepReport, Verdicts, WarmPool,
 };
 use sluice_mail::{BannerFallback, Edit, Message};
 
@@ -16,7 +16,9 @@ use crate::breaker::CircuitBreaker;
 use crate::config::{
     BannerFallbackSetting, ConfigError, ConfigFile, OnError, PluginLocation, StepMode,
 };
-use crate::trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepTrace};
+use crate::trace::{
+    Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepTrace,
+};
 
 /// The folder local recipients get when no rule files the message elsewhere.
 pub const DEFAULT_FOLDER: &str = "INBOX";
@@ -352,6 +354,7 @@ impl RuleChains {
         }
     }
 
+    /// Runs one recipient group through `chain` and decides each recipient's disposition.
     fn run_group(
         &self,
         session: &mut MessageSession<'_>,
@@ -360,127 +363,23 @@ impl RuleChains {
         original: Vec<String>,
         envelope: &Envelope,
     ) -> GroupResult {
-        let mut recipients = original.clone();
-        let mut folder: Option<String> = None;
-        let mut edits: Vec<Edit> = Vec::new();
-        let mut terminal: Option<Terminal> = None;
-        let mut tempfail: Option<String> = None;
-        let mut steps = Vec::new();
-        // Per-recipient outcomes asked through the `recipients` interface.
-        let mut refused: Vec<(String, Bounce)> = Vec::new();
-        let mut discarded: Vec<String> = Vec::new();
-        let mut forwards: Vec<ForwardRequest> = Vec::new();
-
-        let empty = Vec::new();
-        for step in chain.map(|c| &c.steps).unwrap_or(&empty) {
-            let ctx = Context {
-                domain: domain.to_string(),
-                recipients: recipients.clone(),
-                mail_from: envelope.mail_from.clone(),
-                verdicts: envelope.verdicts.clone(),
-                received_at: envelope.received_at,
-                message_id: envelope.message_id.clone(),
-                config: step.config_json.clone(),
-            };
-            if let Some(left) = step.breaker.open_for(Instant::now()) {
-                let reason = format!(
-                    "skipped: circuit breaker open after repeated failures ({} s of cool-down left)",
-                    left.as_secs() + 1
-                );
-                let mut trace = StepTrace::skipped(step, reason.clone());
-                trace.policy = Some(step.on_error);
-                apply_policy(step.on_error, step, &mut terminal, &mut tempfail, &reason);
-                steps.push(trace);
-                if terminal.is_some() || tempfail.is_some() {
-                    break;
-                }
-                continue;
+        let mut run = GroupRun::new(original.clone());
+        for step in chain.map(|c| c.steps.as_slice()).unwrap_or_default() {
+            let ctx = step_context(step, domain, &run.recipients, envelope);
+            match run_with_breaker(session, step, &ctx) {
+                Ok(report) => run.record(step, &report),
+                Err(reason) => run.skip(step, reason),
             }
-            let report = match &step.warm {
-                Some(pool) => {
-                    session.run_step_warm(&step.name, &step.plugin, &step.limits, &ctx, pool)
-                }
-                None => session.run_step(&step.name, &step.plugin, &step.limits, &ctx),
-            };
-            match &report.outcome {
-                StepOutcome::Actions { .. } => step.breaker.success(),
-                StepOutcome::RuleError { .. } | StepOutcome::Failed { .. } => {
-                    if step.breaker.failure(Instant::now()) {
-                        tracing::warn!(step = %step.name, "circuit breaker opened: the step is skipped during its cool-down");
-                    }
-                }
-            }
-            let mut trace = StepTrace::new(step, &report);
-            let mut stop = false;
-            match &report.outcome {
-                StepOutcome::Actions { actions, requests } => {
-                    if step.mode == StepMode::Enforce {
-                        for request in requests {
-                            match request {
-                                RecipientRequest::Refuse { recipient, bounce } => {
-                                    recipients.retain(|r| !r.eq_ignore_ascii_case(recipient));
-                                    refused.push((recipient.clone(), bounce.clone()));
-                                }
-                                RecipientRequest::Discard { recipient } => {
-                                    recipients.retain(|r| !r.eq_ignore_ascii_case(recipient));
-                                    discarded.push(recipient.clone());
-                                }
-                                RecipientRequest::Forward(f) => {
-                                    if f.redirect {
-                                        recipients.clear();
-                                    }
-                                    forwards.push(f.clone());
-                                }
-                            }
-                        }
-                        for action in actions {
-                            match action {
-                                Action::SetRecipients(list) => {
-                                    recipients.clear();
-                                    push_unique(&mut recipients, list);
-                                }
-                                Action::AddRecipients(list) => push_unique(&mut recipients, list),
-                                Action::FileInto(f) => folder = Some(f.clone()),
-                                Action::Bounce(b) => terminal = Some(Terminal::Bounce(b.clone())),
-                                Action::Drop => terminal = Some(Terminal::Drop),
-                                Action::Stop => stop = true,
-                                other => edits.extend(action_to_edit(other)),
-                            }
-                        }
-                    }
-                }
-                StepOutcome::RuleError { error } => {
-                    let policy = if error.temporary && step.on_error == OnError::Bounce {
-                        OnError::Tempfail
-                    } else {
-                        step.on_error
-                    };
-                    trace.policy = Some(policy);
-                    apply_policy(policy, step, &mut terminal, &mut tempfail, &error.message);
-                }
-                StepOutcome::Failed { failure } => {
-                    trace.policy = Some(step.on_error);
-                    apply_policy(
-                        step.on_error,
-                        step,
-                        &mut terminal,
-                        &mut tempfail,
-                        &failure.to_string(),
-                    );
-                }
-            }
-            steps.push(trace);
-            if stop || terminal.is_some() || tempfail.is_some() {
+            if run.ended() {
                 break;
             }
         }
-
-        if let Some(reason) = tempfail {
+        if let Some(reason) = run.tempfail.take() {
             return GroupResult {
                 domain: domain.to_string(),
                 recipients: original,
-                steps,
-                edits,
+                steps: run.steps,
+                edits: run.edits,
                 edit_error: None,
                 outcome: GroupOutcome::Tempfail { reason },
                 dispositions: Vec::new(),
@@ -489,96 +388,22 @@ impl RuleChains {
                 handed_from: None,
             };
         }
-
-        let mut handed_off: Vec<String> = Vec::new();
-        let dispositions: Vec<Disposition> = match &terminal {
-            Some(Terminal::Bounce(b)) => original
-                .iter()
-                .map(|r| Disposition::Bounce {
-                    recipient: r.clone(),
-                    code: b.code,
-                    status: b.status.clone(),
-                    text: b.text.clone(),
-                })
-                .collect(),
-            Some(Terminal::Drop) => original
-                .iter()
-                .map(|r| Disposition::Drop {
-                    recipient: r.clone(),
-                })
-                .collect(),
-            None => {
-                let mut list: Vec<Disposition> = Vec::new();
-                for r in &recipients {
-                    match self.route_added(domain, &original, r) {
-                        Route::Deliver => list.push(Disposition::Deliver {
-                            recipient: r.clone(),
-                            folder: folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
-                        }),
-                        Route::HandOff => handed_off.push(r.clone()),
-                        Route::Relay => list.push(Disposition::Relay {
-                            recipient: r.clone(),
-                            from: None,
-                            subject_prefix: None,
-                        }),
-                    }
-                }
-                let mut seen: Vec<String> = Vec::new();
-                for f in &forwards {
-                    for to in &f.to {
-                        if seen.iter().any(|s| s.eq_ignore_ascii_case(to)) {
-                            continue;
-                        }
-                        seen.push(to.clone());
-                        list.push(Disposition::Relay {
-                            recipient: to.clone(),
-                            from: f.from.clone(),
-                            subject_prefix: f.subject_prefix.clone(),
-                        });
-                    }
-                }
-                for (r, b) in &refused {
-                    list.push(Disposition::Bounce {
-                        recipient: r.clone(),
-                        code: b.code,
-                        status: b.status.clone(),
-                        text: b.text.clone(),
-                    });
-                }
-                for r in &discarded {
-                    list.push(Disposition::Drop {
-                        recipient: r.clone(),
-                    });
-                }
-                list
-            }
-        };
-
-        let needs_output = dispositions
-            .iter()
-            .any(|d| matches!(d, Disposition::Deliver { .. } | Disposition::Relay { .. }));
-        let (output, edit_error) = if !needs_output {
-            (None, None)
-        } else if edits.is_empty() {
-            (Some(OutputMessage::Original), None)
-        } else {
-            let fallback = chain
-                .map(|c| c.banner_fallback)
-                .unwrap_or(BannerFallback::Wrap);
-            match sluice_mail::apply_edits(session.message(), &edits, fallback) {
-                Ok(bytes) => (Some(OutputMessage::Edited(Arc::new(bytes))), None),
-                Err(e) => {
-                    // The message is delivered unchanged rather than lost; the trace says why.
-                    tracing::warn!(domain, "edits not applied, delivering the original: {e}");
-                    (Some(OutputMessage::Original), Some(e.to_string()))
-                }
-            }
-        };
+        let (dispositions, handed_off) = self.dispositions(domain, &original, &run);
+        let fallback = chain
+            .map(|c| c.banner_fallback)
+            .unwrap_or(BannerFallback::Wrap);
+        let (output, edit_error) = render_output(
+            session.message(),
+            &run.edits,
+            fallback,
+            &dispositions,
+            domain,
+        );
         GroupResult {
             domain: domain.to_string(),
             recipients: original,
-            steps,
-            edits,
+            steps: run.steps,
+            edits: run.edits,
             edit_error,
             outcome: GroupOutcome::Done,
             dispositions,
@@ -586,6 +411,50 @@ impl RuleChains {
             handed_off,
             handed_from: None,
         }
+    }
+
+    /// The dispositions of a group whose chain did not tempfail, and the recipients handed to
+    /// another configured domain's chain.
+    fn dispositions(
+        &self,
+        domain: &str,
+        original: &[String],
+        run: &GroupRun,
+    ) -> (Vec<Disposition>, Vec<String>) {
+        match &run.terminal {
+            Some(Terminal::Bounce(b)) => {
+                let all = original.iter().map(|r| bounce_of(r, b)).collect();
+                return (all, Vec::new());
+            }
+            Some(Terminal::Drop) => {
+                let all = original
+                    .iter()
+                    .map(|r| Disposition::Drop {
+                        recipient: r.clone(),
+                    })
+                    .collect();
+                return (all, Vec::new());
+            }
+            None => {}
+        }
+        let mut list = Vec::new();
+        let mut handed_off = Vec::new();
+        for r in &run.recipients {
+            match self.route_added(domain, original, r) {
+                Route::Deliver => list.push(Disposition::Deliver {
+                    recipient: r.clone(),
+                    folder: run.folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
+                }),
+                Route::HandOff => handed_off.push(r.clone()),
+                Route::Relay => list.push(Disposition::Relay {
+                    recipient: r.clone(),
+                    from: None,
+                    subject_prefix: None,
+                }),
+            }
+        }
+        list.extend(run.requested_dispositions());
+        (list, handed_off)
     }
 
     /// Where a final recipient of `group` goes: its own mailbox when it was an original
@@ -633,43 +502,257 @@ fn add_to_group(
     }
 }
 
-/// The message a group's deliveries carry.
-#[derive(Debug, Clone)]
-pub enum OutputMessage {
-    /// No edits: the original bytes.
-    Original,
-    /// The original with the chain's edits applied.
-    Edited(Arc<Vec<u8>>),
-}
-
 enum Terminal {
     Bounce(Bounce),
     Drop,
 }
 
-fn apply_policy(
-    policy: OnError,
+/// The context a step's rule is called with.
+fn step_context(step: &Step, domain: &str, recipients: &[String], envelope: &Envelope) -> Context {
+    Context {
+        domain: domain.to_string(),
+        recipients: recipients.to_vec(),
+        mail_from: envelope.mail_from.clone(),
+        verdicts: envelope.verdicts.clone(),
+        received_at: envelope.received_at,
+        message_id: envelope.message_id.clone(),
+        config: step.config_json.clone(),
+    }
+}
+
+/// Runs `step` unless its circuit breaker is open (`Err` says why it was skipped), and tells
+/// the breaker how it went.
+fn run_with_breaker(
+    session: &mut MessageSession<'_>,
     step: &Step,
-    terminal: &mut Option<Terminal>,
-    tempfail: &mut Option<String>,
-    reason: &str,
-) {
-    match policy {
-        OnError::Continue => {
-            tracing::warn!(step = %step.name, "step failed, continuing: {reason}")
+    ctx: &Context,
+) -> Result<StepReport, String> {
+    if let Some(left) = step.breaker.open_for(Instant::now()) {
+        return Err(format!(
+            "skipped: circuit breaker open after repeated failures ({} s of cool-down left)",
+            left.as_secs() + 1
+        ));
+    }
+    let report = match &step.warm {
+        Some(pool) => session.run_step_warm(&step.name, &step.plugin, &step.limits, ctx, pool),
+        None => session.run_step(&step.name, &step.plugin, &step.limits, ctx),
+    };
+    match &report.outcome {
+        StepOutcome::Actions { .. } => step.breaker.success(),
+        StepOutcome::RuleError { .. } | StepOutcome::Failed { .. } => {
+            if step.breaker.failure(Instant::now()) {
+                tracing::warn!(step = %step.name, "circuit breaker opened: the step is skipped during its cool-down");
+            }
         }
-        OnError::Tempfail => {
-            tracing::warn!(step = %step.name, "step failed, tempfail: {reason}");
-            *tempfail = Some(format!("step {} failed: {reason}", step.name));
+    }
+    Ok(report)
+}
+
+/// The policy for a rule's own error: a temporary error never bounces, it tempfails.
+fn policy_for_rule_error(on_error: OnError, temporary: bool) -> OnError {
+    if temporary && on_error == OnError::Bounce {
+        OnError::Tempfail
+    } else {
+        on_error
+    }
+}
+
+/// The message the group's deliveries carry: none when nothing is delivered or relayed, the
+/// original without edits, else the edited bytes (or the original, with the reason, when the
+/// edits cannot be applied safely: delivered unchanged rather than lost).
+fn render_output(
+    message: &Message,
+    edits: &[Edit],
+    fallback: BannerFallback,
+    dispositions: &[Disposition],
+    domain: &str,
+) -> (Option<OutputMessage>, Option<String>) {
+    let needs_output = dispositions
+        .iter()
+        .any(|d| matches!(d, Disposition::Deliver { .. } | Disposition::Relay { .. }));
+    if !needs_output {
+        return (None, None);
+    }
+    if edits.is_empty() {
+        return (Some(OutputMessage::Original), None);
+    }
+    match sluice_mail::apply_edits(message, edits, fallback) {
+        Ok(bytes) => (Some(OutputMessage::Edited(Arc::new(bytes))), None),
+        Err(e) => {
+            tracing::warn!(domain, "edits not applied, delivering the original: {e}");
+            (Some(OutputMessage::Original), Some(e.to_string()))
         }
-        OnError::Bounce => {
-            tracing::warn!(step = %step.name, "step failed, bouncing: {reason}");
-            *terminal = Some(Terminal::Bounce(Bounce {
-                code: 554,
-                status: "5.3.0".into(),
-                text: format!("message refused: rule {} failed", step.name),
-            }));
+    }
+}
+
+fn bounce_of(recipient: &str, b: &Bounce) -> Disposition {
+    Disposition::Bounce {
+        recipient: recipient.to_string(),
+        code: b.code,
+        status: b.status.clone(),
+        text: b.text.clone(),
+    }
+}
+
+/// What one group's chain has decided so far, threaded through its steps.
+struct GroupRun {
+    /// The group's current recipients (what the next step sees).
+    recipients: Vec<String>,
+    folder: Option<String>,
+    edits: Vec<Edit>,
+    /// A bounce or drop of the whole group: ends the chain.
+    terminal: Option<Terminal>,
+    /// Why the message must be retried: ends the chain, nothing is delivered.
+    tempfail: Option<String>,
+    /// A `stop` action: ends the chain.
+    stopped: bool,
+    /// Per-recipient outcomes asked through the `recipients` interface.
+    refused: Vec<(String, Bounce)>,
+    discarded: Vec<String>,
+    forwards: Vec<ForwardRequest>,
+    steps: Vec<StepTrace>,
+}
+
+impl GroupRun {
+    fn new(recipients: Vec<String>) -> GroupRun {
+        GroupRun {
+            recipients,
+            folder: None,
+            edits: Vec::new(),
+            terminal: None,
+            tempfail: None,
+            stopped: false,
+            refused: Vec::new(),
+            discarded: Vec::new(),
+            forwards: Vec::new(),
+            steps: Vec::new(),
         }
+    }
+
+    /// Whether the chain ends here.
+    fn ended(&self) -> bool {
+        self.stopped || self.terminal.is_some() || self.tempfail.is_some()
+    }
+
+    /// Records a step the circuit breaker did not run: its `on_error` policy applies.
+    fn skip(&mut self, step: &Step, reason: String) {
+        let mut trace = StepTrace::skipped(&step.name, &step.plugin, step.mode, reason.clone());
+        trace.policy = Some(step.on_error);
+        self.apply_policy(step.on_error, &step.name, &reason);
+        self.steps.push(trace);
+    }
+
+    /// Records a step's answer: its actions and requests when enforced, its policy when it
+    /// failed.
+    fn record(&mut self, step: &Step, report: &StepReport) {
+        let mut trace = StepTrace::new(&step.name, &step.plugin, step.mode, report);
+        match &report.outcome {
+            StepOutcome::Actions { actions, requests } => {
+                if step.mode == StepMode::Enforce {
+                    self.apply_requests(requests);
+                    self.apply_actions(actions);
+                }
+            }
+            StepOutcome::RuleError { error } => {
+                let policy = policy_for_rule_error(step.on_error, error.temporary);
+                trace.policy = Some(policy);
+                self.apply_policy(policy, &step.name, &error.message);
+            }
+            StepOutcome::Failed { failure } => {
+                trace.policy = Some(step.on_error);
+                self.apply_policy(step.on_error, &step.name, &failure.to_string());
+            }
+        }
+        self.steps.push(trace);
+    }
+
+    fn apply_requests(&mut self, requests: &[RecipientRequest]) {
+        for request in requests {
+            match request {
+                RecipientRequest::Refuse { recipient, bounce } => {
+                    self.recipients
+                        .retain(|r| !r.eq_ignore_ascii_case(recipient));
+                    self.refused.push((recipient.clone(), bounce.clone()));
+                }
+                RecipientRequest::Discard { recipient } => {
+                    self.recipients
+                        .retain(|r| !r.eq_ignore_ascii_case(recipient));
+                    self.discarded.push(recipient.clone());
+                }
+                RecipientRequest::Forward(f) => {
+                    if f.redirect {
+                        self.recipients.clear();
+                    }
+                    self.forwards.push(f.clone());
+                }
+            }
+        }
+    }
+
+    fn apply_actions(&mut self, actions: &[Action]) {
+        for action in actions {
+            match action {
+                Action::SetRecipients(list) => {
+                    self.recipients.clear();
+                    push_unique(&mut self.recipients, list);
+                }
+                Action::AddRecipients(list) => push_unique(&mut self.recipients, list),
+                Action::FileInto(f) => self.folder = Some(f.clone()),
+                Action::Bounce(b) => self.terminal = Some(Terminal::Bounce(b.clone())),
+                Action::Drop => self.terminal = Some(Terminal::Drop),
+                Action::Stop => self.stopped = true,
+                Action::AddHeader(_)
+                | Action::SetHeader(_)
+                | Action::RemoveHeader(_)
+                | Action::PrefixSubject(_)
+                | Action::AddBanner(_) => self.edits.extend(action_to_edit(action)),
+            }
+        }
+    }
+
+    fn apply_policy(&mut self, policy: OnError, step: &str, reason: &str) {
+        match policy {
+            OnError::Continue => {
+                tracing::warn!(step, "step failed, continuing: {reason}")
+            }
+            OnError::Tempfail => {
+                tracing::warn!(step, "step failed, tempfail: {reason}");
+                self.tempfail = Some(format!("step {step} failed: {reason}"));
+            }
+            OnError::Bounce => {
+                tracing::warn!(step, "step failed, bouncing: {reason}");
+                self.terminal = Some(Terminal::Bounce(Bounce {
+                    code: 554,
+                    status: "5.3.0".into(),
+                    text: format!("message refused: rule {step} failed"),
+                }));
+            }
+        }
+    }
+
+    /// Relayed copies the rules asked for (each address once), then the recipients they
+    /// refused or discarded one by one.
+    fn requested_dispositions(&self) -> Vec<Disposition> {
+        let mut list = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for f in &self.forwards {
+            for to in &f.to {
+                if seen.iter().any(|s| s.eq_ignore_ascii_case(to)) {
+                    continue;
+                }
+                seen.push(to);
+                list.push(Disposition::Relay {
+                    recipient: to.clone(),
+                    from: f.from.clone(),
+                    subject_prefix: f.subject_prefix.clone(),
+                });
+            }
+        }
+        list.extend(self.refused.iter().map(|(r, b)| bounce_of(r, b)));
+        list.extend(self.discarded.iter().map(|r| Disposition::Drop {
+            recipient: r.clone(),
+        }));
+        list
     }
 }
 
@@ -686,4 +769,283 @@ pub fn domain_of(addr: &str) -> String {
     addr.rsplit_once('@')
         .map(|(_, d)| d.trim_end_matches('>').to_ascii_lowercase())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_engine::Header;
+
+    fn chains(domains: &[&str]) -> RuleChains {
+        RuleChains {
+            chains: domains
+                .iter()
+                .map(|d| DomainChain {
+                    domain: d.to_string(),
+                    steps: Vec::new(),
+                    banner_fallback: BannerFallback::Wrap,
+                })
+                .collect(),
+        }
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn bounce(code: u16, status: &str) -> Bounce {
+        Bounce {
+            code,
+            status: status.into(),
+            text: "no".into(),
+        }
+    }
+
+    #[test]
+    fn actions_change_recipients_folder_and_edits_in_order() {
+        let mut run = GroupRun::new(strings(&["a@x.test"]));
+        run.apply_actions(&[
+            Action::AddRecipients(strings(&["B@x.test", "a@X.test", "b@x.test"])),
+            Action::FileInto("Junk".into()),
+            Action::PrefixSubject("[ext] ".into()),
+            Action::AddHeader(Header {
+                name: "X-A".into(),
+                value: "1".into(),
+            }),
+            Action::FileInto("Archive".into()),
+        ]);
+        assert_eq!(
+            run.recipients,
+            strings(&["a@x.test", "B@x.test"]),
+            "case-insensitive, first kept"
+        );
+        assert_eq!(
+            run.folder.as_deref(),
+            Some("Archive"),
+            "the last file-into wins"
+        );
+        assert_eq!(run.edits.len(), 2);
+        assert!(!run.ended());
+        run.apply_actions(&[Action::SetRecipients(strings(&["c@y.test", "C@y.test"]))]);
+        assert_eq!(run.recipients, strings(&["c@y.test"]));
+        run.apply_actions(&[Action::Stop]);
+        assert!(run.ended() && run.terminal.is_none());
+    }
+
+    #[test]
+    fn bounce_and_drop_end_the_chain_for_the_original_recipients() {
+        let rc = chains(&["x.test"]);
+        let original = strings(&["a@x.test", "b@x.test"]);
+        let mut run = GroupRun::new(original.clone());
+        run.apply_actions(&[
+            Action::SetRecipients(strings(&["c@x.test"])),
+            Action::Bounce(bounce(550, "5.7.1")),
+        ]);
+        assert!(run.ended());
+        let (dispositions, handed) = rc.dispositions("x.test", &original, &run);
+        assert!(handed.is_empty());
+        let bounced: Vec<&str> = dispositions
+            .iter()
+            .map(|d| match d {
+                Disposition::Bounce {
+                    recipient, code, ..
+                } if *code == 550 => recipient.as_str(),
+                other => panic!("not a 550 bounce: {other:?}"),
+            })
+            .collect();
+        assert_eq!(bounced, ["a@x.test", "b@x.test"]);
+
+        let mut run = GroupRun::new(original.clone());
+        run.apply_actions(&[Action::Drop]);
+        let (dispositions, _) = rc.dispositions("x.test", &original, &run);
+        assert!(dispositions
+            .iter()
+            .all(|d| matches!(d, Disposition::Drop { .. })));
+        assert_eq!(dispositions.len(), 2);
+    }
+
+    #[test]
+    fn recipients_route_to_mailboxes_other_chains_or_the_relay() {
+        let rc = chains(&["x.test", "y.test"]);
+        let original = strings(&["a@x.test"]);
+        let mut run = GroupRun::new(original.clone());
+        run.apply_actions(&[
+            Action::AddRecipients(strings(&["n@x.test", "m@y.test", "o@gmail.test"])),
+            Action::FileInto("Junk".into()),
+        ]);
+        let (dispositions, handed) = rc.dispositions("x.test", &original, &run);
+        assert_eq!(
+            handed,
+            strings(&["m@y.test"]),
+            "another configured domain's chain"
+        );
+        assert_eq!(
+            dispositions,
+            vec![
+                Disposition::Deliver {
+                    recipient: "a@x.test".into(),
+                    folder: "Junk".into()
+                },
+                Disposition::Deliver {
+                    recipient: "n@x.test".into(),
+                    folder: "Junk".into()
+                },
+                Disposition::Relay {
+                    recipient: "o@gmail.test".into(),
+                    from: None,
+                    subject_prefix: None
+                },
+            ]
+        );
+        // An original recipient is delivered even when its domain is not configured (the
+        // catch-all group).
+        let rc = chains(&["*"]);
+        let run = GroupRun::new(strings(&["z@any.test"]));
+        let (dispositions, _) = rc.dispositions("*", &strings(&["z@any.test"]), &run);
+        assert!(matches!(&dispositions[..], [Disposition::Deliver { .. }]));
+    }
+
+    #[test]
+    fn requests_refuse_discard_and_forward_single_recipients() {
+        let rc = chains(&["x.test"]);
+        let original = strings(&["a@x.test", "b@x.test", "c@x.test"]);
+        let mut run = GroupRun::new(original.clone());
+        let forward = |to: &[&str], redirect| {
+            RecipientRequest::Forward(ForwardRequest {
+                to: strings(to),
+                from: None,
+                subject_prefix: Some("[fwd] ".into()),
+                redirect,
+            })
+        };
+        run.apply_requests(&[
+            RecipientRequest::Refuse {
+                recipient: "A@x.test".into(),
+                bounce: bounce(550, "5.1.1"),
+            },
+            RecipientRequest::Discard {
+                recipient: "b@x.test".into(),
+            },
+            forward(&["me@gmail.test", "ME@gmail.test"], false),
+            forward(&["me@gmail.test"], false),
+        ]);
+        assert_eq!(run.recipients, strings(&["c@x.test"]));
+        let (dispositions, _) = rc.dispositions("x.test", &original, &run);
+        let kinds: Vec<String> = dispositions
+            .iter()
+            .map(|d| match d {
+                Disposition::Deliver { recipient, .. } => format!("deliver {recipient}"),
+                Disposition::Relay { recipient, .. } => format!("relay {recipient}"),
+                Disposition::Bounce { recipient, .. } => format!("bounce {recipient}"),
+                Disposition::Drop { recipient } => format!("drop {recipient}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "deliver c@x.test",
+                "relay me@gmail.test",
+                "bounce A@x.test",
+                "drop b@x.test"
+            ],
+            "each forward address once"
+        );
+        run.apply_requests(&[forward(&["you@gmail.test"], true)]);
+        assert!(
+            run.recipients.is_empty(),
+            "a redirect takes the group's recipients"
+        );
+    }
+
+    #[test]
+    fn policies_for_failed_steps() {
+        let mut run = GroupRun::new(strings(&["a@x.test"]));
+        run.apply_policy(OnError::Continue, "s", "why");
+        assert!(!run.ended());
+        run.apply_policy(OnError::Bounce, "s", "why");
+        assert!(
+            matches!(&run.terminal, Some(Terminal::Bounce(b)) if b.code == 554 && b.status == "5.3.0")
+        );
+        let mut run = GroupRun::new(strings(&["a@x.test"]));
+        run.apply_policy(OnError::Tempfail, "s", "why");
+        assert_eq!(run.tempfail.as_deref(), Some("step s failed: why"));
+        assert!(run.ended());
+
+        assert_eq!(
+            policy_for_rule_error(OnError::Bounce, true),
+            OnError::Tempfail
+        );
+        assert_eq!(
+            policy_for_rule_error(OnError::Bounce, false),
+            OnError::Bounce
+        );
+        assert_eq!(
+            policy_for_rule_error(OnError::Continue, true),
+            OnError::Continue
+        );
+    }
+
+    #[test]
+    fn output_only_when_something_is_delivered_and_the_original_when_edits_fail() {
+        let message = Message::parse(
+            b"From: a@x.test\r\nSubject: hi\r\nContent-Type: text/plain\r\n\r\nbody\r\n".to_vec(),
+        )
+        .unwrap();
+        let deliver = [Disposition::Deliver {
+            recipient: "a@x.test".into(),
+            folder: "INBOX".into(),
+        }];
+        let drop = [Disposition::Drop {
+            recipient: "a@x.test".into(),
+        }];
+        let prefix = [Edit::PrefixSubject("[ext] ".into())];
+        let fallback = BannerFallback::Wrap;
+        assert!(matches!(
+            render_output(&message, &prefix, fallback, &drop, "x.test"),
+            (None, None)
+        ));
+        assert!(matches!(
+            render_output(&message, &[], fallback, &deliver, "x.test"),
+            (Some(OutputMessage::Original), None)
+        ));
+        match render_output(&message, &prefix, fallback, &deliver, "x.test") {
+            (Some(OutputMessage::Edited(bytes)), None) => {
+                assert!(bytes.windows(17).any(|w| w == b"Subject: [ext] hi"))
+            }
+            other => panic!("{other:?}"),
+        }
+        // An edit the message cannot take (a protected header) leaves it as received.
+        let protected = [Edit::RemoveHeader("Received".into())];
+        match render_output(&message, &protected, fallback, &deliver, "x.test") {
+            (Some(OutputMessage::Original), Some(reason)) => {
+                assert!(reason.contains("protected"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn groups_merge_case_insensitively_and_domains_are_lower_case() {
+        let mut groups = Vec::new();
+        add_to_group(&mut groups, "x.test".into(), "a@x.test", None);
+        add_to_group(&mut groups, "x.test".into(), "A@x.test", None);
+        add_to_group(
+            &mut groups,
+            "y.test".into(),
+            "b@y.test",
+            Some("x.test".into()),
+        );
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups[0].1, strings(&["a@x.test"]));
+        assert_eq!(groups[1].2.as_deref(), Some("x.test"));
+        assert_eq!(domain_of("<Bob@Example.COM>"), "example.com");
+        assert_eq!(domain_of("nobody"), "");
+        let rc = chains(&["x.test", "*"]);
+        assert_eq!(rc.group_key("x.test".into()), "x.test");
+        assert_eq!(rc.group_key("other.test".into()), "*");
+        assert_eq!(
+            chains(&["x.test"]).group_key("other.test".into()),
+            "other.test"
+        );
+    }
 }

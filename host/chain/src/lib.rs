@@ -4,6 +4,8 @@
 //! `ConfigFile::read` -> `RuleChains::load` (once) -> `RuleChains::process` (per message)
 //! -> a [`ProcessResult`] whose dispositions the dispatcher (`sluice-inbound`) delivers.
 
+// Modules depend in one direction: `breaker`, `targets`, `deliver` <- `config` <- `trace`
+// <- `chain` <- `reload`.
 mod breaker;
 mod chain;
 mod config;
@@ -14,8 +16,8 @@ mod trace;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use chain::{
-    domain_of, DomainChain, Envelope, OutputMessage, PluginFetcher, PluginSources, RuleChains,
-    Step, DEFAULT_FOLDER, MAX_HANDOFFS,
+    domain_of, DomainChain, Envelope, PluginFetcher, PluginSources, RuleChains, Step,
+    DEFAULT_FOLDER, MAX_HANDOFFS,
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
@@ -31,4 +33,6 @@ pub use targets::{
     ServerAddress, ServerConfig, SmtpStoreConfig, StoreConfig, StoreSection, TlsMode,
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HOPS, DEFAULT_SERVER_TIMEOUT,
 };
-pub use trace::{Disposition, GroupOutcome, GroupResult, ProcessResult, StepStatus, StepTrace};
+pub use trace::{
+    Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepStatus, StepTrace,
+};

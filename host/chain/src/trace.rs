@@ -1,12 +1,22 @@
 //! What happened to a message: per group, per step, per recipient. Serialized by
 //! `sluice run --json`.
 
+use std::sync::Arc;
+
 use serde::Serialize;
-use sluice_engine::{Action, LogLine, RecipientRequest, StepOutcome, StepReport};
+use sluice_engine::{Action, LogLine, RecipientRequest, RulePlugin, StepOutcome, StepReport};
 use sluice_mail::Edit;
 
-use crate::chain::{OutputMessage, Step};
 use crate::config::{OnError, StepMode};
+
+/// The message a group's deliveries carry.
+#[derive(Debug, Clone)]
+pub enum OutputMessage {
+    /// No edits: the original bytes.
+    Original,
+    /// The original with the chain's edits applied.
+    Edited(Arc<Vec<u8>>),
+}
 
 /// The result of running a message through its chains.
 #[derive(Debug, Clone, Serialize)]
@@ -71,7 +81,7 @@ pub struct GroupResult {
 }
 
 impl GroupResult {
-    /// Recipients handed between domains' chains more than [`crate::chain::MAX_HANDOFFS`]
+    /// Recipients handed between domains' chains more than `MAX_HANDOFFS` (see `chain.rs`)
     /// times: bounced as a routing loop, no chain runs for them.
     pub(crate) fn routing_loop(
         domain: &str,
@@ -170,12 +180,17 @@ fn is_zero(n: &usize) -> bool {
 
 impl StepTrace {
     /// A step the circuit breaker did not run.
-    pub(crate) fn skipped(step: &Step, reason: String) -> StepTrace {
+    pub(crate) fn skipped(
+        step: &str,
+        plugin: &RulePlugin,
+        mode: StepMode,
+        reason: String,
+    ) -> StepTrace {
         StepTrace {
-            step: step.name.clone(),
-            plugin: step.plugin.name().to_string(),
-            sha256: step.plugin.sha256().to_string(),
-            mode: step.mode,
+            step: step.to_string(),
+            plugin: plugin.name().to_string(),
+            sha256: plugin.sha256().to_string(),
+            mode,
             outcome: StepStatus::Skipped,
             micros: 0,
             actions: Vec::new(),
@@ -187,7 +202,13 @@ impl StepTrace {
         }
     }
 
-    pub(crate) fn new(step: &Step, report: &StepReport) -> StepTrace {
+    /// A step that ran, from its report.
+    pub(crate) fn new(
+        step: &str,
+        plugin: &RulePlugin,
+        mode: StepMode,
+        report: &StepReport,
+    ) -> StepTrace {
         let requests = match &report.outcome {
             StepOutcome::Actions { requests, .. } => requests.clone(),
             StepOutcome::RuleError { .. } | StepOutcome::Failed { .. } => Vec::new(),
@@ -208,10 +229,10 @@ impl StepTrace {
             }
         };
         StepTrace {
-            step: step.name.clone(),
-            plugin: step.plugin.name().to_string(),
-            sha256: step.plugin.sha256().to_string(),
-            mode: step.mode,
+            step: step.to_string(),
+            plugin: plugin.name().to_string(),
+            sha256: plugin.sha256().to_string(),
+            mode,
             outcome,
             micros: report.micros,
             actions,

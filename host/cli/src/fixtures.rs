@@ -326,7 +326,7 @@ impl Runner<'_> {
         let message_id = fixture
             .message_id
             .clone()
-            .unwrap_or_else(|| crate::content_id(&raw));
+            .unwrap_or_else(|| crate::run::content_id(&raw));
         let parsed = Message::parse(raw)
             .map(Arc::new)
             .map_err(|e| at(message_span, &format!("{}: {e}", message_path.display())))?;
@@ -339,7 +339,7 @@ impl Runner<'_> {
                 }
                 r.get_ref().clone()
             }
-            None => crate::header_recipients(parsed.raw()),
+            None => crate::run::header_recipients(parsed.raw()),
         };
         if recipients.is_empty() {
             return Err(at(
@@ -417,7 +417,7 @@ fn verdicts(
                 .collect()
         })
         .unwrap_or_default();
-    crate::parse_verdicts(&list, dmarc_policy)
+    crate::run::parse_verdicts(&list, dmarc_policy)
         .map_err(|e| format!("{e:#}").replace("--verdict ", "verdicts: "))
 }
 

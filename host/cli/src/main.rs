@@ -2,20 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
-use sluice_chain::{ConfigFile, Envelope, StoreConfig};
-use sluice_engine::{EngineOptions, RuleEngine, Verdict, Verdicts};
-use sluice_inbound::Dispatcher;
-use sluice_mail::Message;
+use sluice_chain::ConfigFile;
+use sluice_engine::{EngineOptions, RuleEngine};
 
 mod daemon;
 mod fixtures;
 mod remote;
 mod report;
+mod run;
 
 /// Exit code when a chain asked for a retry (EX_TEMPFAIL).
 const EXIT_TEMPFAIL: u8 = 75;
@@ -48,36 +45,7 @@ struct EngineArgs {
 #[derive(Subcommand)]
 enum Command {
     /// Run a message through the configured chains and write the results.
-    Run {
-        /// The config: a file, or `s3://bucket/key.toml`.
-        #[arg(long)]
-        config: String,
-        /// An envelope recipient (repeatable) [default: the To and Cc addresses].
-        #[arg(long = "rcpt")]
-        rcpt: Vec<String>,
-        /// The envelope sender [default: the From address].
-        #[arg(long)]
-        mail_from: Option<String>,
-        /// An SES verdict, e.g. `spf=pass`, `spam=fail` (repeatable; others are `unknown`).
-        #[arg(long = "verdict", value_name = "NAME=VALUE")]
-        verdicts: Vec<String>,
-        /// The sender's DMARC policy as SES reports it (none, quarantine, reject).
-        #[arg(long)]
-        dmarc_policy: Option<String>,
-        /// Message id for output names [default: derived from the message's sha256].
-        #[arg(long)]
-        message_id: Option<String>,
-        /// Write deliveries under this directory (overrides the config's [store]).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Print the result as JSON instead of a readable trace.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        engine: EngineArgs,
-        /// The message (RFC 5322 file).
-        message: PathBuf,
-    },
+    Run(run::RunArgs),
     /// Validate a config: parse it, load and type-check every plugin, check each step's
     /// config with the rule, and print the chains.
     Check {
@@ -213,89 +181,7 @@ fn run(command: Command) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run {
-            config,
-            rcpt,
-            mail_from,
-            verdicts,
-            dmarc_policy,
-            message_id,
-            out,
-            json,
-            engine,
-            message,
-        } => {
-            let remote = remote::Remote::default();
-            let config = remote::load_config(&config, &remote)?;
-            let cache = cache_dir(&config, &engine);
-            let engine = build_engine(&config, &engine)?;
-            let chains = remote::load_chains(&engine, &config, &remote, cache.as_deref())?;
-            let raw = std::fs::read(&message)
-                .with_context(|| format!("cannot read {}", message.display()))?;
-            let message_id = message_id.unwrap_or_else(|| content_id(&raw));
-            let parsed = Message::parse(raw).with_context(|| format!("{}", message.display()))?;
-            let parsed = Arc::new(parsed);
-            let recipients = if rcpt.is_empty() {
-                let r = header_recipients(parsed.raw());
-                if r.is_empty() {
-                    bail!(
-                        "{}: no --rcpt given and no To/Cc addresses in the message",
-                        message.display()
-                    );
-                }
-                r
-            } else {
-                rcpt
-            };
-            for r in &recipients {
-                sluice_mail::validate_address(r).with_context(|| format!("--rcpt {r:?}"))?;
-            }
-            let envelope = Envelope {
-                message_id,
-                mail_from: mail_from
-                    .or_else(|| parsed.from_address())
-                    .unwrap_or_default(),
-                recipients,
-                verdicts: parse_verdicts(&verdicts, dmarc_policy)?,
-                received_at: SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_millis() as u64)
-                    .unwrap_or(0),
-            };
-            let result = chains.process(&engine, parsed.clone(), &envelope);
-            let root = match (&out, &config.store) {
-                (Some(dir), _) => dir.clone(),
-                (None, Some(StoreConfig::Dir { path })) => config.resolve(path),
-                (None, Some(store)) => bail!(
-                    "{}: [store] kind = {:?} is for the daemon and the Lambda; `sluice run` writes locally: pass --out DIR",
-                    config.source.name,
-                    store.kind()
-                ),
-                (None, None) => PathBuf::from("sluice-out"),
-            };
-            // The daemon's dispatcher, with local targets: the same allow list, loop guard and
-            // DSN rules, and the sends written to DIR/outbox instead of going out. Claims in
-            // a fresh directory, so running a message again writes its sends again.
-            let claims = tempfile::tempdir().context("cannot create a temporary directory")?;
-            let dispatcher = Dispatcher::local(&config, &root, claims.path());
-            let handled = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?
-                .block_on(dispatcher.deliver(&config, &envelope, &parsed, &result))
-                .map_err(|e| anyhow::anyhow!("{}", e.failure))?;
-            let deliveries = report::deliveries(&result, &handled);
-            if json {
-                println!("{}", report::json(&result, &deliveries));
-            } else {
-                print!("{}", report::text(&result, &deliveries, &envelope));
-            }
-            Ok(if handled.retry.is_some() {
-                ExitCode::from(EXIT_TEMPFAIL)
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
+        Command::Run(args) => run::run(args),
         Command::Check { config, engine } => {
             let remote = remote::Remote::default();
             let config = remote::load_config(&config, &remote)?;
@@ -345,23 +231,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 parent: dir,
                 sdk,
             })?;
-            println!(
-                "created {} rule `{name}` in {}:",
-                created.lang,
-                created.dir.display()
-            );
-            for file in &created.files {
-                println!("  {}", file.display());
-            }
-            println!(
-                "SDK: {} (from {})",
-                created.sdk.display(),
-                created.sdk_source
-            );
-            println!("\nnext:\n  cd {}", created.dir.display());
-            for step in &created.next_steps {
-                println!("  {step}");
-            }
+            print_created(&name, &created);
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -395,60 +265,23 @@ fn build_engine(config: &ConfigFile, args: &EngineArgs) -> Result<RuleEngine> {
     })?)
 }
 
-/// The bare addresses of the To and Cc headers (for `run` without `--rcpt`).
-fn header_recipients(raw: &[u8]) -> Vec<String> {
-    let Some(msg) = mail_parser::MessageParser::default().parse_headers(raw) else {
-        return Vec::new();
-    };
-    [msg.to(), msg.cc()]
-        .into_iter()
-        .flatten()
-        .flat_map(|a| a.iter())
-        .filter_map(|a| a.address().map(str::to_string))
-        .collect()
-}
-
-fn content_id(raw: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(&Sha256::digest(raw)[..16])
-}
-
-fn parse_verdict(value: &str) -> Result<Verdict> {
-    Ok(match value.to_ascii_lowercase().replace('_', "-").as_str() {
-        "pass" => Verdict::Pass,
-        "fail" => Verdict::Fail,
-        "gray" => Verdict::Gray,
-        "processing-failed" => Verdict::ProcessingFailed,
-        "disabled" => Verdict::Disabled,
-        "unknown" => Verdict::Unknown,
-        other => bail!(
-            "verdict value {other:?}: expected pass, fail, gray, processing-failed, disabled or unknown"
-        ),
-    })
-}
-
-fn parse_verdicts(list: &[String], dmarc_policy: Option<String>) -> Result<Verdicts> {
-    let mut v = Verdicts {
-        spf: Verdict::Unknown,
-        dkim: Verdict::Unknown,
-        dmarc: Verdict::Unknown,
-        spam: Verdict::Unknown,
-        virus: Verdict::Unknown,
-        dmarc_policy: dmarc_policy.map(|p| p.to_ascii_lowercase()),
-    };
-    for item in list {
-        let Some((name, value)) = item.split_once('=') else {
-            bail!("--verdict {item:?}: expected NAME=VALUE, e.g. spf=pass");
-        };
-        let verdict = parse_verdict(value).with_context(|| format!("--verdict {item:?}"))?;
-        match name.to_ascii_lowercase().as_str() {
-            "spf" => v.spf = verdict,
-            "dkim" => v.dkim = verdict,
-            "dmarc" => v.dmarc = verdict,
-            "spam" => v.spam = verdict,
-            "virus" => v.virus = verdict,
-            other => bail!("--verdict {item:?}: unknown verdict {other:?}; expected spf, dkim, dmarc, spam or virus"),
-        }
+/// What `plugin new` made, and what to do next.
+fn print_created(name: &str, created: &sluice_build::scaffold::Scaffolded) {
+    println!(
+        "created {} rule `{name}` in {}:",
+        created.lang,
+        created.dir.display()
+    );
+    for file in &created.files {
+        println!("  {}", file.display());
     }
-    Ok(v)
+    println!(
+        "SDK: {} (from {})",
+        created.sdk.display(),
+        created.sdk_source
+    );
+    println!("\nnext:\n  cd {}", created.dir.display());
+    for step in &created.next_steps {
+        println!("  {step}");
+    }
 }

@@ -11,6 +11,9 @@
 //! - [`WarmPool`]: for a step with `instances = "warm"`, instances (each in its own store)
 //!   that serve many messages, so an interpreter starts once, not per message.
 //!
+//! Modules depend in one direction: `bindings` <- `step` (limits, outcomes, reports) <-
+//! `validate` <- `state` <- `cache`, `engine` <- `plugin`, `warm` <- `session`.
+//!
 //! The host never trusts what a plugin returns: every outcome of [`MessageSession::run_step`] is
 //! a [`StepOutcome`] value (actions, a rule error, or a [`StepFailure`]), never a panic.
 
@@ -20,6 +23,7 @@ mod engine;
 mod plugin;
 mod session;
 mod state;
+mod step;
 mod validate;
 mod warm;
 
@@ -31,9 +35,9 @@ pub use bindings::sluice::rules::types::{
 pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
 pub use plugin::{LoadSource, RulePlugin};
-pub use session::{
-    LogLine, MessageSession, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome,
-    StepReport,
+pub use session::MessageSession;
+pub use step::{
+    LogLine, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome, StepReport,
 };
 pub use validate::{action_to_edit, MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};
 pub use warm::{WarmPool, WarmSettings, WarmStats};

@@ -10,8 +10,8 @@ use wasmtime::component::Component;
 use crate::bindings::RulePre;
 use crate::cache::CacheMiss;
 use crate::engine::{EngineError, RuleEngine};
-use crate::session::RuleRuntime;
 use crate::state::StoreState;
+use crate::step::RuleRuntime;
 
 /// Where a plugin's compiled code came from, and how long loading took.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -10,8 +10,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::sluice::rules::{host, recipients, types};
-use crate::session::LogLine;
-use crate::session::RecipientRequest;
+use crate::bindings::MessageRef;
+use crate::step::{LogLine, RecipientRequest};
 use crate::validate::validate_request;
 
 /// How many bytes of stdout/stderr a WASI rule may write per message.
@@ -25,9 +25,6 @@ pub(crate) const MAX_LOG_LINE: usize = 2048;
 pub(crate) const MAX_LOG_BYTES: usize = 32 * 1024;
 /// How many bytes of `recipients` requests (addresses, texts) a step may make the host keep.
 pub(crate) const MAX_REQUEST_BYTES: usize = 256 * 1024;
-
-/// The host-side representation of a `message` resource handle.
-pub struct MessageRef(pub(crate) Arc<Message>);
 
 /// Per-store state.
 pub(crate) struct StoreState {

@@ -4,7 +4,7 @@
 use sluice_mail::{validate_address, validate_edit, validate_folder, Edit};
 
 use crate::bindings::sluice::rules::types::{Action, Position};
-use crate::session::RecipientRequest;
+use crate::step::RecipientRequest;
 
 /// The most recipients one `set-recipients` / `add-recipients` action may name.
 pub const MAX_RECIPIENTS_PER_ACTION: usize = 100;

@@ -44,9 +44,11 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String
         None => DEFAULT_CONCURRENCY,
         Some(s) => match s.trim().parse::<usize>() {
             Ok(n @ 1..=MAX_CONCURRENCY) => n,
-            _ => return Err(format!(
+            _ => {
+                return Err(format!(
                 "SLUICE_CONCURRENCY={s:?} is not a number of records from 1 to {MAX_CONCURRENCY}"
-            )),
+            ))
+            }
         },
     };
     Ok(Settings {

@@ -88,6 +88,10 @@ pub struct Config {
     pub plus: String,
     /// What happens to unknown addresses without a catch-all.
     pub unknown: Unknown,
+    /// The lookup tables built from the fields above, once per parsed config: the SDK keeps
+    /// a warm instance's config, so a large table is not indexed again for every message.
+    #[serde(skip)]
+    prepared: Prepared,
 }
 
 impl Default for Config {
@@ -97,7 +101,35 @@ impl Default for Config {
             aliases: BTreeMap::new(),
             plus: "+".into(),
             unknown: Unknown::Bounce,
+            prepared: Prepared::default(),
         }
+    }
+}
+
+impl Config {
+    /// The config's lookup tables (built on first use).
+    fn directory(&self) -> Result<&Directory, String> {
+        self.prepared
+            .0
+            .get_or_init(|| Directory::new(self))
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+/// A cache derived from the rest of the config: not part of its value (equal, not printed).
+#[derive(Clone, Default)]
+struct Prepared(std::cell::OnceCell<Result<Directory, String>>);
+
+impl PartialEq for Prepared {
+    fn eq(&self, _: &Prepared) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("..")
     }
 }
 
@@ -206,11 +238,11 @@ impl Rule for AliasRule {
     type Config = Config;
 
     fn check_config(config: &Config) -> Result<(), String> {
-        Directory::new(config)?.check()
+        config.directory()?.check()
     }
 
     fn evaluate(_msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
-        let directory = Directory::new(config).map_err(RuleError::permanent)?;
+        let directory = config.directory().map_err(RuleError::permanent)?;
         directory.route(&ctx.recipients)
     }
 }
@@ -220,7 +252,8 @@ sluice_sdk::export_rule!(AliasRule);
 /// Resolves the group's `recipients` with `config` (refusing and discarding single recipients
 /// through [`recipients`]) and returns the actions. The same as `evaluate`, for native tests.
 pub fn route(recipients: &[String], config: &Config) -> Result<Vec<Action>, RuleError> {
-    Directory::new(config)
+    config
+        .directory()
         .map_err(RuleError::permanent)?
         .route(recipients)
 }
@@ -243,9 +276,10 @@ struct Expansion {
 }
 
 /// The config with names normalised (lower case) for lookups.
-struct Directory<'a> {
+#[derive(Clone)]
+struct Directory {
     mailboxes: HashSet<String>,
-    aliases: HashMap<String, &'a Alias>,
+    aliases: HashMap<String, Alias>,
     /// The separator characters.
     plus: Vec<char>,
     unknown: Unknown,
@@ -253,8 +287,8 @@ struct Directory<'a> {
     problems: Vec<String>,
 }
 
-impl<'a> Directory<'a> {
-    fn new(config: &'a Config) -> Result<Directory<'a>, String> {
+impl Directory {
+    fn new(config: &Config) -> Result<Directory, String> {
         let plus: Vec<char> = config.plus.chars().collect();
         if let Some(c) = plus
             .iter()
@@ -285,7 +319,7 @@ impl<'a> Directory<'a> {
                     "aliases: {name:?} is also a mailbox; make it one or the other"
                 ));
             }
-            if aliases.insert(key, alias).is_some() {
+            if aliases.insert(key, alias.clone()).is_some() {
                 problems.push(format!(
                     "aliases: {name:?} is given twice (names are case-insensitive)"
                 ));
@@ -308,7 +342,7 @@ impl<'a> Directory<'a> {
         let mut names: Vec<&String> = self.aliases.keys().collect();
         names.sort();
         for name in names {
-            let alias = self.aliases[name];
+            let alias = &self.aliases[name];
             if alias.status == Status::Active && alias.to.is_empty() {
                 return Err(format!(
                     "aliases: {name:?} is active but has no destinations (`to`)"
@@ -440,9 +474,9 @@ impl<'a> Directory<'a> {
                 continue;
             }
             let (name, alias) = match self.aliases.get(&base) {
-                Some(alias) => (base.as_str(), *alias),
+                Some(alias) => (base.as_str(), alias),
                 None => match self.aliases.get(CATCH_ALL) {
-                    Some(alias) => (CATCH_ALL, *alias),
+                    Some(alias) => (CATCH_ALL, alias),
                     None => {
                         match self.unknown {
                             Unknown::Bounce => {

@@ -190,8 +190,8 @@ macro_rules! export_rule {
 
             // The exports and the `component-type` section describing them (with the
             // exports) exist only on wasm32.
-    #[cfg(target_arch = "wasm32")]
-            $crate::bindings::export!(__SluiceRuleExport with_types_in $crate::bindings);
+            #[cfg(target_arch = "wasm32")]
+    $crate::bindings::export!(__SluiceRuleExport with_types_in $crate::bindings);
         };
     };
 }
