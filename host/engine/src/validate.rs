@@ -6,10 +6,7 @@ use sluice_mail::{validate_address, validate_edit, validate_folder, Edit};
 use crate::bindings::sluice::rules::types::{Action, Position};
 use crate::step::RecipientRequest;
 
-/// The most recipients one `set-recipients` / `add-recipients` action may name.
-pub const MAX_RECIPIENTS_PER_ACTION: usize = 100;
-/// The largest banner (text or HTML), in bytes.
-pub const MAX_BANNER_BYTES: usize = 64 * 1024;
+pub use sluice_facts::{MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};
 
 /// The message edit an action stands for, if it is an edit (header, subject, banner).
 pub fn action_to_edit(action: &Action) -> Option<Edit> {

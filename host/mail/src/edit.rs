@@ -6,16 +6,17 @@
 
 use serde::{Deserialize, Serialize};
 
+// The limits live in `sluice-facts`, which the rule SDK links too.
 /// Longest header value a rule may set, in bytes (before any RFC 2047 encoding).
-pub const MAX_HEADER_VALUE: usize = 8 * 1024;
+pub const MAX_HEADER_VALUE: usize = sluice_facts::MAX_HEADER_VALUE_BYTES;
 /// Longest header name a rule may use (RFC 5322 lines should stay within 78 characters).
-pub const MAX_HEADER_NAME: usize = 76;
+pub const MAX_HEADER_NAME: usize = sluice_facts::MAX_HEADER_NAME_BYTES;
 /// Longest banner text or HTML, in bytes.
-pub const MAX_BANNER: usize = 64 * 1024;
+pub const MAX_BANNER: usize = sluice_facts::MAX_BANNER_BYTES;
 /// Longest address (RFC 5321 path limit minus the angle brackets).
-pub const MAX_ADDRESS: usize = 254;
+pub const MAX_ADDRESS: usize = sluice_facts::MAX_ADDRESS_BYTES;
 /// Longest folder name (a common file-name limit).
-pub const MAX_FOLDER: usize = 255;
+pub const MAX_FOLDER: usize = sluice_facts::MAX_FOLDER_BYTES;
 
 /// One edit of the message, as asked for by a rule. Edits are applied in order by
 /// [`crate::apply_edits`], each seeing the result of the ones before it.
@@ -294,38 +295,10 @@ fn validate_banner(banner: &Banner) -> Result<(), EditError> {
 
 /// Checks a bare addr-spec `local@domain` (recipients from `set-recipients`/`add-recipients`).
 pub fn validate_address(addr: &str) -> Result<(), EditError> {
-    let bad = |reason: &str| EditError::InvalidAddress {
+    sluice_facts::check_address(addr).map_err(|e| EditError::InvalidAddress {
         addr: addr.to_owned(),
-        reason: reason.into(),
-    };
-    if addr.is_empty() {
-        return Err(bad("it is empty"));
-    }
-    if addr.len() > MAX_ADDRESS {
-        return Err(bad("it is longer than 254 bytes"));
-    }
-    if addr.chars().any(|c| c.is_control() || c.is_whitespace()) {
-        return Err(bad("it contains a space, line break or control character"));
-    }
-    if addr.contains(['<', '>']) {
-        return Err(bad(
-            "it contains '<' or '>'; give the bare address without a display name",
-        ));
-    }
-    let mut halves = addr.split('@');
-    let (Some(local), Some(domain), None) = (halves.next(), halves.next(), halves.next()) else {
-        return Err(bad("it must contain exactly one '@'"));
-    };
-    if local.is_empty() {
-        return Err(bad("the local part before '@' is empty"));
-    }
-    if domain.is_empty() {
-        return Err(bad("the domain after '@' is empty"));
-    }
-    if domain.starts_with('.') || domain.ends_with('.') || domain.contains("..") {
-        return Err(bad("the domain has an empty label"));
-    }
-    Ok(())
+        reason: e.to_string(),
+    })
 }
 
 /// Checks a mailbox folder name, used as one directory (or key segment) name.

@@ -71,7 +71,7 @@ use sluice_sdk::prelude::*;
 pub const MAX_DEPTH: usize = 8;
 /// The most addresses one alias may expand to, and the most the rule returns for a group (the
 /// host's limit for one `set-recipients`).
-pub const MAX_DESTINATIONS: usize = 100;
+pub const MAX_DESTINATIONS: usize = sluice_sdk::facts::MAX_RECIPIENTS_PER_ACTION;
 
 /// The key of the catch-all alias.
 pub const CATCH_ALL: &str = "*";
@@ -169,7 +169,7 @@ pub enum Unknown {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AliasTable {
-    #[serde(default, deserialize_with = "one_or_many")]
+    #[serde(default, deserialize_with = "sluice_sdk::config::one_or_many")]
     to: Vec<String>,
     #[serde(default)]
     status: Status,
@@ -211,24 +211,6 @@ impl<'de> Deserialize<'de> for Alias {
         }
         deserializer.deserialize_any(AliasVisitor)
     }
-}
-
-/// `to = "a"` or `to = ["a", "b"]`.
-fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    struct OneOrMany;
-    impl<'de> Visitor<'de> for OneOrMany {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a destination or a list of destinations")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
-            Ok(vec![v.to_string()])
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<String>, A::Error> {
-            Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))
-        }
-    }
-    deserializer.deserialize_any(OneOrMany)
 }
 
 /// The rule.
@@ -566,31 +548,6 @@ fn check_local_part(name: &str, plus: &[char]) -> Result<(), String> {
         return Err(format!(
             "contains the sub-address separator {c:?}, so no address could reach it"
         ));
-    }
-    Ok(())
-}
-
-/// A full address, checked like the host checks recipients (one `@`, both sides non-empty, no
-/// spaces, no angle brackets, no empty domain label).
-fn check_address(addr: &str) -> Result<(), String> {
-    if addr.len() > 254 {
-        return Err("longer than 254 bytes".into());
-    }
-    if addr
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-    {
-        return Err("give the bare address (no spaces, no display name, no '<' '>')".into());
-    }
-    let mut halves = addr.split('@');
-    let (Some(local), Some(domain), None) = (halves.next(), halves.next(), halves.next()) else {
-        return Err("an address has exactly one '@'".into());
-    };
-    if local.is_empty() {
-        return Err("the local part before '@' is empty".into());
-    }
-    if domain.is_empty() || domain.split('.').any(str::is_empty) {
-        return Err("the domain is empty or has an empty label".into());
     }
     Ok(())
 }

@@ -36,21 +36,17 @@
 //! config = { to = ["alice.personal@gmail.example"], from = "forwarder@example.com", subject_prefix = "[example] ", recipients = ["alice"] }
 //! ```
 
-use std::fmt;
-
-use serde::de::{self, SeqAccess, Visitor};
-use serde::Deserializer;
 use sluice_sdk::prelude::*;
 
 /// The most addresses in `to` (the host's limit for one request).
-pub const MAX_TO: usize = 100;
+pub const MAX_TO: usize = sluice_sdk::facts::MAX_RECIPIENTS_PER_ACTION;
 
 /// The rule's typed config (see the crate docs).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     /// External addresses for the copy.
-    #[serde(deserialize_with = "one_or_many")]
+    #[serde(deserialize_with = "sluice_sdk::config::one_or_many")]
     pub to: Vec<String>,
     /// Verified `From:` for the copy.
     #[serde(default)]
@@ -98,24 +94,6 @@ pub enum Mode {
     Redirect,
 }
 
-/// `to = "a@b"` or `to = ["a@b", ...]`.
-fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    struct OneOrMany;
-    impl<'de> Visitor<'de> for OneOrMany {
-        type Value = Vec<String>;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an address or a list of addresses")
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
-            Ok(vec![v.to_string()])
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<String>, A::Error> {
-            Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))
-        }
-    }
-    deserializer.deserialize_any(OneOrMany)
-}
-
 /// The rule.
 pub struct ForwardRule;
 
@@ -161,12 +139,12 @@ impl Rule for ForwardRule {
             for r in list {
                 let r = r.trim();
                 let ok = if r.contains('@') {
-                    check_address(r)
+                    check_address(r).map_err(|e| e.to_string())
                 } else if r.is_empty()
                     || r.chars()
                         .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
                 {
-                    Err("not a local part".into())
+                    Err("not a local part".to_string())
                 } else {
                     Ok(())
                 };
@@ -243,31 +221,6 @@ pub fn decide(ctx: &Context, config: &Config) {
             );
         }
     }
-}
-
-/// An address, checked like the host checks recipients (one `@`, both sides non-empty, no
-/// spaces, no angle brackets, no empty domain label).
-fn check_address(addr: &str) -> Result<(), String> {
-    if addr.len() > 254 {
-        return Err("longer than 254 bytes".into());
-    }
-    if addr
-        .chars()
-        .any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-    {
-        return Err("give the bare address (no spaces, no display name, no '<' '>')".into());
-    }
-    let mut halves = addr.split('@');
-    let (Some(local), Some(domain), None) = (halves.next(), halves.next(), halves.next()) else {
-        return Err("an address has exactly one '@'".into());
-    };
-    if local.is_empty() {
-        return Err("the local part before '@' is empty".into());
-    }
-    if domain.is_empty() || domain.split('.').any(str::is_empty) {
-        return Err("the domain is empty or has an empty label".into());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -431,7 +384,7 @@ mod tests {
                 "unknown variant `move`",
             ),
             (r#"{"to":["a@x.example"],"too":1}"#, "unknown field `too`"),
-            (r#"{"to":3}"#, "an address or a list of addresses"),
+            (r#"{"to":3}"#, "a string or a list of strings"),
         ] {
             let e = config_error(json);
             assert!(e.contains(needle), "{json}: {e}");

@@ -5,6 +5,14 @@
 //! whitespace and angle brackets, and do not try to parse RFC 5322 display names or quoted
 //! local parts containing `@` beyond that.
 
+/// Checks a bare address exactly as the host checks the recipients a rule names (one `@`,
+/// both sides non-empty, at most 254 bytes, no spaces or angle brackets, no empty domain
+/// label), so a rule can refuse a bad destination in `validate-config` instead of failing on
+/// every message. The error reads like the host's: "it must contain exactly one '@'".
+pub fn check_address(addr: &str) -> Result<(), sluice_facts::AddressError> {
+    sluice_facts::check_address(addr)
+}
+
 /// Trims whitespace and one pair of surrounding angle brackets.
 fn bare(addr: &str) -> &str {
     let addr = addr.trim();

@@ -84,17 +84,22 @@ pub mod bindings {
     });
 }
 
-pub use address::{domain_of, is_in_domains, local_part};
+pub use address::{check_address, domain_of, is_in_domains, local_part};
 pub use bindings::sluice::rules::types::{
     Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Message, Position, RuleError,
     Verdict, Verdicts,
 };
 /// Re-exported so rules can use `sluice_sdk::serde_json::Value` as a free-form config.
 pub use serde_json;
+/// The host's limits on actions (`facts::MAX_RECIPIENTS_PER_ACTION`, `facts::MAX_BANNER_BYTES`,
+/// ...) and its address check, the same crate the host uses.
+pub use sluice_facts as facts;
+
+pub mod config;
 
 /// Everything a rule usually needs: `use sluice_sdk::prelude::*;`.
 pub mod prelude {
-    pub use crate::address::{domain_of, is_in_domains, local_part};
+    pub use crate::address::{check_address, domain_of, is_in_domains, local_part};
     pub use crate::log;
     pub use crate::recipients::{self, Forward};
     pub use crate::{

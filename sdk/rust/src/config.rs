@@ -1,0 +1,59 @@
+//! Helpers for rule configs.
+
+use std::fmt;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+
+/// `deserialize_with` for a field written as one string or a list of strings
+/// (`to = "a@x"` or `to = ["a@x", "b@x"]`), always read as a list:
+///
+/// ```
+/// #[derive(serde::Deserialize)]
+/// struct Config {
+///     #[serde(deserialize_with = "sluice_sdk::config::one_or_many")]
+///     to: Vec<String>,
+/// }
+/// let c: Config = serde_json::from_str(r#"{"to": "a@x.test"}"#).unwrap();
+/// assert_eq!(c.to, ["a@x.test"]);
+/// ```
+pub fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
+    struct OneOrMany;
+    impl<'de> Visitor<'de> for OneOrMany {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string or a list of strings")
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<String>, E> {
+            Ok(vec![v.to_string()])
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Vec<String>, A::Error> {
+            Vec::<String>::deserialize(de::value::SeqAccessDeserializer::new(seq))
+        }
+    }
+    deserializer.deserialize_any(OneOrMany)
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(serde::Deserialize, Debug)]
+    struct Config {
+        #[serde(deserialize_with = "super::one_or_many")]
+        to: Vec<String>,
+    }
+
+    #[test]
+    fn one_string_or_a_list() {
+        let one: Config = serde_json::from_str(r#"{"to": "a"}"#).unwrap();
+        assert_eq!(one.to, ["a"]);
+        let many: Config = serde_json::from_str(r#"{"to": ["a", "b"]}"#).unwrap();
+        assert_eq!(many.to, ["a", "b"]);
+        let e = serde_json::from_str::<Config>(r#"{"to": 3}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("a string or a list of strings"),
+            "{e}"
+        );
+        let e = serde_json::from_str::<Config>(r#"{"to": [3]}"#).unwrap_err();
+        assert!(e.to_string().contains("expected a string"), "{e}");
+    }
+}
