@@ -50,62 +50,22 @@ config = { score_header = "X-Spam-Score", score_threshold = 5.0 }
 "#,
     );
     let env = envelope(&["bob@example.com"]);
-    g.bench_function("parse + banner + junk + edits", |b| {
-        b.iter(|| {
-            for raw in &msgs {
-                let m = Arc::new(Message::parse(raw.clone()).unwrap());
-                std::hint::black_box(banner_junk.process(engine(), m, &env));
-            }
-        })
-    });
-    let four_empty = chains(
-        r#"
-[[domain]]
-name = "example.com"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-"#,
-    );
-    g.bench_function("parse + 4 empty steps", |b| {
-        b.iter(|| {
-            for raw in &msgs {
-                let m = Arc::new(Message::parse(raw.clone()).unwrap());
-                std::hint::black_box(four_empty.process(engine(), m, &env));
-            }
-        })
-    });
-    let four_warm = chains(
-        &r#"
-[[domain]]
-name = "example.com"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-[[domain.step]]
-plugin = "{rule:rule-empty}"
-"#
-        .replace(
-            "[[domain.step]]\n",
-            "[[domain.step]]\ninstances = \"warm\"\n",
-        ),
-    );
-    g.bench_function("parse + 4 empty steps (warm)", |b| {
-        b.iter(|| {
-            for raw in &msgs {
-                let m = Arc::new(Message::parse(raw.clone()).unwrap());
-                std::hint::black_box(four_warm.process(engine(), m, &env));
-            }
-        })
-    });
+    let four_empty = chains(&empty_steps(4, "fresh"));
+    let four_warm = chains(&empty_steps(4, "warm"));
+    for (name, chain) in [
+        ("parse + banner + junk + edits", &banner_junk),
+        ("parse + 4 empty steps", &four_empty),
+        ("parse + 4 empty steps (warm)", &four_warm),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for raw in &msgs {
+                    let m = Arc::new(Message::parse(raw.clone()).unwrap());
+                    std::hint::black_box(chain.process(engine(), m, &env));
+                }
+            })
+        });
+    }
     g.finish();
 
     let empty = &four_empty.chains()[0].steps[0].plugin;
@@ -150,6 +110,17 @@ plugin = "{rule:rule-empty}"
         }
     }
     g.finish();
+}
+
+/// A chain of `n` empty Rust steps with `instances = "fresh"` or `"warm"`.
+fn empty_steps(n: usize, instances: &str) -> String {
+    let mut toml = String::from("[[domain]]\nname = \"example.com\"\n");
+    for _ in 0..n {
+        toml.push_str(&format!(
+            "[[domain.step]]\nplugin = \"{{rule:rule-empty}}\"\ninstances = \"{instances}\"\n"
+        ));
+    }
+    toml
 }
 
 /// An `alias` step with `size` aliases (`a0`..), each to one of two mailboxes.

@@ -60,8 +60,21 @@ pub fn apply_edits(
         out.extend_from_slice(&raw[body_start..]);
         out
     };
+    // How often each header the edits name must be in the output's top header block.
+    let expected: Vec<(&str, usize)> = edits
+        .iter()
+        .filter_map(|e| match e {
+            Edit::AddHeader { name, .. } | Edit::SetHeader { name, .. } => Some(name.as_str()),
+            Edit::RemoveHeader(name) => Some(name.as_str()),
+            Edit::PrefixSubject(_) => Some("Subject"),
+            Edit::AddBanner(_) => None,
+        })
+        .map(|name| (name, top.count(name)))
+        .collect();
     let checked = |out: Vec<u8>, change: BodyChange<'_>| {
-        structure::check(m, raw, &out, change)?;
+        let parsed = structure::check(m, raw, &out, change)?;
+        same_header_counts(&parsed, &out, &expected)?;
+        drop(parsed);
         Ok(out)
     };
     if banners.is_empty() {
@@ -312,4 +325,33 @@ fn unique_boundary(raw: &[u8], text: &[u8]) -> String {
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The output's top header block has each edited header as often as the edits meant. A
+/// malformed input (a line that starts with a bare CR, say) can make a spliced field land
+/// after what a parser reads as the end of the header block; then the edit did not happen
+/// and the original is kept instead.
+fn same_header_counts(
+    parsed: &mail_parser::Message<'_>,
+    out: &[u8],
+    expected: &[(&str, usize)],
+) -> Result<(), EditError> {
+    let Some(top) = parsed.parts.first() else {
+        return Err(EditError::Malformed("the output has no MIME parts".into()));
+    };
+    for (name, want) in expected {
+        let got = top
+            .headers
+            .iter()
+            .filter(|h| {
+                crate::header::raw_name(out, h).is_some_and(|n| n.eq_ignore_ascii_case(name))
+            })
+            .count();
+        if got != *want {
+            return Err(EditError::Malformed(format!(
+                "the edited message would have {got} {name} field(s) in its header block instead of {want} (the input's header block is malformed), so it is left as it came in"
+            )));
+        }
+    }
+    Ok(())
 }

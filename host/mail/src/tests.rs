@@ -1243,3 +1243,54 @@ fn fuzz_findings_stay_fixed() {
         }
     }
 }
+
+/// Fuzz finding (fuzz/regressions/mail_edit/bare-cr-before-a-field): a field line that starts
+/// with a bare CR after an LF-ended line. Replacing that field left the CR behind, the spliced
+/// field followed a blank line, and the header the rule set ended up in the body.
+#[test]
+fn a_header_edit_that_would_land_in_the_body_is_refused() {
+    let raw = b"From: a@example.com\n\rTo: b@example.com\r\nSubject: hi\r\n\r\nbody\r\n".to_vec();
+    let msg = Message::parse(raw.clone()).unwrap();
+    for edits in [
+        vec![set("To", "c@example.com")],
+        vec![Edit::RemoveHeader("To".into()), add("To", "c@example.com")],
+    ] {
+        match apply_edits(&msg, &edits, BannerFallback::Wrap) {
+            Err(EditError::Malformed(_)) => {}
+            Ok(out) => {
+                // Applied after all: then the header must really be in the header block.
+                let edited = Message::parse(out.clone()).unwrap();
+                assert_eq!(edited.header("To").len(), 1, "{:?}", s(&out));
+            }
+            Err(other) => panic!("{other}"),
+        }
+    }
+    // The input the fuzzer found (a multipart body, so the part check alone let it pass): the
+    // header count check refuses it.
+    let input = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/regressions/mail_edit/bare-cr-before-a-field"),
+    )
+    .unwrap();
+    let found = Message::parse(input[9..].to_vec()).unwrap();
+    let edits = [
+        banner(
+            "line one\nline two\r\nline three\r",
+            Some("</body></html><body>"),
+            Position::Top,
+        ),
+        add("X-Sluice", ""),
+        set("To", "Grüße aus Köln ✉"),
+        Edit::PrefixSubject("[EXT]".into()),
+    ];
+    match apply_edits(&found, &edits, BannerFallback::Wrap) {
+        Err(EditError::Malformed(why)) => assert!(why.contains("To field"), "{why}"),
+        Ok(out) => panic!("applied: {:?}", s(&out)),
+        Err(other) => panic!("{other}"),
+    }
+    // Whatever the edit, it is applied for real or refused, never half done.
+    match apply_edits(&msg, &[add("X-A", "1")], BannerFallback::Wrap) {
+        Ok(out) => assert_eq!(Message::parse(out).unwrap().header("X-A"), ["1"]),
+        Err(e) => assert!(matches!(e, EditError::Malformed(_)), "{e}"),
+    }
+}
