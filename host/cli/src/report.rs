@@ -336,7 +336,9 @@ fn warm_hint(runtime: RuleRuntime, warm: bool) -> Option<String> {
     };
     (!warm).then(|| {
         format!(
-            "note: a {language} rule starts its interpreter in every fresh instance;              instances = \"warm\" starts it once (5-30x less per message) if the rule keeps              nothing about a message between calls (README: Sandbox)"
+            "note: a {language} rule starts its interpreter in every fresh instance; \
+             instances = \"warm\" starts it once (5-30x less per message) if the rule keeps \
+             nothing about a message between calls (README: Sandbox)"
         )
     })
 }
@@ -354,5 +356,6 @@ mod tests {
             hint.contains("Python") && hint.contains("instances = \"warm\""),
             "{hint}"
         );
+        assert!(!hint.contains("  "), "{hint}");
     }
 }
