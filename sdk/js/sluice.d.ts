@@ -159,7 +159,8 @@ export interface ActionPrefixSubject {
   val: string,
 }
 /**
- * Insert a banner into every displayed text part.
+ * Insert a banner into every displayed text part that does not show it already (the host
+ * checks, so a rule need not read the body to avoid a second banner).
  */
 export interface ActionAddBanner {
   tag: 'add-banner',

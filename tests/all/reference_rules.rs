@@ -53,11 +53,13 @@ fn banner_is_not_added_twice() {
     let first = chains.process(engine(), message(&raw), &envelope(&["bob@example.com"]));
     let once = output(&first, &raw);
     let second = chains.process(engine(), message(&once), &envelope(&["bob@example.com"]));
+    // The rule asks again; the host sees the banner in both parts and changes nothing.
+    assert_eq!(second.groups[0].steps[0].actions.len(), 1);
     assert!(
-        second.groups[0].steps[0].actions.is_empty(),
-        "{:?}",
-        second.groups[0].steps[0].actions
+        matches!(second.groups[0].output, Some(OutputMessage::Original)),
+        "the second pass delivers the bannered message unchanged"
     );
+    assert_eq!(output(&second, &once), once);
 }
 
 #[test]

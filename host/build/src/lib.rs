@@ -454,47 +454,22 @@ fn build_rust_rules(dirs: &[PathBuf], opts: &BuildOptions) -> Result<Vec<BuiltRu
 
 /// The canonical manifest paths of the packages in the workspace of `manifest`.
 fn workspace_members(manifest: &Path, opts: &BuildOptions) -> Result<HashSet<PathBuf>, BuildError> {
-    #[derive(Deserialize)]
-    struct Metadata {
-        packages: Vec<Package>,
-    }
-    #[derive(Deserialize)]
-    struct Package {
-        manifest_path: PathBuf,
-    }
-
-    let cargo = opts.cargo();
-    let output = Command::new(&cargo)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--manifest-path",
-        ])
-        .arg(manifest)
-        .output()
-        .map_err(|source| BuildError::Spawn {
-            cargo: cargo.clone(),
-            source,
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .cargo_path(opts.cargo())
+        .manifest_path(manifest)
+        .no_deps()
+        .exec()
+        .map_err(|e| BuildError::Metadata {
+            manifest: manifest.to_path_buf(),
+            message: match e {
+                cargo_metadata::Error::CargoMetadata { stderr } => tail(&stderr, STDERR_TAIL_LINES),
+                other => other.to_string(),
+            },
         })?;
-    let failed = |message: String| BuildError::Metadata {
-        manifest: manifest.to_path_buf(),
-        message,
-    };
-    if !output.status.success() {
-        return Err(failed(format!(
-            "{}:\n{}",
-            output.status,
-            tail(&String::from_utf8_lossy(&output.stderr), STDERR_TAIL_LINES)
-        )));
-    }
-    let metadata: Metadata =
-        serde_json::from_slice(&output.stdout).map_err(|e| failed(e.to_string()))?;
     Ok(metadata
         .packages
         .iter()
-        .map(|p| canonical(&p.manifest_path))
+        .map(|p| canonical(p.manifest_path.as_std_path()))
         .collect())
 }
 
@@ -563,36 +538,21 @@ fn cargo_build(
 
 /// `(canonical manifest path, .wasm path)` of every cdylib in cargo's JSON messages.
 fn wasm_artifacts(json_lines: &str) -> Vec<(PathBuf, PathBuf)> {
-    #[derive(Deserialize)]
-    struct Message {
-        reason: String,
-        #[serde(default)]
-        manifest_path: Option<PathBuf>,
-        #[serde(default)]
-        target: Option<Target>,
-        #[serde(default)]
-        filenames: Vec<PathBuf>,
-    }
-    #[derive(Deserialize)]
-    struct Target {
-        kind: Vec<String>,
-    }
-
-    json_lines
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Message>(line).ok())
-        .filter(|m| m.reason == "compiler-artifact")
-        .filter(|m| {
-            m.target
-                .as_ref()
-                .is_some_and(|t| t.kind.iter().any(|k| k == "cdylib"))
+    cargo_metadata::Message::parse_stream(json_lines.as_bytes())
+        .filter_map(|m| match m {
+            Ok(cargo_metadata::Message::CompilerArtifact(a)) => Some(a),
+            _ => None,
         })
-        .filter_map(|m| {
-            let wasm = m
+        .filter(|a| a.target.kind.contains(&cargo_metadata::TargetKind::CDyLib))
+        .filter_map(|a| {
+            let wasm = a
                 .filenames
                 .into_iter()
-                .find(|f| f.extension().is_some_and(|e| e == "wasm"))?;
-            Some((canonical(&m.manifest_path?), wasm))
+                .find(|f| f.extension() == Some("wasm"))?;
+            Some((
+                canonical(a.manifest_path.as_std_path()),
+                wasm.into_std_path_buf(),
+            ))
         })
         .collect()
 }
@@ -725,7 +685,7 @@ fn has_component_type(module: &[u8]) -> bool {
 
 /// Whether `bytes` is a component (binary layer 1) rather than a core module (layer 0).
 fn is_component(bytes: &[u8]) -> bool {
-    bytes.len() >= 8 && bytes[..4] == *b"\0asm" && bytes[6..8] == [1, 0]
+    wasmparser::Parser::is_component(bytes)
 }
 
 fn canonical(path: &Path) -> PathBuf {
@@ -833,10 +793,20 @@ mod tests {
 
     #[test]
     fn finds_cdylib_artifacts_in_cargo_json() {
-        let lines = r#"{"reason":"compiler-artifact","manifest_path":"/nonexistent/a/Cargo.toml","target":{"kind":["cdylib","rlib"]},"filenames":["/t/liba.rlib","/t/a.wasm"]}
-{"reason":"compiler-artifact","manifest_path":"/nonexistent/serde/Cargo.toml","target":{"kind":["lib"]},"filenames":["/t/libserde.rlib"]}
-{"reason":"build-finished","success":true}
-not json"#;
+        // As cargo 1.95 prints them (`--message-format json`).
+        let artifact = |name: &str, kinds: &str, files: &str| {
+            format!(
+                r#"{{"reason":"compiler-artifact","package_id":"path+file:///nonexistent/{name}#0.1.0","manifest_path":"/nonexistent/{name}/Cargo.toml","target":{{"kind":[{kinds}],"crate_types":[{kinds}],"name":"{name}","src_path":"/nonexistent/{name}/src/lib.rs","edition":"2021","doc":true,"doctest":true,"test":true}},"profile":{{"opt_level":"0","debuginfo":2,"debug_assertions":true,"overflow_checks":true,"test":false}},"features":[],"filenames":[{files}],"executable":null,"fresh":false}}"#
+            )
+        };
+        let lines = [
+            artifact("a", r#""cdylib","rlib""#, r#""/t/liba.rlib","/t/a.wasm""#),
+            artifact("serde", r#""lib""#, r#""/t/libserde.rlib""#),
+            r#"{"reason":"build-finished","success":true}"#.to_string(),
+            "not json".to_string(),
+        ]
+        .join("\n");
+        let lines = lines.as_str();
         assert_eq!(
             wasm_artifacts(lines),
             vec![(

@@ -577,6 +577,9 @@ fn render_output(
         return (Some(OutputMessage::Original), None);
     }
     match sluice_mail::apply_edits(message, edits, fallback) {
+        // Edits that change nothing (a banner the message shows already, a subject that has
+        // the prefix) leave the original: "modified" in the trace means modified.
+        Ok(bytes) if bytes == message.raw() => (Some(OutputMessage::Original), None),
         Ok(bytes) => (Some(OutputMessage::Edited(Arc::new(bytes))), None),
         Err(e) => {
             tracing::warn!(domain, "edits not applied, delivering the original: {e}");

@@ -4,7 +4,7 @@
 //! names the file, line and key), then [`crate::RuleChains::load`] loads the plugins it names.
 //! Relative paths are relative to the directory of the config file.
 
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -340,97 +340,134 @@ impl ConfigFile {
         Ok(config)
     }
 
+    /// The checks serde cannot make: engine settings, domain names, and each step's limits,
+    /// warm settings, hash and plugin location. The first problem is the error, at its span.
     fn check(&self) -> Result<(), ConfigError> {
-        let err = |span: Range<usize>, message: String| {
-            Err(ConfigError::at(&self.source, Some(span), message))
-        };
+        self.check_engine()?;
+        let mut seen = BTreeSet::new();
+        for domain in &self.domains {
+            self.check_domain_name(domain, &mut seen)?;
+            for step in &domain.get_ref().step {
+                self.check_step(step)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn error_at(&self, span: Range<usize>, message: String) -> ConfigError {
+        ConfigError::at(&self.source, Some(span), message)
+    }
+
+    fn check_engine(&self) -> Result<(), ConfigError> {
         if let Some(pooling) = &self.engine.pooling {
             let value = pooling.get_ref();
             if value != "auto" && value != "off" {
-                return Err(ConfigError::at(
-                    &self.source,
-                    Some(pooling.span()),
+                return Err(self.error_at(
+                    pooling.span(),
                     format!("engine.pooling: {value:?}; expected \"auto\" or \"off\""),
                 ));
             }
         }
-        let mut seen = BTreeMap::new();
-        for domain in &self.domains {
-            let name = domain.get_ref().name.get_ref();
-            let span = domain.get_ref().name.span();
-            if name != "*"
-                && (name.is_empty() || name.contains(['@', ' ', '/']) || !name.contains('.'))
-            {
+        Ok(())
+    }
+
+    /// A domain name or `*`, configured once (ASCII case-insensitive); `seen` holds the names
+    /// of the domains before it.
+    fn check_domain_name(
+        &self,
+        domain: &Spanned<DomainSection>,
+        seen: &mut BTreeSet<String>,
+    ) -> Result<(), ConfigError> {
+        let err = |span: Range<usize>, message: String| Err(self.error_at(span, message));
+        let name = domain.get_ref().name.get_ref();
+        let span = domain.get_ref().name.span();
+        if name != "*" && (name.is_empty() || name.contains(['@', ' ', '/']) || !name.contains('.'))
+        {
+            return err(
+                span,
+                format!("domain.name {name:?} is not a domain (e.g. \"example.com\") or \"*\""),
+            );
+        }
+        if !seen.insert(name.to_ascii_lowercase()) {
+            return err(span, format!("domain {name:?} is configured twice"));
+        }
+        Ok(())
+    }
+
+    fn check_step(&self, step: &Spanned<StepSection>) -> Result<(), ConfigError> {
+        self.check_step_limits(step)?;
+        self.check_step_source(step.get_ref())
+    }
+
+    /// Timeout, memory and warm-instance settings in range.
+    fn check_step_limits(&self, step: &Spanned<StepSection>) -> Result<(), ConfigError> {
+        let err = |span: Range<usize>, message: String| Err(self.error_at(span, message));
+        let s = step.get_ref();
+        if let Some(t) = s.timeout_ms {
+            if t == 0 || t > MAX_TIMEOUT_MS {
                 return err(
-                    span,
-                    format!("domain.name {name:?} is not a domain (e.g. \"example.com\") or \"*\""),
+                    step.span(),
+                    format!("step.timeout_ms = {t}: must be 1..={MAX_TIMEOUT_MS}"),
                 );
             }
-            if seen.insert(name.to_ascii_lowercase(), ()).is_some() {
-                return err(span, format!("domain {name:?} is configured twice"));
+        }
+        if let (Some(_), Instances::Fresh) = (&s.warm, s.instances) {
+            return err(
+                step.span(),
+                "step.warm applies to warm instances only: add `instances = \"warm\"` or remove it"
+                    .into(),
+            );
+        }
+        if let Some(w) = &s.warm {
+            if w.max_messages == Some(0) || w.max_age_s == Some(0) {
+                return err(
+                    step.span(),
+                    "step.warm: max_messages and max_age_s must be at least 1".into(),
+                );
             }
-            for step in &domain.get_ref().step {
-                let s = step.get_ref();
-                if let Some(t) = s.timeout_ms {
-                    if t == 0 || t > MAX_TIMEOUT_MS {
-                        return err(
-                            step.span(),
-                            format!("step.timeout_ms = {t}: must be 1..={MAX_TIMEOUT_MS}"),
-                        );
-                    }
-                }
-                if let (Some(_), Instances::Fresh) = (&s.warm, s.instances) {
-                    return err(
-                        step.span(),
-                        "step.warm applies to warm instances only: add `instances = \"warm\"` or remove it".into(),
-                    );
-                }
-                if let Some(w) = &s.warm {
-                    if w.max_messages == Some(0) || w.max_age_s == Some(0) {
-                        return err(
-                            step.span(),
-                            "step.warm: max_messages and max_age_s must be at least 1".into(),
-                        );
-                    }
-                }
-                if let Some(m) = s.memory_mb {
-                    if m == 0 || m > MAX_MEMORY_MB {
-                        return err(
-                            step.span(),
-                            format!("step.memory_mb = {m}: must be 1..={MAX_MEMORY_MB}"),
-                        );
-                    }
-                }
-                if let Some(sha) = &s.sha256 {
-                    let v = sha.get_ref();
-                    if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
-                        return err(
-                            sha.span(),
-                            format!("step.sha256 {v:?} is not 64 hex digits"),
-                        );
-                    }
-                }
-                match self.plugin_location(s.plugin.get_ref()) {
-                    PluginLocation::Remote(url) if s.sha256.is_none() => {
-                        return err(
-                            s.plugin.span(),
-                            format!(
-                                "step.plugin {url:?} is remote: add `sha256 = \"...\"` (the line `sluice plugin push` prints) so only those exact bytes are ever run"
-                            ),
-                        )
-                    }
-                    PluginLocation::Unsupported(scheme) => {
-                        return err(
-                            s.plugin.span(),
-                            format!(
-                                "step.plugin {:?}: {scheme}:// is not supported; use a local path or s3://bucket/key",
-                                s.plugin.get_ref()
-                            ),
-                        )
-                    }
-                    _ => {}
-                }
+        }
+        if let Some(m) = s.memory_mb {
+            if m == 0 || m > MAX_MEMORY_MB {
+                return err(
+                    step.span(),
+                    format!("step.memory_mb = {m}: must be 1..={MAX_MEMORY_MB}"),
+                );
             }
+        }
+        Ok(())
+    }
+
+    /// A well-formed sha256, required for a remote plugin; a supported plugin location.
+    fn check_step_source(&self, s: &StepSection) -> Result<(), ConfigError> {
+        let err = |span: Range<usize>, message: String| Err(self.error_at(span, message));
+        if let Some(sha) = &s.sha256 {
+            let v = sha.get_ref();
+            if v.len() != 64 || !v.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return err(
+                    sha.span(),
+                    format!("step.sha256 {v:?} is not 64 hex digits"),
+                );
+            }
+        }
+        match self.plugin_location(s.plugin.get_ref()) {
+            PluginLocation::Remote(url) if s.sha256.is_none() => {
+                return err(
+                    s.plugin.span(),
+                    format!(
+                        "step.plugin {url:?} is remote: add `sha256 = \"...\"` (the line `sluice plugin push` prints) so only those exact bytes are ever run"
+                    ),
+                )
+            }
+            PluginLocation::Unsupported(scheme) => {
+                return err(
+                    s.plugin.span(),
+                    format!(
+                        "step.plugin {:?}: {scheme}:// is not supported; use a local path or s3://bucket/key",
+                        s.plugin.get_ref()
+                    ),
+                )
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -424,7 +424,25 @@ fn verdicts(
 /// Compares a result with the expectations; empty when everything matched.
 fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<Mismatch> {
     let mut out = Vec::new();
+    let actual_deliveries = deliveries(result);
+    compare_actions(expect, result, &mut out);
+    compare_steps(expect, result, &mut out);
+    compare_deliveries(expect, &actual_deliveries, &mut out);
+    compare_tempfail(expect, result, &mut out);
+    compare_modified(expect, result, &mut out);
+    compare_messages(expect, result, original, &actual_deliveries, &mut out);
+    if !out.is_empty() {
+        // A failed step explains most surprises: show what every step did.
+        let trace = trace_lines(result);
+        if !trace.is_empty() {
+            out.push(Mismatch::new("(trace)", Vec::new(), trace));
+        }
+    }
+    out
+}
 
+/// `actions`: every step's actions, in order.
+fn compare_actions(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismatch>) {
     if let Some(expected) = &expect.actions {
         let actual: Vec<String> = result
             .groups
@@ -442,7 +460,10 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
             out.push(Mismatch::new("actions", expected.clone(), actual));
         }
     }
+}
 
+/// `steps`: each named step's outcome, in every group it ran in.
+fn compare_steps(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismatch>) {
     if let Some(expected) = &expect.steps {
         for (name, outcome) in expected {
             let actual: Vec<String> = result
@@ -476,13 +497,19 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
             }
         }
     }
+}
 
-    let actual_deliveries = deliveries(result);
+/// `deliveries`: where each copy went, in order.
+fn compare_deliveries(
+    expect: &Expect,
+    actual_deliveries: &[ActualDelivery],
+    out: &mut Vec<Mismatch>,
+) {
     if let Some(expected) = &expect.deliveries {
         let same = expected.len() == actual_deliveries.len()
             && expected
                 .iter()
-                .zip(&actual_deliveries)
+                .zip(actual_deliveries)
                 .all(|(e, a)| delivery_matches(e, a));
         if !same {
             out.push(Mismatch::new(
@@ -492,7 +519,10 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
             ));
         }
     }
+}
 
+/// `tempfail`: whether the message is to be retried.
+fn compare_tempfail(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismatch>) {
     if let Some(expected) = expect.tempfail {
         if expected != result.tempfailed() {
             let reasons = result.groups.iter().filter_map(|g| match &g.outcome {
@@ -511,7 +541,10 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
             ));
         }
     }
+}
 
+/// `modified`: whether any group delivers an edited message.
+fn compare_modified(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismatch>) {
     if let Some(expected) = expect.modified {
         let actual = result
             .groups
@@ -529,7 +562,16 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
             ));
         }
     }
+}
 
+/// `headers`, `absent_headers` and `banner`: checked on every delivered message.
+fn compare_messages(
+    expect: &Expect,
+    result: &ProcessResult,
+    original: &Message,
+    actual_deliveries: &[ActualDelivery],
+    out: &mut Vec<Mismatch>,
+) {
     // The delivered messages, one per group that delivers or relays anything.
     let delivered: Vec<(&str, &[u8])> = result
         .groups
@@ -634,27 +676,23 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
             }
         }
     }
+}
 
-    if !out.is_empty() {
-        // A failed step explains most surprises: show what every step did.
-        let trace: Vec<String> = result
-            .groups
-            .iter()
-            .flat_map(|g| {
-                g.steps.iter().map(move |s| {
-                    let mut line = format!("{} {}: {}", g.domain, s.step, s.outcome);
-                    if let Some(e) = &s.error {
-                        let _ = write!(line, " ({e})");
-                    }
-                    line
-                })
+/// One line per step of every group: domain, step, outcome and error.
+fn trace_lines(result: &ProcessResult) -> Vec<String> {
+    result
+        .groups
+        .iter()
+        .flat_map(|g| {
+            g.steps.iter().map(move |s| {
+                let mut line = format!("{} {}: {}", g.domain, s.step, s.outcome);
+                if let Some(e) = &s.error {
+                    let _ = write!(line, " ({e})");
+                }
+                line
             })
-            .collect();
-        if !trace.is_empty() {
-            out.push(Mismatch::new("(trace)", Vec::new(), trace));
-        }
-    }
-    out
+        })
+        .collect()
 }
 
 /// An expected action matches a description equal to it, or one it is a prefix of that ends

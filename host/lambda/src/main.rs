@@ -12,6 +12,8 @@ mod respond;
 mod settings;
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use lambda_runtime::{service_fn, Diagnostic, LambdaEvent};
 use serde_json::Value;
@@ -19,6 +21,9 @@ use sluice_inbound::Pipeline;
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // The cold start an operator pays: from here (the process is running) to the first
+    // invocation answered, logged once (Lambda's REPORT line shows only the init part).
+    let process_start = Instant::now();
     // Plain text without colour codes (CloudWatch shows them as garbage) and without a
     // timestamp (CloudWatch adds its own); RUST_LOG picks the level (default info).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -38,14 +43,26 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    tracing::info!(
+        init_ms = process_start.elapsed().as_secs_f64() * 1e3,
+        "started: config, rules and clients ready"
+    );
     // Lives as long as the process; the runtime's handler borrows it on every invocation.
     let pipeline: &'static Pipeline = Box::leak(Box::new(pipeline));
+    static ANSWERED_ONE: AtomicBool = AtomicBool::new(false);
     let handler = service_fn(move |event: LambdaEvent<Value>| async move {
         // The pipeline logs a reload (or a refused new config) itself.
         let _ = pipeline.reload_if_due().await;
-        respond::respond(pipeline, event.payload, concurrency)
+        let answer = respond::respond(pipeline, event.payload, concurrency)
             .await
-            .map_err(Diagnostic::from)
+            .map_err(Diagnostic::from);
+        if !ANSWERED_ONE.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                since_start_ms = process_start.elapsed().as_secs_f64() * 1e3,
+                "cold start: first invocation handled"
+            );
+        }
+        answer
     });
     match lambda_runtime::run(handler).await {
         Ok(()) => ExitCode::SUCCESS,

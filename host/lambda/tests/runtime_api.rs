@@ -547,6 +547,23 @@ fn end_to_end_against_moto() {
         "{}",
         run.output
     );
+    // The cold-start figure an operator looks for in the logs (the README's performance table
+    // quotes it from this test, run in release).
+    let cold = run
+        .output
+        .lines()
+        .find(|l| l.contains("cold start: first invocation handled"))
+        .unwrap_or_else(|| panic!("no cold-start line:\n{}", run.output));
+    assert!(cold.contains("since_start_ms="), "{cold}");
+    eprintln!("{cold}");
+    assert_eq!(
+        run.output
+            .matches("cold start: first invocation handled")
+            .count(),
+        1,
+        "logged once, not per invocation:\n{}",
+        run.output
+    );
     rt.block_on(async {
         for (local, id) in [("dave", sqs_id), ("erin", ses_id)] {
             let key = format!("s3://sluice-mail/mail/example.com/{local}/INBOX/{id}.eml");

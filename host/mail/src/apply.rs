@@ -48,6 +48,8 @@ pub fn apply_edits(
             Edit::SetHeader { name, value } => top.set(name, value),
             Edit::RemoveHeader(name) => top.remove(name),
             Edit::PrefixSubject(prefix) => prefix_subject(&mut top, prefix, le),
+            // The same banner twice (two steps asking for it) is shown once.
+            Edit::AddBanner(banner) if banners.contains(&banner) => {}
             Edit::AddBanner(banner) => banners.push(banner),
         }
     }
@@ -96,7 +98,9 @@ pub fn apply_edits(
             boundaries: Vec::new(),
             open_end: false,
         };
-        let body = rewrite_part(root, 0, &mut top, &banners, &at)?;
+        let Some(body) = rewrite_part(root, 0, &mut top, &banners, &at)? else {
+            return checked(unchanged_body(out, &top), BodyChange::Parts(&[]));
+        };
         top.emit(&mut out, !body.is_empty());
         out.extend_from_slice(&body);
         return checked(out, BodyChange::Parts(&displayed));
@@ -105,6 +109,7 @@ pub fn apply_edits(
     // Sub-parts: replace each part's [header start, body end) range in place.
     let parents = parent_ids(m);
     let mut replacements = Vec::with_capacity(displayed.len());
+    let mut rewritten = Vec::with_capacity(displayed.len());
     for &id in &displayed {
         let part = m
             .parts
@@ -133,7 +138,10 @@ pub fn apply_edits(
             open_end,
         };
         let mut block = HeaderBlock::parse(raw, &part.headers, h, b, le)?;
-        let body = rewrite_part(part, id, &mut block, &banners, &at)?;
+        let Some(body) = rewrite_part(part, id, &mut block, &banners, &at)? else {
+            continue;
+        };
+        rewritten.push(id);
         let mut bytes = Vec::with_capacity(b - h + body.len() + 64);
         block.emit(&mut bytes, true);
         bytes.extend_from_slice(&body);
@@ -160,7 +168,7 @@ pub fn apply_edits(
         pos = end;
     }
     out.extend_from_slice(&raw[pos..]);
-    checked(out, BodyChange::Parts(&displayed))
+    checked(out, BodyChange::Parts(&rewritten))
 }
 
 /// For each part index, the multipart it is a child of.

@@ -141,14 +141,14 @@ pub(crate) struct Placement<'a> {
 
 /// Inserts `banners` into the displayed part `part` (index `id`): rewrites its Content-Type
 /// charset and, when needed, its Content-Transfer-Encoding in `block`, and returns the new
-/// encoded body.
+/// encoded body; `None` when the part already shows every banner ([`carries_banner`]).
 pub(crate) fn rewrite_part(
     part: &MessagePart<'_>,
     id: usize,
     block: &mut HeaderBlock<'_>,
     banners: &[&Banner],
     at: &Placement<'_>,
-) -> Result<Vec<u8>, EditError> {
+) -> Result<Option<Vec<u8>>, EditError> {
     let (le, is_root, raw) = (at.le, at.is_root, at.raw);
     let undecodable = |reason: String| EditError::UndecodablePart { part: id, reason };
     let text = match &part.body {
@@ -164,6 +164,17 @@ pub(crate) fn rewrite_part(
         .content_type()
         .and_then(|ct| ct.subtype())
         .is_some_and(|s| s.eq_ignore_ascii_case("html"));
+    // `add-banner` is idempotent: a part that already shows a banner (a reply quoting it, a
+    // message that went through the chain twice) does not get it again, and a part that shows
+    // every banner is left as it came, even when it could not be re-encoded.
+    let banners: Vec<&Banner> = banners
+        .iter()
+        .copied()
+        .filter(|b| !carries_banner(text, is_html, b))
+        .collect();
+    if banners.is_empty() {
+        return Ok(None);
+    }
     let cte = block
         .first_value("Content-Transfer-Encoding")
         .map(|v| v.trim().to_ascii_lowercase())
@@ -221,7 +232,7 @@ pub(crate) fn rewrite_part(
     } else {
         normalize_line_endings(text, le)
     };
-    for banner in banners {
+    for banner in &banners {
         text = if is_html {
             insert_html(&text, &banner_html(banner), banner.position)
         } else {
@@ -302,7 +313,7 @@ pub(crate) fn rewrite_part(
     if is_root && touched_mime && !block.contains("MIME-Version") {
         block.push("MIME-Version", "1.0");
     }
-    Ok(body)
+    Ok(Some(body))
 }
 
 /// When the parse had to put U+FFFD for bytes of the part that are not in its charset (8-bit
@@ -447,14 +458,19 @@ fn regenerate_content_type(part: &MessagePart<'_>, is_html: bool, le: &str) -> S
     value
 }
 
-/// The HTML a banner inserts: its `html`, or its text escaped, line breaks as `<br>`.
+/// The HTML a banner inserts: its `html`, or its text escaped in a `<div>`
+/// ([`text_as_html`]).
 pub(crate) fn banner_html(banner: &Banner) -> String {
-    if let Some(html) = &banner.html {
-        return html.clone();
+    match &banner.html {
+        Some(html) => html.clone(),
+        None => format!("<div>{}</div>", text_as_html(&banner.text)),
     }
-    let text = banner.text.replace("\r\n", "\n");
+}
+
+/// A text banner as HTML: each line escaped, lines joined with `<br>`.
+fn text_as_html(text: &str) -> String {
+    let text = text.replace("\r\n", "\n");
     let mut out = String::with_capacity(text.len() + 16);
-    out.push_str("<div>");
     for (i, line) in text.trim_end_matches('\n').split('\n').enumerate() {
         if i > 0 {
             out.push_str("<br>");
@@ -470,8 +486,30 @@ pub(crate) fn banner_html(banner: &Banner) -> String {
             }
         }
     }
-    out.push_str("</div>");
     out
+}
+
+/// Whether the decoded `text` of a displayed part already shows `banner`: a text part its
+/// text; an HTML part its `html`, its text as the host renders it, or its text as it is.
+/// Line endings and the banner's surrounding whitespace do not count.
+pub(crate) fn carries_banner(text: &str, is_html: bool, banner: &Banner) -> bool {
+    let normalized;
+    let hay = if text.contains('\r') {
+        normalized = text.replace("\r\n", "\n");
+        normalized.as_str()
+    } else {
+        text
+    };
+    let shows = |needle: &str| {
+        let needle = needle.trim().replace("\r\n", "\n");
+        !needle.is_empty() && hay.contains(&needle)
+    };
+    if !is_html {
+        return shows(&banner.text);
+    }
+    banner.html.as_deref().is_some_and(shows)
+        || shows(&text_as_html(&banner.text))
+        || shows(&banner.text)
 }
 
 /// A plain-text banner: `banner`, an empty line, the body (top) or the body, an empty line,
@@ -607,6 +645,54 @@ mod tests {
             "[B]<bodyguard>x"
         );
         assert_eq!(insert_html("<body>", "[B]", Position::Top), "<body>[B]");
+    }
+
+    #[test]
+    fn finds_a_banner_already_shown() {
+        let b = |text: &str, html: Option<&str>| Banner {
+            text: text.into(),
+            html: html.map(Into::into),
+            position: Position::Top,
+        };
+        let c = b("External sender: <be careful>", None);
+        assert!(!carries_banner("hello", false, &c));
+        assert!(!carries_banner("<p>hello</p>", true, &c));
+        assert!(carries_banner(
+            "External sender: <be careful>\r\n\r\nhello",
+            false,
+            &c
+        ));
+        // In an HTML part: as the host renders it, or as plain text.
+        assert!(carries_banner(
+            "<body>External sender: &lt;be careful&gt;<p>hi</p>",
+            true,
+            &c
+        ));
+        assert!(carries_banner(
+            "<pre>External sender: <be careful>",
+            true,
+            &c
+        ));
+        // The text banner in an HTML part does not count for a text part's check.
+        assert!(!carries_banner(
+            "External sender: &lt;be careful&gt;",
+            false,
+            &c
+        ));
+        let c = b("EXT\r\nline 2", Some("<div class=\"ext\">EXT</div>"));
+        assert!(carries_banner("EXT\nline 2\nbody", false, &c));
+        assert!(carries_banner(
+            "<body><div class=\"ext\">EXT</div>hi",
+            true,
+            &c
+        ));
+        assert!(!carries_banner("<body><div>EXT</div>hi", true, &c));
+        let c = b("Careful: <x> & 'y'\nline 2", None);
+        assert!(carries_banner(
+            "<body><div>Careful: &lt;x&gt; &amp; &#39;y&#39;<br>line 2</div>hi",
+            true,
+            &c
+        ));
     }
 
     #[test]

@@ -45,7 +45,8 @@ pub enum Edit {
     AddBanner(Banner),
 }
 
-/// A banner for every displayed text part.
+/// A banner for every displayed text part that does not show it already (see
+/// `carries_banner`: the same banner is never added twice).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Banner {
     /// Plain text, for text/plain parts (and, HTML-escaped, for text/html parts when `html` is

@@ -1294,3 +1294,55 @@ fn a_header_edit_that_would_land_in_the_body_is_refused() {
         Err(e) => assert!(matches!(e, EditError::Malformed(_)), "{e}"),
     }
 }
+
+#[test]
+fn a_banner_is_added_once_however_often_it_is_asked_for() {
+    let text_banner = banner("External sender: <be careful>", None, Position::Top);
+    let html_banner = banner(
+        "EXT",
+        Some("<div class=\"ext\">External</div>"),
+        Position::Bottom,
+    );
+    for name in [
+        "plain-lf.eml",
+        "plain-crlf.eml",
+        "alternative-attachments.eml",
+        "base64-text.eml",
+        "html-only-lf.eml",
+        "image-only.eml",
+        "latin1-8bit-lf.eml",
+        "forwarded.eml",
+    ] {
+        for edit in [&text_banner, &html_banner] {
+            let m = fixture(name);
+            let once = apply(&m, std::slice::from_ref(edit));
+            assert_ne!(
+                once,
+                m.raw(),
+                "{name}: the first banner changes the message"
+            );
+            // Two steps asking for the same banner in one pass: one banner.
+            assert_eq!(apply(&m, &[edit.clone(), edit.clone()]), once, "{name}");
+            // The bannered message through the chain again: unchanged, byte for byte.
+            let again = Message::parse(once.clone()).unwrap();
+            assert_eq!(apply(&again, std::slice::from_ref(edit)), once, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_part_that_shows_the_banner_is_left_while_the_others_get_it() {
+    // A reply whose HTML side quotes the banner but whose text side lost it.
+    let raw = "From: a@example.org\r\nTo: b@example.com\r\nSubject: Re\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\r\nthanks\r\n--b\r\n\
+Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>thanks</p>\
+<blockquote><div>EXT</div>earlier</blockquote></body></html>\r\n--b--\r\n";
+    let m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+    let out = apply(&m, &[banner("EXT", None, Position::Top)]);
+    let out = Message::parse(out).unwrap();
+    let text = out.parsed().body_text(0).unwrap().into_owned();
+    assert!(text.starts_with("EXT\r\n\r\nthanks"), "{text:?}");
+    let html = out.parsed().body_html(0).unwrap().into_owned();
+    assert_eq!(html.matches("EXT").count(), 1, "{html}");
+}

@@ -1,8 +1,8 @@
 //! `banner`: an "external sender" banner, like Exchange's.
 //!
-//! Adds one `add-banner` action to mail that is not from an authenticated internal sender,
-//! unless the message already carries the banner (a reply quoting it, a message that went
-//! through the chain twice).
+//! Adds one `add-banner` action to mail that is not from an authenticated internal sender.
+//! The host adds a banner only to parts that do not show it already (a reply quoting it, a
+//! message that went through the chain twice), so the rule never reads the body.
 //!
 //! `From:` is written by the sender, so a claim alone proves nothing: phishing mail from
 //! outside with `From: ceo@example.com` is exactly what the banner is for. A sender is
@@ -59,10 +59,6 @@ pub enum BannerPosition {
     Bottom,
 }
 
-/// How much of each body to read when looking for a top banner: it sits at the start, so
-/// there is no need to copy a long body into the sandbox. A bottom banner needs the whole body.
-const TOP_SCAN_BYTES: u32 = 64 * 1024;
-
 /// The rule.
 pub struct Banner;
 
@@ -85,15 +81,6 @@ impl Rule for Banner {
         ) {
             return Ok(vec![]);
         }
-        let limit = match config.position {
-            BannerPosition::Top => TOP_SCAN_BYTES.saturating_add(config.text.len() as u32),
-            BannerPosition::Bottom => 0,
-        };
-        let (text, html) = (msg.text_body(limit), msg.html_body(limit));
-        if already_bannered(text.as_deref(), html.as_deref(), config) {
-            log::debug!("banner already present");
-            return Ok(vec![]);
-        }
         let position = match config.position {
             BannerPosition::Top => Position::Top,
             BannerPosition::Bottom => Position::Bottom,
@@ -112,50 +99,6 @@ sluice_sdk::export_rule!(Banner);
 /// and `authenticated` (DMARC passed, or the config trusts `From:`).
 pub fn is_external(from: Option<&str>, internal_domains: &[String], authenticated: bool) -> bool {
     !(authenticated && from.is_some_and(|from| is_in_domains(from, internal_domains)))
-}
-
-/// Whether the banner is already in the message: its text in the decoded text body, or its
-/// HTML (or its text rendered as the host renders it) in the HTML body. Line endings and surrounding whitespace are
-/// ignored.
-pub fn already_bannered(text_body: Option<&str>, html_body: Option<&str>, config: &Config) -> bool {
-    let contains = |body: Option<&str>, needle: &str| {
-        let needle = normalize(needle);
-        !needle.is_empty() && body.is_some_and(|b| normalize(b).contains(&needle))
-    };
-    contains(text_body, &config.text)
-        || config
-            .html
-            .as_deref()
-            .is_some_and(|h| contains(html_body, h))
-        || contains(html_body, &text_as_html(&config.text))
-        || contains(html_body, &config.text)
-}
-
-fn normalize(s: &str) -> String {
-    s.trim().replace("\r\n", "\n")
-}
-
-/// A text banner as the host renders it in HTML parts (without its `<div>` wrapper): each
-/// line HTML-escaped, lines joined with `<br>`.
-pub fn text_as_html(text: &str) -> String {
-    let text = text.replace("\r\n", "\n");
-    let mut out = String::with_capacity(text.len() + 16);
-    for (i, line) in text.trim_end_matches('\n').split('\n').enumerate() {
-        if i > 0 {
-            out.push_str("<br>");
-        }
-        for c in line.chars() {
-            match c {
-                '&' => out.push_str("&amp;"),
-                '<' => out.push_str("&lt;"),
-                '>' => out.push_str("&gt;"),
-                '"' => out.push_str("&quot;"),
-                '\'' => out.push_str("&#39;"),
-                c => out.push(c),
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -205,35 +148,5 @@ mod tests {
         // A spoofed `From: ceo@example.com` from outside: no DMARC pass, banner.
         assert!(is_external(Some("ceo@example.com"), &internal, false));
         assert!(is_external(Some("eve@elsewhere.example"), &internal, false));
-    }
-
-    #[test]
-    fn detects_an_existing_banner() {
-        let c = config(r#"{"text":"External sender: <be careful>"}"#);
-        assert!(!already_bannered(Some("hello"), Some("<p>hello</p>"), &c));
-        assert!(already_bannered(
-            Some("External sender: <be careful>\r\n\r\nhello"),
-            None,
-            &c
-        ));
-        assert!(already_bannered(
-            None,
-            Some("<body>External sender: &lt;be careful&gt;<p>hi</p>"),
-            &c
-        ));
-        let c = config(r#"{"text":"EXT\r\nline 2","html":"<div class=\"ext\">EXT</div>"}"#);
-        assert!(already_bannered(Some("EXT\nline 2\nbody"), None, &c));
-        assert!(already_bannered(
-            None,
-            Some("<body><div class=\"ext\">EXT</div>hi"),
-            &c
-        ));
-        assert!(!already_bannered(None, Some("<body><div>EXT</div>hi"), &c));
-        let c = config(r#"{"text":"Careful: <x> & 'y'\nline 2"}"#);
-        assert!(already_bannered(
-            None,
-            Some("<body><div>Careful: &lt;x&gt; &amp; &#39;y&#39;<br>line 2</div>hi"),
-            &c
-        ));
     }
 }

@@ -30,7 +30,8 @@ impl Action {
         Action::PrefixSubject(prefix.into())
     }
 
-    /// `add-banner` with full control over HTML and position.
+    /// `add-banner` with full control over HTML and position. The host adds it only to the
+    /// displayed parts that do not show it already, so a rule need not check.
     pub fn banner(text: impl Into<String>, html: Option<String>, position: Position) -> Self {
         Action::AddBanner(Banner {
             text: text.into(),

@@ -1,0 +1,309 @@
+//! The four reference rules (alias, banner, junk, subject-tag) as a chain: compiled natively
+//! into the host behind one bench-only trait, and as Wasm steps in fresh and warm instances;
+//! then how a chain scales with its length and with the message's size.
+//! `cargo bench -p sluice-tests --bench reference`; figures go in the README's table.
+//!
+//! The native chain is the floor the sandbox is measured against: the same rule crates'
+//! decision functions, the same configs parsed once, the same edits applied by the host.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, Position};
+use sluice_sdk::{Action, Context, Verdict, Verdicts};
+use sluice_tests::{chains, engine, envelope};
+
+const RECIPIENT: &str = "info@example.com";
+
+/// The four steps' configs, as TOML (for the Wasm chain) and JSON (for the native rules).
+const ALIAS: &str = r#"{"mailboxes":["bob"],"aliases":{"info":"bob"}}"#;
+const BANNER: &str =
+    r#"{"text":"External sender: be careful with links.","internal_domains":["example.com"]}"#;
+const JUNK: &str = r#"{"score_header":"X-Spam-Score","score_threshold":5.0}"#;
+const SUBJECT_TAG: &str =
+    r#"{"tag":"[EXT]","internal_domains":["example.com"],"keywords":["invoice","unsubscribe"]}"#;
+
+fn reference_chain(instances: &str) -> String {
+    let mut toml = String::from("[[domain]]\nname = \"example.com\"\n");
+    for (rule, config) in [
+        ("alias", ALIAS),
+        ("banner", BANNER),
+        ("junk", JUNK),
+        ("subject-tag", SUBJECT_TAG),
+    ] {
+        toml.push_str(&format!(
+            "[[domain.step]]\nplugin = \"{{rule:{rule}}}\"\ninstances = \"{instances}\"\nconfig = {}\n",
+            json_to_inline_toml(config)
+        ));
+    }
+    toml
+}
+
+/// `{"a":["b"],"c":{"d":"e"}}` as a TOML inline table (the configs above only use strings,
+/// numbers, lists and tables).
+fn json_to_inline_toml(json: &str) -> String {
+    fn value(v: &serde_json::Value) -> String {
+        match v {
+            serde_json::Value::Object(m) => format!(
+                "{{ {} }}",
+                m.iter()
+                    .map(|(k, v)| format!("{k} = {}", value(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            serde_json::Value::Array(a) => {
+                format!("[{}]", a.iter().map(value).collect::<Vec<_>>().join(", "))
+            }
+            other => other.to_string(),
+        }
+    }
+    value(&serde_json::from_str(json).unwrap())
+}
+
+/// A rule compiled into the host: what a Wasm step does, without the sandbox.
+trait NativeRule {
+    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action>;
+}
+
+struct NativeAlias(alias::Config);
+struct NativeBanner(banner::Config);
+struct NativeJunk(junk::Config);
+struct NativeSubjectTag(subject_tag::Config);
+
+impl NativeRule for NativeAlias {
+    fn evaluate(&self, _msg: &Message, ctx: &Context) -> Vec<Action> {
+        alias::route(&ctx.recipients, &self.0).unwrap()
+    }
+}
+
+impl NativeRule for NativeBanner {
+    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action> {
+        let c = &self.0;
+        let authenticated = c.trust_from || ctx.verdicts.dmarc.passed();
+        if !banner::is_external(
+            msg.from_address().as_deref(),
+            &c.internal_domains,
+            authenticated,
+        ) {
+            return vec![];
+        }
+        let position = match c.position {
+            banner::BannerPosition::Top => sluice_sdk::Position::Top,
+            banner::BannerPosition::Bottom => sluice_sdk::Position::Bottom,
+        };
+        vec![Action::banner(c.text.clone(), c.html.clone(), position)]
+    }
+}
+
+impl NativeRule for NativeJunk {
+    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action> {
+        let score = self
+            .0
+            .score_header
+            .as_deref()
+            .and_then(|h| msg.header(h).first().and_then(|v| junk::first_number(v)));
+        junk::decide(&ctx.verdicts, score, &self.0).0
+    }
+}
+
+impl NativeRule for NativeSubjectTag {
+    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action> {
+        let text = msg.text_body(4096).unwrap_or_default();
+        subject_tag::decide(msg.from_address().as_deref(), &text, &ctx.verdicts, &self.0)
+    }
+}
+
+fn native_rules() -> Vec<Box<dyn NativeRule>> {
+    use sluice_sdk::parse_config;
+    vec![
+        Box::new(NativeAlias(parse_config(ALIAS).unwrap())),
+        Box::new(NativeBanner(parse_config(BANNER).unwrap())),
+        Box::new(NativeJunk(parse_config(JUNK).unwrap())),
+        Box::new(NativeSubjectTag(parse_config(SUBJECT_TAG).unwrap())),
+    ]
+}
+
+/// The native chain: every rule in order (a `stop` or a disposition that ends the group ends
+/// it), then the collected edits applied once, as the host does.
+fn run_native(rules: &[Box<dyn NativeRule>], msg: &Message, ctx: &Context) -> Vec<u8> {
+    let mut edits = Vec::new();
+    'steps: for rule in rules {
+        for action in rule.evaluate(msg, ctx) {
+            match action {
+                Action::AddHeader(h) => edits.push(Edit::AddHeader {
+                    name: h.name,
+                    value: h.value,
+                }),
+                Action::SetHeader(h) => edits.push(Edit::SetHeader {
+                    name: h.name,
+                    value: h.value,
+                }),
+                Action::RemoveHeader(n) => edits.push(Edit::RemoveHeader(n)),
+                Action::PrefixSubject(p) => edits.push(Edit::PrefixSubject(p)),
+                Action::AddBanner(b) => edits.push(Edit::AddBanner(Banner {
+                    text: b.text,
+                    html: b.html,
+                    position: match b.position {
+                        sluice_sdk::Position::Top => Position::Top,
+                        sluice_sdk::Position::Bottom => Position::Bottom,
+                    },
+                })),
+                Action::SetRecipients(_) | Action::AddRecipients(_) | Action::FileInto(_) => {}
+                Action::Bounce(_) | Action::Drop | Action::Stop => break 'steps,
+            }
+        }
+    }
+    apply_edits(msg, &edits, BannerFallback::Wrap).unwrap_or_else(|_| msg.raw().to_vec())
+}
+
+fn sdk_context() -> Context {
+    let unknown = Verdict::Unknown;
+    Context {
+        domain: "example.com".into(),
+        recipients: vec![RECIPIENT.into()],
+        mail_from: "a@outside.example".into(),
+        verdicts: Verdicts {
+            spf: unknown,
+            dkim: unknown,
+            dmarc: unknown,
+            spam: unknown,
+            virus: unknown,
+            dmarc_policy: None,
+        },
+        received_at: 0,
+        message_id: "bench".into(),
+        config: String::new(),
+    }
+}
+
+fn bench_reference_chain(c: &mut Criterion) {
+    let msgs = sluice_tests::corpus_messages();
+    let env = envelope(&[RECIPIENT]);
+    let native = native_rules();
+    let ctx = sdk_context();
+    let fresh = chains(&reference_chain("fresh"));
+    let warm = chains(&reference_chain("warm"));
+
+    let mut g = c.benchmark_group("reference chain (alias, banner, junk, subject-tag)");
+    g.throughput(Throughput::Elements(msgs.len() as u64));
+    g.bench_function("parse", |b| {
+        b.iter(|| {
+            for raw in &msgs {
+                std::hint::black_box(Message::parse(raw.clone()).unwrap());
+            }
+        })
+    });
+    g.bench_function("parse + native rules + edits", |b| {
+        b.iter(|| {
+            for raw in &msgs {
+                let m = Message::parse(raw.clone()).unwrap();
+                std::hint::black_box(run_native(&native, &m, &ctx));
+            }
+        })
+    });
+    for (name, chain) in [
+        ("parse + wasm steps, fresh", &fresh),
+        ("parse + wasm steps, warm", &warm),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                for raw in &msgs {
+                    let m = Arc::new(Message::parse(raw.clone()).unwrap());
+                    std::hint::black_box(chain.process(engine(), m, &env));
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
+/// A chain of `n` empty Rust steps.
+fn empty_steps(n: usize, instances: &str) -> String {
+    let mut toml = String::from("[[domain]]\nname = \"example.com\"\n");
+    for _ in 0..n {
+        toml.push_str(&format!(
+            "[[domain.step]]\nplugin = \"{{rule:rule-empty}}\"\ninstances = \"{instances}\"\n"
+        ));
+    }
+    toml
+}
+
+fn bench_chain_length(c: &mut Criterion) {
+    let msg = Arc::new(Message::parse(sluice_tests::corpus_messages().remove(0)).unwrap());
+    let env = envelope(&["bob@example.com"]);
+    let mut g = c.benchmark_group("chain length (empty steps, one message)");
+    for n in [1usize, 2, 4, 8, 16] {
+        for instances in ["fresh", "warm"] {
+            let chain = chains(&empty_steps(n, instances));
+            g.bench_with_input(BenchmarkId::new(instances, n), &n, |b, _| {
+                b.iter(|| std::hint::black_box(chain.process(engine(), msg.clone(), &env)))
+            });
+        }
+    }
+    g.finish();
+}
+
+/// A message of about `size` bytes: a text/plain part that large (`big_text`), or a short
+/// text part next to a base64 attachment that large.
+fn sized_message(size: usize, big_text: bool) -> Vec<u8> {
+    let line = "The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+    let head = "From: Someone <someone@outside.example>\r\nTo: bob@example.com\r\n\
+Subject: sized\r\nMessage-ID: <sized@outside.example>\r\nMIME-Version: 1.0\r\n";
+    let mut m = String::from(head);
+    if big_text {
+        m.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\n");
+        while m.len() < size {
+            m.push_str(line);
+        }
+        return m.into_bytes();
+    }
+    m.push_str("Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n--b\r\n");
+    m.push_str("Content-Type: text/plain; charset=utf-8\r\n\r\nSee the attachment.\r\n--b\r\n");
+    m.push_str("Content-Type: application/octet-stream; name=\"data.bin\"\r\n");
+    m.push_str("Content-Disposition: attachment; filename=\"data.bin\"\r\n");
+    m.push_str("Content-Transfer-Encoding: base64\r\n\r\n");
+    let b64_line = "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAx\r\n";
+    while m.len() < size {
+        m.push_str(b64_line);
+    }
+    m.push_str("--b--\r\n");
+    m.into_bytes()
+}
+
+fn bench_message_size(c: &mut Criterion) {
+    let banner = chains(&format!(
+        "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{{rule:banner}}\"\nconfig = {}\n",
+        json_to_inline_toml(BANNER)
+    ));
+    let env = envelope(&["bob@example.com"]);
+    let mut g = c.benchmark_group("message size (parse + banner step + edits)");
+    g.sample_size(10);
+    g.warm_up_time(Duration::from_millis(500));
+    for size in [2_000usize, 100_000, 1_000_000, 25_000_000] {
+        for (shape, big_text) in [
+            ("large text part", true),
+            ("small text + attachment", false),
+        ] {
+            let raw = sized_message(size, big_text);
+            g.throughput(Throughput::Bytes(raw.len() as u64));
+            g.bench_with_input(BenchmarkId::new(shape, size), &raw, |b, raw| {
+                b.iter(|| {
+                    let m = Arc::new(Message::parse(raw.clone()).unwrap());
+                    let result = banner.process(engine(), m, &env);
+                    assert!(!result.tempfailed());
+                    std::hint::black_box(result)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_reference_chain,
+    bench_chain_length,
+    bench_message_size
+);
+criterion_main!(benches);
