@@ -11,7 +11,7 @@ Starts moto on a free loopback port, stores N messages in S3 with one SQS notifi
 daemon until it has handled N messages, and prints the rate plus how much of the per-message
 time the chains (parse + rules) took, as the daemon reports it.
 """
-import json, os, re, socket, subprocess, sys, tempfile, time
+import json, os, socket, subprocess, sys, tempfile, time
 
 import boto3
 
@@ -73,7 +73,7 @@ config = {{ text = "External sender" }}
 ''')
         env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing",
                    AWS_SECRET_ACCESS_KEY="testing", AWS_REGION="us-east-1",
-                   AWS_EC2_METADATA_DISABLED="true", SLUICE_CACHE_DIR=os.path.join(tmp, "cache"))
+                   AWS_EC2_METADATA_DISABLED="true", SLUICE_LOG_FORMAT="json", SLUICE_CACHE_DIR=os.path.join(tmp, "cache"))
         # Warm the compiled cache so the figure is the steady state, not Cranelift.
         subprocess.run([BIN, "check", "--config", conf], env=env, check=True, capture_output=True)
         t0 = time.monotonic()
@@ -81,7 +81,9 @@ config = {{ text = "External sender" }}
                               "--concurrency", CONC, "--max-messages", str(N)],
                              env=env, capture_output=True, text=True)
         wall = time.monotonic() - t0
-    done = re.findall(r"done: .*\(chains (\d+) µs of (\d+) µs\)", out.stderr)
+    # The daemon logs one JSON object per event with SLUICE_LOG_FORMAT=json.
+    events = [json.loads(l) for l in out.stderr.splitlines() if l.startswith("{")]
+    done = [(e["chain_us"], e["total_us"]) for e in events if e.get("message") == "message done"]
     if out.returncode != 0 or len(done) != N:
         print(out.stderr[-3000:]); sys.exit(f"daemon handled {len(done)} of {N}")
     chains = sum(int(c) for c, _ in done); total = sum(int(t) for _, t in done)

@@ -58,7 +58,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
     // Listen for SIGTERM first: loading the config and compiling plugins takes seconds, and a
     // signal that arrives before the handler exists kills the process instead of stopping it.
     let mut shutdown = Box::pin(shutdown_signal()?);
-    eprintln!("sluice daemon: starting ({})", options.config);
+    tracing::info!(config = %options.config, "daemon starting");
     let start = Pipeline::start(PipelineOptions {
         config: options.config.clone(),
         reload_interval: Duration::from_secs(options.reload_seconds),
@@ -66,7 +66,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
     });
     let pipeline = tokio::select! {
         _ = &mut shutdown => {
-            eprintln!("sluice daemon: stopped during start-up, before consuming anything");
+            tracing::info!("daemon stopped during start-up, before consuming anything");
             return Ok(());
         }
         started = start => started.map_err(|e| anyhow::anyhow!("{e}"))?,
@@ -76,18 +76,17 @@ async fn serve(options: DaemonOptions) -> Result<()> {
     let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
     let mut handled: u64 = 0;
     let mut tasks = tokio::task::JoinSet::new();
-    tracing::info!(queue = %options.queue, concurrency = options.concurrency, "sluice daemon started");
-    eprintln!("sluice daemon: consuming {}", options.queue);
+    tracing::info!(queue = %options.queue, concurrency = options.concurrency, "daemon consuming the queue");
     'poll: loop {
         if options.max_messages.is_some_and(|max| handled >= max) {
             break;
         }
         match pipeline.reload_if_due().await {
             ReloadOutcome::Reloaded { version } => {
-                eprintln!("sluice daemon: config reloaded (version {version:?})")
+                tracing::info!(version = ?version, "config reloaded")
             }
             ReloadOutcome::Refused { error } => {
-                eprintln!("sluice daemon: new config refused, the old one keeps serving: {error}")
+                tracing::error!(%error, "new config refused, the old one keeps serving")
             }
             ReloadOutcome::NotDue | ReloadOutcome::Unchanged => {}
         }
@@ -108,7 +107,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         let messages = match received {
             Ok(m) => m,
             Err(e) => {
-                eprintln!("sluice daemon: {e}; retrying in 5 s");
+                tracing::warn!(error = %e, "cannot receive from the queue; retrying in 5 s");
                 tokio::select! {
                     _ = &mut shutdown => break 'poll,
                     _ = tokio::time::sleep(Duration::from_secs(5)) => continue 'poll,
@@ -130,10 +129,13 @@ async fn serve(options: DaemonOptions) -> Result<()> {
     }
     let in_flight = tasks.len();
     if in_flight > 0 {
-        eprintln!("sluice daemon: stopping; finishing {in_flight} message(s) in flight");
+        tracing::info!(
+            in_flight,
+            "daemon stopping; finishing the messages in flight"
+        );
     }
     while tasks.join_next().await.is_some() {}
-    eprintln!("sluice daemon: stopped after {handled} message(s)");
+    tracing::info!(handled, "daemon stopped");
     Ok(())
 }
 
@@ -144,9 +146,11 @@ async fn handle_one(pipeline: &Pipeline, sqs: &Sqs, queue: &str, visibility: i32
         Ok(n) => n,
         Err(e) => {
             // Never deleted: after maxReceiveCount SQS moves it to the DLQ for a human.
-            eprintln!(
-                "sluice daemon: SQS message {} (receive #{}) is not an SES notification, left for the DLQ: {e}",
-                m.message_id, m.receive_count
+            tracing::error!(
+                sqs_message_id = %m.message_id,
+                receive_count = m.receive_count,
+                error = %e,
+                "not an SES notification, left in the queue for the DLQ"
             );
             return;
         }
@@ -168,26 +172,29 @@ async fn handle_one(pipeline: &Pipeline, sqs: &Sqs, queue: &str, visibility: i32
     match outcome {
         Ok(h) => {
             match sqs.delete(queue, &m.receipt_handle).await {
-                Ok(()) => eprintln!(
-                    "sluice daemon: {} done: {} (chains {} µs of {} µs)",
-                    h.message_id, h.summary, h.chain_micros, h.total_micros
+                Ok(()) => tracing::info!(
+                    message_id = %h.message_id,
+                    outcome = %h.summary,
+                    chain_us = h.chain_micros,
+                    total_us = h.total_micros,
+                    "message done"
                 ),
                 // Delivered, but SQS will hand it out again; the deliveries are idempotent.
-                Err(e) => eprintln!(
-                    "sluice daemon: {} done ({}), but not deleted from the queue: {e}",
-                    h.message_id, h.summary
+                Err(e) => tracing::warn!(
+                    message_id = %h.message_id,
+                    outcome = %h.summary,
+                    error = %e,
+                    "message done, but not deleted from the queue"
                 ),
             }
         }
         Err(e) => {
-            let kind = if e.is_permanent() {
-                "failed permanently"
-            } else {
-                "failed"
-            };
-            eprintln!(
-                "sluice daemon: {} {kind} (receive #{}), left in the queue for retry/DLQ: {}",
-                e.message_id, m.receive_count, e.failure
+            tracing::warn!(
+                message_id = %e.message_id,
+                receive_count = m.receive_count,
+                permanent = e.is_permanent(),
+                error = %e.failure,
+                "message failed, left in the queue for retry or the DLQ"
             );
         }
     }

@@ -26,9 +26,15 @@ const EXIT_TEMPFAIL: u8 = 75;
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Log level for the host's own log on stderr (error, warn, info, debug, trace).
-    #[arg(long, global = true, env = "SLUICE_LOG", default_value = "warn")]
-    log: String,
+    /// Log level for the host's own log on stderr (error, warn, info, debug, trace, or
+    /// directives such as `info,sluice_inbound=debug`) [default: info for `daemon`, warn
+    /// otherwise].
+    #[arg(long, global = true, env = "SLUICE_LOG")]
+    log: Option<String>,
+    /// How the log is written: `text` for a terminal, `json` (one object per line, the SES
+    /// message id, domain, step, outcome and timings as fields) for CloudWatch Logs Insights.
+    #[arg(long, global = true, env = "SLUICE_LOG_FORMAT", default_value = "text")]
+    log_format: sluice_telemetry::LogFormat,
 }
 
 #[derive(Args)]
@@ -141,13 +147,20 @@ enum PluginCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    // The daemon's log is its record of every message handled; the other commands print
+    // their results and log only what went wrong.
+    let default_level = match cli.command {
+        Command::Daemon { .. } => "info",
+        _ => "warn",
+    };
+    let filter = match sluice_telemetry::filter(cli.log.as_deref().unwrap_or(default_level)) {
+        Ok(filter) => filter,
+        Err(err) => {
+            eprintln!("sluice: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    sluice_telemetry::init(cli.log_format, sluice_telemetry::LogSink::Terminal, filter);
     match run(cli.command) {
         Ok(code) => code,
         Err(err) => {

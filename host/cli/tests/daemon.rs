@@ -82,10 +82,38 @@ fn daemon_stores_relays_and_bounces_once_and_leaves_garbage_for_the_dlq() {
         &moto.env(),
         &config,
         &world.queue,
-        &["--max-messages", "5", "--visibility", "30"],
+        &[
+            "--max-messages",
+            "5",
+            "--visibility",
+            "30",
+            "--log-format",
+            "json",
+        ],
     );
     let log = stderr(&out);
     assert!(out.status.success(), "daemon failed:\n{log}");
+    // The JSON log: every line one object, each message's outcome a queryable event.
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let done: Vec<&str> = events
+        .iter()
+        .filter(|e| e["message"] == "message done")
+        .map(|e| e["message_id"].as_str().unwrap())
+        .collect();
+    let mut sorted = done.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["m-info", "m-info", "m-leak", "m-old"], "{log}");
+    assert!(
+        events
+            .iter()
+            .filter(|e| e["message"] == "message done")
+            .all(|e| e["total_us"].as_u64().is_some() && e["outcome"].is_string()),
+        "{log}"
+    );
 
     // The local destination of the alias got its copy, under the documented key, encrypted.
     let key = "s3://mail/mailboxes/example.com/alice/INBOX/m-info.eml";
@@ -360,7 +388,8 @@ fn sigterm_stops_the_daemon_cleanly() {
         "the long poll was not interrupted"
     );
     assert!(
-        rest.iter().any(|l| l.contains("stopped after 0 message")),
+        rest.iter()
+            .any(|l| l.contains("daemon stopped") && l.contains("handled=0")),
         "{rest:?}"
     );
 }
@@ -388,7 +417,9 @@ fn sigterm_during_start_up_exits_cleanly() {
     );
     assert!(
         rest.iter().any(|l| l.contains("stopped during start-up"))
-            || rest.iter().any(|l| l.contains("stopped after 0 message")),
+            || rest
+                .iter()
+                .any(|l| l.contains("daemon stopped") && l.contains("handled=0")),
         "{rest:?}"
     );
 }

@@ -24,23 +24,27 @@ async fn main() -> ExitCode {
     // The cold start an operator pays: from here (the process is running) to the first
     // invocation answered, logged once (Lambda's REPORT line shows only the init part).
     let process_start = Instant::now();
-    // Plain text without colour codes (CloudWatch shows them as garbage) and without a
-    // timestamp (CloudWatch adds its own); RUST_LOG picks the level (default info).
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .init();
+    // JSON by default: one object per event, which CloudWatch Logs Insights queries by field
+    // (message_id, outcome, timings); SLUICE_LOG_FORMAT=text for plain lines (no colour codes,
+    // no timestamp: CloudWatch adds its own). RUST_LOG picks the level (default info).
+    let format = match std::env::var("SLUICE_LOG_FORMAT") {
+        Ok(name) => match name.parse() {
+            Ok(format) => format,
+            Err(e) => return init_failed(&format!("SLUICE_LOG_FORMAT: {e}")),
+        },
+        Err(_) => sluice_telemetry::LogFormat::Json,
+    };
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = match sluice_telemetry::filter(&directives) {
+        Ok(filter) => filter,
+        Err(e) => return init_failed(&format!("RUST_LOG: {e}")),
+    };
+    sluice_telemetry::init(format, sluice_telemetry::LogSink::CloudWatch, filter);
     let (pipeline, concurrency) = match start().await {
         Ok(started) => started,
         Err(message) => {
             tracing::error!(error = %message, "init failed");
-            eprintln!("sluice-lambda: init failed: {message}");
-            init_error::report(&message);
-            return ExitCode::FAILURE;
+            return init_failed(&message);
         }
     };
     tracing::info!(
@@ -79,4 +83,11 @@ async fn start() -> Result<(Pipeline, usize), String> {
         .await
         .map_err(|e| format!("SLUICE_CONFIG: {e}"))?;
     Ok((pipeline, settings.concurrency))
+}
+
+/// Tells the operator and the Lambda service why the function cannot start.
+fn init_failed(message: &str) -> ExitCode {
+    eprintln!("sluice-lambda: init failed: {message}");
+    init_error::report(message);
+    ExitCode::FAILURE
 }

@@ -1,0 +1,209 @@
+//! Sluice's logs, set up once per process: the daemon, the CLI and the Lambda write the same
+//! events (tracing, with the SES message id, domain, step, outcome and timings as fields) either
+//! as text for a terminal or as one JSON object per line, which CloudWatch Logs Insights
+//! indexes field by field (`filter message_id = "…"`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+/// How log events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// `2026-12-03T11:00:00Z  INFO message done message_id=… outcome=…`, for people.
+    Text,
+    /// `{"timestamp":"…","level":"INFO","message":"message done","message_id":"…",…}`, one
+    /// object per line, fields at the top level, for Logs Insights and `jq`.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = TelemetryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            _ => Err(TelemetryError::UnknownFormat(s.to_string())),
+        }
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
+    }
+}
+
+/// Where the log goes, which decides the decorations a text log gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSink {
+    /// A terminal or a file: timestamps; colour only when stderr is a terminal.
+    Terminal,
+    /// CloudWatch via the Lambda runtime: no colour codes (shown as garbage there) and no
+    /// timestamp in text (CloudWatch adds its own).
+    CloudWatch,
+}
+
+/// What cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// `--log-format` / `SLUICE_LOG_FORMAT` named something else.
+    #[error("unknown log format {0:?}: use \"text\" or \"json\"")]
+    UnknownFormat(String),
+    /// `--log` / `SLUICE_LOG` / `RUST_LOG` is not a tracing filter.
+    #[error("bad log filter {filter:?} ({reason}): use a level (error, warn, info, debug, trace) or directives such as \"info,sluice_inbound=debug\"")]
+    BadFilter {
+        /// The filter as given.
+        filter: String,
+        /// What the filter parser said.
+        reason: String,
+    },
+}
+
+/// The log filter, with an error that says what a valid one looks like.
+pub fn filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
+    EnvFilter::try_new(directives).map_err(|e| TelemetryError::BadFilter {
+        filter: directives.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// Installs the process's log subscriber, writing to stderr. Call once, first thing in
+/// `main`; a second call leaves the first subscriber in place.
+pub fn init(format: LogFormat, sink: LogSink, filter: EnvFilter) {
+    let ansi = sink == LogSink::Terminal && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing::subscriber::set_global_default(subscriber(
+        format,
+        sink,
+        filter,
+        ansi,
+        std::io::stderr,
+    ));
+}
+
+/// The subscriber [`init`] installs, writing to `writer` (tests pass a buffer).
+pub fn subscriber<W>(
+    format: LogFormat,
+    sink: LogSink,
+    filter: EnvFilter,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing::Subscriber + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .with_target(false);
+    match (format, sink) {
+        (LogFormat::Json, _) => Box::new(
+            builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(false)
+                .finish(),
+        ),
+        (LogFormat::Text, LogSink::Terminal) => Box::new(builder.with_ansi(ansi).finish()),
+        (LogFormat::Text, LogSink::CloudWatch) => {
+            Box::new(builder.with_ansi(false).without_time().finish())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_are_read_from_their_names() {
+        assert_eq!("json".parse::<LogFormat>().unwrap(), LogFormat::Json);
+        assert_eq!(" Text ".parse::<LogFormat>().unwrap(), LogFormat::Text);
+        let e = "yaml".parse::<LogFormat>().unwrap_err();
+        assert!(matches!(e, TelemetryError::UnknownFormat(ref f) if f == "yaml"));
+        assert!(e.to_string().contains("\"text\" or \"json\""), "{e}");
+        assert_eq!(
+            LogFormat::Json.to_string().parse::<LogFormat>().unwrap(),
+            LogFormat::Json
+        );
+    }
+
+    #[test]
+    fn a_bad_filter_says_what_a_good_one_looks_like() {
+        assert!(filter("info,sluice_inbound=debug").is_ok());
+        let e = filter("info,=[").unwrap_err();
+        assert!(matches!(e, TelemetryError::BadFilter { .. }), "{e}");
+        assert!(e.to_string().contains("use a level"), "{e}");
+    }
+
+    /// The JSON events carry their fields at the top level, as Logs Insights expects.
+    #[test]
+    fn json_events_have_their_fields_at_the_top_level() {
+        use std::sync::{Arc, Mutex};
+        let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = subscriber(
+            LogFormat::Json,
+            LogSink::CloudWatch,
+            filter("info").unwrap(),
+            false,
+            move || SharedBuffer(sink.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("invoke", request_id = "r-1");
+            let _entered = span.enter();
+            tracing::info!(message_id = "m-1", chain_us = 42u64, "message done");
+            tracing::debug!("below the filter");
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.lines().count(), 1, "{text}");
+        let event: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(event["message"], "message done");
+        assert_eq!(event["message_id"], "m-1");
+        assert_eq!(event["chain_us"], 42);
+        assert_eq!(event["level"], "INFO");
+        assert_eq!(event["span"]["request_id"], "r-1");
+        assert!(event["timestamp"].is_string(), "{event}");
+    }
+
+    #[test]
+    fn text_for_cloudwatch_has_no_colour_and_no_timestamp() {
+        use std::sync::{Arc, Mutex};
+        let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = subscriber(
+            LogFormat::Text,
+            LogSink::CloudWatch,
+            filter("info").unwrap(),
+            true,
+            move || SharedBuffer(sink.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::warn!(message_id = "m-2", "copy not stored, will be retried")
+        });
+        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text.trim(),
+            "WARN copy not stored, will be retried message_id=\"m-2\""
+        );
+    }
+
+    /// A writer into memory that the test reads back.
+    struct SharedBuffer(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for SharedBuffer {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
