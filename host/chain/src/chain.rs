@@ -340,7 +340,7 @@ impl RuleChains {
                     continue;
                 }
                 if round > MAX_HANDOFFS {
-                    tracing::warn!(domain = %key, recipients = ?fresh, "routing loop: recipients handed between domains' chains too often");
+                    tracing::warn!(domain = %key, recipients = %sluice_telemetry::Addresses(&fresh), "routing loop: recipients handed between domains' chains too often");
                     results.push(GroupResult::routing_loop(&key, fresh, from));
                     continue;
                 }

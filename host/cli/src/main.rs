@@ -160,6 +160,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(err) = sluice_telemetry::addresses_from_env() {
+        eprintln!("sluice: {err}");
+        return ExitCode::from(2);
+    }
     sluice_telemetry::init(cli.log_format, sluice_telemetry::LogSink::Terminal, filter);
     match run(cli.command) {
         Ok(code) => code,

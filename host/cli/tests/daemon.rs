@@ -104,6 +104,16 @@ fn daemon_stores_relays_and_bounces_once_and_leaves_garbage_for_the_dlq() {
         .filter(|e| e["message"] == "message done")
         .map(|e| e["message_id"].as_str().unwrap())
         .collect();
+    // Addresses show only their domain unless SLUICE_LOG_ADDRESSES=full asks for more.
+    // (The alias rule's own log line names it too: masked in the process log as well.)
+    assert!(!log.contains("someone@elsewhere.example"), "{log}");
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("relay refused"))
+            && e["recipient"] == "***@elsewhere.example"),
+        "{log}"
+    );
     let mut sorted = done.clone();
     sorted.sort();
     assert_eq!(sorted, ["m-info", "m-info", "m-leak", "m-old"], "{log}");

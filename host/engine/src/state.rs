@@ -120,12 +120,15 @@ impl StoreState {
         );
         self.log_bytes += text.len();
         let step = &*self.step;
+        // The trace keeps the line as written (it is the operator's own output); the process
+        // log masks the addresses in it (see `sluice_telemetry::MaskedText`).
+        let shown = sluice_telemetry::MaskedText(&text);
         match level {
-            Level::Trace => tracing::trace!(step, source, "{text}"),
-            Level::Debug => tracing::debug!(step, source, "{text}"),
-            Level::Info => tracing::info!(step, source, "{text}"),
-            Level::Warn => tracing::warn!(step, source, "{text}"),
-            Level::Error => tracing::error!(step, source, "{text}"),
+            Level::Trace => tracing::trace!(step, source, "{shown}"),
+            Level::Debug => tracing::debug!(step, source, "{shown}"),
+            Level::Info => tracing::info!(step, source, "{shown}"),
+            Level::Warn => tracing::warn!(step, source, "{shown}"),
+            Level::Error => tracing::error!(step, source, "{shown}"),
         }
         self.logs.push(LogLine {
             level,

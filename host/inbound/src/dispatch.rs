@@ -21,6 +21,7 @@ use crate::deliver::{
     BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Outbox, Refusal,
     RefusalKind, Relay, RelayJob, Suppression, TraceMeta,
 };
+use sluice_telemetry::{Address, Addresses};
 
 /// What happened to one message.
 #[derive(Debug, Clone)]
@@ -349,7 +350,7 @@ impl Dispatcher {
                         text: text.clone(),
                     }),
                     Disposition::Drop { recipient } => {
-                        tracing::info!(message_id = %id, recipient, domain = %group.domain, "dropped by the chain");
+                        tracing::info!(message_id = %id, recipient = %Address(recipient), domain = %group.domain, "dropped by the chain");
                     }
                 }
             }
@@ -395,7 +396,7 @@ impl Dispatcher {
                         // backscatter. Logged and counted instead.
                         tracing::warn!(
                             message_id = %id,
-                            recipient,
+                            recipient = %Address(&recipient),
                             refusal = kind.as_str(),
                             reason,
                             "not relayed and not bounced (policy refusal)"
@@ -529,7 +530,7 @@ impl Dispatcher {
                         if let Err(e) = log.record(id, &outcome.copy, &at).await {
                             // Delivered: not an error of this message. A retry may deliver
                             // this copy again (at least once).
-                            tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "delivered, but the delivery record could not be written");
+                            tracing::warn!(message_id = id, recipient = %Address(&outcome.copy.recipient), error = %e, "delivered, but the delivery record could not be written");
                         }
                     }
                     handled.stored.push(Stored {
@@ -540,7 +541,7 @@ impl Dispatcher {
                     });
                 }
                 Err(e) if e.is_permanent() => {
-                    tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "mailbox refused the copy");
+                    tracing::warn!(message_id = id, recipient = %Address(&outcome.copy.recipient), error = %e, "mailbox refused the copy");
                     let (code, status) = e.bounce_status();
                     bounce_jobs.push(BounceJob {
                         recipient: outcome.copy.recipient.clone(),
@@ -550,7 +551,7 @@ impl Dispatcher {
                     });
                 }
                 Err(e) => {
-                    tracing::warn!(message_id = id, recipient = %outcome.copy.recipient, error = %e, "copy not stored, will be retried");
+                    tracing::warn!(message_id = id, recipient = %Address(&outcome.copy.recipient), error = %e, "copy not stored, will be retried");
                     retry.get_or_insert(e.to_string());
                 }
             }
@@ -570,7 +571,7 @@ impl Dispatcher {
         handled: &mut Handled,
     ) -> Result<Vec<Refusal>, HandleError> {
         let (Some(relay), Some(markers)) = (&config.relay, &self.markers) else {
-            tracing::warn!(message_id = id, recipients = ?job.recipients, "not relayed: the config has no [relay]");
+            tracing::warn!(message_id = id, recipients = %Addresses(&job.recipients), "not relayed: the config has no [relay]");
             handled
                 .relayed
                 .extend(job.recipients.iter().map(|r| Relayed {

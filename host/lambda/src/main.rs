@@ -39,6 +39,9 @@ async fn main() -> ExitCode {
         Ok(filter) => filter,
         Err(e) => return init_failed(&format!("RUST_LOG: {e}")),
     };
+    if let Err(e) = sluice_telemetry::addresses_from_env() {
+        return init_failed(&e.to_string());
+    }
     sluice_telemetry::init(format, sluice_telemetry::LogSink::CloudWatch, filter);
     let (pipeline, concurrency) = match start().await {
         Ok(started) => started,

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::EnvFilter;
@@ -56,6 +57,11 @@ pub enum TelemetryError {
     /// `--log-format` / `SLUICE_LOG_FORMAT` named something else.
     #[error("unknown log format {0:?}: use \"text\" or \"json\"")]
     UnknownFormat(String),
+    /// `SLUICE_LOG_ADDRESSES` named something else.
+    #[error(
+        "SLUICE_LOG_ADDRESSES={0:?}: use \"domain\" (the default: ***@example.com) or \"full\""
+    )]
+    UnknownAddressSetting(String),
     /// `--log` / `SLUICE_LOG` / `RUST_LOG` is not a tracing filter.
     #[error("bad log filter {filter:?} ({reason}): use a level (error, warn, info, debug, trace) or directives such as \"info,sluice_inbound=debug\"")]
     BadFilter {
@@ -72,6 +78,93 @@ pub fn filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
         filter: directives.to_string(),
         reason: e.to_string(),
     })
+}
+
+/// Whether log events show whole addresses: off unless `SLUICE_LOG_ADDRESSES=full` (a
+/// debug setting), so that logs shipped to CloudWatch hold domains, not people.
+static FULL_ADDRESSES: AtomicBool = AtomicBool::new(false);
+
+/// Shows (`true`) or masks (`false`, the default) the local part of addresses in the log.
+pub fn show_full_addresses(show: bool) {
+    FULL_ADDRESSES.store(show, Ordering::Relaxed);
+}
+
+/// Reads `SLUICE_LOG_ADDRESSES` (`domain`, the default, or `full`).
+pub fn addresses_from_env() -> Result<(), TelemetryError> {
+    match std::env::var("SLUICE_LOG_ADDRESSES").as_deref() {
+        Err(_) | Ok("domain") => show_full_addresses(false),
+        Ok("full") => show_full_addresses(true),
+        Ok(other) => return Err(TelemetryError::UnknownAddressSetting(other.to_string())),
+    }
+    Ok(())
+}
+
+/// An address as log events show it: `***@example.com` (the domain is what an operator
+/// needs to see which chain ran), or whole with [`show_full_addresses`].
+/// `tracing::warn!(recipient = %Address(rcpt), …)`.
+pub struct Address<'a>(pub &'a str);
+
+impl fmt::Display for Address<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if FULL_ADDRESSES.load(Ordering::Relaxed) {
+            return f.write_str(self.0);
+        }
+        match self.0.rsplit_once('@') {
+            Some((_, domain)) => write!(f, "***@{domain}"),
+            None => f.write_str("***"),
+        }
+    }
+}
+
+/// A list of addresses, each shown as [`Address`]: `[***@a.example, ***@b.example]`.
+pub struct Addresses<'a>(pub &'a [String]);
+
+impl fmt::Display for Addresses<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[")?;
+        for (i, address) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{}", Address(address))?;
+        }
+        f.write_str("]")
+    }
+}
+
+/// Free text (a rule's own log line) as log events show it: every `local@domain` in it
+/// becomes `***@domain`, unless [`show_full_addresses`]. Rules log what they decided about
+/// whom; the host cannot make them stop, but it can keep the people out of CloudWatch.
+pub struct MaskedText<'a>(pub &'a str);
+
+impl fmt::Display for MaskedText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if FULL_ADDRESSES.load(Ordering::Relaxed) {
+            return f.write_str(self.0);
+        }
+        let text = self.0;
+        let is_local = |c: char| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
+        let is_domain = |c: char| c.is_alphanumeric() || c == '-' || c == '.';
+        let mut written = 0;
+        for (at, _) in text.match_indices('@') {
+            if at < written {
+                continue;
+            }
+            let local_start = text[written..at]
+                .char_indices()
+                .rev()
+                .take_while(|&(_, c)| is_local(c))
+                .last()
+                .map(|(i, _)| written + i);
+            let domain_ok = text[at + 1..].chars().next().is_some_and(is_domain);
+            if let (Some(start), true) = (local_start, domain_ok) {
+                f.write_str(&text[written..start])?;
+                f.write_str("***")?;
+                written = at;
+            }
+        }
+        f.write_str(&text[written..])
+    }
 }
 
 /// Installs the process's log subscriber, writing to stderr. Call once, first thing in
@@ -193,6 +286,29 @@ mod tests {
             text.trim(),
             "WARN copy not stored, will be retried message_id=\"m-2\""
         );
+    }
+
+    #[test]
+    fn addresses_show_their_domain_unless_asked() {
+        let list = ["alice@example.com".to_string(), "bob@b.example".to_string()];
+        assert_eq!(Address("alice@example.com").to_string(), "***@example.com");
+        assert_eq!(Address("postmaster").to_string(), "***");
+        assert_eq!(Address("").to_string(), "***");
+        assert_eq!(
+            Addresses(&list).to_string(),
+            "[***@example.com, ***@b.example]"
+        );
+        assert_eq!(Addresses(&[]).to_string(), "[]");
+        show_full_addresses(true);
+        assert_eq!(
+            Address("alice@example.com").to_string(),
+            "alice@example.com"
+        );
+        assert_eq!(
+            Addresses(&list).to_string(),
+            "[alice@example.com, bob@b.example]"
+        );
+        show_full_addresses(false);
     }
 
     /// A writer into memory that the test reads back.

@@ -16,6 +16,7 @@ use sluice_mail::Message;
 
 use super::markers::{send_name, send_once, SendOutcome};
 use super::{DeliverError, Markers};
+use sluice_telemetry::Address;
 
 /// Sends bounces through the relay's way out.
 ///
@@ -193,7 +194,7 @@ impl Bouncer {
         if let Some(reason) = Suppression::check(mail_from, verdicts) {
             tracing::info!(
                 message_id,
-                mail_from,
+                mail_from = %Address(mail_from),
                 reason = reason.as_str(),
                 recipients = refused.len(),
                 "bounce suppressed: {}",
@@ -230,7 +231,7 @@ impl Bouncer {
         .await?;
         Ok(match outcome {
             SendOutcome::Sent { ses_id } => {
-                tracing::info!(message_id, ses_id, to = sender, "bounce sent");
+                tracing::info!(message_id, ses_id, to = %Address(sender), "bounce sent");
                 BounceReport::Sent {
                     to: sender.to_string(),
                     id: ses_id,

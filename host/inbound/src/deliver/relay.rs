@@ -7,6 +7,7 @@ use sluice_mail::{hop_count, rewrite_for_relay, Message, RelayRewrite};
 use super::markers::{send_name, send_once, SendOutcome};
 use super::outbound::Outbound;
 use super::{domain_of, DeliverError, Markers};
+use sluice_telemetry::Address;
 
 /// Relays copies (`[relay]`).
 #[derive(Debug, Clone)]
@@ -153,7 +154,7 @@ impl Relay {
             } else {
                 tracing::warn!(
                     message_id,
-                    recipient = %rcpt,
+                    recipient = %Address(rcpt),
                     "relay refused: the recipient's domain is not in [relay] allow_domains (no open relay)"
                 );
                 report.refused.push(Refusal {
@@ -244,7 +245,7 @@ impl Relay {
                 // The smarthost refused this recipient for good: a failure to report to the
                 // sender (bounced like any other), not a reason to retry the message.
                 Err(e) if e.is_permanent() && matches!(self.via, Outbound::Smtp(_)) => {
-                    tracing::warn!(message_id, recipient = %chunk[0], error = %e, "relay refused by the smarthost");
+                    tracing::warn!(message_id, recipient = %Address(&chunk[0]), error = %e, "relay refused by the smarthost");
                     report.refused.extend(chunk.iter().map(|r| Refusal {
                         recipient: r.clone(),
                         kind: RefusalKind::Rejected,
