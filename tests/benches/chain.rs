@@ -6,7 +6,7 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use sluice_engine::{Context, MessageSession, StepLimits, WarmPool, WarmSettings};
 use sluice_mail::Message;
-use sluice_tests::{chains, engine, envelope, unknown_verdicts};
+use sluice_tests::{chains, empty_steps, engine, envelope, parse_and_process, unknown_verdicts};
 
 fn messages() -> Vec<Vec<u8>> {
     sluice_tests::corpus_messages()
@@ -57,14 +57,7 @@ config = { score_header = "X-Spam-Score", score_threshold = 5.0 }
         ("parse + 4 empty steps", &four_empty),
         ("parse + 4 empty steps (warm)", &four_warm),
     ] {
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                for raw in &msgs {
-                    let m = Arc::new(Message::parse(raw.clone()).unwrap());
-                    std::hint::black_box(chain.process(engine(), m, &env));
-                }
-            })
-        });
+        g.bench_function(name, |b| b.iter(|| parse_and_process(chain, &msgs, &env)));
     }
     g.finish();
 
@@ -110,17 +103,6 @@ config = { score_header = "X-Spam-Score", score_threshold = 5.0 }
         }
     }
     g.finish();
-}
-
-/// A chain of `n` empty Rust steps with `instances = "fresh"` or `"warm"`.
-fn empty_steps(n: usize, instances: &str) -> String {
-    let mut toml = String::from("[[domain]]\nname = \"example.com\"\n");
-    for _ in 0..n {
-        toml.push_str(&format!(
-            "[[domain.step]]\nplugin = \"{{rule:rule-empty}}\"\ninstances = \"{instances}\"\n"
-        ));
-    }
-    toml
 }
 
 /// An `alias` step with `size` aliases (`a0`..), each to one of two mailboxes.

@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, Position};
 use sluice_sdk::{Action, Context, Verdict, Verdicts};
-use sluice_tests::{chains, engine, envelope};
+use sluice_tests::{chains, empty_steps, engine, envelope, parse_and_process};
 
 const RECIPIENT: &str = "info@example.com";
 
@@ -206,27 +206,9 @@ fn bench_reference_chain(c: &mut Criterion) {
         ("parse + wasm steps, fresh", &fresh),
         ("parse + wasm steps, warm", &warm),
     ] {
-        g.bench_function(name, |b| {
-            b.iter(|| {
-                for raw in &msgs {
-                    let m = Arc::new(Message::parse(raw.clone()).unwrap());
-                    std::hint::black_box(chain.process(engine(), m, &env));
-                }
-            })
-        });
+        g.bench_function(name, |b| b.iter(|| parse_and_process(chain, &msgs, &env)));
     }
     g.finish();
-}
-
-/// A chain of `n` empty Rust steps.
-fn empty_steps(n: usize, instances: &str) -> String {
-    let mut toml = String::from("[[domain]]\nname = \"example.com\"\n");
-    for _ in 0..n {
-        toml.push_str(&format!(
-            "[[domain.step]]\nplugin = \"{{rule:rule-empty}}\"\ninstances = \"{instances}\"\n"
-        ));
-    }
-    toml
 }
 
 fn bench_chain_length(c: &mut Criterion) {

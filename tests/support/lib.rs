@@ -119,6 +119,26 @@ pub fn corpus_messages() -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// A config of one domain, `example.com`, whose chain is `n` empty Rust steps with the
+/// given `instances` setting: the benches' measure of what a step itself costs.
+pub fn empty_steps(n: usize, instances: &str) -> String {
+    let mut toml = String::from("[[domain]]\nname = \"example.com\"\n");
+    for _ in 0..n {
+        toml.push_str(&format!(
+            "[[domain.step]]\nplugin = \"{{rule:rule-empty}}\"\ninstances = \"{instances}\"\n"
+        ));
+    }
+    toml
+}
+
+/// Parses each raw message and runs it through `chains`, as a bench's timed loop does.
+pub fn parse_and_process(chains: &RuleChains, messages: &[Vec<u8>], envelope: &Envelope) {
+    for raw in messages {
+        let message = Arc::new(Message::parse(raw.clone()).expect("a corpus message"));
+        std::hint::black_box(chains.process(engine(), message, envelope));
+    }
+}
+
 /// A process-wide engine without a disk cache.
 pub fn engine() -> &'static RuleEngine {
     static ENGINE: OnceLock<RuleEngine> = OnceLock::new();
