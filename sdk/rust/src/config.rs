@@ -1,5 +1,6 @@
 //! Helpers for rule configs.
 
+use serde::de::Error as _;
 use serde::Deserializer;
 use serde_with::{DeserializeAs, OneOrMany, Same};
 
@@ -15,8 +16,14 @@ use serde_with::{DeserializeAs, OneOrMany, Same};
 /// let c: Config = serde_json::from_str(r#"{"to": "a@x.test"}"#).unwrap();
 /// assert_eq!(c.to, ["a@x.test"]);
 /// ```
+///
+/// Anything else is refused with one sentence that names both accepted shapes (serde_with's
+/// own message lists each variant's failure on separate lines, which reads badly in a
+/// `sluice check` error).
 pub fn one_or_many<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<String>, D::Error> {
-    OneOrMany::<Same>::deserialize_as(deserializer)
+    OneOrMany::<Same>::deserialize_as(deserializer).map_err(|_: D::Error| {
+        D::Error::custom("invalid value: expected a string or a list of strings")
+    })
 }
 
 #[cfg(test)]
@@ -34,11 +41,15 @@ mod tests {
         let many: Config = serde_json::from_str(r#"{"to": ["a", "b"]}"#).unwrap();
         assert_eq!(many.to, ["a", "b"]);
         let e = serde_json::from_str::<Config>(r#"{"to": 3}"#).unwrap_err();
-        // The error names both shapes the field accepts.
+        // One sentence naming both shapes the field accepts, with the position.
         let text = e.to_string();
-        assert!(text.contains("expected a string"), "{text}");
-        assert!(text.contains("expected a sequence"), "{text}");
+        assert!(text.contains("a string or a list of strings"), "{text}");
+        assert!(text.contains("line 1"), "{text}");
+        assert_eq!(text.lines().count(), 1, "{text}");
         let e = serde_json::from_str::<Config>(r#"{"to": [3]}"#).unwrap_err();
-        assert!(e.to_string().contains("expected a string"), "{e}");
+        assert!(
+            e.to_string().contains("a string or a list of strings"),
+            "{e}"
+        );
     }
 }
