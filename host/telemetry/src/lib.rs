@@ -239,23 +239,12 @@ mod tests {
     /// The JSON events carry their fields at the top level, as Logs Insights expects.
     #[test]
     fn json_events_have_their_fields_at_the_top_level() {
-        use std::sync::{Arc, Mutex};
-        let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = lines.clone();
-        let subscriber = subscriber(
-            LogFormat::Json,
-            LogSink::CloudWatch,
-            filter("info").unwrap(),
-            false,
-            move || SharedBuffer(sink.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, || {
+        let text = captured(LogFormat::Json, false, || {
             let span = tracing::info_span!("invoke", request_id = "r-1");
             let _entered = span.enter();
             tracing::info!(message_id = "m-1", chain_us = 42u64, "message done");
             tracing::debug!("below the filter");
         });
-        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 1, "{text}");
         let event: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         assert_eq!(event["message"], "message done");
@@ -268,20 +257,9 @@ mod tests {
 
     #[test]
     fn text_for_cloudwatch_has_no_colour_and_no_timestamp() {
-        use std::sync::{Arc, Mutex};
-        let lines = Arc::new(Mutex::new(Vec::<u8>::new()));
-        let sink = lines.clone();
-        let subscriber = subscriber(
-            LogFormat::Text,
-            LogSink::CloudWatch,
-            filter("info").unwrap(),
-            true,
-            move || SharedBuffer(sink.clone()),
-        );
-        tracing::subscriber::with_default(subscriber, || {
+        let text = captured(LogFormat::Text, true, || {
             tracing::warn!(message_id = "m-2", "copy not stored, will be retried")
         });
-        let text = String::from_utf8(lines.lock().unwrap().clone()).unwrap();
         assert_eq!(
             text.trim(),
             "WARN copy not stored, will be retried message_id=\"m-2\""
@@ -309,6 +287,22 @@ mod tests {
             "[alice@example.com, bob@b.example]"
         );
         show_full_addresses(false);
+    }
+
+    /// What `log` writes through the CloudWatch subscriber of `format` at level info.
+    fn captured(format: LogFormat, ansi: bool, log: impl FnOnce()) -> String {
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let sink = lines.clone();
+        let subscriber = subscriber(
+            format,
+            LogSink::CloudWatch,
+            filter("info").unwrap(),
+            ansi,
+            move || SharedBuffer(sink.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, log);
+        let bytes = lines.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
     }
 
     /// A writer into memory that the test reads back.
