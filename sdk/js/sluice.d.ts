@@ -384,6 +384,20 @@ export const recipients: {
   takeRecorded(): Recorded[];
 };
 
+/** Granted tables (WIT 0.1.3): `lookups = ["aliases"]` in the step's config. */
+export const lookup: {
+  /** The value under `key` in `table`, or null; throws a `RuleError` (not granted, or the table failed). */
+  get(table: string, key: string): string | null;
+  /** Under node: puts a value in the test double. */
+  set(table: string, key: string, value: string): void;
+  /** Under node: every lookup in `table` throws `error`. */
+  fail(table: string, error: RuleError): void;
+  /** Under node: empties the double. */
+  clear(): void;
+  /** Under node: the [table, key] pairs asked since the last call. */
+  takeAsked(): Array<[string, string]>;
+};
+
 /** Parses `json` against `defaults` (types from the defaults, unknown keys refused). */
 export function parseConfig<C extends Record<string, unknown>>(json: string | undefined, defaults?: C): C;
 

@@ -1,4 +1,4 @@
-// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.2`, world `rule`).
+// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.3`, world `rule`).
 //
 // A rule is one ES module that imports this file (by relative or absolute path) and exports
 // the world's two functions:
@@ -332,6 +332,61 @@ const recipients = Object.freeze({
 });
 
 // ---------------------------------------------------------------------------------------
+// Granted tables (`sluice:rules/lookup`, WIT 0.1.3). A test double under node.
+
+let tables = new Map();
+let failing = new Map();
+let asked = [];
+
+const lookup = Object.freeze({
+  /**
+   * The value under `key` in `table` (a string, often JSON), or null when there is none.
+   * Throws a `RuleError` when the table is not granted to the step or fails (`temporary`:
+   * let it propagate, and the host retries the message).
+   */
+  get(table, key) {
+    table = String(table);
+    key = String(key);
+    if (wit) {
+      try {
+        const value = wit.lookup.get(table, key);
+        return value === undefined ? null : value;
+      } catch (e) {
+        const p = e && e.payload;
+        if (p && typeof p.message === 'string') throw new RuleError(p.message, { temporary: p.temporary });
+        throw e;
+      }
+    }
+    asked.push([table, key]);
+    if (failing.has(table)) throw failing.get(table);
+    if (!tables.has(table)) throw RuleError.permanent(`table ${JSON.stringify(table)} is not granted to this step (test double: call lookup.set first)`);
+    const value = tables.get(table).get(key);
+    return value === undefined ? null : value;
+  },
+  /** Under node: puts `value` under `key` in `table` (and grants the table). */
+  set(table, key, value) {
+    if (!tables.has(table)) tables.set(table, new Map());
+    tables.get(table).set(String(key), String(value));
+  },
+  /** Under node: every lookup in `table` throws `error` (a `RuleError`). */
+  fail(table, error) {
+    failing.set(String(table), error);
+  },
+  /** Under node: empties the double. */
+  clear() {
+    tables = new Map();
+    failing = new Map();
+    asked = [];
+  },
+  /** Under node: the [table, key] pairs asked since the last call. */
+  takeAsked() {
+    const out = asked;
+    asked = [];
+    return out;
+  },
+});
+
+// ---------------------------------------------------------------------------------------
 // Config: JSON with defaults, types taken from the defaults, unknown keys refused.
 
 function typeName(v) {
@@ -585,6 +640,7 @@ function mockContext({ verdicts = {}, config = {}, ...rest } = {}) {
 }
 
 export {
+  lookup,
   Action,
   addHeader,
   setHeader,

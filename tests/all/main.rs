@@ -7,6 +7,7 @@ mod corpus;
 mod deploy;
 mod hostile;
 mod languages;
+mod lookups;
 mod mail_rules;
 mod reference_rules;
 mod reload;

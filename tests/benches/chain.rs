@@ -66,24 +66,27 @@ config = { score_header = "X-Spam-Score", score_threshold = 5.0 }
     let msg = Arc::new(Message::parse(msgs[0].clone()).unwrap());
     let ctx = context();
     let limits = StepLimits::default();
+    let grants = sluice_engine::StepGrants::default();
     let mut g = c.benchmark_group("per-step");
     g.bench_function("empty rule: new store + instantiate + call + drop", |b| {
         b.iter(|| {
             let mut session = MessageSession::new(engine(), msg.clone());
-            std::hint::black_box(session.run_step("empty", empty, &limits, &ctx));
+            std::hint::black_box(session.run_step("empty", empty, &limits, &grants, &ctx));
         })
     });
     g.bench_function("empty rule: warm instance call", |b| {
         b.iter(|| {
             let mut session = MessageSession::new(engine(), msg.clone());
-            std::hint::black_box(session.run_step_warm("empty", empty, &limits, &ctx, &pool));
+            std::hint::black_box(
+                session.run_step_warm("empty", empty, &limits, &grants, &ctx, &pool),
+            );
         })
     });
     g.bench_function("empty rule: 4 steps sharing one store (per message)", |b| {
         b.iter(|| {
             let mut session = MessageSession::new(engine(), msg.clone());
             for _ in 0..4 {
-                std::hint::black_box(session.run_step("empty", empty, &limits, &ctx));
+                std::hint::black_box(session.run_step("empty", empty, &limits, &grants, &ctx));
             }
         })
     });

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use sluice_engine::{
-    action_to_edit, Action, Bounce, Context, ForwardRequest, MessageSession, RecipientRequest,
-    RuleEngine, RulePlugin, StepLimits, StepOutcome, StepReport, Verdicts, WarmPool,
+    action_to_edit, Action, Bounce, Context, ForwardRequest, LookupResult, LookupTables,
+    MessageSession, RecipientRequest, RuleEngine, RulePlugin, StepGrants, StepLimits, StepOutcome,
+    StepReport, Verdicts, WarmPool,
 };
 use sluice_mail::{BannerFallback, Edit, Message};
 
@@ -42,6 +43,8 @@ pub struct Step {
     pub breaker: Arc<CircuitBreaker>,
     /// Warm instances of this step (`instances = "warm"`); `None`: fresh per message.
     pub warm: Option<Arc<WarmPool>>,
+    /// What the step may use besides the message (`lookups = [...]`).
+    pub grants: StepGrants,
 }
 
 /// Reads remote plugin bytes (e.g. from S3). Implemented outside this crate so the chain
@@ -126,9 +129,23 @@ pub struct DomainChain {
 }
 
 /// Every domain's chain, loaded and type-checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuleChains {
     chains: Vec<DomainChain>,
+    /// The config's `[directory.*]` tables, opened, for the steps granted them.
+    tables: Option<Arc<sluice_directory::Tables>>,
+}
+
+impl std::fmt::Debug for RuleChains {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuleChains")
+            .field("chains", &self.chains)
+            .field(
+                "tables",
+                &self.tables.as_ref().map(|t| t.names().collect::<Vec<_>>()),
+            )
+            .finish()
+    }
 }
 
 /// What SES (or the command line) says about a message besides its bytes.
@@ -241,6 +258,7 @@ impl RuleChains {
                     config_json,
                     breaker: Arc::new(CircuitBreaker::new(s.breaker)),
                     warm: s.warm_settings().map(|w| Arc::new(WarmPool::new(w))),
+                    grants: StepGrants::lookups(s.lookups.iter().cloned()),
                 });
             }
             chains.push(DomainChain {
@@ -252,7 +270,15 @@ impl RuleChains {
                 },
             });
         }
-        Ok(RuleChains { chains })
+        Ok(RuleChains {
+            chains,
+            tables: open_tables(config)?,
+        })
+    }
+
+    /// The opened `[directory.*]` tables (to count alias uses after delivery).
+    pub fn tables(&self) -> Option<&Arc<sluice_directory::Tables>> {
+        self.tables.as_ref()
     }
 
     /// The chains, in config order.
@@ -307,6 +333,9 @@ impl RuleChains {
         // (group key, recipient) pairs a chain has already run for.
         let mut handled: Vec<(String, String)> = Vec::new();
         let mut session = MessageSession::new(engine, message.clone());
+        if let Some(tables) = &self.tables {
+            session = session.with_tables(tables.clone() as Arc<dyn LookupTables>);
+        }
         let mut results = Vec::new();
         let mut round = 0;
         while !groups.is_empty() {
@@ -534,8 +563,15 @@ fn run_with_breaker(
         ));
     }
     let report = match &step.warm {
-        Some(pool) => session.run_step_warm(&step.name, &step.plugin, &step.limits, ctx, pool),
-        None => session.run_step(&step.name, &step.plugin, &step.limits, ctx),
+        Some(pool) => session.run_step_warm(
+            &step.name,
+            &step.plugin,
+            &step.limits,
+            &step.grants,
+            ctx,
+            pool,
+        ),
+        None => session.run_step(&step.name, &step.plugin, &step.limits, &step.grants, ctx),
     };
     match &report.outcome {
         StepOutcome::Actions { .. } => step.breaker.success(),
@@ -548,13 +584,43 @@ fn run_with_breaker(
     Ok(report)
 }
 
-/// The policy for a rule's own error: a temporary error never bounces, it tempfails.
-fn policy_for_rule_error(on_error: OnError, temporary: bool) -> OnError {
-    if temporary && on_error == OnError::Bounce {
+/// The policy for a rule's own error: a temporary error never bounces, it tempfails; and a
+/// temporary error from a step whose lookup failed tempfails whatever `on_error` says: going
+/// on would route the message without the data the rule needed (an alias directory that is
+/// down must not make its aliases unknown users, or skip them).
+fn policy_for_rule_error(on_error: OnError, temporary: bool, lookup_failed: bool) -> OnError {
+    if temporary && (on_error == OnError::Bounce || lookup_failed) {
         OnError::Tempfail
     } else {
         on_error
     }
+}
+
+/// Whether one of the step's lookups failed in a way a retry may cure.
+fn lookup_failed_temporarily(report: &StepReport) -> bool {
+    report.lookups.iter().any(|l| {
+        matches!(
+            l.result,
+            LookupResult::Failed {
+                temporary: true,
+                ..
+            }
+        )
+    })
+}
+
+/// Opens the config's `[directory.*]` sections (none: no tables).
+fn open_tables(config: &ConfigFile) -> Result<Option<Arc<sluice_directory::Tables>>, ConfigError> {
+    if config.directories.is_empty() {
+        return Ok(None);
+    }
+    sluice_directory::Tables::open(&config.directories, &config.source.base_dir)
+        .map(|t| Some(Arc::new(t)))
+        .map_err(|e| ConfigError {
+            file: config.source.name.clone(),
+            line: 0,
+            message: format!("cannot open a directory: {e}"),
+        })
 }
 
 /// The message the group's deliveries carry: none when nothing is delivered or relayed, the
@@ -657,7 +723,11 @@ impl GroupRun {
                 }
             }
             StepOutcome::RuleError { error } => {
-                let policy = policy_for_rule_error(step.on_error, error.temporary);
+                let policy = policy_for_rule_error(
+                    step.on_error,
+                    error.temporary,
+                    lookup_failed_temporarily(report),
+                );
                 trace.policy = Some(policy);
                 self.apply_policy(policy, &step.name, &error.message);
             }
@@ -789,6 +859,7 @@ mod tests {
                     banner_fallback: BannerFallback::Wrap,
                 })
                 .collect(),
+            tables: None,
         }
     }
 
@@ -975,15 +1046,24 @@ mod tests {
         assert!(run.ended());
 
         assert_eq!(
-            policy_for_rule_error(OnError::Bounce, true),
+            policy_for_rule_error(OnError::Bounce, true, false),
             OnError::Tempfail
         );
         assert_eq!(
-            policy_for_rule_error(OnError::Bounce, false),
+            policy_for_rule_error(OnError::Bounce, false, false),
             OnError::Bounce
         );
         assert_eq!(
-            policy_for_rule_error(OnError::Continue, true),
+            policy_for_rule_error(OnError::Continue, true, false),
+            OnError::Continue
+        );
+        // A directory that is down: retried, never skipped.
+        assert_eq!(
+            policy_for_rule_error(OnError::Continue, true, true),
+            OnError::Tempfail
+        );
+        assert_eq!(
+            policy_for_rule_error(OnError::Continue, false, true),
             OnError::Continue
         );
     }

@@ -4,7 +4,7 @@
 //! names the file, line and key), then [`crate::RuleChains::load`] loads the plugins it names.
 //! Relative paths are relative to the directory of the config file.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -200,6 +200,10 @@ pub struct StepSection {
     pub instances: Instances,
     /// Lifetime of warm instances (only with `instances = "warm"`).
     pub warm: Option<WarmSection>,
+    /// The tables (`[directory.NAME]`) the rule may read through `lookup.get`; none by
+    /// default.
+    #[serde(default)]
+    pub lookups: Vec<String>,
     /// The rule's own configuration, handed to it as JSON.
     pub config: Option<toml::Table>,
 }
@@ -228,6 +232,8 @@ struct RawConfig {
     #[serde(default)]
     engine: EngineSection,
     #[serde(default)]
+    directory: BTreeMap<String, Spanned<sluice_directory::DirectorySection>>,
+    #[serde(default)]
     domain: Vec<Spanned<DomainSection>>,
 }
 
@@ -244,11 +250,36 @@ pub struct ConfigFile {
     pub inbound: Option<InboundSection>,
     /// `[engine]`.
     pub engine: EngineSection,
+    /// `[directory.NAME]`: the tables steps may be granted (`lookups = ["NAME"]`).
+    pub directories: BTreeMap<String, sluice_directory::DirectorySection>,
     /// `[[domain]]` entries, in file order.
     pub domains: Vec<Spanned<DomainSection>>,
 }
 
 const NEEDS_MARKERS: &str = "store: kind = \"KIND\" needs `markers = \"s3://bucket/prefix\"` or `markers = \"/var/lib/sluice/delivered\"` (or [relay] markers): where delivered recipients are recorded, so a retry delivers only to those not done yet";
+
+/// A `[directory.NAME]` section: a usable name and the key its kind needs.
+fn check_directory(name: &str, section: &sluice_directory::DirectorySection) -> Result<(), String> {
+    use sluice_directory::DirectoryKind;
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    {
+        return Err(format!(
+            "[directory.{name}]: a directory name is lower-case letters, digits, `-` and `_`"
+        ));
+    }
+    match section.kind {
+        DirectoryKind::Dynamodb if section.table.is_none() => Err(format!(
+            "[directory.{name}]: kind = \"dynamodb\" needs `table = \"...\"` (the DynamoDB table name)"
+        )),
+        DirectoryKind::File if section.path.is_none() => Err(format!(
+            "[directory.{name}]: kind = \"file\" needs `path = \"aliases.toml\"` (TOML, JSON or CSV, relative to this file)"
+        )),
+        _ => Ok(()),
+    }
+}
 
 /// Limits a step may not exceed, whatever its config says.
 pub const MAX_TIMEOUT_MS: u64 = 60_000;
@@ -328,12 +359,20 @@ impl ConfigFile {
                 )));
             }
         }
+        for (name, section) in &raw.directory {
+            check_directory(name, section.get_ref()).map_err(|m| at((section.span(), m)))?;
+        }
         let config = ConfigFile {
             source,
             store,
             relay,
             inbound: raw.inbound,
             engine: raw.engine,
+            directories: raw
+                .directory
+                .into_iter()
+                .map(|(name, section)| (name, section.into_inner()))
+                .collect(),
             domains: raw.domain,
         };
         config.check()?;
@@ -396,7 +435,29 @@ impl ConfigFile {
 
     fn check_step(&self, step: &Spanned<StepSection>) -> Result<(), ConfigError> {
         self.check_step_limits(step)?;
+        self.check_step_grants(step)?;
         self.check_step_source(step.get_ref())
+    }
+
+    /// Every table a step is granted is a configured directory.
+    fn check_step_grants(&self, step: &Spanned<StepSection>) -> Result<(), ConfigError> {
+        for table in &step.get_ref().lookups {
+            if !self.directories.contains_key(table) {
+                let known: Vec<&str> = self.directories.keys().map(String::as_str).collect();
+                let known = if known.is_empty() {
+                    "this config has none".to_string()
+                } else {
+                    format!("this config has {}", known.join(", "))
+                };
+                return Err(self.error_at(
+                    step.span(),
+                    format!(
+                        "step.lookups: no [directory.{table}] section ({known}); add one with `kind = \"dynamodb\"` and `table = \"...\"`, or `kind = \"file\"` and `path = \"...\"`"
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Timeout, memory and warm-instance settings in range.

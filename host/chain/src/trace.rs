@@ -140,6 +140,9 @@ pub struct StepTrace {
     /// Log lines past the budget: counted, neither kept nor printed.
     #[serde(skip_serializing_if = "is_zero")]
     pub dropped_logs: usize,
+    /// The tables it read (`lookup.get`): table, key, result, time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lookups: Vec<sluice_engine::LookupCall>,
 }
 
 /// How one step ended (the trace's `outcome`).
@@ -199,6 +202,7 @@ impl StepTrace {
             policy: None,
             logs: Vec::new(),
             dropped_logs: 0,
+            lookups: Vec::new(),
         }
     }
 
@@ -241,6 +245,7 @@ impl StepTrace {
             policy: None,
             logs: report.logs.clone(),
             dropped_logs: report.dropped_logs,
+            lookups: report.lookups.clone(),
         }
     }
 }

@@ -135,6 +135,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         );
     }
     while tasks.join_next().await.is_some() {}
+    pipeline.flush_uses().await;
     tracing::info!(handled, "daemon stopped");
     Ok(())
 }

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use sluice_chain::ConfigFile;
 use sluice_engine::{EngineOptions, RuleEngine};
 
+mod alias;
 mod daemon;
 mod fixtures;
 mod remote;
@@ -103,6 +104,9 @@ enum Command {
     /// Plugin tools.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// Edit the alias directory (`[directory.NAME]` of a config): add, list, pause and
+    /// remove aliases, import and export them, and set the domains it serves.
+    Alias(alias::AliasArgs),
 }
 
 #[derive(Subcommand)]
@@ -209,6 +213,7 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
+        Command::Alias(args) => alias::run(args),
         Command::Plugin(PluginCommand::Build {
             dirs,
             out,

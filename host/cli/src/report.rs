@@ -278,6 +278,17 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
         chains.chains().len(),
         if engine.pooling() { "on" } else { "off" }
     );
+    for (name, section) in &config.directories {
+        let place = match section.kind {
+            sluice_directory::DirectoryKind::Dynamodb => {
+                format!("dynamodb table {}", section.table.as_deref().unwrap_or("?"))
+            }
+            sluice_directory::DirectoryKind::File => {
+                format!("file {}", section.path.as_deref().unwrap_or("?"))
+            }
+        };
+        let _ = writeln!(out, "directory {name}: {place}");
+    }
     for chain in chains.chains() {
         let _ = writeln!(out, "domain {}", chain.domain);
         for (i, step) in chain.steps.iter().enumerate() {
@@ -319,6 +330,12 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
                     ""
                 },
             );
+            let grants = if step.grants.lookups.is_empty() {
+                "none".to_string()
+            } else {
+                format!("lookups=[{}]", step.grants.lookups.join(", "))
+            };
+            let _ = writeln!(out, "      grants: {grants}");
             if let Some(hint) = warm_hint(step.plugin.runtime(), step.warm.is_some()) {
                 let _ = writeln!(out, "      {hint}");
             }

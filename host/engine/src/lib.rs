@@ -20,6 +20,7 @@
 mod bindings;
 mod cache;
 mod engine;
+mod lookup;
 mod plugin;
 mod session;
 mod state;
@@ -34,6 +35,7 @@ pub use bindings::sluice::rules::types::{
 };
 pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
+pub use lookup::{LookupCall, LookupError, LookupResult, LookupTables, StepGrants};
 pub use plugin::{LoadSource, RulePlugin};
 pub use session::MessageSession;
 pub use step::{

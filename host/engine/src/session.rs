@@ -10,6 +10,7 @@ use wasmtime::{Store, Trap};
 use crate::bindings::sluice::rules::types::Context;
 use crate::bindings::{MessageRef, Rule};
 use crate::engine::{EngineError, RuleEngine};
+use crate::lookup::{LookupTables, StepGrants};
 use crate::plugin::RulePlugin;
 use crate::state::{preview, StoreState, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_REASON};
 use crate::step::{StepFailure, StepLimits, StepOutcome, StepReport};
@@ -24,6 +25,8 @@ pub struct MessageSession<'e> {
     /// component instance of a store whose call trapped, so the next step gets a new store.
     store: Option<Store<StoreState>>,
     message: Arc<Message>,
+    /// The tables steps may read, when granted.
+    tables: Option<Arc<dyn LookupTables>>,
 }
 
 fn new_store(engine: &RuleEngine) -> Store<StoreState> {
@@ -40,7 +43,14 @@ impl<'e> MessageSession<'e> {
             engine,
             store: None,
             message,
+            tables: None,
         }
+    }
+
+    /// Serves `tables` to the steps granted them (`lookup.get`).
+    pub fn with_tables(mut self, tables: Arc<dyn LookupTables>) -> MessageSession<'e> {
+        self.tables = Some(tables);
+        self
     }
 
     /// The message.
@@ -54,11 +64,12 @@ impl<'e> MessageSession<'e> {
         step: &str,
         plugin: &RulePlugin,
         limits: &StepLimits,
+        grants: &StepGrants,
         ctx: &Context,
     ) -> StepReport {
         let engine = self.engine;
         let store = self.store.get_or_insert_with(|| new_store(engine));
-        begin(store, engine, step, limits);
+        begin(store, engine, step, limits, grants, &self.tables);
         let started = Instant::now();
         let (outcome, poisoned) = match plugin.pre().instantiate(&mut *store) {
             Ok(rule) => call_rule(store, &rule, &self.message, limits, ctx),
@@ -78,6 +89,7 @@ impl<'e> MessageSession<'e> {
         step: &str,
         plugin: &RulePlugin,
         limits: &StepLimits,
+        grants: &StepGrants,
         ctx: &Context,
         pool: &WarmPool,
     ) -> StepReport {
@@ -86,7 +98,7 @@ impl<'e> MessageSession<'e> {
             Some(instance) => instance,
             None => {
                 let mut store = new_store(self.engine);
-                begin(&mut store, self.engine, step, limits);
+                begin(&mut store, self.engine, step, limits, grants, &self.tables);
                 match plugin.pre().instantiate(&mut store) {
                     Ok(rule) => {
                         pool.created();
@@ -99,7 +111,14 @@ impl<'e> MessageSession<'e> {
                 }
             }
         };
-        begin(&mut instance.store, self.engine, step, limits);
+        begin(
+            &mut instance.store,
+            self.engine,
+            step,
+            limits,
+            grants,
+            &self.tables,
+        );
         let (outcome, _) = call_rule(
             &mut instance.store,
             &instance.rule,
@@ -118,11 +137,21 @@ impl<'e> MessageSession<'e> {
     }
 }
 
-/// Prepares `store` for one step: clears what the previous step left, sets the memory cap
-/// and the deadline.
-fn begin(store: &mut Store<StoreState>, engine: &RuleEngine, step: &str, limits: &StepLimits) {
+/// Prepares `store` for one step: clears what the previous step left, sets the memory cap,
+/// the deadline and the step's grants.
+fn begin(
+    store: &mut Store<StoreState>,
+    engine: &RuleEngine,
+    step: &str,
+    limits: &StepLimits,
+    grants: &StepGrants,
+    tables: &Option<Arc<dyn LookupTables>>,
+) {
     let data = store.data_mut();
     data.begin_step(step);
+    data.grants = grants.clone();
+    data.tables = tables.clone();
+    data.deadline = Instant::now() + limits.timeout;
     data.limiter.memory_cap = limits.memory_bytes.min(engine.max_memory_bytes);
     data.limiter.memory_cap_hit = None;
     let ticks = engine.deadline_ticks(limits.timeout);
@@ -152,6 +181,7 @@ fn finish(
         micros,
         logs: std::mem::take(&mut data.logs),
         dropped_logs: data.dropped_logs,
+        lookups: std::mem::take(&mut data.lookups),
     }
 }
 

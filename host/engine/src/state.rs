@@ -2,6 +2,7 @@
 //! imports (`message` resource, `host.log`).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use sluice_mail::Message;
 use wasmtime::component::{Resource, ResourceTable};
@@ -9,8 +10,9 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::sluice::rules::{host, recipients, types};
+use crate::bindings::sluice::rules::{host, lookup, recipients, types};
 use crate::bindings::MessageRef;
+use crate::lookup::{LookupCall, LookupResult, LookupTables, StepGrants};
 use crate::step::{LogLine, RecipientRequest};
 use crate::validate::validate_request;
 
@@ -45,6 +47,14 @@ pub(crate) struct StoreState {
     pub(crate) request_bytes: usize,
     /// The first request the host refused, with its position: the step fails with it.
     pub(crate) request_error: Option<(usize, String)>,
+    /// The tables this process serves, if any.
+    pub(crate) tables: Option<Arc<dyn LookupTables>>,
+    /// What the running step may use.
+    pub(crate) grants: StepGrants,
+    /// When the running step's deadline passes (lookups must answer by then).
+    pub(crate) deadline: Instant,
+    /// The running step's lookups, for its report.
+    pub(crate) lookups: Vec<LookupCall>,
 }
 
 pub(crate) struct WasiState {
@@ -92,6 +102,10 @@ impl StoreState {
             requests: Vec::new(),
             request_bytes: 0,
             request_error: None,
+            tables: None,
+            grants: StepGrants::default(),
+            deadline: Instant::now(),
+            lookups: Vec::new(),
         }
     }
 
@@ -104,6 +118,7 @@ impl StoreState {
         self.requests.clear();
         self.request_bytes = 0;
         self.request_error = None;
+        self.lookups.clear();
     }
 
     /// Keeps and prints a rule's log line while the step is within its line and byte budget
@@ -377,6 +392,77 @@ impl recipients::Host for StoreState {
 
     fn forward(&mut self, request: recipients::ForwardRequest) -> wasmtime::Result<()> {
         self.request(RecipientRequest::Forward(request))
+    }
+}
+
+/// The most lookups one step may make (each is kept for the trace).
+pub(crate) const MAX_LOOKUPS: usize = 1024;
+/// Longest table name or key kept in the trace.
+const MAX_LOOKUP_KEY: usize = 256;
+
+impl lookup::Host for StoreState {
+    fn get(
+        &mut self,
+        table: String,
+        key: String,
+    ) -> wasmtime::Result<Result<Option<String>, types::RuleError>> {
+        let started = Instant::now();
+        let refused = |message: String| types::RuleError {
+            message,
+            temporary: false,
+        };
+        let (result, answer) = if !self.grants.may_read(&table) {
+            let message = format!(
+                "table {:?} is not granted to step {:?}: add `lookups = [{:?}]` to the step in the config",
+                preview(&table, MAX_LOOKUP_KEY),
+                &*self.step,
+                preview(&table, MAX_LOOKUP_KEY)
+            );
+            (LookupResult::Denied, Err(refused(message)))
+        } else if self.lookups.len() >= MAX_LOOKUPS {
+            let message = format!("more than {MAX_LOOKUPS} lookups in one step");
+            (
+                LookupResult::Failed {
+                    error: message.clone(),
+                    temporary: false,
+                },
+                Err(refused(message)),
+            )
+        } else {
+            let answer = match &self.tables {
+                Some(tables) => tables.get(&table, &key, self.deadline),
+                None => Err(crate::lookup::LookupError::permanent(format!(
+                    "no directory named {table:?} is configured"
+                ))),
+            };
+            match answer {
+                Ok(Some(value)) => (LookupResult::Found, Ok(Some(value))),
+                Ok(None) => (LookupResult::Missing, Ok(None)),
+                Err(e) => {
+                    let message =
+                        preview(&format!("lookup in {table:?}: {}", e.message), MAX_REASON);
+                    (
+                        LookupResult::Failed {
+                            error: message.clone(),
+                            temporary: e.temporary,
+                        },
+                        Err(types::RuleError {
+                            message,
+                            temporary: e.temporary,
+                        }),
+                    )
+                }
+            }
+        };
+        if self.lookups.len() < MAX_LOOKUPS {
+            self.lookups.push(LookupCall {
+                table: preview(&table, MAX_LOOKUP_KEY),
+                key: preview(&key, MAX_LOOKUP_KEY),
+                result,
+                micros: started.elapsed().as_micros() as u64,
+            });
+        }
+        Ok(answer)
     }
 }
 

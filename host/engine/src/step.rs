@@ -244,4 +244,7 @@ pub struct StepReport {
     pub logs: Vec<LogLine>,
     /// Log lines beyond the limit that were counted but not kept.
     pub dropped_logs: usize,
+    /// The tables the step read (`lookup.get`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub lookups: Vec<crate::lookup::LookupCall>,
 }

@@ -59,7 +59,13 @@ pub struct Pipeline {
     /// The delivery targets of the config last used, built once per config version (a
     /// store keeps its connections open across messages).
     targets: std::sync::Mutex<Option<(Arc<LoadedChains>, Arc<Dispatcher>)>>,
+    /// When alias uses were last written to the directory (see [`Pipeline::flush_uses`]).
+    uses_flushed: std::sync::Mutex<std::time::Instant>,
 }
+
+/// How often counted alias uses are written to the directory: a burst of mail to one alias
+/// is one write, not one per message.
+pub const USES_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The engine and live chains, built on a blocking thread (the blocking S3 client that reads
 /// the config and fetches plugins owns a runtime). The config is read once, here, and sizes
@@ -143,6 +149,7 @@ impl Pipeline {
             owner: Markers::new_owner_id(),
             in_flight: Default::default(),
             targets: Default::default(),
+            uses_flushed: std::sync::Mutex::new(std::time::Instant::now()),
         };
         let loaded = pipeline.live.current();
         // A store or smarthost that cannot be set up (unreadable credentials or CA file) is a
@@ -277,7 +284,43 @@ impl Pipeline {
         }
         handled.chain_micros = chain_micros;
         handled.total_micros = started.elapsed().as_micros() as u64;
+        if let Some(tables) = loaded.chains.tables() {
+            count_uses(tables, &result);
+            let due = {
+                let mut last = self.uses_flushed.lock().unwrap_or_else(|e| e.into_inner());
+                let due = last.elapsed() >= USES_FLUSH_INTERVAL;
+                if due {
+                    *last = std::time::Instant::now();
+                }
+                due
+            };
+            if due {
+                self.flush_uses().await;
+            }
+        }
         Ok(handled)
+    }
+
+    /// Writes the alias uses counted since the last write to the directory (the daemon does
+    /// it every [`USES_FLUSH_INTERVAL`] and when it stops, the Lambda after each batch). A
+    /// failed write keeps the counts for the next one and is logged: counts never hold up
+    /// mail.
+    pub async fn flush_uses(&self) {
+        let loaded = self.live.current();
+        let Some(tables) = loaded.chains.tables().cloned() else {
+            return;
+        };
+        if tables.pending_uses() == 0 {
+            return;
+        }
+        match tokio::task::spawn_blocking(move || tables.flush_uses()).await {
+            Ok(Ok(written)) => tracing::debug!(written, "alias uses written to the directory"),
+            Ok(Err(e)) => tracing::warn!(
+                error = %e,
+                "alias uses not written to the directory; kept for the next try"
+            ),
+            Err(e) => tracing::warn!(error = %e, "writing alias uses panicked"),
+        }
     }
 
     async fn fetch(&self, notice: &SesNotice, config: &ConfigFile) -> Result<Vec<u8>, HandleError> {
@@ -412,6 +455,25 @@ impl Pipeline {
             delivered,
             outbound,
             markers: self.relay_markers(config),
+        }
+    }
+}
+
+/// Counts, once per message, every directory record a rule found (the aliases it went
+/// through, paused and ignored ones too: a paused alias that still gets mail is worth
+/// knowing about).
+fn count_uses(tables: &sluice_directory::Tables, result: &sluice_chain::ProcessResult) {
+    let mut seen: Vec<(&str, &str)> = Vec::new();
+    for group in &result.groups {
+        for step in &group.steps {
+            for call in &step.lookups {
+                if call.result == sluice_engine::LookupResult::Found
+                    && !seen.contains(&(call.table.as_str(), call.key.as_str()))
+                {
+                    seen.push((&call.table, &call.key));
+                    tables.count_use(&call.table, &call.key);
+                }
+            }
         }
     }
 }

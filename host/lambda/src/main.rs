@@ -63,6 +63,8 @@ async fn main() -> ExitCode {
         let answer = respond::respond(pipeline, event.payload, concurrency)
             .await
             .map_err(Diagnostic::from);
+        // Before the answer: a Lambda is frozen between invocations, maybe for good.
+        pipeline.flush_uses().await;
         if !ANSWERED_ONE.swap(true, Ordering::Relaxed) {
             tracing::info!(
                 since_start_ms = process_start.elapsed().as_secs_f64() * 1e3,

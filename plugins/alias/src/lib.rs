@@ -24,6 +24,7 @@
 //! | `aliases` | table: local part or `"*"` -> destinations | `{}` | see below; `"*"` is the catch-all |
 //! | `plus` | string | `"+"` | sub-address separators: each character of it starts a tag (`"+-"` strips `a+x` and `a-x`); `""` turns plus-addressing off |
 //! | `unknown` | `"bounce"` \| `"drop"` | `"bounce"` | what happens to an address that is neither a mailbox nor an alias, without a catch-all |
+//! | `directory` | table name | none | also look addresses up in this table of the host (`[directory.NAME]`; the step needs `lookups = ["NAME"]`) |
 //!
 //! An alias is one of
 //! * a destination: `postmaster = "alice"`;
@@ -43,6 +44,16 @@
 //! invalid address, a name listed twice or both as a mailbox and an alias, a name containing
 //! a `plus` character (it could never match), an alias cycle or a chain deeper than
 //! [`MAX_DEPTH`], and an alias expanding to more than [`MAX_DESTINATIONS`] addresses.
+//!
+//! # The directory
+//! With `directory = "aliases"`, an address that is neither a mailbox nor an alias of the
+//! config is looked up in the host's table `aliases` as `local@domain` (tag stripped, lower
+//! case), and, when it is not there and the config has no catch-all, as `*@domain`. A record
+//! is `{"status": ..., "to": [full addresses]}`; an active record without `to` is a mailbox
+//! (delivered as it is). Destinations in the recipient's domain resolve again (through the
+//! config's mailboxes and aliases, then the table) up to [`MAX_DEPTH`] levels; a loop in the
+//! table refuses the recipient with 554 5.4.6. A table that is down is a temporary error:
+//! the host retries the message instead of bouncing or skipping it.
 //!
 //! ```toml
 //! [[domain.step]]
@@ -88,6 +99,8 @@ pub struct Config {
     pub plus: String,
     /// What happens to unknown addresses without a catch-all.
     pub unknown: Unknown,
+    /// The host's table to consult after the config (`lookups` must grant it).
+    pub directory: Option<String>,
     /// The lookup tables built from the fields above, once per parsed config: the SDK keeps
     /// a warm instance's config, so a large table is not indexed again for every message.
     #[serde(skip)]
@@ -101,6 +114,7 @@ impl Default for Config {
             aliases: BTreeMap::new(),
             plus: "+".into(),
             unknown: Unknown::Bounce,
+            directory: None,
             prepared: Prepared::default(),
         }
     }
@@ -265,8 +279,41 @@ struct Directory {
     /// The separator characters.
     plus: Vec<char>,
     unknown: Unknown,
+    /// The host table to consult after the config.
+    table: Option<String>,
     /// Name-level problems found while normalising, reported by `check`.
     problems: Vec<String>,
+}
+
+/// An alias record from the host's table (its JSON answer).
+#[derive(Debug, Deserialize)]
+struct TableRecord {
+    #[serde(default)]
+    status: Status,
+    #[serde(default)]
+    to: Vec<String>,
+}
+
+/// Why a directory address did not expand.
+enum ExpandError {
+    /// The table failed or answered nonsense: the rule fails with it.
+    Lookup(RuleError),
+    /// The table's aliases loop or nest too deep: this recipient is refused.
+    Loop(String),
+}
+
+impl From<RuleError> for ExpandError {
+    fn from(e: RuleError) -> ExpandError {
+        ExpandError::Lookup(e)
+    }
+}
+
+/// Where a recipient's name was found.
+enum Found<'a> {
+    /// An alias of the config, by name.
+    Config(&'a str, &'a Alias),
+    /// A record of the table, by address.
+    Table(String, TableRecord),
 }
 
 impl Directory {
@@ -307,11 +354,23 @@ impl Directory {
                 ));
             }
         }
+        if let Some(table) = &config.directory {
+            if table.is_empty()
+                || !table
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            {
+                problems.push(format!(
+                    "directory: {table:?} is not a table name (lower-case letters, digits, `-`, `_`)"
+                ));
+            }
+        }
         Ok(Directory {
             mailboxes,
             aliases,
             plus,
             unknown: config.unknown,
+            table: config.directory.clone(),
             problems,
         })
     }
@@ -435,6 +494,104 @@ impl Directory {
         }
     }
 
+    /// The record of `address` in the host's table, when the config names one.
+    fn lookup(&self, address: &str) -> Result<Option<TableRecord>, RuleError> {
+        let Some(table) = &self.table else {
+            return Ok(None);
+        };
+        let Some(json) = lookup::get(table, address)? else {
+            return Ok(None);
+        };
+        sluice_sdk::serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| {
+                RuleError::permanent(format!(
+                    "directory {table:?}: the record of {address} is not an alias ({e})"
+                ))
+            })
+    }
+
+    /// Where `base@domain` is defined: a config alias, the table, the config's catch-all,
+    /// the table's catch-all (in that order), or nowhere.
+    fn find(&self, base: &str, domain: &str) -> Result<Option<Found<'_>>, RuleError> {
+        if let Some((name, alias)) = self.aliases.get_key_value(base) {
+            return Ok(Some(Found::Config(name, alias)));
+        }
+        let address = format!("{base}@{domain}");
+        if let Some(record) = self.lookup(&address)? {
+            return Ok(Some(Found::Table(address, record)));
+        }
+        if let Some((name, alias)) = self.aliases.get_key_value(CATCH_ALL) {
+            return Ok(Some(Found::Config(name, alias)));
+        }
+        let catch_all = format!("{CATCH_ALL}@{domain}");
+        Ok(self
+            .lookup(&catch_all)?
+            .map(|record| Found::Table(catch_all, record)))
+    }
+
+    /// Expands an active table record into `out`: no `to` is a mailbox (the address itself);
+    /// a destination in `domain` resolves through the config, then the table, again.
+    fn expand_record(
+        &self,
+        address: &str,
+        record: &TableRecord,
+        domain: &str,
+        stack: &mut Vec<String>,
+        out: &mut Expansion,
+    ) -> Result<(), ExpandError> {
+        if stack.iter().any(|s| s == address) || stack.len() >= MAX_DEPTH {
+            let mut chain = stack.clone();
+            chain.push(address.to_string());
+            return Err(ExpandError::Loop(format!(
+                "directory aliases loop or nest deeper than {MAX_DEPTH} levels: {}",
+                chain.join(" -> ")
+            )));
+        }
+        if record.to.is_empty() {
+            out.dests.push(Dest::Address(address.to_string()));
+            return Ok(());
+        }
+        stack.push(address.to_string());
+        for dest in &record.to {
+            let dest = normalise_address(dest.trim());
+            let (Some(local), Some(dest_domain)) = (local_part(&dest), domain_of(&dest)) else {
+                return Err(ExpandError::Lookup(RuleError::permanent(format!(
+                    "directory: {address} has the destination {dest:?}, which is not an address"
+                ))));
+            };
+            if !dest_domain.eq_ignore_ascii_case(domain) {
+                out.dests.push(Dest::Address(dest));
+                continue;
+            }
+            let local = local.to_lowercase();
+            if self.mailboxes.contains(&local) {
+                out.dests.push(Dest::Mailbox(local));
+            } else if let Some(alias) = self.aliases.get(&local) {
+                // `walk` leaves the status of the alias it starts from to its caller.
+                match alias.status {
+                    Status::Active => self
+                        .walk(&local, &mut Vec::new(), out, false)
+                        .map_err(ExpandError::Loop)?,
+                    Status::Paused => out.paused = true,
+                    Status::Ignored => {}
+                }
+            } else {
+                let dest = format!("{local}@{domain}");
+                match self.lookup(&dest)? {
+                    None => out.dests.push(Dest::Address(dest)),
+                    Some(next) => match next.status {
+                        Status::Active => self.expand_record(&dest, &next, domain, stack, out)?,
+                        Status::Paused => out.paused = true,
+                        Status::Ignored => {}
+                    },
+                }
+            }
+        }
+        stack.pop();
+        Ok(())
+    }
+
     fn route(&self, recipients: &[String]) -> Result<Vec<Action>, RuleError> {
         let mut resolved: Vec<String> = Vec::new();
         let mut push = |addr: String| {
@@ -455,26 +612,24 @@ impl Directory {
                 push(format!("{base}@{domain}"));
                 continue;
             }
-            let (name, alias) = match self.aliases.get(&base) {
-                Some(alias) => (base.as_str(), alias),
-                None => match self.aliases.get(CATCH_ALL) {
-                    Some(alias) => (CATCH_ALL, alias),
-                    None => {
-                        match self.unknown {
-                            Unknown::Bounce => {
-                                log::info!("alias: {rcpt}: no such user, refused");
-                                recipients::refuse(rcpt, 550, "5.1.1", "no such user");
-                            }
-                            Unknown::Drop => {
-                                log::info!("alias: {rcpt}: no such user, dropped");
-                                recipients::discard(rcpt);
-                            }
-                        }
-                        continue;
+            let Some(found) = self.find(&base, &domain)? else {
+                match self.unknown {
+                    Unknown::Bounce => {
+                        log::info!("alias: {rcpt}: no such user, refused");
+                        recipients::refuse(rcpt, 550, "5.1.1", "no such user");
                     }
-                },
+                    Unknown::Drop => {
+                        log::info!("alias: {rcpt}: no such user, dropped");
+                        recipients::discard(rcpt);
+                    }
+                }
+                continue;
             };
-            match alias.status {
+            let (name, status) = match &found {
+                Found::Config(name, alias) => (name.to_string(), alias.status),
+                Found::Table(address, record) => (address.clone(), record.status),
+            };
+            match status {
                 Status::Paused => {
                     log::info!("alias: {rcpt}: alias {name:?} is paused, refused");
                     recipients::refuse(rcpt, 550, "5.1.1", "mailbox unavailable");
@@ -485,8 +640,24 @@ impl Directory {
                 }
                 Status::Active => {
                     let mut e = Expansion::default();
-                    self.walk(name, &mut Vec::new(), &mut e, false)
-                        .map_err(|e| RuleError::permanent(format!("invalid config: {e}")))?;
+                    let expanded = match &found {
+                        Found::Config(name, _) => self
+                            .walk(name, &mut Vec::new(), &mut e, false)
+                            .map_err(|e| RuleError::permanent(format!("invalid config: {e}")))
+                            .map_err(ExpandError::Lookup),
+                        Found::Table(address, record) => {
+                            self.expand_record(address, record, &domain, &mut Vec::new(), &mut e)
+                        }
+                    };
+                    match expanded {
+                        Ok(()) => {}
+                        Err(ExpandError::Lookup(err)) => return Err(err),
+                        Err(ExpandError::Loop(why)) => {
+                            log::warn!("alias: {rcpt}: {why}, refused");
+                            recipients::refuse(rcpt, 554, "5.4.6", "alias loop");
+                            continue;
+                        }
+                    }
                     if e.dests.is_empty() {
                         if e.paused {
                             log::info!(
@@ -892,5 +1063,134 @@ mod tests {
             (vec![], vec![refused("a@example.com", "no such user")])
         );
         assert_eq!(run(&c, &[]), (vec![], vec![]));
+    }
+
+    fn table(entries: &[(&str, &str)]) {
+        sluice_sdk::lookup::clear();
+        for (key, value) in entries {
+            sluice_sdk::lookup::set("aliases", key, value);
+        }
+    }
+
+    const WITH_TABLE: &str = r#"{
+        "mailboxes": ["alice"],
+        "aliases": { "info": "alice", "quiet": { "status": "paused" } },
+        "directory": "aliases"
+    }"#;
+
+    #[test]
+    fn the_directory_is_consulted_after_the_config() {
+        table(&[
+            (
+                "shop-x1@example.com",
+                r#"{"status":"active","to":["alice@example.com","me@gmail.example"]}"#,
+            ),
+            (
+                "old-x2@example.com",
+                r#"{"status":"paused","to":["alice@example.com"]}"#,
+            ),
+            ("spam-x3@example.com", r#"{"status":"ignored"}"#),
+            ("bob@example.com", r#"{"status":"active","to":[]}"#),
+            // Shadowed by the config's own alias.
+            ("info@example.com", r#"{"to":["nobody@gmail.example"]}"#),
+        ]);
+        let c = config(WITH_TABLE);
+        let (a, r) = run(
+            &c,
+            &[
+                "Shop-X1+promo@example.com",
+                "old-x2@example.com",
+                "spam-x3@example.com",
+                "bob@example.com",
+                "info@example.com",
+                "nobody@example.com",
+            ],
+        );
+        assert_eq!(
+            a,
+            set(&["alice@example.com", "me@gmail.example", "bob@example.com"])
+        );
+        assert_eq!(
+            r,
+            vec![
+                refused("old-x2@example.com", "mailbox unavailable"),
+                Request::Discard("spam-x3@example.com".into()),
+                refused("nobody@example.com", "no such user"),
+            ]
+        );
+        let asked = sluice_sdk::lookup::take_asked();
+        assert!(
+            asked.contains(&("aliases".into(), "shop-x1@example.com".into())),
+            "{asked:?}"
+        );
+        assert!(
+            !asked.iter().any(|(_, k)| k == "info@example.com"),
+            "{asked:?}"
+        );
+        assert!(
+            asked.contains(&("aliases".into(), "*@example.com".into())),
+            "{asked:?}"
+        );
+    }
+
+    #[test]
+    fn directory_aliases_resolve_through_each_other_and_the_config() {
+        table(&[
+            (
+                "a@example.com",
+                r#"{"to":["b@example.com","quiet@example.com"]}"#,
+            ),
+            (
+                "b@example.com",
+                r#"{"to":["info@example.com","c@example.com"]}"#,
+            ),
+            ("c@example.com", r#"{"status":"paused"}"#),
+            ("*@example.com", r#"{"to":["alice@example.com"]}"#),
+            ("loop1@example.com", r#"{"to":["loop2@example.com"]}"#),
+            ("loop2@example.com", r#"{"to":["loop1@example.com"]}"#),
+        ]);
+        let c = config(WITH_TABLE);
+        let (a, r) = run(
+            &c,
+            &["a@example.com", "unknown@example.com", "loop1@example.com"],
+        );
+        // a -> b -> info (config) -> alice; quiet (config, paused) and c (paused) add nothing;
+        // unknown -> the table's catch-all.
+        assert_eq!(a, set(&["alice@example.com"]));
+        assert_eq!(
+            r,
+            vec![Request::Refuse(
+                "loop1@example.com".into(),
+                Bounce {
+                    code: 554,
+                    status: "5.4.6".into(),
+                    text: "alias loop".into()
+                }
+            )]
+        );
+    }
+
+    #[test]
+    fn a_directory_that_is_down_is_a_temporary_error_and_nonsense_a_permanent_one() {
+        sluice_sdk::lookup::clear();
+        sluice_sdk::lookup::fail(
+            "aliases",
+            RuleError::temporary("lookup in \"aliases\": timed out"),
+        );
+        let c = config(WITH_TABLE);
+        let rcpts = vec!["someone@example.com".to_string()];
+        let err = route(&rcpts, &c).unwrap_err();
+        assert!(err.temporary, "{err:?}");
+        // Mailboxes and config aliases need no lookup and still resolve.
+        let ok = route(&["alice@example.com".to_string()], &c).unwrap();
+        assert_eq!(ok, set(&["alice@example.com"]));
+
+        table(&[("x@example.com", r#"{"status":"gone"}"#)]);
+        let err = route(&["x@example.com".to_string()], &c).unwrap_err();
+        assert!(
+            !err.temporary && err.message.contains("x@example.com"),
+            "{err:?}"
+        );
+        assert!(config_error(r#"{"directory": "Bad Name"}"#).contains("not a table name"));
     }
 }

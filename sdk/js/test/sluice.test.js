@@ -136,11 +136,23 @@ test('mock message and recipients recording', () => {
   assert.deepEqual(S.recipients.takeRecorded(), []);
 });
 
+test('lookups: the double answers what was set, refuses other tables, and can fail', () => {
+  S.lookup.clear();
+  S.lookup.set('aliases', 'info@x.test', '{"to":["a@x.test"]}');
+  assert.equal(S.lookup.get('aliases', 'info@x.test'), '{"to":["a@x.test"]}');
+  assert.equal(S.lookup.get('aliases', 'nobody@x.test'), null);
+  assert.throws(() => S.lookup.get('other', 'k'), (e) => e instanceof S.RuleError && !e.temporary);
+  S.lookup.fail('aliases', S.RuleError.temporary('down'));
+  assert.throws(() => S.lookup.get('aliases', 'info@x.test'), (e) => e.temporary === true);
+  assert.equal(S.lookup.takeAsked().length, 4);
+  S.lookup.clear();
+});
+
 test('the bundle inlines the SDK and keeps the rule on its own lines', async () => {
   const entry = new URL('../../../plugins/subject-tag/js/rule.js', import.meta.url).pathname;
   const source = await bundle(entry);
   const lines = source.split('\n');
-  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.2';/);
+  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.3';/);
   assert.ok(!/from '\.\.\/\.\.\/\.\.\/sdk/.test(source));
   assert.match(source, /function __sluice_sdk_factory\(__wit\)/);
   // The rule's `export const { validateConfig, evaluate }` keeps its line number.

@@ -11,6 +11,7 @@ try:  # inside `componentize-py componentize` and the component it builds
     import wit_world as _world
     from wit_world.imports import host as _host
     from wit_world.imports import recipients as _recipients
+    from wit_world.imports import lookup as _lookup
     from wit_world.imports import types
     from componentize_py_types import Err
 
@@ -23,6 +24,7 @@ except ImportError:  # unit tests, a REPL: no bindings
 
     _host = None
     _recipients = None
+    _lookup = None
     WorldBase = object
     IN_COMPONENT = False
 
@@ -41,3 +43,8 @@ def host_log(level, msg):
 def host_recipients():
     """The `recipients` import module, or None outside a component."""
     return _recipients
+
+
+def host_lookup():
+    """The `lookup` import module (WIT 0.1.3), or None outside a component."""
+    return _lookup

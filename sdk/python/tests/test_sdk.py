@@ -15,7 +15,7 @@ import tempfile
 import unittest
 
 import sluice_sdk as sluice
-from sluice_sdk import _fallback, recipients
+from sluice_sdk import _fallback, lookup, recipients
 from sluice_sdk.testing import FakeMessage, context
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -108,6 +108,23 @@ class Tagger(sluice.Rule):
             return ["not an action"]
         recipients.discard("x@example.com")
         return [sluice.prefix_subject(config.tag)]
+
+
+class LookupTest(unittest.TestCase):
+    def test_the_double_answers_refuses_and_fails(self):
+        lookup.clear()
+        lookup.set("aliases", "info@x.test", '{"to":["a@x.test"]}')
+        self.assertEqual(lookup.get("aliases", "info@x.test"), '{"to":["a@x.test"]}')
+        self.assertIsNone(lookup.get("aliases", "nobody@x.test"))
+        with self.assertRaises(sluice.RuleFailure) as caught:
+            lookup.get("other", "k")
+        self.assertFalse(caught.exception.temporary)
+        lookup.fail("aliases", sluice.RuleFailure("down", temporary=True))
+        with self.assertRaises(sluice.RuleFailure) as caught:
+            lookup.get("aliases", "info@x.test")
+        self.assertTrue(caught.exception.temporary)
+        self.assertEqual(len(lookup.take_asked()), 4)
+        lookup.clear()
 
 
 class ExportTest(unittest.TestCase):

@@ -69,6 +69,7 @@ mod actions;
 pub mod address;
 pub mod arena;
 pub mod log;
+pub mod lookup;
 pub mod recipients;
 
 /// The `wit-bindgen` bindings of the `rule` world. Use the names in [`prelude`] instead.
@@ -101,6 +102,7 @@ pub mod config;
 pub mod prelude {
     pub use crate::address::{check_address, domain_of, is_in_domains, local_part};
     pub use crate::log;
+    pub use crate::lookup;
     pub use crate::recipients::{self, Forward};
     pub use crate::{
         Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Message, NoConfig,
