@@ -433,3 +433,152 @@ fn sigterm_during_start_up_exits_cleanly() {
         "{rest:?}"
     );
 }
+
+/// A config whose alias step reads the DynamoDB directory `table` (moto).
+fn write_directory_config(dir: &Path, table: &str) -> std::path::PathBuf {
+    let config = format!(
+        r#"
+[inbound]
+bucket = "inbound"
+prefix = "incoming/"
+
+[store]
+kind = "s3"
+bucket = "mail"
+prefix = "mailboxes"
+
+[relay]
+kind = "ses"
+from = "forwarder@example.com"
+allow_domains = ["gmail.example"]
+
+[directory.aliases]
+kind = "dynamodb"
+table = "{table}"
+
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{alias}"
+lookups = ["aliases"]
+config = {{ mailboxes = ["alice"], directory = "aliases" }}
+"#,
+        alias = rule("alias").display()
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn directory_aliases_in_dynamodb_route_the_daemons_mail_and_count_their_uses() {
+    use sluice_directory::{AliasRecord, AliasStore, DirectorySettings, DynamoStore, Status};
+    let rt = rt();
+    let moto = Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    let store = DynamoStore::for_endpoint(&moto.endpoint, "us-east-1", "aliases").unwrap();
+    store.create_table().unwrap();
+    store
+        .put_settings(&DirectorySettings {
+            domains: vec!["example.com".into()],
+            destinations: vec!["@gmail.example".into()],
+        })
+        .unwrap();
+    let record = |address: &str, status: Status, to: &[&str]| AliasRecord {
+        status,
+        ..AliasRecord::new(address, to.iter().map(|s| s.to_string()).collect(), 1)
+    };
+    store
+        .put(&record(
+            "shop-k3x9@example.com",
+            Status::Active,
+            &["alice@example.com", "bob@gmail.example"],
+        ))
+        .unwrap();
+    store
+        .put(&record("old-q7@example.com", Status::Paused, &[]))
+        .unwrap();
+    store
+        .put(&record("list-z2@example.com", Status::Ignored, &[]))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_directory_config(dir.path(), "aliases");
+    for (id, to) in [
+        ("m-shop", "shop-k3x9+promo@example.com"),
+        ("m-old", "old-q7@example.com"),
+        ("m-list", "list-z2@example.com"),
+    ] {
+        world.put_message(&rt, id, to);
+        world.enqueue(&rt, &notification(id, &[to], "PASS", "inbound"));
+    }
+
+    let out = daemon(&moto.env(), &config, &world.queue, &["--max-messages", "3"]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "daemon failed:\n{log}");
+    let key = "s3://mail/mailboxes/example.com/alice/INBOX/m-shop.eml";
+    assert!(world.get(&rt, key).is_some(), "{key} missing:\n{log}");
+    let sent = moto.sent_raw_messages();
+    let to = |addr: &str| {
+        sent.iter()
+            .filter(|m| {
+                m["destinations"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|x| x == addr))
+            })
+            .count()
+    };
+    assert_eq!(to("bob@gmail.example"), 1, "sent: {sent:#?}\n{log}");
+    // The paused alias bounced (one DSN to the sender); the ignored one vanished.
+    assert_eq!(to(SENDER), 1, "sent: {sent:#?}\n{log}");
+    assert_eq!(sent.len(), 2, "sent: {sent:#?}");
+    assert_eq!(world.left_in_queue(&rt), 0, "{log}");
+    // Each alias that got mail counts one use (written when the daemon stopped).
+    for address in [
+        "shop-k3x9@example.com",
+        "old-q7@example.com",
+        "list-z2@example.com",
+    ] {
+        let got = store.get(address).unwrap().unwrap();
+        assert_eq!(got.uses, 1, "{address}: {got:?}\n{log}");
+        assert!(got.last_used.is_some(), "{address}: {got:?}");
+    }
+}
+
+#[test]
+fn a_directory_that_cannot_answer_leaves_the_message_queued_instead_of_bouncing_it() {
+    let rt = rt();
+    let moto = Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    let dir = tempfile::tempdir().unwrap();
+    // No such table: every lookup fails.
+    let config = write_directory_config(dir.path(), "no-such-table");
+    world.put_message(&rt, "m-shop", "shop-k3x9@example.com");
+    world.enqueue(
+        &rt,
+        &notification("m-shop", &["shop-k3x9@example.com"], "PASS", "inbound"),
+    );
+    let out = daemon(
+        &moto.env(),
+        &config,
+        &world.queue,
+        &["--max-messages", "1", "--visibility", "1"],
+    );
+    let log = stderr(&out);
+    assert!(out.status.success(), "daemon failed:\n{log}");
+    assert!(log.contains("left in the queue"), "{log}");
+    assert!(log.contains("no-such-table"), "{log}");
+    assert!(
+        moto.sent_raw_messages().is_empty(),
+        "a bounce went out:\n{log}"
+    );
+    assert!(
+        world
+            .get(
+                &rt,
+                "s3://mail/mailboxes/example.com/shop-k3x9/INBOX/m-shop.eml"
+            )
+            .is_none(),
+        "delivered around the alias rule:\n{log}"
+    );
+    assert_eq!(world.left_in_queue(&rt), 1, "{log}");
+}
