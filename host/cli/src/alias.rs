@@ -195,17 +195,20 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
         );
     };
     let base_dir = &config.source.base_dir;
-    if let AliasCommand::Init = args.command {
-        println!("{}", sluice_directory::init(&name, section, base_dir)?);
-        return Ok(ExitCode::SUCCESS);
-    }
+    let command = match args.command {
+        AliasCommand::Init => {
+            println!("{}", sluice_directory::init(&name, section, base_dir)?);
+            return Ok(ExitCode::SUCCESS);
+        }
+        command => command,
+    };
     let dir = Directory {
         store: sluice_directory::open(&name, section, base_dir)?,
         name,
         section: section.clone(),
     };
-    match args.command {
-        AliasCommand::Init => unreachable!("handled above"),
+    match command {
+        AliasCommand::Init => {}
         AliasCommand::Add(add) => dir.add(add)?,
         AliasCommand::List {
             domain,
