@@ -468,3 +468,37 @@ fn without_address_space_for_the_pool_it_falls_back_to_on_demand() {
     assert!(stdout(&o).contains("add-banner"), "{}", stdout(&o));
     assert!(dir.path().join("out/example.com/bob/INBOX").is_dir());
 }
+
+#[test]
+fn check_prints_the_directories_and_each_steps_grants() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aliases.toml"),
+        "[aliases]\n\"info@example.com\" = { to = \"alice@example.com\" }\n",
+    )
+    .unwrap();
+    let config = write_config(
+        dir.path(),
+        "[directory.aliases]\nkind = \"file\"\npath = \"aliases.toml\"\n\
+         [[domain]]\nname = \"example.com\"\n\
+         [[domain.step]]\nplugin = \"{rule:alias}\"\nlookups = [\"aliases\"]\nconfig = { mailboxes = [\"alice\"], directory = \"aliases\" }\n\
+         [[domain.step]]\nplugin = \"{rule:banner}\"\nconfig = { text = \"x\" }\n",
+    );
+    let o = sluice(&["check", "--config", config.to_str().unwrap()]);
+    let out = stdout(&o);
+    assert!(o.status.success(), "{}{out}", stderr(&o));
+    assert!(
+        out.contains("directory aliases: file aliases.toml"),
+        "{out}"
+    );
+    let grants: Vec<&str> = out
+        .lines()
+        .filter(|l| l.trim_start().starts_with("grants:"))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        grants,
+        ["grants: lookups=[aliases]", "grants: none"],
+        "{out}"
+    );
+}
