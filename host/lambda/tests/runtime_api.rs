@@ -587,6 +587,115 @@ fn end_to_end_against_moto() {
     });
 }
 
+/// An SQS batch through the function with the alias rule reading a DynamoDB directory
+/// (moto): the active alias is delivered to its destination, the ignored one discarded, and
+/// each counts a use, written before the invocation answers.
+#[test]
+fn sqs_batch_routed_by_a_dynamodb_alias_directory() {
+    use sluice_directory::{AliasRecord, AliasStore, DynamoStore, Status};
+    let moto = sluice_tests::Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = sluice_aws::S3::for_endpoint(&moto.endpoint, "us-east-1");
+    let url = |u: String| sluice_aws::S3Url::parse(&u).unwrap();
+    let store = DynamoStore::for_endpoint(&moto.endpoint, "us-east-1", "aliases").unwrap();
+    store.create_table().unwrap();
+    store
+        .put(&AliasRecord::new(
+            "shop-k3x9@example.com",
+            vec!["dave@example.com".into()],
+            1,
+        ))
+        .unwrap();
+    store
+        .put(&AliasRecord {
+            status: Status::Ignored,
+            ..AliasRecord::new("list-z2@example.com", vec![], 1)
+        })
+        .unwrap();
+    let ids = ["dirshop00000000000001", "dirlist00000000000002"];
+    rt.block_on(async {
+        s3.create_bucket("sluice-inbound").await.unwrap();
+        s3.create_bucket("sluice-mail").await.unwrap();
+        for id in ids {
+            s3.put(
+                &url(format!("s3://sluice-inbound/incoming/{id}")),
+                MESSAGE.as_bytes().to_vec(),
+                "message/rfc822",
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let mut sqs = fixture("sqs-raw-delivery.json");
+    let template = sqs["Records"][0].clone();
+    let records: Vec<Value> = ids
+        .iter()
+        .zip(["shop-k3x9@example.com", "list-z2@example.com"])
+        .enumerate()
+        .map(|(i, (id, rcpt))| {
+            let mut notification = fixture("notification-s3.json");
+            notification["mail"]["messageId"] = (*id).into();
+            notification["receipt"]["recipients"] = json!([rcpt]);
+            notification["receipt"]["action"]["bucketName"] = "sluice-inbound".into();
+            notification["receipt"]["action"]["objectKey"] = format!("incoming/{id}").into();
+            let mut record = template.clone();
+            record["body"] = notification.to_string().into();
+            record["messageId"] = format!("sqs-record-{i}").into();
+            record
+        })
+        .collect();
+    sqs["Records"] = Value::Array(records);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[inbound]\nbucket = \"sluice-inbound\"\nprefix = \"incoming/\"\n\n\
+             [store]\nkind = \"s3\"\nbucket = \"sluice-mail\"\nprefix = \"mail\"\n\n\
+             [directory.aliases]\nkind = \"dynamodb\"\ntable = \"aliases\"\n\n\
+             [[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{}\"\n\
+             lookups = [\"aliases\"]\nconfig = {{ mailboxes = [\"dave\"], directory = \"aliases\" }}\n",
+            sluice_tests::rule("alias").display()
+        ),
+    )
+    .unwrap();
+    let mut env = moto.env();
+    env.push(("SLUICE_CONFIG", config.display().to_string()));
+    env.push((
+        "SLUICE_CACHE_DIR",
+        dir.path().join("cache").display().to_string(),
+    ));
+    let run = run_function(&env, &[sqs.to_string()], Duration::from_secs(120));
+    assert!(run.exit.is_none(), "exited: {:?}\n{}", run.exit, run.output);
+    assert_eq!(
+        run.response(1),
+        json!({"batchItemFailures": []}),
+        "{}",
+        run.output
+    );
+    rt.block_on(async {
+        let key = format!(
+            "s3://sluice-mail/mail/example.com/dave/INBOX/{}.eml",
+            ids[0]
+        );
+        assert!(
+            s3.get(&url(key.clone())).await.is_ok(),
+            "{key} missing:\n{}",
+            run.output
+        );
+        let key = format!(
+            "s3://sluice-mail/mail/example.com/list-z2/INBOX/{}.eml",
+            ids[1]
+        );
+        assert!(s3.get(&url(key.clone())).await.is_err(), "{key} stored");
+    });
+    for address in ["shop-k3x9@example.com", "list-z2@example.com"] {
+        let got = store.get(address).unwrap().unwrap();
+        assert_eq!(got.uses, 1, "{address}: {got:?}\n{}", run.output);
+    }
+}
+
 /// Every event sample of the shared corpus (`ses/`) through the function against moto: the
 /// SES direct invoke, the S3-action and SNS-content notifications (as SQS bodies, and the SNS
 /// one also as an SNS event), and the SQS batch with a bad record. The message is the corpus's
