@@ -12,9 +12,8 @@ use common::*;
 use sluice_aws::S3Url;
 use sluice_tests::{rule, Moto};
 
-fn write_config(dir: &Path, extra_steps: &str) -> std::path::PathBuf {
-    let config = format!(
-        r#"
+/// Where the daemon tests' messages come from and go: S3 in, S3 mailboxes, SES relay.
+const PIPELINE: &str = r#"
 [inbound]
 bucket = "inbound"
 prefix = "incoming/"
@@ -28,7 +27,11 @@ prefix = "mailboxes"
 kind = "ses"
 from = "forwarder@example.com"
 allow_domains = ["gmail.example"]
+"#;
 
+fn write_config(dir: &Path, extra_steps: &str) -> std::path::PathBuf {
+    let config = format!(
+        r#"{PIPELINE}
 [[domain]]
 name = "example.com"
 [[domain.step]]
@@ -437,21 +440,7 @@ fn sigterm_during_start_up_exits_cleanly() {
 /// A config whose alias step reads the DynamoDB directory `table` (moto).
 fn write_directory_config(dir: &Path, table: &str) -> std::path::PathBuf {
     let config = format!(
-        r#"
-[inbound]
-bucket = "inbound"
-prefix = "incoming/"
-
-[store]
-kind = "s3"
-bucket = "mail"
-prefix = "mailboxes"
-
-[relay]
-kind = "ses"
-from = "forwarder@example.com"
-allow_domains = ["gmail.example"]
-
+        r#"{PIPELINE}
 [directory.aliases]
 kind = "dynamodb"
 table = "{table}"

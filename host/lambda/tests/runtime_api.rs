@@ -480,6 +480,22 @@ To: dave@example.com, erin@example.com\r\nSubject: End to end\r\nMessage-ID: <e2
 Date: Tue, 03 Mar 2026 08:30:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=UTF-8\r\n\r\n\
 Through the Lambda runtime.\r\n";
 
+/// Creates the inbound and mailbox buckets and stores [`MESSAGE`] under each id, as the SES
+/// receipt rule's S3 action would.
+fn store_incoming(rt: &tokio::runtime::Runtime, s3: &sluice_aws::S3, ids: &[&str]) {
+    rt.block_on(async {
+        s3.create_bucket("sluice-inbound").await.unwrap();
+        s3.create_bucket("sluice-mail").await.unwrap();
+        for id in ids {
+            let url =
+                sluice_aws::S3Url::parse(&format!("s3://sluice-inbound/incoming/{id}")).unwrap();
+            s3.put(&url, MESSAGE.as_bytes().to_vec(), "message/rfc822")
+                .await
+                .unwrap();
+        }
+    });
+}
+
 #[test]
 fn end_to_end_against_moto() {
     let moto = sluice_tests::Moto::start();
@@ -487,19 +503,7 @@ fn end_to_end_against_moto() {
     let s3 = sluice_aws::S3::for_endpoint(&moto.endpoint, "us-east-1");
     let url = |u: String| sluice_aws::S3Url::parse(&u).unwrap();
     let (sqs_id, ses_id) = ("e2esqss3action0000001", "e2esesinvoke000000002");
-    rt.block_on(async {
-        s3.create_bucket("sluice-inbound").await.unwrap();
-        s3.create_bucket("sluice-mail").await.unwrap();
-        for id in [sqs_id, ses_id] {
-            s3.put(
-                &url(format!("s3://sluice-inbound/incoming/{id}")),
-                MESSAGE.as_bytes().to_vec(),
-                "message/rfc822",
-            )
-            .await
-            .unwrap();
-        }
-    });
+    store_incoming(&rt, &s3, &[sqs_id, ses_id]);
 
     // An S3-action notification (raw message delivery) for dave, and a direct invoke for erin.
     let mut notification = fixture("notification-s3.json");
@@ -613,19 +617,7 @@ fn sqs_batch_routed_by_a_dynamodb_alias_directory() {
         })
         .unwrap();
     let ids = ["dirshop00000000000001", "dirlist00000000000002"];
-    rt.block_on(async {
-        s3.create_bucket("sluice-inbound").await.unwrap();
-        s3.create_bucket("sluice-mail").await.unwrap();
-        for id in ids {
-            s3.put(
-                &url(format!("s3://sluice-inbound/incoming/{id}")),
-                MESSAGE.as_bytes().to_vec(),
-                "message/rfc822",
-            )
-            .await
-            .unwrap();
-        }
-    });
+    store_incoming(&rt, &s3, &ids);
     let mut sqs = fixture("sqs-raw-delivery.json");
     let template = sqs["Records"][0].clone();
     let records: Vec<Value> = ids
