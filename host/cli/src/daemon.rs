@@ -39,6 +39,8 @@ pub struct DaemonOptions {
     /// Stop after this many messages were handled (successfully or not); for tests and
     /// batch runs. None: run until SIGTERM.
     pub max_messages: Option<u64>,
+    /// Print EMF metrics on stdout (for the CloudWatch agent).
+    pub metrics: bool,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT (or `max_messages`).
@@ -63,6 +65,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         config: options.config.clone(),
         reload_interval: Duration::from_secs(options.reload_seconds),
         cache_dir: options.cache_dir.clone(),
+        metrics: options.metrics,
     });
     let pipeline = tokio::select! {
         _ = &mut shutdown => {

@@ -96,6 +96,10 @@ enum Command {
         /// Exit after handling this many messages (for batch runs and tests).
         #[arg(long)]
         max_messages: Option<u64>,
+        /// `emf`: print per-message and per-step metrics on stdout in CloudWatch Embedded
+        /// Metric Format, for the CloudWatch agent's EMF listener; `off`: none.
+        #[arg(long, value_enum, env = "SLUICE_METRICS", default_value = "off")]
+        metrics: MetricsFormat,
         /// Directory for fetched and compiled plugins [default: $SLUICE_CACHE_DIR, else
         /// ~/.cache/sluice].
         #[arg(long)]
@@ -107,6 +111,15 @@ enum Command {
     /// Edit the alias directory (`[directory.NAME]` of a config): add, list, pause and
     /// remove aliases, import and export them, and set the domains it serves.
     Alias(alias::AliasArgs),
+}
+
+/// `--metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum MetricsFormat {
+    /// CloudWatch Embedded Metric Format on stdout.
+    Emf,
+    /// No metrics.
+    Off,
 }
 
 #[derive(Subcommand)]
@@ -189,6 +202,7 @@ fn run(command: Command) -> Result<ExitCode> {
             reload_seconds,
             max_messages,
             cache_dir,
+            metrics,
         } => {
             daemon::run(daemon::DaemonOptions {
                 config,
@@ -199,6 +213,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 reload_seconds,
                 cache_dir,
                 max_messages,
+                metrics: metrics == MetricsFormat::Emf,
             })?;
             Ok(ExitCode::SUCCESS)
         }

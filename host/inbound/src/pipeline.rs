@@ -40,6 +40,9 @@ pub struct PipelineOptions {
     pub reload_interval: Duration,
     /// Plugin and compiled-code cache (default: `/tmp/sluice` in Lambda, else the user cache).
     pub cache_dir: Option<PathBuf>,
+    /// Print per-message and per-step metrics in CloudWatch Embedded Metric Format on stdout
+    /// (see `sluice_telemetry::metrics`).
+    pub metrics: bool,
 }
 
 /// The loaded config, chains and AWS clients. One per process: the engine and the live
@@ -61,6 +64,8 @@ pub struct Pipeline {
     targets: std::sync::Mutex<Option<(Arc<LoadedChains>, Arc<Dispatcher>)>>,
     /// When alias uses were last written to the directory (see [`Pipeline::flush_uses`]).
     uses_flushed: std::sync::Mutex<std::time::Instant>,
+    /// Whether to print EMF metrics.
+    metrics: bool,
 }
 
 /// How often counted alias uses are written to the directory: a burst of mail to one alias
@@ -150,6 +155,7 @@ impl Pipeline {
             in_flight: Default::default(),
             targets: Default::default(),
             uses_flushed: std::sync::Mutex::new(std::time::Instant::now()),
+            metrics: options.metrics,
         };
         let loaded = pipeline.live.current();
         // A store or smarthost that cannot be set up (unreadable credentials or CA file) is a
@@ -273,6 +279,14 @@ impl Pipeline {
             .dispatcher_for(&loaded.config)
             .deliver(&loaded.config, &envelope, &message, &result)
             .await?;
+        if self.metrics {
+            sluice_telemetry::metrics::emit(&metric_lines(
+                &result,
+                &envelope,
+                handled.retry.is_some(),
+                chain_micros,
+            ));
+        }
         if let Some(reason) = handled.retry.take() {
             return Err(HandleError::new(
                 &id,
@@ -476,4 +490,55 @@ fn count_uses(tables: &sluice_directory::Tables, result: &sluice_chain::ProcessR
             }
         }
     }
+}
+
+/// The EMF lines of one handled message: one per recipient group (dimension `Domain`) and one
+/// per step that ran or was skipped (`Domain`, `Step`). `retry`: a delivery was deferred, so
+/// the message's recipients count as tempfailed.
+fn metric_lines(
+    result: &sluice_chain::ProcessResult,
+    envelope: &Envelope,
+    retry: bool,
+    chain_us: u64,
+) -> Vec<String> {
+    use sluice_chain::{Disposition, GroupOutcome};
+    use sluice_telemetry::metrics::{message_line, step_line, MessageMetrics, StepMetrics};
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let age_ms = (envelope.received_at > 0).then(|| now_ms.saturating_sub(envelope.received_at));
+    let mut lines = Vec::new();
+    for group in &result.groups {
+        let mut m = MessageMetrics {
+            domain: group.domain.clone(),
+            received: group.recipients.len() as u64,
+            bytes: result.size,
+            age_ms,
+            chain_us,
+            ..MessageMetrics::default()
+        };
+        if retry || matches!(group.outcome, GroupOutcome::Tempfail { .. }) {
+            m.tempfailed = m.received;
+        } else {
+            for d in &group.dispositions {
+                match d {
+                    Disposition::Deliver { .. } => m.delivered += 1,
+                    Disposition::Relay { .. } => m.relayed += 1,
+                    Disposition::Bounce { .. } => m.bounced += 1,
+                    Disposition::Drop { .. } => m.dropped += 1,
+                }
+            }
+        }
+        lines.push(message_line(&m));
+        for step in &group.steps {
+            lines.push(step_line(&StepMetrics {
+                domain: group.domain.clone(),
+                step: step.step.clone(),
+                outcome: step.outcome.as_str().to_string(),
+                micros: step.micros,
+            }));
+        }
+    }
+    lines
 }

@@ -116,6 +116,7 @@ impl World {
                 config: self.config.clone(),
                 reload_interval: Duration::from_secs(3600),
                 cache_dir: Some(self.dir.path().join("cache")),
+                metrics: false,
             },
             S3::for_endpoint(&self.moto.endpoint, "us-east-1"),
             Ses::for_endpoint(&self.moto.endpoint, "us-east-1"),

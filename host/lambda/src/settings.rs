@@ -51,6 +51,16 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String
             }
         },
     };
+    // EMF on stdout is how a Lambda publishes metrics: on unless SLUICE_METRICS=off.
+    let metrics = match var("SLUICE_METRICS").as_deref().map(str::trim) {
+        None | Some("") | Some("emf") => true,
+        Some("off") => false,
+        Some(other) => {
+            return Err(format!(
+                "SLUICE_METRICS={other:?}: expected \"emf\" (the default) or \"off\""
+            ))
+        }
+    };
     Ok(Settings {
         pipeline: PipelineOptions {
             config,
@@ -58,6 +68,7 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String
             cache_dir: var("SLUICE_CACHE_DIR")
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
+            metrics,
         },
         concurrency,
     })
@@ -82,13 +93,16 @@ mod tests {
         assert_eq!(s.pipeline.reload_interval, Duration::from_secs(60));
         assert_eq!(s.pipeline.cache_dir, None);
         assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
+        assert!(s.pipeline.metrics, "EMF is on by default in the Lambda");
         let s = from_env(env(&[
             ("SLUICE_CONFIG", "/etc/sluice.toml"),
             ("SLUICE_RELOAD_SECONDS", "5"),
             ("SLUICE_CACHE_DIR", "/tmp/c"),
             ("SLUICE_CONCURRENCY", "3"),
+            ("SLUICE_METRICS", "off"),
         ]))
         .unwrap();
+        assert!(!s.pipeline.metrics);
         assert_eq!(s.pipeline.reload_interval, Duration::from_secs(5));
         assert_eq!(s.pipeline.cache_dir, Some(PathBuf::from("/tmp/c")));
         assert_eq!(s.concurrency, 3);
@@ -110,5 +124,7 @@ mod tests {
                 from_env(env(&[("SLUICE_CONFIG", "x"), ("SLUICE_CONCURRENCY", bad)])).unwrap_err();
             assert!(e.starts_with("SLUICE_CONCURRENCY="), "{e}");
         }
+        let e = from_env(env(&[("SLUICE_CONFIG", "x"), ("SLUICE_METRICS", "yes")])).unwrap_err();
+        assert!(e.starts_with("SLUICE_METRICS=\"yes\""), "{e}");
     }
 }

@@ -686,6 +686,36 @@ fn sqs_batch_routed_by_a_dynamodb_alias_directory() {
         let got = store.get(address).unwrap().unwrap();
         assert_eq!(got.uses, 1, "{address}: {got:?}\n{}", run.output);
     }
+    // Metrics in CloudWatch Embedded Metric Format on stdout, one object per line: per
+    // message and domain, and per step.
+    let emf: Vec<Value> = run
+        .output
+        .lines()
+        .filter(|l| l.starts_with("{\"_aws\""))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let messages: Vec<&Value> = emf.iter().filter(|v| v["Step"].is_null()).collect();
+    assert_eq!(messages.len(), 2, "{}", run.output);
+    assert!(messages.iter().all(|v| v["Domain"] == "example.com"
+        && v["Received"] == 1
+        && v["Bytes"].as_u64() > Some(0)));
+    let total = |name: &str| {
+        messages
+            .iter()
+            .filter_map(|v| v[name].as_u64())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (total("Delivered"), total("Dropped"), total("Tempfailed")),
+        (1, 1, 0),
+        "{}",
+        run.output
+    );
+    let steps: Vec<&Value> = emf.iter().filter(|v| v["Step"] == "alias").collect();
+    assert_eq!(steps.len(), 2, "{}", run.output);
+    assert!(steps
+        .iter()
+        .all(|v| v["StepOk"] == 1 && v["StepMicros"].is_u64()));
 }
 
 /// Every event sample of the shared corpus (`ses/`) through the function against moto: the

@@ -3,6 +3,8 @@
 //! as text for a terminal or as one JSON object per line, which CloudWatch Logs Insights
 //! indexes field by field (`filter message_id = "…"`).
 
+pub mod metrics;
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -1,0 +1,220 @@
+//! Metrics in CloudWatch Embedded Metric Format (EMF): one JSON object per line on stdout,
+//! which CloudWatch Logs turns into metrics (in the Lambda by itself; for the daemon through
+//! the CloudWatch agent's EMF listener or a log subscription).
+//!
+//! EMF rather than `PutMetricData`: no API call per message (no throttling, no cost per call,
+//! no credentials beyond the log stream), nothing to batch or retry, and the numbers stay
+//! next to the log lines of the same message. Dimensions are kept small: the domain, and the
+//! step for step metrics; never recipients.
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// The CloudWatch namespace of every metric.
+pub const NAMESPACE: &str = "Sluice";
+
+/// What one message did in one configured domain (counts are recipients).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageMetrics {
+    /// The configured domain (`*` for the catch-all chain).
+    pub domain: String,
+    /// Recipients the domain's chain was run for.
+    pub received: u64,
+    /// Mailbox copies the chain decided (one per recipient and folder).
+    pub delivered: u64,
+    /// Recipients relayed (forwards, external destinations).
+    pub relayed: u64,
+    /// Recipients refused with a bounce.
+    pub bounced: u64,
+    /// Recipients discarded.
+    pub dropped: u64,
+    /// Recipients left for a retry (the chain tempfailed, or a delivery was deferred).
+    pub tempfailed: u64,
+    /// The message's size in bytes.
+    pub bytes: u64,
+    /// From SES's receipt to the end of handling, in milliseconds (none when unknown).
+    pub age_ms: Option<u64>,
+    /// Time in the chains, in microseconds.
+    pub chain_us: u64,
+}
+
+/// How one step went for one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StepMetrics {
+    /// The configured domain.
+    pub domain: String,
+    /// The step's name.
+    pub step: String,
+    /// `ok`, `rule-error`, `failed` or `skipped` (the trace's spelling).
+    pub outcome: String,
+    /// The step's wall time, in microseconds.
+    pub micros: u64,
+}
+
+/// One EMF object for `m`: metrics `Received`, `Delivered`, `Relayed`, `Bounced`, `Dropped`,
+/// `Tempfailed` (Count), `Bytes` (Bytes), `AgeMs` (Milliseconds), `ChainMicros`
+/// (Microseconds), dimension `Domain`.
+pub fn message_line(m: &MessageMetrics) -> String {
+    let mut metrics: Vec<(&str, &str, u64)> = vec![
+        ("Received", "Count", m.received),
+        ("Delivered", "Count", m.delivered),
+        ("Relayed", "Count", m.relayed),
+        ("Bounced", "Count", m.bounced),
+        ("Dropped", "Count", m.dropped),
+        ("Tempfailed", "Count", m.tempfailed),
+        ("Bytes", "Bytes", m.bytes),
+        ("ChainMicros", "Microseconds", m.chain_us),
+    ];
+    if let Some(age) = m.age_ms {
+        metrics.push(("AgeMs", "Milliseconds", age));
+    }
+    line(&[("Domain", &m.domain)], &metrics)
+}
+
+/// One EMF object for `s`: `StepMicros` (Microseconds) and a count named after the outcome
+/// (`StepOk`, `StepRuleError`, `StepFailed`, `StepSkipped`: a skipped step is an open
+/// circuit breaker), dimensions `Domain` and `Step`.
+pub fn step_line(s: &StepMetrics) -> String {
+    let outcome = match s.outcome.as_str() {
+        "ok" => "StepOk",
+        "rule-error" => "StepRuleError",
+        "skipped" => "StepSkipped",
+        _ => "StepFailed",
+    };
+    line(
+        &[("Domain", &s.domain), ("Step", &s.step)],
+        &[
+            ("StepMicros", "Microseconds", s.micros),
+            (outcome, "Count", 1),
+        ],
+    )
+}
+
+/// Writes the lines to stdout, one per line, in one write so that lines of two messages
+/// handled at once do not interleave.
+pub fn emit(lines: &[String]) {
+    use std::io::Write as _;
+    if lines.is_empty() {
+        return;
+    }
+    let mut text = lines.join("\n");
+    text.push('\n');
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+fn line(dimensions: &[(&str, &str)], metrics: &[(&str, &str, u64)]) -> String {
+    let timestamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let names: Vec<String> = dimensions.iter().map(|(k, _)| json_string(k)).collect();
+    let mut out = String::with_capacity(512);
+    let _ = write!(
+        out,
+        "{{\"_aws\":{{\"Timestamp\":{timestamp},\"CloudWatchMetrics\":[{{\"Namespace\":{},\"Dimensions\":[[{}]],\"Metrics\":[",
+        json_string(NAMESPACE),
+        names.join(",")
+    );
+    for (i, (name, unit, _)) in metrics.iter().enumerate() {
+        let sep = if i == 0 { "" } else { "," };
+        let _ = write!(
+            out,
+            "{sep}{{\"Name\":{},\"Unit\":{}}}",
+            json_string(name),
+            json_string(unit)
+        );
+    }
+    out.push_str("]}]}");
+    for (k, v) in dimensions {
+        let _ = write!(out, ",{}:{}", json_string(k), json_string(v));
+    }
+    for (name, _, value) in metrics {
+        let _ = write!(out, ",{}:{value}", json_string(name));
+    }
+    out.push('}');
+    out
+}
+
+/// `s` as a JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_line_is_emf_with_the_domain_dimension() {
+        let line = message_line(&MessageMetrics {
+            domain: "exa\"mple.com".into(),
+            received: 3,
+            delivered: 1,
+            relayed: 1,
+            dropped: 1,
+            bytes: 2048,
+            age_ms: Some(1500),
+            chain_us: 120,
+            ..MessageMetrics::default()
+        });
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Sluice");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["Domain"]]));
+        let names: Vec<&str> = directive["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        // Every metric the directive names has a value at the top level.
+        for name in &names {
+            assert!(v[name].is_u64(), "{name} in {line}");
+        }
+        assert!(names.contains(&"AgeMs") && names.contains(&"Tempfailed"));
+        assert_eq!(v["Domain"], "exa\"mple.com");
+        assert_eq!(
+            (v["Received"].as_u64(), v["Bytes"].as_u64()),
+            (Some(3), Some(2048))
+        );
+        assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_step_line_counts_its_outcome_under_domain_and_step() {
+        for (outcome, metric) in [
+            ("ok", "StepOk"),
+            ("rule-error", "StepRuleError"),
+            ("failed", "StepFailed"),
+            ("skipped", "StepSkipped"),
+        ] {
+            let line = step_line(&StepMetrics {
+                domain: "example.com".into(),
+                step: "alias".into(),
+                outcome: outcome.into(),
+                micros: 42,
+            });
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(
+                v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+                serde_json::json!([["Domain", "Step"]])
+            );
+            assert_eq!(v[metric], 1, "{line}");
+            assert_eq!(v["StepMicros"], 42);
+            assert_eq!(v["Step"], "alias");
+        }
+    }
+}
