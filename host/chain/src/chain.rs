@@ -129,23 +129,11 @@ pub struct DomainChain {
 }
 
 /// Every domain's chain, loaded and type-checked.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct RuleChains {
     chains: Vec<DomainChain>,
     /// The config's `[directory.*]` tables, opened, for the steps granted them.
     tables: Option<Arc<sluice_directory::Tables>>,
-}
-
-impl std::fmt::Debug for RuleChains {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RuleChains")
-            .field("chains", &self.chains)
-            .field(
-                "tables",
-                &self.tables.as_ref().map(|t| t.names().collect::<Vec<_>>()),
-            )
-            .finish()
-    }
 }
 
 /// What SES (or the command line) says about a message besides its bytes.

@@ -136,16 +136,7 @@ fn daemon_stores_relays_and_bounces_once_and_leaves_garbage_for_the_dlq() {
     assert!(String::from_utf8_lossy(&stored).contains("Numbers attached soon."));
 
     let sent = moto.sent_raw_messages();
-    let to = |addr: &str| {
-        sent.iter()
-            .filter(|m| {
-                m["destinations"]
-                    .as_array()
-                    .is_some_and(|d| d.iter().any(|x| x == addr))
-            })
-            .cloned()
-            .collect::<Vec<_>>()
-    };
+    let to = |addr: &str| sent_to(&sent, addr);
     // One forward to the external destination despite the duplicate notification,
     // re-originated from the verified identity.
     let forwards = to("bob@gmail.example");
@@ -224,6 +215,18 @@ fn a_failed_delivery_stays_queued_and_is_delivered_when_ses_is_back() {
         )
         .is_some());
     assert_eq!(world.left_in_queue(&rt), 0, "log:\n{log}");
+}
+
+/// What moto's SES sent to `addr` (among the envelope destinations).
+fn sent_to(sent: &[serde_json::Value], addr: &str) -> Vec<serde_json::Value> {
+    sent.iter()
+        .filter(|m| {
+            m["destinations"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|x| x == addr))
+        })
+        .cloned()
+        .collect()
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
@@ -507,15 +510,7 @@ fn directory_aliases_in_dynamodb_route_the_daemons_mail_and_count_their_uses() {
     let key = "s3://mail/mailboxes/example.com/alice/INBOX/m-shop.eml";
     assert!(world.get(&rt, key).is_some(), "{key} missing:\n{log}");
     let sent = moto.sent_raw_messages();
-    let to = |addr: &str| {
-        sent.iter()
-            .filter(|m| {
-                m["destinations"]
-                    .as_array()
-                    .is_some_and(|d| d.iter().any(|x| x == addr))
-            })
-            .count()
-    };
+    let to = |addr: &str| sent_to(&sent, addr).len();
     assert_eq!(to("bob@gmail.example"), 1, "sent: {sent:#?}\n{log}");
     // The paused alias bounced (one DSN to the sender); the ignored one vanished.
     assert_eq!(to(SENDER), 1, "sent: {sent:#?}\n{log}");

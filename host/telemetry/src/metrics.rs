@@ -7,7 +7,6 @@
 //! next to the log lines of the same message. Dimensions are kept small: the domain, and the
 //! step for step metrics; never recipients.
 
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The CloudWatch namespace of every metric.
@@ -102,55 +101,45 @@ pub fn emit(lines: &[String]) {
     let _ = std::io::stdout().lock().write_all(text.as_bytes());
 }
 
+/// An EMF object: the `_aws` directive first (naming the metrics and the one dimension set),
+/// then the dimension values and metric values at the top level.
+#[derive(serde::Serialize)]
+struct Emf {
+    #[serde(rename = "_aws")]
+    aws: serde_json::Value,
+    #[serde(flatten)]
+    values: serde_json::Map<String, serde_json::Value>,
+}
+
 fn line(dimensions: &[(&str, &str)], metrics: &[(&str, &str, u64)]) -> String {
     let timestamp = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let names: Vec<String> = dimensions.iter().map(|(k, _)| json_string(k)).collect();
-    let mut out = String::with_capacity(512);
-    let _ = write!(
-        out,
-        "{{\"_aws\":{{\"Timestamp\":{timestamp},\"CloudWatchMetrics\":[{{\"Namespace\":{},\"Dimensions\":[[{}]],\"Metrics\":[",
-        json_string(NAMESPACE),
-        names.join(",")
-    );
-    for (i, (name, unit, _)) in metrics.iter().enumerate() {
-        let sep = if i == 0 { "" } else { "," };
-        let _ = write!(
-            out,
-            "{sep}{{\"Name\":{},\"Unit\":{}}}",
-            json_string(name),
-            json_string(unit)
-        );
-    }
-    out.push_str("]}]}");
+    let names: Vec<&str> = dimensions.iter().map(|(k, _)| *k).collect();
+    let definitions: Vec<serde_json::Value> = metrics
+        .iter()
+        .map(|(name, unit, _)| serde_json::json!({ "Name": name, "Unit": unit }))
+        .collect();
+    let mut values = serde_json::Map::new();
     for (k, v) in dimensions {
-        let _ = write!(out, ",{}:{}", json_string(k), json_string(v));
+        values.insert((*k).into(), (*v).into());
     }
     for (name, _, value) in metrics {
-        let _ = write!(out, ",{}:{value}", json_string(name));
+        values.insert((*name).into(), (*value).into());
     }
-    out.push('}');
-    out
-}
-
-/// `s` as a JSON string literal.
-fn json_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
+    let emf = Emf {
+        aws: serde_json::json!({
+            "Timestamp": timestamp,
+            "CloudWatchMetrics": [{
+                "Namespace": NAMESPACE,
+                "Dimensions": [names],
+                "Metrics": definitions,
+            }],
+        }),
+        values,
+    };
+    serde_json::to_string(&emf).unwrap_or_default()
 }
 
 #[cfg(test)]
