@@ -7,7 +7,7 @@
 // 2. Parses the entry (oxc-parser): a syntax error is reported as `file:line:column`. The
 //    entry must export `validateConfig` and `evaluate`, and may import only this SDK
 //    (`sluice.js` of this directory, by a relative or absolute path).
-// 3. Writes ONE ES module: the WIT imports (`sluice:rules/host`, `recipients`, `lookup`),
+// 3. Writes ONE ES module: the WIT imports (`sluice:rules/host`, `recipients`, `lookup`, `http`),
 //    the SDK wrapped in a function that receives them, then the rule with its SDK imports
 //    replaced by `const { ... } = <sdk>`.
 // 4. componentize-js turns that module into a component of world `rule` with every WASI
@@ -23,7 +23,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 const SDK_FILE = join(SDK_DIR, 'sluice.js');
-const WIT_PACKAGE_VERSION = '0.1.3';
+const WIT_PACKAGE_VERSION = '0.1.4';
 const DISABLED_FEATURES = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
 
 class BuildError extends Error {}
@@ -184,7 +184,8 @@ export async function bundle(entry) {
     `import * as __sluice_host from 'sluice:rules/host@${v}'; ` +
     `import * as __sluice_recipients from 'sluice:rules/recipients@${v}'; ` +
     `import * as __sluice_lookup from 'sluice:rules/lookup@${v}'; ` +
-    'const __sluice_sdk = __sluice_sdk_factory({ host: __sluice_host, recipients: __sluice_recipients, lookup: __sluice_lookup }); ';
+    `import * as __sluice_http from 'sluice:rules/http@${v}'; ` +
+    'const __sluice_sdk = __sluice_sdk_factory({ host: __sluice_host, recipients: __sluice_recipients, lookup: __sluice_lookup, http: __sluice_http }); ';
   return `${prelude}${rule}\n\n// ---- the Sluice SDK (${SDK_FILE}) ----\n${await sdkFunction()}`;
 }
 

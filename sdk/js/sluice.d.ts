@@ -1,4 +1,4 @@
-// Types of the Sluice JavaScript SDK (sluice.js) and of the WIT world `sluice:rules/rule@0.1.2`
+// Types of the Sluice JavaScript SDK (sluice.js) and of the WIT world `sluice:rules/rule@0.1.4`
 // as componentize-js maps it. The WIT part follows `jco types wit -n rule` (jco 1.35.0).
 //
 // Mapping: kebab-case names -> camelCase (`text-body` -> `textBody`, `mail-from` -> `mailFrom`);
@@ -7,7 +7,7 @@
 // throw E; list<u8> -> Uint8Array; u64 -> bigint; u16/u32 -> number; resource -> class;
 // tuple -> array.
 
-// ---- sluice:rules/types@0.1.2 ------------------------------------------------------------
+// ---- sluice:rules/types@0.1.4 ------------------------------------------------------------
 export type Verdict = 'pass' | 'fail' | 'gray' | 'processing-failed' | 'disabled' | 'unknown';
 /**
  * The five SES verdicts for this message.
@@ -289,7 +289,7 @@ export declare class Message {
   raw(): Uint8Array;
 }
 
-// ---- sluice:rules/recipients@0.1.2 -------------------------------------------------------
+// ---- sluice:rules/recipients@0.1.4 (added in 0.1.2) ---------------------------------------
 export interface ForwardRequest {
   /**
    * Where the copy goes. Always relayed (through `[relay]`, subject to its
@@ -311,6 +311,19 @@ export interface ForwardRequest {
    * false: they keep it and this is a copy.
    */
   redirect: boolean,
+}
+
+// ---- sluice:rules/http@0.1.4 (added in 0.1.4) ---------------------------------------------
+/**
+ * A request. `url` is absolute (`http` or `https`); `method` is an upper-case token such
+ * as `GET` or `POST`. The host sets `Host`, `Content-Length` and `Connection` itself.
+ * (The WIT `request` record: what `http.send` passes to the host and `http.takeSent` returns.)
+ */
+export interface HttpRequest {
+  method: string,
+  url: string,
+  headers: Array<[string, string]>,
+  body?: Uint8Array,
 }
 
 // ---- the SDK ------------------------------------------------------------------------------
@@ -396,6 +409,45 @@ export const lookup: {
   clear(): void;
   /** Under node: the [table, key] pairs asked since the last call. */
   takeAsked(): Array<[string, string]>;
+};
+
+/** What `http.send` takes: `method` defaults to `GET`; headers as pairs or an object; a string body is sent as UTF-8. */
+export interface HttpRequestInit {
+  method?: string;
+  url: string;
+  headers?: Iterable<[string, string]> | Record<string, string | number | boolean>;
+  body?: string | Uint8Array | ArrayBuffer | ArrayBufferView | null;
+}
+/** A service's answer, whatever its status (3xx, 4xx and 5xx too). */
+export class HttpResponse {
+  constructor(status: number, headers?: Iterable<[string, string]>, body?: string | Uint8Array);
+  status: number;
+  /** Header fields as received, names lower-cased (by the host). */
+  headers: Array<[string, string]>;
+  /** At most the grant's `max_response_kb`. */
+  body: Uint8Array;
+  /** The body as UTF-8 text (invalid sequences become U+FFFD). */
+  text(): string;
+  /** The first value of a header field (`name` in any case), or `undefined`. */
+  header(name: string): string | undefined;
+}
+/** Outgoing HTTP (WIT 0.1.4) to the URL prefixes the step is granted: `http = { allow = [...] }` in its config. */
+export const http: {
+  /** Sends the request and waits for the whole response; throws a `RuleError` (not granted or malformed: permanent; unreachable in time: temporary). */
+  send(request: HttpRequestInit): HttpResponse;
+  /** `GET url`. */
+  get(url: string): HttpResponse;
+  /** `POST url` with `Content-Type: application/json`; `json` is text or a value to `JSON.stringify`. */
+  postJson(url: string, json: string | unknown): HttpResponse;
+  Response: typeof HttpResponse;
+  /** Under node: answers requests whose URL starts with `prefix` (longest prefix wins; of equal ones the later). */
+  respond(prefix: string, status: number, body?: string | Uint8Array, headers?: Iterable<[string, string]>): void;
+  /** Under node: requests whose URL starts with `prefix` throw `error`. */
+  fail(prefix: string, error: RuleError): void;
+  /** Under node: empties the double (answers, failures, what was sent). */
+  clear(): void;
+  /** Under node: the requests sent since the last call (an unanswered URL throws a permanent "not granted" `RuleError`). */
+  takeSent(): HttpRequest[];
 };
 
 /** Parses `json` against `defaults` (types from the defaults, unknown keys refused). */

@@ -1,4 +1,4 @@
-// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.3`, world `rule`).
+// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.4`, world `rule`).
 //
 // A rule is one ES module that imports this file (by relative or absolute path) and exports
 // the world's two functions:
@@ -10,9 +10,10 @@
 //   });
 //
 // `node build.mjs` (what `sluice plugin build` runs) inlines this file into the rule and
-// wires `log` and `recipients` to the `sluice:rules/host` and `sluice:rules/recipients`
-// imports. Under plain node (unit tests) there is no host: `log` writes to stderr and the
-// `recipients` calls are recorded (see `recipients.takeRecorded`).
+// wires `log`, `recipients`, `lookup` and `http` to the `sluice:rules/host`, `recipients`,
+// `lookup` and `http` imports. Under plain node (unit tests) there is no host: `log` writes to
+// stderr, the `recipients` calls are recorded (see `recipients.takeRecorded`), and `lookup`
+// and `http` answer from test doubles (`lookup.set`, `http.respond`).
 //
 // Keep this file free of `import` statements and of `export` keywords except the single
 // `export { ... }` list at the end: build.mjs turns that list into the return value of a
@@ -387,6 +388,152 @@ const lookup = Object.freeze({
 });
 
 // ---------------------------------------------------------------------------------------
+// Outgoing HTTP to the services the step is granted (`sluice:rules/http`, WIT 0.1.4). A test
+// double under node.
+
+function bodyBytes(what, body) {
+  if (body === undefined || body === null) return undefined;
+  if (typeof body === 'string') return new TextEncoder().encode(body);
+  if (body instanceof Uint8Array) return body;
+  if (body instanceof ArrayBuffer) return new Uint8Array(body);
+  if (ArrayBuffer.isView(body)) return new Uint8Array(body.buffer, body.byteOffset, body.byteLength);
+  throw new TypeError(`${what} must be a string or a Uint8Array, not ${typeName(body)}`);
+}
+
+function headerPairs(what, headers) {
+  if (headers === undefined || headers === null) return [];
+  if (typeof headers !== 'object') throw new TypeError(`${what} must be a list of [name, value] pairs or an object`);
+  const entries = typeof headers[Symbol.iterator] === 'function' ? Array.from(headers) : Object.entries(headers);
+  return entries.map((h, i) => {
+    if (!Array.isArray(h) || h.length !== 2) throw new TypeError(`${what}[${i}] must be a [name, value] pair`);
+    return [String(h[0]), String(h[1])];
+  });
+}
+
+function statusCode(status) {
+  if (!Number.isInteger(status) || status < 0 || status > 65535) {
+    throw new TypeError(`an HTTP status must be an integer, not ${JSON.stringify(status)}`);
+  }
+  return status;
+}
+
+/**
+ * A service's answer, whatever its status (3xx, 4xx and 5xx are answers too): `status`,
+ * `headers` (`[name, value]` pairs, names lower-cased by the host) and `body` (a Uint8Array).
+ */
+class HttpResponse {
+  constructor(status, headers = [], body = new Uint8Array(0)) {
+    this.status = statusCode(status);
+    this.headers = headerPairs('headers', headers);
+    this.body = bodyBytes('body', body) ?? new Uint8Array(0);
+  }
+
+  /** The body as text (UTF-8; invalid sequences become U+FFFD). */
+  text() {
+    return new TextDecoder().decode(this.body);
+  }
+
+  /** The first value of a header field (`name` in any case), or `undefined`. */
+  header(name) {
+    const n = asciiLower(name);
+    const found = this.headers.find(([k]) => asciiLower(k) === n);
+    return found ? found[1] : undefined;
+  }
+}
+
+// The double: [{ prefix, response | error }] (longest prefix wins) and the requests sent.
+let httpAnswers = [];
+let httpSent = [];
+
+/** The WIT `request` record for `send`'s argument. */
+function httpRequest(request) {
+  if (!request || typeof request !== 'object') {
+    throw new TypeError('http.send takes a request { method, url, headers?, body? }');
+  }
+  const { method = 'GET', url, headers, body } = request;
+  if (url === undefined || url === null || url === '') throw new TypeError('http.send: the request has no url');
+  const req = { method: String(method), url: String(url), headers: headerPairs('headers', headers) };
+  const bytes = bodyBytes('body', body);
+  if (bytes !== undefined) req.body = bytes;
+  return req;
+}
+
+function httpSend(request) {
+  const req = httpRequest(request);
+  if (wit) {
+    let r;
+    try {
+      r = wit.http.send(req);
+    } catch (e) {
+      const p = e && e.payload;
+      if (p && typeof p.message === 'string') throw new RuleError(p.message, { temporary: p.temporary });
+      throw e;
+    }
+    return new HttpResponse(r.status, r.headers, r.body);
+  }
+  httpSent.push(req);
+  let best;
+  for (const answer of httpAnswers) {
+    // `>=`: of two equal prefixes, the later one wins.
+    if (req.url.startsWith(answer.prefix) && (best === undefined || answer.prefix.length >= best.prefix.length)) {
+      best = answer;
+    }
+  }
+  if (best === undefined) {
+    throw RuleError.permanent(`http: ${req.url} is not granted to this step (test double: call http.respond first)`);
+  }
+  if (best.error !== undefined) throw best.error;
+  const { status, headers, body } = best.response;
+  return new HttpResponse(status, headers, body.slice());
+}
+
+const http = Object.freeze({
+  /**
+   * Sends `{ method = 'GET', url, headers?, body? }` (headers as `[name, value]` pairs or an
+   * object; body a string, sent as UTF-8, or a Uint8Array) and waits for the whole response.
+   * Returns an `http.Response`; throws a `RuleError` when the URL is not granted or the
+   * request is malformed (permanent) or the service could not be reached in time
+   * (`temporary`): let it propagate and the step's `on_error` applies.
+   */
+  send: httpSend,
+  /** `GET url`. */
+  get(url) {
+    return httpSend({ method: 'GET', url });
+  },
+  /** `POST url` with a JSON body (`json`: text, or a value to `JSON.stringify`). */
+  postJson(url, json) {
+    const text = typeof json === 'string' ? json : JSON.stringify(json);
+    if (text === undefined) throw new TypeError('http.postJson: the body is not JSON-serialisable');
+    return httpSend({ method: 'POST', url, headers: [['Content-Type', 'application/json']], body: text });
+  },
+  /** The class of `send`'s answers. */
+  Response: HttpResponse,
+  /**
+   * Under node: answers every request whose URL starts with `prefix` (the longest matching
+   * prefix wins) with `status` and `body` (and `headers`, `[name, value]` pairs).
+   */
+  respond(prefix, status, body = '', headers = []) {
+    const response = { status: statusCode(status), headers: headerPairs('headers', headers), body: bodyBytes('body', body) ?? new Uint8Array(0) };
+    httpAnswers.push({ prefix: String(prefix), response });
+  },
+  /** Under node: every request whose URL starts with `prefix` throws `error` (a `RuleError`). */
+  fail(prefix, error) {
+    httpAnswers.push({ prefix: String(prefix), error });
+  },
+  /** Under node: empties the double (answers, failures and the record of what was sent). */
+  clear() {
+    httpAnswers = [];
+    httpSent = [];
+  },
+  /** Under node: the requests sent since the last call (WIT `request` records). */
+  takeSent() {
+    const out = httpSent;
+    httpSent = [];
+    return out;
+  },
+});
+
+// ---------------------------------------------------------------------------------------
 // Config: JSON with defaults, types taken from the defaults, unknown keys refused.
 
 function typeName(v) {
@@ -641,6 +788,7 @@ function mockContext({ verdicts = {}, config = {}, ...rest } = {}) {
 
 export {
   lookup,
+  http,
   Action,
   addHeader,
   setHeader,

@@ -1,10 +1,14 @@
 //! The AWS template (`deploy/template.yaml`) passes cfn-lint, with the SAM transform applied
 //! (so the function's event source, runtime and architecture are checked as the
-//! `AWS::Lambda::*` resources SAM turns them into).
+//! `AWS::Lambda::*` resources SAM turns them into), and, rendered through that transform, says
+//! what `deploy/README.md` says: the alarms and their runbook entries, the figures that follow
+//! the function's timeout, and a function role without wildcards.
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
+use serde_json::{json, Value};
 use sluice_tests::workspace_root;
 
 /// The cfn-lint version `.ci/run` pins: the last release that lints SAM templates by running
@@ -93,4 +97,467 @@ fn example_configs_parse() {
             .unwrap_or_else(|e| panic!("{} does not parse: {e}", f.display()));
         assert!(config.store.is_some(), "{} has no [store]", f.display());
     }
+}
+
+/// Renders the template the way cfn-lint does before linting it: decoded (short-form tags such
+/// as `!Sub` become `{"Fn::Sub": ...}`) and run through the SAM transform, so the function is
+/// the `AWS::Lambda::Function` and `AWS::Lambda::EventSourceMapping` CloudFormation receives.
+/// Intrinsic functions stay as they are; [`resolve`] evaluates the few the checks need.
+const RENDER: &str = r#"
+import json, sys
+from cfnlint.decode import decode
+from cfnlint.template.transforms._sam import Transform
+template, problems = decode(sys.argv[1])
+if problems or template is None:
+    sys.exit("cannot decode %s: %s" % (sys.argv[1], "; ".join(str(p) for p in problems)))
+transform = Transform(sys.argv[1], template, "us-east-1")
+problems = transform.transform_template()
+if problems:
+    sys.exit("SAM transform failed: " + "; ".join(str(p) for p in problems))
+json.dump(transform.template(), sys.stdout)
+"#;
+
+/// The rendered template, once per test run (the transform takes about a second).
+fn rendered() -> &'static Value {
+    static RENDERED: OnceLock<Value> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let python = cfn_lint().with_file_name("python");
+        let output = Command::new(&python)
+            .current_dir(workspace_root())
+            .args(["-c", RENDER, "deploy/template.yaml"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+        assert!(
+            output.status.success(),
+            "rendering deploy/template.yaml with {} failed ({}): {}",
+            python.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice(&output.stdout).expect("the rendered template is JSON")
+    })
+}
+
+/// The properties of resource `name`, which must exist and be of type `kind`.
+fn properties<'a>(template: &'a Value, name: &str, kind: &str) -> &'a Value {
+    let resource = &template["Resources"][name];
+    assert_eq!(resource["Type"], kind, "resource {name}: {resource}");
+    &resource["Properties"]
+}
+
+/// `value` with `Fn::FindInMap` (literal keys) evaluated against the template's Mappings.
+fn resolve(template: &Value, value: &Value) -> Value {
+    match value.get("Fn::FindInMap").and_then(Value::as_array) {
+        Some(keys) => {
+            let keys: Vec<&str> = keys
+                .iter()
+                .map(|k| k.as_str().expect("literal FindInMap keys"))
+                .collect();
+            let [map, top, second] = keys[..] else {
+                panic!("FindInMap takes three keys: {value}")
+            };
+            let found = &template["Mappings"][map][top][second];
+            assert!(!found.is_null(), "no Mappings.{map}.{top}.{second}");
+            found.clone()
+        }
+        None => value.clone(),
+    }
+}
+
+/// `value` as a number, after [`resolve`].
+fn number(template: &Value, value: &Value) -> f64 {
+    let resolved = resolve(template, value);
+    resolved
+        .as_f64()
+        .or_else(|| resolved.as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or_else(|| panic!("not a number: {value}"))
+}
+
+/// A string or a list of them (IAM's `Action` and `Resource` take both) as a list.
+fn one_or_many(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Array(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        one => vec![one],
+    }
+}
+
+/// Every alarm notifies the alarm topic, in both directions, when AlarmEmail is given; and
+/// its description points at its runbook entry, which exists.
+fn check_common(name: &str, alarm: &Value, readme: &str) {
+    let notify =
+        json!({"Fn::If": ["HasAlarmEmail", [{"Ref": "AlarmTopic"}], {"Ref": "AWS::NoValue"}]});
+    assert_eq!(alarm["AlarmActions"], notify, "{name}: AlarmActions");
+    assert_eq!(alarm["OKActions"], notify, "{name}: OKActions");
+    let description = alarm["AlarmDescription"].as_str().unwrap_or_default();
+    assert!(
+        description.contains(&format!("Runbook: {name}")),
+        "{name}: the description names no runbook entry: {description:?}"
+    );
+    assert!(
+        readme.contains(&format!("\n### {name}\n")),
+        "{name}: deploy/README.md has no runbook entry `### {name}`"
+    );
+}
+
+/// A single-metric alarm: namespace, metric, dimension, statistic, period, threshold.
+fn check_metric_alarm(
+    template: &Value,
+    name: &str,
+    (namespace, metric): (&str, &str),
+    dimension: (&str, Value),
+    (statistic, period): (&str, f64),
+    threshold: f64,
+    treat_missing: &str,
+) {
+    let alarm = properties(template, name, "AWS::CloudWatch::Alarm");
+    assert_eq!(alarm["Namespace"], namespace, "{name}");
+    assert_eq!(alarm["MetricName"], metric, "{name}");
+    assert_eq!(
+        alarm["Dimensions"],
+        json!([{"Name": dimension.0, "Value": dimension.1}]),
+        "{name}"
+    );
+    assert_eq!(alarm["Statistic"], statistic, "{name}");
+    assert_eq!(number(template, &alarm["Period"]), period, "{name}: Period");
+    assert_eq!(number(template, &alarm["EvaluationPeriods"]), 1.0, "{name}");
+    assert_eq!(
+        number(template, &alarm["Threshold"]),
+        threshold,
+        "{name}: Threshold"
+    );
+    assert_eq!(
+        alarm["ComparisonOperator"], "GreaterThanThreshold",
+        "{name}"
+    );
+    assert_eq!(alarm["TreatMissingData"], treat_missing, "{name}");
+}
+
+/// The function's timeout in seconds, read from the rendered function.
+fn function_timeout(template: &Value) -> f64 {
+    let function = properties(template, "SluiceFunction", "AWS::Lambda::Function");
+    number(template, &function["Timeout"])
+}
+
+#[test]
+fn alarms_watch_what_the_runbook_describes() {
+    let t = rendered();
+    let readme = std::fs::read_to_string(workspace_root().join("deploy/README.md")).unwrap();
+
+    // The topic the alarms notify exists exactly when AlarmEmail is given, and mails it.
+    let topic = &t["Resources"]["AlarmTopic"];
+    assert_eq!(topic["Type"], "AWS::SNS::Topic");
+    assert_eq!(topic["Condition"], "HasAlarmEmail");
+    assert_eq!(
+        topic["Properties"]["Subscription"],
+        json!([{"Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}}])
+    );
+
+    let dlq = json!({"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]});
+    let inbound = json!({"Fn::GetAtt": ["InboundQueue", "QueueName"]});
+    let function = json!({"Ref": "SluiceFunction"});
+    let not_breaching = "notBreaching";
+    check_metric_alarm(
+        t,
+        "DeadLetterAlarm",
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("QueueName", dlq),
+        ("Maximum", 300.0),
+        0.0,
+        not_breaching,
+    );
+    check_metric_alarm(
+        t,
+        "QueueBacklogAlarm",
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("QueueName", inbound),
+        ("Maximum", 300.0),
+        300.0,
+        not_breaching,
+    );
+    check_metric_alarm(
+        t,
+        "FunctionErrorsAlarm",
+        ("AWS/Lambda", "Errors"),
+        ("FunctionName", function.clone()),
+        ("Sum", 300.0),
+        5.0,
+        not_breaching,
+    );
+    // Duration is in milliseconds; the alarm fires at 80% of the timeout, whatever it is.
+    check_metric_alarm(
+        t,
+        "FunctionDurationAlarm",
+        ("AWS/Lambda", "Duration"),
+        ("FunctionName", function),
+        ("Maximum", 300.0),
+        0.8 * function_timeout(t) * 1000.0,
+        not_breaching,
+    );
+
+    // Breaker open: one Metrics Insights query over every step of the domain (an alarm
+    // cannot use SEARCH), summed into one series.
+    let breaker = properties(t, "BreakerOpenAlarm", "AWS::CloudWatch::Alarm");
+    let queries = breaker["Metrics"]
+        .as_array()
+        .expect("BreakerOpenAlarm: Metrics");
+    assert_eq!(queries.len(), 1, "{queries:?}");
+    let query = &queries[0];
+    assert_eq!(query["ReturnData"], true);
+    assert_eq!(number(t, &query["Period"]), 300.0);
+    let sql = query["Expression"]["Fn::Sub"]
+        .as_str()
+        .expect("BreakerOpenAlarm: the query is a Fn::Sub over DomainName");
+    for part in [
+        "SELECT SUM(StepSkipped)",
+        r#"FROM SCHEMA("Sluice", Domain, Step)"#,
+        "WHERE Domain = '${DomainName}'",
+    ] {
+        assert!(
+            sql.contains(part),
+            "BreakerOpenAlarm: {sql:?} lacks {part:?}"
+        );
+    }
+    assert!(!sql.contains("GROUP BY"), "one aggregated series: {sql:?}");
+    assert_eq!(number(t, &breaker["Threshold"]), 0.0);
+    assert_eq!(breaker["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(number(t, &breaker["EvaluationPeriods"]), 1.0);
+    assert_eq!(breaker["TreatMissingData"], not_breaching);
+
+    // Tempfail rate: Tempfailed / Received of the domain over 15 minutes, in percent, only
+    // past a minimum of received recipients.
+    let rate = properties(t, "TempfailRateAlarm", "AWS::CloudWatch::Alarm");
+    let queries = rate["Metrics"]
+        .as_array()
+        .expect("TempfailRateAlarm: Metrics");
+    let by_id = |id: &str| {
+        queries
+            .iter()
+            .find(|q| q["Id"] == id)
+            .unwrap_or_else(|| panic!("TempfailRateAlarm has no query {id}: {queries:?}"))
+    };
+    for (id, metric) in [("tempfailed", "Tempfailed"), ("received", "Received")] {
+        let q = by_id(id);
+        assert_eq!(
+            q["MetricStat"]["Metric"],
+            json!({"Namespace": "Sluice", "MetricName": metric,
+                   "Dimensions": [{"Name": "Domain", "Value": {"Ref": "DomainName"}}]}),
+            "TempfailRateAlarm: {id}"
+        );
+        assert_eq!(q["MetricStat"]["Stat"], "Sum", "{id}");
+        assert_eq!(number(t, &q["MetricStat"]["Period"]), 900.0, "{id}");
+        assert_eq!(q["ReturnData"], false, "{id}");
+    }
+    let returned: Vec<&Value> = queries.iter().filter(|q| q["ReturnData"] == true).collect();
+    assert_eq!(returned.len(), 1, "one series to alarm on: {queries:?}");
+    let expression = returned[0]["Expression"].as_str().unwrap();
+    assert_eq!(
+        expression, "IF(received >= 20, 100 * tempfailed / received, 0)",
+        "TempfailRateAlarm: the rate, in percent, past a minimum of 20 received"
+    );
+    assert_eq!(number(t, &rate["Threshold"]), 10.0, "10 percent");
+    assert_eq!(rate["ComparisonOperator"], "GreaterThanThreshold");
+    assert_eq!(number(t, &rate["EvaluationPeriods"]), 1.0);
+    assert_eq!(rate["TreatMissingData"], not_breaching);
+
+    // The Sluice metrics the alarms read are the ones the function emits.
+    let emf =
+        std::fs::read_to_string(workspace_root().join("host/telemetry/src/metrics.rs")).unwrap();
+    assert!(emf.contains(r#"pub const NAMESPACE: &str = "Sluice";"#));
+    for metric in ["StepSkipped", "Tempfailed", "Received"] {
+        assert!(
+            emf.contains(&format!("\"{metric}\"")),
+            "host/telemetry/src/metrics.rs emits no {metric}"
+        );
+    }
+
+    // Every alarm in the stack is one of these and has its runbook entry.
+    let mut alarms: Vec<&str> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+        .map(|(name, _)| name.as_str())
+        .collect();
+    alarms.sort_unstable();
+    assert_eq!(
+        alarms,
+        [
+            "BreakerOpenAlarm",
+            "DeadLetterAlarm",
+            "FunctionDurationAlarm",
+            "FunctionErrorsAlarm",
+            "QueueBacklogAlarm",
+            "TempfailRateAlarm"
+        ]
+    );
+    for name in alarms {
+        check_common(name, &t["Resources"][name]["Properties"], &readme);
+    }
+}
+
+/// The figures that follow the function's timeout and batch: the queue hides a message for at
+/// least 6 timeouts (plus the batching window) so a batch still running is not handed out
+/// again, the dead-letter queue catches what keeps failing, and the function handles a whole
+/// batch at once.
+#[test]
+fn queue_and_event_source_follow_the_function() {
+    let t = rendered();
+    let timeout = function_timeout(t);
+    assert!((1.0..=900.0).contains(&timeout), "Timeout {timeout}");
+
+    let mapping = properties(
+        t,
+        "SluiceFunctionInbound",
+        "AWS::Lambda::EventSourceMapping",
+    );
+    assert_eq!(
+        mapping["EventSourceArn"],
+        json!({"Fn::GetAtt": ["InboundQueue", "Arn"]})
+    );
+    assert_eq!(
+        mapping["FunctionResponseTypes"],
+        json!(["ReportBatchItemFailures"])
+    );
+    let window = number(t, &mapping["MaximumBatchingWindowInSeconds"]);
+    let queue = properties(t, "InboundQueue", "AWS::SQS::Queue");
+    let visibility = number(t, &queue["VisibilityTimeout"]);
+    assert!(
+        visibility >= 6.0 * timeout + window,
+        "VisibilityTimeout {visibility} < 6 x Timeout {timeout} + batching window {window}"
+    );
+
+    let redrive = &queue["RedrivePolicy"];
+    assert_eq!(
+        redrive["deadLetterTargetArn"],
+        json!({"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+    );
+    let receives = number(t, &redrive["maxReceiveCount"]);
+    assert!(receives >= 1.0, "maxReceiveCount {receives}");
+    // The DLQ alarm's description states the count.
+    let dlq_alarm = &t["Resources"]["DeadLetterAlarm"]["Properties"]["AlarmDescription"];
+    assert!(
+        dlq_alarm
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("received {receives} times")),
+        "{dlq_alarm}"
+    );
+
+    // SLUICE_CONCURRENCY records of a batch run at once: the whole batch.
+    let function = properties(t, "SluiceFunction", "AWS::Lambda::Function");
+    let concurrency = number(
+        t,
+        &function["Environment"]["Variables"]["SLUICE_CONCURRENCY"],
+    );
+    assert_eq!(
+        number(t, &mapping["BatchSize"]),
+        concurrency,
+        "BatchSize and SLUICE_CONCURRENCY"
+    );
+    // The queue caps how many instances it invokes; a reservation is optional.
+    assert_eq!(
+        mapping["ScalingConfig"]["MaximumConcurrency"],
+        json!({"Ref": "MaxConcurrency"})
+    );
+    assert_eq!(
+        function["ReservedConcurrentExecutions"],
+        json!({"Fn::If": ["HasReservedConcurrency", {"Ref": "ReservedConcurrency"}, {"Ref": "AWS::NoValue"}]})
+    );
+    let parameters = &t["Parameters"];
+    assert!(number(t, &parameters["MaxConcurrency"]["MinValue"]) >= 2.0);
+}
+
+/// The function's role: SAM generated none (its SQS event would attach a policy for every
+/// queue), no statement allows every action of a service or every resource, and S3 access is
+/// limited to the mail bucket. Nothing the function does needs `Resource: "*"`: its metrics
+/// are EMF log lines, not `cloudwatch:PutMetricData`. The one exception is AWS's managed
+/// `AWSLambdaVPCAccessExecutionRole`, attached only in a VPC, whose EC2 network-interface
+/// actions AWS offers only on `*`.
+#[test]
+fn the_function_role_grants_no_wildcards() {
+    let t = rendered();
+    let roles: Vec<&String> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::IAM::Role")
+        .map(|(name, _)| name)
+        .collect();
+    assert_eq!(roles, ["SluiceRole"], "SAM must not generate a role");
+    let function = properties(t, "SluiceFunction", "AWS::Lambda::Function");
+    assert_eq!(
+        function["Role"],
+        json!({"Fn::GetAtt": ["SluiceRole", "Arn"]})
+    );
+
+    let role = properties(t, "SluiceRole", "AWS::IAM::Role");
+    assert_eq!(
+        role["AssumeRolePolicyDocument"]["Statement"],
+        json!([{"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}])
+    );
+    assert_eq!(
+        role["ManagedPolicyArns"],
+        json!({"Fn::If": ["InVpc",
+            [{"Fn::Sub": "arn:${AWS::Partition}:iam::aws:policy/service-role/AWSLambdaVPCAccessExecutionRole"}],
+            {"Ref": "AWS::NoValue"}]}),
+        "the only managed policy is the VPC one, only in a VPC"
+    );
+
+    let in_mail_bucket = |resource: &Value| {
+        resource == &json!({"Fn::GetAtt": ["MailBucket", "Arn"]})
+            || resource["Fn::Sub"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("arn:${AWS::Partition}:s3:::${MailBucket}/"))
+    };
+    let policies = role["Policies"].as_array().expect("inline policies");
+    let mut s3_statements = 0;
+    for policy in policies {
+        let name = &policy["PolicyName"];
+        for statement in policy["PolicyDocument"]["Statement"].as_array().unwrap() {
+            let sid = &statement["Sid"];
+            assert_eq!(statement["Effect"], "Allow", "{name}/{sid}");
+            assert!(statement["NotAction"].is_null() && statement["NotResource"].is_null());
+            let actions: Vec<&str> = one_or_many(&statement["Action"])
+                .into_iter()
+                .map(|a| a.as_str().expect("literal actions"))
+                .collect();
+            assert!(!actions.is_empty(), "{name}/{sid}");
+            for action in &actions {
+                assert!(
+                    !action.contains('*'),
+                    "{name}/{sid}: wildcard action {action}"
+                );
+                assert!(
+                    !action.starts_with("s3:Delete") && *action != "cloudwatch:PutMetricData",
+                    "{name}/{sid}: {action} (the function deletes nothing; metrics are EMF)"
+                );
+            }
+            let resources = one_or_many(&statement["Resource"]);
+            assert!(!resources.is_empty(), "{name}/{sid}: no Resource");
+            for resource in &resources {
+                assert_ne!(*resource, "*", "{name}/{sid}: Resource \"*\"");
+                if let Some(arn) = resource["Fn::Sub"].as_str().or(resource.as_str()) {
+                    assert!(
+                        arn.starts_with("arn:") && !arn.starts_with("arn:*"),
+                        "{name}/{sid}: {arn}"
+                    );
+                }
+            }
+            if actions.iter().any(|a| a.starts_with("s3:")) {
+                s3_statements += 1;
+                assert!(
+                    actions.iter().all(|a| a.starts_with("s3:")),
+                    "{name}/{sid}: S3 actions share a statement with others"
+                );
+                for resource in &resources {
+                    assert!(
+                        in_mail_bucket(resource),
+                        "{name}/{sid}: S3 access outside the mail bucket: {resource}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(s3_statements >= 3, "read, write and list statements");
 }

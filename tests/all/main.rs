@@ -6,6 +6,7 @@ mod cache;
 mod corpus;
 mod deploy;
 mod hostile;
+mod http;
 mod languages;
 mod lookups;
 mod mail_rules;

@@ -1,6 +1,8 @@
 //! Shared helpers for Sluice's integration tests: rules built from source once per test
 //! process, a shared engine, fixture and corpus locations.
 
+pub mod classifier;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};

@@ -7,9 +7,9 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use sluice_engine::{
-    action_to_edit, Action, Bounce, Context, ForwardRequest, LookupResult, LookupTables,
-    MessageSession, RecipientRequest, RuleEngine, RulePlugin, StepGrants, StepLimits, StepOutcome,
-    StepReport, Verdicts, WarmPool,
+    action_to_edit, Action, Bounce, Context, ForwardRequest, HttpClient, LookupResult,
+    LookupTables, MessageSession, RecipientRequest, RuleEngine, RulePlugin, StepGrants, StepLimits,
+    StepOutcome, StepReport, Verdicts, WarmPool,
 };
 use sluice_mail::{BannerFallback, Edit, Message};
 
@@ -134,6 +134,8 @@ pub struct RuleChains {
     chains: Vec<DomainChain>,
     /// The config's `[directory.*]` tables, opened, for the steps granted them.
     tables: Option<Arc<sluice_directory::Tables>>,
+    /// Sends the requests of the steps granted `http` (made only when one is).
+    http: Option<Arc<sluice_http::HttpService>>,
 }
 
 /// What SES (or the command line) says about a message besides its bytes.
@@ -246,7 +248,7 @@ impl RuleChains {
                     config_json,
                     breaker: Arc::new(CircuitBreaker::new(s.breaker)),
                     warm: s.warm_settings().map(|w| Arc::new(WarmPool::new(w))),
-                    grants: StepGrants::lookups(s.lookups.iter().cloned()),
+                    grants: s.grants(&limits),
                 });
             }
             chains.push(DomainChain {
@@ -259,6 +261,11 @@ impl RuleChains {
             });
         }
         Ok(RuleChains {
+            http: chains
+                .iter()
+                .flat_map(|c| &c.steps)
+                .any(|s| s.grants.http.is_some())
+                .then(|| Arc::new(sluice_http::HttpService::new())),
             chains,
             tables: open_tables(config)?,
         })
@@ -323,6 +330,9 @@ impl RuleChains {
         let mut session = MessageSession::new(engine, message.clone());
         if let Some(tables) = &self.tables {
             session = session.with_tables(tables.clone() as Arc<dyn LookupTables>);
+        }
+        if let Some(http) = &self.http {
+            session = session.with_http(http.clone() as Arc<dyn HttpClient>);
         }
         let mut results = Vec::new();
         let mut round = 0;
@@ -848,6 +858,7 @@ mod tests {
                 })
                 .collect(),
             tables: None,
+            http: None,
         }
     }
 

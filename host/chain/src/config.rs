@@ -204,9 +204,27 @@ pub struct StepSection {
     /// default.
     #[serde(default)]
     pub lookups: Vec<String>,
+    /// The services the rule may call through `http.send`; none by default.
+    pub http: Option<HttpSection>,
     /// The rule's own configuration, handed to it as JSON.
     pub config: Option<toml::Table>,
 }
+
+/// A step's `http = { allow = [...], timeout_ms, max_response_kb }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSection {
+    /// URL prefixes the rule may call (`https://classifier.internal:8443/v1/`).
+    pub allow: Vec<String>,
+    /// Bound of one call in milliseconds (default: the step's deadline, which bounds it too).
+    pub timeout_ms: Option<u64>,
+    /// Largest response body in KiB (default 64).
+    pub max_response_kb: Option<u64>,
+}
+
+/// Most `max_response_kb` a step may set (a response is held in memory while the rule reads
+/// it).
+pub const MAX_RESPONSE_KB: u64 = 16 * 1024;
 
 /// One `[[domain]]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -439,8 +457,11 @@ impl ConfigFile {
         self.check_step_source(step.get_ref())
     }
 
-    /// Every table a step is granted is a configured directory.
+    /// Every table a step is granted is a configured directory, and its `http` grant is sound.
     fn check_step_grants(&self, step: &Spanned<StepSection>) -> Result<(), ConfigError> {
+        if let Some(http) = &step.get_ref().http {
+            self.check_http_grant(step, http)?;
+        }
         for table in &step.get_ref().lookups {
             if !self.directories.contains_key(table) {
                 let known: Vec<&str> = self.directories.keys().map(String::as_str).collect();
@@ -454,6 +475,50 @@ impl ConfigFile {
                     format!(
                         "step.lookups: no [directory.{table}] section ({known}); add one with `kind = \"dynamodb\"` and `table = \"...\"`, or `kind = \"file\"` and `path = \"...\"`"
                     ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_http_grant(
+        &self,
+        step: &Spanned<StepSection>,
+        http: &HttpSection,
+    ) -> Result<(), ConfigError> {
+        let err = |message: String| Err(self.error_at(step.span(), message));
+        if http.allow.is_empty() {
+            return err(
+                "step.http.allow is empty: list the URL prefixes the rule may call, e.g. `allow = [\"https://classifier.internal:8443/\"]`, or remove `http`".to_string(),
+            );
+        }
+        for entry in &http.allow {
+            if let Err(e) = sluice_engine::AllowedUrl::parse(entry) {
+                return err(format!(
+                    "step.http.allow: {e} (an entry is `http(s)://host[:port]/path-prefix`)"
+                ));
+            }
+        }
+        let deadline = step
+            .get_ref()
+            .timeout_ms
+            .unwrap_or(sluice_engine::StepLimits::default().timeout.as_millis() as u64);
+        if let Some(t) = http.timeout_ms {
+            if t == 0 || t > MAX_TIMEOUT_MS {
+                return err(format!(
+                    "step.http.timeout_ms = {t}: must be 1..={MAX_TIMEOUT_MS}"
+                ));
+            }
+            if t > deadline && step.get_ref().timeout_ms.is_some() {
+                return err(format!(
+                    "step.http.timeout_ms = {t} is longer than the step's deadline (timeout_ms = {deadline}), which ends the call first: raise the step's timeout_ms or lower http.timeout_ms"
+                ));
+            }
+        }
+        if let Some(kb) = http.max_response_kb {
+            if kb == 0 || kb > MAX_RESPONSE_KB {
+                return err(format!(
+                    "step.http.max_response_kb = {kb}: must be 1..={MAX_RESPONSE_KB}"
                 ));
             }
         }
@@ -618,6 +683,31 @@ impl StepSection {
         })
     }
 
+    /// What the step may use besides the message: its tables and its HTTP grant. Call after
+    /// [`ConfigFile::parse`], which checked the `http` entries.
+    pub fn grants(&self, limits: &sluice_engine::StepLimits) -> sluice_engine::StepGrants {
+        let grants = sluice_engine::StepGrants::lookups(self.lookups.iter().cloned());
+        match &self.http {
+            None => grants,
+            Some(http) => grants.with_http(sluice_engine::HttpGrant {
+                allow: http
+                    .allow
+                    .iter()
+                    .filter_map(|a| sluice_engine::AllowedUrl::parse(a).ok())
+                    .collect(),
+                timeout: http
+                    .timeout_ms
+                    .map(Duration::from_millis)
+                    .unwrap_or(limits.timeout)
+                    .min(limits.timeout),
+                max_response_bytes: http
+                    .max_response_kb
+                    .map(|kb| (kb as usize) << 10)
+                    .unwrap_or(sluice_engine::DEFAULT_MAX_RESPONSE_BYTES),
+            }),
+        }
+    }
+
     /// The rule's config as JSON (`{}` when absent).
     pub fn config_json(&self) -> String {
         match &self.config {
@@ -670,6 +760,71 @@ mod tests {
         let err = parse("[[domain]]\nname = \"example.com\"\n[[domain]]\nname = \"EXAMPLE.com\"\n")
             .unwrap_err();
         assert_eq!(err.line, 4);
+    }
+
+    #[test]
+    fn http_grants_are_checked_at_their_step() {
+        let with = |http: &str, timeout: &str| {
+            parse(&format!(
+                "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"a.wasm\"\n{timeout}http = {http}\n"
+            ))
+        };
+        for (http, timeout, expect) in [
+            ("{ allow = [] }", "", "step.http.allow is empty"),
+            ("{ allow = [\"ftp://x/\"] }", "", "is not http or https"),
+            (
+                "{ allow = [\"https://h/?a=1\"] }",
+                "",
+                "no query or fragment",
+            ),
+            (
+                "{ allow = [\"https://h/\"], timeout_ms = 0 }",
+                "",
+                "must be 1..=",
+            ),
+            (
+                "{ allow = [\"https://h/\"], timeout_ms = 500 }",
+                "timeout_ms = 100\n",
+                "longer than the step's deadline",
+            ),
+            (
+                "{ allow = [\"https://h/\"], max_response_kb = 0 }",
+                "",
+                "max_response_kb = 0",
+            ),
+            (
+                "{ allow = [\"https://h/\"], follow = true }",
+                "",
+                "unknown field",
+            ),
+        ] {
+            let err = with(http, timeout).unwrap_err();
+            assert!(err.message.contains(expect), "{http}: {err}");
+            assert!(err.line >= 3, "{http}: {err}");
+        }
+        let config = with(
+            "{ allow = [\"https://h:8443/v1/\"], max_response_kb = 4 }",
+            "timeout_ms = 300\n",
+        )
+        .unwrap();
+        let step = config.domains[0].get_ref().step[0].get_ref();
+        let grants = step.grants(&step.limits());
+        let http = grants.http.expect("granted");
+        assert_eq!(http.allow[0].text, "https://h:8443/v1/");
+        assert_eq!(
+            http.timeout,
+            Duration::from_millis(300),
+            "defaults to the deadline"
+        );
+        assert_eq!(http.max_response_bytes, 4096);
+        let plain =
+            parse("[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"a.wasm\"\n")
+                .unwrap();
+        let step = plain.domains[0].get_ref().step[0].get_ref();
+        assert!(
+            step.grants(&step.limits()).http.is_none(),
+            "nothing by default"
+        );
     }
 
     #[test]

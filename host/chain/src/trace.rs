@@ -143,6 +143,9 @@ pub struct StepTrace {
     /// The tables it read (`lookup.get`): table, key, result, time.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lookups: Vec<sluice_engine::LookupCall>,
+    /// The HTTP calls it made (`http.send`): method, URL without query, status or error, time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http: Vec<sluice_engine::HttpCall>,
 }
 
 /// How one step ended (the trace's `outcome`).
@@ -203,6 +206,7 @@ impl StepTrace {
             logs: Vec::new(),
             dropped_logs: 0,
             lookups: Vec::new(),
+            http: Vec::new(),
         }
     }
 
@@ -246,6 +250,7 @@ impl StepTrace {
             logs: report.logs.clone(),
             dropped_logs: report.dropped_logs,
             lookups: report.lookups.clone(),
+            http: report.http.clone(),
         }
     }
 }

@@ -330,10 +330,23 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
                     ""
                 },
             );
-            let grants = if step.grants.lookups.is_empty() {
+            let mut grants = Vec::new();
+            if !step.grants.lookups.is_empty() {
+                grants.push(format!("lookups=[{}]", step.grants.lookups.join(", ")));
+            }
+            if let Some(http) = &step.grants.http {
+                let allow: Vec<&str> = http.allow.iter().map(|a| a.text.as_str()).collect();
+                grants.push(format!(
+                    "http=[{}] timeout={}ms max_response={}KiB",
+                    allow.join(", "),
+                    http.timeout.as_millis(),
+                    http.max_response_bytes >> 10
+                ));
+            }
+            let grants = if grants.is_empty() {
                 "none".to_string()
             } else {
-                format!("lookups=[{}]", step.grants.lookups.join(", "))
+                grants.join(" ")
             };
             let _ = writeln!(out, "      grants: {grants}");
             if let Some(hint) = warm_hint(step.plugin.runtime(), step.warm.is_some()) {

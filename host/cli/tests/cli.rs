@@ -482,7 +482,9 @@ fn check_prints_the_directories_and_each_steps_grants() {
         "[directory.aliases]\nkind = \"file\"\npath = \"aliases.toml\"\n\
          [[domain]]\nname = \"example.com\"\n\
          [[domain.step]]\nplugin = \"{rule:alias}\"\nlookups = [\"aliases\"]\nconfig = { mailboxes = [\"alice\"], directory = \"aliases\" }\n\
-         [[domain.step]]\nplugin = \"{rule:banner}\"\nconfig = { text = \"x\" }\n",
+         [[domain.step]]\nplugin = \"{rule:banner}\"\nconfig = { text = \"x\" }\n\
+         [[domain.step]]\nplugin = \"{rule:banner}\"\nname = \"classify\"\ntimeout_ms = 300\nconfig = { text = \"y\" }\n\
+         http = { allow = [\"https://classifier.internal:8443/v1/\"], timeout_ms = 250, max_response_kb = 8 }\n",
     );
     let o = sluice(&["check", "--config", config.to_str().unwrap()]);
     let out = stdout(&o);
@@ -498,7 +500,11 @@ fn check_prints_the_directories_and_each_steps_grants() {
         .collect();
     assert_eq!(
         grants,
-        ["grants: lookups=[aliases]", "grants: none"],
+        [
+            "grants: lookups=[aliases]",
+            "grants: none",
+            "grants: http=[https://classifier.internal:8443/v1/] timeout=250ms max_response=8KiB"
+        ],
         "{out}"
     );
 }

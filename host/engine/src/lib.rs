@@ -20,6 +20,7 @@
 mod bindings;
 mod cache;
 mod engine;
+mod http;
 mod lookup;
 mod plugin;
 mod session;
@@ -35,6 +36,10 @@ pub use bindings::sluice::rules::types::{
 };
 pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
+pub use http::{
+    AllowedUrl, HttpCall, HttpClient, HttpError, HttpGrant, HttpRequest, HttpResponse, HttpResult,
+    DEFAULT_MAX_RESPONSE_BYTES, MAX_HTTP_CALLS,
+};
 pub use lookup::{LookupCall, LookupError, LookupResult, LookupTables, StepGrants};
 pub use plugin::{LoadSource, RulePlugin};
 pub use session::MessageSession;

@@ -50,6 +50,8 @@ pub trait LookupTables: Send + Sync {
 pub struct StepGrants {
     /// Tables the step may read through `lookup.get`.
     pub lookups: Arc<[String]>,
+    /// What the step may call through `http.send` (nothing when `None`).
+    pub http: Option<Arc<crate::http::HttpGrant>>,
 }
 
 impl StepGrants {
@@ -61,7 +63,14 @@ impl StepGrants {
     {
         StepGrants {
             lookups: tables.into_iter().map(Into::into).collect(),
+            http: None,
         }
+    }
+
+    /// These grants, plus HTTP as `grant` says.
+    pub fn with_http(mut self, grant: crate::http::HttpGrant) -> StepGrants {
+        self.http = Some(Arc::new(grant));
+        self
     }
 
     /// Whether the step may read `table`.

@@ -10,6 +10,7 @@ use wasmtime::{Store, Trap};
 use crate::bindings::sluice::rules::types::Context;
 use crate::bindings::{MessageRef, Rule};
 use crate::engine::{EngineError, RuleEngine};
+use crate::http::HttpClient;
 use crate::lookup::{LookupTables, StepGrants};
 use crate::plugin::RulePlugin;
 use crate::state::{preview, StoreState, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_REASON};
@@ -27,6 +28,8 @@ pub struct MessageSession<'e> {
     message: Arc<Message>,
     /// The tables steps may read, when granted.
     tables: Option<Arc<dyn LookupTables>>,
+    /// Sends the HTTP requests of steps granted HTTP.
+    http: Option<Arc<dyn HttpClient>>,
 }
 
 fn new_store(engine: &RuleEngine) -> Store<StoreState> {
@@ -44,6 +47,7 @@ impl<'e> MessageSession<'e> {
             store: None,
             message,
             tables: None,
+            http: None,
         }
     }
 
@@ -53,9 +57,22 @@ impl<'e> MessageSession<'e> {
         self
     }
 
+    /// Sends the HTTP requests of the steps granted HTTP (`http.send`) through `client`.
+    pub fn with_http(mut self, client: Arc<dyn HttpClient>) -> MessageSession<'e> {
+        self.http = Some(client);
+        self
+    }
+
     /// The message.
     pub fn message(&self) -> &Arc<Message> {
         &self.message
+    }
+
+    fn capabilities(&self) -> Capabilities<'_> {
+        Capabilities {
+            tables: &self.tables,
+            http: &self.http,
+        }
     }
 
     /// Runs one step: instantiate `plugin` (fresh), call `evaluate`, validate the answer.
@@ -68,8 +85,12 @@ impl<'e> MessageSession<'e> {
         ctx: &Context,
     ) -> StepReport {
         let engine = self.engine;
+        let capabilities = Capabilities {
+            tables: &self.tables,
+            http: &self.http,
+        };
         let store = self.store.get_or_insert_with(|| new_store(engine));
-        begin(store, engine, step, limits, grants, &self.tables);
+        begin(store, engine, step, limits, grants, capabilities);
         let started = Instant::now();
         let (outcome, poisoned) = match plugin.pre().instantiate(&mut *store) {
             Ok(rule) => call_rule(store, &rule, &self.message, limits, ctx),
@@ -98,7 +119,14 @@ impl<'e> MessageSession<'e> {
             Some(instance) => instance,
             None => {
                 let mut store = new_store(self.engine);
-                begin(&mut store, self.engine, step, limits, grants, &self.tables);
+                begin(
+                    &mut store,
+                    self.engine,
+                    step,
+                    limits,
+                    grants,
+                    self.capabilities(),
+                );
                 match plugin.pre().instantiate(&mut store) {
                     Ok(rule) => {
                         pool.created();
@@ -117,7 +145,7 @@ impl<'e> MessageSession<'e> {
             step,
             limits,
             grants,
-            &self.tables,
+            self.capabilities(),
         );
         let (outcome, _) = call_rule(
             &mut instance.store,
@@ -137,6 +165,13 @@ impl<'e> MessageSession<'e> {
     }
 }
 
+/// What the session serves to granted steps.
+#[derive(Clone, Copy)]
+struct Capabilities<'a> {
+    tables: &'a Option<Arc<dyn LookupTables>>,
+    http: &'a Option<Arc<dyn HttpClient>>,
+}
+
 /// Prepares `store` for one step: clears what the previous step left, sets the memory cap,
 /// the deadline and the step's grants.
 fn begin(
@@ -145,12 +180,13 @@ fn begin(
     step: &str,
     limits: &StepLimits,
     grants: &StepGrants,
-    tables: &Option<Arc<dyn LookupTables>>,
+    capabilities: Capabilities<'_>,
 ) {
     let data = store.data_mut();
     data.begin_step(step);
     data.grants = grants.clone();
-    data.tables = tables.clone();
+    data.tables = capabilities.tables.clone();
+    data.http = capabilities.http.clone();
     data.deadline = Instant::now() + limits.timeout;
     data.limiter.memory_cap = limits.memory_bytes.min(engine.max_memory_bytes);
     data.limiter.memory_cap_hit = None;
@@ -182,6 +218,7 @@ fn finish(
         logs: std::mem::take(&mut data.logs),
         dropped_logs: data.dropped_logs,
         lookups: std::mem::take(&mut data.lookups),
+        http: std::mem::take(&mut data.http_calls),
     }
 }
 

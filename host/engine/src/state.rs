@@ -10,8 +10,9 @@ use wasmtime::ResourceLimiter;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::sluice::rules::{host, lookup, recipients, types};
+use crate::bindings::sluice::rules::{host, http, lookup, recipients, types};
 use crate::bindings::MessageRef;
+use crate::http::{HttpCall, HttpClient, HttpResult};
 use crate::lookup::{LookupCall, LookupResult, LookupTables, StepGrants};
 use crate::step::{LogLine, RecipientRequest};
 use crate::validate::validate_request;
@@ -55,6 +56,10 @@ pub(crate) struct StoreState {
     pub(crate) deadline: Instant,
     /// The running step's lookups, for its report.
     pub(crate) lookups: Vec<LookupCall>,
+    /// Sends the requests of steps granted HTTP, if any step is.
+    pub(crate) http: Option<Arc<dyn HttpClient>>,
+    /// The running step's HTTP calls, for its report.
+    pub(crate) http_calls: Vec<HttpCall>,
 }
 
 pub(crate) struct WasiState {
@@ -106,6 +111,8 @@ impl StoreState {
             grants: StepGrants::default(),
             deadline: Instant::now(),
             lookups: Vec::new(),
+            http: None,
+            http_calls: Vec::new(),
         }
     }
 
@@ -119,6 +126,7 @@ impl StoreState {
         self.request_bytes = 0;
         self.request_error = None;
         self.lookups.clear();
+        self.http_calls.clear();
     }
 
     /// Keeps and prints a rule's log line while the step is within its line and byte budget
@@ -458,6 +466,101 @@ impl lookup::Host for StoreState {
             self.lookups.push(LookupCall {
                 table: preview(&table, MAX_LOOKUP_KEY),
                 key: preview(&key, MAX_LOOKUP_KEY),
+                result,
+                micros: started.elapsed().as_micros() as u64,
+            });
+        }
+        Ok(answer)
+    }
+}
+
+impl http::Host for StoreState {
+    fn send(
+        &mut self,
+        req: http::Request,
+    ) -> wasmtime::Result<Result<http::Response, types::RuleError>> {
+        let started = Instant::now();
+        let method = preview(&req.method, 32);
+        let shown_url = match url::Url::parse(&req.url) {
+            Ok(u) => preview(&crate::http::without_query(&u), MAX_LOOKUP_KEY),
+            Err(_) => preview(&req.url, MAX_LOOKUP_KEY),
+        };
+        let fail = |message: String, temporary: bool| {
+            (
+                HttpResult::Failed {
+                    error: message.clone(),
+                    temporary,
+                },
+                Err(types::RuleError { message, temporary }),
+            )
+        };
+        let (result, answer) = if self.http_calls.len() >= crate::http::MAX_HTTP_CALLS {
+            fail(
+                format!(
+                    "http: more than {} calls in one step",
+                    crate::http::MAX_HTTP_CALLS
+                ),
+                false,
+            )
+        } else {
+            match crate::http::check_request(
+                self.grants.http.as_deref(),
+                &self.step,
+                &req.method,
+                &req.url,
+                req.headers,
+                req.body,
+            ) {
+                Err((message, true)) => (
+                    HttpResult::Denied,
+                    Err(types::RuleError {
+                        message: preview(&message, MAX_REASON),
+                        temporary: false,
+                    }),
+                ),
+                Err((message, false)) => fail(preview(&message, MAX_REASON), false),
+                Ok(request) => {
+                    let grant = self
+                        .grants
+                        .http
+                        .clone()
+                        .expect("checked: the step has a grant");
+                    let deadline = self.deadline.min(started + grant.timeout);
+                    let sent = match &self.http {
+                        Some(client) if Instant::now() < deadline => {
+                            client.send(&grant, &request, deadline)
+                        }
+                        Some(_) => Err(crate::http::HttpError::temporary(
+                            "http: the step's deadline has passed",
+                        )),
+                        None => Err(crate::http::HttpError::permanent(
+                            "http: this host was started without an HTTP client",
+                        )),
+                    };
+                    match sent {
+                        Ok(response) => (
+                            HttpResult::Answered {
+                                status: response.status,
+                                bytes: response.body.len(),
+                            },
+                            Ok(http::Response {
+                                status: response.status,
+                                headers: response.headers,
+                                body: response.body,
+                            }),
+                        ),
+                        Err(e) => fail(
+                            preview(&format!("http: {shown_url}: {}", e.message), MAX_REASON),
+                            e.temporary,
+                        ),
+                    }
+                }
+            }
+        };
+        if self.http_calls.len() < crate::http::MAX_HTTP_CALLS {
+            self.http_calls.push(HttpCall {
+                method,
+                url: shown_url,
                 result,
                 micros: started.elapsed().as_micros() as u64,
             });

@@ -247,4 +247,7 @@ pub struct StepReport {
     /// The tables the step read (`lookup.get`), in order.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub lookups: Vec<crate::lookup::LookupCall>,
+    /// The HTTP calls the step made (`http.send`), in order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub http: Vec<crate::http::HttpCall>,
 }

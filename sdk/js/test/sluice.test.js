@@ -148,11 +148,70 @@ test('lookups: the double answers what was set, refuses other tables, and can fa
   S.lookup.clear();
 });
 
+test('http: the double answers by longest prefix, fails, and refuses the rest', () => {
+  S.http.clear();
+  S.http.respond('https://c.internal/', 200, 'generic');
+  S.http.respond('https://c.internal/v1/score', 200, '{"spam":true}', [['content-type', 'application/json']]);
+  S.http.fail('https://slow.internal/', S.RuleError.temporary('timed out'));
+  const r = S.http.postJson('https://c.internal/v1/score', '{}');
+  assert.ok(r instanceof S.http.Response);
+  assert.equal(r.status, 200);
+  assert.equal(r.text(), '{"spam":true}');
+  assert.ok(r.body instanceof Uint8Array);
+  assert.equal(r.header('Content-Type'), 'application/json');
+  assert.equal(r.header('x-missing'), undefined);
+  assert.equal(S.http.get('https://c.internal/other').text(), 'generic');
+  assert.throws(() => S.http.get('https://slow.internal/x'), (e) => e instanceof S.RuleError && e.temporary === true);
+  assert.throws(
+    () => S.http.get('https://elsewhere/'),
+    (e) => e instanceof S.RuleError && !e.temporary && /not granted/.test(e.message),
+  );
+  const sent = S.http.takeSent();
+  assert.equal(sent.length, 4);
+  assert.equal(sent[0].method, 'POST');
+  assert.equal(sent[0].url, 'https://c.internal/v1/score');
+  assert.deepEqual(sent[0].headers, [['Content-Type', 'application/json']]);
+  assert.deepEqual(sent[0].body, new TextEncoder().encode('{}'));
+  assert.equal(sent[1].method, 'GET');
+  assert.equal(sent[1].body, undefined);
+  assert.deepEqual(S.http.takeSent(), []);
+  S.http.clear();
+  assert.throws(() => S.http.get('https://c.internal/'), /not granted/);
+  S.http.clear();
+});
+
+test('http: send takes headers as pairs or an object, a string or bytes body', () => {
+  S.http.clear();
+  S.http.respond('http://svc/', 503, new Uint8Array([0x68, 0xff, 0x69]));
+  S.http.respond('http://svc/', 202, 'the later of two equal prefixes wins');
+  const r = S.http.send({ method: 'PUT', url: 'http://svc/x', headers: { 'X-A': 1 }, body: 'h\u00e9' });
+  assert.equal(r.status, 202);
+  const [put] = S.http.takeSent();
+  assert.deepEqual(put, { method: 'PUT', url: 'http://svc/x', headers: [['X-A', '1']], body: new TextEncoder().encode('h\u00e9') });
+  S.http.clear();
+  S.http.respond('http://svc/', 503, new Uint8Array([0x68, 0xff, 0x69]));
+  const bad = S.http.send({ url: 'http://svc/' });
+  assert.equal(bad.status, 503);
+  assert.equal(bad.text(), 'h\ufffdi');
+  S.http.postJson('http://svc/j', { a: [1] });
+  const [get, post] = S.http.takeSent();
+  assert.equal(get.method, 'GET');
+  assert.deepEqual(post.body, new TextEncoder().encode('{"a":[1]}'));
+  assert.throws(() => S.http.send({ method: 'GET' }), TypeError);
+  assert.throws(() => S.http.send({ url: 'http://svc/', headers: [['a']] }), TypeError);
+  assert.throws(() => S.http.send({ url: 'http://svc/', body: 3 }), TypeError);
+  const own = new S.http.Response(200, [['Set-Cookie', 'a'], ['set-cookie', 'b']], 'x');
+  assert.equal(own.header('SET-COOKIE'), 'a');
+  assert.equal(own.text(), 'x');
+  S.http.clear();
+});
+
 test('the bundle inlines the SDK and keeps the rule on its own lines', async () => {
   const entry = new URL('../../../plugins/subject-tag/js/rule.js', import.meta.url).pathname;
   const source = await bundle(entry);
   const lines = source.split('\n');
-  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.3';/);
+  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.4';/);
+  assert.match(lines[0], /import \* as __sluice_http from 'sluice:rules\/http@0\.1\.4';/);
   assert.ok(!/from '\.\.\/\.\.\/\.\.\/sdk/.test(source));
   assert.match(source, /function __sluice_sdk_factory\(__wit\)/);
   // The rule's `export const { validateConfig, evaluate }` keeps its line number.

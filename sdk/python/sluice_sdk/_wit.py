@@ -12,6 +12,7 @@ try:  # inside `componentize-py componentize` and the component it builds
     from wit_world.imports import host as _host
     from wit_world.imports import recipients as _recipients
     from wit_world.imports import lookup as _lookup
+    from wit_world.imports import http as _http
     from wit_world.imports import types
     from componentize_py_types import Err
 
@@ -25,6 +26,7 @@ except ImportError:  # unit tests, a REPL: no bindings
     _host = None
     _recipients = None
     _lookup = None
+    _http = None
     WorldBase = object
     IN_COMPONENT = False
 
@@ -48,3 +50,8 @@ def host_recipients():
 def host_lookup():
     """The `lookup` import module (WIT 0.1.3), or None outside a component."""
     return _lookup
+
+
+def host_http():
+    """The `http` import module (WIT 0.1.4), or None outside a component."""
+    return _http

@@ -15,7 +15,7 @@ import tempfile
 import unittest
 
 import sluice_sdk as sluice
-from sluice_sdk import _fallback, lookup, recipients
+from sluice_sdk import _fallback, http, lookup, recipients
 from sluice_sdk.testing import FakeMessage, context
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,6 +127,81 @@ class LookupTest(unittest.TestCase):
         lookup.clear()
 
 
+class HttpTest(unittest.TestCase):
+    def setUp(self):
+        http.clear()
+
+    tearDown = setUp
+
+    def test_the_double_answers_by_longest_prefix_and_refuses_the_rest(self):
+        http.respond("https://c.internal/", 200, "generic")
+        http.respond("https://c.internal/v1/score", 200, '{"spam":true}',
+                     [("content-type", "application/json")])
+        http.fail("https://slow.internal/", sluice.RuleFailure("timed out", temporary=True))
+        r = http.post_json("https://c.internal/v1/score", "{}")
+        self.assertIsInstance(r, http.Response)
+        self.assertEqual((r.status, r.text()), (200, '{"spam":true}'))
+        self.assertIsInstance(r.body, bytes)
+        self.assertEqual(r.header("Content-Type"), "application/json")
+        self.assertIsNone(r.header("x-missing"))
+        self.assertEqual(http.get("https://c.internal/other").text(), "generic")
+        with self.assertRaises(sluice.RuleFailure) as caught:
+            http.get("https://slow.internal/x")
+        self.assertTrue(caught.exception.temporary)
+        with self.assertRaises(sluice.RuleFailure) as caught:
+            http.get("https://elsewhere/")
+        self.assertFalse(caught.exception.temporary)
+        self.assertIn("not granted", caught.exception.message)
+        sent = http.take_sent()
+        self.assertEqual(len(sent), 4)
+        self.assertEqual((sent[0].method, sent[0].url), ("POST", "https://c.internal/v1/score"))
+        self.assertEqual(sent[0].body, b"{}")
+        self.assertEqual(sent[0].headers, [("Content-Type", "application/json")])
+        self.assertEqual((sent[1].method, sent[1].body), ("GET", None))
+        self.assertEqual(http.take_sent(), [])
+        http.clear()
+        with self.assertRaisesRegex(sluice.RuleFailure, "not granted"):
+            http.get("https://c.internal/")
+
+    def test_send_takes_pairs_or_a_dict_and_str_or_bytes(self):
+        http.respond("http://svc/", 503, b"h\xffi")
+        http.respond("http://svc/", 202, "the later of two equal prefixes wins")
+        r = http.send(http.Request("PUT", "http://svc/x", {"X-A": 1}, "h\u00e9"))
+        self.assertEqual(r.status, 202)
+        self.assertEqual(http.take_sent(),
+                         [http.Request("PUT", "http://svc/x", [("X-A", "1")], "hé".encode())])
+        http.clear()
+        http.respond("http://svc/", 503, b"h\xffi")
+        self.assertEqual(http.get("http://svc/").text(), "h\ufffdi")
+        http.post_json("http://svc/j", {"a": [1]})
+        self.assertEqual(http.take_sent()[1].body, b'{"a": [1]}')
+        with self.assertRaises(TypeError):
+            http.send(http.Request("GET", ""))
+        with self.assertRaises(TypeError):
+            http.send(http.Request("GET", "http://svc/", [("a",)]))
+        with self.assertRaises(TypeError):
+            http.send(http.Request("GET", "http://svc/", body=3))
+        own = http.Response(200, [("Set-Cookie", "a"), ("set-cookie", "b")], b"x")
+        self.assertEqual((own.header("SET-COOKIE"), own.text()), ("a", "x"))
+
+    def test_a_failed_call_propagates_as_the_rule_error(self):
+        class Classify(sluice.Rule):
+            def evaluate(self, msg, ctx, config):
+                if '"spam":true' in http.post_json("https://c.internal/", "{}").text():
+                    return [sluice.file_into("Junk")]
+                return []
+
+        world = sluice.export(Classify)()
+        msg, ctx = FakeMessage([("Subject", "hi")]), context()
+        http.respond("https://c.internal/", 200, '{"spam":true}')
+        self.assertEqual(world.evaluate(msg, ctx), [sluice.file_into("Junk")])
+        http.fail("https://c.internal/", sluice.RuleFailure("timed out", temporary=True))
+        with self.assertRaises(sluice.Err) as caught:
+            world.evaluate(msg, ctx)
+        self.assertEqual((caught.exception.value.message, caught.exception.value.temporary),
+                         ("timed out", True))
+
+
 class ExportTest(unittest.TestCase):
     def setUp(self):
         self.world = sluice.export(Tagger)()
@@ -214,6 +289,13 @@ class BindingsTest(unittest.TestCase):
                 self.assertEqual(
                     [f.name for f in dataclasses.fields(recips.ForwardRequest)],
                     [f.name for f in dataclasses.fields(_fallback.ForwardRequest)])
+                # sluice_sdk.http converts its Request/Response to and from these.
+                wit_http = importlib.import_module("wit_world.imports.http")
+                for name in ("Request", "Response"):
+                    self.assertEqual(
+                        [f.name for f in dataclasses.fields(getattr(wit_http, name))],
+                        [f.name for f in dataclasses.fields(getattr(http, name))], name)
+                self.assertTrue(callable(wit_http.send))
             finally:
                 sys.path.remove(out)
                 for mod in [m for m in sys.modules if m.startswith("wit_world")

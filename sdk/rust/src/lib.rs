@@ -68,6 +68,7 @@
 mod actions;
 pub mod address;
 pub mod arena;
+pub mod http;
 pub mod log;
 pub mod lookup;
 pub mod recipients;
@@ -101,6 +102,7 @@ pub mod config;
 /// Everything a rule usually needs: `use sluice_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::address::{check_address, domain_of, is_in_domains, local_part};
+    pub use crate::http;
     pub use crate::log;
     pub use crate::lookup;
     pub use crate::recipients::{self, Forward};
