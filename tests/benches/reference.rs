@@ -12,54 +12,12 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, Position};
 use sluice_sdk::{Action, Context, Verdict, Verdicts};
+use sluice_tests::reference::{
+    json_to_inline_toml, reference_chain, ALIAS, BANNER, JUNK, SUBJECT_TAG,
+};
 use sluice_tests::{chains, empty_steps, engine, envelope, parse_and_process};
 
 const RECIPIENT: &str = "info@example.com";
-
-/// The four steps' configs, as TOML (for the Wasm chain) and JSON (for the native rules).
-const ALIAS: &str = r#"{"mailboxes":["bob"],"aliases":{"info":"bob"}}"#;
-const BANNER: &str =
-    r#"{"text":"External sender: be careful with links.","internal_domains":["example.com"]}"#;
-const JUNK: &str = r#"{"score_header":"X-Spam-Score","score_threshold":5.0}"#;
-const SUBJECT_TAG: &str =
-    r#"{"tag":"[EXT]","internal_domains":["example.com"],"keywords":["invoice","unsubscribe"]}"#;
-
-fn reference_chain(instances: &str) -> String {
-    let mut toml = String::from("[[domain]]\nname = \"example.com\"\n");
-    for (rule, config) in [
-        ("alias", ALIAS),
-        ("banner", BANNER),
-        ("junk", JUNK),
-        ("subject-tag", SUBJECT_TAG),
-    ] {
-        toml.push_str(&format!(
-            "[[domain.step]]\nplugin = \"{{rule:{rule}}}\"\ninstances = \"{instances}\"\nconfig = {}\n",
-            json_to_inline_toml(config)
-        ));
-    }
-    toml
-}
-
-/// `{"a":["b"],"c":{"d":"e"}}` as a TOML inline table (the configs above only use strings,
-/// numbers, lists and tables).
-fn json_to_inline_toml(json: &str) -> String {
-    fn value(v: &serde_json::Value) -> String {
-        match v {
-            serde_json::Value::Object(m) => format!(
-                "{{ {} }}",
-                m.iter()
-                    .map(|(k, v)| format!("{k} = {}", value(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            serde_json::Value::Array(a) => {
-                format!("[{}]", a.iter().map(value).collect::<Vec<_>>().join(", "))
-            }
-            other => other.to_string(),
-        }
-    }
-    value(&serde_json::from_str(json).unwrap())
-}
 
 /// A rule compiled into the host: what a Wasm step does, without the sandbox.
 trait NativeRule {

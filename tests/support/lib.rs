@@ -2,6 +2,7 @@
 //! process, a shared engine, fixture and corpus locations.
 
 pub mod classifier;
+pub mod reference;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -75,28 +76,59 @@ pub fn rules() -> &'static BTreeMap<String, PathBuf> {
 pub fn foreign_rules() -> &'static Vec<(String, PathBuf)> {
     static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let root = workspace_root();
-        let opts = sluice_build::BuildOptions {
-            out_dir: root.join("target").join("test-rules"),
-            target_dir: Some(root.join("target").join("rule-builds")),
-            ..Default::default()
-        };
-        let dirs = [
-            root.join("plugins/subject-tag/js"),
-            root.join("plugins/subject-tag/python"),
-        ];
-        sluice_build::build_rules(&dirs, &opts)
-            .unwrap_or_else(|e| {
-                panic!(
-                    "building subject-tag in JavaScript and Python failed: {e}\n\
-                     (.ci/run installs the tools: `npm install --prefix sdk/js` and \
-                     `.venv/bin/pip install -r sdk/python/requirements.txt`)"
-                )
-            })
-            .into_iter()
-            .map(|b| (b.name, b.path))
-            .collect()
+        build_foreign(
+            "subject-tag in JavaScript and Python",
+            &["plugins/subject-tag/js", "plugins/subject-tag/python"],
+        )
     })
+}
+
+/// The probe rules of `tests/foreign-rules/` (`probe-js`, `probe-python`: `lookup.get` then
+/// `http.send`, see its README), built once per test process like [`foreign_rules`].
+pub fn probe_rules() -> &'static Vec<(String, PathBuf)> {
+    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        build_foreign(
+            "the probe rules in JavaScript and Python",
+            &[
+                "tests/foreign-rules/probe-js",
+                "tests/foreign-rules/probe-python",
+            ],
+        )
+    })
+}
+
+/// Builds JavaScript and Python rule directories (relative to the workspace) into
+/// `target/test-rules/`, printing how long each took; returns (name, component) in order.
+fn build_foreign(what: &str, dirs: &[&str]) -> Vec<(String, PathBuf)> {
+    let root = workspace_root();
+    let opts = sluice_build::BuildOptions {
+        out_dir: root.join("target").join("test-rules"),
+        target_dir: Some(root.join("target").join("rule-builds")),
+        ..Default::default()
+    };
+    dirs.iter()
+        .map(|dir| {
+            let started = std::time::Instant::now();
+            let built = sluice_build::build_rules(&[root.join(dir)], &opts)
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "building {what} failed: {e}\n\
+                         (.ci/run installs the tools: `npm install --prefix sdk/js` and \
+                         `.venv/bin/pip install -r sdk/python/requirements.txt`)"
+                    )
+                })
+                .pop()
+                .expect("one rule per directory");
+            println!(
+                "built {} ({}) from {dir} in {:.1} s",
+                built.name,
+                built.target,
+                started.elapsed().as_secs_f64()
+            );
+            (built.name, built.path)
+        })
+        .collect()
 }
 
 /// The component path of a built rule, by package name.

@@ -40,12 +40,34 @@ pub enum MessageContent {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Parsing. Everything below works on `serde_json::Value` rather than derived structs so that a
-// missing or malformed field is reported by its path ("receipt.recipients is missing") and so
-// that fields SES adds later, or that we do not need (headers, commonHeaders), cost nothing.
+// Parsing. Each document is deserialized into typed structs through `serde_path_to_error`, so a
+// missing or malformed field is reported by its path in the JSON
+// ("Records[0].ses.mail.messageId: invalid type: integer `42`, expected a string"); fields SES
+// adds later, or that we do not need (headers, commonHeaders), are skipped unread.
+//
+// Which types come from where:
+// - SQS records: `aws_lambda_events::sqs::SqsMessage` (every field optional, as we need).
+// - SNS records and envelopes, SES notifications: our own structs below, because the crate's
+//   (features "sns", "ses") are too strict where Sluice needs nothing and too loose or
+//   incomplete where it needs something:
+//   - `sns::SnsRecord` / `SnsMessage` require `EventVersion`, `EventSubscriptionArn`,
+//     `TopicArn`, `Timestamp`, `SignatureVersion`, `Signature`, `SigningCertUrl` and
+//     `UnsubscribeUrl`. Sluice reads only `Type` and `Message` and checks no signature, and
+//     minimal envelopes (the daemon's and the Lambda's tests send some) would be refused.
+//   - `ses::SimpleEmailService` requires `mail.commonHeaders` (with `from`), `mail.headers`,
+//     `headersTruncated`, `destination`, `receipt.timestamp`, `processingTimeMillis` and all
+//     five verdicts, none of which Sluice needs (a missing verdict is `Unknown`); it makes
+//     `mail.messageId` optional, which Sluice does need; it reads the timestamps as `chrono`
+//     `DateTime`s, so an odd timestamp would fail the whole event where it only makes
+//     `received_at` 0; and its receipt action has no `encoding`, which tells Base64 from UTF-8
+//     content for the SNS action.
+// What is left on `serde_json::Value` is telling the kinds of document apart (by a top-level
+// key) so that an unrecognised one is described by what it does have.
 // ---------------------------------------------------------------------------------------------
 
 use base64::Engine as _;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serde::Deserialize;
 use serde_json::{Map, Value};
 use sluice_engine::Verdict;
 
@@ -56,16 +78,15 @@ pub enum EventError {
     /// The text is not JSON at all.
     #[error("not JSON: {0}")]
     NotJson(String),
-    /// A required field is absent (or `null`).
-    #[error("{0} is missing")]
-    Missing(String),
-    /// A field is there but has the wrong type or shape.
-    #[error("{field} is not {expected}")]
-    Malformed {
-        /// The field's path, e.g. `receipt.recipients[1]`.
-        field: String,
-        /// What it should be, e.g. `a string`.
-        expected: &'static str,
+    /// A field is absent, or there with the wrong type or shape: serde's message (e.g.
+    /// ``missing field `recipients` ``, ``invalid type: integer `7`, expected a string``) at
+    /// the path of the field, or of the object missing it.
+    #[error("{}{message}", path_prefix(path))]
+    Field {
+        /// Where in the document, e.g. `receipt.recipients[1]`; empty for its top level.
+        path: String,
+        /// What was wrong there.
+        message: String,
     },
     /// A notification other than a receipt (e.g. a bounce or complaint notification).
     #[error(
@@ -90,7 +111,8 @@ pub enum EventError {
     /// A Lambda event whose source could not be recognised.
     #[error("unrecognised Lambda event: {0}")]
     UnknownEvent(String),
-    /// An error inside one part of a larger event (`Records[2].Sns.Message: ...`).
+    /// An error inside one part of a larger event: a JSON document carried as a string
+    /// (`Records[2].Sns.Message: ...`, `body: ...`), or a check made after deserializing.
     #[error("{at}: {source}")]
     In {
         /// Where, e.g. `Records[2].body`.
@@ -100,13 +122,60 @@ pub enum EventError {
     },
 }
 
+fn path_prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}: ")
+    }
+}
+
 impl EventError {
-    fn within(self, at: impl Into<String>) -> EventError {
+    /// The error as seen from `at`, the path of the value it was found in (same document): a
+    /// field error's path is extended (`Records[0]` + `ses.mail` = `Records[0].ses.mail`).
+    fn at(self, at: &str) -> EventError {
+        match self {
+            EventError::Field { path, message } => EventError::Field {
+                path: if path.is_empty() {
+                    at.to_string()
+                } else if path.starts_with('[') {
+                    format!("{at}{path}")
+                } else {
+                    format!("{at}.{path}")
+                },
+                message,
+            },
+            other => other.inside(at),
+        }
+    }
+
+    /// The error of a document carried as the string `at` of an outer one.
+    fn inside(self, at: impl Into<String>) -> EventError {
         EventError::In {
             at: at.into(),
             source: Box::new(self),
         }
     }
+
+    /// `field` is absent from the object at `path` (worded as serde words it).
+    fn missing(path: &str, field: &str) -> EventError {
+        EventError::Field {
+            path: path.to_string(),
+            message: format!("missing field `{field}`"),
+        }
+    }
+}
+
+/// Deserializes `value` as a `T`; an error names the field by its path from `value`.
+fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, EventError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        EventError::Field {
+            // `serde_path_to_error` writes the top level as ".".
+            path: if path == "." { String::new() } else { path },
+            message: e.into_inner().to_string(),
+        }
+    })
 }
 
 /// A Lambda invocation's event, by source.
@@ -115,7 +184,8 @@ pub enum LambdaEvent {
     /// SES invoked the function directly (a receipt rule's Lambda action). Every record must
     /// parse: SES retries the whole invocation, so one unreadable record fails it.
     SesInvoke(Vec<SesNotice>),
-    /// SNS delivered notifications (one per record in practice), each parsed on its own.
+    /// SNS delivered notifications (one per record in practice), each parsed on its own; an
+    /// error is relative to its record (`Sns.Message: ...`).
     Sns(Vec<Result<SesNotice, EventError>>),
     /// An SQS batch; each record is reported as a success or failure on its own.
     Sqs(Vec<SqsRecord>),
@@ -132,6 +202,139 @@ pub struct SqsRecord {
     pub notice: Result<SesNotice, EventError>,
 }
 
+// --- The documents, as far as Sluice reads them ----------------------------------------------
+
+/// `notificationType` alone, read first: a bounce or complaint notification has no `receipt`,
+/// and should be refused as such rather than for the missing field.
+#[derive(Deserialize)]
+struct NotificationType {
+    #[serde(rename = "notificationType")]
+    kind: String,
+}
+
+/// An SES receipt notification (SNS or S3 action), or the `ses` of an SES invoke record.
+#[derive(Deserialize)]
+struct SesParts {
+    mail: SesMail,
+    receipt: SesReceipt,
+    /// The SNS action's message, in `receipt.action.encoding`.
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SesMail {
+    message_id: String,
+    /// A null sender (bounces) may come as an empty string, `null`, or be left out.
+    #[serde(default)]
+    source: Option<String>,
+    #[serde(default)]
+    timestamp: Lenient<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SesReceipt {
+    recipients: Vec<String>,
+    #[serde(default)]
+    spf_verdict: Lenient<SesVerdict>,
+    #[serde(default)]
+    dkim_verdict: Lenient<SesVerdict>,
+    #[serde(default)]
+    dmarc_verdict: Lenient<SesVerdict>,
+    #[serde(default)]
+    spam_verdict: Lenient<SesVerdict>,
+    #[serde(default)]
+    virus_verdict: Lenient<SesVerdict>,
+    /// Only when the DMARC verdict is FAIL: the sender domain's policy (`none`, `quarantine`,
+    /// `reject`; SES has sent them capitalised).
+    #[serde(default)]
+    dmarc_policy: Lenient<String>,
+    action: SesAction,
+}
+
+#[derive(Deserialize)]
+struct SesVerdict {
+    #[serde(default)]
+    status: Option<String>,
+}
+
+/// The receipt rule action that produced the notification. One flat struct rather than an enum
+/// tagged by `type`: serde reads a tagged enum's fields from a buffered copy, which loses their
+/// paths in errors (`receipt.action.bucketName` would be reported as `receipt.action`), and the
+/// fields each type needs are checked in [`SesParts::into_notice`] instead.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SesAction {
+    #[serde(rename = "type")]
+    kind: String,
+    /// S3.
+    #[serde(default)]
+    bucket_name: Option<String>,
+    /// S3.
+    #[serde(default)]
+    object_key: Option<String>,
+    /// SNS: `BASE64` or `UTF8` (the default).
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+/// A field read when it has the expected shape and ignored otherwise (absent, `null`, another
+/// type): verdicts, the DMARC policy and the timestamp are advice, not a reason to refuse mail.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Lenient<T> {
+    Read(T),
+    Ignored(IgnoredAny),
+}
+
+impl<T> Default for Lenient<T> {
+    fn default() -> Self {
+        Lenient::Ignored(IgnoredAny)
+    }
+}
+
+impl<T> Lenient<T> {
+    fn get(self) -> Option<T> {
+        match self {
+            Lenient::Read(v) => Some(v),
+            Lenient::Ignored(_) => None,
+        }
+    }
+}
+
+/// An SNS message as SNS delivers it to SQS (without raw message delivery) or HTTP endpoints.
+#[derive(Deserialize)]
+struct SnsEnvelope {
+    #[serde(rename = "Type")]
+    kind: String,
+    /// Optional here so that a message of another `Type` is refused for its type.
+    #[serde(rename = "Message", default)]
+    message: Option<String>,
+}
+
+/// One record of an SNS Lambda event.
+#[derive(Deserialize)]
+struct SnsRecord {
+    #[serde(rename = "Sns")]
+    sns: SnsRecordMessage,
+}
+
+#[derive(Deserialize)]
+struct SnsRecordMessage {
+    #[serde(rename = "Message")]
+    message: String,
+}
+
+/// One record of an SES invoke event.
+#[derive(Deserialize)]
+struct SesInvokeRecord {
+    ses: SesParts,
+}
+
+// --- Parsing ---------------------------------------------------------------------------------
+
 /// Parses an SES receipt notification, or an SNS envelope whose `Message` holds one (as SNS
 /// delivers it to SQS without raw message delivery, or to HTTP endpoints).
 pub fn parse_notification(json: &str) -> Result<SesNotice, EventError> {
@@ -142,41 +345,28 @@ pub fn parse_notification(json: &str) -> Result<SesNotice, EventError> {
 
 fn notification_from_value(value: &Value) -> Result<SesNotice, EventError> {
     let Some(obj) = value.as_object() else {
-        return Err(EventError::Malformed {
-            field: "the notification".into(),
-            expected: "a JSON object",
+        return Err(EventError::Field {
+            path: String::new(),
+            message: format!(
+                "the notification is {}, not a JSON object",
+                json_kind(value)
+            ),
         });
     };
-    if let Some(kind) = obj.get("notificationType") {
-        let kind = kind.as_str().ok_or_else(|| EventError::Malformed {
-            field: "notificationType".into(),
-            expected: "a string",
-        })?;
+    if obj.contains_key("notificationType") {
+        let NotificationType { kind } = typed(value)?;
         if kind != "Received" {
-            return Err(EventError::NotReceived(kind.to_string()));
+            return Err(EventError::NotReceived(kind));
         }
-        let content = match obj.get("content") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.as_str()),
-            Some(_) => {
-                return Err(EventError::Malformed {
-                    field: "content".into(),
-                    expected: "a string",
-                })
-            }
-        };
-        return notice_from_parts(obj, "", content);
+        return typed::<SesParts>(value)?.into_notice();
     }
-    if let Some(kind) = obj.get("Type") {
-        let kind = kind.as_str().ok_or_else(|| EventError::Malformed {
-            field: "Type".into(),
-            expected: "a string",
-        })?;
+    if obj.contains_key("Type") {
+        let SnsEnvelope { kind, message } = typed(value)?;
         if kind != "Notification" {
-            return Err(EventError::NotSnsNotification(kind.to_string()));
+            return Err(EventError::NotSnsNotification(kind));
         }
-        let message = string(obj, "", "Message")?;
-        return parse_notification(message).map_err(|e| e.within("Message"));
+        let message = message.ok_or_else(|| EventError::missing("", "Message"))?;
+        return parse_notification(&message).map_err(|e| e.inside("Message"));
     }
     Err(EventError::UnknownNotification(keys(obj)))
 }
@@ -190,16 +380,16 @@ pub fn parse_lambda_event(v: &Value) -> Result<LambdaEvent, EventError> {
             json_kind(v)
         )));
     };
-    let Some(records) = obj.get("Records") else {
+    let Some(records_value) = obj.get("Records") else {
         return Err(EventError::UnknownEvent(format!(
             "no Records array; top-level keys: {}",
             keys(obj)
         )));
     };
-    let Some(records) = records.as_array() else {
+    let Some(records) = records_value.as_array() else {
         return Err(EventError::UnknownEvent(format!(
             "Records is {}, not an array",
-            json_kind(records)
+            json_kind(records_value)
         )));
     };
     let Some(first) = records.first() else {
@@ -210,25 +400,30 @@ pub fn parse_lambda_event(v: &Value) -> Result<LambdaEvent, EventError> {
         .or_else(|| first.get("EventSource"))
         .and_then(Value::as_str);
     match source {
-        Some("aws:ses") => records
-            .iter()
+        Some("aws:ses") => typed::<Vec<SesInvokeRecord>>(records_value)
+            .map_err(|e| e.at("Records"))?
+            .into_iter()
             .enumerate()
-            .map(|(i, r)| ses_invoke_record(r).map_err(|e| e.within(format!("Records[{i}]"))))
+            .map(|(i, r)| {
+                r.ses
+                    .into_notice()
+                    .map_err(|e| e.at(&format!("Records[{i}].ses")))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(LambdaEvent::SesInvoke),
-        Some("aws:sns") => Ok(LambdaEvent::Sns(
-            records
-                .iter()
+        Some("aws:sns") => Ok(LambdaEvent::Sns(records.iter().map(sns_record).collect())),
+        Some("aws:sqs") => {
+            // Only a record without a usable `messageId` fails the event (it could not be
+            // reported as failed); a bad body is kept as that record's `notice` error.
+            let messages: Vec<aws_lambda_events::sqs::SqsMessage> =
+                typed(records_value).map_err(|e| e.at("Records"))?;
+            messages
+                .into_iter()
                 .enumerate()
-                .map(|(i, r)| sns_record(r).map_err(|e| e.within(format!("Records[{i}]"))))
-                .collect(),
-        )),
-        Some("aws:sqs") => records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| sqs_record(r).map_err(|e| e.within(format!("Records[{i}]"))))
-            .collect::<Result<Vec<_>, _>>()
-            .map(LambdaEvent::Sqs),
+                .map(|(i, m)| sqs_record(m).map_err(|e| e.at(&format!("Records[{i}]"))))
+                .collect::<Result<Vec<_>, _>>()
+                .map(LambdaEvent::Sqs)
+        }
         Some(other) => Err(EventError::UnknownEvent(format!(
             "Records[0] event source is {other:?}; expected \"aws:ses\", \"aws:sns\" or \"aws:sqs\""
         ))),
@@ -242,36 +437,27 @@ pub fn parse_lambda_event(v: &Value) -> Result<LambdaEvent, EventError> {
     }
 }
 
-fn ses_invoke_record(record: &Value) -> Result<SesNotice, EventError> {
-    let ses = object(record, "", "ses")?;
-    notice_from_parts(ses, "ses.", None)
-}
-
+/// Errors are relative to the record (the caller knows its index); the notification's are
+/// inside `Sns.Message`.
 fn sns_record(record: &Value) -> Result<SesNotice, EventError> {
-    let sns = object(record, "", "Sns")?;
-    let message = string(sns, "Sns.", "Message")?;
-    parse_notification(message).map_err(|e| e.within("Sns.Message"))
+    let SnsRecord { sns } = typed(record)?;
+    parse_notification(&sns.message).map_err(|e| e.inside("Sns.Message"))
 }
 
-/// Only a record without a usable `messageId` is an error here: without it the record cannot be
-/// reported as failed. A bad body is kept as the record's `notice` error.
-fn sqs_record(record: &Value) -> Result<SqsRecord, EventError> {
-    let obj = record.as_object().ok_or_else(|| EventError::Malformed {
-        field: "the record".into(),
-        expected: "a JSON object",
-    })?;
-    let message_id = string(obj, "", "messageId")?.to_string();
-    let receive_count = obj
-        .get("attributes")
-        .and_then(|a| a.get("ApproximateReceiveCount"))
-        .and_then(|c| match c {
-            Value::String(s) => s.parse().ok(),
-            Value::Number(n) => n.as_u64().and_then(|n| u32::try_from(n).ok()),
-            _ => None,
-        })
+/// Errors are relative to the record; the body's are inside `body`.
+fn sqs_record(message: aws_lambda_events::sqs::SqsMessage) -> Result<SqsRecord, EventError> {
+    let message_id = message
+        .message_id
+        .ok_or_else(|| EventError::missing("", "messageId"))?;
+    let receive_count = message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let notice = string(obj, "", "body")
-        .and_then(|body| parse_notification(body).map_err(|e| e.within("body")));
+    let notice = match &message.body {
+        Some(body) => parse_notification(body).map_err(|e| e.inside("body")),
+        None => Err(EventError::missing("", "body")),
+    };
     Ok(SqsRecord {
         message_id,
         receive_count,
@@ -279,114 +465,64 @@ fn sqs_record(record: &Value) -> Result<SqsRecord, EventError> {
     })
 }
 
-/// Reads `mail` and `receipt` of `parent` (a notification, or an SES invoke record's `ses`).
-/// `at` prefixes field paths in errors; `content` is the notification's inline message.
-fn notice_from_parts(
-    parent: &Map<String, Value>,
-    at: &str,
-    content: Option<&str>,
-) -> Result<SesNotice, EventError> {
-    let mail = object_in(parent, at, "mail")?;
-    let receipt = object_in(parent, at, "receipt")?;
-    let mail_at = format!("{at}mail.");
-    let receipt_at = format!("{at}receipt.");
+impl SesParts {
+    /// The notice, after the checks serde cannot make: the fields the action's type needs, and
+    /// the inline content's encoding. Errors are relative to the object holding `mail`.
+    fn into_notice(self) -> Result<SesNotice, EventError> {
+        let SesParts {
+            mail,
+            receipt,
+            content,
+        } = self;
+        let verdict = |v: Lenient<SesVerdict>| {
+            v.get()
+                .and_then(|v| v.status)
+                .map_or(Verdict::Unknown, |s| parse_verdict(&s))
+        };
+        let verdicts = Verdicts {
+            spf: verdict(receipt.spf_verdict),
+            dkim: verdict(receipt.dkim_verdict),
+            dmarc: verdict(receipt.dmarc_verdict),
+            spam: verdict(receipt.spam_verdict),
+            virus: verdict(receipt.virus_verdict),
+            dmarc_policy: receipt
+                .dmarc_policy
+                .get()
+                .filter(|p| !p.is_empty())
+                .map(|p| p.to_ascii_lowercase()),
+        };
 
-    let message_id = string(mail, &mail_at, "messageId")?.to_string();
-    // A null sender (bounces) may come as an empty string or be left out.
-    let mail_from = match mail.get("source") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(_) => {
-            return Err(EventError::Malformed {
-                field: format!("{mail_at}source"),
-                expected: "a string",
-            })
-        }
-    };
-    let received_at = mail
-        .get("timestamp")
-        .and_then(Value::as_str)
-        .and_then(parse_iso8601_ms)
-        .unwrap_or(0);
+        let action = receipt.action;
+        let required = |field: Option<String>, name: &str| {
+            field.ok_or_else(|| EventError::missing("receipt.action", name))
+        };
+        let content = match action.kind.as_str() {
+            "S3" => MessageContent::S3 {
+                bucket: required(action.bucket_name, "bucketName")?,
+                key: required(action.object_key, "objectKey")?,
+            },
+            "SNS" => {
+                let text = content.ok_or_else(|| EventError::missing("", "content"))?;
+                let encoding = action.encoding.as_deref().unwrap_or("UTF8");
+                MessageContent::Inline(decode_content(&text, encoding)?)
+            }
+            "Lambda" => MessageContent::Stored,
+            _ => return Err(EventError::UnknownAction(action.kind)),
+        };
 
-    let recipients = match receipt.get("recipients") {
-        None | Some(Value::Null) => {
-            return Err(EventError::Missing(format!("{receipt_at}recipients")))
-        }
-        Some(Value::Array(items)) => items
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str()
-                    .map(str::to_string)
-                    .ok_or_else(|| EventError::Malformed {
-                        field: format!("{receipt_at}recipients[{i}]"),
-                        expected: "a string",
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(_) => {
-            return Err(EventError::Malformed {
-                field: format!("{receipt_at}recipients"),
-                expected: "an array of addresses",
-            })
-        }
-    };
-
-    let verdict = |name: &str| {
-        receipt
-            .get(name)
-            .and_then(|v| v.get("status"))
-            .and_then(Value::as_str)
-            .map(parse_verdict)
-            .unwrap_or(Verdict::Unknown)
-    };
-    let verdicts = Verdicts {
-        spf: verdict("spfVerdict"),
-        dkim: verdict("dkimVerdict"),
-        dmarc: verdict("dmarcVerdict"),
-        spam: verdict("spamVerdict"),
-        virus: verdict("virusVerdict"),
-        dmarc_policy: receipt
-            .get("dmarcPolicy")
-            .and_then(Value::as_str)
-            .filter(|p| !p.is_empty())
-            .map(str::to_ascii_lowercase),
-    };
-
-    let action_at = format!("{receipt_at}action.");
-    let action = object_in(receipt, &receipt_at, "action")?;
-    let content = match string(action, &action_at, "type")? {
-        "S3" => MessageContent::S3 {
-            bucket: string(action, &action_at, "bucketName")?.to_string(),
-            key: string(action, &action_at, "objectKey")?.to_string(),
-        },
-        "SNS" => {
-            let text = content.ok_or_else(|| EventError::Missing(format!("{at}content")))?;
-            let encoding = match action.get("encoding") {
-                None | Some(Value::Null) => "UTF8",
-                Some(Value::String(s)) => s.as_str(),
-                Some(_) => {
-                    return Err(EventError::Malformed {
-                        field: format!("{action_at}encoding"),
-                        expected: "a string",
-                    })
-                }
-            };
-            MessageContent::Inline(decode_content(text, encoding)?)
-        }
-        "Lambda" => MessageContent::Stored,
-        other => return Err(EventError::UnknownAction(other.to_string())),
-    };
-
-    Ok(SesNotice {
-        message_id,
-        mail_from,
-        recipients,
-        verdicts,
-        received_at,
-        content,
-    })
+        Ok(SesNotice {
+            message_id: mail.message_id,
+            mail_from: mail.source.unwrap_or_default(),
+            recipients: receipt.recipients,
+            verdicts,
+            received_at: mail
+                .timestamp
+                .get()
+                .and_then(|t| parse_iso8601_ms(&t))
+                .unwrap_or(0),
+            content,
+        })
+    }
 }
 
 fn decode_content(text: &str, encoding: &str) -> Result<Vec<u8>, EventError> {
@@ -416,134 +552,17 @@ fn parse_verdict(status: &str) -> Verdict {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.fff...](Z|±HH:MM|±HHMM)` to ms since the Unix epoch; `None` for
-/// anything else or a time before 1970.
+/// An ISO-8601 date and time with a zone to ms since the Unix epoch (fractions past the
+/// millisecond are dropped); `None` for anything else or a time before 1970. SES writes RFC
+/// 3339 (`2026-03-03T08:30:01.250Z`); other ISO-8601 forms (`-0500`, `+01`, `,25`) are read
+/// too.
 fn parse_iso8601_ms(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(range)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
-    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
-    if !(1..=12).contains(&month)
-        || day < 1
-        || day > days_in_month(year, month)
-        || hour > 23
-        || minute > 59
-        || second > 60
-    {
-        return None;
-    }
-    let mut i = 19;
-    let mut millis = 0i64;
-    if b.get(i) == Some(&b'.') || b.get(i) == Some(&b',') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        // Only the first three fraction digits count; pad short fractions ("0.5" = 500 ms).
-        let frac: String = s[start..i].chars().chain("000".chars()).take(3).collect();
-        millis = frac.parse().ok()?;
-    }
-    let offset_secs = match b.get(i) {
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&sign @ (b'+' | b'-')) => {
-            // Bytes, not str slices: a non-ASCII character here must not split a slice.
-            let rest = &b[i + 1..];
-            let (h, m) = match rest {
-                [h1, h2, b':', m1, m2] | [h1, h2, m1, m2] => ([*h1, *h2], [*m1, *m2]),
-                [h1, h2] => ([*h1, *h2], [b'0', b'0']),
-                _ => return None,
-            };
-            let two = |d: [u8; 2]| -> Option<i64> {
-                d.iter()
-                    .all(u8::is_ascii_digit)
-                    .then(|| i64::from((d[0] - b'0') * 10 + (d[1] - b'0')))
-            };
-            let secs = two(h)? * 3600 + two(m)? * 60;
-            if sign == b'+' {
-                secs
-            } else {
-                -secs
-            }
-        }
-        _ => return None,
-    };
-    let days = days_from_civil(year, month, day);
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    u64::try_from(secs * 1000 + millis).ok()
-}
-
-fn days_in_month(year: i64, month: i64) -> i64 {
-    match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's `days_from_civil`).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn object_in<'a>(
-    parent: &'a Map<String, Value>,
-    at: &str,
-    name: &str,
-) -> Result<&'a Map<String, Value>, EventError> {
-    match parent.get(name) {
-        None | Some(Value::Null) => Err(EventError::Missing(format!("{at}{name}"))),
-        Some(Value::Object(o)) => Ok(o),
-        Some(_) => Err(EventError::Malformed {
-            field: format!("{at}{name}"),
-            expected: "a JSON object",
-        }),
-    }
-}
-
-fn object<'a>(
-    value: &'a Value,
-    at: &str,
-    name: &str,
-) -> Result<&'a Map<String, Value>, EventError> {
-    let parent = value.as_object().ok_or_else(|| EventError::Malformed {
-        field: "the record".into(),
-        expected: "a JSON object",
-    })?;
-    object_in(parent, at, name)
-}
-
-fn string<'a>(parent: &'a Map<String, Value>, at: &str, name: &str) -> Result<&'a str, EventError> {
-    match parent.get(name) {
-        None | Some(Value::Null) => Err(EventError::Missing(format!("{at}{name}"))),
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(EventError::Malformed {
-            field: format!("{at}{name}"),
-            expected: "a string",
-        }),
-    }
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    use time::OffsetDateTime;
+    let t = OffsetDateTime::parse(s, &Rfc3339)
+        .or_else(|_| OffsetDateTime::parse(s, &Iso8601::DEFAULT))
+        .ok()?;
+    u64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000)).ok()
 }
 
 fn keys(obj: &Map<String, Value>) -> String {
@@ -738,33 +757,42 @@ mod tests {
         let mut v: Value = serde_json::from_str(&fixture("sqs-raw-delivery.json")).unwrap();
         v["Records"][0].as_object_mut().unwrap().remove("messageId");
         let e = parse_lambda_event(&v).unwrap_err().to_string();
-        assert_eq!(e, "Records[0]: messageId is missing");
+        assert_eq!(e, "Records[0]: missing field `messageId`");
     }
 
     #[test]
     fn missing_and_malformed_fields_are_named() {
         let mut v = s3_notification();
         v["receipt"].as_object_mut().unwrap().remove("recipients");
-        assert_eq!(err(&v.to_string()), "receipt.recipients is missing");
+        assert_eq!(err(&v.to_string()), "receipt: missing field `recipients`");
 
         let mut v = s3_notification();
         v["receipt"]["recipients"] = serde_json::json!(["a@example.com", 7]);
-        assert_eq!(err(&v.to_string()), "receipt.recipients[1] is not a string");
+        assert_eq!(
+            err(&v.to_string()),
+            "receipt.recipients[1]: invalid type: integer `7`, expected a string"
+        );
 
         let mut v = s3_notification();
         v.as_object_mut().unwrap().remove("mail");
-        assert_eq!(err(&v.to_string()), "mail is missing");
+        assert_eq!(err(&v.to_string()), "missing field `mail`");
 
         let mut v = s3_notification();
         v["mail"]["messageId"] = 42.into();
-        assert_eq!(err(&v.to_string()), "mail.messageId is not a string");
+        assert_eq!(
+            err(&v.to_string()),
+            "mail.messageId: invalid type: integer `42`, expected a string"
+        );
 
         let mut v = s3_notification();
         v["receipt"]["action"]
             .as_object_mut()
             .unwrap()
             .remove("bucketName");
-        assert_eq!(err(&v.to_string()), "receipt.action.bucketName is missing");
+        assert_eq!(
+            err(&v.to_string()),
+            "receipt.action: missing field `bucketName`"
+        );
 
         let mut v = s3_notification();
         v["receipt"]["action"]["type"] = "WorkMail".into();
@@ -784,7 +812,7 @@ mod tests {
             err(&v.to_string())
         );
         v.as_object_mut().unwrap().remove("content");
-        assert_eq!(err(&v.to_string()), "content is missing");
+        assert_eq!(err(&v.to_string()), "missing field `content`");
         v["content"] = "x".into();
         v["receipt"]["action"]["encoding"] = "UTF16".into();
         assert_eq!(
@@ -807,13 +835,16 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"Type":"Notification","Message":"{\"notificationType\":\"Received\"}"}"#),
-            "Message: mail is missing"
+            "Message: missing field `mail`"
         );
         assert_eq!(
             err(r#"{"hello":1}"#),
             "neither an SES receipt notification (no notificationType) nor an SNS envelope (no Type); top-level keys: hello"
         );
-        assert_eq!(err("[1]"), "the notification is not a JSON object");
+        assert_eq!(
+            err("[1]"),
+            "the notification is an array, not a JSON object"
+        );
     }
 
     #[test]
@@ -867,7 +898,7 @@ mod tests {
         );
         assert_eq!(
             e(serde_json::json!({"Records": [{"eventSource": "aws:ses"}]})),
-            "Records[0]: ses is missing"
+            "Records[0]: missing field `ses`"
         );
     }
 
@@ -888,6 +919,112 @@ mod tests {
         assert_eq!(t("2026-03-03T08:30:01Zjunk"), None);
         assert_eq!(t("garbage"), None);
         assert_eq!(t("é026-03-03T08:30:01Z"), None);
+        assert_eq!(t("2026-02-30T10:00:00Z"), None);
+        // Other ISO-8601 forms than SES's RFC 3339.
+        assert_eq!(t("2026-03-03T09:30:01.25+01"), Some(S3_RECEIVED_AT));
+        assert_eq!(t("2026-03-03T08:30:01,25Z"), Some(S3_RECEIVED_AT));
+        assert_eq!(t("2026-03-03t08:30:01.250z"), Some(S3_RECEIVED_AT));
+    }
+
+    #[test]
+    fn broken_events_name_the_field_path() {
+        let lambda_err = |v: &Value| parse_lambda_event(v).unwrap_err().to_string();
+
+        // SES invoke: the path runs from the event's top level.
+        let invoke: Value = serde_json::from_str(&fixture("ses-invoke.json")).unwrap();
+        let mut v = invoke.clone();
+        v["Records"][0]["ses"]["mail"]["messageId"] = 42.into();
+        assert_eq!(
+            lambda_err(&v),
+            "Records[0].ses.mail.messageId: invalid type: integer `42`, expected a string"
+        );
+        let mut v = invoke.clone();
+        v["Records"][0]["ses"]["receipt"]["action"] =
+            serde_json::json!({"type": "S3", "bucketName": "b"});
+        assert_eq!(
+            lambda_err(&v),
+            "Records[0].ses.receipt.action: missing field `objectKey`"
+        );
+        let mut v = invoke;
+        v["Records"][0]["ses"]["receipt"]["action"]["type"] = "Bounce".into();
+        assert_eq!(
+            lambda_err(&v),
+            "Records[0].ses: receipt.action.type \"Bounce\" is not \"S3\", \"SNS\" or \"Lambda\""
+        );
+
+        // SNS: per record (the path starts there), the notification inside `Sns.Message` a
+        // JSON document of its own.
+        let mut v: Value = serde_json::from_str(&fixture("sns-event.json")).unwrap();
+        let mut inner: Value =
+            serde_json::from_str(v["Records"][0]["Sns"]["Message"].as_str().unwrap()).unwrap();
+        inner["receipt"]["recipients"] = serde_json::json!(["a@example.com", {"x": 1}]);
+        v["Records"][0]["Sns"]["Message"] = inner.to_string().into();
+        let LambdaEvent::Sns(notices) = parse_lambda_event(&v).unwrap() else {
+            panic!("not SNS")
+        };
+        assert_eq!(
+            notices[0].as_ref().unwrap_err().to_string(),
+            "Sns.Message: receipt.recipients[1]: invalid type: map, expected a string"
+        );
+        v["Records"][0]["Sns"]["Message"] = 7.into();
+        let LambdaEvent::Sns(notices) = parse_lambda_event(&v).unwrap() else {
+            panic!("not SNS")
+        };
+        assert_eq!(
+            notices[0].as_ref().unwrap_err().to_string(),
+            "Sns.Message: invalid type: integer `7`, expected a string"
+        );
+
+        // SQS: a record SQS could not have written fails the event; a bad body is the record's.
+        let sqs: Value = serde_json::from_str(&fixture("sqs-sns-envelope.json")).unwrap();
+        let mut v = sqs.clone();
+        v["Records"][0]["attributes"]["ApproximateReceiveCount"] = 3.into();
+        assert_eq!(
+            lambda_err(&v),
+            "Records[0].attributes.ApproximateReceiveCount: invalid type: integer `3`, expected a string"
+        );
+        let mut v = sqs;
+        let mut envelope: Value =
+            serde_json::from_str(v["Records"][0]["body"].as_str().unwrap()).unwrap();
+        let mut inner: Value = serde_json::from_str(envelope["Message"].as_str().unwrap()).unwrap();
+        inner["mail"]["source"] = 5.into();
+        envelope["Message"] = inner.to_string().into();
+        v["Records"][0]["body"] = envelope.to_string().into();
+        let LambdaEvent::Sqs(records) = parse_lambda_event(&v).unwrap() else {
+            panic!("not SQS")
+        };
+        assert_eq!(
+            records[0].notice.as_ref().unwrap_err().to_string(),
+            "body: Message: mail.source: invalid type: integer `5`, expected a string"
+        );
+    }
+
+    #[test]
+    fn advisory_fields_of_another_shape_are_ignored() {
+        let mut v = s3_notification();
+        v["receipt"]["spfVerdict"] = "PASS".into();
+        v["receipt"]["dkimVerdict"] = serde_json::json!({"status": 1});
+        v["receipt"]["spamVerdict"] = Value::Null;
+        v["receipt"].as_object_mut().unwrap().remove("virusVerdict");
+        v["receipt"]["dmarcPolicy"] = serde_json::json!(["reject"]);
+        v["mail"]["timestamp"] = S3_RECEIVED_AT.into();
+        let n = parse_notification(&v.to_string()).unwrap();
+        assert_eq!(
+            n.verdicts,
+            Verdicts {
+                spf: Verdict::Unknown,
+                dkim: Verdict::Unknown,
+                dmarc: Verdict::Gray,
+                spam: Verdict::Unknown,
+                virus: Verdict::Unknown,
+                dmarc_policy: None,
+            }
+        );
+        assert_eq!(n.received_at, 0);
+        v["mail"].as_object_mut().unwrap().remove("timestamp");
+        v["mail"]["source"] = Value::Null;
+        let n = parse_notification(&v.to_string()).unwrap();
+        assert_eq!((n.received_at, n.mail_from.as_str()), (0, ""));
     }
 
     /// The shared corpus (real SES shapes): checked when present, skipped with one line if not.

@@ -64,6 +64,9 @@ pub struct Pipeline {
     targets: std::sync::Mutex<Option<(Arc<LoadedChains>, Arc<Dispatcher>)>>,
     /// When alias uses were last written to the directory (see [`Pipeline::flush_uses`]).
     uses_flushed: std::sync::Mutex<std::time::Instant>,
+    /// Every directory (one per config version) that uses were counted in and not all written
+    /// yet: a reload must not drop the counts of the tables it retires.
+    counted_in: std::sync::Mutex<Vec<Arc<sluice_directory::Tables>>>,
     /// Whether to print EMF metrics.
     metrics: bool,
 }
@@ -155,6 +158,7 @@ impl Pipeline {
             in_flight: Default::default(),
             targets: Default::default(),
             uses_flushed: std::sync::Mutex::new(std::time::Instant::now()),
+            counted_in: std::sync::Mutex::new(Vec::new()),
             metrics: options.metrics,
         };
         let loaded = pipeline.live.current();
@@ -300,6 +304,12 @@ impl Pipeline {
         handled.total_micros = started.elapsed().as_micros() as u64;
         if let Some(tables) = loaded.chains.tables() {
             count_uses(tables, &result);
+            {
+                let mut counted = self.counted_in.lock().unwrap_or_else(|e| e.into_inner());
+                if !counted.iter().any(|t| Arc::ptr_eq(t, tables)) {
+                    counted.push(tables.clone());
+                }
+            }
             let due = {
                 let mut last = self.uses_flushed.lock().unwrap_or_else(|e| e.into_inner());
                 let due = last.elapsed() >= USES_FLUSH_INTERVAL;
@@ -320,20 +330,27 @@ impl Pipeline {
     /// failed write keeps the counts for the next one and is logged: counts never hold up
     /// mail.
     pub async fn flush_uses(&self) {
-        let loaded = self.live.current();
-        let Some(tables) = loaded.chains.tables().cloned() else {
-            return;
+        // The current config's tables and any that a reload retired with counts pending.
+        let all: Vec<Arc<sluice_directory::Tables>> = {
+            let current = self.live.current();
+            let mut counted = self.counted_in.lock().unwrap_or_else(|e| e.into_inner());
+            counted.retain(|t| {
+                t.pending_uses() > 0 || current.chains.tables().is_some_and(|c| Arc::ptr_eq(c, t))
+            });
+            counted.clone()
         };
-        if tables.pending_uses() == 0 {
-            return;
-        }
-        match tokio::task::spawn_blocking(move || tables.flush_uses()).await {
-            Ok(Ok(written)) => tracing::debug!(written, "alias uses written to the directory"),
-            Ok(Err(e)) => tracing::warn!(
-                error = %e,
-                "alias uses not written to the directory; kept for the next try"
-            ),
-            Err(e) => tracing::warn!(error = %e, "writing alias uses panicked"),
+        for tables in all {
+            if tables.pending_uses() == 0 {
+                continue;
+            }
+            match tokio::task::spawn_blocking(move || tables.flush_uses()).await {
+                Ok(Ok(written)) => tracing::debug!(written, "alias uses written to the directory"),
+                Ok(Err(e)) => tracing::warn!(
+                    error = %e,
+                    "alias uses not written to the directory; kept for the next try"
+                ),
+                Err(e) => tracing::warn!(error = %e, "writing alias uses panicked"),
+            }
         }
     }
 

@@ -1,0 +1,25 @@
+"""`probe-python`: calls the host's two granted capabilities, `lookup.get` and `http.send`,
+for tests/all/languages.rs (the same rule as ../probe-js; see ../README.md)."""
+
+import json
+
+import sluice_sdk as sluice
+from sluice_sdk import http, lookup
+
+
+class Probe(sluice.Rule):
+    defaults = {"table": "", "key": "", "url": ""}
+
+    def evaluate(self, msg, ctx, config):
+        # A RuleFailure from either call propagates as it is (message and `temporary`).
+        value = lookup.get(config.table, config.key)
+        actions = [sluice.add_header("X-Probe-Lookup", "none" if value is None else value)]
+        body = json.dumps({"subject": msg.subject() or ""}, separators=(",", ":"),
+                          ensure_ascii=False)
+        answer = http.post_json(config.url, body)
+        actions.append(sluice.add_header("X-Probe-Status", str(answer.status)))
+        actions.append(sluice.add_header("X-Probe-Body", answer.text()))
+        return actions
+
+
+WitWorld = sluice.export(Probe)
