@@ -61,11 +61,24 @@ pub(crate) struct Target {
     connector: Option<tokio_rustls::TlsConnector>,
 }
 
+/// Makes aws-lc-rs rustls's process-wide provider. mail-send (and the config below) build
+/// with `ClientConfig::builder()`, which panics when both of rustls's providers are compiled
+/// in and none is installed; ring is, for the rules' HTTP client (`sluice-http`, through
+/// ureq, which names its provider itself), and so is aws-lc-rs, for the AWS SDK.
+fn install_crypto_provider() {
+    static INSTALL: std::sync::Once = std::sync::Once::new();
+    INSTALL.call_once(|| {
+        // An Err means another part of the process installed one first: that one serves.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    });
+}
+
 /// The TLS client for `config`; `None` without TLS.
 fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnector>, String> {
     if config.tls == TlsMode::None {
         return Ok(None);
     }
+    install_crypto_provider();
     let Some(path) = &config.tls_ca_file else {
         return mail_send::smtp::tls::build_tls_connector(!config.tls_verify)
             .map(Some)
