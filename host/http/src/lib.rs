@@ -220,6 +220,15 @@ mod tests {
         }
     }
 
+    /// GETs `url`, granted with this response cap, with two seconds to answer.
+    fn fetch(url: &str, max_response_bytes: usize) -> Result<HttpResponse, HttpError> {
+        HttpService::new().send(
+            &grant(url, max_response_bytes),
+            &get(url),
+            Instant::now() + Duration::from_secs(2),
+        )
+    }
+
     /// Serves one connection with `response`, and returns what the client sent.
     fn serve_once(response: String) -> (u16, std::thread::JoinHandle<String>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -283,13 +292,7 @@ mod tests {
             "HTTP/1.1 302 Found\r\nLocation: http://169.254.169.254/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string(),
         );
         let url = format!("http://127.0.0.1:{port}/");
-        let response = HttpService::new()
-            .send(
-                &grant(&url, 1024),
-                &get(&url),
-                Instant::now() + Duration::from_secs(2),
-            )
-            .unwrap();
+        let response = fetch(&url, 1024).unwrap();
         assert_eq!(response.status, 302);
         assert!(response.headers.contains(&(
             "location".to_string(),
@@ -306,13 +309,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: 2048\r\nConnection: close\r\n\r\n{body}"
         ));
         let url = format!("http://127.0.0.1:{port}/");
-        let err = HttpService::new()
-            .send(
-                &grant(&url, 16),
-                &get(&url),
-                Instant::now() + Duration::from_secs(2),
-            )
-            .unwrap_err();
+        let err = fetch(&url, 16).unwrap_err();
         server.join().unwrap();
         assert!(
             !err.temporary && err.message.contains("max_response_kb"),
@@ -326,13 +323,7 @@ mod tests {
             "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbusy".to_string(),
         );
         let url = format!("http://127.0.0.1:{port}/");
-        let response = HttpService::new()
-            .send(
-                &grant(&url, 1024),
-                &get(&url),
-                Instant::now() + Duration::from_secs(2),
-            )
-            .unwrap();
+        let response = fetch(&url, 1024).unwrap();
         server.join().unwrap();
         assert_eq!((response.status, response.body), (503, b"busy".to_vec()));
     }
@@ -343,13 +334,7 @@ mod tests {
         // the AWS SDK brings aws-lc-rs) and fails the handshake cleanly.
         let (port, server) = serve_once("HTTP/1.1 200 OK\r\n\r\n".to_string());
         let url = format!("https://127.0.0.1:{port}/");
-        let err = HttpService::new()
-            .send(
-                &grant(&url, 1024),
-                &get(&url),
-                Instant::now() + Duration::from_secs(2),
-            )
-            .unwrap_err();
+        let err = fetch(&url, 1024).unwrap_err();
         let _ = server.join();
         assert!(err.temporary, "{err:?}");
         assert!(
