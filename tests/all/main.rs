@@ -2,6 +2,7 @@
 //! One binary, one file per concern.
 
 mod actions;
+mod arc;
 mod cache;
 mod corpus;
 mod deploy;

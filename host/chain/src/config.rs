@@ -247,6 +247,7 @@ struct RawConfig {
     store: Option<StoreSection>,
     relay: Option<RelaySection>,
     inbound: Option<InboundSection>,
+    arc: Option<Spanned<crate::sealing::ArcSection>>,
     #[serde(default)]
     engine: EngineSection,
     #[serde(default)]
@@ -266,6 +267,8 @@ pub struct ConfigFile {
     pub relay: Option<RelayConfig>,
     /// `[inbound]`, if any.
     pub inbound: Option<InboundSection>,
+    /// `[arc]`: the sealer for copies the chain changed or relayed; `None`: no ARC sets.
+    pub arc: Option<std::sync::Arc<sluice_arc::Sealer>>,
     /// `[engine]`.
     pub engine: EngineSection,
     /// `[directory.NAME]`: the tables steps may be granted (`lookups = ["NAME"]`).
@@ -377,6 +380,12 @@ impl ConfigFile {
                 )));
             }
         }
+        let arc = raw
+            .arc
+            .as_ref()
+            .map(|a| crate::sealing::ArcSection::load(a, &resolve))
+            .transpose()
+            .map_err(at)?;
         for (name, section) in &raw.directory {
             check_directory(name, section.get_ref()).map_err(|m| at((section.span(), m)))?;
         }
@@ -385,6 +394,7 @@ impl ConfigFile {
             store,
             relay,
             inbound: raw.inbound,
+            arc,
             engine: raw.engine,
             directories: raw
                 .directory

@@ -4,13 +4,14 @@
 //! `ConfigFile::read` -> `RuleChains::load` (once) -> `RuleChains::process` (per message)
 //! -> a [`ProcessResult`] whose dispositions the dispatcher (`sluice-inbound`) delivers.
 
-// Modules depend in one direction: `breaker`, `targets`, `deliver` <- `config` <- `trace`
+// Modules depend in one direction: `breaker`, `targets`, `sealing`, `deliver` <- `config` <- `trace`
 // <- `chain` <- `reload`.
 mod breaker;
 mod chain;
 mod config;
 mod deliver;
 mod reload;
+mod sealing;
 mod targets;
 mod trace;
 
@@ -28,6 +29,7 @@ pub use deliver::{
     MAX_SEGMENT_BYTES,
 };
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
+pub use sealing::ArcSection;
 pub use targets::{
     Credentials, LmtpStoreConfig, LmtpUser, RelayConfig, RelaySection, RelayTransport,
     ServerAddress, ServerConfig, SmtpStoreConfig, StoreConfig, StoreSection, TlsMode,

@@ -289,6 +289,15 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
         };
         let _ = writeln!(out, "directory {name}: {place}");
     }
+    if let Some(sealer) = &config.arc {
+        let (name, record) = sealer.dns_record();
+        let _ = writeln!(
+            out,
+            "arc: sealing changed and relayed copies as d={} s={}; receivers need the TXT record\n  {name}  \"{record}\"",
+            sealer.domain(),
+            sealer.selector(),
+        );
+    }
     for chain in chains.chains() {
         let _ = writeln!(out, "domain {}", chain.domain);
         for (i, step) in chain.steps.iter().enumerate() {

@@ -69,6 +69,12 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         println!("{}", report::json(&result, &deliveries));
     } else {
         print!("{}", report::text(&result, &deliveries, &envelope));
+        if handled.arc.sealed > 0 {
+            println!("arc: {} copy/copies sealed", handled.arc.sealed);
+        }
+        for why in &handled.arc.unsealed {
+            println!("arc: not sealed: {why}");
+        }
     }
     Ok(if handled.retry.is_some() {
         ExitCode::from(EXIT_TEMPFAIL)

@@ -18,8 +18,8 @@ use sluice_deliver::{DeliveredLog, DirMailboxes, MailboxCopy, MailboxStore, Stor
 use sluice_mail::Message;
 
 use crate::deliver::{
-    BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Outbox, Refusal,
-    RefusalKind, Relay, RelayJob, Suppression, TraceMeta,
+    ArcStamp, BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Outbox, Refusal,
+    RefusalKind, Relay, RelayJob, Sealed, Suppression, TraceMeta,
 };
 use sluice_telemetry::{Address, Addresses};
 
@@ -41,6 +41,9 @@ pub struct Handled {
     /// Every bounce decision: a DSN sent, sent before, unconfirmed, or suppressed and why
     /// (including Sluice's own relay refusals, which are never bounced).
     pub bounces: Vec<BounceOutcome>,
+    /// `[arc]`: how many copies (a group's mailbox copies count once, a relay chunk once)
+    /// were sealed, and why the others that should have been were not.
+    pub arc: ArcReport,
     /// Why some recipient must be retried (a chain tempfailed, a mailbox deferred a copy);
     /// everything else listed here is done. The pipeline turns it into
     /// [`HandleFailure::Tempfail`], so the notification is retried.
@@ -49,6 +52,16 @@ pub struct Handled {
     pub chain_micros: u64,
     /// Time for the whole message (fetch, chains, deliveries), in µs.
     pub total_micros: u64,
+}
+
+/// What `[arc]` did for one message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ArcReport {
+    /// Sealed messages: one per group whose edited mailbox copies were sealed, one per
+    /// relayed message.
+    pub sealed: usize,
+    /// Why a message that should have been sealed was not (it went out unsealed).
+    pub unsealed: Vec<String>,
 }
 
 /// One mailbox copy that is stored.
@@ -278,6 +291,7 @@ impl Dispatcher {
             stored: Vec::new(),
             relayed: Vec::new(),
             bounces: Vec::new(),
+            arc: ArcReport::default(),
             retry: None,
             chain_micros: 0,
             total_micros: 0,
@@ -286,6 +300,10 @@ impl Dispatcher {
         let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut bounce_jobs: Vec<BounceJob> = Vec::new();
         let mut refused_copies: Vec<BounceJob> = Vec::new();
+        let stamp = config
+            .arc
+            .as_ref()
+            .map(|sealer| ArcStamp::new(sealer.clone(), envelope, original));
         for group in &result.groups {
             if let GroupOutcome::Tempfail { reason } = &group.outcome {
                 handled.all_refused = false;
@@ -354,11 +372,30 @@ impl Dispatcher {
                     }
                 }
             }
+            // A copy the chain changed carries an ARC set; one it passes on untouched keeps
+            // the sender's own signatures and needs none.
+            let sealed;
+            let mailbox_raw: &[u8] = match (&stamp, &group.output) {
+                (Some(stamp), Some(OutputMessage::Edited(_))) if !copies.is_empty() => {
+                    match stamp.seal(output_raw, id, "mailbox") {
+                        Sealed::Yes(bytes) => {
+                            handled.arc.sealed += 1;
+                            sealed = bytes;
+                            &sealed
+                        }
+                        Sealed::No(why) => {
+                            handled.arc.unsealed.push(why);
+                            output_raw
+                        }
+                    }
+                }
+                _ => output_raw,
+            };
             if !copies.is_empty() {
                 let request = StoreRequest {
                     message_id: id,
                     mail_from: &envelope.mail_from,
-                    bytes: output_raw,
+                    bytes: mailbox_raw,
                     copies: &copies,
                     trace: &trace,
                 };
@@ -381,7 +418,7 @@ impl Dispatcher {
             };
             for job in &relays {
                 let refused = self
-                    .relay(config, group, job, output, id, &mut handled)
+                    .relay(config, group, job, output, stamp.as_ref(), &mut handled)
                     .await?;
                 let mut policy = Vec::new();
                 for Refusal {
@@ -462,6 +499,12 @@ impl Dispatcher {
                 .map(|(r, n)| format!("{}={n}", r.as_str()))
                 .collect();
             summary.push(format!("bounce_suppressed={total}({})", by.join(",")));
+        }
+        if handled.arc.sealed > 0 {
+            summary.push(format!("arc_sealed={}", handled.arc.sealed));
+        }
+        if !handled.arc.unsealed.is_empty() {
+            summary.push(format!("arc_unsealed={}", handled.arc.unsealed.len()));
         }
         let unconfirmed = handled.unconfirmed();
         if !unconfirmed.is_empty() {
@@ -567,9 +610,11 @@ impl Dispatcher {
         group: &GroupResult,
         job: &RelayJob,
         output: &Message,
-        id: &str,
+        stamp: Option<&ArcStamp>,
         handled: &mut Handled,
     ) -> Result<Vec<Refusal>, HandleError> {
+        let id = handled.message_id.clone();
+        let id = id.as_str();
         let (Some(relay), Some(markers)) = (&config.relay, &self.markers) else {
             tracing::warn!(message_id = id, recipients = %Addresses(&job.recipients), "not relayed: the config has no [relay]");
             handled
@@ -597,6 +642,7 @@ impl Dispatcher {
             from: relay.from.clone(),
             allow_domains: relay.allow_domains.clone(),
             max_hops: relay.max_hops,
+            arc: stamp.cloned(),
         };
         let via = if group.domain == "*" {
             relay.domain()
@@ -616,6 +662,13 @@ impl Dispatcher {
                 })
                 .collect::<Vec<_>>()
         };
+        if stamp.is_some() && !report.sent.is_empty() {
+            match &report.arc {
+                Some(Err(why)) => handled.arc.unsealed.push(why.clone()),
+                Some(Ok(())) => handled.arc.sealed += 1,
+                None => {}
+            }
+        }
         handled
             .relayed
             .extend(outcome(&report.sent, RelayStatus::Sent));

@@ -60,6 +60,7 @@ impl Env {
             from: "forwarder@example.com".into(),
             allow_domains: vec!["partner.example".into()],
             max_hops: 3,
+            arc: None,
         }
     }
 

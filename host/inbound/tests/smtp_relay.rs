@@ -51,6 +51,7 @@ async fn relays_and_bounces_through_a_smarthost_once() {
         from: "forwarder@example.com".into(),
         allow_domains: vec!["partner.example".into()],
         max_hops: 3,
+        arc: None,
     };
     let msg = Message::parse(ORIGINAL.as_bytes().to_vec()).unwrap();
     let job = RelayJob {

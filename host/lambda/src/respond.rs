@@ -224,6 +224,7 @@ mod tests {
                 stored: vec![],
                 relayed: vec![],
                 bounces: vec![],
+                arc: Default::default(),
                 retry: None,
                 chain_micros: 0,
                 total_micros: 0,

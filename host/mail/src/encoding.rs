@@ -1,69 +1,54 @@
 //! Content-transfer encoders for rewritten text parts.
 
-use base64::Engine as _;
+use encodify::{
+    base64::{self, LineEnding},
+    qp,
+};
 
-/// Upper-case hex digits, as RFC 2045 requires for quoted-printable.
-pub(crate) const HEX: &[u8; 16] = b"0123456789ABCDEF";
-
-/// The longest encoded line, without its line ending (RFC 2045 section 6.7 rule 5).
-const QP_LINE: usize = 76;
-/// Base64 line length (RFC 2045 section 6.8).
-const B64_LINE: usize = 76;
+/// Base64 in lines of 76 characters (RFC 2045 section 6.8), with either line ending.
+const B64_LF: base64::Base64 = base64::STANDARD.wrapped(76, LineEnding::Lf);
+const B64_CRLF: base64::Base64 = base64::STANDARD.wrapped(76, LineEnding::CrLf);
 
 /// Quoted-printable (RFC 2045 section 6.7): line breaks in `text` ("\n" or "\r\n") become hard
 /// breaks written as `le`; `=`, control and non-ASCII bytes and whitespace before a line break
 /// are encoded; soft breaks keep every line within 76 characters.
+///
+/// encodify's `qp::BODY` (the engine mail-builder 2 encodes bodies with) writes CRLF only; it
+/// escapes every CR in the text, so each CRLF it writes is a line break and becomes `le`.
 pub(crate) fn quoted_printable(text: &[u8], le: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 8 + 16);
-    let mut lines = text.split(|&b| b == b'\n').peekable();
-    while let Some(line) = lines.next() {
-        let is_last = lines.peek().is_none();
-        let line = if is_last {
-            line
-        } else {
-            line.strip_suffix(b"\r").unwrap_or(line)
-        };
-        let mut width = 0;
-        for (i, &b) in line.iter().enumerate() {
-            let at_end = i + 1 == line.len();
-            let literal = match b {
-                b' ' | b'\t' => !at_end,
-                b'=' => false,
-                33..=126 => true,
-                _ => false,
-            };
-            let len = if literal { 1 } else { 3 };
-            // A soft break needs one column for its '='; the line's last token may use it.
-            let limit = if at_end { QP_LINE } else { QP_LINE - 1 };
-            if width + len > limit {
-                out.push(b'=');
-                out.extend_from_slice(le.as_bytes());
-                width = 0;
-            }
-            if literal {
-                out.push(b);
-            } else {
-                out.extend_from_slice(&[b'=', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
-            }
-            width += len;
-        }
-        if !is_last {
-            out.extend_from_slice(le.as_bytes());
-        }
-    }
-    out
+    qp::BODY.encode_append(text, &mut out);
+    crlf_to(out, le)
 }
 
 /// Base64 in lines of 76 characters separated by `le`, without a final line ending.
 pub(crate) fn base64_lines(data: &[u8], le: &str) -> Vec<u8> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / B64_LINE * le.len());
-    for (i, chunk) in encoded.as_bytes().chunks(B64_LINE).enumerate() {
-        if i > 0 {
-            out.extend_from_slice(le.as_bytes());
-        }
-        out.extend_from_slice(chunk);
+    let (engine, ending) = if le == "\n" {
+        (B64_LF, "\n")
+    } else {
+        (B64_CRLF, "\r\n")
+    };
+    let mut out = Vec::with_capacity(engine.encoded_len(data.len()));
+    engine.encode_append(data, &mut out);
+    if out.ends_with(ending.as_bytes()) {
+        out.truncate(out.len() - ending.len());
     }
+    crlf_to(out, le)
+}
+
+/// Rewrites every CRLF in `bytes` (line breaks written by a CRLF-only encoder) as `le`.
+pub(crate) fn crlf_to(bytes: Vec<u8>, le: &str) -> Vec<u8> {
+    if le == "\r\n" || !bytes.contains(&b'\r') {
+        return bytes;
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes.as_slice();
+    while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+        out.extend_from_slice(&rest[..i]);
+        out.extend_from_slice(le.as_bytes());
+        rest = &rest[i + 2..];
+    }
+    out.extend_from_slice(rest);
     out
 }
 
@@ -91,6 +76,7 @@ pub(crate) fn longest_line(text: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ::base64::Engine as _;
 
     fn qp_decode(s: &[u8]) -> Vec<u8> {
         mailparse::parse_mail(
@@ -163,11 +149,26 @@ mod tests {
             .filter(|b| !b"\r\n".contains(b))
             .collect();
         assert_eq!(
-            base64::engine::general_purpose::STANDARD
+            ::base64::engine::general_purpose::STANDARD
                 .decode(joined)
                 .unwrap(),
             data
         );
+    }
+
+    #[test]
+    fn base64_keeps_the_line_ending() {
+        let data = [7u8; 200];
+        for le in ["\r\n", "\n"] {
+            let enc = base64_lines(&data, le);
+            let lines: Vec<&[u8]> = enc.split(|&b| b == b'\n').collect();
+            assert_eq!(lines.len(), 4);
+            assert!(lines
+                .iter()
+                .all(|l| l.len() == 76 + le.len() - 1 || l == lines.last().unwrap()));
+            assert_eq!(enc.contains(&b'\r'), le == "\r\n");
+            assert!(!enc.ends_with(b"\n"));
+        }
     }
 
     #[test]

@@ -6,17 +6,21 @@
 
 use std::borrow::Cow;
 
-use base64::Engine as _;
+use encodify::{rfc2047, Fold};
+use mail_builder::headers::{raw::Raw, Header as _};
 use mail_parser::{parsers::MessageStream, Header, HeaderValue};
 
 use crate::edit::EditError;
+use crate::encoding::{crlf_to, longest_line};
 
 /// The longest line we aim for when folding (RFC 5322 section 2.1.1 "SHOULD").
 const FOLD_AT: usize = 78;
 /// The longest line RFC 5322 allows.
 const MAX_LINE: usize = 998;
-/// The longest RFC 2047 encoded-word.
-const MAX_ENCODED_WORD: usize = 75;
+/// The longest line of encoded-words (RFC 2047 section 2).
+const ENCODED_LINE: usize = 76;
+/// The shortest encoded-word that holds any one character: `=?UTF-8?Q??=` around four `=XX`.
+const MIN_FIRST_WORD: usize = "=?UTF-8?Q??=".len() + 4 * 3;
 
 /// One piece of a header block.
 #[derive(Debug, Clone)]
@@ -365,134 +369,60 @@ pub(crate) fn prefix_raw_value(
 
 /// Folds `name: value` before whitespace so lines stay within 78 characters where possible;
 /// `None` when some line would still exceed 998.
+///
+/// mail-builder's `Raw` header folds unstructured text exactly so (before a whitespace run,
+/// which it keeps); it writes CRLF, turned into `le` here. Its `Text` header does not serve:
+/// it writes any value over 77 characters as encoded-words instead of folding it.
 fn fold_ascii(name: &str, value: &str, le: &str) -> Option<String> {
-    let mut out = String::with_capacity(name.len() + value.len() + 8);
-    out.push_str(name);
-    out.push(':');
     if value.is_empty() {
-        out.push_str(le);
-        return Some(out);
+        return Some(format!("{name}:{le}"));
     }
-    // Segments: a whitespace run followed by a word; the first is " " + the first word.
-    let mut segments: Vec<&str> = Vec::new();
-    let bytes = value.as_bytes();
-    let mut start = 0;
-    for i in 1..bytes.len() {
-        let ws = matches!(bytes[i], b' ' | b'\t');
-        let prev_ws = matches!(bytes[i - 1], b' ' | b'\t');
-        if ws && !prev_ws {
-            segments.push(&value[start..i]);
-            start = i;
-        }
+    let mut out = format!("{name}: ").into_bytes();
+    let column = out.len();
+    Raw::new(value).write_header(&mut out, column);
+    let out = crlf_to(out, le);
+    if longest_line(&out) > MAX_LINE {
+        return None;
     }
-    segments.push(&value[start..]);
-    let mut line = out.len() + 1;
-    out.push(' ');
-    let mut longest = 0;
-    for (i, seg) in segments.iter().enumerate() {
-        // Never fold before a segment that is only whitespace: that would leave a blank line.
-        let foldable = i > 0 && seg.bytes().any(|b| !matches!(b, b' ' | b'\t'));
-        if foldable && line + seg.len() > FOLD_AT {
-            longest = longest.max(line);
-            out.push_str(le);
-            line = 0;
-        }
-        out.push_str(seg);
-        line += seg.len();
-    }
-    longest = longest.max(line);
-    out.push_str(le);
-    (longest <= MAX_LINE).then_some(out)
+    // ASCII in, ASCII out: the value is plain ASCII and the folder only adds line breaks.
+    String::from_utf8(out).ok()
 }
 
 /// Encodes the whole value as UTF-8 encoded-words (B or Q, whichever is shorter), each at most
-/// 75 characters, one per line after the first.
+/// 75 characters, in lines of at most 76.
+///
+/// encodify's word encoder (the one mail-builder 2 is built on) does the encoding; mail-builder's
+/// own `Text` header does not serve: it decides by itself whether to encode, so it would write
+/// an ASCII value that looks like an encoded-word (`=?utf-8?q?x?=`) as is, to be decoded by
+/// readers; and its Q words keep characters such as `"`, `(` and `,` literal, which RFC 2047
+/// section 5 rule 3 forbids in a phrase (these words also make up a From display name).
 fn encode_words(name: &str, value: &str, le: &str) -> String {
-    let q_len: usize = value.bytes().map(q_cost).sum();
-    let b_len = value.len().div_ceil(3) * 4;
-    let use_q = q_len <= b_len;
-    const OVERHEAD: usize = "=?UTF-8?B??=".len();
-
-    let mut out = String::with_capacity(name.len() + b_len.max(q_len) * 2);
+    if value.is_empty() {
+        return format!("{name}:{le}");
+    }
+    let encoder = if rfc2047::Q_PHRASE.payload_len(value) <= rfc2047::B.payload_len(value) {
+        rfc2047::Q_PHRASE
+    } else {
+        rfc2047::B
+    };
+    let separator = format!("{le} ");
+    let fold = Fold::new(ENCODED_LINE, separator.as_bytes(), 1);
+    // A long name still gets a word on its line, as the hand-written encoder did: a fold right
+    // after the colon leaves its space in the value for some readers (mailparse). So the encoder
+    // is told the first line has room for at least one word holding any one character.
+    let mut column = (name.len() + ": ".len()).min(ENCODED_LINE - MIN_FIRST_WORD);
+    let mut words = String::with_capacity(value.len() * 3);
+    encoder.encode_words("UTF-8", value, &mut column, fold, &mut words);
+    let mut out = String::with_capacity(name.len() + words.len() + 4);
     out.push_str(name);
     out.push(':');
-    // Keep the first line within 76 characters when the name leaves room for a useful word.
-    let mut budget = MAX_ENCODED_WORD
-        .saturating_sub(name.len() + 2)
-        .max(OVERHEAD + 8);
-    let mut chunk_start = 0;
-    let mut chunk_len = 0; // encoded length of value[chunk_start..i]
-    let mut first = true;
-    let emit = |out: &mut String, chunk: &str, first: &mut bool| {
-        if !*first {
-            out.push_str(le);
-        }
+    // Should the encoder still start with a fold, the field must not end the line in a space.
+    if !words.starts_with(&separator) {
         out.push(' ');
-        out.push_str(if use_q { "=?UTF-8?Q?" } else { "=?UTF-8?B?" });
-        if use_q {
-            for b in chunk.bytes() {
-                q_push(out, b);
-            }
-        } else {
-            out.push_str(&base64::engine::general_purpose::STANDARD.encode(chunk));
-        }
-        out.push_str("?=");
-        *first = false;
-    };
-    for (i, c) in value.char_indices() {
-        let grown = if use_q {
-            chunk_len + q_char_cost(c)
-        } else {
-            (i + c.len_utf8() - chunk_start).div_ceil(3) * 4
-        };
-        if OVERHEAD + grown > budget && i > chunk_start {
-            emit(&mut out, &value[chunk_start..i], &mut first);
-            budget = MAX_ENCODED_WORD;
-            chunk_start = i;
-            chunk_len = if use_q {
-                q_char_cost(c)
-            } else {
-                c.len_utf8().div_ceil(3) * 4
-            };
-        } else {
-            chunk_len = grown;
-        }
     }
-    if chunk_start < value.len() || first {
-        emit(&mut out, &value[chunk_start..], &mut first);
-    }
+    out.push_str(&words);
     out.push_str(le);
     out
-}
-
-/// Characters a Q-encoded word may carry literally (RFC 2047 section 5 rule 3), plus the space
-/// written as `_`.
-fn q_literal(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'!' | b'*' | b'+' | b'-' | b'/' | b' ')
-}
-
-fn q_cost(b: u8) -> usize {
-    if q_literal(b) {
-        1
-    } else {
-        3
-    }
-}
-
-fn q_char_cost(c: char) -> usize {
-    c.encode_utf8(&mut [0; 4]).bytes().map(q_cost).sum()
-}
-
-fn q_push(out: &mut String, b: u8) {
-    match b {
-        b' ' => out.push('_'),
-        b if q_literal(b) => out.push(b as char),
-        b => {
-            out.push('=');
-            out.push(crate::encoding::HEX[(b >> 4) as usize] as char);
-            out.push(crate::encoding::HEX[(b & 15) as usize] as char);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -555,7 +485,7 @@ mod tests {
                 let field = String::from_utf8(encode_field("Subject", value, le)).unwrap();
                 assert!(field.is_ascii());
                 for word in field.split_whitespace().filter(|w| w.starts_with("=?")) {
-                    assert!(word.len() <= MAX_ENCODED_WORD, "{word}");
+                    assert!(word.len() <= rfc2047::MAX_WORD_LEN, "{word}");
                 }
                 for line in field.split(le) {
                     assert!(line.len() <= 78, "{line:?}");

@@ -13,12 +13,14 @@
 //! Nothing here knows about chains or events: the pipeline decides what goes where and calls
 //! these with the message each group delivers.
 
+mod arc;
 mod dsn;
 mod mailbox;
 mod markers;
 mod outbound;
 mod relay;
 
+pub use arc::{ArcStamp, Sealed};
 pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer, Suppression};
 pub use mailbox::S3Mailboxes;
 pub use markers::S3DeliveredLog;

@@ -4,6 +4,7 @@
 use serde_json::json;
 use sluice_mail::{hop_count, rewrite_for_relay, Message, RelayRewrite};
 
+use super::arc::{ArcStamp, Sealed};
 use super::markers::{send_name, send_once, SendOutcome};
 use super::outbound::Outbound;
 use super::{domain_of, DeliverError, Markers};
@@ -24,6 +25,8 @@ pub struct Relay {
     pub allow_domains: Vec<String>,
     /// A message that already carries this many loop headers is not relayed again.
     pub max_hops: usize,
+    /// `[arc]`: an ARC set on each relayed copy, after the rewrite (so it signs what is sent).
+    pub arc: Option<ArcStamp>,
 }
 
 /// What one relay should send.
@@ -104,6 +107,8 @@ pub struct RelayReport {
     pub unconfirmed: Vec<String>,
     /// Not sent, and why (domain not allowed, loop, too large).
     pub refused: Vec<Refusal>,
+    /// With `[arc]`, once a copy was rewritten: sealed (`Ok`) or why not (it went unsealed).
+    pub arc: Option<Result<(), String>>,
 }
 
 impl Relay {
@@ -207,6 +212,17 @@ impl Relay {
                 "message {message_id}: cannot rewrite it for relaying from {from}: {e}"
             ))
         })?;
+        let raw = match self.arc.as_ref().map(|a| a.seal(&raw, message_id, "relay")) {
+            Some(Sealed::Yes(sealed)) => {
+                report.arc = Some(Ok(()));
+                sealed
+            }
+            Some(Sealed::No(why)) => {
+                report.arc = Some(Err(why));
+                raw
+            }
+            None => raw,
+        };
         if let Some(max) = self.via.max_bytes().filter(|max| raw.len() > *max) {
             let reason = format!(
                 "the message is {} bytes after the relay rewrite; SES sends at most {max} bytes",
@@ -285,6 +301,7 @@ mod tests {
             from: "f@example.com".into(),
             allow_domains: vec!["Gmail.com".into(), ".partner.example".into()],
             max_hops: 3,
+            arc: None,
         };
         for ok in [
             "a@gmail.com",
