@@ -418,7 +418,7 @@ impl Dispatcher {
             };
             for job in &relays {
                 let refused = self
-                    .relay(config, group, job, output, stamp.as_ref(), &mut handled)
+                    .relay(config, group, job, output, id, stamp.as_ref(), &mut handled)
                     .await?;
                 let mut policy = Vec::new();
                 for Refusal {
@@ -610,11 +610,10 @@ impl Dispatcher {
         group: &GroupResult,
         job: &RelayJob,
         output: &Message,
+        id: &str,
         stamp: Option<&ArcStamp>,
         handled: &mut Handled,
     ) -> Result<Vec<Refusal>, HandleError> {
-        let id = handled.message_id.clone();
-        let id = id.as_str();
         let (Some(relay), Some(markers)) = (&config.relay, &self.markers) else {
             tracing::warn!(message_id = id, recipients = %Addresses(&job.recipients), "not relayed: the config has no [relay]");
             handled
