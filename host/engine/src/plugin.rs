@@ -5,9 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
+use wasmtime::component::{Component, ComponentExportIndex};
+use wasmtime::Store;
 
-use crate::bindings::RulePre;
+use crate::bindings::{RuleInstance, RulePre};
 use crate::cache::CacheMiss;
 use crate::engine::{EngineError, RuleEngine};
 use crate::state::StoreState;
@@ -39,6 +40,8 @@ struct PluginInner {
     name: String,
     sha256: String,
     pre: RulePre<StoreState>,
+    /// Where `evaluate` is among the component's exports.
+    evaluate: ComponentExportIndex,
     uses_wasi: bool,
     source: LoadSource,
     size: u64,
@@ -111,11 +114,16 @@ impl RulePlugin {
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
         let pre = RulePre::new(pre).map_err(wrong_world)?;
+        // `RulePre::new` found and type-checked it, so it is there.
+        let evaluate = component
+            .get_export_index(None, "evaluate")
+            .ok_or_else(|| wrong_world(wasmtime::format_err!("no export `evaluate`")))?;
         Ok(RulePlugin {
             inner: Arc::new(PluginInner {
                 name: name.to_string(),
                 sha256,
                 pre,
+                evaluate,
                 uses_wasi,
                 source,
                 size: bytes.len() as u64,
@@ -156,6 +164,18 @@ impl RulePlugin {
 
     pub(crate) fn pre(&self) -> &RulePre<StoreState> {
         &self.inner.pre
+    }
+
+    /// A new instance of the rule in `store`.
+    pub(crate) fn instantiate(
+        &self,
+        store: &mut Store<StoreState>,
+    ) -> wasmtime::Result<RuleInstance> {
+        let instance = self.inner.pre.instance_pre().instantiate(&mut *store)?;
+        let evaluate = instance
+            .get_func(&mut *store, self.inner.evaluate)
+            .ok_or_else(|| wasmtime::format_err!("the instance has no `evaluate` function"))?;
+        Ok(RuleInstance::new(evaluate))
     }
 }
 

@@ -8,7 +8,7 @@ use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
 
 use crate::bindings::sluice::rules::types::Context;
-use crate::bindings::{MessageRef, Rule};
+use crate::bindings::{MessageRef, RuleInstance};
 use crate::engine::{EngineError, RuleEngine};
 use crate::http::HttpClient;
 use crate::lookup::{LookupTables, StepGrants};
@@ -92,7 +92,7 @@ impl<'e> MessageSession<'e> {
         let store = self.store.get_or_insert_with(|| new_store(engine));
         begin(store, engine, step, limits, grants, capabilities);
         let started = Instant::now();
-        let (outcome, poisoned) = match plugin.pre().instantiate(&mut *store) {
+        let (outcome, poisoned) = match plugin.instantiate(store) {
             Ok(rule) => call_rule(store, &rule, &self.message, limits, ctx),
             Err(err) => (instantiate_failed(store, err, limits), true),
         };
@@ -127,7 +127,7 @@ impl<'e> MessageSession<'e> {
                     grants,
                     self.capabilities(),
                 );
-                match plugin.pre().instantiate(&mut store) {
+                match plugin.instantiate(&mut store) {
                     Ok(rule) => {
                         pool.created();
                         WarmInstance::new(store, rule)
@@ -257,7 +257,7 @@ fn instantiate_failed(
 /// the call trapped: wasmtime refuses to enter any instance of that store again.
 fn call_rule(
     store: &mut Store<StoreState>,
-    rule: &Rule,
+    rule: &RuleInstance,
     message: &Arc<Message>,
     limits: &StepLimits,
     ctx: &Context,

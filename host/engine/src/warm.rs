@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use wasmtime::Store;
 
-use crate::bindings::Rule;
+use crate::bindings::RuleInstance;
 use crate::state::{StoreState, STDIO_CAPACITY};
 
 /// How long a warm instance lives and how many are kept.
@@ -47,13 +47,13 @@ impl Default for WarmSettings {
 /// One warm instance: its own store and the instantiated rule.
 pub(crate) struct WarmInstance {
     pub(crate) store: Store<StoreState>,
-    pub(crate) rule: Rule,
+    pub(crate) rule: RuleInstance,
     served: u32,
     born: Instant,
 }
 
 impl WarmInstance {
-    pub(crate) fn new(store: Store<StoreState>, rule: Rule) -> WarmInstance {
+    pub(crate) fn new(store: Store<StoreState>, rule: RuleInstance) -> WarmInstance {
         WarmInstance {
             store,
             rule,
