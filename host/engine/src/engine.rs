@@ -261,12 +261,14 @@ impl RuleEngine {
         self.cache.as_ref()
     }
 
-    /// Epoch ticks for a deadline, counted from the epoch as it is now: rounded up, plus one
-    /// because the current tick may be almost over, plus the ticks the ticker owes (it
-    /// catches up at once after a late wake-up, which would otherwise end the step early).
-    pub(crate) fn deadline_ticks(&self, timeout: Duration) -> u64 {
+    /// Epoch ticks for a deadline, counted from the epoch as it is at `now` (the caller's
+    /// clock reading, so a step reads the clock once for its start and its deadline): rounded
+    /// up, plus one because the current tick may be almost over, plus the ticks the ticker
+    /// owes (it catches up at once after a late wake-up, which would otherwise end the step
+    /// early).
+    pub(crate) fn deadline_ticks(&self, timeout: Duration, now: Instant) -> u64 {
         let tick = self.epoch_tick.as_nanos().max(1);
-        let due = (self.epoch_start.elapsed().as_nanos() / tick) as u64;
+        let due = (now.saturating_duration_since(self.epoch_start).as_nanos() / tick) as u64;
         let lag = due.saturating_sub(self.epoch_given.load(Ordering::Acquire));
         (timeout.as_nanos().div_ceil(tick) as u64).max(1) + 1 + lag
     }

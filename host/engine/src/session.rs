@@ -90,8 +90,8 @@ impl<'e> MessageSession<'e> {
             http: &self.http,
         };
         let store = self.store.get_or_insert_with(|| new_store(engine));
-        begin(store, engine, step, limits, grants, capabilities);
         let started = Instant::now();
+        begin(store, engine, step, limits, grants, capabilities, started);
         let (outcome, poisoned) = match plugin.instantiate(store) {
             Ok(rule) => call_rule(store, &rule, &self.message, limits, ctx),
             Err(err) => (instantiate_failed(store, err, limits), true),
@@ -115,7 +115,7 @@ impl<'e> MessageSession<'e> {
         pool: &WarmPool,
     ) -> StepReport {
         let started = Instant::now();
-        let mut instance = match pool.take() {
+        let mut instance = match pool.take(started) {
             Some(instance) => instance,
             None => {
                 let mut store = new_store(self.engine);
@@ -126,6 +126,7 @@ impl<'e> MessageSession<'e> {
                     limits,
                     grants,
                     self.capabilities(),
+                    started,
                 );
                 match plugin.instantiate(&mut store) {
                     Ok(rule) => {
@@ -146,6 +147,7 @@ impl<'e> MessageSession<'e> {
             limits,
             grants,
             self.capabilities(),
+            started,
         );
         let (outcome, _) = call_rule(
             &mut instance.store,
@@ -159,7 +161,7 @@ impl<'e> MessageSession<'e> {
         if failed {
             pool.discarded();
         } else {
-            pool.give_back(instance);
+            pool.give_back(instance, started);
         }
         report
     }
@@ -173,7 +175,7 @@ struct Capabilities<'a> {
 }
 
 /// Prepares `store` for one step: clears what the previous step left, sets the memory cap,
-/// the deadline and the step's grants.
+/// the deadline (counted from `now`, the step's start) and the step's grants.
 fn begin(
     store: &mut Store<StoreState>,
     engine: &RuleEngine,
@@ -181,16 +183,17 @@ fn begin(
     limits: &StepLimits,
     grants: &StepGrants,
     capabilities: Capabilities<'_>,
+    now: Instant,
 ) {
     let data = store.data_mut();
     data.begin_step(step);
     data.grants = grants.clone();
     data.tables = capabilities.tables.clone();
     data.http = capabilities.http.clone();
-    data.deadline = Instant::now() + limits.timeout;
+    data.deadline = now + limits.timeout;
     data.limiter.memory_cap = limits.memory_bytes.min(engine.max_memory_bytes);
     data.limiter.memory_cap_hit = None;
-    let ticks = engine.deadline_ticks(limits.timeout);
+    let ticks = engine.deadline_ticks(limits.timeout, now);
     store.set_epoch_deadline(ticks);
 }
 
@@ -323,7 +326,9 @@ impl RulePlugin {
         store.data_mut().limiter.memory_cap = limits.memory_bytes.min(engine.max_memory_bytes);
         store.limiter(|s| &mut s.limiter);
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(engine.deadline_ticks(limits.timeout.max(Duration::from_secs(1))));
+        store.set_epoch_deadline(
+            engine.deadline_ticks(limits.timeout.max(Duration::from_secs(1)), Instant::now()),
+        );
         let failed = |e: wasmtime::Error| EngineError::ValidateFailed {
             plugin: self.name().to_string(),
             reason: format!("{e:#}"),

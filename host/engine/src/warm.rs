@@ -62,15 +62,17 @@ impl WarmInstance {
         }
     }
 
-    /// Whether it may serve another message under `settings`.
-    fn fit(&self, settings: &WarmSettings) -> bool {
+    /// Whether it may serve another message under `settings`, at `now`.
+    fn fit(&self, settings: &WarmSettings, now: Instant) -> bool {
         let stdio_full = self
             .store
             .data()
             .wasi
             .as_ref()
             .is_some_and(|w| w.stdout_seen.max(w.stderr_seen) > STDIO_CAPACITY / 2);
-        self.served < settings.max_messages && self.born.elapsed() < settings.max_age && !stdio_full
+        self.served < settings.max_messages
+            && now.saturating_duration_since(self.born) < settings.max_age
+            && !stdio_full
     }
 }
 
@@ -114,11 +116,11 @@ impl WarmPool {
         &self.settings
     }
 
-    /// An idle instance fit to serve, if there is one (unfit ones are dropped).
-    pub(crate) fn take(&self) -> Option<WarmInstance> {
+    /// An idle instance fit to serve at `now`, if there is one (unfit ones are dropped).
+    pub(crate) fn take(&self, now: Instant) -> Option<WarmInstance> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(instance) = idle.pop() {
-            if instance.fit(&self.settings) {
+            if instance.fit(&self.settings, now) {
                 self.reused.fetch_add(1, Ordering::Relaxed);
                 return Some(instance);
             }
@@ -131,10 +133,11 @@ impl WarmPool {
         self.created.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Returns an instance after a message it served without failing.
-    pub(crate) fn give_back(&self, mut instance: WarmInstance) {
+    /// Returns an instance after a message it served without failing; `now` is the
+    /// message's start (an instance that ages out during it goes at the next `take`).
+    pub(crate) fn give_back(&self, mut instance: WarmInstance, now: Instant) {
         instance.served += 1;
-        if !instance.fit(&self.settings) {
+        if !instance.fit(&self.settings, now) {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
