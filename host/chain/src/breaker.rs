@@ -61,18 +61,27 @@ impl CircuitBreaker {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `Some(time left)` when the step must be skipped now.
+    /// `Some(time left)` when the step must be skipped at `now`.
     pub fn open_for(&self, now: Instant) -> Option<Duration> {
+        self.open_at(|| now)
+    }
+
+    /// `Some(time left)` when the step must be skipped now. Reads the clock only when the
+    /// breaker has opened: a closed breaker is every healthy message's case.
+    pub fn open_now(&self) -> Option<Duration> {
+        self.open_at(Instant::now)
+    }
+
+    fn open_at(&self, now: impl FnOnce() -> Instant) -> Option<Duration> {
         let mut state = self.state();
-        match state.open_until {
-            Some(until) if until > now => Some(until - now),
-            Some(_) => {
-                // Cool-down over: let one message through; one more failure reopens.
-                state.open_until = None;
-                None
-            }
-            None => None,
+        let until = state.open_until?;
+        let now = now();
+        if until > now {
+            return Some(until - now);
         }
+        // Cool-down over: let one message through; one more failure reopens.
+        state.open_until = None;
+        None
     }
 
     /// Records a success: the breaker closes.
