@@ -317,7 +317,7 @@ config = {{ to = ["bob.personal@gmail.example"], subject_prefix = "[fwd] ", reci
         r.groups[0]
             .steps
             .iter()
-            .map(|s| s.step.as_str())
+            .map(|s| &*s.step)
             .collect::<Vec<_>>(),
         ["alias", "forward"]
     );

@@ -27,8 +27,8 @@ pub const DEFAULT_FOLDER: &str = "INBOX";
 /// One step of a chain, ready to run.
 #[derive(Debug, Clone)]
 pub struct Step {
-    /// Name for the trace and logs.
-    pub name: String,
+    /// Name for the trace and logs (shared with every message's trace).
+    pub name: Arc<str>,
     /// The loaded component.
     pub plugin: RulePlugin,
     /// Deadline, memory cap, action limit.
@@ -240,7 +240,7 @@ impl RuleChains {
                     .validate_config(engine, &config_json, &limits)
                     .map_err(|e| at(e.to_string()))?;
                 steps.push(Step {
-                    name,
+                    name: name.into(),
                     plugin,
                     limits,
                     on_error: s.on_error,
@@ -398,7 +398,7 @@ impl RuleChains {
             ctx.recipients.clone_from(&run.recipients);
             ctx.config.clone_from(&step.config_json);
             match run_with_breaker(session, step, &ctx) {
-                Ok(report) => run.record(step, &report),
+                Ok(report) => run.record(step, report),
                 Err(reason) => run.skip(step, reason),
             }
             if run.ended() {
@@ -716,29 +716,32 @@ impl GroupRun {
 
     /// Records a step's answer: its actions and requests when enforced, its policy when it
     /// failed.
-    fn record(&mut self, step: &Step, report: &StepReport) {
-        let mut trace = StepTrace::new(&step.name, &step.plugin, step.mode, report);
-        match &report.outcome {
+    fn record(&mut self, step: &Step, report: StepReport) {
+        let policy = match &report.outcome {
             StepOutcome::Actions { actions, requests } => {
                 if step.mode == StepMode::Enforce {
                     self.apply_requests(requests);
                     self.apply_actions(actions);
                 }
+                None
             }
             StepOutcome::RuleError { error } => {
                 let policy = policy_for_rule_error(
                     step.on_error,
                     error.temporary,
-                    lookup_failed_temporarily(report),
+                    lookup_failed_temporarily(&report),
                 );
-                trace.policy = Some(policy);
                 self.apply_policy(policy, &step.name, &error.message);
+                Some(policy)
             }
             StepOutcome::Failed { failure } => {
-                trace.policy = Some(step.on_error);
                 self.apply_policy(step.on_error, &step.name, &failure.to_string());
+                Some(step.on_error)
             }
-        }
+        };
+        // The report moves into the trace: its actions and logs are not copied.
+        let mut trace = StepTrace::new(&step.name, &step.plugin, step.mode, report);
+        trace.policy = policy;
         self.steps.push(trace);
     }
 

@@ -115,11 +115,11 @@ impl GroupResult {
 #[derive(Debug, Clone, Serialize)]
 pub struct StepTrace {
     /// The step's name.
-    pub step: String,
+    pub step: Arc<str>,
     /// The plugin's name.
-    pub plugin: String,
+    pub plugin: Arc<str>,
     /// The plugin's sha256.
-    pub sha256: String,
+    pub sha256: Arc<str>,
     /// `enforce` or `audit` (audit: actions recorded, not applied).
     pub mode: StepMode,
     /// How the step ended.
@@ -187,15 +187,15 @@ fn is_zero(n: &usize) -> bool {
 impl StepTrace {
     /// A step the circuit breaker did not run.
     pub(crate) fn skipped(
-        step: &str,
+        step: &Arc<str>,
         plugin: &RulePlugin,
         mode: StepMode,
         reason: String,
     ) -> StepTrace {
         StepTrace {
-            step: step.to_string(),
-            plugin: plugin.name().to_string(),
-            sha256: plugin.sha256().to_string(),
+            step: Arc::clone(step),
+            plugin: plugin.shared_name(),
+            sha256: plugin.shared_sha256(),
             mode,
             outcome: StepStatus::Skipped,
             micros: 0,
@@ -212,19 +212,16 @@ impl StepTrace {
 
     /// A step that ran, from its report.
     pub(crate) fn new(
-        step: &str,
+        step: &Arc<str>,
         plugin: &RulePlugin,
         mode: StepMode,
-        report: &StepReport,
+        report: StepReport,
     ) -> StepTrace {
-        let requests = match &report.outcome {
-            StepOutcome::Actions { requests, .. } => requests.clone(),
-            StepOutcome::RuleError { .. } | StepOutcome::Failed { .. } => Vec::new(),
-        };
-        let (outcome, actions, error) = match &report.outcome {
-            StepOutcome::Actions { actions, .. } => (StepStatus::Ok, actions.clone(), None),
+        let (outcome, actions, requests, error) = match report.outcome {
+            StepOutcome::Actions { actions, requests } => (StepStatus::Ok, actions, requests, None),
             StepOutcome::RuleError { error } => (
                 StepStatus::RuleError,
+                Vec::new(),
                 Vec::new(),
                 Some(format!(
                     "{}{}",
@@ -232,14 +229,17 @@ impl StepTrace {
                     if error.temporary { " (temporary)" } else { "" }
                 )),
             ),
-            StepOutcome::Failed { failure } => {
-                (StepStatus::Failed, Vec::new(), Some(failure.to_string()))
-            }
+            StepOutcome::Failed { failure } => (
+                StepStatus::Failed,
+                Vec::new(),
+                Vec::new(),
+                Some(failure.to_string()),
+            ),
         };
         StepTrace {
-            step: step.to_string(),
-            plugin: plugin.name().to_string(),
-            sha256: plugin.sha256().to_string(),
+            step: Arc::clone(step),
+            plugin: plugin.shared_name(),
+            sha256: plugin.shared_sha256(),
             mode,
             outcome,
             micros: report.micros,
@@ -247,10 +247,10 @@ impl StepTrace {
             requests,
             error,
             policy: None,
-            logs: report.logs.clone(),
+            logs: report.logs,
             dropped_logs: report.dropped_logs,
-            lookups: report.lookups.clone(),
-            http: report.http.clone(),
+            lookups: report.lookups,
+            http: report.http,
         }
     }
 }

@@ -470,7 +470,7 @@ fn compare_steps(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismatch
                 .groups
                 .iter()
                 .flat_map(|g| &g.steps)
-                .filter(|s| s.step == *name)
+                .filter(|s| *s.step == **name)
                 .map(|s| match &s.error {
                     Some(e) => format!("{} ({e})", s.outcome),
                     None => s.outcome.to_string(),
@@ -481,7 +481,7 @@ fn compare_steps(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismatch
                     .groups
                     .iter()
                     .flat_map(|g| &g.steps)
-                    .filter(|s| s.step == *name)
+                    .filter(|s| *s.step == **name)
                     .all(|s| s.outcome.as_str() == outcome);
             if !ok {
                 let actual = if actual.is_empty() {

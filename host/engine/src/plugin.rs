@@ -37,8 +37,10 @@ pub struct RulePlugin {
 }
 
 struct PluginInner {
-    name: String,
-    sha256: String,
+    // Shared: every message's trace names the plugin, and a reference count is cheaper
+    // than two string copies per step.
+    name: Arc<str>,
+    sha256: Arc<str>,
     pre: RulePre<StoreState>,
     /// Where `evaluate` is among the component's exports.
     evaluate: ComponentExportIndex,
@@ -120,8 +122,8 @@ impl RulePlugin {
             .ok_or_else(|| wrong_world(wasmtime::format_err!("no export `evaluate`")))?;
         Ok(RulePlugin {
             inner: Arc::new(PluginInner {
-                name: name.to_string(),
-                sha256,
+                name: name.into(),
+                sha256: sha256.into(),
                 pre,
                 evaluate,
                 uses_wasi,
@@ -140,6 +142,16 @@ impl RulePlugin {
     /// The sha256 of the component bytes, lower-case hex.
     pub fn sha256(&self) -> &str {
         &self.inner.sha256
+    }
+
+    /// [`RulePlugin::name`] as a shared string, for records kept per message.
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.inner.name)
+    }
+
+    /// [`RulePlugin::sha256`] as a shared string, for records kept per message.
+    pub fn shared_sha256(&self) -> Arc<str> {
+        Arc::clone(&self.inner.sha256)
     }
 
     /// What the rule runs on (native Wasm, or a JavaScript/Python interpreter inside it).

@@ -118,7 +118,10 @@ impl StoreState {
 
     /// Clears what the previous step left (logs, requests).
     pub(crate) fn begin_step(&mut self, step: &str) {
-        self.step = Arc::from(step);
+        // A warm instance's store serves the same step every time: keep its name.
+        if *self.step != *step {
+            self.step = Arc::from(step);
+        }
         self.logs.clear();
         self.log_bytes = 0;
         self.dropped_logs = 0;

@@ -320,7 +320,7 @@ impl Dispatcher {
                 steps: group
                     .steps
                     .iter()
-                    .map(|s| (s.step.clone(), s.outcome.to_string()))
+                    .map(|s| (s.step.to_string(), s.outcome.to_string()))
                     .collect(),
             };
             let mut relays: Vec<RelayJob> = Vec::new();

@@ -551,7 +551,7 @@ fn metric_lines(
         for step in &group.steps {
             lines.push(step_line(&StepMetrics {
                 domain: group.domain.clone(),
-                step: step.step.clone(),
+                step: step.step.to_string(),
                 outcome: step.outcome.as_str().to_string(),
                 micros: step.micros,
             }));
