@@ -388,9 +388,34 @@ fn alarms_watch_what_the_runbook_describes() {
             "FunctionDurationAlarm",
             "FunctionErrorsAlarm",
             "QueueBacklogAlarm",
-            "TempfailRateAlarm"
+            "ResentAlarm",
+            "TempfailRateAlarm",
+            "UnconfirmedSendAlarm",
+            "UndeliverableAlarm"
         ]
     );
+    // The delivery alarms: any one copy resent, left unconfirmed or undeliverable in 5
+    // minutes, on the dimensionless metrics host/telemetry emits for them.
+    for (name, metric) in [
+        ("ResentAlarm", "Resent"),
+        ("UndeliverableAlarm", "Undeliverable"),
+        ("UnconfirmedSendAlarm", "Unconfirmed"),
+    ] {
+        let alarm = properties(t, name, "AWS::CloudWatch::Alarm");
+        assert_eq!(alarm["Namespace"], "Sluice", "{name}");
+        assert_eq!(alarm["MetricName"], metric, "{name}");
+        assert!(alarm["Dimensions"].is_null(), "{name}: the metric has none");
+        assert_eq!(alarm["Statistic"], "Sum", "{name}");
+        assert_eq!(number(t, &alarm["Threshold"]), 0.0, "{name}");
+        assert_eq!(
+            alarm["ComparisonOperator"], "GreaterThanThreshold",
+            "{name}"
+        );
+        assert!(
+            emf.contains(&format!("(\"{metric}\", \"Count\"")),
+            "host/telemetry/src/metrics.rs emits no {metric}"
+        );
+    }
     for name in alarms {
         check_common(name, &t["Resources"][name]["Properties"], &readme);
     }

@@ -2,7 +2,7 @@
 
 use aws_sdk_sesv2::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sesv2::primitives::Blob;
-use aws_sdk_sesv2::types::{Destination, EmailContent, RawMessage};
+use aws_sdk_sesv2::types::{Destination, EmailContent, MessageTag, RawMessage};
 
 use crate::AwsError;
 
@@ -82,11 +82,16 @@ impl Ses {
 
     /// Sends `raw` (a complete RFC 5322 message) from `from` to `to` (the envelope
     /// recipients; the message's own To/Cc are not read) and returns the SES message id.
+    ///
+    /// `send_tag` becomes the SES message tag `sluice-send` (letters, digits, `_` and `-`;
+    /// others are dropped): SES's event publishing carries it, so an operator can match a
+    /// send event to the claim that made it.
     pub async fn send_raw(
         &self,
         from: &str,
         to: &[String],
         raw: Vec<u8>,
+        send_tag: &str,
     ) -> Result<String, AwsError> {
         let err = |message: String, permanent: bool, maybe_sent: bool| AwsError::Ses {
             op: "SendEmail",
@@ -108,6 +113,19 @@ impl Ses {
                     .build(),
             )
             .content(EmailContent::builder().raw(raw).build())
+            .email_tags(
+                MessageTag::builder()
+                    .name("sluice-send")
+                    .value(
+                        send_tag
+                            .chars()
+                            .filter(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == '-')
+                            .take(256)
+                            .collect::<String>(),
+                    )
+                    .build()
+                    .map_err(|e| err(e.to_string(), true, false))?,
+            )
             .send()
             .await
             .map_err(|e| {

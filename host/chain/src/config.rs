@@ -307,7 +307,91 @@ pub const MAX_TIMEOUT_MS: u64 = 60_000;
 /// See [`MAX_TIMEOUT_MS`].
 pub const MAX_MEMORY_MB: u64 = 512;
 
+/// An address in a step's config that mail could never reach: it is in no configured domain
+/// and `[relay] allow_domains` refuses it (or there is no `[relay]`). A rule that redirects
+/// or forwards there makes copies that are kept as undeliverable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnreachableAddress {
+    /// The chain's domain.
+    pub domain: String,
+    /// The step's name (or plugin path when unnamed).
+    pub step: String,
+    /// The address as written.
+    pub address: String,
+    /// 1-based line of the step in the config file.
+    pub line: usize,
+}
+
+/// The strings in `value` (nested arrays and tables too) that look like `local@domain.tld`.
+fn collect_addresses(value: &toml::Value, out: &mut Vec<String>) {
+    match value {
+        toml::Value::String(s) => {
+            let s = s.trim();
+            let looks_like_address = s.split_once('@').is_some_and(|(local, domain)| {
+                !local.is_empty()
+                    && !local.contains(char::is_whitespace)
+                    && domain.contains('.')
+                    && domain
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+            });
+            if looks_like_address {
+                out.push(s.to_string());
+            }
+        }
+        toml::Value::Array(items) => items.iter().for_each(|v| collect_addresses(v, out)),
+        toml::Value::Table(table) => table.values().for_each(|v| collect_addresses(v, out)),
+        _ => {}
+    }
+}
+
 impl ConfigFile {
+    /// Every address among the string values of the steps' `config` tables (keys are not
+    /// read: a forward map's keys are its sources) that no configured domain takes and the
+    /// relay refuses. `sluice check` prints them: each is a message that would reach nobody.
+    pub fn unreachable_addresses(&self) -> Vec<UnreachableAddress> {
+        let local: Vec<String> = self
+            .domains
+            .iter()
+            .map(|d| d.get_ref().name.get_ref().to_ascii_lowercase())
+            .collect();
+        let allow = self
+            .relay
+            .as_ref()
+            .map(|r| r.allow_domains.as_slice())
+            .unwrap_or_default();
+        let mut found = Vec::new();
+        for domain in &self.domains {
+            for step in &domain.get_ref().step {
+                let Some(config) = &step.get_ref().config else {
+                    continue;
+                };
+                let mut addresses = Vec::new();
+                for value in config.values() {
+                    collect_addresses(value, &mut addresses);
+                }
+                for address in addresses {
+                    let dest = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+                    let dest = dest.trim_end_matches('.').to_ascii_lowercase();
+                    if local.contains(&dest) || crate::relay_allows(allow, &address) {
+                        continue;
+                    }
+                    found.push(UnreachableAddress {
+                        domain: domain.get_ref().name.get_ref().clone(),
+                        step: step
+                            .get_ref()
+                            .name
+                            .clone()
+                            .unwrap_or_else(|| step.get_ref().plugin.get_ref().clone()),
+                        address,
+                        line: self.line_of(step.span()),
+                    });
+                }
+            }
+        }
+        found
+    }
+
     /// Reads and checks a config file.
     pub fn read(path: &Path) -> Result<ConfigFile, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {

@@ -22,7 +22,8 @@ pub use chain::{
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
-    Instances, OnError, PluginLocation, SourceFile, StepMode, StepSection, WarmSection,
+    Instances, OnError, PluginLocation, SourceFile, StepMode, StepSection, UnreachableAddress,
+    WarmSection,
 };
 pub use deliver::{
     escape_segment, mailbox_segments, unescape_segment, DirStore, DirStoreError, SegmentError,
@@ -31,9 +32,9 @@ pub use deliver::{
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
 pub use sealing::ArcSection;
 pub use targets::{
-    Credentials, LmtpStoreConfig, LmtpUser, RelayConfig, RelaySection, RelayTransport,
-    ServerAddress, ServerConfig, SmtpStoreConfig, StoreConfig, StoreSection, TlsMode,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HOPS, DEFAULT_SERVER_TIMEOUT,
+    relay_allows, Credentials, LmtpStoreConfig, LmtpUser, RelayConfig, RelaySection,
+    RelayTransport, SendGuarantee, ServerAddress, ServerConfig, SmtpStoreConfig, StoreConfig,
+    StoreSection, TlsMode, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HOPS, DEFAULT_SERVER_TIMEOUT,
 };
 pub use trace::{
     Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepStatus, StepTrace,

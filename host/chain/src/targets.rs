@@ -88,6 +88,10 @@ pub struct RelaySection {
     /// directory (safe only when one process consumes the queue: claims are files). Default:
     /// `<store prefix>/_sent/` in the `[store]` bucket when that is S3.
     pub markers: Option<String>,
+    /// What a send claimed and never confirmed (a crash between the send and its record)
+    /// becomes: `at-least-once` (the default: sent again, so a forward is never lost; the
+    /// receiver may see a duplicate) or `at-most-once` (logged and counted, never resent).
+    pub sends: Option<Spanned<String>>,
     /// smtp: the smarthost.
     pub host: Option<String>,
     /// smtp: its port (default 587).
@@ -309,6 +313,54 @@ pub struct RelayConfig {
     pub max_hops: usize,
     /// `s3://bucket/prefix` for send claims, if given (else the S3 store's `_sent/`).
     pub markers: Option<String>,
+    /// `[relay] sends`: what an unconfirmed claim becomes.
+    pub sends: SendGuarantee,
+}
+
+/// What becomes of a send that was claimed and never confirmed: the process died (or lost
+/// the answer) after the claim, so nobody knows whether the copy went out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SendGuarantee {
+    /// Send it again once the claim is stale (the default): nothing is lost; the recipient
+    /// may get a second copy with the same Message-ID when the first had gone out.
+    #[default]
+    AtLeastOnce,
+    /// Never send it again: log `UNCONFIRMED SEND` and count it; an operator resends by hand.
+    AtMostOnce,
+}
+
+impl SendGuarantee {
+    /// The config value: `at-least-once` or `at-most-once`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendGuarantee::AtLeastOnce => "at-least-once",
+            SendGuarantee::AtMostOnce => "at-most-once",
+        }
+    }
+}
+
+/// Whether `allow_domains` lets a copy go to `recipient`: an entry matches the recipient's
+/// domain exactly, case-insensitively; an entry with a leading dot, `.example.org`, matches
+/// `example.org` and every subdomain of it. The one reading of the list, for the relay and
+/// for `sluice check`.
+pub fn relay_allows(allow_domains: &[String], recipient: &str) -> bool {
+    let domain = recipient
+        .rsplit_once('@')
+        .map(|(_, d)| d.trim_end_matches('.').to_ascii_lowercase())
+        .unwrap_or_default();
+    !domain.is_empty()
+        && allow_domains.iter().any(|entry| {
+            let entry = entry.trim().to_ascii_lowercase();
+            match entry.strip_prefix('.') {
+                Some(parent) => {
+                    domain == parent
+                        || domain
+                            .strip_suffix(parent)
+                            .is_some_and(|sub| sub.ends_with('.'))
+                }
+                None => domain == entry,
+            }
+        })
 }
 
 impl RelayConfig {
@@ -731,6 +783,19 @@ impl RelaySection {
                 "relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice; a directory serves when one daemon consumes the queue), or use an s3 [store]".into(),
             ));
         }
+        let sends = match self.sends.as_ref() {
+            None => SendGuarantee::default(),
+            Some(s) => match s.get_ref().as_str() {
+                "at-least-once" => SendGuarantee::AtLeastOnce,
+                "at-most-once" => SendGuarantee::AtMostOnce,
+                other => {
+                    return Err((
+                        s.span(),
+                        format!("relay.sends = {other:?}: use \"at-least-once\" (the default: a send cut off by a crash is sent again) or \"at-most-once\" (it is logged and never resent)"),
+                    ))
+                }
+            },
+        };
         if self.allow_domains.is_empty() {
             tracing::warn!("relay.allow_domains is empty: every relayed recipient will be refused");
         }
@@ -748,6 +813,7 @@ impl RelaySection {
             allow_domains: self.allow_domains.clone(),
             max_hops: self.max_hops.unwrap_or(DEFAULT_MAX_HOPS),
             markers: self.markers.clone(),
+            sends,
         })
     }
 }

@@ -17,6 +17,9 @@ mod run;
 
 /// Exit code when a chain asked for a retry (EX_TEMPFAIL).
 const EXIT_TEMPFAIL: u8 = 75;
+/// sysexits' `EX_UNAVAILABLE`: a copy reaches nobody because the config refuses its
+/// recipients (kept, not lost; see README "Nothing lost").
+const EXIT_UNDELIVERABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(

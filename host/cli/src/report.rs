@@ -36,7 +36,7 @@ pub fn deliveries(result: &ProcessResult, handled: &Handled) -> Vec<DeliveryReco
             .map(|b| &b.report)
     };
     let bounce_path = |report: Option<&BounceReport>| match report {
-        Some(BounceReport::Sent { id, .. }) => Some(id.clone()),
+        Some(BounceReport::Sent { id, .. } | BounceReport::Resent { id, .. }) => Some(id.clone()),
         _ => None,
     };
     let mut records = Vec::new();
@@ -76,11 +76,23 @@ pub fn deliveries(result: &ProcessResult, handled: &Handled) -> Vec<DeliveryReco
                     let relayed = handled.relayed.iter().find(|r| r.recipient == recipient);
                     let status = match relayed.map(|r| &r.status) {
                         Some(RelayStatus::Sent) => "sent".to_string(),
+                        Some(RelayStatus::Resent) => "sent again (unconfirmed before)".to_string(),
                         Some(RelayStatus::AlreadySent) => "sent before".to_string(),
                         Some(RelayStatus::Unconfirmed) => "unconfirmed".to_string(),
                         // A policy refusal is never bounced; any other is, or suppressed.
                         Some(RelayStatus::Refused(kind)) if kind.is_policy() => {
-                            format!("refused ({})", kind.as_str())
+                            let kept = handled
+                                .kept
+                                .iter()
+                                .find(|k| k.refused.iter().any(|(r, _)| *r == recipient));
+                            match kept {
+                                Some(k) => format!(
+                                    "refused ({}), UNDELIVERABLE, kept at {}",
+                                    kind.as_str(),
+                                    k.at
+                                ),
+                                None => format!("refused ({})", kind.as_str()),
+                            }
                         }
                         Some(RelayStatus::Refused(kind)) => match bounce_of(&recipient) {
                             Some(b) => format!("refused ({}), bounce {b}", kind.as_str()),
@@ -278,6 +290,22 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
         chains.chains().len(),
         if engine.pooling() { "on" } else { "off" }
     );
+    for u in config.unreachable_addresses() {
+        let _ = writeln!(
+            out,
+            "warning: {}:{}: step {} of domain {} names {}, which is in no configured domain and {}: mail a rule sends there reaches nobody (it is kept under _undeliverable/ and alarmed)",
+            config.source.name,
+            u.line,
+            u.step,
+            u.domain,
+            u.address,
+            if config.relay.is_some() {
+                "not in [relay] allow_domains"
+            } else {
+                "there is no [relay]"
+            }
+        );
+    }
     for (name, section) in &config.directories {
         let place = match section.kind {
             sluice_directory::DirectoryKind::Dynamodb => {

@@ -13,7 +13,9 @@ use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::{Dispatcher, Handled};
 use sluice_mail::Message;
 
-use crate::{build_engine, cache_dir, remote, report, EngineArgs, EXIT_TEMPFAIL};
+use crate::{
+    build_engine, cache_dir, remote, report, EngineArgs, EXIT_TEMPFAIL, EXIT_UNDELIVERABLE,
+};
 
 /// `sluice run`'s arguments.
 #[derive(Args)]
@@ -48,7 +50,9 @@ pub struct RunArgs {
     pub message: PathBuf,
 }
 
-/// Runs the message, delivers locally, prints the trace; exit 75 when it must be retried.
+/// Runs the message, delivers locally, prints the trace; exit 75 when it must be retried,
+/// 69 when a copy reaches nobody because the config refuses its recipients (it is kept under
+/// `_undeliverable/` in the output directory).
 pub fn run(args: RunArgs) -> Result<ExitCode> {
     let remote = remote::Remote::default();
     let config = remote::load_config(&args.config, &remote)?;
@@ -76,8 +80,19 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             println!("arc: not sealed: {why}");
         }
     }
+    for kept in &handled.kept {
+        let (first, reason) = &kept.refused[0];
+        eprintln!(
+            "sluice run: UNDELIVERABLE: {} recipient(s) ({first}{}) refused by the config: {reason}; the copy is kept at {}",
+            kept.refused.len(),
+            if kept.refused.len() > 1 { ", …" } else { "" },
+            kept.at
+        );
+    }
     Ok(if handled.retry.is_some() {
         ExitCode::from(EXIT_TEMPFAIL)
+    } else if !handled.kept.is_empty() {
+        ExitCode::from(EXIT_UNDELIVERABLE)
     } else {
         ExitCode::SUCCESS
     })

@@ -195,7 +195,13 @@ config = { actions = [ { bounce = { code = 550, status = "5.1.1", text = "no suc
         }
         args.push(msg.to_str().unwrap());
         let o = sluice(&args);
-        assert!(o.status.success(), "{}", stderr(&o));
+        // x@elsewhere.example is refused by the config: kept, and the run says so (69).
+        assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+        assert!(
+            stderr(&o).contains("UNDELIVERABLE: 1 recipient(s) (x@elsewhere.example)"),
+            "{}",
+            stderr(&o)
+        );
         serde_json::from_str::<serde_json::Value>(&stdout(&o)).unwrap()
     };
 
@@ -238,10 +244,22 @@ config = { actions = [ { bounce = { code = 550, status = "5.1.1", text = "no suc
     assert_eq!(envelope["recipients"][0], "friend@partner.example");
     assert_eq!(envelope["mail_from"], "fwd@example.com");
 
-    // Outside allow_domains: refused, never sent, and (a policy refusal) not bounced.
+    // Outside allow_domains: refused, never sent, and (a policy refusal) not bounced, but
+    // kept under _undeliverable/ in the output directory.
     let refused = delivery(&v, "x@elsewhere.example", "relay");
-    assert_eq!(refused["status"], "refused (not-allowed)", "{refused:#}");
+    let status = refused["status"].as_str().unwrap();
+    assert!(
+        status.starts_with("refused (not-allowed), UNDELIVERABLE, kept at "),
+        "{refused:#}"
+    );
     assert!(refused["path"].is_null());
+    let kept = std::path::PathBuf::from(status.rsplit_once(" kept at ").unwrap().1);
+    assert!(kept.starts_with(out.join("_undeliverable/m-2")), "{kept:?}");
+    assert_eq!(
+        std::fs::read(&kept).unwrap(),
+        std::fs::read(&msg).unwrap(),
+        "the copy is kept as the chain left it (unedited here)"
+    );
 
     // The bounce is a real DSN to the envelope sender, from the null sender.
     let bounce = delivery(&v, "ghost@other.example", "bounce");
@@ -301,13 +319,49 @@ config = { actions = [ { add_recipients = ["friend@partner.example"] } ] }
         "--json",
         fixtures().join("plain-lf.eml").to_str().unwrap(),
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
-    assert_eq!(
-        delivery(&v, "friend@partner.example", "relay")["status"],
-        "refused (no-relay)"
+    assert!(
+        delivery(&v, "friend@partner.example", "relay")["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("refused (no-relay), UNDELIVERABLE, kept at "),
+        "{v:#}"
     );
     assert!(!out.join("outbox").exists());
+}
+
+#[test]
+fn check_warns_of_destinations_the_relay_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[relay]
+kind = "ses"
+from = "fwd@example.com"
+allow_domains = ["partner.example", ".gmail.example"]
+markers = "sent"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+name = "redirect"
+plugin = "{rule:rule-headers}"
+config = { actions = [ { add_recipients = ["friend@partner.example", "me@home.gmail.example", "bob@example.com", "x@elsewhere.example"] } ] }
+"#,
+    );
+    let o = sluice(&["check", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
+    assert_eq!(warnings.len(), 1, "{out}");
+    assert!(
+        warnings[0].contains(&format!("{}:9:", config.display()))
+            && warnings[0]
+                .contains("step redirect of domain example.com names x@elsewhere.example")
+            && warnings[0].contains("not in [relay] allow_domains"),
+        "{out}"
+    );
 }
 
 #[test]

@@ -44,6 +44,11 @@ pub struct Handled {
     /// `[arc]`: how many copies (a group's mailbox copies count once, a relay chunk once)
     /// were sealed, and why the others that should have been were not.
     pub arc: ArcReport,
+    /// Copies that reach nobody because the config refuses their recipients (a relay to a
+    /// domain outside `allow_domains`, or no `[relay]`), kept where the operator can find
+    /// them. Never empty silently: each is logged as `UNDELIVERABLE`, counted
+    /// (`Undeliverable` metric) and makes `sluice run` exit non-zero.
+    pub kept: Vec<Kept>,
     /// Why some recipient must be retried (a chain tempfailed, a mailbox deferred a copy);
     /// everything else listed here is done. The pipeline turns it into
     /// [`HandleFailure::Tempfail`], so the notification is retried.
@@ -52,6 +57,15 @@ pub struct Handled {
     pub chain_micros: u64,
     /// Time for the whole message (fetch, chains, deliveries), in µs.
     pub total_micros: u64,
+}
+
+/// A copy kept because the config refused all of its recipients.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// The recipients it was meant for, each with why it was refused.
+    pub refused: Vec<(String, String)>,
+    /// Where the copy is (`s3://…/_undeliverable/…` or a path).
+    pub at: String,
 }
 
 /// What `[arc]` did for one message.
@@ -94,10 +108,15 @@ pub struct Relayed {
 pub enum RelayStatus {
     /// SES accepted the copy in this attempt.
     Sent,
+    /// An earlier attempt claimed it and never confirmed the send (a crash in between); it
+    /// was sent again in this attempt (`[relay] sends = "at-least-once"`), so the recipient
+    /// may have two copies with the same Message-ID.
+    Resent,
     /// An earlier attempt sent it.
     AlreadySent,
     /// Claimed by an attempt that never confirmed it (a crash in between): it may or may not
-    /// have gone out, and is not sent again. Logged as an error; check SES's sending logs.
+    /// have gone out, and is not sent again (`[relay] sends = "at-most-once"`). Logged as an
+    /// error; check SES's sending logs.
     Unconfirmed,
     /// Not relayed.
     Refused(RefusalKind),
@@ -136,6 +155,22 @@ impl Handled {
             .bounces
             .iter()
             .filter(|b| b.report == BounceReport::Unconfirmed)
+            .flat_map(|b| b.recipients.iter().cloned());
+        relays.chain(bounces).collect()
+    }
+
+    /// Recipients of sends that an earlier attempt claimed and never confirmed, sent again in
+    /// this one (at least once): each may have two copies.
+    pub fn resent(&self) -> Vec<String> {
+        let relays = self
+            .relayed
+            .iter()
+            .filter(|r| r.status == RelayStatus::Resent)
+            .map(|r| r.recipient.clone());
+        let bounces = self
+            .bounces
+            .iter()
+            .filter(|b| matches!(b.report, BounceReport::Resent { .. }))
             .flat_map(|b| b.recipients.iter().cloned());
         relays.chain(bounces).collect()
     }
@@ -197,6 +232,18 @@ pub enum HandleFailure {
     /// A relay or bounce failed.
     #[error(transparent)]
     Deliver(DeliverError),
+    /// Recipients the config refuses (see [`Handled::kept`]) and no place to keep the copy:
+    /// the notice fails for good, so it is kept in the DLQ.
+    #[error(
+        "{recipients} recipient(s) refused by the config ({reason}) and no place to keep the \
+         copy (an S3 or dir [store], or [relay] markers): left for the dead-letter queue"
+    )]
+    Undeliverable {
+        /// How many recipients.
+        recipients: usize,
+        /// Why the first was refused.
+        reason: String,
+    },
     /// A chain tempfailed or a delivery must be retried; what was done stays done.
     #[error("tempfail, will be retried ({reason}); done so far: {done}")]
     Tempfail {
@@ -213,7 +260,8 @@ impl HandleFailure {
         match self {
             HandleFailure::BadNotice(_)
             | HandleFailure::NoInbound { .. }
-            | HandleFailure::Parse(_) => true,
+            | HandleFailure::Parse(_)
+            | HandleFailure::Undeliverable { .. } => true,
             HandleFailure::Fetch(e) => matches!(e, AwsError::S3NotFound { .. }),
             HandleFailure::Deliver(e) => e.is_permanent(),
             HandleFailure::ChainPanicked(_)
@@ -235,6 +283,10 @@ pub struct Dispatcher {
     pub(crate) outbound: Option<Result<Outbound, String>>,
     /// Where sends are claimed; `None` without `[relay]`.
     pub(crate) markers: Option<Markers>,
+    /// Where copies refused by the config are kept (see [`Handled::kept`]): beside the send
+    /// claims, else beside the S3 or directory mailboxes. `None` when there is no such place
+    /// (an LMTP or SMTP store and no `[relay]`): such a message fails, for the DLQ.
+    pub(crate) kept: Option<Markers>,
 }
 
 impl Dispatcher {
@@ -258,6 +310,7 @@ impl Dispatcher {
                 .relay
                 .as_ref()
                 .map(|_| Markers::in_dir(claims.to_path_buf(), Markers::new_owner_id())),
+            kept: Some(Markers::in_dir(out.to_path_buf(), Markers::new_owner_id())),
         }
     }
 
@@ -292,6 +345,7 @@ impl Dispatcher {
             relayed: Vec::new(),
             bounces: Vec::new(),
             arc: ArcReport::default(),
+            kept: Vec::new(),
             retry: None,
             chain_micros: 0,
             total_micros: 0,
@@ -416,10 +470,17 @@ impl Dispatcher {
                 }
                 _ => original,
             };
+            let mut config_refused: Vec<(String, String)> = Vec::new();
             for job in &relays {
                 let refused = self
                     .relay(config, group, job, output, id, stamp.as_ref(), &mut handled)
                     .await?;
+                config_refused.extend(
+                    refused
+                        .iter()
+                        .filter(|r| r.kind.is_config())
+                        .map(|r| (r.recipient.clone(), r.reason.clone())),
+                );
                 let mut policy = Vec::new();
                 for Refusal {
                     recipient,
@@ -466,6 +527,15 @@ impl Dispatcher {
                     });
                 }
             }
+            if !config_refused.is_empty() {
+                let at = self
+                    .keep_undeliverable(envelope, &config_refused, output_raw)
+                    .await?;
+                handled.kept.push(Kept {
+                    refused: config_refused,
+                    at,
+                });
+            }
         }
         if !bounce_jobs.is_empty() {
             let report = self
@@ -510,9 +580,52 @@ impl Dispatcher {
         if !unconfirmed.is_empty() {
             summary.push(format!("unconfirmed={}", unconfirmed.len()));
         }
+        let resent = handled.resent();
+        if !resent.is_empty() {
+            summary.push(format!("resent={}", resent.len()));
+        }
+        let undeliverable: usize = handled.kept.iter().map(|k| k.refused.len()).sum();
+        if undeliverable > 0 {
+            summary.push(format!("undeliverable={undeliverable}"));
+        }
         handled.summary = summary.join(" ");
         handled.retry = tempfail;
         Ok(handled)
+    }
+
+    /// Keeps a copy whose recipients the config refused (see [`Handled::kept`]); `Err`
+    /// (permanent, so the notice goes to the DLQ) when there is no place to keep it or the
+    /// write failed for good, transient when the write may pass later.
+    async fn keep_undeliverable(
+        &self,
+        envelope: &Envelope,
+        refused: &[(String, String)],
+        bytes: &[u8],
+    ) -> Result<String, HandleError> {
+        let id = &envelope.message_id;
+        let recipients: Vec<String> = refused.iter().map(|(r, _)| r.clone()).collect();
+        let Some(kept) = &self.kept else {
+            return Err(HandleError::new(
+                id,
+                HandleFailure::Undeliverable {
+                    recipients: recipients.len(),
+                    reason: refused[0].1.clone(),
+                },
+            ));
+        };
+        let at = kept
+            .keep_undeliverable(id, &envelope.mail_from, refused, bytes)
+            .await
+            .map_err(|e| HandleError::new(id, HandleFailure::Deliver(e)))?;
+        tracing::error!(
+            message_id = %id,
+            recipients = %Addresses(&recipients),
+            reason = %refused[0].1,
+            kept = %at,
+            "UNDELIVERABLE: the config refuses these recipients, so this copy reaches nobody; \
+             it is kept (fix [relay] allow_domains or the rule's destination, then resend it from there)"
+        );
+        Ok(at)
     }
 
     /// Stores the copies of one group. Done copies go to `handled.stored`, refused ones
@@ -668,9 +781,18 @@ impl Dispatcher {
                 None => {}
             }
         }
+        let first_sends: Vec<String> = report
+            .sent
+            .iter()
+            .filter(|r| !report.resent.contains(r))
+            .cloned()
+            .collect();
         handled
             .relayed
-            .extend(outcome(&report.sent, RelayStatus::Sent));
+            .extend(outcome(&first_sends, RelayStatus::Sent));
+        handled
+            .relayed
+            .extend(outcome(&report.resent, RelayStatus::Resent));
         handled
             .relayed
             .extend(outcome(&report.already_sent, RelayStatus::AlreadySent));

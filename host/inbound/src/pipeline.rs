@@ -284,12 +284,16 @@ impl Pipeline {
             .deliver(&loaded.config, &envelope, &message, &result)
             .await?;
         if self.metrics {
-            sluice_telemetry::metrics::emit(&metric_lines(
-                &result,
-                &envelope,
-                handled.retry.is_some(),
-                chain_micros,
-            ));
+            let mut lines = metric_lines(&result, &envelope, handled.retry.is_some(), chain_micros);
+            let delivery = sluice_telemetry::metrics::DeliveryMetrics {
+                resent: handled.resent().len() as u64,
+                unconfirmed: handled.unconfirmed().len() as u64,
+                undeliverable: handled.kept.iter().map(|k| k.refused.len() as u64).sum(),
+            };
+            if !delivery.is_zero() {
+                lines.push(sluice_telemetry::metrics::delivery_line(&delivery));
+            }
+            sluice_telemetry::metrics::emit(&lines);
         }
         if let Some(reason) = handled.retry.take() {
             return Err(HandleError::new(
@@ -400,22 +404,24 @@ impl Pipeline {
     /// Where sends are claimed: `[relay] markers`, else `_sent/` beside the S3 mailboxes.
     fn relay_markers(&self, config: &ConfigFile) -> Option<Markers> {
         let relay = config.relay.as_ref()?;
-        if let Some(at) = &relay.markers {
-            return Some(self.markers_at(config, at));
-        }
-        let Some(StoreConfig::S3 { bucket, prefix }) = config.store.as_ref() else {
-            return None;
+        let markers = match (&relay.markers, config.store.as_ref()) {
+            (Some(at), _) => self.markers_at(config, at),
+            (None, Some(StoreConfig::S3 { bucket, prefix })) => Markers::new(
+                self.s3.clone(),
+                bucket.clone(),
+                if prefix.is_empty() {
+                    "_sent".into()
+                } else {
+                    format!("{prefix}/_sent")
+                },
+                self.owner.clone(),
+            ),
+            (None, _) => return None,
         };
-        Some(Markers::new(
-            self.s3.clone(),
-            bucket.clone(),
-            if prefix.is_empty() {
-                "_sent".into()
-            } else {
-                format!("{prefix}/_sent")
-            },
-            self.owner.clone(),
-        ))
+        Some(Markers {
+            sends: relay.sends,
+            ..markers
+        })
     }
 
     /// The targets for this loaded config, built on first use.
@@ -481,11 +487,25 @@ impl Pipeline {
                 .map(|s| Outbound::Smtp(Arc::new(s)))
                 .map_err(|e| format!("[relay] kind = \"smtp\": {e}")),
         });
+        let markers = self.relay_markers(config);
+        let kept = markers.clone().or_else(|| match config.store.as_ref()? {
+            StoreConfig::S3 { bucket, prefix } => Some(Markers::new(
+                self.s3.clone(),
+                bucket.clone(),
+                prefix.clone(),
+                self.owner.clone(),
+            )),
+            StoreConfig::Dir { path } => {
+                Some(Markers::in_dir(config.resolve(path), self.owner.clone()))
+            }
+            lmtp_or_smtp => lmtp_or_smtp.markers().map(|at| self.markers_at(config, at)),
+        });
         Dispatcher {
             store,
             delivered,
             outbound,
-            markers: self.relay_markers(config),
+            markers,
+            kept,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use sluice_aws::{Created, S3Url, Ses, S3};
+use sluice_chain::SendGuarantee;
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
     BounceJob, BounceReport, Bouncer, Claim, DeliverError, Markers, Outbound, RefusalKind, Relay,
@@ -526,15 +527,19 @@ async fn a_second_claim_loses_until_the_first_is_confirmed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claimed_but_unconfirmed_send_is_not_sent_again() {
+async fn at_most_once_a_claimed_but_unconfirmed_send_is_not_sent_again() {
     let env = env().await;
+    let at_most_once = |mut m: Markers| {
+        m.sends = SendGuarantee::AtMostOnce;
+        m
+    };
     let job = RelayJob {
         recipients: vec!["bob@partner.example".into()],
         ..Default::default()
     };
     // Consumer A claimed the chunk and was killed before SES answered (or before it could
     // confirm): the claim is all that is left.
-    let dead = env.markers_of("consumer-a");
+    let dead = at_most_once(env.markers_of("consumer-a"));
     let key = dead.marker_key("ses-6", "relay", &job.recipients);
     assert_eq!(
         dead.claim(&key, &serde_json::json!({"kind": "relay"}))
@@ -560,7 +565,7 @@ async fn a_claimed_but_unconfirmed_send_is_not_sent_again() {
     assert!(env.sent().is_empty());
 
     // After the lease: unconfirmed, reported, not sent (at most once).
-    let mut late = env.markers_of("consumer-b");
+    let mut late = at_most_once(env.markers_of("consumer-b"));
     late.lease = Duration::from_millis(200);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let report = env
@@ -601,6 +606,98 @@ async fn a_claimed_but_unconfirmed_send_is_not_sent_again() {
         .unwrap();
     assert_eq!(report, BounceReport::Unconfirmed);
     assert!(env.sent().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_an_unconfirmed_send_is_sent_again_once() {
+    let env = env().await;
+    let job = RelayJob {
+        recipients: vec!["bob@partner.example".into()],
+        ..Default::default()
+    };
+    // Consumer A claimed the chunk and was killed before it could confirm the send.
+    let dead = env.markers_of("consumer-a");
+    assert_eq!(dead.sends, SendGuarantee::AtLeastOnce, "the default");
+    let key = dead.marker_key("ses-8", "relay", &job.recipients);
+    assert_eq!(
+        dead.claim(&key, &serde_json::json!({"kind": "relay"}))
+            .await
+            .unwrap(),
+        Claim::Won
+    );
+
+    // Inside A's lease B waits (A may be sending right now).
+    let err = env
+        .relay()
+        .relay(
+            "ses-8",
+            "example.com",
+            &job,
+            &original(),
+            &env.markers_of("b"),
+        )
+        .await
+        .unwrap_err();
+    assert!(!err.is_permanent(), "{err}");
+    assert!(env.sent().is_empty());
+
+    // After the lease B sends it again: nothing lost, and counted as a resend.
+    let mut late = env.markers_of("consumer-b");
+    late.lease = Duration::from_millis(200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = env
+        .relay()
+        .relay("ses-8", "example.com", &job, &original(), &late)
+        .await
+        .unwrap();
+    assert_eq!(report.resent, ["bob@partner.example"]);
+    assert_eq!(report.sent, ["bob@partner.example"]);
+    assert!(report.unconfirmed.is_empty());
+    let sent = env.sent();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].1, ["bob@partner.example"]);
+    assert!(
+        sent[0].2.contains("Message-ID: <q1@outside.example>"),
+        "the resent copy keeps the Message-ID, so a receiver can tell the two apart: {}",
+        sent[0].2
+    );
+    let record = late.record(&key).await.unwrap().unwrap();
+    assert_eq!(record["state"], "sent", "{record}");
+    assert_eq!(record["resends"], 1, "{record}");
+    assert_eq!(record["resend_of"], "consumer-a", "{record}");
+
+    // Confirmed now: a further retry sends nothing.
+    let report = env
+        .relay()
+        .relay("ses-8", "example.com", &job, &original(), &late)
+        .await
+        .unwrap();
+    assert_eq!(report.already_sent, ["bob@partner.example"]);
+    assert_eq!(env.sent().len(), 1);
+
+    // A bounce the same way.
+    let key = dead.marker_key("ses-9", "bounce", &["nobody@example.com".into()]);
+    dead.claim(&key, &serde_json::json!({"kind": "bounce"}))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report = env
+        .bouncer()
+        .bounce(
+            "ses-9",
+            &original(),
+            "alice@outside.example",
+            &verdicts(Verdict::Pass, Verdict::Pass),
+            &bounce_job(),
+            &late,
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(&report, BounceReport::Resent { to, .. } if to == "alice@outside.example"),
+        "{report:?}"
+    );
+    assert_eq!(env.sent().len(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -128,6 +128,29 @@ impl World {
     fn sent(&self) -> Vec<serde_json::Value> {
         self.moto.sent_raw_messages()
     }
+
+    /// Every object under `_undeliverable/` in the mail bucket, with its bytes.
+    async fn kept_copies(&self) -> Vec<(String, Vec<u8>)> {
+        let s3 = S3::for_endpoint(&self.moto.endpoint, "us-east-1");
+        let listed = s3
+            .client()
+            .list_objects_v2()
+            .bucket("mail")
+            .send()
+            .await
+            .unwrap();
+        let mut kept = Vec::new();
+        for key in listed.contents().iter().filter_map(|o| o.key()) {
+            if key.contains("/_undeliverable/") {
+                let url = sluice_aws::S3Url {
+                    bucket: "mail".into(),
+                    key: key.to_string(),
+                };
+                kept.push((key.to_string(), s3.get(&url).await.unwrap().bytes));
+            }
+        }
+        kept
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,6 +187,37 @@ async fn policy_refusals_spam_and_viruses_are_not_bounced_but_counted() {
         h.summary
     );
     assert!(world.sent().is_empty(), "backscatter: {:#?}", world.sent());
+    // Refused by the config, the copy reaches nobody: it is kept in the store's bucket
+    // (beside the send claims), counted in the summary, never silently dropped.
+    assert_eq!(h.kept.len(), 1, "{h:?}");
+    assert_eq!(h.kept[0].refused[0].0, "eve@evil.example");
+    assert!(h.summary.contains("undeliverable=1"), "{}", h.summary);
+    let kept = world.kept_copies().await;
+    assert_eq!(kept.len(), 2, "an .eml and its .json: {kept:?}");
+    let (eml_key, eml) = kept.iter().find(|(k, _)| k.ends_with(".eml")).unwrap();
+    assert!(
+        eml_key.contains("/_undeliverable/m-policy/kept-"),
+        "{eml_key}"
+    );
+    assert!(
+        h.kept[0].at.ends_with(eml_key.as_str()),
+        "{} vs {eml_key}",
+        h.kept[0].at
+    );
+    assert!(
+        String::from_utf8_lossy(eml).contains("Subject:"),
+        "the message itself is kept"
+    );
+    let (_, record) = kept.iter().find(|(k, _)| k.ends_with(".json")).unwrap();
+    let record: serde_json::Value = serde_json::from_slice(record).unwrap();
+    assert_eq!(record["refused"][0]["recipient"], "eve@evil.example");
+    assert!(
+        record["refused"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("allow_domains"),
+        "{record}"
+    );
 
     // SPF passes but SES says spam, or virus: no DSN.
     for (id, v, reason) in [

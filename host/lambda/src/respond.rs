@@ -225,6 +225,7 @@ mod tests {
                 relayed: vec![],
                 bounces: vec![],
                 arc: Default::default(),
+                kept: vec![],
                 retry: None,
                 chain_micros: 0,
                 total_micros: 0,

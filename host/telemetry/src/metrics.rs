@@ -37,6 +37,38 @@ pub struct MessageMetrics {
     pub chain_us: u64,
 }
 
+/// What needs an operator's eye in one message's deliveries (counts are recipients). Emitted
+/// only when one is not zero; the template alarms on each.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryMetrics {
+    /// Sends claimed by an attempt that never confirmed them (a crash), sent again
+    /// (`[relay] sends = "at-least-once"`): the recipient may have two copies.
+    pub resent: u64,
+    /// Such sends not sent again (`"at-most-once"`): each may be missing.
+    pub unconfirmed: u64,
+    /// Copies the config refused for every recipient (kept under `_undeliverable/`).
+    pub undeliverable: u64,
+}
+
+impl DeliveryMetrics {
+    /// Nothing to report.
+    pub fn is_zero(&self) -> bool {
+        *self == DeliveryMetrics::default()
+    }
+}
+
+/// One EMF object for `d`, no dimensions: `Resent`, `Unconfirmed`, `Undeliverable` (Count).
+pub fn delivery_line(d: &DeliveryMetrics) -> String {
+    line(
+        &[],
+        &[
+            ("Resent", "Count", d.resent),
+            ("Unconfirmed", "Count", d.unconfirmed),
+            ("Undeliverable", "Count", d.undeliverable),
+        ],
+    )
+}
+
 /// How one step went for one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepMetrics {
@@ -180,6 +212,27 @@ mod tests {
             (Some(3), Some(2048))
         );
         assert!(v["_aws"]["Timestamp"].as_u64().unwrap() > 1_700_000_000_000);
+    }
+
+    #[test]
+    fn a_delivery_line_has_no_dimension_and_every_count() {
+        let d = DeliveryMetrics {
+            resent: 2,
+            unconfirmed: 0,
+            undeliverable: 1,
+        };
+        assert!(!d.is_zero() && DeliveryMetrics::default().is_zero());
+        let v: serde_json::Value = serde_json::from_str(&delivery_line(&d)).unwrap();
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], serde_json::json!([[]]));
+        assert_eq!(
+            (
+                v["Resent"].as_u64(),
+                v["Unconfirmed"].as_u64(),
+                v["Undeliverable"].as_u64()
+            ),
+            (Some(2), Some(0), Some(1))
+        );
     }
 
     #[test]

@@ -148,6 +148,13 @@ pub enum BounceReport {
         /// outbox file).
         id: String,
     },
+    /// Claimed by an attempt that never confirmed it, and sent again now (at least once).
+    Resent {
+        /// The envelope sender the DSN went to.
+        to: String,
+        /// What the way out called the send.
+        id: String,
+    },
     /// An earlier attempt sent it (its claim is `sent`).
     AlreadySent,
     /// Claimed by an attempt that never confirmed it: may or may not have gone out, and is
@@ -164,6 +171,9 @@ impl std::fmt::Display for BounceReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             BounceReport::Sent { to, .. } => write!(f, "sent to {to}"),
+            BounceReport::Resent { to, .. } => {
+                write!(f, "sent again to {to} (an earlier send was unconfirmed)")
+            }
             BounceReport::AlreadySent => f.write_str("already sent"),
             BounceReport::Unconfirmed => f.write_str("unconfirmed (claimed earlier, not resent)"),
             BounceReport::Suppressed { reason } => write!(f, "suppressed: {reason}"),
@@ -233,6 +243,13 @@ impl Bouncer {
             SendOutcome::Sent { ses_id } => {
                 tracing::info!(message_id, ses_id, to = %Address(sender), "bounce sent");
                 BounceReport::Sent {
+                    to: sender.to_string(),
+                    id: ses_id,
+                }
+            }
+            SendOutcome::Resent { ses_id } => {
+                tracing::info!(message_id, ses_id, to = %Address(sender), "bounce sent again");
+                BounceReport::Resent {
                     to: sender.to_string(),
                     id: ses_id,
                 }

@@ -18,13 +18,18 @@
 //! this same owner in an earlier attempt, is **unconfirmed**: the owner died (or
 //! lost the answer) between claim and confirmation, and nobody can know whether SES sent it.
 //!
-//! **Trade-off: at most once.** An unconfirmed claim is never sent again; it is logged as an
-//! error and reported as unconfirmed (`Handled`), so an operator can check SES's sending
-//! logs and resend by hand. The alternative, resending stale claims (at least once), would
-//! send a second copy every time a consumer is killed after SES accepted but before the
-//! confirmation — the window that sent 11 forwards twice in 40 kills. A claim is released
-//! (deleted) only when SES surely did not accept the send (it answered with an error, or
-//! the connection failed before the request went out), so the retry sends it.
+//! **Unconfirmed claims: at least once by default.** Nobody can know whether an unconfirmed
+//! send went out. With `[relay] sends = "at-least-once"` (the default) it is **sent again**:
+//! the claim is taken over (rewritten with this owner, the previous owner and a resend count)
+//! and the same bytes go out again, with the same Message-ID, so a redirect-only alias never
+//! loses a message to a crash. The price is a possible second copy when the first had gone
+//! out (the window is the few milliseconds between SES's answer and the confirmation write);
+//! each resend is logged (`RESENDING UNCONFIRMED SEND`) and counted. With `"at-most-once"` an
+//! unconfirmed claim is never sent again; it is logged as `UNCONFIRMED SEND`, counted and
+//! reported, so an operator can check SES's sending logs (each SES send carries the message
+//! tag `sluice-send`, the claim's digest) and resend by hand. A claim is released (deleted)
+//! only when SES surely did not accept the send (it answered with an error, or the connection
+//! failed before the request went out), so the retry sends it.
 //!
 //! Records are small JSON objects; give their prefix a lifecycle rule (e.g. expire after 30
 //! days, longer than any SQS retention) to keep the bucket small.
@@ -40,6 +45,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sluice_aws::{AwsError, Created, S3Url, S3};
+use sluice_chain::SendGuarantee;
 
 use sluice_deliver::{BoxFuture, DeliveredLog, DeliveryError, MailboxCopy};
 
@@ -97,6 +103,8 @@ pub struct Markers {
     pub owner: String,
     /// See [`DEFAULT_LEASE`].
     pub lease: Duration,
+    /// What an unconfirmed claim becomes (`[relay] sends`).
+    pub sends: SendGuarantee,
 }
 
 /// The place that holds the records: an S3 bucket (shared by every consumer of the queue), or
@@ -125,12 +133,15 @@ pub enum Claim {
     /// claims existed).
     AlreadySent,
     /// Claimed and never confirmed (the owner died between claim and confirmation, or lost
-    /// SES's answer): it may or may not have been sent, and is not sent again.
+    /// SES's answer): it may or may not have been sent. [`Markers::sends`] decides whether
+    /// it is sent again ([`Markers::take_over`]).
     Unconfirmed {
         /// Who claimed it.
         owner: String,
         /// How long ago, in seconds (by this host's clock).
         age_secs: u64,
+        /// How many times it was sent again already.
+        resends: u64,
     },
 }
 
@@ -149,6 +160,7 @@ impl Markers {
             prefix,
             owner,
             lease: DEFAULT_LEASE,
+            sends: SendGuarantee::default(),
         }
     }
 
@@ -159,6 +171,7 @@ impl Markers {
             prefix: String::new(),
             owner,
             lease: DEFAULT_LEASE,
+            sends: SendGuarantee::default(),
         }
     }
 
@@ -241,15 +254,26 @@ impl Markers {
         }
     }
 
-    /// Writes `key` (replacing it).
+    /// Writes `key` (replacing it), a JSON record.
     async fn write(&self, what: &str, key: &str, bytes: Vec<u8>) -> Result<(), DeliverError> {
+        self.write_as(what, key, bytes, "application/json").await
+    }
+
+    /// Writes `key` (replacing it) with this content type (S3 only).
+    async fn write_as(
+        &self,
+        what: &str,
+        key: &str,
+        bytes: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), DeliverError> {
         match &self.at {
             ClaimsAt::S3 { s3, bucket } => {
                 let url = S3Url {
                     bucket: bucket.clone(),
                     key: key.to_string(),
                 };
-                s3.put(&url, bytes, "application/json")
+                s3.put(&url, bytes, content_type)
                     .await
                     .map(|_| ())
                     .map_err(|e| DeliverError::aws(format_args!("{what} {url}"), e))
@@ -351,7 +375,27 @@ impl Markers {
         Ok(Claim::Unconfirmed {
             owner,
             age_secs: age_ms / 1000,
+            resends: record["resends"].as_u64().unwrap_or(0),
         })
+    }
+
+    /// Claims an unconfirmed send for this owner, to send it again: the record is rewritten
+    /// as `claimed` by this owner, now, with the previous owner and the resend count. Only
+    /// the consumer that holds the message (SQS hands it to one at a time) gets here, and
+    /// the fresh claim makes any other consumer wait out the lease.
+    /// `detail` carries `resend_of` and `resends` (see [`with_resend`]); so does the `sent`
+    /// record [`Markers::confirm`] writes from it.
+    pub async fn take_over(&self, key: &str, detail: &Value) -> Result<(), DeliverError> {
+        let mut record = detail.clone();
+        record["state"] = json!("claimed");
+        record["owner"] = json!(self.owner);
+        record["claimed_at_ms"] = json!(now_ms());
+        self.write(
+            "claiming an unconfirmed send again",
+            key,
+            record.to_string().into_bytes(),
+        )
+        .await
     }
 
     /// Marks a won claim `sent` after SES accepted it, with the SES message id.
@@ -391,6 +435,52 @@ impl Markers {
                 }
             }
         }
+    }
+
+    /// Keeps a message that reaches none of `recipients` because the config refuses them
+    /// (a relay to a domain outside `allow_domains`, a relay with no `[relay]`):
+    /// `<prefix>/_undeliverable/<message-id>/kept-<sha256 of the recipients>.eml`, and beside
+    /// it a `.json` with the envelope and the reasons. Written whole each time (a retry writes
+    /// the same), so it is safe to repeat. Returns where the copy is.
+    pub async fn keep_undeliverable(
+        &self,
+        message_id: &str,
+        mail_from: &str,
+        refused: &[(String, String)],
+        bytes: &[u8],
+    ) -> Result<String, DeliverError> {
+        let recipients: Vec<String> = refused.iter().map(|(r, _)| r.clone()).collect();
+        let name = send_name(message_id, "kept", &recipients);
+        let prefix = self.prefix.trim_matches('/');
+        let base = if prefix.is_empty() {
+            format!("_undeliverable/{name}")
+        } else {
+            format!("{prefix}/_undeliverable/{name}")
+        };
+        let record = json!({
+            "message_id": message_id,
+            "mail_from": mail_from,
+            "refused": refused
+                .iter()
+                .map(|(recipient, reason)| json!({ "recipient": recipient, "reason": reason }))
+                .collect::<Vec<_>>(),
+            "kept_at_ms": now_ms(),
+        });
+        let eml = format!("{base}.eml");
+        self.write_as(
+            "keeping an undeliverable message",
+            &eml,
+            bytes.to_vec(),
+            "message/rfc822",
+        )
+        .await?;
+        self.write(
+            "keeping an undeliverable message",
+            &format!("{base}.json"),
+            record.to_string().into_bytes(),
+        )
+        .await?;
+        Ok(self.describe(&eml))
     }
 
     /// The record at `key` (`None` when there is none). Only "not found" means none.
@@ -509,21 +599,41 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<String, super::outbound::SendFailure>>,
 {
-    match markers.claim(key, detail).await? {
+    let mut detail = std::borrow::Cow::Borrowed(detail);
+    let resend = match markers.claim(key, &detail).await? {
         Claim::AlreadySent => return Ok(SendOutcome::AlreadySent),
-        Claim::Unconfirmed { owner, age_secs } => {
-            tracing::error!(
-                claim = key,
-                owner,
-                age_secs,
-                "UNCONFIRMED SEND: {what} was claimed {age_secs} s ago by {owner} and never confirmed; \
-                 it may or may not have been sent and is NOT sent again (at most once). \
-                 Check the SES sending logs (or the smarthost's) and resend by hand if it is missing."
-            );
-            return Ok(SendOutcome::Unconfirmed);
-        }
-        Claim::Won => {}
-    }
+        Claim::Unconfirmed {
+            owner,
+            age_secs,
+            resends,
+        } => match markers.sends {
+            SendGuarantee::AtMostOnce => {
+                tracing::error!(
+                    claim = key,
+                    owner,
+                    age_secs,
+                    "UNCONFIRMED SEND: {what} was claimed {age_secs} s ago by {owner} and never confirmed; \
+                     it may or may not have been sent and is NOT sent again ([relay] sends = \"at-most-once\"). \
+                     Check the SES sending logs (or the smarthost's) and resend by hand if it is missing."
+                );
+                return Ok(SendOutcome::Unconfirmed);
+            }
+            SendGuarantee::AtLeastOnce => {
+                detail = std::borrow::Cow::Owned(with_resend(&detail, &owner, resends + 1));
+                markers.take_over(key, &detail).await?;
+                tracing::warn!(
+                    claim = key,
+                    owner,
+                    age_secs,
+                    resends = resends + 1,
+                    "RESENDING UNCONFIRMED SEND: {what} was claimed {age_secs} s ago by {owner} and never confirmed; \
+                     sending it again ([relay] sends = \"at-least-once\"): the recipient may get it twice"
+                );
+                true
+            }
+        },
+        Claim::Won => false,
+    };
     let ses_id = match send().await {
         Ok(id) => id,
         Err(e) => {
@@ -547,12 +657,24 @@ where
             return Err(err);
         }
     };
-    if let Err(e) = markers.confirm(key, detail, &ses_id).await {
+    if let Err(e) = markers.confirm(key, &detail, &ses_id).await {
         // SES accepted it: the send is done. The claim stays `claimed`, which a retry takes
         // for unconfirmed and does not send again.
         tracing::warn!(claim = key, ses_id, error = %e, "{what}: sent, but the claim could not be marked sent");
     }
-    Ok(SendOutcome::Sent { ses_id })
+    Ok(if resend {
+        SendOutcome::Resent { ses_id }
+    } else {
+        SendOutcome::Sent { ses_id }
+    })
+}
+
+/// `detail` with the resend history of a claim taken over from `previous_owner`.
+fn with_resend(detail: &Value, previous_owner: &str, resends: u64) -> Value {
+    let mut detail = detail.clone();
+    detail["resend_of"] = json!(previous_owner);
+    detail["resends"] = json!(resends);
+    detail
 }
 
 /// What [`send_once`] did.
@@ -563,9 +685,14 @@ pub(crate) enum SendOutcome {
         /// The SES message id.
         ses_id: String,
     },
+    /// Claimed earlier and never confirmed, and sent again now (at least once).
+    Resent {
+        /// The SES message id of this send.
+        ses_id: String,
+    },
     /// Sent by an earlier attempt.
     AlreadySent,
-    /// Claimed earlier and never confirmed: not sent again.
+    /// Claimed earlier and never confirmed: not sent again (at most once).
     Unconfirmed,
 }
 

@@ -90,6 +90,13 @@ impl Outbox {
     }
 }
 
+/// The SES message tag of a send: the first 32 hex digits of the sha256 of its name (the
+/// name itself holds `/` and `.`, which tags may not).
+fn send_tag(name: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(name.as_bytes())[..16])
+}
+
 /// Recipients per SES `SendEmail` call.
 const SES_CHUNK: usize = 50;
 
@@ -148,7 +155,7 @@ impl Outbound {
         null_sender: bool,
     ) -> Result<String, SendFailure> {
         match self {
-            Outbound::Ses(ses) => Ok(ses.send_raw(from, to, raw).await?),
+            Outbound::Ses(ses) => Ok(ses.send_raw(from, to, raw, &send_tag(name)).await?),
             Outbound::Smtp(smtp) => {
                 let mail_from = if null_sender { "" } else { from };
                 let results = smtp.send(mail_from, to, &raw).await?;

@@ -69,6 +69,13 @@ impl RefusalKind {
         }
     }
 
+    /// A refusal that comes from the operator's config (the domain is not allowed, there is
+    /// no `[relay]`): the copy reaches nobody, so it is kept and alarmed, not just logged.
+    /// A loop is the guard working, not a config mistake.
+    pub fn is_config(self) -> bool {
+        matches!(self, RefusalKind::NotAllowed | RefusalKind::NoRelay)
+    }
+
     /// Short name for logs and counts.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -103,7 +110,11 @@ pub struct RelayReport {
     /// Sent by an earlier attempt (its claim is `sent`): not sent again.
     pub already_sent: Vec<String>,
     /// Claimed by an attempt that never confirmed the send (a crash between claim and
-    /// confirmation): it may or may not have gone out, and is not sent again (at most once).
+    /// confirmation), and sent again now (`[relay] sends = "at-least-once"`): the recipient
+    /// may have it twice. Also in [`RelayReport::sent`].
+    pub resent: Vec<String>,
+    /// Claimed by an attempt that never confirmed the send: it may or may not have gone out,
+    /// and is not sent again (`[relay] sends = "at-most-once"`).
     pub unconfirmed: Vec<String>,
     /// Not sent, and why (domain not allowed, loop, too large).
     pub refused: Vec<Refusal>,
@@ -114,20 +125,7 @@ pub struct RelayReport {
 impl Relay {
     /// Whether a copy may go to this recipient (see [`Relay::allow_domains`]).
     pub fn allows(&self, recipient: &str) -> bool {
-        let domain = domain_of(recipient);
-        !domain.is_empty()
-            && self.allow_domains.iter().any(|entry| {
-                let entry = entry.trim().to_ascii_lowercase();
-                match entry.strip_prefix('.') {
-                    Some(parent) => {
-                        domain == parent
-                            || domain
-                                .strip_suffix(parent)
-                                .is_some_and(|sub| sub.ends_with('.'))
-                    }
-                    None => domain == entry,
-                }
-            })
+        sluice_chain::relay_allows(&self.allow_domains, recipient)
     }
 
     /// Sends `msg` (the message the recipients' group delivers) to the job's recipients:
@@ -271,9 +269,13 @@ impl Relay {
                 }
                 other => other?,
             };
+            let resent = matches!(outcome, SendOutcome::Resent { .. });
             match outcome {
-                SendOutcome::Sent { ses_id } => {
+                SendOutcome::Sent { ses_id } | SendOutcome::Resent { ses_id } => {
                     tracing::info!(message_id, ses_id, recipients = chunk.len(), "relayed");
+                    if resent {
+                        report.resent.extend_from_slice(chunk);
+                    }
                     report.sent.extend_from_slice(chunk);
                     for r in chunk {
                         report.send_ids.insert(r.clone(), ses_id.clone());
