@@ -159,15 +159,59 @@ impl fmt::Display for MaskedText<'_> {
 
 /// Installs the process's log subscriber, writing to stderr. Call once, first thing in
 /// `main`; a second call leaves the first subscriber in place.
+///
+/// It also replaces the panic hook with one that masks the panic's message the same way: a
+/// panic (an `expect` on an error that names an address) is written to the same stderr.
 pub fn init(format: LogFormat, sink: LogSink, filter: EnvFilter) {
     let ansi = sink == LogSink::Terminal && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing::subscriber::set_global_default(subscriber(
+    let installed = tracing::subscriber::set_global_default(subscriber(
         format,
         sink,
         filter,
         ansi,
         std::io::stderr,
     ));
+    if installed.is_ok() {
+        mask_panics();
+    }
+}
+
+/// Panics print as the standard hook prints them (thread, location, message, a backtrace
+/// when `RUST_BACKTRACE` asks for one), with addresses masked; with full addresses on, the
+/// standard hook prints them.
+fn mask_panics() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if full_addresses() {
+            return standard(info);
+        }
+        let thread = std::thread::current();
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let text = panic_text(
+            thread.name().unwrap_or("<unnamed>"),
+            &location,
+            info.payload_as_str().unwrap_or("Box<dyn Any>"),
+            (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+                .then(|| backtrace.to_string()),
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+    }));
+}
+
+/// What [`mask_panics`]'s hook writes.
+fn panic_text(thread: &str, location: &str, message: &str, backtrace: Option<String>) -> String {
+    let mut text = format!(
+        "thread '{thread}' panicked at {location}:\n{}\n",
+        mask_addresses(message)
+    );
+    match backtrace {
+        Some(trace) => text.push_str(&format!("stack backtrace:\n{}\n", mask_addresses(&trace))),
+        None => text.push_str(
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
+        ),
+    }
+    text
 }
 
 /// The subscriber [`init`] installs, writing to `writer` (tests pass a buffer) through a
@@ -365,6 +409,22 @@ mod tests {
         assert_eq!(
             String::from_utf8(out.lock().unwrap().clone()).unwrap(),
             "relay refused for ***@example.com\n"
+        );
+    }
+
+    #[test]
+    fn a_panic_message_is_masked() {
+        let text = panic_text(
+            "main",
+            "host/cli/src/daemon.rs:10:5",
+            "called `Result::unwrap()` on an `Err` value: invalid address \"v2@gmail.example.\"",
+            None,
+        );
+        assert_eq!(
+            text,
+            "thread 'main' panicked at host/cli/src/daemon.rs:10:5:\n\
+             called `Result::unwrap()` on an `Err` value: invalid address \"***@gmail.example.\"\n\
+             note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"
         );
     }
 
