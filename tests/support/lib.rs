@@ -390,3 +390,77 @@ pub fn http_get(endpoint: &str, path: &str) -> String {
     );
     body.to_string()
 }
+
+/// The lines of a daemon's or the Lambda's log that show an address whole: an `@` followed by
+/// a host name (its last label starting with a letter, so `@0.2.0` is a version, not a domain)
+/// whose local part is not `***` (nor `"***"`, a masked quoted one). `@example.com` alone (an
+/// allow list's entry) has no local part and is fine.
+pub fn full_addresses(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|line| shows_full_address(line))
+        .collect()
+}
+
+fn shows_full_address(line: &str) -> bool {
+    line.match_indices('@').any(|(at, _)| {
+        let host: String = line[at + 1..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '-' || *c == '.')
+            .collect();
+        let host = host.trim_end_matches('.');
+        let is_host = host.starts_with(char::is_alphanumeric)
+            && host
+                .rsplit('.')
+                .next()
+                .is_some_and(|label| label.starts_with(char::is_alphabetic));
+        let before = line[..at].trim_end_matches(['"', '\\']);
+        let no_local_part = before
+            .chars()
+            .last()
+            .is_none_or(|c| c.is_whitespace() || "<>()[]{},;:=/`".contains(c));
+        is_host && !no_local_part && !before.ends_with("***")
+    })
+}
+
+/// Asserts that no line of `log` shows an address whole (see [`full_addresses`]): the daemon
+/// and the Lambda mask local parts in every line they log. `what` names the log in the
+/// message. Returns the number of lines scanned (printed too, for `--nocapture`).
+pub fn assert_no_full_address(what: &str, log: &str) -> usize {
+    let leaks = full_addresses(log);
+    assert!(
+        leaks.is_empty(),
+        "{what}: {} log line(s) show a full address:\n{}",
+        leaks.len(),
+        leaks.join("\n")
+    );
+    let lines = log.lines().count();
+    println!("{what}: no full address in {lines} log lines");
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::full_addresses;
+
+    #[test]
+    fn the_log_scan_finds_whole_addresses_and_passes_masked_ones() {
+        let leaks = [
+            r#"ERROR step failed: invalid address "v2@gmail.example.": trailing dot"#,
+            "WARN copy not stored error=aaaa…@store.test: dispatch failure",
+            r#"{"error":"storing message m-1 for alice@example.com in INBOX"}"#,
+            "ERROR UNCONFIRMED SEND: forward to bob@gmail.example was claimed",
+            r#"{"message":"to \"john doe\"@example.com"}"#,
+        ];
+        for line in leaks {
+            assert_eq!(full_addresses(line), [line]);
+        }
+        let fine = [
+            r#"ERROR step failed: invalid address "***@gmail.example.": trailing dot"#,
+            "WARN copy not stored error=***@store.test: dispatch failure",
+            r#"{"message":"to \"***\"@example.com","recipient":"***@example.com"}"#,
+            r#"allow_domains ["@gmail.example"], component wasi:cli/environment@0.2.0"#,
+            "a @ b, nothing@ here",
+        ];
+        assert!(full_addresses(&fine.join("\n")).is_empty());
+    }
+}

@@ -169,10 +169,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon's log is its record of every message handled; the other commands print
     // their results and log only what went wrong.
-    let default_level = match cli.command {
-        Command::Daemon { .. } => "info",
-        _ => "warn",
-    };
+    let daemon = matches!(cli.command, Command::Daemon { .. });
+    let default_level = if daemon { "info" } else { "warn" };
     let filter = match sluice_telemetry::filter(cli.log.as_deref().unwrap_or(default_level)) {
         Ok(filter) => filter,
         Err(err) => {
@@ -187,6 +185,15 @@ fn main() -> ExitCode {
     sluice_telemetry::init(cli.log_format, sluice_telemetry::LogSink::Terminal, filter);
     match run(cli.command) {
         Ok(code) => code,
+        // The daemon's stderr is its log, where addresses are masked like every other line;
+        // the other commands are the operator's own tools and say exactly what failed.
+        Err(err) if daemon => {
+            eprintln!(
+                "sluice: {}",
+                sluice_telemetry::MaskedText(&format!("{err:#}"))
+            );
+            ExitCode::FAILURE
+        }
         Err(err) => {
             eprintln!("sluice: {err:#}");
             ExitCode::FAILURE

@@ -1,5 +1,9 @@
 //! `sluice run`: one message through the chains, delivered by the daemon's dispatcher with
 //! local targets (mailboxes in a directory, sends in its outbox).
+//!
+//! The trace it prints on stdout keeps addresses whole: it is a preview of the operator's
+//! own message, read in a terminal, not a log. Its log on stderr is masked like the daemon's
+//! (`sluice_telemetry::MaskingWriter`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

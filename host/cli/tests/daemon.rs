@@ -325,6 +325,7 @@ fn a_running_daemon_picks_up_a_changed_config_from_s3() {
     let out = child.wait_with_output().unwrap();
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
+    sluice_tests::assert_no_full_address("sluice daemon", &log);
     assert!(log.contains("config reloaded"), "{log}");
     let first = String::from_utf8(world.get(&rt, before).unwrap()).unwrap();
     assert!(!first.contains("RELOADED BANNER"), "{first}");
@@ -399,6 +400,10 @@ fn sigterm_stops_the_daemon_cleanly() {
     let exit = child.wait().unwrap();
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(exit.success(), "{exit:?}: {rest:?}");
+    sluice_tests::assert_no_full_address(
+        "sluice daemon",
+        &[seen, rest.clone()].concat().join("\n"),
+    );
     assert!(
         started.elapsed() < std::time::Duration::from_secs(15),
         "the long poll was not interrupted"
@@ -431,6 +436,7 @@ fn sigterm_during_start_up_exits_cleanly() {
         exit.success(),
         "killed instead of stopped: {exit:?}: {rest:?}"
     );
+    sluice_tests::assert_no_full_address("sluice daemon", &format!("{first}\n{}", rest.join("\n")));
     assert!(
         rest.iter().any(|l| l.contains("stopped during start-up"))
             || rest

@@ -179,6 +179,7 @@ plugin = "{junk}"
     let status = child.wait().unwrap();
     let log = log_lines.join().unwrap().join("\n");
     assert!(status.success(), "daemon:\n{log}");
+    sluice_tests::assert_no_full_address("sluice daemon", &log);
 
     for user in [ALICE, CAROL] {
         let inbox = dovecot.fetch(user, "INBOX");

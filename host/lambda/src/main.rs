@@ -90,9 +90,13 @@ async fn start() -> Result<(Pipeline, usize), String> {
     Ok((pipeline, settings.concurrency))
 }
 
-/// Tells the operator and the Lambda service why the function cannot start.
+/// Tells the operator and the Lambda service why the function cannot start. The line on
+/// stderr lands in CloudWatch with the rest of the log, so its addresses are masked too.
 fn init_failed(message: &str) -> ExitCode {
-    eprintln!("sluice-lambda: init failed: {message}");
+    eprintln!(
+        "sluice-lambda: init failed: {}",
+        sluice_telemetry::MaskedText(message)
+    );
     init_error::report(message);
     ExitCode::FAILURE
 }

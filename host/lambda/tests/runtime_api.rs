@@ -269,6 +269,9 @@ fn run_function(env: &[(&str, String)], events: &[String], timeout: Duration) ->
         out.join().unwrap(),
         err.join().unwrap()
     );
+    // Every test's function log (stdout: EMF metrics and the runtime's lines; stderr: the
+    // log) holds no address whole.
+    sluice_tests::assert_no_full_address("sluice-lambda", &output);
     Run { api, exit, output }
 }
 

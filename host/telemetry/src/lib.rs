@@ -3,7 +3,10 @@
 //! as text for a terminal or as one JSON object per line, which CloudWatch Logs Insights
 //! indexes field by field (`filter message_id = "…"`).
 
+mod mask;
 pub mod metrics;
+
+pub use mask::{mask_addresses, MaskedEvent, MaskingWriter};
 
 use std::fmt;
 use std::str::FromStr;
@@ -91,6 +94,11 @@ pub fn show_full_addresses(show: bool) {
     FULL_ADDRESSES.store(show, Ordering::Relaxed);
 }
 
+/// Whether [`show_full_addresses`] is on.
+pub fn full_addresses() -> bool {
+    FULL_ADDRESSES.load(Ordering::Relaxed)
+}
+
 /// Reads `SLUICE_LOG_ADDRESSES` (`domain`, the default, or `full`).
 pub fn addresses_from_env() -> Result<(), TelemetryError> {
     match std::env::var("SLUICE_LOG_ADDRESSES").as_deref() {
@@ -108,7 +116,7 @@ pub struct Address<'a>(pub &'a str);
 
 impl fmt::Display for Address<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if FULL_ADDRESSES.load(Ordering::Relaxed) {
+        if full_addresses() {
             return f.write_str(self.0);
         }
         match self.0.rsplit_once('@') {
@@ -134,55 +142,81 @@ impl fmt::Display for Addresses<'_> {
     }
 }
 
-/// Free text (a rule's own log line) as log events show it: every `local@domain` in it
-/// becomes `***@domain`, unless [`show_full_addresses`]. Rules log what they decided about
-/// whom; the host cannot make them stop, but it can keep the people out of CloudWatch.
+/// Free text (a rule's own log line, an error printed outside tracing) as the log shows it:
+/// every `local@domain` in it becomes `***@domain` (see [`mask_addresses`]), unless
+/// [`show_full_addresses`]. The log's writer masks every event anyway; this is for text
+/// that reaches stderr some other way, and it states the intent where the text is logged.
 pub struct MaskedText<'a>(pub &'a str);
 
 impl fmt::Display for MaskedText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if FULL_ADDRESSES.load(Ordering::Relaxed) {
+        if full_addresses() {
             return f.write_str(self.0);
         }
-        let text = self.0;
-        let is_local = |c: char| c.is_alphanumeric() || "!#$%&'*+-/=?^_`{|}~.".contains(c);
-        let is_domain = |c: char| c.is_alphanumeric() || c == '-' || c == '.';
-        let mut written = 0;
-        for (at, _) in text.match_indices('@') {
-            if at < written {
-                continue;
-            }
-            let local_start = text[written..at]
-                .char_indices()
-                .rev()
-                .take_while(|&(_, c)| is_local(c))
-                .last()
-                .map(|(i, _)| written + i);
-            let domain_ok = text[at + 1..].chars().next().is_some_and(is_domain);
-            if let (Some(start), true) = (local_start, domain_ok) {
-                f.write_str(&text[written..start])?;
-                f.write_str("***")?;
-                written = at;
-            }
-        }
-        f.write_str(&text[written..])
+        f.write_str(&mask_addresses(self.0))
     }
 }
 
 /// Installs the process's log subscriber, writing to stderr. Call once, first thing in
 /// `main`; a second call leaves the first subscriber in place.
+///
+/// It also replaces the panic hook with one that masks the panic's message the same way: a
+/// panic (an `expect` on an error that names an address) is written to the same stderr.
 pub fn init(format: LogFormat, sink: LogSink, filter: EnvFilter) {
     let ansi = sink == LogSink::Terminal && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing::subscriber::set_global_default(subscriber(
+    let installed = tracing::subscriber::set_global_default(subscriber(
         format,
         sink,
         filter,
         ansi,
         std::io::stderr,
     ));
+    if installed.is_ok() {
+        mask_panics();
+    }
 }
 
-/// The subscriber [`init`] installs, writing to `writer` (tests pass a buffer).
+/// Panics print as the standard hook prints them (thread, location, message, a backtrace
+/// when `RUST_BACKTRACE` asks for one), with addresses masked; with full addresses on, the
+/// standard hook prints them.
+fn mask_panics() {
+    let standard = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if full_addresses() {
+            return standard(info);
+        }
+        let thread = std::thread::current();
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let backtrace = std::backtrace::Backtrace::capture();
+        let text = panic_text(
+            thread.name().unwrap_or("<unnamed>"),
+            &location,
+            info.payload_as_str().unwrap_or("Box<dyn Any>"),
+            (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+                .then(|| backtrace.to_string()),
+        );
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), text.as_bytes());
+    }));
+}
+
+/// What [`mask_panics`]'s hook writes.
+fn panic_text(thread: &str, location: &str, message: &str, backtrace: Option<String>) -> String {
+    let mut text = format!(
+        "thread '{thread}' panicked at {location}:\n{}\n",
+        mask_addresses(message)
+    );
+    match backtrace {
+        Some(trace) => text.push_str(&format!("stack backtrace:\n{}\n", mask_addresses(&trace))),
+        None => text.push_str(
+            "note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n",
+        ),
+    }
+    text
+}
+
+/// The subscriber [`init`] installs, writing to `writer` (tests pass a buffer) through a
+/// [`MaskingWriter`]: the one place every event's text (message, fields, errors' `Display`,
+/// text or JSON) passes on its way out, so addresses are masked there whatever logged them.
 pub fn subscriber<W>(
     format: LogFormat,
     sink: LogSink,
@@ -195,7 +229,7 @@ where
 {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(writer)
+        .with_writer(MaskingWriter(writer))
         .with_target(false);
     match (format, sink) {
         (LogFormat::Json, _) => Box::new(
@@ -241,6 +275,7 @@ mod tests {
     /// The JSON events carry their fields at the top level, as Logs Insights expects.
     #[test]
     fn json_events_have_their_fields_at_the_top_level() {
+        let _setting = address_setting();
         let text = captured(LogFormat::Json, false, || {
             let span = tracing::info_span!("invoke", request_id = "r-1");
             let _entered = span.enter();
@@ -259,6 +294,7 @@ mod tests {
 
     #[test]
     fn text_for_cloudwatch_has_no_colour_and_no_timestamp() {
+        let _setting = address_setting();
         let text = captured(LogFormat::Text, true, || {
             tracing::warn!(message_id = "m-2", "copy not stored, will be retried")
         });
@@ -268,8 +304,146 @@ mod tests {
         );
     }
 
+    /// Held by the tests that read or change the process-wide address setting, which the
+    /// test harness's threads share.
+    static ADDRESS_SETTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn address_setting() -> std::sync::MutexGuard<'static, ()> {
+        ADDRESS_SETTING
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An error as the pipeline's are: its `Display` names the address.
+    #[derive(Debug, thiserror::Error)]
+    #[error("storing message m-1 for {0} in INBOX: dispatch failure")]
+    struct StoreError(String);
+
+    /// Events whose message, fields and error all hold addresses, as the issue found them.
+    fn log_addresses() {
+        let err = StoreError("alice@example.com".into());
+        tracing::warn!(
+            error = %err,
+            claim = "sent/m-1/aaaa…@store.test",
+            "copy not stored, will be retried"
+        );
+        tracing::error!(
+            step = "alias",
+            "step failed: invalid address \"v2@gmail.example.\": trailing dot"
+        );
+        let owner = "host-1";
+        tracing::error!(
+            "UNCONFIRMED SEND: forward to bob@gmail.example was claimed 31 s ago by {owner}"
+        );
+    }
+
+    #[test]
+    fn text_events_are_masked_in_message_fields_and_errors() {
+        let _setting = address_setting();
+        let text = captured(LogFormat::Text, false, log_addresses);
+        assert_eq!(
+            text,
+            " WARN copy not stored, will be retried \
+             error=storing message m-1 for ***@example.com in INBOX: dispatch failure \
+             claim=\"sent/m-1/***@store.test\"\n\
+             ERROR step failed: invalid address \"***@gmail.example.\": trailing dot \
+             step=\"alias\"\n\
+             ERROR UNCONFIRMED SEND: forward to ***@gmail.example was claimed 31 s ago by \
+             host-1\n"
+        );
+    }
+
+    #[test]
+    fn json_events_are_masked_and_stay_json() {
+        let _setting = address_setting();
+        let text = captured(LogFormat::Json, false, log_addresses);
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(events.len(), 3, "{text}");
+        assert_eq!(
+            events[0]["error"],
+            "storing message m-1 for ***@example.com in INBOX: dispatch failure"
+        );
+        assert_eq!(events[0]["claim"], "sent/m-1/***@store.test");
+        assert_eq!(
+            events[1]["message"],
+            "step failed: invalid address \"***@gmail.example.\": trailing dot"
+        );
+        assert_eq!(
+            events[2]["message"],
+            "UNCONFIRMED SEND: forward to ***@gmail.example was claimed 31 s ago by host-1"
+        );
+    }
+
+    #[test]
+    fn full_addresses_leave_the_log_as_written() {
+        let _setting = address_setting();
+        show_full_addresses(true);
+        let text = captured(LogFormat::Text, false, log_addresses);
+        show_full_addresses(false);
+        for whole in [
+            "for alice@example.com in",
+            "sent/m-1/aaaa…@store.test",
+            "\"v2@gmail.example.\"",
+            "to bob@gmail.example was",
+        ] {
+            assert!(text.contains(whole), "{whole} in {text}");
+        }
+    }
+
+    /// An address cut across two writes is masked whole, and the event goes out in one
+    /// write, when the writer is dropped.
+    #[test]
+    fn a_masked_event_is_written_whole() {
+        use std::io::Write as _;
+        let _setting = address_setting();
+        let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::<u8>::new()));
+        let mut event = MaskedEvent::new(SharedBuffer(out.clone()));
+        event.write_all(b"relay refused for ali").unwrap();
+        event.write_all(b"ce@exa").unwrap();
+        assert!(out.lock().unwrap().is_empty());
+        event.write_all(b"mple.com\n").unwrap();
+        drop(event);
+        assert_eq!(
+            String::from_utf8(out.lock().unwrap().clone()).unwrap(),
+            "relay refused for ***@example.com\n"
+        );
+    }
+
+    #[test]
+    fn a_panic_message_is_masked() {
+        let text = panic_text(
+            "main",
+            "host/cli/src/daemon.rs:10:5",
+            "called `Result::unwrap()` on an `Err` value: invalid address \"v2@gmail.example.\"",
+            None,
+        );
+        assert_eq!(
+            text,
+            "thread 'main' panicked at host/cli/src/daemon.rs:10:5:\n\
+             called `Result::unwrap()` on an `Err` value: invalid address \"***@gmail.example.\"\n\
+             note: run with `RUST_BACKTRACE=1` environment variable to display a backtrace\n"
+        );
+    }
+
+    #[test]
+    fn masked_text_follows_the_setting() {
+        let _setting = address_setting();
+        let line = "forwarding to \"v2\"@gmail.example and aaaa…@store.test";
+        assert_eq!(
+            MaskedText(line).to_string(),
+            "forwarding to \"***\"@gmail.example and ***@store.test"
+        );
+        show_full_addresses(true);
+        assert_eq!(MaskedText(line).to_string(), line);
+        show_full_addresses(false);
+    }
+
     #[test]
     fn addresses_show_their_domain_unless_asked() {
+        let _setting = address_setting();
         let list = ["alice@example.com".to_string(), "bob@b.example".to_string()];
         assert_eq!(Address("alice@example.com").to_string(), "***@example.com");
         assert_eq!(Address("postmaster").to_string(), "***");

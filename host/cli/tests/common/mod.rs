@@ -163,6 +163,7 @@ pub fn verify_identity(rt: &tokio::runtime::Runtime, ses_moto: &Moto) {
         .unwrap();
 }
 
+/// Runs `sluice daemon` to the end; its log (stderr) has been checked for whole addresses.
 pub fn daemon(
     env: &[(&'static str, String)],
     config: &Path,
@@ -170,7 +171,7 @@ pub fn daemon(
     extra: &[&str],
 ) -> Output {
     let cache = tempfile::tempdir().unwrap();
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args([
             "daemon",
             "--config",
@@ -184,7 +185,9 @@ pub fn daemon(
         .envs(env.iter().cloned())
         .env("SLUICE_CACHE_DIR", cache.path())
         .output()
-        .expect("sluice daemon runs")
+        .expect("sluice daemon runs");
+    sluice_tests::assert_no_full_address("sluice daemon", &stderr(&out));
+    out
 }
 
 pub fn stderr(o: &Output) -> String {
