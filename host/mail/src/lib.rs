@@ -25,6 +25,8 @@ mod encoding;
 mod forward;
 mod header;
 mod message;
+mod reading;
+pub mod strict;
 mod structure;
 
 pub use apply::apply_edits;
