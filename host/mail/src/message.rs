@@ -113,9 +113,9 @@ impl Message {
         self.parsed.borrow_dependent()
     }
 
-    /// The bytes the parse is of, and edits are spliced into: [`Message::raw`], or its
-    /// normalised form when it has bare CRs.
-    pub(crate) fn read_bytes(&self) -> &[u8] {
+    /// The bytes the parse is of, and edits are spliced into: [`Message::raw`], or, when it
+    /// has bare CRs in header blocks, [`Message::raw`] with each of those as a line break.
+    pub fn read_bytes(&self) -> &[u8] {
         self.parsed.borrow_owner()
     }
 

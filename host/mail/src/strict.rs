@@ -117,6 +117,12 @@ pub enum Ambiguity {
         /// The part.
         part: usize,
     },
+    /// A multipart whose body has no delimiter line at all: no parts to RFC 2046, one text
+    /// body to other readers.
+    NoDelimiter {
+        /// The multipart.
+        part: usize,
+    },
     /// A multipart Content-Type without a usable boundary parameter.
     NoBoundary {
         /// The part.
@@ -178,6 +184,9 @@ impl fmt::Display for Ambiguity {
             ),
             Ambiguity::ConflictingContentType { part } => {
                 write!(f, "part {part} has two different Content-Type fields")
+            }
+            Ambiguity::NoDelimiter { part } => {
+                write!(f, "multipart part {part} has no boundary delimiter line")
             }
             Ambiguity::NoBoundary { part } => {
                 write!(f, "multipart part {part} has no usable boundary parameter")
@@ -520,6 +529,11 @@ impl<'r> Reader<'r, '_> {
         // Never closed: the last part runs to the end of the body.
         if let Some(start) = open {
             parts.push(start..body.end.max(start));
+        }
+        if parts.is_empty() && !closed {
+            self.tree
+                .ambiguities
+                .push(Ambiguity::NoDelimiter { part: id });
         }
         parts
     }
