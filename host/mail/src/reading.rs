@@ -1,6 +1,26 @@
 //! Whether a message can be edited: read it twice, with mail-parser (whose offsets the edits
 //! are spliced at) and with the strict splitter ([`crate::strict`]), and edit only when the
 //! two readings agree and the strict one finds nothing the RFCs leave open.
+//!
+//! The rule, for input two readers can read differently:
+//! - **Normalise what has one reading everyone can share.** A bare CR in a header block is a
+//!   line break to Python's `email` and other line-oriented readers and part of a field to
+//!   mail-parser; read as a line break before the parse, every reader (mail-parser, the
+//!   rules, the recipient's client) sees the same fields and parts, and the edit goes ahead.
+//!   Declining instead would let a sender dodge a warning banner by adding one CR. Only header
+//!   blocks are normalised: a body's bytes are its part's content (a PDF may hold CRs).
+//! - **Decline the rest.** A delimiter in the middle of a line or with a suffix, a delimiter
+//!   after the close delimiter, two Content-Types, a multipart without delimiters, a text
+//!   part in an unknown transfer encoding, a line in a header block that is not a field: no
+//!   rewrite makes all readers agree on what the sender meant, and a banner placed by one
+//!   reading lands in another part for another reader (the class of bug this module exists
+//!   for: a banner written into a PDF). Banners are declined ([`crate::EditError::Ambiguous`],
+//!   the original is delivered and the trace says why). Header edits copy the body byte for
+//!   byte, so only an ambiguous top header block declines them.
+//! - **Compare where it matters.** Beyond the named ambiguities, the parts mail-parser says
+//!   are displayed text must be the strict reading's displayed text parts at the same bytes;
+//!   disagreements in parts an edit copies (mail-parser misreads the extent of the messages in
+//!   a multipart/digest) do not block it.
 
 use crate::strict::{self, Ambiguity, StrictTree};
 

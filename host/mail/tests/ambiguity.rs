@@ -347,6 +347,9 @@ fn corpus_and_its_mutants_keep_every_part_for_every_reader() {
                 pairs.push((name.clone(), raw.clone(), out));
             }
             Outcome::Declined(why) => {
+                if !name.contains("mutant") {
+                    println!("  declined: {name}: {why}");
+                }
                 // The input's kind and the reason's, without part numbers and offsets.
                 let input = name
                     .split_once(" (")
