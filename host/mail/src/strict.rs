@@ -315,8 +315,8 @@ type Fields<'r> = Vec<(&'r [u8], &'r [u8])>;
 struct Reader<'r, 't> {
     raw: &'r [u8],
     tree: &'t mut StrictTree,
-    /// The boundaries of the enclosing multiparts, outermost first, with their part index.
-    boundaries: Vec<(Vec<u8>, usize)>,
+    /// The boundaries of the enclosing multiparts, outermost first.
+    boundaries: Vec<Vec<u8>>,
 }
 
 impl<'r> Reader<'r, '_> {
@@ -390,7 +390,7 @@ impl<'r> Reader<'r, '_> {
             self.tree.ambiguities.push(Ambiguity::TooDeep { part: id });
             return id;
         }
-        if self.boundaries.iter().any(|(b, _)| *b == boundary) {
+        if self.boundaries.contains(&boundary) {
             self.tree
                 .ambiguities
                 .push(Ambiguity::NestedSameBoundary { part: id });
@@ -402,7 +402,7 @@ impl<'r> Reader<'r, '_> {
         };
         let ranges = self.split_multipart(id, &boundary, body);
         self.tree.parts[id].children = Some(Vec::new());
-        self.boundaries.push((boundary, id));
+        self.boundaries.push(boundary);
         for r in ranges {
             let child = self.entity(r, child_type, depth + 1);
             if let Some(c) = self.tree.parts[id].children.as_mut() {
