@@ -96,6 +96,7 @@ pub(crate) fn disagreement(m: &mail_parser::Message<'_>, raw: &[u8], body: bool)
         matches!(
             a,
             Ambiguity::NotAField { part: 0, .. }
+                | Ambiguity::LeadingContinuation { part: 0, .. }
                 | Ambiguity::BareCr {
                     part: 0,
                     in_header: true,

@@ -82,6 +82,14 @@ pub enum Ambiguity {
         /// Byte offset of the line.
         at: usize,
     },
+    /// A header block that starts with a continuation line (space or tab first): readers skip
+    /// it, but a field written before it would take it as its own continuation.
+    LeadingContinuation {
+        /// The part whose header block it starts.
+        part: usize,
+        /// Byte offset of the line.
+        at: usize,
+    },
     /// `--boundary` of an enclosing multipart in the middle of a line: some readers end the
     /// part there, RFC 2046 does not.
     DelimiterMidLine {
@@ -165,6 +173,10 @@ impl fmt::Display for Ambiguity {
             Ambiguity::NotAField { part, at } => write!(
                 f,
                 "a line in the header block of part {part} is not a header field, byte {at}"
+            ),
+            Ambiguity::LeadingContinuation { part, at } => write!(
+                f,
+                "the header block of part {part} starts with a continuation line, byte {at}"
             ),
             Ambiguity::DelimiterMidLine { part, at } => write!(
                 f,
@@ -432,8 +444,12 @@ impl<'r> Reader<'r, '_> {
                 return (range.start..line.start, line.next, fields);
             }
             if matches!(text[0], b' ' | b'\t') {
-                if let Some((_, value)) = fields.last_mut() {
-                    value.end = line.end;
+                match fields.last_mut() {
+                    Some((_, value)) => value.end = line.end,
+                    None => self.tree.ambiguities.push(Ambiguity::LeadingContinuation {
+                        part: id,
+                        at: line.start,
+                    }),
                 }
                 continue;
             }
@@ -781,6 +797,13 @@ mod tests {
         assert!(matches!(
             not_field.ambiguities[..],
             [Ambiguity::NotAField { part: 0, .. }]
+        ));
+        let leading = split(
+            b"Content-Type: multipart/mixed; boundary=b\n\n--b\n message/rfc822\n\nx\n--b--\n",
+        );
+        assert!(matches!(
+            leading.ambiguities[..],
+            [Ambiguity::LeadingContinuation { part: 1, .. }]
         ));
         let two_types = split(b"Content-Type: text/plain\nContent-Type: image/png\n\nx\n");
         assert!(matches!(

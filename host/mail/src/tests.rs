@@ -904,6 +904,30 @@ fn a_part_with_two_content_types_is_declined() {
 }
 
 #[test]
+fn a_header_block_starting_with_a_continuation_line_is_declined() {
+    // Every reader skips the orphan continuation line, but a field written before it (an
+    // added header, a part's new Content-Transfer-Encoding) would take it as its own.
+    let raw = b"From: a@example.com\nContent-Type: multipart/mixed; boundary=\"1\"\n\n--1\n message/rfc822\n\nhi\n--1--\n";
+    let msg = Message::parse(raw.to_vec()).unwrap();
+    let err = apply_edits(
+        &msg,
+        &[banner("B", None, Position::Top)],
+        BannerFallback::Wrap,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, EditError::Ambiguous(why) if why.contains("continuation")),
+        "{err}"
+    );
+    // In a part's block it does not stop header edits, which copy the body byte for byte; at
+    // the top it does.
+    assert!(apply_edits(&msg, &[add("X-A", "1")], BannerFallback::Wrap).is_ok());
+    let top = Message::parse(b" folded\nFrom: a@example.com\n\nhi\n".to_vec()).unwrap();
+    let err = apply_edits(&top, &[add("X-A", "1")], BannerFallback::Wrap).unwrap_err();
+    assert!(matches!(err, EditError::Ambiguous(_)), "{err}");
+}
+
+#[test]
 fn forgiving_transfer_encoding_spellings() {
     let raw = b"From: a@b.example\r\nContent-Type: text/plain; charset=UTF-8\r\nContent-Transfer-Encoding: 8 bit\r\n\r\nHello\r\n".to_vec();
     let m = Message::parse(raw).unwrap();
