@@ -161,6 +161,12 @@ fn check(msg: &Message, out: &[u8], edits: &[Edit], fallback: BannerFallback) {
     let what = format!("{edits:?} with {fallback:?}");
     let edited = Message::parse(out.to_vec())
         .unwrap_or_else(|e| panic!("{what}: the output does not parse: {e}"));
+    if out == msg.raw() {
+        // The edits changed nothing (a banner ignored, a header removed that was not there):
+        // the message as received, bare CRs included, which no reading has to be checked for.
+        check_header_counts(&what, msg, &edited, edits, false);
+        return;
+    }
     let before = mime::parse(raw).expect("mail-parser parses what Message::parse accepted");
     let after =
         mime::parse(out).unwrap_or_else(|| panic!("{what}: mail-parser refuses the output"));
