@@ -40,6 +40,11 @@ pub fn apply_edits(
     if out == msg.read_bytes() {
         return Ok(msg.raw().to_vec());
     }
+    if let Some(why) = crate::reading::output_ambiguity(&out, body) {
+        return Err(EditError::Malformed(format!(
+            "the edited message could be read two ways ({why}), so it is left as it came in"
+        )));
+    }
     Ok(out)
 }
 

@@ -92,6 +92,19 @@ pub(crate) fn normalise(raw: &[u8]) -> LineBreaks {
 /// is copied byte for byte, so every reader sees the same body as before.
 pub(crate) fn disagreement(m: &mail_parser::Message<'_>, raw: &[u8], body: bool) -> Option<String> {
     let tree = strict::split(raw);
+    first_open(&tree, body).or_else(|| if body { compare(m, &tree) } else { None })
+}
+
+/// What makes a spliced output ambiguous, if anything: the same test as for the input, on the
+/// output. A splice on an unambiguous input can still produce one (a rewritten header block
+/// that loses its empty line, say), and the recipient must read what Sluice wrote.
+pub(crate) fn output_ambiguity(out: &[u8], body: bool) -> Option<String> {
+    first_open(&strict::split(out), body)
+}
+
+/// The first ambiguity of `tree` that matters: any but a bare CR in a body when the body is
+/// edited, else only those of the top header block.
+fn first_open(tree: &StrictTree, body: bool) -> Option<String> {
     let in_top_block = |a: &&Ambiguity| {
         matches!(
             a,
@@ -104,17 +117,26 @@ pub(crate) fn disagreement(m: &mail_parser::Message<'_>, raw: &[u8], body: bool)
                 }
         )
     };
-    if !body {
-        return tree
-            .ambiguities
+    let in_body = |a: &&Ambiguity| {
+        !matches!(
+            a,
+            Ambiguity::BareCr {
+                in_header: false,
+                ..
+            }
+        )
+    };
+    if body {
+        tree.ambiguities
+            .iter()
+            .find(in_body)
+            .map(ToString::to_string)
+    } else {
+        tree.ambiguities
             .iter()
             .find(in_top_block)
-            .map(ToString::to_string);
+            .map(ToString::to_string)
     }
-    if let Some(a) = tree.ambiguities.first() {
-        return Some(a.to_string());
-    }
-    compare(m, &tree)
 }
 
 /// Whether both readers put a banner in the same places: the parts mail-parser says are
