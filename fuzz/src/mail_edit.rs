@@ -14,9 +14,18 @@
 //!   or, only with `BannerFallback::Wrap`, the wrap: multipart/mixed of a text/plain banner
 //!   and the original, byte for byte, as message/rfc822, and then only when no part of the
 //!   input is displayed text;
-//! - each header the edits touch is there as often as the edits say (removed: 0, set: 1, ...).
+//! - each header the edits touch is there as often as the edits say (removed: 0, set: 1, ...);
+//! - by an independent reading, the strict RFC 2046 splitter (`sluice_mail::strict`, no
+//!   mail-parser): the bytes Sluice read differ from the input only in line breaks; with a
+//!   banner, neither the input as read nor the output has anything two readers could read
+//!   differently (a bare CR in a body aside), and the output has the input's strict part tree
+//!   with every leaf that is not displayed text byte-identical and every displayed text leaf
+//!   still displayed text; a wrap only when the strict reading finds no displayed text either.
+//!   A message mail-parser reads another way than the strict splitter is declined
+//!   (`EditError::Ambiguous`), never edited.
 
 use mail_parser::PartType;
+use sluice_mail::strict::{self, Ambiguity, StrictTree};
 use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, Position};
 
 use crate::input::{text_from, Params};
@@ -147,12 +156,20 @@ pub fn run(data: &[u8]) {
 }
 
 fn check(msg: &Message, out: &[u8], edits: &[Edit], fallback: BannerFallback) {
-    let raw = msg.raw();
+    // The bytes Sluice read (bare CRs in header blocks as line breaks): what the edits apply to.
+    let raw = msg.read_bytes();
     let what = format!("{edits:?} with {fallback:?}");
     let edited = Message::parse(out.to_vec())
         .unwrap_or_else(|e| panic!("{what}: the output does not parse: {e}"));
+    if out == msg.raw() {
+        // The edits changed nothing (a banner ignored, a header removed that was not there):
+        // the message as received, bare CRs included, which no reading has to be checked for.
+        check_header_counts(&what, msg, &edited, edits, false);
+        return;
+    }
     let before = mime::parse(raw).expect("mail-parser parses what Message::parse accepted");
-    let after = mime::parse(out).unwrap_or_else(|| panic!("{what}: mail-parser refuses the output"));
+    let after =
+        mime::parse(out).unwrap_or_else(|| panic!("{what}: mail-parser refuses the output"));
 
     let banner = edits.iter().any(|e| matches!(e, Edit::AddBanner(_)));
     let wrapped = banner && fallback == BannerFallback::Wrap && is_wrap(raw, out, &after);
@@ -180,6 +197,87 @@ fn check(msg: &Message, out: &[u8], edits: &[Edit], fallback: BannerFallback) {
         );
     }
     check_header_counts(&what, msg, &edited, edits, wrapped);
+    check_strict_reading(&what, msg, out, banner, wrapped);
+}
+
+/// A bare CR in a body: left as it is (it is the part's content); it only matters to the
+/// structure when a delimiter follows it, which the strict reading reports separately.
+fn harmless(a: &Ambiguity) -> bool {
+    matches!(
+        a,
+        Ambiguity::BareCr {
+            in_header: false,
+            ..
+        }
+    )
+}
+
+/// The invariant by the strict splitter (see the module documentation).
+fn check_strict_reading(what: &str, msg: &Message, out: &[u8], banner: bool, wrapped: bool) {
+    let read = msg.read_bytes();
+    let no_breaks = |b: &[u8]| -> Vec<u8> {
+        b.iter()
+            .copied()
+            .filter(|&c| c != b'\r' && c != b'\n')
+            .collect()
+    };
+    assert!(
+        no_breaks(read) == no_breaks(msg.raw()),
+        "{what}: the bytes read differ from the input in more than line breaks"
+    );
+    if !banner {
+        // Header edits copy the body byte for byte (checked above); nothing to read again.
+        return;
+    }
+    let (before, after) = (strict::split(read), strict::split(out));
+    let open = |t: &StrictTree| {
+        t.ambiguities
+            .iter()
+            .find(|a| !harmless(a))
+            .map(ToString::to_string)
+    };
+    assert_eq!(
+        open(&before),
+        None,
+        "{what}: an ambiguous message was edited"
+    );
+    assert_eq!(open(&after), None, "{what}: the output is ambiguous");
+    let displayed = |t: &StrictTree| t.leaves().any(|(_, p)| p.is_displayed_text());
+    if wrapped {
+        assert!(
+            !displayed(&before),
+            "{what}: wrapped, but the strict reading shows text parts"
+        );
+        return;
+    }
+    let shape = |t: &StrictTree| -> Vec<(String, Option<Vec<usize>>)> {
+        t.parts
+            .iter()
+            .map(|p| (p.content_type.clone(), p.children.clone()))
+            .collect()
+    };
+    assert_eq!(
+        shape(&before),
+        shape(&after),
+        "{what}: the strict part tree changed"
+    );
+    for (id, (b, a)) in before.parts.iter().zip(&after.parts).enumerate() {
+        if b.children.is_some() {
+            continue;
+        }
+        if b.is_displayed_text() {
+            assert!(
+                a.is_displayed_text(),
+                "{what}: strict part {id} is no longer displayed text"
+            );
+        } else {
+            assert!(
+                read[b.body.clone()] == out[a.body.clone()],
+                "{what}: strict part {id} ({}) is not displayed text but changed",
+                b.content_type
+            );
+        }
+    }
 }
 
 /// Whether `out` is the wrap fallback: `multipart/mixed` of [text/plain banner,
@@ -225,7 +323,45 @@ fn check_header_counts(what: &str, msg: &Message, edited: &Message, edits: &[Edi
         }
         if let Some(expected) = expected {
             let got = edited.header(name).len();
-            assert_eq!(got, expected, "{what}: {name} is there {got} times, expected {expected}");
+            assert_eq!(
+                got, expected,
+                "{what}: {name} is there {got} times, expected {expected}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The saved findings and the seeds hold without libFuzzer (`cargo test
+    /// --no-default-features`), plus every ambiguity fixture of sluice-mail behind each edit
+    /// action.
+    #[test]
+    fn saved_inputs_hold() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut inputs = Vec::new();
+        for sub in ["regressions/mail_edit", "seeds/mail_edit"] {
+            for entry in std::fs::read_dir(dir.join(sub)).unwrap() {
+                inputs.push(std::fs::read(entry.unwrap().path()).unwrap());
+            }
+        }
+        let fixtures = dir.join("../host/mail/tests/fixtures/ambiguous");
+        for entry in std::fs::read_dir(fixtures).unwrap() {
+            let message = std::fs::read(entry.unwrap().path()).unwrap();
+            // One to four edits, each action (0..5) with a few parameter bytes.
+            for action in 0..5u8 {
+                for arg in [0u8, 1, 2, 0x21, 0x47] {
+                    let mut input = vec![3, action, arg, 0, arg, 3, 1, 4, 0x10];
+                    input.extend_from_slice(&message);
+                    inputs.push(input);
+                }
+            }
+        }
+        assert!(inputs.len() > 100);
+        for input in &inputs {
+            super::run(input);
         }
     }
 }

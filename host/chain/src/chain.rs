@@ -412,6 +412,7 @@ impl RuleChains {
                 steps: run.steps,
                 edits: run.edits,
                 edit_error: None,
+                edit_note: None,
                 outcome: GroupOutcome::Tempfail { reason },
                 dispositions: Vec::new(),
                 output: None,
@@ -423,7 +424,7 @@ impl RuleChains {
         let fallback = chain
             .map(|c| c.banner_fallback)
             .unwrap_or(BannerFallback::Wrap);
-        let (output, edit_error) = render_output(
+        let (output, edit_error, edit_note) = render_output(
             session.message(),
             &run.edits,
             fallback,
@@ -436,6 +437,7 @@ impl RuleChains {
             steps: run.steps,
             edits: run.edits,
             edit_error,
+            edit_note,
             outcome: GroupOutcome::Done,
             dispositions,
             output,
@@ -628,31 +630,40 @@ fn open_tables(config: &ConfigFile) -> Result<Option<Arc<sluice_directory::Table
 
 /// The message the group's deliveries carry: none when nothing is delivered or relayed, the
 /// original without edits, else the edited bytes (or the original, with the reason, when the
-/// edits cannot be applied safely: delivered unchanged rather than lost).
+/// edits cannot be applied safely: delivered unchanged rather than lost); and the note for an
+/// edited copy whose bare CRs in header blocks became line breaks.
 fn render_output(
     message: &Message,
     edits: &[Edit],
     fallback: BannerFallback,
     dispositions: &[Disposition],
     domain: &str,
-) -> (Option<OutputMessage>, Option<String>) {
+) -> (Option<OutputMessage>, Option<String>, Option<String>) {
     let needs_output = dispositions
         .iter()
         .any(|d| matches!(d, Disposition::Deliver { .. } | Disposition::Relay { .. }));
     if !needs_output {
-        return (None, None);
+        return (None, None, None);
     }
     if edits.is_empty() {
-        return (Some(OutputMessage::Original), None);
+        return (Some(OutputMessage::Original), None, None);
     }
     match sluice_mail::apply_edits(message, edits, fallback) {
         // Edits that change nothing (a banner the message shows already, a subject that has
         // the prefix) leave the original: "modified" in the trace means modified.
-        Ok(bytes) if bytes == message.raw() => (Some(OutputMessage::Original), None),
-        Ok(bytes) => (Some(OutputMessage::Edited(Arc::new(bytes))), None),
+        Ok(bytes) if bytes == message.raw() => (Some(OutputMessage::Original), None, None),
+        Ok(bytes) => {
+            let note = match message.normalised_bare_crs() {
+                0 => None,
+                n => Some(format!(
+                    "{n} bare CR(s) (CR without LF) in header blocks are line breaks in the edited copy, as every mail reader reads them"
+                )),
+            };
+            (Some(OutputMessage::Edited(Arc::new(bytes))), None, note)
+        }
         Err(e) => {
             tracing::warn!(domain, "edits not applied, delivering the original: {e}");
-            (Some(OutputMessage::Original), Some(e.to_string()))
+            (Some(OutputMessage::Original), Some(e.to_string()), None)
         }
     }
 }
@@ -868,6 +879,51 @@ mod tests {
             tables: None,
             http: None,
         }
+    }
+
+    /// What the trace says for input two readers read differently: declined with the reason,
+    /// or, for a bare CR in a header block, edited with a note.
+    #[test]
+    fn ambiguous_input_is_declined_or_noted_in_the_trace() {
+        let deliver = [Disposition::Deliver {
+            recipient: "bob@example.com".into(),
+            folder: "INBOX".into(),
+        }];
+        let banner = [Edit::AddBanner(sluice_mail::Banner {
+            text: "CAUTION".into(),
+            html: None,
+            position: sluice_mail::Position::Top,
+        })];
+        let fixture = |name: &str| {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../mail/tests/fixtures/ambiguous");
+            Message::parse(std::fs::read(dir.join(name)).unwrap()).unwrap()
+        };
+        let mid_line = fixture("mid-line-close.eml");
+        let (output, error, note) = render_output(
+            &mid_line,
+            &banner,
+            BannerFallback::Wrap,
+            &deliver,
+            "example.com",
+        );
+        assert!(matches!(output, Some(OutputMessage::Original)));
+        assert_eq!(
+            error.as_deref(),
+            Some("edits declined: the message can be read two ways (the boundary of multipart part 0 in the middle of a line, byte 200)")
+        );
+        assert_eq!(note, None);
+        let bare_cr = fixture("bare-cr-part-header.eml");
+        let (output, error, note) = render_output(
+            &bare_cr,
+            &banner,
+            BannerFallback::Wrap,
+            &deliver,
+            "example.com",
+        );
+        assert!(matches!(output, Some(OutputMessage::Edited(_))));
+        assert_eq!(error, None);
+        assert!(note.is_some_and(|n| n.starts_with("1 bare CR(s)")));
     }
 
     fn strings(list: &[&str]) -> Vec<String> {
@@ -1092,14 +1148,14 @@ mod tests {
         let fallback = BannerFallback::Wrap;
         assert!(matches!(
             render_output(&message, &prefix, fallback, &drop, "x.test"),
-            (None, None)
+            (None, None, None)
         ));
         assert!(matches!(
             render_output(&message, &[], fallback, &deliver, "x.test"),
-            (Some(OutputMessage::Original), None)
+            (Some(OutputMessage::Original), None, None)
         ));
         match render_output(&message, &prefix, fallback, &deliver, "x.test") {
-            (Some(OutputMessage::Edited(bytes)), None) => {
+            (Some(OutputMessage::Edited(bytes)), None, None) => {
                 assert!(bytes.windows(17).any(|w| w == b"Subject: [ext] hi"))
             }
             other => panic!("{other:?}"),
@@ -1107,7 +1163,7 @@ mod tests {
         // An edit the message cannot take (a protected header) leaves it as received.
         let protected = [Edit::RemoveHeader("Received".into())];
         match render_output(&message, &protected, fallback, &deliver, "x.test") {
-            (Some(OutputMessage::Original), Some(reason)) => {
+            (Some(OutputMessage::Original), Some(reason), None) => {
                 assert!(reason.contains("protected"), "{reason}")
             }
             other => panic!("{other:?}"),

@@ -62,8 +62,14 @@ pub struct GroupResult {
     pub steps: Vec<StepTrace>,
     /// The message edits collected from the steps, applied once after the chain.
     pub edits: Vec<Edit>,
-    /// Set when the edits could not be applied (the original is delivered instead).
+    /// Set when the edits could not be applied (the original is delivered instead), e.g.
+    /// "edits declined: the message can be read two ways (...)".
     pub edit_error: Option<String>,
+    /// Set when the edited copy differs from the original in more than the edits: the input's
+    /// bare CRs (CR without LF) in header blocks are line breaks in it, the one reading every
+    /// parser shares.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edit_note: Option<String>,
     /// How the chain ended.
     pub outcome: GroupOutcome,
     /// What happens to each final recipient.
@@ -103,6 +109,7 @@ impl GroupResult {
             steps: Vec::new(),
             edits: Vec::new(),
             edit_error: None,
+            edit_note: None,
             outcome: GroupOutcome::Done,
             output: None,
             handed_off: Vec::new(),

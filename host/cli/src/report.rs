@@ -235,6 +235,9 @@ pub fn text(result: &ProcessResult, deliveries: &[DeliveryRecord], envelope: &En
             let _ = writeln!(out, "  !! edits not applied, original delivered: {e}");
         } else if matches!(group.output, Some(OutputMessage::Edited(_))) {
             let _ = writeln!(out, "  {} edit(s) applied", group.edits.len());
+            if let Some(note) = &group.edit_note {
+                let _ = writeln!(out, "  note: {note}");
+            }
         }
         if let GroupOutcome::Tempfail { reason } = &group.outcome {
             let _ = writeln!(out, "  TEMPFAIL: {reason} — nothing delivered, retry later");

@@ -25,13 +25,32 @@ pub fn apply_edits(
     edits: &[Edit],
     fallback: BannerFallback,
 ) -> Result<Vec<u8>, EditError> {
-    let raw = msg.raw();
     if edits.is_empty() {
-        return Ok(raw.to_vec());
+        return Ok(msg.raw().to_vec());
     }
     for edit in edits {
         validate_edit(edit)?;
     }
+    let body = edits.iter().any(|e| matches!(e, Edit::AddBanner(_)));
+    if let Some(why) = msg.ambiguity(body) {
+        return Err(EditError::Ambiguous(why));
+    }
+    let out = splice(msg, edits, fallback)?;
+    // Edits that change nothing leave the message as received (bare CRs included).
+    if out == msg.read_bytes() {
+        return Ok(msg.raw().to_vec());
+    }
+    if let Some(why) = crate::reading::output_ambiguity(&out, body) {
+        return Err(EditError::Malformed(format!(
+            "the edited message could be read two ways ({why}), so it is left as it came in"
+        )));
+    }
+    Ok(out)
+}
+
+/// [`apply_edits`] on a message every reader reads the same way.
+fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Vec<u8>, EditError> {
+    let raw = msg.read_bytes();
     let m = msg.parsed();
     let le = msg.line_ending();
     let root = m

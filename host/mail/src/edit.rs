@@ -152,6 +152,12 @@ pub enum EditError {
     /// bytes cannot be spliced safely. The message is left alone rather than corrupted.
     #[error("cannot edit this message safely: {0}")]
     Malformed(String),
+    /// The message can be read two ways (two parsers see different parts: a boundary in the
+    /// middle of a line, a close delimiter given twice, two Content-Types), so an edit placed
+    /// by one reading could land in another part for the recipient's reader. Declined: the
+    /// original is delivered.
+    #[error("edits declined: the message can be read two ways ({0})")]
+    Ambiguous(String),
     /// A displayed text part cannot be decoded faithfully (broken transfer encoding, unknown
     /// charset or transfer encoding), so re-encoding it with a banner would change its text.
     #[error("cannot add a banner to part {part}: {reason}")]

@@ -85,7 +85,7 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
         None => msg,
     };
 
-    let raw = msg.raw();
+    let raw = msg.read_bytes();
     let le = msg.line_ending();
     let root = msg
         .parsed()

@@ -9,6 +9,12 @@
 //! keeps the input's MIME part tree and untouched bytes, so an edit can lose a banner but never
 //! an attachment.
 //!
+//! Before any of that the message is read a second time, by [`strict`] (RFC 2046 by the
+//! letter, no mail-parser): a recipient's client must see the parts Sluice edited. A bare CR
+//! in a header block is read as a line break before the parse (the reading every parser can
+//! share); anything else two readers can read differently is declined
+//! ([`EditError::Ambiguous`]) and the original delivered.
+//!
 //! ```
 //! use sluice_mail::{apply_edits, BannerFallback, Edit, Message};
 //!
@@ -25,6 +31,8 @@ mod encoding;
 mod forward;
 mod header;
 mod message;
+mod reading;
+pub mod strict;
 mod structure;
 
 pub use apply::apply_edits;

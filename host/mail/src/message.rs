@@ -38,8 +38,16 @@ pub enum ParseError {
 
 /// A parsed inbound message: the raw bytes plus one mail-parser parse, reused by every accessor
 /// and by [`crate::apply_edits`].
+///
+/// A message with bare CRs (a CR not followed by LF) in a header block is read with each of
+/// them as a line break (see `reading.rs`): the parse, the accessors and any edited output use
+/// those bytes, while [`Message::raw`] stays the bytes as received.
 pub struct Message {
     parsed: Parsed,
+    /// The bytes as received, when the parse is of normalised bytes.
+    received: Option<Vec<u8>>,
+    /// How many bare CRs were read as line breaks.
+    bare_crs: usize,
     line_ending: &'static str,
 }
 
@@ -73,6 +81,15 @@ impl Message {
         if u32::try_from(raw.len()).is_err() {
             return Err(ParseError::TooLarge(raw.len()));
         }
+        let (raw, received, bare_crs) = match crate::reading::normalise(&raw) {
+            crate::reading::LineBreaks::Clean => (raw, None, 0),
+            crate::reading::LineBreaks::Normalised { bytes, bare_crs } => {
+                if u32::try_from(bytes.len()).is_err() {
+                    return Err(ParseError::TooLarge(bytes.len()));
+                }
+                (bytes, Some(raw), bare_crs)
+            }
+        };
         let parsed = Parsed::try_new(raw, |raw| {
             // mail-parser promises not to panic; a host that must never lose a message does not
             // rely on that promise.
@@ -86,6 +103,8 @@ impl Message {
         let line_ending = detect_line_ending(parsed.borrow_owner(), parsed.borrow_dependent());
         Ok(Message {
             parsed,
+            received,
+            bare_crs,
             line_ending,
         })
     }
@@ -94,9 +113,33 @@ impl Message {
         self.parsed.borrow_dependent()
     }
 
+    /// The bytes the parse is of, and edits are spliced into: [`Message::raw`], or, when it
+    /// has bare CRs in header blocks, [`Message::raw`] with each of those as a line break.
+    pub fn read_bytes(&self) -> &[u8] {
+        self.parsed.borrow_owner()
+    }
+
     /// The raw RFC 5322 bytes as received.
     pub fn raw(&self) -> &[u8] {
-        self.parsed.borrow_owner()
+        self.received
+            .as_deref()
+            .unwrap_or_else(|| self.parsed.borrow_owner())
+    }
+
+    /// How many bare CRs (CR not followed by LF) in header blocks were read as line breaks;
+    /// the parse, the accessors and edited outputs use the message with those line breaks.
+    pub fn normalised_bare_crs(&self) -> usize {
+        self.bare_crs
+    }
+
+    /// Why edits to this message are declined, if they are: the message can be read two ways
+    /// (see [`crate::strict::Ambiguity`]), so an edit placed by one reading could land in
+    /// another part for another reader. `None` when every reader sees the same parts.
+    /// `body`: whether the edits change the body (banners); header edits only re-emit the top
+    /// header block and copy the body byte for byte, so only an ambiguous top header block
+    /// stops them.
+    pub fn ambiguity(&self, body: bool) -> Option<String> {
+        crate::reading::disagreement(self.parsed(), self.read_bytes(), body)
     }
 
     /// The size of the raw message in bytes.
@@ -106,7 +149,7 @@ impl Message {
 
     /// Top-level fields as (name as written, value bytes after the colon).
     fn fields(&self) -> impl Iterator<Item = (String, &[u8])> {
-        let raw = self.raw();
+        let raw = self.read_bytes();
         let headers = self
             .parsed()
             .parts
