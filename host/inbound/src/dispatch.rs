@@ -146,31 +146,34 @@ impl Handled {
     /// Recipients of sends (relayed copies and bounces) that were claimed earlier and never
     /// confirmed, so were not sent again: each may be missing its copy.
     pub fn unconfirmed(&self) -> Vec<String> {
-        let relays = self
-            .relayed
-            .iter()
-            .filter(|r| r.status == RelayStatus::Unconfirmed)
-            .map(|r| r.recipient.clone());
-        let bounces = self
-            .bounces
-            .iter()
-            .filter(|b| b.report == BounceReport::Unconfirmed)
-            .flat_map(|b| b.recipients.iter().cloned());
-        relays.chain(bounces).collect()
+        self.send_recipients(RelayStatus::Unconfirmed, |b| {
+            *b == BounceReport::Unconfirmed
+        })
     }
 
     /// Recipients of sends that an earlier attempt claimed and never confirmed, sent again in
     /// this one (at least once): each may have two copies.
     pub fn resent(&self) -> Vec<String> {
+        self.send_recipients(RelayStatus::Resent, |b| {
+            matches!(b, BounceReport::Resent { .. })
+        })
+    }
+
+    /// The recipients of relayed copies with this status and of bounces whose report matches.
+    fn send_recipients(
+        &self,
+        relay: RelayStatus,
+        bounce: impl Fn(&BounceReport) -> bool,
+    ) -> Vec<String> {
         let relays = self
             .relayed
             .iter()
-            .filter(|r| r.status == RelayStatus::Resent)
+            .filter(|r| r.status == relay)
             .map(|r| r.recipient.clone());
         let bounces = self
             .bounces
             .iter()
-            .filter(|b| matches!(b.report, BounceReport::Resent { .. }))
+            .filter(|b| bounce(&b.report))
             .flat_map(|b| b.recipients.iter().cloned());
         relays.chain(bounces).collect()
     }
