@@ -34,7 +34,7 @@ use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use sluice_aws::{S3Url, Ses, Sqs, S3};
 use sluice_tests::{rule, Moto};
 
-use common::SENDER;
+use common::{list_keys, SENDER};
 /// Visibility timeout the daemons ask for: a killed message is back this soon.
 const VISIBILITY: &str = "2";
 /// Forwarded (relayed) destinations.
@@ -300,34 +300,6 @@ fn depth(rt: &tokio::runtime::Runtime, sqs: &Sqs, queue: &str) -> Depth {
         in_flight: get(Attr::ApproximateNumberOfMessagesNotVisible),
         delayed: get(Attr::ApproximateNumberOfMessagesDelayed),
     }
-}
-
-/// Every key in a bucket.
-fn list_keys(rt: &tokio::runtime::Runtime, s3: &S3, bucket: &str) -> Vec<String> {
-    rt.block_on(async {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = s3
-                .client()
-                .list_objects_v2()
-                .bucket(bucket)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("listing s3://{bucket}: {e:?}"));
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            match out.next_continuation_token() {
-                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
-        keys
-    })
 }
 
 /// One daemon slot: the running process (if any) and the log of each incarnation.

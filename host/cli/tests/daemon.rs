@@ -572,3 +572,219 @@ fn a_directory_that_cannot_answer_leaves_the_message_queued_instead_of_bouncing_
     );
     assert_eq!(world.left_in_queue(&rt), 1, "{log}");
 }
+
+/// Kills the daemon if the test ends before it does (an assertion failed).
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Issue 34: SIGTERM while messages are in flight. Half the messages go through a slow chain
+/// (a step that spins into its 1 s deadline, then the alias); the signal comes once a few are
+/// done. Each message must end fully done (its mailbox copy stored, its forward sent, deleted
+/// from the queue) or untouched and still queued, never half-done; a second daemon then
+/// drains the rest, and every message is stored once and forwarded once.
+#[test]
+fn sigterm_with_messages_in_flight_finishes_them_and_leaves_the_rest_queued() {
+    use std::collections::BTreeSet;
+    use std::io::{BufRead, BufReader};
+    use std::time::{Duration, Instant};
+
+    const MESSAGES: usize = 40;
+    let rt = rt();
+    let moto = Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    let dir = tempfile::tempdir().unwrap();
+    let slow_domain = format!(
+        r#"
+[[domain]]
+name = "slow.example"
+[[domain.step]]
+plugin = "{spin}"
+timeout_ms = 1000
+on_error = "continue"
+breaker = {{ failures = 0 }}
+[[domain.step]]
+plugin = "{alias}"
+config = {{ mailboxes = ["carol"], aliases = {{ info = ["carol", "dave@gmail.example"] }} }}
+"#,
+        spin = rule("rule-spin").display(),
+        alias = rule("alias").display()
+    );
+    let config = write_config(dir.path(), &slow_domain);
+    // Even messages are slow (info@slow.example -> carol + dave@gmail.example), odd ones
+    // fast (info@example.com -> alice + bob@gmail.example).
+    let ids: Vec<String> = (0..MESSAGES).map(|i| format!("m-{i:02}")).collect();
+    let slow = |id: &str| id[2..].parse::<usize>().unwrap() % 2 == 0;
+    let mailbox = |id: &str| {
+        if slow(id) {
+            format!("mailboxes/slow.example/carol/INBOX/{id}.eml")
+        } else {
+            format!("mailboxes/example.com/alice/INBOX/{id}.eml")
+        }
+    };
+    for id in &ids {
+        let to = if slow(id) {
+            "info@slow.example"
+        } else {
+            "info@example.com"
+        };
+        world.put_message(&rt, id, to);
+        world.enqueue(&rt, &notification(id, &[to], "PASS", "inbound"));
+    }
+    // What a user would look at: the copies in the bucket and the forwards SES sent.
+    let stored = || -> Vec<String> {
+        list_keys(&rt, &world.s3, "mail")
+            .into_iter()
+            .filter(|k| !k.starts_with("mailboxes/_sent/"))
+            .collect()
+    };
+    let forwards = |id: &str| {
+        let subject = format!("Quarterly numbers {id}\r\n");
+        moto.sent_raw_messages()
+            .iter()
+            .filter(|m| m["raw_data"].as_str().is_some_and(|r| r.contains(&subject)))
+            .count()
+    };
+
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .args([
+            "--queue",
+            &world.queue,
+            "--wait",
+            "20",
+            "--concurrency",
+            "6",
+        ])
+        .args(["--visibility", "10", "--log-format", "json"])
+        .envs(moto.env())
+        .env("SLUICE_CACHE_DIR", cache.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, lines) = std::sync::mpsc::channel::<String>();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let child = Running(child);
+    let event = |line: &str| -> serde_json::Value {
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let mut log = Vec::new();
+    let done_in = |log: &[String]| -> Vec<String> {
+        log.iter()
+            .map(|l| event(l))
+            .filter(|e| e["message"] == "message done")
+            .map(|e| e["message_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    // Start-up compiles the plugins; then the first messages go through.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while done_in(&log).len() < 6 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => log.push(line),
+            Err(e) => panic!("{e}: not 6 messages done in time:\n{}", log.join("\n")),
+        }
+    }
+    let done_at_signal = done_in(&log).len();
+    let signalled = Instant::now();
+    sigterm(&child.0);
+    // Messages in flight take at most about a second of chain and a few calls to moto.
+    loop {
+        match lines.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => log.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(e) => panic!("{e}: the daemon did not stop:\n{}", log.join("\n")),
+        }
+    }
+    let mut child = child;
+    let exit = child.0.wait().unwrap();
+    let stopped_in = signalled.elapsed();
+    let text = log.join("\n");
+    assert!(exit.success(), "{exit:?}:\n{text}");
+    sluice_tests::assert_no_full_address("sluice daemon", &text);
+    assert!(
+        stopped_in < Duration::from_secs(20),
+        "{stopped_in:?}:\n{text}"
+    );
+    let events: Vec<serde_json::Value> = log.iter().map(|l| event(l)).collect();
+    let finishing = events
+        .iter()
+        .find(|e| e["message"] == "daemon stopping; finishing the messages in flight")
+        .unwrap_or_else(|| panic!("nothing was in flight at the signal:\n{text}"));
+    let in_flight = finishing["in_flight"].as_u64().unwrap();
+    assert!(in_flight > 0, "{text}");
+    // Nothing failed or was left half-way; the slow step's deadline is the only warning.
+    assert!(
+        !events
+            .iter()
+            .any(|e| (e["level"] == "WARN" || e["level"] == "ERROR") && e["step"] != "rule-spin"),
+        "{text}"
+    );
+    let done: BTreeSet<String> = done_in(&log).into_iter().collect();
+    assert!(done.len() < MESSAGES, "all done before the signal:\n{text}");
+    // Every message is either done in full or untouched.
+    let keys: BTreeSet<String> = stored().into_iter().collect();
+    for id in &ids {
+        let (copy, sent) = (keys.contains(&mailbox(id)), forwards(id));
+        if done.contains(id) {
+            assert!(copy && sent == 1, "{id}: copy {copy}, sent {sent}:\n{text}");
+        } else {
+            assert!(
+                !copy && sent == 0,
+                "{id} half-done: copy {copy}, sent {sent}:\n{text}"
+            );
+        }
+    }
+    assert_eq!(keys.len(), done.len(), "{keys:?}");
+    assert_eq!(world.left_in_queue(&rt), MESSAGES - done.len(), "{text}");
+
+    // A second daemon drains what the first left.
+    let rest = (MESSAGES - done.len()).to_string();
+    let out = daemon(
+        &moto.env(),
+        &config,
+        &world.queue,
+        &[
+            "--max-messages",
+            &rest,
+            "--concurrency",
+            "6",
+            "--visibility",
+            "10",
+        ],
+    );
+    let log2 = stderr(&out);
+    assert!(out.status.success(), "{log2}");
+    let keys = stored();
+    let expected: Vec<String> = {
+        let mut all: Vec<String> = ids.iter().map(|id| mailbox(id)).collect();
+        all.sort();
+        all
+    };
+    let mut keys_sorted = keys.clone();
+    keys_sorted.sort();
+    assert_eq!(keys_sorted, expected, "first:\n{text}\nsecond:\n{log2}");
+    for id in &ids {
+        assert_eq!(forwards(id), 1, "{id}:\nfirst:\n{text}\nsecond:\n{log2}");
+    }
+    assert_eq!(moto.sent_raw_messages().len(), MESSAGES);
+    assert_eq!(world.left_in_queue(&rt), 0, "{log2}");
+    eprintln!(
+        "SIGTERM after {} of {MESSAGES} done, {in_flight} in flight; stopped in {:.1} s; \
+         {} done before exit",
+        done_at_signal,
+        stopped_in.as_secs_f64(),
+        done.len()
+    );
+}
