@@ -8,7 +8,17 @@
 //!   nothing that was done.
 //! - While a message is being handled its visibility is extended, so a slow one is not
 //!   handed to a second consumer.
-//! - SIGTERM or SIGINT: stop receiving, finish what is in flight, exit 0.
+//! - SIGTERM or SIGINT: stop receiving, finish what is in flight, exit 0. Every message
+//!   received is started at once (a receive asks for no more than the free slots), so at the
+//!   signal each message is either in flight, and finished, or still in the queue. One
+//!   exception: a receive cut short by the signal may have been answered already; SQS cannot
+//!   take that back, so those messages reappear after their visibility timeout, untouched.
+//! - Finishing can outlast the platform's grace (ECS sends SIGKILL 30 s after SIGTERM by
+//!   default, systemd after `TimeoutStopSec`, 90 s): a rule chain is bounded by its steps'
+//!   deadlines, but a slow S3, SES or SMTP answer is not. A kill then is safe, only slower:
+//!   each send is claimed before it is made (README "Idempotency"), so the retry after the
+//!   visibility timeout skips what was done and, with `sends = "at-least-once"`, sends again
+//!   only a send whose outcome was not recorded. Set the grace above the slowest message.
 //! - The config is checked for changes (file mtime / S3 ETag) every `reload_seconds`.
 
 use std::sync::Arc;
