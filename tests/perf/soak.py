@@ -158,10 +158,10 @@ def main():
               f"{len(sent)} relayed sends for {len(per_id)} messages "
               f"({sum(1 for c in per_id.values() if c > 1)} sent more than once)")
         left = world.left_in_queue()
-        if left:
-            print(world.sqs.get_queue_attributes(QueueUrl=world.queue, AttributeNames=["All"])["Attributes"])
-            r = world.sqs.receive_message(QueueUrl=world.queue, MaxNumberOfMessages=10, AttributeNames=["All"])
-            print(r.get("Messages"))
+        if left:  # which ones, and were they done already (a delete undone)?
+            r = world.sqs.receive_message(QueueUrl=world.queue, MaxNumberOfMessages=10)
+            left_ids = [json.loads(m["Body"])["mail"]["messageId"] for m in r.get("Messages", [])]
+            print(f"left in the queue: {left_ids}; already stored: {[m for m in left_ids if m in stored]}")
         check(left == 0, f"{left} left in the queue")
         base = next((s for s in samples if s[0] == BASELINE), None)
         if base and samples[-1][0] > BASELINE:
