@@ -61,10 +61,15 @@ def pct(values, p):
 
 
 def proc(pid):
-    """(RSS in MB, open fds) of a running process."""
-    with open(f"/proc/{pid}/status") as f:
-        rss = next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
-    return rss / 1024, len(os.listdir(f"/proc/{pid}/fd"))
+    """(RSS in MB, open fds) of a running process; None once it has exited (the last lines
+    of its log may be read after that)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            rss = next((int(l.split()[1]) for l in f if l.startswith("VmRSS:")), None)
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    return None if rss is None else (rss / 1024, fds)
 
 
 def main():
@@ -121,10 +126,12 @@ def main():
                 totals.append(int(event["total_us"])); window.append(totals[-1])
                 done[0] = len(totals); progress[0] = time.monotonic()
                 if len(totals) % EVERY == 0:
-                    rss, fds = proc(daemon.pid)
                     elapsed = time.monotonic() - started
-                    samples.append((len(totals), elapsed, rss, fds))
-                    print(f"{len(totals):>8} {elapsed:>7.0f}s {rss:>7.1f} {fds:>4} "
+                    usage = proc(daemon.pid)
+                    if usage:
+                        samples.append((len(totals), elapsed, *usage))
+                    rss, fds = (f"{usage[0]:.1f}", usage[1]) if usage else ("exited", "-")
+                    print(f"{len(totals):>8} {elapsed:>7.0f}s {rss:>7} {fds:>4} "
                           f"{pct(window, 50) / 1000:>7.1f} {pct(window, 99) / 1000:>7.1f}", flush=True)
                     window = []
             elif event.get("level") in ("WARN", "ERROR"):
