@@ -13,7 +13,7 @@
 
 use serde_json::{json, Value};
 use sluice_inbound::{
-    parse_lambda_event, parse_notification, EventError, LambdaEvent, MessageContent, SesNotice,
+    parse_lambda_event, parse_notification, EventError, LambdaEvent, MessageContent, Arrival,
 };
 use sluice_mail::Message;
 
@@ -60,7 +60,7 @@ fn lambda(v: &Value) {
     }
 }
 
-fn notice(n: Result<SesNotice, EventError>) {
+fn notice(n: Result<Arrival, EventError>) {
     match n {
         Ok(n) => {
             let _ = format!("{n:?}");

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_inbound::{MessageContent, Pipeline, PipelineOptions, SesNotice};
+use sluice_inbound::{Arrival, MessageContent, Pipeline, PipelineOptions, RefuseBy};
 use sluice_tests::reference::reference_chain;
 use sluice_tests::{corpus_messages, expand, unknown_verdicts};
 
@@ -73,13 +73,14 @@ fn pipeline(c: &mut Criterion) {
                 for i in 0..BATCH {
                     let permit = limit.clone().acquire_owned().await.expect("semaphore");
                     let id = next_id.fetch_add(1, Ordering::Relaxed);
-                    let notice = SesNotice {
+                    let notice = Arrival {
                         message_id: format!("bench-{id}"),
                         mail_from: "sender@outside.example".into(),
                         recipients: vec!["info@example.com".into()],
                         verdicts: unknown_verdicts(),
                         received_at: 1_700_000_000_000,
                         content: MessageContent::Inline(messages[i % messages.len()].clone()),
+                        refuse_by: RefuseBy::Dsn,
                     };
                     let pipeline = pipeline.clone();
                     tasks.spawn(async move {

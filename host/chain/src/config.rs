@@ -346,6 +346,33 @@ fn collect_addresses(value: &toml::Value, out: &mut Vec<String>) {
 }
 
 impl ConfigFile {
+    /// What keeps this config from delivering for real (the daemon, the Lambda, `sluice
+    /// deliver`): a place to record what was delivered or sent, so that a retry does neither
+    /// twice. `sluice run`'s preview needs none (it records in a temporary directory).
+    /// Empty when nothing is missing.
+    pub fn missing_markers(&self) -> Vec<String> {
+        let mut missing = Vec::new();
+        if let Some(store) = &self.store {
+            if matches!(store, StoreConfig::Lmtp(_) | StoreConfig::Smtp(_))
+                && store.markers().is_none()
+            {
+                missing.push(NEEDS_MARKERS.replace("KIND", store.kind()));
+            }
+        }
+        let store_records_sends = matches!(
+            self.store,
+            Some(StoreConfig::S3 { .. } | StoreConfig::Dir { .. })
+        );
+        if self
+            .relay
+            .as_ref()
+            .is_some_and(|r| r.markers.is_none() && !store_records_sends)
+        {
+            missing.push("relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice; a directory serves when one daemon consumes the queue), or use an s3 or dir [store] (sends are then recorded in its `_sent/`)".into());
+        }
+        missing
+    }
+
     /// Every address among the string values of the steps' `config` tables (keys are not
     /// read: a forward map's keys are its sources) that no configured domain takes and the
     /// relay refuses. `sluice check` prints them: each is a message that would reach nobody.
@@ -440,28 +467,19 @@ impl ConfigFile {
             .map(|s| s.check(&resolve))
             .transpose()
             .map_err(at)?;
-        let store_is_s3 = matches!(store, Some(StoreConfig::S3 { .. }));
         let relay = raw
             .relay
             .as_ref()
-            .map(|r| r.check(store_is_s3, &resolve))
+            .map(|r| r.check(&resolve))
             .transpose()
             .map_err(at)?;
         let mut store = store;
         // LMTP and SMTP cannot overwrite a copy delivered before: a retry must know who got
-        // it already. The relay's markers serve when the store names none.
-        if let (Some(slot), Some(section)) = (
-            store.as_mut().and_then(StoreConfig::markers_mut),
-            raw.store.as_ref(),
-        ) {
+        // it already. The relay's markers serve when the store names none; without either,
+        // the daemon refuses to start (`missing_markers`), a preview needs none.
+        if let Some(slot) = store.as_mut().and_then(StoreConfig::markers_mut) {
             if slot.is_none() {
                 *slot = relay.as_ref().and_then(|r| r.markers.clone());
-            }
-            if slot.is_none() {
-                return Err(at((
-                    section.kind.span(),
-                    NEEDS_MARKERS.replace("KIND", section.kind.get_ref()),
-                )));
             }
         }
         let arc = raw

@@ -702,13 +702,9 @@ fn parse_lmtp_address(a: &str) -> Result<ServerAddress, String> {
 }
 
 impl RelaySection {
-    /// The typed relay, or what is wrong and where. `store_is_s3`: whether send claims can
-    /// default to the S3 store's bucket.
-    pub(crate) fn check(
-        &self,
-        store_is_s3: bool,
-        resolve: &dyn Fn(&str) -> PathBuf,
-    ) -> Checked<RelayConfig> {
+    /// The typed relay, or what is wrong and where. (Where its sends are claimed when
+    /// `markers` is not set is the pipeline's question: see `ConfigFile::missing_markers`.)
+    pub(crate) fn check(&self, resolve: &dyn Fn(&str) -> PathBuf) -> Checked<RelayConfig> {
         let span = self.kind.span();
         let kind = self.kind.get_ref().as_str();
         let present = Present(
@@ -777,12 +773,6 @@ impl RelaySection {
             return Err((span, "relay.max_hops must be at least 1".into()));
         }
         check_markers("relay", &span, &self.markers)?;
-        if self.markers.is_none() && !store_is_s3 {
-            return Err((
-                span,
-                "relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice; a directory serves when one daemon consumes the queue), or use an s3 [store]".into(),
-            ));
-        }
         let sends = match self.sends.as_ref() {
             None => SendGuarantee::default(),
             Some(s) => match s.get_ref().as_str() {
@@ -829,7 +819,7 @@ mod tests {
 
     fn relay(toml_text: &str) -> Checked<RelayConfig> {
         let section: RelaySection = toml::from_str(toml_text).unwrap();
-        section.check(false, &|p| PathBuf::from("/etc/sluice").join(p))
+        section.check(&|p| PathBuf::from("/etc/sluice").join(p))
     }
 
     fn message<T: std::fmt::Debug>(r: Checked<T>) -> String {

@@ -10,16 +10,11 @@ use sluice_engine::{EngineOptions, RuleEngine};
 
 mod alias;
 mod daemon;
+mod deliver;
 mod fixtures;
 mod remote;
 mod report;
 mod run;
-
-/// Exit code when a chain asked for a retry (EX_TEMPFAIL).
-const EXIT_TEMPFAIL: u8 = 75;
-/// sysexits' `EX_UNAVAILABLE`: a copy reaches nobody because the config refuses its
-/// recipients (kept, not lost; see README "Nothing lost").
-const EXIT_UNDELIVERABLE: u8 = 69;
 
 #[derive(Parser)]
 #[command(
@@ -56,6 +51,11 @@ struct EngineArgs {
 enum Command {
     /// Run a message through the configured chains and write the results.
     Run(run::RunArgs),
+    /// Deliver one message read from stdin: run the chains and hand the result to the
+    /// config's [store] and [relay], as an MTA's `pipe` transport or `mailbox_command`.
+    /// Exit code per sysexits (0 delivered, 75 try later, 65/67/69 refused) with the
+    /// enhanced status code and reason as the first line on stderr.
+    Deliver(deliver::DeliverArgs),
     /// Validate a config: parse it, load and type-check every plugin, check each step's
     /// config with the rule, and print the chains.
     Check {
@@ -170,7 +170,13 @@ fn main() -> ExitCode {
     // The daemon's log is its record of every message handled; the other commands print
     // their results and log only what went wrong.
     let daemon = matches!(cli.command, Command::Daemon { .. });
-    let default_level = if daemon { "info" } else { "warn" };
+    // `deliver`'s output is read by the MTA: its first line must be the status (`--log warn`
+    // or SLUICE_LOG to see more).
+    let default_level = match cli.command {
+        Command::Daemon { .. } => "info",
+        Command::Deliver(_) => "off",
+        _ => "warn",
+    };
     let filter = match sluice_telemetry::filter(cli.log.as_deref().unwrap_or(default_level)) {
         Ok(filter) => filter,
         Err(err) => {
@@ -228,6 +234,7 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(args) => run::run(args),
+        Command::Deliver(args) => Ok(deliver::deliver(args)),
         Command::Check { config, engine } => {
             let remote = remote::Remote::default();
             let config = remote::load_config(&config, &remote)?;
@@ -235,7 +242,18 @@ fn run(command: Command) -> Result<ExitCode> {
             let engine = build_engine(&config, &engine)?;
             let chains = remote::load_chains(&engine, &config, &remote, cache.as_deref())?;
             print!("{}", report::chains(&config, &chains, &engine));
-            Ok(ExitCode::SUCCESS)
+            let missing = config.missing_markers();
+            for problem in &missing {
+                eprintln!(
+                    "error: {}: {problem} (the daemon, the Lambda and `sluice deliver` refuse to start; `sluice run` can still preview)",
+                    config.source.name
+                );
+            }
+            Ok(if missing.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
         Command::Alias(args) => alias::run(args),

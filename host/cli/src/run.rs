@@ -1,5 +1,7 @@
 //! `sluice run`: one message through the chains, delivered by the daemon's dispatcher with
-//! local targets (mailboxes in a directory, sends in its outbox).
+//! local targets (mailboxes in a directory, sends in its outbox); with `--deliver`, through
+//! the daemon's whole pipeline to the config's own targets (a real mailbox over LMTP, S3,
+//! SES), with the same trace.
 //!
 //! The trace it prints on stdout keeps addresses whole: it is a preview of the operator's
 //! own message, read in a terminal, not a log. Its log on stderr is masked like the daemon's
@@ -17,9 +19,10 @@ use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::{Dispatcher, Handled};
 use sluice_mail::Message;
 
-use crate::{
-    build_engine, cache_dir, remote, report, EngineArgs, EXIT_TEMPFAIL, EXIT_UNDELIVERABLE,
-};
+use sluice_inbound::door::{sysexits, RefuseBy};
+use sluice_inbound::{Answer, Arrival, MessageContent};
+
+use crate::{build_engine, cache_dir, remote, report, EngineArgs};
 
 /// `sluice run`'s arguments.
 #[derive(Args)]
@@ -43,8 +46,12 @@ pub struct RunArgs {
     #[arg(long)]
     pub message_id: Option<String>,
     /// Write deliveries under this directory (overrides the config's [store]).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "deliver")]
     pub out: Option<PathBuf>,
+    /// Deliver to the config's own [store] and [relay] (directory, S3, LMTP, SMTP, SES) as
+    /// the daemon would, instead of the local preview; a rule's bounce sends a real DSN.
+    #[arg(long)]
+    pub deliver: bool,
     /// Print the result as JSON instead of a readable trace.
     #[arg(long)]
     pub json: bool,
@@ -58,6 +65,9 @@ pub struct RunArgs {
 /// 69 when a copy reaches nobody because the config refuses its recipients (it is kept under
 /// `_undeliverable/` in the output directory).
 pub fn run(args: RunArgs) -> Result<ExitCode> {
+    if args.deliver {
+        return run_delivering(&args);
+    }
     let remote = remote::Remote::default();
     let config = remote::load_config(&args.config, &remote)?;
     let cache = cache_dir(&config, &args.engine);
@@ -72,11 +82,23 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let result = chains.process(&engine, parsed.clone(), &envelope);
     let root = output_dir(args.out.as_deref(), &config)?;
     let handled = deliver(&config, &root, &envelope, &parsed, &result)?;
-    let deliveries = report::deliveries(&result, &handled);
-    if args.json {
-        println!("{}", report::json(&result, &deliveries));
+    print_trace(&args, &result, &handled, &envelope);
+    crate::deliver::report_kept(&handled);
+    Ok(if handled.retry.is_some() {
+        ExitCode::from(sysexits::TEMPFAIL)
+    } else if !handled.kept.is_empty() {
+        ExitCode::from(sysexits::UNAVAILABLE)
     } else {
-        print!("{}", report::text(&result, &deliveries, &envelope));
+        ExitCode::SUCCESS
+    })
+}
+
+fn print_trace(args: &RunArgs, result: &ProcessResult, handled: &Handled, envelope: &Envelope) {
+    let deliveries = report::deliveries(result, handled);
+    if args.json {
+        println!("{}", report::json(result, &deliveries));
+    } else {
+        print!("{}", report::text(result, &deliveries, envelope));
         if handled.arc.sealed > 0 {
             println!("arc: {} copy/copies sealed", handled.arc.sealed);
         }
@@ -84,22 +106,39 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
             println!("arc: not sealed: {why}");
         }
     }
-    for kept in &handled.kept {
-        let (first, reason) = &kept.refused[0];
-        eprintln!(
-            "sluice run: UNDELIVERABLE: {} recipient(s) ({first}{}) refused by the config: {reason}; the copy is kept at {}",
-            kept.refused.len(),
-            if kept.refused.len() > 1 { ", …" } else { "" },
-            kept.at
-        );
+}
+
+/// `sluice run --deliver`: the message through the pipeline the daemon runs, to the
+/// config's targets; the trace as without `--deliver`, the exit code as `sluice deliver`'s.
+fn run_delivering(args: &RunArgs) -> Result<ExitCode> {
+    let raw = std::fs::read(&args.message)
+        .with_context(|| format!("cannot read {}", args.message.display()))?;
+    let message_id = args.message_id.clone().unwrap_or_else(|| content_id(&raw));
+    let parsed =
+        Message::parse(raw.clone()).with_context(|| format!("{}", args.message.display()))?;
+    let envelope = envelope(args, &parsed, message_id)?;
+    let arrival = Arrival {
+        message_id: envelope.message_id.clone(),
+        mail_from: envelope.mail_from.clone(),
+        recipients: envelope.recipients.clone(),
+        verdicts: envelope.verdicts.clone(),
+        received_at: envelope.received_at,
+        content: MessageContent::Inline(raw),
+        refuse_by: RefuseBy::Dsn,
+    };
+    let (outcome, trace) =
+        crate::deliver::handle(&args.config, args.engine.cache_dir.clone(), arrival)?;
+    let nothing = Handled::nothing_yet(&envelope.message_id);
+    let handled = outcome.as_ref().unwrap_or(&nothing);
+    if let Some(result) = &trace {
+        print_trace(args, result, handled, &envelope);
     }
-    Ok(if handled.retry.is_some() {
-        ExitCode::from(EXIT_TEMPFAIL)
-    } else if !handled.kept.is_empty() {
-        ExitCode::from(EXIT_UNDELIVERABLE)
-    } else {
-        ExitCode::SUCCESS
-    })
+    let answer = Answer::of(&outcome);
+    if let Err(e) = &outcome {
+        eprintln!("sluice run: {e}");
+    }
+    crate::deliver::report_kept(handled);
+    Ok(ExitCode::from(answer.exit_code()))
 }
 
 /// The envelope from the arguments: `--rcpt` (else the To and Cc addresses), `--mail-from`
@@ -143,7 +182,7 @@ fn output_dir(out: Option<&Path>, config: &ConfigFile) -> Result<PathBuf> {
         (Some(dir), _) => dir.to_path_buf(),
         (None, Some(StoreConfig::Dir { path })) => config.resolve(path),
         (None, Some(store)) => bail!(
-            "{}: [store] kind = {:?} is for the daemon and the Lambda; `sluice run` writes locally: pass --out DIR",
+            "{}: [store] kind = {:?} is for the daemon and the Lambda; `sluice run` writes locally: pass --out DIR for a preview, or --deliver to deliver through it",
             config.source.name,
             store.kind()
         ),

@@ -57,6 +57,10 @@ pub struct Handled {
     pub chain_micros: u64,
     /// Time for the whole message (fetch, chains, deliveries), in µs.
     pub total_micros: u64,
+    /// The rules refused every recipient and the door answers refusals itself
+    /// ([`crate::door::RefuseBy::Reply`]): nothing was delivered and no DSN sent; this is
+    /// the reply to give (the first recipient's bounce).
+    pub refused: Option<crate::door::Reply>,
 }
 
 /// A copy kept because the config refused all of its recipients.
@@ -132,6 +136,24 @@ pub struct BounceOutcome {
 }
 
 impl Handled {
+    /// The record of a message nothing was done for yet.
+    pub fn nothing_yet(message_id: &str) -> Handled {
+        Handled {
+            message_id: message_id.to_string(),
+            all_refused: true,
+            summary: String::new(),
+            stored: Vec::new(),
+            relayed: Vec::new(),
+            bounces: Vec::new(),
+            arc: ArcReport::default(),
+            kept: Vec::new(),
+            retry: None,
+            chain_micros: 0,
+            total_micros: 0,
+            refused: None,
+        }
+    }
+
     /// Recipients whose bounce was suppressed, counted by reason.
     pub fn bounces_suppressed(&self) -> BTreeMap<Suppression, usize> {
         let mut counts = BTreeMap::new();
@@ -220,6 +242,17 @@ pub enum HandleFailure {
         /// The config's name.
         config: String,
     },
+    /// An envelope address the door accepted is not one Sluice will write to (NUL, CR/LF,
+    /// spaces, no single `@`, an empty label): checked the same at every door.
+    #[error("{role} {address:?} refused: {reason}")]
+    BadAddress {
+        /// `recipient` or `sender`.
+        role: &'static str,
+        /// The address as it came.
+        address: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The message could not be read; permanent when it is gone.
     #[error("cannot read the message: {0}")]
     Fetch(AwsError),
@@ -262,6 +295,7 @@ impl HandleFailure {
     pub fn is_permanent(&self) -> bool {
         match self {
             HandleFailure::BadNotice(_)
+            | HandleFailure::BadAddress { .. }
             | HandleFailure::NoInbound { .. }
             | HandleFailure::Parse(_)
             | HandleFailure::Undeliverable { .. } => true,
@@ -340,19 +374,7 @@ impl Dispatcher {
         let id = &envelope.message_id;
         let fail = |e: DeliverError| HandleError::new(id, HandleFailure::Deliver(e));
         let hops_received = sluice_mail::hop_count(original);
-        let mut handled = Handled {
-            message_id: id.clone(),
-            all_refused: true,
-            summary: String::new(),
-            stored: Vec::new(),
-            relayed: Vec::new(),
-            bounces: Vec::new(),
-            arc: ArcReport::default(),
-            kept: Vec::new(),
-            retry: None,
-            chain_micros: 0,
-            total_micros: 0,
-        };
+        let mut handled = Handled::nothing_yet(id);
         let mut tempfail: Option<String> = None;
         let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut bounce_jobs: Vec<BounceJob> = Vec::new();

@@ -1,43 +1,8 @@
-//! Parsing of SES, SNS and SQS events into [`SesNotice`]s.
-//!
-//! CONTRACT (owned by the events helper; the types below are used by the pipeline, the Lambda
-//! binary and the daemon: keep their names and fields).
+//! Parsing of SES, SNS and SQS events into [`Arrival`]s: the SES door (Lambda invoke, SNS,
+//! SQS). A notice is SES's word on a message it already accepted, so refusals become DSNs
+//! ([`RefuseBy::Dsn`]).
 
-use sluice_engine::Verdicts;
-
-/// What SES said about one received message: everything but its bytes, plus where they are.
-#[derive(Debug, Clone)]
-pub struct SesNotice {
-    /// `mail.messageId`: SES's id, also the S3 object name of the S3 action.
-    pub message_id: String,
-    /// `mail.source`: the envelope sender (empty for a null sender).
-    pub mail_from: String,
-    /// `receipt.recipients`: the recipients this receipt rule matched (not `mail.destination`).
-    pub recipients: Vec<String>,
-    /// `receipt.{spf,dkim,dmarc,spam,virus}Verdict.status` (+ `dmarcPolicy`).
-    pub verdicts: Verdicts,
-    /// `mail.timestamp`, ms since the Unix epoch (0 if unparseable).
-    pub received_at: u64,
-    /// Where the raw message is.
-    pub content: MessageContent,
-}
-
-/// Where a notice's raw message is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MessageContent {
-    /// The S3 action stored it (`receipt.action.bucketName` / `objectKey`).
-    S3 {
-        /// Bucket.
-        bucket: String,
-        /// Key.
-        key: String,
-    },
-    /// The SNS action carried it inline (`content`, decoded from Base64 or UTF-8).
-    Inline(Vec<u8>),
-    /// A Lambda action: SES passes no content; an earlier S3 action of the same receipt rule
-    /// stored it, and the host finds it under its `[inbound]` bucket and prefix + message id.
-    Stored,
-}
+pub use crate::door::{Arrival, MessageContent, RefuseBy};
 
 // ---------------------------------------------------------------------------------------------
 // Parsing. Each document is deserialized into typed structs through `serde_path_to_error`, so a
@@ -69,7 +34,7 @@ use base64::Engine as _;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sluice_engine::Verdict;
+use sluice_engine::{Verdict, Verdicts};
 
 /// Why an event or a notification could not be read. Each message names the field (by its path
 /// in the JSON) and what was wrong with it.
@@ -183,10 +148,10 @@ fn typed<T: DeserializeOwned>(value: &Value) -> Result<T, EventError> {
 pub enum LambdaEvent {
     /// SES invoked the function directly (a receipt rule's Lambda action). Every record must
     /// parse: SES retries the whole invocation, so one unreadable record fails it.
-    SesInvoke(Vec<SesNotice>),
+    SesInvoke(Vec<Arrival>),
     /// SNS delivered notifications (one per record in practice), each parsed on its own; an
     /// error is relative to its record (`Sns.Message: ...`).
-    Sns(Vec<Result<SesNotice, EventError>>),
+    Sns(Vec<Result<Arrival, EventError>>),
     /// An SQS batch; each record is reported as a success or failure on its own.
     Sqs(Vec<SqsRecord>),
 }
@@ -199,7 +164,7 @@ pub struct SqsRecord {
     /// `attributes.ApproximateReceiveCount` (0 if absent or unreadable).
     pub receive_count: u32,
     /// The body, read as an SES notification (raw, or inside an SNS envelope).
-    pub notice: Result<SesNotice, EventError>,
+    pub notice: Result<Arrival, EventError>,
 }
 
 // --- The documents, as far as Sluice reads them ----------------------------------------------
@@ -337,13 +302,13 @@ struct SesInvokeRecord {
 
 /// Parses an SES receipt notification, or an SNS envelope whose `Message` holds one (as SNS
 /// delivers it to SQS without raw message delivery, or to HTTP endpoints).
-pub fn parse_notification(json: &str) -> Result<SesNotice, EventError> {
+pub fn parse_notification(json: &str) -> Result<Arrival, EventError> {
     let value: Value =
         serde_json::from_str(json).map_err(|e| EventError::NotJson(e.to_string()))?;
     notification_from_value(&value)
 }
 
-fn notification_from_value(value: &Value) -> Result<SesNotice, EventError> {
+fn notification_from_value(value: &Value) -> Result<Arrival, EventError> {
     let Some(obj) = value.as_object() else {
         return Err(EventError::Field {
             path: String::new(),
@@ -439,7 +404,7 @@ pub fn parse_lambda_event(v: &Value) -> Result<LambdaEvent, EventError> {
 
 /// Errors are relative to the record (the caller knows its index); the notification's are
 /// inside `Sns.Message`.
-fn sns_record(record: &Value) -> Result<SesNotice, EventError> {
+fn sns_record(record: &Value) -> Result<Arrival, EventError> {
     let SnsRecord { sns } = typed(record)?;
     parse_notification(&sns.message).map_err(|e| e.inside("Sns.Message"))
 }
@@ -468,7 +433,7 @@ fn sqs_record(message: aws_lambda_events::sqs::SqsMessage) -> Result<SqsRecord, 
 impl SesParts {
     /// The notice, after the checks serde cannot make: the fields the action's type needs, and
     /// the inline content's encoding. Errors are relative to the object holding `mail`.
-    fn into_notice(self) -> Result<SesNotice, EventError> {
+    fn into_notice(self) -> Result<Arrival, EventError> {
         let SesParts {
             mail,
             receipt,
@@ -510,7 +475,7 @@ impl SesParts {
             _ => return Err(EventError::UnknownAction(action.kind)),
         };
 
-        Ok(SesNotice {
+        Ok(Arrival {
             message_id: mail.message_id,
             mail_from: mail.source.unwrap_or_default(),
             recipients: receipt.recipients,
@@ -521,6 +486,7 @@ impl SesParts {
                 .and_then(|t| parse_iso8601_ms(&t))
                 .unwrap_or(0),
             content,
+            refuse_by: RefuseBy::Dsn,
         })
     }
 }
@@ -615,7 +581,7 @@ mod tests {
 
     const S3_RECEIVED_AT: u64 = 1_772_526_601_250; // 2026-03-03T08:30:01.250Z
 
-    fn assert_s3_fixture(n: &SesNotice) {
+    fn assert_s3_fixture(n: &Arrival) {
         assert_eq!(n.message_id, "fx0000s3action000001");
         assert_eq!(n.mail_from, "carol@remote.test");
         assert_eq!(n.recipients, ["dave@example.com"]);
@@ -1038,7 +1004,7 @@ mod tests {
 
     const CORPUS_ID: &str = "k1v2c3a4b5example0001";
 
-    fn assert_corpus_notice(n: &SesNotice) {
+    fn assert_corpus_notice(n: &Arrival) {
         assert_eq!(n.message_id, CORPUS_ID);
         assert_eq!(n.mail_from, "alice@sender.example");
         assert_eq!(n.recipients, ["info@example.com", "bob@example.com"]);

@@ -1,6 +1,6 @@
 //! The one processing function behind every event source (Lambda, daemon).
 //!
-//! [`Pipeline::handle`] takes one [`SesNotice`], fetches the message, runs the chain of each
+//! [`Pipeline::handle`] takes one [`Arrival`], fetches the message, runs the chain of each
 //! recipient group, and makes every delivery the chain decided: mailbox copies (S3 or a
 //! directory), relayed copies and DSN bounces through SES. It answers `Ok` only when all of
 //! them are done; an `Err` leaves the event to be retried (SQS visibility, Lambda retry, then
@@ -13,8 +13,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_aws::{BlockingS3, S3ConfigSource, S3Url, Ses, S3};
 use sluice_chain::{
-    ConfigFile, ConfigSource, DirStore, Envelope, FileConfigSource, LiveChains, LoadedChains,
-    PluginSources, RelayTransport, ReloadOutcome, StoreConfig,
+    ConfigFile, ConfigSource, DirStore, Disposition, Envelope, FileConfigSource, GroupOutcome,
+    LiveChains, LoadedChains, PluginSources, ProcessResult, RelayTransport, ReloadOutcome,
+    StoreConfig,
 };
 use sluice_deliver::{
     DeliveredLog, DirDeliveredLog, DirMailboxes, LmtpStore, MailboxStore, SmtpSender, SmtpStore,
@@ -24,7 +25,7 @@ use sluice_mail::Message;
 
 use crate::deliver::{ClaimsAt, Markers, Outbound, S3DeliveredLog, S3Mailboxes};
 use crate::dispatch::{Dispatcher, HandleError, HandleFailure, Handled};
-use crate::event::{MessageContent, SesNotice};
+use crate::door::{Arrival, MessageContent, RefuseBy, Reply};
 
 /// Why a [`Pipeline`] could not start (what to fix).
 #[derive(Debug, Clone, thiserror::Error)]
@@ -162,6 +163,14 @@ impl Pipeline {
             metrics: options.metrics,
         };
         let loaded = pipeline.live.current();
+        // Without a record of what was delivered and sent, a retried message would be
+        // delivered or sent twice: refuse (a preview, `sluice run`, needs none).
+        if let Some(missing) = loaded.config.missing_markers().first() {
+            return Err(StartError(format!(
+                "cannot deliver with {}: {missing}",
+                loaded.config.source.name
+            )));
+        }
         // A store or smarthost that cannot be set up (unreadable credentials or CA file) is a
         // start-up error.
         let targets = pipeline.targets(&loaded);
@@ -214,52 +223,106 @@ impl Pipeline {
 
     /// Fetches the message, runs the chain of each recipient's domain and makes every
     /// delivery. `Ok` only when every delivery is done (or was already done by an earlier
-    /// attempt); otherwise nothing that was done is done again on retry.
-    pub async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
+    /// attempt); otherwise nothing that was done is done again on retry. [`Answer::of`] turns
+    /// the outcome into the door's answer.
+    ///
+    /// [`Answer::of`]: crate::Answer::of
+    pub async fn handle(&self, arrival: Arrival) -> Result<Handled, HandleError> {
+        self.handle_locked(arrival, false).await.0
+    }
+
+    /// [`Pipeline::handle`], also returning what the chains decided (`None` when they did
+    /// not run: the message could not be fetched or parsed), for a door that shows the trace
+    /// (`sluice run --deliver`).
+    pub async fn handle_traced(
+        &self,
+        arrival: Arrival,
+    ) -> (Result<Handled, HandleError>, Option<ProcessResult>) {
+        self.handle_locked(arrival, true).await
+    }
+
+    /// One message id at a time: two copies of one notification (SQS delivers at least once)
+    /// handled at once would both find no marker and both send.
+    async fn handle_locked(
+        &self,
+        arrival: Arrival,
+        want_trace: bool,
+    ) -> (Result<Handled, HandleError>, Option<ProcessResult>) {
         let lock = {
             let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
-            map.entry(notice.message_id.clone()).or_default().clone()
+            map.entry(arrival.message_id.clone()).or_default().clone()
         };
-        let id = notice.message_id.clone();
+        let id = arrival.message_id.clone();
+        let mut trace = None;
         let result = {
             let _guard = lock.lock().await;
-            self.handle_exclusive(notice).await
+            self.handle_exclusive(arrival, &mut trace, want_trace).await
         };
         let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         // Only this call and the map hold it: nobody else is waiting for this id.
         if Arc::strong_count(&lock) == 2 {
             map.remove(&id);
         }
-        result
+        (result, trace)
     }
 
-    async fn handle_exclusive(&self, notice: SesNotice) -> Result<Handled, HandleError> {
-        let started = std::time::Instant::now();
-        let id = notice.message_id.clone();
+    /// The checks every door's arrival gets before anything is fetched.
+    fn check_arrival(arrival: &Arrival) -> Result<(), HandleError> {
+        let id = &arrival.message_id;
         if id.is_empty() || id.contains(['/', '\\']) || id.starts_with('.') {
             return Err(HandleError::new(
-                &id,
+                id,
                 HandleFailure::BadNotice("the notice has no usable mail.messageId".into()),
             ));
         }
-        if notice.recipients.is_empty() {
+        if arrival.recipients.is_empty() {
             return Err(HandleError::new(
-                &id,
+                id,
                 HandleFailure::BadNotice(
                     "the notice lists no recipients (receipt.recipients)".into(),
                 ),
             ));
         }
+        let sender = (!arrival.mail_from.is_empty()).then_some(("sender", &arrival.mail_from));
+        let recipients = arrival.recipients.iter().map(|r| ("recipient", r));
+        for (role, address) in recipients.chain(sender) {
+            if let Err(e) = sluice_mail::validate_address(address) {
+                let reason = match e {
+                    sluice_mail::EditError::InvalidAddress { reason, .. } => reason,
+                    other => other.to_string(),
+                };
+                return Err(HandleError::new(
+                    id,
+                    HandleFailure::BadAddress {
+                        role,
+                        address: address.clone(),
+                        reason,
+                    },
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_exclusive(
+        &self,
+        arrival: Arrival,
+        trace: &mut Option<ProcessResult>,
+        want_trace: bool,
+    ) -> Result<Handled, HandleError> {
+        let started = std::time::Instant::now();
+        let id = arrival.message_id.clone();
+        Self::check_arrival(&arrival)?;
         let loaded = self.live.current();
-        let raw = self.fetch(&notice, &loaded.config).await?;
+        let raw = self.fetch(&arrival, &loaded.config).await?;
         let engine = self.engine;
         let envelope = Envelope {
             message_id: id.clone(),
-            mail_from: notice.mail_from.clone(),
-            recipients: notice.recipients.clone(),
-            verdicts: notice.verdicts.clone(),
-            received_at: if notice.received_at > 0 {
-                notice.received_at
+            mail_from: arrival.mail_from.clone(),
+            recipients: arrival.recipients.clone(),
+            verdicts: arrival.verdicts.clone(),
+            received_at: if arrival.received_at > 0 {
+                arrival.received_at
             } else {
                 SystemTime::now()
                     .duration_since(UNIX_EPOCH)
@@ -279,10 +342,23 @@ impl Pipeline {
         .await
         .map_err(|e| HandleError::new(&id, HandleFailure::ChainPanicked(e.to_string())))?
         .map_err(|e| HandleError::new(&id, HandleFailure::Parse(e.to_string())))?;
-        let mut handled = self
-            .dispatcher_for(&loaded.config)
-            .deliver(&loaded.config, &envelope, &message, &result)
-            .await?;
+        let refusal = match arrival.refuse_by {
+            RefuseBy::Reply => refusal_of_every_recipient(&result),
+            RefuseBy::Dsn => None,
+        };
+        let mut handled = match refusal {
+            // The sender's server hears the refusal: nothing to deliver, no DSN to send.
+            Some(reply) => Handled {
+                summary: format!("refused: {reply}"),
+                refused: Some(reply),
+                ..Handled::nothing_yet(&id)
+            },
+            None => {
+                self.dispatcher_for(&loaded.config)
+                    .deliver(&loaded.config, &envelope, &message, &result)
+                    .await?
+            }
+        };
         if self.metrics {
             let mut lines = metric_lines(&result, &envelope, handled.retry.is_some(), chain_micros);
             let delivery = sluice_telemetry::metrics::DeliveryMetrics {
@@ -294,6 +370,9 @@ impl Pipeline {
                 lines.push(sluice_telemetry::metrics::delivery_line(&delivery));
             }
             sluice_telemetry::metrics::emit(&lines);
+        }
+        if want_trace {
+            *trace = Some(result.clone());
         }
         if let Some(reason) = handled.retry.take() {
             return Err(HandleError::new(
@@ -358,7 +437,7 @@ impl Pipeline {
         }
     }
 
-    async fn fetch(&self, notice: &SesNotice, config: &ConfigFile) -> Result<Vec<u8>, HandleError> {
+    async fn fetch(&self, notice: &Arrival, config: &ConfigFile) -> Result<Vec<u8>, HandleError> {
         let id = &notice.message_id;
         let url = match &notice.content {
             MessageContent::Inline(bytes) => return Ok(bytes.clone()),
@@ -401,7 +480,8 @@ impl Pipeline {
         }
     }
 
-    /// Where sends are claimed: `[relay] markers`, else `_sent/` beside the S3 mailboxes.
+    /// Where sends are claimed: `[relay] markers`, else `_sent/` beside the S3 or directory
+    /// mailboxes.
     fn relay_markers(&self, config: &ConfigFile) -> Option<Markers> {
         let relay = config.relay.as_ref()?;
         let markers = match (&relay.markers, config.store.as_ref()) {
@@ -416,6 +496,9 @@ impl Pipeline {
                 },
                 self.owner.clone(),
             ),
+            (None, Some(StoreConfig::Dir { path })) => {
+                Markers::in_dir(config.resolve(path).join("_sent"), self.owner.clone())
+            }
             (None, _) => return None,
         };
         Some(Markers {
@@ -510,6 +593,31 @@ impl Pipeline {
     }
 }
 
+/// The reply for a message whose rules bounced every recipient (the first bounce's code,
+/// status and text); `None` when any recipient gets anything else, or a chain tempfailed.
+fn refusal_of_every_recipient(result: &ProcessResult) -> Option<Reply> {
+    let mut first = None;
+    for group in &result.groups {
+        if group.outcome != GroupOutcome::Done {
+            return None;
+        }
+        for d in &group.dispositions {
+            let Disposition::Bounce {
+                code, status, text, ..
+            } = d
+            else {
+                return None;
+            };
+            first.get_or_insert_with(|| Reply {
+                code: *code,
+                status: status.clone(),
+                text: text.clone(),
+            });
+        }
+    }
+    first
+}
+
 /// Counts, once per message, every directory record a rule found (the aliases it went
 /// through, paused and ignored ones too: a paused alias that still gets mail is worth
 /// knowing about).
@@ -538,7 +646,6 @@ fn metric_lines(
     retry: bool,
     chain_us: u64,
 ) -> Vec<String> {
-    use sluice_chain::{Disposition, GroupOutcome};
     use sluice_telemetry::metrics::{message_line, step_line, MessageMetrics, StepMetrics};
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -9,8 +9,8 @@ use sluice_aws::{AwsError, Ses, S3};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{BounceReport, RefusalKind, Suppression};
 use sluice_inbound::{
-    HandleError, HandleFailure, Handled, MessageContent, Pipeline, PipelineOptions, RelayStatus,
-    SesNotice,
+    Arrival, HandleError, HandleFailure, Handled, MessageContent, Pipeline, PipelineOptions,
+    RefuseBy, RelayStatus,
 };
 use sluice_mail::LOOP_HEADER;
 use sluice_tests::{rule, Moto};
@@ -74,18 +74,19 @@ fn verdicts(spf: Verdict, spam: Verdict, virus: Verdict) -> Verdicts {
     }
 }
 
-fn notice(id: &str, to: &str, verdicts: Verdicts, extra_headers: &str) -> SesNotice {
+fn notice(id: &str, to: &str, verdicts: Verdicts, extra_headers: &str) -> Arrival {
     let raw = format!(
         "{extra_headers}From: Alice <{SENDER}>\r\nTo: {to}\r\nSubject: Numbers {id}\r\n\
          Message-ID: <{id}@sender.example>\r\n\r\nNumbers attached soon.\r\n"
     );
-    SesNotice {
+    Arrival {
         message_id: id.into(),
         mail_from: SENDER.into(),
         recipients: vec![to.into()],
         verdicts,
         received_at: 0,
         content: MessageContent::Inline(raw.into_bytes()),
+        refuse_by: RefuseBy::Dsn,
     }
 }
 
@@ -343,7 +344,7 @@ async fn two_pipelines_on_one_notification_relay_it_once() {
 async fn a_missing_message_object_is_permanent_an_unreadable_bucket_is_not() {
     let world = world().await;
     let pipeline = world.pipeline().await;
-    let from_s3 = |bucket: &str, key: &str| SesNotice {
+    let from_s3 = |bucket: &str, key: &str| Arrival {
         content: MessageContent::S3 {
             bucket: bucket.into(),
             key: key.into(),
@@ -370,4 +371,45 @@ async fn a_missing_message_object_is_permanent_an_unreadable_bucket_is_not() {
         .unwrap_err();
     assert!(!e.is_permanent(), "{e}");
     assert!(matches!(e.failure, HandleFailure::Fetch(_)), "{e}");
+}
+
+/// Recipients are checked at the pipeline, so every door (SES JSON included) refuses what
+/// `sluice run --rcpt` refuses: NUL, CR/LF, spaces, no single `@`. Permanent (for the DLQ),
+/// and nothing is fetched or stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipients_sluice_will_not_write_to_are_refused_at_every_door() {
+    let world = world().await;
+    let pipeline = world.pipeline().await;
+    for bad in [
+        "al\r\nice@example.com",
+        "al\0ice@example.com",
+        "a b@example.com",
+        "alice",
+    ] {
+        let mut arrival = notice(
+            "m-bad-rcpt",
+            "bob@example.com",
+            verdicts(Verdict::Pass, Verdict::Pass, Verdict::Pass),
+            "",
+        );
+        arrival.recipients.push(bad.to_string());
+        let e = pipeline.handle(arrival).await.unwrap_err();
+        assert!(e.is_permanent(), "{e}");
+        assert!(
+            matches!(&e.failure, HandleFailure::BadAddress { role: "recipient", address, .. } if address == bad),
+            "{e}"
+        );
+    }
+    let mut bad_sender = notice(
+        "m-bad-sender",
+        "bob@example.com",
+        verdicts(Verdict::Pass, Verdict::Pass, Verdict::Pass),
+        "",
+    );
+    bad_sender.mail_from = "x@y.example\r\nBcc: z@w.example".into();
+    let e = pipeline.handle(bad_sender).await.unwrap_err();
+    assert!(
+        matches!(e.failure, HandleFailure::BadAddress { role: "sender", .. }),
+        "{e}"
+    );
 }

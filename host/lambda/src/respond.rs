@@ -3,18 +3,18 @@
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Value};
 use sluice_inbound::{
-    parse_lambda_event, HandleError, Handled, LambdaEvent, Pipeline, SesNotice, SqsRecord,
+    parse_lambda_event, Arrival, HandleError, Handled, LambdaEvent, Pipeline, SqsRecord,
 };
 use tracing::{error, info};
 
 /// What handles one notice: the [`Pipeline`], or a stand-in in tests.
 pub trait HandleNotice {
     /// See [`Pipeline::handle`].
-    async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError>;
+    async fn handle(&self, notice: Arrival) -> Result<Handled, HandleError>;
 }
 
 impl HandleNotice for Pipeline {
-    async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
+    async fn handle(&self, notice: Arrival) -> Result<Handled, HandleError> {
         Pipeline::handle(self, notice).await
     }
 }
@@ -134,7 +134,7 @@ async fn handle_record(pipeline: &impl HandleNotice, record: SqsRecord) -> Optio
 /// Handles one notice and logs one line for it.
 async fn handle_logged(
     pipeline: &impl HandleNotice,
-    notice: SesNotice,
+    notice: Arrival,
     sqs: Option<(&str, u32)>,
 ) -> Result<Handled, HandleError> {
     let message_id = notice.message_id.clone();
@@ -195,7 +195,7 @@ mod tests {
     }
 
     impl HandleNotice for Fake {
-        async fn handle(&self, notice: SesNotice) -> Result<Handled, HandleError> {
+        async fn handle(&self, notice: Arrival) -> Result<Handled, HandleError> {
             let id = notice.message_id;
             let n = {
                 let mut seen = self.seen.lock().unwrap();
@@ -229,6 +229,7 @@ mod tests {
                 retry: None,
                 chain_micros: 0,
                 total_micros: 0,
+                refused: None,
             })
         }
     }
