@@ -2,6 +2,8 @@
 //! notifications as SNS -> SQS delivers them, and the daemon run as a process.
 #![allow(dead_code)]
 
+pub mod sent;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
