@@ -260,7 +260,7 @@ impl RuleState {
         }
         let fire = match self.rule.when {
             When::Nth(k) => n == k,
-            When::Every(k) => k > 0 && n % k == 0,
+            When::Every(k) => k > 0 && n.is_multiple_of(k),
             When::Chance { p, .. } => {
                 self.rng = splitmix(self.rng);
                 ((self.rng >> 11) as f64 / (1u64 << 53) as f64) < p
