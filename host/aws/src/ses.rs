@@ -248,7 +248,7 @@ impl Ses {
                 status,
                 wait_ms = wait.as_millis() as u64,
                 send_tag,
-                error = %message,
+                error = %message.chars().take(160).collect::<String>(),
                 "SES did not accept the send (it surely did not go out); retrying"
             );
             tokio::time::sleep(wait).await;
