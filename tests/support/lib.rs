@@ -2,6 +2,7 @@
 //! process, a shared engine, fixture and corpus locations.
 
 pub mod classifier;
+pub mod faults;
 pub mod reference;
 
 use std::collections::BTreeMap;

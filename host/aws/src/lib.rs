@@ -4,10 +4,14 @@
 mod blocking;
 mod ses;
 mod sqs;
+mod timeouts;
 
 pub use blocking::{BlockingS3, S3ConfigSource};
-pub use ses::{Ses, SEND_TIMEOUT, SES_MAX_RAW_BYTES};
+pub use ses::{retry_now, SendRetry, Ses, SEND_TIMEOUT, SES_MAX_RAW_BYTES};
 pub use sqs::{Sqs, SqsMessage};
+pub use timeouts::{
+    attempt_timeout, ATTEMPT_TIMEOUT, ATTEMPT_TIMEOUT_ENV, MAX_ATTEMPTS, OPERATION_TIMEOUT,
+};
 
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -147,10 +151,13 @@ fn describe<E: std::error::Error + 'static>(err: &aws_sdk_s3::error::SdkError<E>
 }
 
 impl S3 {
-    /// A client from the standard AWS configuration chain.
+    /// A client from the standard AWS configuration chain, with Sluice's timeouts and
+    /// retries ([`ATTEMPT_TIMEOUT`], [`OPERATION_TIMEOUT`], [`MAX_ATTEMPTS`]).
     pub async fn from_env() -> S3 {
         let shared = aws_config::load_from_env().await;
-        let mut builder = aws_sdk_s3::config::Builder::from(&shared);
+        let mut builder = aws_sdk_s3::config::Builder::from(&shared)
+            .retry_config(timeouts::retry_config())
+            .timeout_config(timeouts::timeout_config(std::time::Duration::ZERO));
         if std::env::var_os("AWS_ENDPOINT_URL").is_some()
             || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some()
         {
@@ -161,12 +168,15 @@ impl S3 {
         }
     }
 
-    /// A client for an explicit endpoint with static credentials (tests, emulators).
+    /// A client for an explicit endpoint with static credentials (tests, emulators), with
+    /// the same timeouts and retries as [`S3::from_env`].
     pub fn for_endpoint(endpoint: &str, region: &str) -> S3 {
         let creds =
             aws_sdk_s3::config::Credentials::new("testing", "testing", None, None, "static");
         let conf = aws_sdk_s3::config::Builder::new()
             .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .retry_config(timeouts::retry_config())
+            .timeout_config(timeouts::timeout_config(std::time::Duration::ZERO))
             .endpoint_url(endpoint)
             .region(aws_sdk_s3::config::Region::new(region.to_string()))
             .credentials_provider(creds)

@@ -1,5 +1,7 @@
 //! SQS for the daemon: long-poll receive, delete after success, visibility extension.
 
+use std::time::Duration;
+
 use crate::AwsError;
 
 /// One received SQS message.
@@ -34,11 +36,17 @@ fn sqs_error<E: std::error::Error + 'static>(
 }
 
 impl Sqs {
-    /// A client from the standard AWS configuration chain.
+    /// A client from the standard AWS configuration chain, with Sluice's timeouts and
+    /// retries (see [`crate::ATTEMPT_TIMEOUT`]; a long poll's attempt may take its wait on
+    /// top).
     pub async fn from_env() -> Sqs {
         let shared = aws_config::load_from_env().await;
+        let conf = aws_sdk_sqs::config::Builder::from(&shared)
+            .retry_config(crate::timeouts::retry_config())
+            .timeout_config(crate::timeouts::timeout_config(Duration::ZERO))
+            .build();
         Sqs {
-            client: aws_sdk_sqs::Client::new(&shared),
+            client: aws_sdk_sqs::Client::from_conf(conf),
         }
     }
 
@@ -51,6 +59,8 @@ impl Sqs {
             .endpoint_url(endpoint)
             .region(aws_sdk_sqs::config::Region::new(region.to_string()))
             .credentials_provider(creds)
+            .retry_config(crate::timeouts::retry_config())
+            .timeout_config(crate::timeouts::timeout_config(Duration::ZERO))
             .build();
         Sqs {
             client: aws_sdk_sqs::Client::from_conf(conf),
@@ -71,16 +81,23 @@ impl Sqs {
         wait_seconds: i32,
         visibility_seconds: i32,
     ) -> Result<Vec<SqsMessage>, AwsError> {
+        let wait_seconds = wait_seconds.clamp(0, 20);
+        // SQS holds a long poll open for up to its wait: that is no stall.
+        let long_poll = aws_sdk_sqs::config::Builder::default().timeout_config(
+            crate::timeouts::timeout_config(Duration::from_secs(wait_seconds as u64)),
+        );
         let out = self
             .client
             .receive_message()
             .queue_url(queue_url)
             .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait_seconds.clamp(0, 20))
+            .wait_time_seconds(wait_seconds)
             .visibility_timeout(visibility_seconds)
             .message_system_attribute_names(
                 aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
             )
+            .customize()
+            .config_override(long_poll)
             .send()
             .await
             .map_err(|e| sqs_error("ReceiveMessage", queue_url, &e))?;

@@ -34,7 +34,8 @@ use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use sluice_aws::{S3Url, Ses, Sqs, S3};
 use sluice_tests::{rule, Moto};
 
-use common::{list_keys, SENDER};
+use common::sent::{depth, envelope_destinations, list_keys, sent_message_id};
+use common::SENDER;
 /// Visibility timeout the daemons ask for: a killed message is back this soon.
 const VISIBILITY: &str = "2";
 /// Forwarded (relayed) destinations.
@@ -147,73 +148,6 @@ fn raw_message(id: &str, rcpts: &[&str]) -> Vec<u8> {
     .into_bytes()
 }
 
-/// The message id of a relayed copy: the `<ID@sender.example>` of its Message-ID header.
-fn sent_message_id(raw: &str) -> Option<String> {
-    let head = raw.split("\r\n\r\n").next().unwrap_or(raw);
-    head.lines().find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        if !name.trim().eq_ignore_ascii_case("message-id") {
-            return None;
-        }
-        let value = value.trim().strip_prefix('<')?;
-        let (local, domain) = value.split_once('@')?;
-        (domain.trim_end_matches('>') == "sender.example").then(|| local.to_string())
-    })
-}
-
-/// The addresses of a message's To, Cc and Bcc headers (lower-cased), in order.
-fn header_addresses(raw: &str) -> Vec<String> {
-    let head = raw.split("\r\n\r\n").next().unwrap_or(raw);
-    // Unfold, then take each field.
-    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
-    let mut out = Vec::new();
-    for name in ["to", "cc", "bcc"] {
-        for line in unfolded.lines() {
-            let Some((field, value)) = line.split_once(':') else {
-                continue;
-            };
-            if !field.trim().eq_ignore_ascii_case(name) {
-                continue;
-            }
-            out.extend(value.split(',').filter_map(address_of));
-        }
-    }
-    out
-}
-
-/// `Name <a@b>` or `a@b` -> `a@b`, lower-cased.
-fn address_of(text: &str) -> Option<String> {
-    let text = text.trim();
-    let addr = match (text.rfind('<'), text.rfind('>')) {
-        (Some(open), Some(close)) if open < close => &text[open + 1..close],
-        _ => text,
-    };
-    addr.contains('@').then(|| addr.trim().to_lowercase())
-}
-
-/// The envelope destinations of one of moto's `RawMessage`s. moto appends the addresses of
-/// the raw message's To, Cc and Bcc headers to the destinations it was given; those are cut
-/// off here (checked, not assumed), so only real sends are counted.
-fn envelope_destinations(m: &serde_json::Value) -> Result<Vec<String>, String> {
-    let raw = m["raw_data"].as_str().unwrap_or_default();
-    let dests: Vec<String> = m["destinations"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_str().and_then(address_of))
-                .collect()
-        })
-        .unwrap_or_default();
-    let headers = header_addresses(raw);
-    let cut = dests.len().checked_sub(headers.len());
-    match cut {
-        Some(cut) if dests[cut..] == headers[..] => Ok(dests[..cut].to_vec()),
-        _ => Err(format!(
-            "moto's destinations {dests:?} do not end with the header addresses {headers:?}"
-        )),
-    }
-}
-
 fn config(dir: &Path) -> PathBuf {
     let text = format!(
         r#"
@@ -261,45 +195,6 @@ config = {{ to = ["{CAROL_HOME}"], recipients = ["carol"] }}
 struct Queues {
     main: String,
     dlq: String,
-}
-
-#[derive(Debug, Default, Clone, Copy)]
-struct Depth {
-    visible: usize,
-    in_flight: usize,
-    delayed: usize,
-}
-
-impl Depth {
-    fn total(&self) -> usize {
-        self.visible + self.in_flight + self.delayed
-    }
-}
-
-fn depth(rt: &tokio::runtime::Runtime, sqs: &Sqs, queue: &str) -> Depth {
-    let out = rt
-        .block_on(
-            sqs.client()
-                .get_queue_attributes()
-                .queue_url(queue)
-                .attribute_names(Attr::ApproximateNumberOfMessages)
-                .attribute_names(Attr::ApproximateNumberOfMessagesNotVisible)
-                .attribute_names(Attr::ApproximateNumberOfMessagesDelayed)
-                .send(),
-        )
-        .unwrap();
-    let attrs = out.attributes.unwrap_or_default();
-    let get = |k: Attr| {
-        attrs
-            .get(&k)
-            .and_then(|v| v.parse::<usize>().ok())
-            .unwrap_or(0)
-    };
-    Depth {
-        visible: get(Attr::ApproximateNumberOfMessages),
-        in_flight: get(Attr::ApproximateNumberOfMessagesNotVisible),
-        delayed: get(Attr::ApproximateNumberOfMessagesDelayed),
-    }
 }
 
 /// One daemon slot: the running process (if any) and the log of each incarnation.

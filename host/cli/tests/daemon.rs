@@ -8,6 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::sent::list_keys;
 use common::*;
 use sluice_aws::S3Url;
 use sluice_tests::{rule, Moto};

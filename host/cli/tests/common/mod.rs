@@ -2,6 +2,8 @@
 //! notifications as SNS -> SQS delivers them, and the daemon run as a process.
 #![allow(dead_code)]
 
+pub mod sent;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -155,34 +157,6 @@ impl World {
         })
         .sum()
     }
-}
-
-/// Every key in a bucket.
-pub fn list_keys(rt: &tokio::runtime::Runtime, s3: &S3, bucket: &str) -> Vec<String> {
-    rt.block_on(async {
-        let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = s3
-                .client()
-                .list_objects_v2()
-                .bucket(bucket)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .unwrap_or_else(|e| panic!("listing s3://{bucket}: {e:?}"));
-            keys.extend(
-                out.contents()
-                    .iter()
-                    .filter_map(|o| o.key().map(str::to_string)),
-            );
-            match out.next_continuation_token() {
-                Some(t) if out.is_truncated() == Some(true) => token = Some(t.to_string()),
-                _ => break,
-            }
-        }
-        keys
-    })
 }
 
 pub fn verify_identity(rt: &tokio::runtime::Runtime, ses_moto: &Moto) {

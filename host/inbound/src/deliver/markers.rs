@@ -335,16 +335,26 @@ impl Markers {
     /// Claims the send at `key` (`detail` says what it is: kind, message id, recipients).
     /// `Ok(Claim::Won)` only when this call created the record. A claim by another owner
     /// younger than the lease is an `Err` (transient): that consumer may be sending it now.
+    ///
+    /// Each claim carries a fresh `claim_id`. When the create-if-absent write went through
+    /// but its answer was lost, the SDK's retry of it finds the key taken (412): the record
+    /// then holds this call's own `claim_id`, and the claim is won, not mistaken for an
+    /// unconfirmed one left by an earlier attempt (which would be resent, or under
+    /// at-most-once never sent).
     pub async fn claim(&self, key: &str, detail: &Value) -> Result<Claim, DeliverError> {
+        let claim_id = new_claim_id();
         let mut record = detail.clone();
         record["state"] = json!("claimed");
         record["owner"] = json!(self.owner);
+        record["claim_id"] = json!(claim_id);
         record["claimed_at_ms"] = json!(now_ms());
-        if self
-            .create_new(key, record.to_string().into_bytes())
-            .await?
-        {
-            return Ok(Claim::Won);
+        match self.create_new(key, record.to_string().into_bytes()).await {
+            Ok(true) => return Ok(Claim::Won),
+            Ok(false) => {}
+            Err(e) => {
+                self.release_if_mine(key, &claim_id).await;
+                return Err(e);
+            }
         }
         let url = self.describe(key);
         let Some(existing) = self.read("reading the existing claim", key).await? else {
@@ -354,6 +364,13 @@ impl Markers {
             )));
         };
         let record: Value = serde_json::from_slice(&existing).unwrap_or(Value::Null);
+        if record["state"] == "claimed" && record["claim_id"] == json!(claim_id) {
+            tracing::info!(
+                claim = key,
+                "the claim was written although its answer was lost (the retried write found it): won"
+            );
+            return Ok(Claim::Won);
+        }
         if record["state"] != "claimed" {
             return Ok(Claim::AlreadySent);
         }
@@ -377,6 +394,29 @@ impl Markers {
             age_secs: age_ms / 1000,
             resends: record["resends"].as_u64().unwrap_or(0),
         })
+    }
+
+    /// After a claim write that failed, whose attempts may have created the record
+    /// nonetheless (a lost answer, then retries that failed): deletes the record if it is
+    /// this call's (`claim_id`), so the next attempt claims afresh instead of finding an
+    /// "unconfirmed" claim of a send that was never made. Best effort: when S3 cannot be
+    /// read now, the next attempt finds the claim and treats it as unconfirmed.
+    async fn release_if_mine(&self, key: &str, claim_id: &str) {
+        let Ok(Some(bytes)) = self.read("reading a claim that failed", key).await else {
+            return;
+        };
+        let record: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        if record["state"] == "claimed" && record["claim_id"] == json!(claim_id) {
+            match self.release(key).await {
+                Ok(()) => tracing::info!(
+                    claim = key,
+                    "the claim was written although its write failed; released (nothing was sent)"
+                ),
+                Err(e) => {
+                    tracing::warn!(claim = key, error = %e, "cannot release a claim whose write failed")
+                }
+            }
+        }
     }
 
     /// Claims an unconfirmed send for this owner, to send it again: the record is rewritten
@@ -493,6 +533,18 @@ impl Markers {
             .await?
             .map(|bytes| serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
     }
+}
+
+/// 64 random bits in hex: which `claim` call wrote a claim record.
+fn new_claim_id() -> String {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    format!("{:016x}", hasher.finish())
 }
 
 /// `<message-id>/<kind>-<sha256 of the recipients>`: the one name of a send, for its claim
