@@ -746,8 +746,16 @@ impl GroupRun {
                 Some(policy)
             }
             StepOutcome::Failed { failure } => {
-                self.apply_policy(step.on_error, &step.name, &failure.to_string());
-                Some(step.on_error)
+                // Cut short (its deadline, a trap) after a lookup failed: the rule never got
+                // the data it needed, as when it reports the lookup's error itself, so the
+                // message waits for the directory rather than go on without it.
+                let policy = if lookup_failed_temporarily(&report) {
+                    OnError::Tempfail
+                } else {
+                    step.on_error
+                };
+                self.apply_policy(policy, &step.name, &failure.to_string());
+                Some(policy)
             }
         };
         // The report moves into the trace: its actions and logs are not copied.

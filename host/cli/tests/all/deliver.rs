@@ -93,6 +93,7 @@ fn holding(stored: &[Vec<u8>], subject: &str) -> usize {
 
 #[test]
 fn deliver_files_into_dovecot_by_the_trusted_header_and_answers_refusals_itself() {
+    let _turn = crate::turn(module_path!());
     let Some(dovecot) = Dovecot::start(&[ALICE]) else {
         return;
     };
@@ -167,6 +168,7 @@ fn deliver_files_into_dovecot_by_the_trusted_header_and_answers_refusals_itself(
 
 #[test]
 fn deliver_keeps_the_message_at_the_mta_while_the_config_cannot_deliver() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     // An LMTP store with no record of delivered recipients (and the relay none either): a
     // retry could deliver twice, so it will not start; the MTA keeps the message (75).
@@ -198,6 +200,7 @@ fn deliver_keeps_the_message_at_the_mta_while_the_config_cannot_deliver() {
 
 #[test]
 fn run_deliver_puts_a_test_message_into_dovecot_and_prints_the_trace() {
+    let _turn = crate::turn(module_path!());
     let Some(dovecot) = Dovecot::start(&[ALICE]) else {
         return;
     };

@@ -4,12 +4,10 @@
 //! Needs Node.js 20+ (`$SLUICE_NODE` or `node` on PATH) and the SDK's dependencies:
 //! `npm install --prefix sdk/js`. Without them the tests fail and say so.
 
-mod scaffold;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use scaffold::{assert_ok, run, text, workspace};
+use crate::scaffold::{assert_ok, run, text, workspace};
 
 use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
 
@@ -47,11 +45,12 @@ fn require_js_toolchain() {
 }
 
 fn sluice(args: &[&str]) -> Command {
-    scaffold::sluice(args, "SLUICE_SDK_JS", &test_dir().join("cache"))
+    crate::scaffold::sluice(args, "SLUICE_SDK_JS", &test_dir().join("cache"))
 }
 
 #[test]
 fn a_new_js_rule_tests_builds_and_runs() {
+    let _turn = crate::turn(module_path!());
     require_js_toolchain();
     let base = test_dir();
     std::fs::create_dir_all(&base).unwrap();
@@ -129,15 +128,16 @@ fn a_new_js_rule_tests_builds_and_runs() {
         "componentize-js with every feature disabled imports no WASI"
     );
     let limits = StepLimits::default();
-    scaffold::assert_config_is_validated(&engine, &plugin, &limits);
+    crate::scaffold::assert_config_is_validated(&engine, &plugin, &limits);
 
-    scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
+    crate::scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
 }
 
 /// Mistakes in a rule are reported as one line naming the file (and line) to fix, before
 /// componentize-js runs.
 #[test]
 fn build_errors_name_what_to_fix() {
+    let _turn = crate::turn(module_path!());
     require_js_toolchain();
     let base = test_dir();
     std::fs::create_dir_all(&base).unwrap();

@@ -65,6 +65,7 @@ fn push_banner(moto: &Moto, cache: &Path) -> String {
 
 #[test]
 fn remote_config_and_plugin_load_by_hash_and_are_cached() {
+    let _turn = crate::turn(module_path!());
     let moto = Moto::start();
     let bucket = Bucket::new(&moto, "acme-rules");
     let cache = tempfile::tempdir().unwrap();
@@ -104,6 +105,7 @@ fn remote_config_and_plugin_load_by_hash_and_are_cached() {
 
 #[test]
 fn tampered_plugin_is_refused_with_both_hashes() {
+    let _turn = crate::turn(module_path!());
     let moto = Moto::start();
     let bucket = Bucket::new(&moto, "acme-rules");
     let cache = tempfile::tempdir().unwrap();
@@ -148,6 +150,7 @@ fn tampered_plugin_is_refused_with_both_hashes() {
 
 #[test]
 fn push_refuses_what_is_not_a_rule() {
+    let _turn = crate::turn(module_path!());
     let moto = Moto::start();
     let bucket = Bucket::new(&moto, "acme-rules");
     let cache = tempfile::tempdir().unwrap();
@@ -177,6 +180,7 @@ fn push_refuses_what_is_not_a_rule() {
 
 #[test]
 fn a_remote_plugin_without_a_hash_is_a_config_error() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
     std::fs::write(

@@ -4,12 +4,10 @@
 //! checkout's `.venv/bin/python`, else `python3`): `.venv/bin/pip install -r
 //! sdk/python/requirements.txt`. Without it the test fails and says so.
 
-mod scaffold;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use scaffold::{assert_ok, run, text, workspace};
+use crate::scaffold::{assert_ok, run, text, workspace};
 
 use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
 
@@ -23,7 +21,7 @@ fn python() -> PathBuf {
 }
 
 fn sluice(args: &[&str]) -> Command {
-    scaffold::sluice(args, "SLUICE_SDK_PYTHON", &test_dir().join("cache"))
+    crate::scaffold::sluice(args, "SLUICE_SDK_PYTHON", &test_dir().join("cache"))
 }
 
 /// Fails (never skips) when componentize-py is missing, saying how to install it.
@@ -51,6 +49,7 @@ fn require_componentize_py() {
 
 #[test]
 fn a_new_python_rule_tests_builds_and_runs() {
+    let _turn = crate::turn(module_path!());
     require_componentize_py();
     let base = test_dir();
     std::fs::create_dir_all(&base).unwrap();
@@ -124,13 +123,14 @@ fn a_new_python_rule_tests_builds_and_runs() {
         memory_bytes: 256 << 20,
         ..StepLimits::default()
     };
-    scaffold::assert_config_is_validated(&engine, &plugin, &limits);
+    crate::scaffold::assert_config_is_validated(&engine, &plugin, &limits);
 
-    scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
+    crate::scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
 }
 
 #[test]
 fn a_python_rule_without_app_py_names_what_is_missing() {
+    let _turn = crate::turn(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
         tmp.path().join("pyproject.toml"),

@@ -15,15 +15,13 @@
 //!   points and victims.
 //!
 //! The long run: `SLUICE_CRASH_MESSAGES=500 SLUICE_CRASH_KILLS=50 SLUICE_CRASH_DAEMONS=2
-//! cargo test -p sluice --test crash -- --nocapture`.
+//! cargo test -p sluice --test all crash:: -- --nocapture`.
 //!
 //! A kill lands after a random number (1..=N/(M+1)) of messages completed in the victim's
 //! current incarnation plus a random 0-250 ms, so other messages are mid-pipeline (S3 reads,
 //! mailbox writes, SES sends, marker writes) when it dies; a kill that waited 3 s for
 //! completions happens anyway. Killed in-flight messages come back after the 2 s visibility
 //! timeout.
-
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -34,8 +32,8 @@ use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use sluice_aws::{S3Url, Ses, Sqs, S3};
 use sluice_tests::{rule, Moto};
 
-use common::sent::{depth, envelope_destinations, list_keys, sent_message_id};
-use common::SENDER;
+use crate::common::sent::{depth, envelope_destinations, list_keys, sent_message_id};
+use crate::common::SENDER;
 /// Visibility timeout the daemons ask for: a killed message is back this soon.
 const VISIBILITY: &str = "2";
 /// Forwarded (relayed) destinations.
@@ -134,7 +132,7 @@ fn mailbox_key(local: &str, folder: &str, id: &str) -> String {
 /// An SES receipt notification (S3 action, SPF pass) in the SNS envelope an SNS -> SQS
 /// subscription delivers.
 fn notification(id: &str, rcpts: &[&str], spam: &str) -> String {
-    common::notification_with(id, rcpts, "PASS", spam, "inbound")
+    crate::common::notification_with(id, rcpts, "PASS", spam, "inbound")
 }
 
 fn raw_message(id: &str, rcpts: &[&str]) -> Vec<u8> {
@@ -361,6 +359,7 @@ impl Drop for Fleet {
 
 #[test]
 fn sigkilled_daemons_store_every_message_once_and_never_forward_twice() {
+    let _turn = crate::turn(module_path!());
     let started = Instant::now();
     let n = env_num("SLUICE_CRASH_MESSAGES", 40);
     let kills = env_num("SLUICE_CRASH_KILLS", 5);

@@ -7,13 +7,11 @@
 //! in four is spam and filed into Junk by the `junk` rule. Dovecot is stopped and started
 //! again mid-run: nothing may be lost.
 
-mod common;
-
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use sluice_mailservers::Dovecot;
 use sluice_tests::{rule, Moto};
 
@@ -68,6 +66,7 @@ fn count_matching(stored: &[Vec<u8>], expected: &[u8]) -> usize {
 
 #[test]
 fn daemon_delivers_into_dovecot_over_lmtp_and_loses_nothing() {
+    let _turn = crate::turn(module_path!());
     let Some(mut dovecot) = Dovecot::start(&[ALICE, CAROL]) else {
         return;
     };

@@ -242,6 +242,7 @@ fn session(s: &Session, dir: &Path) {
 
 #[test]
 fn a_dynamodb_directory() {
+    let _turn = crate::turn(module_path!());
     let moto = Moto::start();
     let dir = tempfile::tempdir().unwrap();
     let s = Session::new(
@@ -254,6 +255,7 @@ fn a_dynamodb_directory() {
 
 #[test]
 fn a_file_directory() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let s = Session::new(
         dir.path(),
@@ -275,6 +277,7 @@ fn a_file_directory() {
 
 #[test]
 fn a_config_without_the_directory_says_what_to_add() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let s = Session::new(
         dir.path(),

@@ -3,13 +3,11 @@
 //! SQS subscription delivers them) in SQS, mailboxes read back from S3 and what SES "sent"
 //! read back from moto.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
-use common::sent::list_keys;
-use common::*;
+use crate::common::sent::list_keys;
+use crate::common::*;
 use sluice_aws::S3Url;
 use sluice_tests::{rule, Moto};
 
@@ -54,6 +52,7 @@ leak = "someone@elsewhere.example"
 
 #[test]
 fn daemon_stores_relays_and_bounces_once_and_leaves_garbage_for_the_dlq() {
+    let _turn = crate::turn(module_path!());
     let rt = rt();
     let moto = Moto::start();
     let world = World::new(&rt, &moto, &moto);
@@ -166,6 +165,7 @@ fn daemon_stores_relays_and_bounces_once_and_leaves_garbage_for_the_dlq() {
 
 #[test]
 fn a_failed_delivery_stays_queued_and_is_delivered_when_ses_is_back() {
+    let _turn = crate::turn(module_path!());
     let rt = rt();
     let moto = Moto::start();
     let mut ses_moto = Moto::start();
@@ -239,6 +239,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 /// next message goes through the new chain without a restart.
 #[test]
 fn a_running_daemon_picks_up_a_changed_config_from_s3() {
+    let _turn = crate::turn(module_path!());
     let rt = rt();
     let moto = Moto::start();
     let world = World::new(&rt, &moto, &moto);
@@ -376,6 +377,7 @@ fn sigterm(child: &std::process::Child) {
 /// SIGTERM stops the daemon cleanly: no new receives, exit 0.
 #[test]
 fn sigterm_stops_the_daemon_cleanly() {
+    let _turn = crate::turn(module_path!());
     let rt = rt();
     let moto = Moto::start();
     let world = World::new(&rt, &moto, &moto);
@@ -420,6 +422,7 @@ fn sigterm_stops_the_daemon_cleanly() {
 /// clean stop too, not a kill: exit 0, nothing consumed.
 #[test]
 fn sigterm_during_start_up_exits_cleanly() {
+    let _turn = crate::turn(module_path!());
     let rt = rt();
     let moto = Moto::start();
     let world = World::new(&rt, &moto, &moto);
@@ -471,6 +474,7 @@ config = {{ mailboxes = ["alice"], directory = "aliases" }}
 
 #[test]
 fn directory_aliases_in_dynamodb_route_the_daemons_mail_and_count_their_uses() {
+    let _turn = crate::turn(module_path!());
     use sluice_directory::{AliasRecord, AliasStore, DirectorySettings, DynamoStore, Status};
     let rt = rt();
     let moto = Moto::start();
@@ -537,6 +541,7 @@ fn directory_aliases_in_dynamodb_route_the_daemons_mail_and_count_their_uses() {
 
 #[test]
 fn a_directory_that_cannot_answer_leaves_the_message_queued_instead_of_bouncing_it() {
+    let _turn = crate::turn(module_path!());
     let rt = rt();
     let moto = Moto::start();
     let world = World::new(&rt, &moto, &moto);
@@ -591,6 +596,7 @@ impl Drop for Running {
 /// drains the rest, and every message is stored once and forwarded once.
 #[test]
 fn sigterm_with_messages_in_flight_finishes_them_and_leaves_the_rest_queued() {
+    let _turn = crate::turn(module_path!());
     use std::collections::BTreeSet;
     use std::io::{BufRead, BufReader};
     use std::time::{Duration, Instant};

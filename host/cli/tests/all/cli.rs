@@ -50,6 +50,7 @@ config = { score_header = "X-Spam-Score", score_threshold = 5.0 }
 
 #[test]
 fn run_writes_the_message_and_prints_json() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), DEMO);
     let msg = fixtures().join("alternative-attachment.eml");
@@ -89,6 +90,7 @@ fn run_writes_the_message_and_prints_json() {
 
 #[test]
 fn run_prints_a_readable_trace_and_is_idempotent() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), DEMO);
     let out = dir.path().join("out");
@@ -150,6 +152,7 @@ fn delivery<'a>(v: &'a serde_json::Value, recipient: &str, kind: &str) -> &'a se
 
 #[test]
 fn relay_and_bounce_go_through_the_daemons_rules_into_the_outbox() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -296,6 +299,7 @@ config = { actions = [ { bounce = { code = 550, status = "5.1.1", text = "no suc
 
 #[test]
 fn without_a_relay_section_nothing_is_relayed_or_bounced() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -333,6 +337,7 @@ config = { actions = [ { add_recipients = ["friend@partner.example"] } ] }
 
 #[test]
 fn check_warns_of_destinations_the_relay_refuses() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -366,6 +371,7 @@ config = { actions = [ { add_recipients = ["friend@partner.example", "me@home.gm
 
 #[test]
 fn a_config_error_is_one_line_with_file_line_and_key() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -381,6 +387,7 @@ fn a_config_error_is_one_line_with_file_line_and_key() {
 
 #[test]
 fn a_rule_config_typo_fails_check() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -398,6 +405,7 @@ fn a_rule_config_typo_fails_check() {
 
 #[test]
 fn check_prints_the_chains() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), DEMO);
     let o = sluice(&["check", "--config", config.to_str().unwrap()]);
@@ -413,6 +421,7 @@ fn check_prints_the_chains() {
 
 #[test]
 fn missing_plugin_and_bad_message_are_clear_errors() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -447,6 +456,7 @@ fn missing_plugin_and_bad_message_are_clear_errors() {
 
 #[test]
 fn tempfail_exits_75_and_delivers_nothing() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -469,6 +479,7 @@ fn tempfail_exits_75_and_delivers_nothing() {
 
 #[test]
 fn plugin_build_refuses_a_directory_without_a_crate() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let o = sluice(&[
         "plugin",
@@ -483,6 +494,7 @@ fn plugin_build_refuses_a_directory_without_a_crate() {
 
 #[test]
 fn the_demo_config_checks() {
+    let _turn = crate::turn(module_path!());
     // plugins/demo.toml points at target/plugins, which `demo.sh` fills; put them there.
     let root = sluice_tests::install_demo_plugins();
     let o = sluice(&[
@@ -495,6 +507,7 @@ fn the_demo_config_checks() {
 
 #[test]
 fn without_address_space_for_the_pool_it_falls_back_to_on_demand() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), DEMO);
     let msg = fixtures().join("alternative-attachment.eml");
@@ -525,6 +538,7 @@ fn without_address_space_for_the_pool_it_falls_back_to_on_demand() {
 
 #[test]
 fn check_prints_the_directories_and_each_steps_grants() {
+    let _turn = crate::turn(module_path!());
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("aliases.toml"),

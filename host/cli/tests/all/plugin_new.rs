@@ -1,11 +1,9 @@
 //! `sluice plugin new`: the scaffolded rule crate tests, builds and loads as generated.
 
-mod scaffold;
-
 use std::path::PathBuf;
 use std::process::Command;
 
-use scaffold::{assert_ok, run, text, workspace};
+use crate::scaffold::{assert_ok, run, text, workspace};
 
 use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
 
@@ -15,11 +13,12 @@ fn test_target_dir() -> PathBuf {
 }
 
 fn sluice(args: &[&str]) -> Command {
-    scaffold::sluice(args, "SLUICE_SDK", &test_target_dir().join("cache"))
+    crate::scaffold::sluice(args, "SLUICE_SDK", &test_target_dir().join("cache"))
 }
 
 #[test]
 fn a_new_rust_rule_tests_builds_and_loads() {
+    let _turn = crate::turn(module_path!());
     let base = test_target_dir();
     std::fs::create_dir_all(&base).unwrap();
     // Inside the workspace's tree on purpose: the new crate must not join the workspace.
@@ -101,13 +100,14 @@ fn a_new_rust_rule_tests_builds_and_loads() {
         "a wasm32-unknown-unknown rule imports no WASI"
     );
     let limits = StepLimits::default();
-    scaffold::assert_config_is_validated(&engine, &plugin, &limits);
+    crate::scaffold::assert_config_is_validated(&engine, &plugin, &limits);
 
-    scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
+    crate::scaffold::assert_readme_flow(sluice, &dir, &wasm, &tmp.path().join("mail"));
 }
 
 #[test]
 fn an_existing_non_empty_directory_is_refused() {
+    let _turn = crate::turn(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     let taken = tmp.path().join("taken");
     std::fs::create_dir(&taken).unwrap();
@@ -151,6 +151,7 @@ fn an_existing_non_empty_directory_is_refused() {
 
 #[test]
 fn bad_names_languages_and_sdk_paths_are_refused() {
+    let _turn = crate::turn(module_path!());
     let tmp = tempfile::tempdir().unwrap();
     let parent = tmp.path().to_str().unwrap();
     let cases: [(&[&str], &str); 4] = [

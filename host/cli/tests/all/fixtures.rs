@@ -38,6 +38,7 @@ fn summary(o: &Output) -> String {
 
 #[test]
 fn the_reference_rule_fixtures_pass() {
+    let _turn = crate::turn(module_path!());
     let root = install_demo_plugins();
     let o = sluice_test(&[
         &root.join("plugins/banner/fixtures"),
@@ -102,6 +103,7 @@ fn temp_fixtures(root: &Path) -> tempfile::TempDir {
 
 #[test]
 fn a_wrong_fixture_fails_with_a_diff_naming_the_field() {
+    let _turn = crate::turn(module_path!());
     let root = install_demo_plugins();
     let dir = temp_fixtures(&root);
     // Spam fail goes to Junk, not INBOX; and the actions are right, so only deliveries differ.
@@ -142,6 +144,7 @@ deliveries = [{ recipient = "bob@example.com", kind = "deliver", folder = "INBOX
 
 #[test]
 fn a_broken_fixture_reports_file_and_line() {
+    let _turn = crate::turn(module_path!());
     let root = install_demo_plugins();
     let dir = temp_fixtures(&root);
     std::fs::write(
