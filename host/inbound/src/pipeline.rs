@@ -646,7 +646,10 @@ fn metric_lines(
     retry: bool,
     chain_us: u64,
 ) -> Vec<String> {
-    use sluice_telemetry::metrics::{message_line, step_line, MessageMetrics, StepMetrics};
+    use sluice_chain::StepStatus;
+    use sluice_telemetry::metrics::{
+        message_line, step_line, MessageMetrics, StepEnd, StepMetrics,
+    };
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -679,7 +682,12 @@ fn metric_lines(
             lines.push(step_line(&StepMetrics {
                 domain: group.domain.clone(),
                 step: step.step.to_string(),
-                outcome: step.outcome.as_str().to_string(),
+                outcome: match step.outcome {
+                    StepStatus::Ok => StepEnd::Ok,
+                    StepStatus::RuleError => StepEnd::RuleError,
+                    StepStatus::Failed => StepEnd::Failed,
+                    StepStatus::Skipped => StepEnd::Skipped,
+                },
                 micros: step.micros,
             }));
         }

@@ -69,6 +69,33 @@ pub fn delivery_line(d: &DeliveryMetrics) -> String {
     )
 }
 
+/// How a step ended, as counted: one metric each (the chain's `StepStatus`, mapped by the
+/// pipeline with an exhaustive match, so a new status cannot be miscounted silently).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StepEnd {
+    /// It answered (`StepOk`).
+    #[default]
+    Ok,
+    /// It returned its own error (`StepRuleError`).
+    RuleError,
+    /// The sandbox stopped it or refused its answer (`StepFailed`).
+    Failed,
+    /// Not run: an open circuit breaker (`StepSkipped`).
+    Skipped,
+}
+
+impl StepEnd {
+    /// The count's metric name.
+    pub fn metric(self) -> &'static str {
+        match self {
+            StepEnd::Ok => "StepOk",
+            StepEnd::RuleError => "StepRuleError",
+            StepEnd::Failed => "StepFailed",
+            StepEnd::Skipped => "StepSkipped",
+        }
+    }
+}
+
 /// How one step went for one message.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StepMetrics {
@@ -76,8 +103,8 @@ pub struct StepMetrics {
     pub domain: String,
     /// The step's name.
     pub step: String,
-    /// `ok`, `rule-error`, `failed` or `skipped` (the trace's spelling).
-    pub outcome: String,
+    /// How it ended.
+    pub outcome: StepEnd,
     /// The step's wall time, in microseconds.
     pub micros: u64,
 }
@@ -106,12 +133,7 @@ pub fn message_line(m: &MessageMetrics) -> String {
 /// (`StepOk`, `StepRuleError`, `StepFailed`, `StepSkipped`: a skipped step is an open
 /// circuit breaker), dimensions `Domain` and `Step`.
 pub fn step_line(s: &StepMetrics) -> String {
-    let outcome = match s.outcome.as_str() {
-        "ok" => "StepOk",
-        "rule-error" => "StepRuleError",
-        "skipped" => "StepSkipped",
-        _ => "StepFailed",
-    };
+    let outcome = s.outcome.metric();
     line(
         &[("Domain", &s.domain), ("Step", &s.step)],
         &[
@@ -238,15 +260,15 @@ mod tests {
     #[test]
     fn a_step_line_counts_its_outcome_under_domain_and_step() {
         for (outcome, metric) in [
-            ("ok", "StepOk"),
-            ("rule-error", "StepRuleError"),
-            ("failed", "StepFailed"),
-            ("skipped", "StepSkipped"),
+            (StepEnd::Ok, "StepOk"),
+            (StepEnd::RuleError, "StepRuleError"),
+            (StepEnd::Failed, "StepFailed"),
+            (StepEnd::Skipped, "StepSkipped"),
         ] {
             let line = step_line(&StepMetrics {
                 domain: "example.com".into(),
                 step: "alias".into(),
-                outcome: outcome.into(),
+                outcome,
                 micros: 42,
             });
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
