@@ -25,7 +25,7 @@ use std::pin::Pin;
 
 pub use delivered::{copy_digest, DeliveredLog, DirDeliveredLog};
 pub use dir::DirMailboxes;
-pub use error::{DeliveryError, Reply};
+pub use error::{DeliveryError, Reply, SetupError};
 pub use lmtp::{lmtp_recipient, LmtpStore};
 pub use session::{dot_stuffed, Protocol};
 pub use smtp::{SmtpSender, SmtpStore, FOLDER_HEADER};

@@ -14,7 +14,7 @@ use smtp_proto::{EhloResponse, Response, EXT_8BIT_MIME, EXT_SMTP_UTF8, EXT_START
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::{DeliveryError, Reply};
+use crate::{DeliveryError, Reply, SetupError};
 
 /// Which protocol a session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ fn install_crypto_provider() {
 }
 
 /// The TLS client for `config`; `None` without TLS.
-fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnector>, String> {
+fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnector>, SetupError> {
     if config.tls == TlsMode::None {
         return Ok(None);
     }
@@ -82,16 +82,21 @@ fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnec
     let Some(path) = &config.tls_ca_file else {
         return mail_send::smtp::tls::build_tls_connector(!config.tls_verify)
             .map(Some)
-            .map_err(|e| format!("TLS set-up: {e}"));
+            .map_err(SetupError::Tls);
     };
     use rustls_pki_types::pem::PemObject;
-    let bad = |e: &dyn std::fmt::Display| format!("tls_ca_file {}: {e}", path.display());
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| SetupError::CaFile {
+        path: path.clone(),
+        source: e,
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(e.into()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.into()))?)
+            .map_err(|e| bad(e.into()))?;
     }
     if roots.is_empty() {
-        return Err(bad(&"no certificate in the file"));
+        return Err(SetupError::CaFileEmpty { path: path.clone() });
     }
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
@@ -102,27 +107,29 @@ fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnec
 }
 
 /// Reads `AUTH` credentials from where the config says: the environment or a file.
-fn load_credentials(c: &Credentials) -> Result<mail_send::Credentials<String>, String> {
+fn load_credentials(c: &Credentials) -> Result<mail_send::Credentials<String>, SetupError> {
     let (username, secret) = match c {
         Credentials::Env(prefix) => {
             let get = |suffix: &str| {
                 let name = format!("{prefix}_{suffix}");
-                std::env::var(&name).map_err(|_| {
-                    format!("the environment variable {name} is not set (credentials: auth_env = {prefix:?})")
+                std::env::var(&name).map_err(|source| SetupError::CredentialsEnv {
+                    name: name.clone(),
+                    prefix: prefix.clone(),
+                    source,
                 })
             };
             (get("USER")?, get("PASSWORD")?)
         }
         Credentials::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the credentials file {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| SetupError::CredentialsRead {
+                    path: path.clone(),
+                    source,
+                })?;
             let line = text.lines().next().unwrap_or("");
-            let (u, p) = line.split_once(':').ok_or_else(|| {
-                format!(
-                    "the credentials file {} must start with a line user:password",
-                    path.display()
-                )
-            })?;
+            let (u, p) = line
+                .split_once(':')
+                .ok_or_else(|| SetupError::CredentialsFormat { path: path.clone() })?;
             (u.to_string(), p.to_string())
         }
     };
@@ -143,7 +150,7 @@ fn this_host() -> String {
 
 impl Target {
     /// Resolves what a connection needs; an error says what to fix (unreadable credentials).
-    pub(crate) fn new(config: &ServerConfig, protocol: Protocol) -> Result<Target, String> {
+    pub(crate) fn new(config: &ServerConfig, protocol: Protocol) -> Result<Target, SetupError> {
         let credentials = config
             .credentials
             .as_ref()
@@ -568,10 +575,16 @@ mod tests {
         );
         std::fs::write(&file, "no colon").unwrap();
         let e = load_credentials(&Credentials::File(file)).err().unwrap();
-        assert!(e.contains("user:password"), "{e}");
+        assert!(matches!(e, SetupError::CredentialsFormat { .. }), "{e}");
+        assert!(e.to_string().contains("user:password"), "{e}");
         let e = load_credentials(&Credentials::Env("SLUICE_TEST_UNSET_CREDS".into()))
             .err()
             .unwrap();
-        assert!(e.contains("SLUICE_TEST_UNSET_CREDS_USER is not set"), "{e}");
+        assert!(matches!(e, SetupError::CredentialsEnv { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("SLUICE_TEST_UNSET_CREDS_USER is not set"),
+            "{e}"
+        );
     }
 }

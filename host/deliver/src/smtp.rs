@@ -9,8 +9,8 @@ use sluice_chain::{ServerConfig, SmtpStoreConfig, DEFAULT_FOLDER};
 
 use crate::session::{Pool, Protocol, Target};
 use crate::{
-    all_failed, BoxFuture, DeliveryError, MailboxCopy, MailboxStore, Reply, StoreOutcome,
-    StoreRequest,
+    all_failed, BoxFuture, DeliveryError, MailboxCopy, MailboxStore, Reply, SetupError,
+    StoreOutcome, StoreRequest,
 };
 
 /// The header that names the folder a rule chose, on copies handed over SMTP.
@@ -25,7 +25,7 @@ pub struct SmtpSender {
 impl SmtpSender {
     /// A sender for this server; connections open on first use. `Err` says what to fix
     /// (credentials or a CA file that cannot be read).
-    pub fn new(server: &ServerConfig) -> Result<SmtpSender, String> {
+    pub fn new(server: &ServerConfig) -> Result<SmtpSender, SetupError> {
         Ok(SmtpSender {
             pool: Pool::new(Target::new(server, Protocol::Smtp)?),
         })
@@ -63,7 +63,7 @@ pub struct SmtpStore {
 impl SmtpStore {
     /// A store for this config; connections open on first use. `Err` says what to fix
     /// (credentials that cannot be read).
-    pub fn new(config: &SmtpStoreConfig) -> Result<SmtpStore, String> {
+    pub fn new(config: &SmtpStoreConfig) -> Result<SmtpStore, SetupError> {
         Ok(SmtpStore {
             sender: SmtpSender::new(&config.server)?,
         })

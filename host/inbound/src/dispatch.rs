@@ -19,7 +19,7 @@ use sluice_mail::Message;
 
 use crate::deliver::{
     ArcStamp, BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Outbox, Refusal,
-    RefusalKind, Relay, RelayJob, Sealed, Suppression, TraceMeta,
+    RefusalKind, Relay, RelayJob, Sealed, Suppression, TargetError, TraceMeta,
 };
 use sluice_telemetry::{Address, Addresses};
 
@@ -312,12 +312,12 @@ impl HandleFailure {
 /// way out for relays and DSNs, and the send claims.
 pub struct Dispatcher {
     /// `Err`: there is no `[store]`, or it could not be built (what to fix).
-    pub(crate) store: Result<Arc<dyn MailboxStore>, String>,
+    pub(crate) store: Result<Arc<dyn MailboxStore>, Arc<TargetError>>,
     /// For stores that do not overwrite a copy (LMTP, SMTP).
     pub(crate) delivered: Option<Arc<dyn DeliveredLog>>,
     /// How relayed copies and DSNs leave; `Err` when `[relay]` names a smarthost that
     /// cannot be set up (what to fix). `None` without `[relay]`.
-    pub(crate) outbound: Option<Result<Outbound, String>>,
+    pub(crate) outbound: Option<Result<Outbound, Arc<TargetError>>>,
     /// Where sends are claimed; `None` without `[relay]`.
     pub(crate) markers: Option<Markers>,
     /// Where copies refused by the config are kept (see [`Handled::kept`]): beside the send
@@ -356,7 +356,7 @@ impl Dispatcher {
         match &self.outbound {
             Some(Ok(via)) => Ok(via.clone()),
             Some(Err(e)) => Err(DeliverError::Setup(e.clone())),
-            None => Err(DeliverError::Setup("the config has no [relay]".into())),
+            None => Err(DeliverError::Setup(Arc::new(TargetError::NoRelay))),
         }
     }
 

@@ -30,6 +30,34 @@ pub use relay::{Refusal, RefusalKind, Relay, RelayJob, RelayReport};
 pub use sluice_deliver::TraceMeta;
 
 use sluice_aws::AwsError;
+use sluice_deliver::SetupError;
+
+/// Why a config's mailbox store or its way out for relays and DSNs cannot be used (what to
+/// fix). Built once per config and reported for every message that needs the target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The config has no `[store]` but a recipient is local.
+    #[error("{config} has no [store] (kind = \"s3\", \"dir\", \"lmtp\" or \"smtp\")")]
+    NoStore {
+        /// The config's name.
+        config: String,
+    },
+    /// `[store]` names a server that cannot be set up.
+    #[error("[store] kind = \"{kind}\": {source}")]
+    Store {
+        /// `lmtp` or `smtp`.
+        kind: &'static str,
+        /// What to fix.
+        #[source]
+        source: SetupError,
+    },
+    /// `[relay]` names a smarthost that cannot be set up.
+    #[error("[relay] kind = \"smtp\": {0}")]
+    Relay(#[source] SetupError),
+    /// Something must be relayed or bounced but the config has no `[relay]`.
+    #[error("the config has no [relay]")]
+    NoRelay,
+}
 
 /// A relay, bounce or claim that failed: what failed, and (through
 /// [`DeliverError::is_permanent`]) whether a retry can help.
@@ -58,9 +86,10 @@ pub enum DeliverError {
     /// mailbox key): a retry would fail the same way.
     #[error("{0}")]
     Unsendable(String),
-    /// The way out could not be set up (a smarthost's credentials or CA file).
-    #[error("{0}")]
-    Setup(String),
+    /// The way out could not be set up (a smarthost's credentials or CA file), or there is
+    /// none.
+    #[error(transparent)]
+    Setup(std::sync::Arc<TargetError>),
     /// A claim or outbox file on this machine could not be read or written.
     #[error("{what}: {reason}")]
     Local {
