@@ -258,13 +258,13 @@ pub enum HandleFailure {
     Fetch(AwsError),
     /// The message is not one Sluice can parse.
     #[error("cannot parse the message: {0}")]
-    Parse(String),
+    Parse(#[source] sluice_mail::ParseError),
     /// A rule run panicked the host thread (a bug in Sluice, not in the rule).
     #[error("the chain panicked: {0}")]
-    ChainPanicked(String),
+    ChainPanicked(#[source] Arc<tokio::task::JoinError>),
     /// The chain's edited message does not parse again (a bug in Sluice's edits).
     #[error("the edited message does not parse: {0}")]
-    EditedUnparseable(String),
+    EditedUnparseable(#[source] sluice_mail::ParseError),
     /// A relay or bounce failed.
     #[error(transparent)]
     Deliver(DeliverError),
@@ -488,9 +488,8 @@ impl Dispatcher {
             let edited;
             let output: &Message = match &group.output {
                 Some(OutputMessage::Edited(bytes)) if !relays.is_empty() => {
-                    edited = Message::parse(bytes.to_vec()).map_err(|e| {
-                        HandleError::new(id, HandleFailure::EditedUnparseable(e.to_string()))
-                    })?;
+                    edited = Message::parse(bytes.to_vec())
+                        .map_err(|e| HandleError::new(id, HandleFailure::EditedUnparseable(e)))?;
                     &edited
                 }
                 _ => original,

@@ -439,8 +439,8 @@ impl Pipeline {
             Ok::<_, sluice_mail::ParseError>((message, result, micros))
         })
         .await
-        .map_err(|e| HandleError::new(&id, HandleFailure::ChainPanicked(e.to_string())))?
-        .map_err(|e| HandleError::new(&id, HandleFailure::Parse(e.to_string())))?;
+        .map_err(|e| HandleError::new(&id, HandleFailure::ChainPanicked(Arc::new(e))))?
+        .map_err(|e| HandleError::new(&id, HandleFailure::Parse(e)))?;
         let refusal = match arrival.refuse_by {
             RefuseBy::Reply => refusal_of_every_recipient(&result),
             RefuseBy::Dsn => None,

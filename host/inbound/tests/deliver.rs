@@ -715,7 +715,7 @@ async fn a_send_ses_refused_releases_its_claim_and_is_sent_on_retry() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, DeliverError::Send { failure, .. } if failure.permanent && !failure.maybe_sent),
+        matches!(&err, DeliverError::Send { failure, .. } if failure.is_permanent() && !failure.maybe_sent()),
         "{err:?}"
     );
     assert!(err.to_string().contains("SendEmail"), "{err}");

@@ -689,7 +689,7 @@ where
     let ses_id = match send().await {
         Ok(id) => id,
         Err(e) => {
-            let maybe_sent = e.maybe_sent;
+            let maybe_sent = e.maybe_sent();
             let err = DeliverError::Send {
                 what: what.to_string(),
                 failure: e,

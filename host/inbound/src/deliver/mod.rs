@@ -75,7 +75,7 @@ pub enum DeliverError {
     #[error("{0}")]
     ClaimHeld(String),
     /// The send itself failed (SES or the smarthost answered with an error, or no answer).
-    #[error("{what}: {}", failure.message)]
+    #[error("{what}: {failure}")]
     Send {
         /// What was being sent.
         what: String,
@@ -111,7 +111,7 @@ impl DeliverError {
                     ..
                 }
             ),
-            DeliverError::Send { failure, .. } => failure.permanent,
+            DeliverError::Send { failure, .. } => failure.is_permanent(),
             DeliverError::Unsendable(_) => true,
             DeliverError::ClaimHeld(_) | DeliverError::Setup(_) | DeliverError::Local { .. } => {
                 false
