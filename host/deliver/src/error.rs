@@ -47,7 +47,7 @@ impl std::fmt::Display for Reply {
 
 /// Why a copy was not delivered.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliveryError {
+pub enum MailboxError {
     /// The server refused the recipient or the message for good (5xx).
     #[error("{server} refused {recipient}: {reply}")]
     Rejected {
@@ -134,27 +134,27 @@ pub enum DeliveryError {
     },
 }
 
-impl DeliveryError {
+impl MailboxError {
     /// A retry cannot succeed: the copy should be bounced (a DSN, if the sender may get one)
     /// rather than retried.
     pub fn is_permanent(&self) -> bool {
         match self {
-            DeliveryError::Rejected { .. } | DeliveryError::Unstorable { .. } => true,
-            DeliveryError::Service { permanent, .. } => *permanent,
-            DeliveryError::Deferred { .. }
-            | DeliveryError::Connection { .. }
-            | DeliveryError::Unanswered { .. }
-            | DeliveryError::Protocol { .. }
-            | DeliveryError::Setup { .. }
-            | DeliveryError::Io { .. } => false,
+            MailboxError::Rejected { .. } | MailboxError::Unstorable { .. } => true,
+            MailboxError::Service { permanent, .. } => *permanent,
+            MailboxError::Deferred { .. }
+            | MailboxError::Connection { .. }
+            | MailboxError::Unanswered { .. }
+            | MailboxError::Protocol { .. }
+            | MailboxError::Setup { .. }
+            | MailboxError::Io { .. } => false,
         }
     }
 
     /// SMTP code and enhanced status for the DSN of a permanent failure.
     pub fn bounce_status(&self) -> (u16, String) {
         match self {
-            DeliveryError::Rejected { reply, .. } => (reply.code, reply.status_or_default()),
-            DeliveryError::Unstorable { .. } => (550, "5.1.3".into()),
+            MailboxError::Rejected { reply, .. } => (reply.code, reply.status_or_default()),
+            MailboxError::Unstorable { .. } => (550, "5.1.3".into()),
             _ => (554, "5.0.0".into()),
         }
     }

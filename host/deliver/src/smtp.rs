@@ -9,7 +9,7 @@ use sluice_chain::{ServerConfig, SmtpStoreConfig, DEFAULT_FOLDER};
 
 use crate::session::{Pool, Protocol, Target};
 use crate::{
-    all_failed, BoxFuture, DeliveryError, MailboxCopy, MailboxStore, Reply, SetupError,
+    all_failed, BoxFuture, MailboxCopy, MailboxError, MailboxStore, Reply, SetupError,
     StoreOutcome, StoreRequest,
 };
 
@@ -38,13 +38,13 @@ impl SmtpSender {
 
     /// One transaction: per recipient, the server's acceptance or its refusal (5xx) or
     /// deferral (4xx). `Err` for the whole call when no connection could be made or it broke
-    /// ([`DeliveryError::Unanswered`] once the message was sent: it may have been accepted).
+    /// ([`MailboxError::Unanswered`] once the message was sent: it may have been accepted).
     pub async fn send(
         &self,
         mail_from: &str,
         recipients: &[String],
         message: &[u8],
-    ) -> Result<Vec<Result<Reply, DeliveryError>>, DeliveryError> {
+    ) -> Result<Vec<Result<Reply, MailboxError>>, MailboxError> {
         let mut lease = self.pool.take().await?;
         let results = lease
             .session

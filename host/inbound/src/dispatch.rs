@@ -18,8 +18,8 @@ use sluice_deliver::{DeliveredLog, DirMailboxes, MailboxCopy, MailboxStore, Stor
 use sluice_mail::Message;
 
 use crate::deliver::{
-    ArcStamp, BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Outbox, Refusal,
-    RefusalKind, Relay, RelayJob, Sealed, Suppression, TargetError, TraceMeta,
+    ArcStamp, BounceJob, BounceReport, Bouncer, Markers, Outbound, Outbox, Refusal, RefusalKind,
+    Relay, RelayJob, Sealed, SendError, Suppression, TargetError, TraceMeta,
 };
 use sluice_telemetry::{Address, Addresses};
 
@@ -267,7 +267,7 @@ pub enum HandleFailure {
     EditedUnparseable(#[source] sluice_mail::ParseError),
     /// A relay or bounce failed.
     #[error(transparent)]
-    Deliver(DeliverError),
+    Deliver(SendError),
     /// Recipients the config refuses (see [`Handled::kept`]) and no place to keep the copy:
     /// the notice fails for good, so it is kept in the DLQ.
     #[error(
@@ -352,11 +352,11 @@ impl Dispatcher {
     }
 
     /// The way out for relays and DSNs.
-    fn outbound(&self) -> Result<Outbound, DeliverError> {
+    fn outbound(&self) -> Result<Outbound, SendError> {
         match &self.outbound {
             Some(Ok(via)) => Ok(via.clone()),
-            Some(Err(e)) => Err(DeliverError::Setup(e.clone())),
-            None => Err(DeliverError::Setup(Arc::new(TargetError::NoRelay))),
+            Some(Err(e)) => Err(SendError::Setup(e.clone())),
+            None => Err(SendError::Setup(Arc::new(TargetError::NoRelay))),
         }
     }
 
@@ -372,7 +372,7 @@ impl Dispatcher {
         result: &ProcessResult,
     ) -> Result<Handled, HandleError> {
         let id = &envelope.message_id;
-        let fail = |e: DeliverError| HandleError::new(id, HandleFailure::Deliver(e));
+        let fail = |e: SendError| HandleError::new(id, HandleFailure::Deliver(e));
         let hops_received = sluice_mail::hop_count(original);
         let mut handled = Handled::nothing_yet(id);
         let mut tempfail: Option<String> = None;
@@ -839,7 +839,7 @@ impl Dispatcher {
         envelope: &Envelope,
         original: &Message,
         jobs: &[BounceJob],
-    ) -> Result<BounceReport, DeliverError> {
+    ) -> Result<BounceReport, SendError> {
         let (Some(relay), Some(markers)) = (&config.relay, &self.markers) else {
             tracing::warn!(
                 message_id = %envelope.message_id,

@@ -60,9 +60,9 @@ pub enum TargetError {
 }
 
 /// A relay, bounce or claim that failed: what failed, and (through
-/// [`DeliverError::is_permanent`]) whether a retry can help.
+/// [`SendError::is_permanent`]) whether a retry can help.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliverError {
+pub enum SendError {
     /// An S3 or SES call failed (permanent only when SES refused the request itself).
     #[error("{what}: {source}")]
     Aws {
@@ -100,28 +100,26 @@ pub enum DeliverError {
     },
 }
 
-impl DeliverError {
+impl SendError {
     /// A retry cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
-            DeliverError::Aws { source, .. } => matches!(
+            SendError::Aws { source, .. } => matches!(
                 source,
                 AwsError::Ses {
                     permanent: true,
                     ..
                 }
             ),
-            DeliverError::Send { failure, .. } => failure.is_permanent(),
-            DeliverError::Unsendable(_) => true,
-            DeliverError::ClaimHeld(_) | DeliverError::Setup(_) | DeliverError::Local { .. } => {
-                false
-            }
+            SendError::Send { failure, .. } => failure.is_permanent(),
+            SendError::Unsendable(_) => true,
+            SendError::ClaimHeld(_) | SendError::Setup(_) | SendError::Local { .. } => false,
         }
     }
 
     /// `what` failed because of `err`.
-    pub(crate) fn aws(what: impl std::fmt::Display, err: AwsError) -> DeliverError {
-        DeliverError::Aws {
+    pub(crate) fn aws(what: impl std::fmt::Display, err: AwsError) -> SendError {
+        SendError::Aws {
             what: what.to_string(),
             source: err,
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_aws::{AwsError, Ses, SES_MAX_RAW_BYTES};
-use sluice_deliver::{DeliveryError, SmtpSender};
+use sluice_deliver::{MailboxError, SmtpSender};
 
 /// The way out (`[relay] kind`).
 #[derive(Clone)]
@@ -107,7 +107,7 @@ pub enum SendFailure {
     Aws(#[from] AwsError),
     /// The smarthost failed or refused the send.
     #[error(transparent)]
-    Smtp(#[from] DeliveryError),
+    Smtp(#[from] MailboxError),
     /// The outbox file (`sluice run`) could not be written.
     #[error("cannot write {}: {source}", path.display())]
     Outbox {
@@ -145,7 +145,7 @@ impl SendFailure {
                     ..
                 }
             ),
-            SendFailure::Smtp(e) => matches!(e, DeliveryError::Unanswered { .. }),
+            SendFailure::Smtp(e) => matches!(e, MailboxError::Unanswered { .. }),
             SendFailure::Outbox { .. } => false,
         }
     }
