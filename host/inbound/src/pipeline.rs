@@ -98,16 +98,18 @@ pub enum StartError {
     /// 404 like an absent marker, so every retry would send again.
     #[error(
         "the bucket for relay markers, {bucket:?}, cannot be reached ({}); it records what was sent so a retry does not send twice",
-        aws_sdk_s3::error::DisplayErrorContext(source)
+        aws_sdk_s3::error::DisplayErrorContext(source.as_ref())
     )]
     MarkersBucket {
         /// The bucket.
         bucket: String,
         /// What S3 said.
         #[source]
-        source: aws_sdk_s3::error::SdkError<
-            aws_sdk_s3::operation::head_bucket::HeadBucketError,
-            aws_sdk_s3::config::http::HttpResponse,
+        source: Box<
+            aws_sdk_s3::error::SdkError<
+                aws_sdk_s3::operation::head_bucket::HeadBucketError,
+                aws_sdk_s3::config::http::HttpResponse,
+            >,
         >,
     },
 }
@@ -292,7 +294,7 @@ impl Pipeline {
             {
                 return Err(StartError::MarkersBucket {
                     bucket: bucket.clone(),
-                    source,
+                    source: Box::new(source),
                 });
             }
         }

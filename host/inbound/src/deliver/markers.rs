@@ -692,7 +692,7 @@ where
             let maybe_sent = e.maybe_sent();
             let err = SendError::Send {
                 what: what.to_string(),
-                failure: e,
+                failure: Box::new(e),
             };
             if maybe_sent {
                 tracing::error!(

@@ -80,7 +80,7 @@ pub enum SendError {
         /// What was being sent.
         what: String,
         /// How it failed.
-        failure: SendFailure,
+        failure: Box<SendFailure>,
     },
     /// What must be sent cannot be made from this message (the relay rewrite, the DSN, a
     /// mailbox key): a retry would fail the same way.
