@@ -2,7 +2,7 @@
 //! current-thread runtime, plus the chain's [`PluginFetcher`] and [`ConfigSource`] for
 //! `s3://` locations.
 
-use sluice_chain::{ConfigError, ConfigFile, ConfigSource, PluginFetcher};
+use sluice_chain::{ConfigError, ConfigFile, ConfigSource, PluginFetcher, SourceError};
 
 use crate::{AwsError, S3Object, S3Url, S3};
 
@@ -67,9 +67,9 @@ impl BlockingS3 {
 }
 
 impl PluginFetcher for BlockingS3 {
-    fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
-        let url = S3Url::parse(url).map_err(|e| e.to_string())?;
-        self.get(&url).map(|o| o.bytes).map_err(|e| e.to_string())
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError> {
+        let url = S3Url::parse(url)?;
+        Ok(self.get(&url)?.bytes)
     }
 }
 
@@ -96,8 +96,8 @@ impl ConfigSource for S3ConfigSource<'_> {
         &self.name
     }
 
-    fn version(&self) -> Result<Option<String>, String> {
-        self.s3.etag(&self.url).map_err(|e| e.to_string())
+    fn version(&self) -> Result<Option<String>, SourceError> {
+        Ok(self.s3.etag(&self.url)?)
     }
 
     fn read(&self) -> Result<(ConfigFile, Option<String>), ConfigError> {

@@ -47,11 +47,16 @@ pub struct Step {
     pub grants: StepGrants,
 }
 
+/// The error of a [`PluginFetcher`] or a [`ConfigSource`](crate::ConfigSource), boxed: they
+/// are implemented outside this crate, which stays free of AWS types. Its `Display` is the
+/// one-line reason shown to the operator.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Reads remote plugin bytes (e.g. from S3). Implemented outside this crate so the chain
 /// stays free of AWS.
 pub trait PluginFetcher: Send + Sync {
-    /// The object's bytes, or a one-line reason.
-    fn fetch(&self, url: &str) -> Result<Vec<u8>, String>;
+    /// The object's bytes, or why not.
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError>;
 }
 
 /// Where remote plugins come from, and where their verified bytes are kept so a restart
@@ -95,7 +100,7 @@ impl PluginSources<'_> {
         let fetcher = self.fetcher.ok_or_else(|| {
             format!("{url}: remote plugins need S3 access, which this command has not set up")
         })?;
-        let bytes = fetcher.fetch(url)?;
+        let bytes = fetcher.fetch(url).map_err(|e| e.to_string())?;
         let actual = hex::encode(Sha256::digest(&bytes));
         if actual != sha256 {
             return Err(format!(

@@ -17,7 +17,7 @@ mod trace;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use chain::{
-    domain_of, DomainChain, Envelope, PluginFetcher, PluginSources, RuleChains, Step,
+    domain_of, DomainChain, Envelope, PluginFetcher, PluginSources, RuleChains, SourceError, Step,
     DEFAULT_FOLDER, MAX_HANDOFFS,
 };
 pub use config::{

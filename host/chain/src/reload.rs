@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use sluice_engine::RuleEngine;
 
-use crate::chain::{PluginSources, RuleChains};
+use crate::chain::{PluginSources, RuleChains, SourceError};
 use crate::config::{ConfigError, ConfigFile};
 
 /// Where a config comes from, with a cheap version check.
@@ -17,9 +17,18 @@ pub trait ConfigSource: Send + Sync {
     /// For messages: the path or URL.
     fn name(&self) -> &str;
     /// A value that changes whenever the config does (ETag, size + mtime).
-    fn version(&self) -> Result<Option<String>, String>;
+    fn version(&self) -> Result<Option<String>, SourceError>;
     /// Reads and parses the config, with the version it had.
     fn read(&self) -> Result<(ConfigFile, Option<String>), ConfigError>;
+}
+
+/// A local config file's metadata could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {source}")]
+struct FileUnreadable {
+    name: String,
+    #[source]
+    source: std::io::Error,
 }
 
 /// A local config file; its version is its length and modification time.
@@ -44,8 +53,11 @@ impl ConfigSource for FileConfigSource {
         &self.name
     }
 
-    fn version(&self) -> Result<Option<String>, String> {
-        let meta = std::fs::metadata(&self.path).map_err(|e| format!("{}: {e}", self.name))?;
+    fn version(&self) -> Result<Option<String>, SourceError> {
+        let meta = std::fs::metadata(&self.path).map_err(|source| FileUnreadable {
+            name: self.name.clone(),
+            source,
+        })?;
         let modified = meta
             .modified()
             .ok()
@@ -170,7 +182,9 @@ impl<'a> LiveChains<'a> {
                     config = self.source.name(),
                     "cannot check the config: {error}"
                 );
-                return ReloadOutcome::Refused { error };
+                return ReloadOutcome::Refused {
+                    error: error.to_string(),
+                };
             }
         };
         if version.is_some() && version == current.version {

@@ -7,7 +7,9 @@ use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result};
 use sluice_aws::{BlockingS3, S3ConfigSource, S3Url};
-use sluice_chain::{ConfigFile, ConfigSource, PluginFetcher, PluginSources, RuleChains};
+use sluice_chain::{
+    ConfigFile, ConfigSource, PluginFetcher, PluginSources, RuleChains, SourceError,
+};
 use sluice_engine::{RuleEngine, RulePlugin};
 
 /// S3 access, set up on first use.
@@ -32,7 +34,8 @@ impl Remote {
 }
 
 impl PluginFetcher for Remote {
-    fn fetch(&self, url: &str) -> Result<Vec<u8>, String> {
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError> {
+        // `{:#}`: the whole chain in one line, as the operator sees it.
         self.get().map_err(|e| format!("{e:#}"))?.fetch(url)
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use sha2::{Digest, Sha256};
 use sluice_chain::escape_segment;
 
-use crate::{BoxFuture, DeliveryError, MailboxCopy};
+use crate::{BoxFuture, MailboxCopy, MailboxError};
 
 /// Where delivered copies are recorded.
 pub trait DeliveredLog: Send + Sync {
@@ -20,7 +20,7 @@ pub trait DeliveredLog: Send + Sync {
         &'a self,
         message_id: &'a str,
         copy: &'a MailboxCopy,
-    ) -> BoxFuture<'a, Result<bool, DeliveryError>>;
+    ) -> BoxFuture<'a, Result<bool, MailboxError>>;
 
     /// Records that this copy was delivered (`at`: where, for the operator).
     fn record<'a>(
@@ -28,7 +28,7 @@ pub trait DeliveredLog: Send + Sync {
         message_id: &'a str,
         copy: &'a MailboxCopy,
         at: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>>;
+    ) -> BoxFuture<'a, Result<(), MailboxError>>;
 }
 
 /// The record's name for one copy: the recipient (case-insensitive) and folder, hashed so
@@ -53,9 +53,9 @@ impl DirDeliveredLog {
         DirDeliveredLog { dir }
     }
 
-    fn path(&self, message_id: &str, copy: &MailboxCopy) -> Result<PathBuf, DeliveryError> {
+    fn path(&self, message_id: &str, copy: &MailboxCopy) -> Result<PathBuf, MailboxError> {
         let id = escape_segment("message id", message_id).map_err(|source| {
-            DeliveryError::Unstorable {
+            MailboxError::Unstorable {
                 recipient: copy.recipient.clone(),
                 source,
             }
@@ -72,12 +72,12 @@ impl DeliveredLog for DirDeliveredLog {
         &'a self,
         message_id: &'a str,
         copy: &'a MailboxCopy,
-    ) -> BoxFuture<'a, Result<bool, DeliveryError>> {
+    ) -> BoxFuture<'a, Result<bool, MailboxError>> {
         Box::pin(async move {
             let path = self.path(message_id, copy)?;
             tokio::fs::try_exists(&path)
                 .await
-                .map_err(|e| DeliveryError::Io {
+                .map_err(|e| MailboxError::Io {
                     path: path.display().to_string(),
                     reason: e.to_string(),
                 })
@@ -89,10 +89,10 @@ impl DeliveredLog for DirDeliveredLog {
         message_id: &'a str,
         copy: &'a MailboxCopy,
         at: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    ) -> BoxFuture<'a, Result<(), MailboxError>> {
         Box::pin(async move {
             let path = self.path(message_id, copy)?;
-            let io = |e: std::io::Error| DeliveryError::Io {
+            let io = |e: std::io::Error| MailboxError::Io {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             };

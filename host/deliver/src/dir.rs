@@ -4,7 +4,7 @@
 
 use sluice_chain::{DirStore, DirStoreError};
 
-use crate::{BoxFuture, DeliveryError, MailboxStore, StoreOutcome, StoreRequest};
+use crate::{BoxFuture, MailboxError, MailboxStore, StoreOutcome, StoreRequest};
 
 /// Mailboxes in a local directory.
 #[derive(Debug, Clone)]
@@ -19,13 +19,13 @@ impl DirMailboxes {
     }
 }
 
-fn error(recipient: &str, e: DirStoreError) -> DeliveryError {
+fn error(recipient: &str, e: DirStoreError) -> MailboxError {
     match e {
-        DirStoreError::Unstorable(source) => DeliveryError::Unstorable {
+        DirStoreError::Unstorable(source) => MailboxError::Unstorable {
             recipient: recipient.to_string(),
             source,
         },
-        DirStoreError::Write { path, source } => DeliveryError::Io {
+        DirStoreError::Write { path, source } => MailboxError::Io {
             path: path.display().to_string(),
             reason: source.to_string(),
         },
@@ -70,7 +70,7 @@ impl MailboxStore for DirMailboxes {
                     .iter()
                     .map(|copy| StoreOutcome {
                         copy: copy.clone(),
-                        result: Err(DeliveryError::Io {
+                        result: Err(MailboxError::Io {
                             path: root.clone(),
                             reason: format!("the store task failed: {e}"),
                         }),

@@ -47,7 +47,7 @@ impl std::fmt::Display for Reply {
 
 /// Why a copy was not delivered.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliveryError {
+pub enum MailboxError {
     /// The server refused the recipient or the message for good (5xx).
     #[error("{server} refused {recipient}: {reply}")]
     Rejected {
@@ -134,28 +134,78 @@ pub enum DeliveryError {
     },
 }
 
-impl DeliveryError {
+impl MailboxError {
     /// A retry cannot succeed: the copy should be bounced (a DSN, if the sender may get one)
     /// rather than retried.
     pub fn is_permanent(&self) -> bool {
         match self {
-            DeliveryError::Rejected { .. } | DeliveryError::Unstorable { .. } => true,
-            DeliveryError::Service { permanent, .. } => *permanent,
-            DeliveryError::Deferred { .. }
-            | DeliveryError::Connection { .. }
-            | DeliveryError::Unanswered { .. }
-            | DeliveryError::Protocol { .. }
-            | DeliveryError::Setup { .. }
-            | DeliveryError::Io { .. } => false,
+            MailboxError::Rejected { .. } | MailboxError::Unstorable { .. } => true,
+            MailboxError::Service { permanent, .. } => *permanent,
+            MailboxError::Deferred { .. }
+            | MailboxError::Connection { .. }
+            | MailboxError::Unanswered { .. }
+            | MailboxError::Protocol { .. }
+            | MailboxError::Setup { .. }
+            | MailboxError::Io { .. } => false,
         }
     }
 
     /// SMTP code and enhanced status for the DSN of a permanent failure.
     pub fn bounce_status(&self) -> (u16, String) {
         match self {
-            DeliveryError::Rejected { reply, .. } => (reply.code, reply.status_or_default()),
-            DeliveryError::Unstorable { .. } => (550, "5.1.3".into()),
+            MailboxError::Rejected { reply, .. } => (reply.code, reply.status_or_default()),
+            MailboxError::Unstorable { .. } => (550, "5.1.3".into()),
             _ => (554, "5.0.0".into()),
         }
     }
+}
+
+/// Why a store or sender could not be set up: the settings name something unusable (what to
+/// fix). Shared behind an [`Arc`](std::sync::Arc) where the failure is reported per message.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// `auth_env` names variables that are not set.
+    #[error("the environment variable {name} is not set (credentials: auth_env = {prefix:?})")]
+    CredentialsEnv {
+        /// The variable, `<prefix>_USER` or `<prefix>_PASSWORD`.
+        name: String,
+        /// The config's `auth_env`.
+        prefix: String,
+        /// Why it could not be read.
+        #[source]
+        source: std::env::VarError,
+    },
+    /// `auth_file` cannot be read.
+    #[error("cannot read the credentials file {}: {source}", path.display())]
+    CredentialsRead {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `auth_file` does not start with `user:password`.
+    #[error("the credentials file {} must start with a line user:password", path.display())]
+    CredentialsFormat {
+        /// The file.
+        path: std::path::PathBuf,
+    },
+    /// The TLS client could not be built (the system's roots); mail-send gives only text.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
+    /// `tls_ca_file` cannot be read or holds something that is not a certificate.
+    #[error("tls_ca_file {}: {source}", path.display())]
+    CaFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// `tls_ca_file` holds no certificate.
+    #[error("tls_ca_file {}: no certificate in the file", path.display())]
+    CaFileEmpty {
+        /// The file.
+        path: std::path::PathBuf,
+    },
 }

@@ -5,8 +5,8 @@
 //!
 //! A store is built once from the typed `[store]` config ([`sluice_chain::StoreConfig`]) and
 //! then takes every message: [`MailboxStore::store`] answers per copy (recipient + folder),
-//! because an LMTP server answers per recipient. Each failure is a [`DeliveryError`] that
-//! says whether a retry can help ([`DeliveryError::is_permanent`]): permanent ones become a
+//! because an LMTP server answers per recipient. Each failure is a [`MailboxError`] that
+//! says whether a retry can help ([`MailboxError::is_permanent`]): permanent ones become a
 //! DSN, transient ones leave the message to be retried, and a [`DeliveredLog`] makes that
 //! retry deliver only to the copies not yet done (LMTP and SMTP cannot overwrite a copy).
 //!
@@ -25,7 +25,7 @@ use std::pin::Pin;
 
 pub use delivered::{copy_digest, DeliveredLog, DirDeliveredLog};
 pub use dir::DirMailboxes;
-pub use error::{DeliveryError, Reply};
+pub use error::{MailboxError, Reply, SetupError};
 pub use lmtp::{lmtp_recipient, LmtpStore};
 pub use session::{dot_stuffed, Protocol};
 pub use smtp::{SmtpSender, SmtpStore, FOLDER_HEADER};
@@ -72,7 +72,7 @@ pub struct StoreOutcome {
     /// The copy.
     pub copy: MailboxCopy,
     /// Where it is, or the failure.
-    pub result: Result<String, DeliveryError>,
+    pub result: Result<String, MailboxError>,
 }
 
 /// A place local mailboxes live.
@@ -92,7 +92,7 @@ pub trait MailboxStore: Send + Sync {
 /// Every copy of `request` failed with the same (transient or permanent) error.
 pub(crate) fn all_failed(
     request: &StoreRequest<'_>,
-    error: impl Fn() -> DeliveryError,
+    error: impl Fn() -> MailboxError,
 ) -> Vec<StoreOutcome> {
     request
         .copies

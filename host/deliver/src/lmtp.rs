@@ -8,7 +8,7 @@
 use sluice_chain::{LmtpStoreConfig, LmtpUser, DEFAULT_FOLDER};
 
 use crate::session::{Pool, Protocol, Target};
-use crate::{all_failed, BoxFuture, MailboxStore, StoreOutcome, StoreRequest};
+use crate::{all_failed, BoxFuture, MailboxStore, SetupError, StoreOutcome, StoreRequest};
 
 /// Delivers over LMTP.
 pub struct LmtpStore {
@@ -54,7 +54,7 @@ pub fn lmtp_recipient(recipient: &str, folder: &str, user: LmtpUser, delimiter: 
 
 impl LmtpStore {
     /// A store for this config; connections open on first use. `Err` says what to fix.
-    pub fn new(config: &LmtpStoreConfig) -> Result<LmtpStore, String> {
+    pub fn new(config: &LmtpStoreConfig) -> Result<LmtpStore, SetupError> {
         Ok(LmtpStore {
             pool: Pool::new(Target::new(&config.server, Protocol::Lmtp)?),
             user: config.user,

@@ -14,7 +14,7 @@ use smtp_proto::{EhloResponse, Response, EXT_8BIT_MIME, EXT_SMTP_UTF8, EXT_START
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::{DeliveryError, Reply};
+use crate::{MailboxError, Reply, SetupError};
 
 /// Which protocol a session speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +46,7 @@ fn reply(r: Response<String>) -> Reply {
 }
 
 /// The transaction's outcome for one recipient: accepted (the server's 2xx) or refused.
-pub(crate) type RecipientResult = Result<Reply, DeliveryError>;
+pub(crate) type RecipientResult = Result<Reply, MailboxError>;
 
 /// What one connection target needs, resolved once: the settings and the credentials.
 pub(crate) struct Target {
@@ -74,7 +74,7 @@ fn install_crypto_provider() {
 }
 
 /// The TLS client for `config`; `None` without TLS.
-fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnector>, String> {
+fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnector>, SetupError> {
     if config.tls == TlsMode::None {
         return Ok(None);
     }
@@ -82,16 +82,21 @@ fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnec
     let Some(path) = &config.tls_ca_file else {
         return mail_send::smtp::tls::build_tls_connector(!config.tls_verify)
             .map(Some)
-            .map_err(|e| format!("TLS set-up: {e}"));
+            .map_err(SetupError::Tls);
     };
     use rustls_pki_types::pem::PemObject;
-    let bad = |e: &dyn std::fmt::Display| format!("tls_ca_file {}: {e}", path.display());
+    let bad = |e: Box<dyn std::error::Error + Send + Sync>| SetupError::CaFile {
+        path: path.clone(),
+        source: e,
+    };
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(path).map_err(|e| bad(e.into()))? {
+        roots
+            .add(cert.map_err(|e| bad(e.into()))?)
+            .map_err(|e| bad(e.into()))?;
     }
     if roots.is_empty() {
-        return Err(bad(&"no certificate in the file"));
+        return Err(SetupError::CaFileEmpty { path: path.clone() });
     }
     let config = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
@@ -102,27 +107,29 @@ fn tls_connector(config: &ServerConfig) -> Result<Option<tokio_rustls::TlsConnec
 }
 
 /// Reads `AUTH` credentials from where the config says: the environment or a file.
-fn load_credentials(c: &Credentials) -> Result<mail_send::Credentials<String>, String> {
+fn load_credentials(c: &Credentials) -> Result<mail_send::Credentials<String>, SetupError> {
     let (username, secret) = match c {
         Credentials::Env(prefix) => {
             let get = |suffix: &str| {
                 let name = format!("{prefix}_{suffix}");
-                std::env::var(&name).map_err(|_| {
-                    format!("the environment variable {name} is not set (credentials: auth_env = {prefix:?})")
+                std::env::var(&name).map_err(|source| SetupError::CredentialsEnv {
+                    name: name.clone(),
+                    prefix: prefix.clone(),
+                    source,
                 })
             };
             (get("USER")?, get("PASSWORD")?)
         }
         Credentials::File(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read the credentials file {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| SetupError::CredentialsRead {
+                    path: path.clone(),
+                    source,
+                })?;
             let line = text.lines().next().unwrap_or("");
-            let (u, p) = line.split_once(':').ok_or_else(|| {
-                format!(
-                    "the credentials file {} must start with a line user:password",
-                    path.display()
-                )
-            })?;
+            let (u, p) = line
+                .split_once(':')
+                .ok_or_else(|| SetupError::CredentialsFormat { path: path.clone() })?;
             (u.to_string(), p.to_string())
         }
     };
@@ -143,7 +150,7 @@ fn this_host() -> String {
 
 impl Target {
     /// Resolves what a connection needs; an error says what to fix (unreadable credentials).
-    pub(crate) fn new(config: &ServerConfig, protocol: Protocol) -> Result<Target, String> {
+    pub(crate) fn new(config: &ServerConfig, protocol: Protocol) -> Result<Target, SetupError> {
         let credentials = config
             .credentials
             .as_ref()
@@ -163,25 +170,25 @@ impl Target {
         })
     }
 
-    fn connection_error(&self, reason: impl std::fmt::Display) -> DeliveryError {
-        DeliveryError::Connection {
+    fn connection_error(&self, reason: impl std::fmt::Display) -> MailboxError {
+        MailboxError::Connection {
             server: self.name.clone(),
             reason: reason.to_string(),
         }
     }
 
-    fn mail_send_error(&self, during: &'static str, e: mail_send::Error) -> DeliveryError {
+    fn mail_send_error(&self, during: &'static str, e: mail_send::Error) -> MailboxError {
         match e {
-            mail_send::Error::UnexpectedReply(r) => DeliveryError::Protocol {
+            mail_send::Error::UnexpectedReply(r) => MailboxError::Protocol {
                 server: self.name.clone(),
                 during,
                 reply: reply(r),
             },
-            mail_send::Error::AuthenticationFailed(r) => DeliveryError::Setup {
+            mail_send::Error::AuthenticationFailed(r) => MailboxError::Setup {
                 server: self.name.clone(),
                 reason: format!("authentication refused: {}", reply(r)),
             },
-            mail_send::Error::UnsupportedAuthMechanism => DeliveryError::Setup {
+            mail_send::Error::UnsupportedAuthMechanism => MailboxError::Setup {
                 server: self.name.clone(),
                 reason:
                     "the server offers no AUTH mechanism Sluice speaks (PLAIN, LOGIN, CRAM-MD5)"
@@ -195,7 +202,7 @@ impl Target {
         }
     }
 
-    async fn tls(&self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, DeliveryError> {
+    async fn tls(&self, stream: Box<dyn Stream>) -> Result<Box<dyn Stream>, MailboxError> {
         let host = match &self.config.address {
             ServerAddress::Tcp { host, .. } => host.clone(),
             ServerAddress::Unix(_) => "localhost".into(),
@@ -212,7 +219,7 @@ impl Target {
         Ok(Box::new(tls))
     }
 
-    async fn hello(&self, client: &mut Client) -> Result<EhloResponse<String>, DeliveryError> {
+    async fn hello(&self, client: &mut Client) -> Result<EhloResponse<String>, MailboxError> {
         let r = match self.protocol {
             Protocol::Lmtp => client.lhlo(&self.hello).await,
             Protocol::Smtp => client.ehlo(&self.hello).await,
@@ -230,7 +237,7 @@ impl Target {
     }
 
     /// Connects, reads the greeting, says hello, and does STARTTLS and AUTH as configured.
-    pub(crate) async fn open(&self) -> Result<Session, DeliveryError> {
+    pub(crate) async fn open(&self) -> Result<Session, MailboxError> {
         let timeout = self.config.timeout;
         let stream: Box<dyn Stream> = match &self.config.address {
             ServerAddress::Tcp { host, port } => Box::new(
@@ -259,7 +266,7 @@ impl Target {
             .map_err(|_| self.connection_error("no greeting"))?
             .map_err(|e| self.mail_send_error("the greeting", e))?;
         if greeting.code != 220 {
-            return Err(DeliveryError::Protocol {
+            return Err(MailboxError::Protocol {
                 server: self.name.clone(),
                 during: "the greeting",
                 reply: reply(greeting),
@@ -268,7 +275,7 @@ impl Target {
         let mut caps = self.hello(&mut client).await?;
         if self.config.tls == TlsMode::StartTls {
             if !caps.has_capability(EXT_START_TLS) {
-                return Err(DeliveryError::Setup {
+                return Err(MailboxError::Setup {
                     server: self.name.clone(),
                     reason: "the server does not offer STARTTLS (tls = \"starttls\"); set tls = \"none\" only for loopback or a unix socket".into(),
                 });
@@ -278,7 +285,7 @@ impl Target {
                 .await
                 .map_err(|e| self.mail_send_error("STARTTLS", e))?;
             if r.code != 220 {
-                return Err(DeliveryError::Protocol {
+                return Err(MailboxError::Protocol {
                     server: self.name.clone(),
                     during: "STARTTLS",
                     reply: reply(r),
@@ -368,17 +375,17 @@ impl Session {
         mail_from: &str,
         recipients: &[String],
         message: &[u8],
-    ) -> Result<Vec<RecipientResult>, DeliveryError> {
+    ) -> Result<Vec<RecipientResult>, MailboxError> {
         let refused = |recipient: &str, r: Reply| {
             let (server, recipient) = (target.name.clone(), recipient.to_string());
             if r.is_permanent() {
-                DeliveryError::Rejected {
+                MailboxError::Rejected {
                     server,
                     recipient,
                     reply: r,
                 }
             } else {
-                DeliveryError::Deferred {
+                MailboxError::Deferred {
                     server,
                     recipient,
                     reply: r,
@@ -410,7 +417,7 @@ impl Session {
         if r.code == 530 {
             // "Must issue STARTTLS first" / "Authentication required": the settings, not
             // the message, are wrong; no copy may be bounced for that.
-            return Err(DeliveryError::Setup {
+            return Err(MailboxError::Setup {
                 server: target.name.clone(),
                 reason: format!(
                     "the server wants TLS or AUTH first ({r}): set tls and credentials"
@@ -467,7 +474,7 @@ impl Session {
             Protocol::Lmtp => accepted.len(),
             Protocol::Smtp => 1,
         };
-        let unanswered = |reason: String| DeliveryError::Unanswered {
+        let unanswered = |reason: String| MailboxError::Unanswered {
             server: target.name.clone(),
             reason,
         };
@@ -512,7 +519,7 @@ impl Pool {
     }
 
     /// An idle session that still answers, else a new one.
-    pub(crate) async fn take(&self) -> Result<Lease<'_>, DeliveryError> {
+    pub(crate) async fn take(&self) -> Result<Lease<'_>, MailboxError> {
         let permit = self.permits.acquire().await.map_err(|_| {
             self.target
                 .connection_error("the connection pool is closed")
@@ -568,10 +575,16 @@ mod tests {
         );
         std::fs::write(&file, "no colon").unwrap();
         let e = load_credentials(&Credentials::File(file)).err().unwrap();
-        assert!(e.contains("user:password"), "{e}");
+        assert!(matches!(e, SetupError::CredentialsFormat { .. }), "{e}");
+        assert!(e.to_string().contains("user:password"), "{e}");
         let e = load_credentials(&Credentials::Env("SLUICE_TEST_UNSET_CREDS".into()))
             .err()
             .unwrap();
-        assert!(e.contains("SLUICE_TEST_UNSET_CREDS_USER is not set"), "{e}");
+        assert!(matches!(e, SetupError::CredentialsEnv { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("SLUICE_TEST_UNSET_CREDS_USER is not set"),
+            "{e}"
+        );
     }
 }

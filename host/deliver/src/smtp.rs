@@ -9,8 +9,8 @@ use sluice_chain::{ServerConfig, SmtpStoreConfig, DEFAULT_FOLDER};
 
 use crate::session::{Pool, Protocol, Target};
 use crate::{
-    all_failed, BoxFuture, DeliveryError, MailboxCopy, MailboxStore, Reply, StoreOutcome,
-    StoreRequest,
+    all_failed, BoxFuture, MailboxCopy, MailboxError, MailboxStore, Reply, SetupError,
+    StoreOutcome, StoreRequest,
 };
 
 /// The header that names the folder a rule chose, on copies handed over SMTP.
@@ -25,7 +25,7 @@ pub struct SmtpSender {
 impl SmtpSender {
     /// A sender for this server; connections open on first use. `Err` says what to fix
     /// (credentials or a CA file that cannot be read).
-    pub fn new(server: &ServerConfig) -> Result<SmtpSender, String> {
+    pub fn new(server: &ServerConfig) -> Result<SmtpSender, SetupError> {
         Ok(SmtpSender {
             pool: Pool::new(Target::new(server, Protocol::Smtp)?),
         })
@@ -38,13 +38,13 @@ impl SmtpSender {
 
     /// One transaction: per recipient, the server's acceptance or its refusal (5xx) or
     /// deferral (4xx). `Err` for the whole call when no connection could be made or it broke
-    /// ([`DeliveryError::Unanswered`] once the message was sent: it may have been accepted).
+    /// ([`MailboxError::Unanswered`] once the message was sent: it may have been accepted).
     pub async fn send(
         &self,
         mail_from: &str,
         recipients: &[String],
         message: &[u8],
-    ) -> Result<Vec<Result<Reply, DeliveryError>>, DeliveryError> {
+    ) -> Result<Vec<Result<Reply, MailboxError>>, MailboxError> {
         let mut lease = self.pool.take().await?;
         let results = lease
             .session
@@ -63,7 +63,7 @@ pub struct SmtpStore {
 impl SmtpStore {
     /// A store for this config; connections open on first use. `Err` says what to fix
     /// (credentials that cannot be read).
-    pub fn new(config: &SmtpStoreConfig) -> Result<SmtpStore, String> {
+    pub fn new(config: &SmtpStoreConfig) -> Result<SmtpStore, SetupError> {
         Ok(SmtpStore {
             sender: SmtpSender::new(&config.server)?,
         })

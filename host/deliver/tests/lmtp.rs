@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_chain::{LmtpStoreConfig, LmtpUser, ServerConfig};
 use sluice_deliver::{
-    DeliveryError, LmtpStore, MailboxCopy, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
+    LmtpStore, MailboxCopy, MailboxError, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
 };
 use sluice_mailservers::Dovecot;
 
@@ -130,7 +130,7 @@ async fn per_recipient_replies_folders_and_bytes() {
         );
     }
     match result("nobody@example.com", "INBOX") {
-        Err(e @ DeliveryError::Rejected { reply, .. }) => {
+        Err(e @ MailboxError::Rejected { reply, .. }) => {
             assert_eq!(reply.code, 550);
             assert_eq!(reply.status.as_deref(), Some("5.1.1"));
             assert!(e.is_permanent());
@@ -139,7 +139,7 @@ async fn per_recipient_replies_folders_and_bytes() {
         other => panic!("unknown user: {other:?}"),
     }
     match result("carol@example.com", "INBOX") {
-        Err(e @ DeliveryError::Deferred { reply, .. }) => {
+        Err(e @ MailboxError::Deferred { reply, .. }) => {
             assert_eq!(reply.code / 100, 4, "{reply}");
             assert!(!e.is_permanent());
         }
@@ -221,7 +221,7 @@ async fn connections_are_reused_and_a_stopped_server_is_transient() {
     dovecot.stop();
     let outcomes = store_copies(&store, "m-down", "s@outside.example", MESSAGE, &copies).await;
     match &outcomes[0].result {
-        Err(e @ DeliveryError::Connection { .. }) => assert!(!e.is_permanent(), "{e}"),
+        Err(e @ MailboxError::Connection { .. }) => assert!(!e.is_permanent(), "{e}"),
         other => panic!("server down: {other:?}"),
     }
     dovecot.start_again();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use sluice_chain::{Credentials, ServerConfig, SmtpStoreConfig, TlsMode};
 use sluice_deliver::{
-    DeliveryError, MailboxCopy, MailboxStore, SmtpStore, StoreRequest, TraceMeta, FOLDER_HEADER,
+    MailboxCopy, MailboxError, MailboxStore, SmtpStore, StoreRequest, TraceMeta, FOLDER_HEADER,
 };
 use sluice_mailservers::{Secure, SmtpSink};
 
@@ -60,10 +60,10 @@ async fn hands_the_original_envelope_to_the_mta() {
         assert!(result(ok).is_ok(), "{ok}: {:?}", result(ok));
     }
     assert!(
-        matches!(result("reject-me@example.com"), Err(e @ DeliveryError::Rejected { .. }) if e.is_permanent())
+        matches!(result("reject-me@example.com"), Err(e @ MailboxError::Rejected { .. }) if e.is_permanent())
     );
     assert!(
-        matches!(result("defer-me@example.com"), Err(e @ DeliveryError::Deferred { .. }) if !e.is_permanent())
+        matches!(result("defer-me@example.com"), Err(e @ MailboxError::Deferred { .. }) if !e.is_permanent())
     );
 
     let received = sink.received();
@@ -116,7 +116,7 @@ fn store_with_tls(
     .unwrap()
 }
 
-async fn send_one(store: &SmtpStore) -> Result<String, DeliveryError> {
+async fn send_one(store: &SmtpStore) -> Result<String, MailboxError> {
     let copies = [copy("alice@example.com", "INBOX")];
     let mut outcomes = store
         .store(StoreRequest {
@@ -159,13 +159,13 @@ async fn starttls_checks_the_certificate_and_auth_reads_the_secret_file() {
     let wrong = dir.path().join("wrong.secret");
     std::fs::write(&wrong, "relay-user:wrong\n").unwrap();
     match send_one(&secure_store(&sink, Some(sink.ca_file()), &wrong)).await {
-        Err(e @ DeliveryError::Setup { .. }) => assert!(!e.is_permanent(), "{e}"),
+        Err(e @ MailboxError::Setup { .. }) => assert!(!e.is_permanent(), "{e}"),
         other => panic!("wrong password: {other:?}"),
     }
     // The certificate against the system roots (its CA is not one of them): refused, and transient
     // (a certificate problem is for the operator to fix, not a reason to bounce).
     match send_one(&secure_store(&sink, None, &secret)).await {
-        Err(e @ DeliveryError::Connection { .. }) => {
+        Err(e @ MailboxError::Connection { .. }) => {
             assert!(e.to_string().contains("TLS handshake failed"), "{e}");
             assert!(!e.is_permanent());
         }
@@ -203,7 +203,7 @@ async fn implicit_tls_checks_the_certificate_before_anything_is_said() {
 
     // Not the server's CA: the handshake fails and nothing is sent.
     match send_one(&store_with_tls(&sink, TlsMode::Implicit, None, &secret)).await {
-        Err(e @ DeliveryError::Connection { .. }) => assert!(!e.is_permanent(), "{e}"),
+        Err(e @ MailboxError::Connection { .. }) => assert!(!e.is_permanent(), "{e}"),
         other => panic!("an unknown certificate must not be accepted: {other:?}"),
     }
     // Plain text to a TLS port gets no SMTP greeting: a transient error, not a bounce.
@@ -232,7 +232,7 @@ async fn a_server_that_wants_tls_first_is_a_setup_error_not_a_bounce() {
     })
     .unwrap();
     match send_one(&store).await {
-        Err(e @ DeliveryError::Setup { .. }) => assert!(e.to_string().contains("530"), "{e}"),
+        Err(e @ MailboxError::Setup { .. }) => assert!(e.to_string().contains("530"), "{e}"),
         other => panic!("{other:?}"),
     }
 }

@@ -18,8 +18,8 @@ use sluice_deliver::{DeliveredLog, DirMailboxes, MailboxCopy, MailboxStore, Stor
 use sluice_mail::Message;
 
 use crate::deliver::{
-    ArcStamp, BounceJob, BounceReport, Bouncer, DeliverError, Markers, Outbound, Outbox, Refusal,
-    RefusalKind, Relay, RelayJob, Sealed, Suppression, TraceMeta,
+    ArcStamp, BounceJob, BounceReport, Bouncer, Markers, Outbound, Outbox, Refusal, RefusalKind,
+    Relay, RelayJob, Sealed, SendError, Suppression, TargetError, TraceMeta,
 };
 use sluice_telemetry::{Address, Addresses};
 
@@ -258,16 +258,16 @@ pub enum HandleFailure {
     Fetch(AwsError),
     /// The message is not one Sluice can parse.
     #[error("cannot parse the message: {0}")]
-    Parse(String),
+    Parse(#[source] sluice_mail::ParseError),
     /// A rule run panicked the host thread (a bug in Sluice, not in the rule).
     #[error("the chain panicked: {0}")]
-    ChainPanicked(String),
+    ChainPanicked(#[source] Arc<tokio::task::JoinError>),
     /// The chain's edited message does not parse again (a bug in Sluice's edits).
     #[error("the edited message does not parse: {0}")]
-    EditedUnparseable(String),
+    EditedUnparseable(#[source] sluice_mail::ParseError),
     /// A relay or bounce failed.
     #[error(transparent)]
-    Deliver(DeliverError),
+    Deliver(SendError),
     /// Recipients the config refuses (see [`Handled::kept`]) and no place to keep the copy:
     /// the notice fails for good, so it is kept in the DLQ.
     #[error(
@@ -312,12 +312,12 @@ impl HandleFailure {
 /// way out for relays and DSNs, and the send claims.
 pub struct Dispatcher {
     /// `Err`: there is no `[store]`, or it could not be built (what to fix).
-    pub(crate) store: Result<Arc<dyn MailboxStore>, String>,
+    pub(crate) store: Result<Arc<dyn MailboxStore>, Arc<TargetError>>,
     /// For stores that do not overwrite a copy (LMTP, SMTP).
     pub(crate) delivered: Option<Arc<dyn DeliveredLog>>,
     /// How relayed copies and DSNs leave; `Err` when `[relay]` names a smarthost that
     /// cannot be set up (what to fix). `None` without `[relay]`.
-    pub(crate) outbound: Option<Result<Outbound, String>>,
+    pub(crate) outbound: Option<Result<Outbound, Arc<TargetError>>>,
     /// Where sends are claimed; `None` without `[relay]`.
     pub(crate) markers: Option<Markers>,
     /// Where copies refused by the config are kept (see [`Handled::kept`]): beside the send
@@ -352,11 +352,11 @@ impl Dispatcher {
     }
 
     /// The way out for relays and DSNs.
-    fn outbound(&self) -> Result<Outbound, DeliverError> {
+    fn outbound(&self) -> Result<Outbound, SendError> {
         match &self.outbound {
             Some(Ok(via)) => Ok(via.clone()),
-            Some(Err(e)) => Err(DeliverError::Setup(e.clone())),
-            None => Err(DeliverError::Setup("the config has no [relay]".into())),
+            Some(Err(e)) => Err(SendError::Setup(e.clone())),
+            None => Err(SendError::Setup(Arc::new(TargetError::NoRelay))),
         }
     }
 
@@ -372,7 +372,7 @@ impl Dispatcher {
         result: &ProcessResult,
     ) -> Result<Handled, HandleError> {
         let id = &envelope.message_id;
-        let fail = |e: DeliverError| HandleError::new(id, HandleFailure::Deliver(e));
+        let fail = |e: SendError| HandleError::new(id, HandleFailure::Deliver(e));
         let hops_received = sluice_mail::hop_count(original);
         let mut handled = Handled::nothing_yet(id);
         let mut tempfail: Option<String> = None;
@@ -488,9 +488,8 @@ impl Dispatcher {
             let edited;
             let output: &Message = match &group.output {
                 Some(OutputMessage::Edited(bytes)) if !relays.is_empty() => {
-                    edited = Message::parse(bytes.to_vec()).map_err(|e| {
-                        HandleError::new(id, HandleFailure::EditedUnparseable(e.to_string()))
-                    })?;
+                    edited = Message::parse(bytes.to_vec())
+                        .map_err(|e| HandleError::new(id, HandleFailure::EditedUnparseable(e)))?;
                     &edited
                 }
                 _ => original,
@@ -840,7 +839,7 @@ impl Dispatcher {
         envelope: &Envelope,
         original: &Message,
         jobs: &[BounceJob],
-    ) -> Result<BounceReport, DeliverError> {
+    ) -> Result<BounceReport, SendError> {
         let (Some(relay), Some(markers)) = (&config.relay, &self.markers) else {
             tracing::warn!(
                 message_id = %envelope.message_id,

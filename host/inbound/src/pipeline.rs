@@ -11,26 +11,108 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_aws::{BlockingS3, S3ConfigSource, S3Url, Ses, S3};
+use sluice_aws::{AwsError, BlockingS3, S3ConfigSource, S3Url, Ses, S3};
 use sluice_chain::{
-    ConfigFile, ConfigSource, DirStore, Disposition, Envelope, FileConfigSource, GroupOutcome,
-    LiveChains, LoadedChains, PluginSources, ProcessResult, RelayTransport, ReloadOutcome,
-    StoreConfig,
+    ConfigError, ConfigFile, ConfigSource, DirStore, Disposition, Envelope, FileConfigSource,
+    GroupOutcome, LiveChains, LoadedChains, PluginSources, ProcessResult, RelayTransport,
+    ReloadOutcome, StoreConfig,
 };
 use sluice_deliver::{
     DeliveredLog, DirDeliveredLog, DirMailboxes, LmtpStore, MailboxStore, SmtpSender, SmtpStore,
 };
-use sluice_engine::{EngineOptions, RuleEngine};
+use sluice_engine::{EngineError, EngineOptions, RuleEngine};
 use sluice_mail::Message;
 
-use crate::deliver::{ClaimsAt, Markers, Outbound, S3DeliveredLog, S3Mailboxes};
+use crate::deliver::{ClaimsAt, Markers, Outbound, S3DeliveredLog, S3Mailboxes, TargetError};
 use crate::dispatch::{Dispatcher, HandleError, HandleFailure, Handled};
 use crate::door::{Arrival, MessageContent, RefuseBy, Reply};
 
-/// Why a [`Pipeline`] could not start (what to fix).
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StartError(pub String);
+/// Why a [`Pipeline`] could not start (what to fix). `config` is the config as given (a path
+/// or `s3://` URL).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The AWS client that reads plugins and an `s3://` config could not be set up.
+    #[error("cannot start with {config}: {source}")]
+    Aws {
+        /// The config.
+        config: String,
+        /// What failed.
+        #[source]
+        source: AwsError,
+    },
+    /// The config's `s3://` URL names no object.
+    #[error("cannot start with {config}: {source}")]
+    ConfigUrl {
+        /// The config.
+        config: String,
+        /// What is wrong with the URL.
+        #[source]
+        source: AwsError,
+    },
+    /// The config could not be read or parsed.
+    #[error("cannot start with {config}: {source}")]
+    ConfigRead {
+        /// The config.
+        config: String,
+        /// What is wrong, where.
+        #[source]
+        source: ConfigError,
+    },
+    /// The rule engine could not be built from `[engine]`.
+    #[error("cannot start with {config}: {source}")]
+    Engine {
+        /// The config.
+        config: String,
+        /// What failed.
+        #[source]
+        source: EngineError,
+    },
+    /// A plugin or a domain's chain could not be loaded.
+    #[error("cannot start with {config}: {source}")]
+    Chains {
+        /// The config.
+        config: String,
+        /// Which plugin or chain, and why.
+        #[source]
+        source: ConfigError,
+    },
+    /// Loading panicked.
+    #[error("start-up panicked: {0}")]
+    Panicked(#[source] tokio::task::JoinError),
+    /// The config delivers to a store or relays without saying where delivered copies and
+    /// sends are recorded: a retried message would be delivered or sent twice.
+    #[error("cannot deliver with {config}: {missing}")]
+    MarkersMissing {
+        /// The config's name.
+        config: String,
+        /// What is missing, and where to set it.
+        missing: String,
+    },
+    /// `[store]` names a server that cannot be set up (unreadable credentials or CA file).
+    #[error(transparent)]
+    Store(Arc<TargetError>),
+    /// `[relay]` names a smarthost that cannot be set up.
+    #[error(transparent)]
+    Relay(Arc<TargetError>),
+    /// The relay markers bucket does not exist or cannot be reached: it answers HEAD with
+    /// 404 like an absent marker, so every retry would send again.
+    #[error(
+        "the bucket for relay markers, {bucket:?}, cannot be reached ({}); it records what was sent so a retry does not send twice",
+        aws_sdk_s3::error::DisplayErrorContext(source.as_ref())
+    )]
+    MarkersBucket {
+        /// The bucket.
+        bucket: String,
+        /// What S3 said.
+        #[source]
+        source: Box<
+            aws_sdk_s3::error::SdkError<
+                aws_sdk_s3::operation::head_bucket::HeadBucketError,
+                aws_sdk_s3::config::http::HttpResponse,
+            >,
+        >,
+    },
+}
 
 /// How to start a [`Pipeline`].
 #[derive(Debug, Clone)]
@@ -81,16 +163,30 @@ pub const USES_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
 /// the engine before the chains load from it.
 fn start_blocking(
     options: &PipelineOptions,
-) -> Result<(&'static RuleEngine, &'static LiveChains<'static>), String> {
+) -> Result<(&'static RuleEngine, &'static LiveChains<'static>), StartError> {
+    let name = || options.config.clone();
     let s3: &'static BlockingS3 =
-        Box::leak(Box::new(BlockingS3::from_env().map_err(|e| e.to_string())?));
+        Box::leak(Box::new(BlockingS3::from_env().map_err(|source| {
+            StartError::Aws {
+                config: name(),
+                source,
+            }
+        })?));
     let source: Box<dyn ConfigSource> = if options.config.starts_with("s3://") {
-        Box::new(S3ConfigSource::new(s3, &options.config).map_err(|e| e.to_string())?)
+        Box::new(S3ConfigSource::new(s3, &options.config).map_err(|source| {
+            StartError::ConfigUrl {
+                config: name(),
+                source,
+            }
+        })?)
     } else {
         Box::new(FileConfigSource::new(&options.config))
     };
     let source: &'static dyn ConfigSource = Box::leak(source);
-    let (config, version) = source.read().map_err(|e| e.to_string())?;
+    let (config, version) = source.read().map_err(|source| StartError::ConfigRead {
+        config: name(),
+        source,
+    })?;
     let cache_dir = options
         .cache_dir
         .clone()
@@ -110,7 +206,10 @@ fn start_blocking(
             pooling: config.engine.pooling_choice(),
             ..Default::default()
         })
-        .map_err(|e| e.to_string())?,
+        .map_err(|source| StartError::Engine {
+            config: name(),
+            source,
+        })?,
     ));
     let plugins = PluginSources {
         fetcher: Some(s3),
@@ -125,7 +224,10 @@ fn start_blocking(
         config,
         version,
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(|source| StartError::Chains {
+        config: name(),
+        source,
+    })?;
     Ok((engine, Box::leak(Box::new(live))))
 }
 
@@ -148,8 +250,7 @@ impl Pipeline {
         let opts = options.clone();
         let (engine, live) = tokio::task::spawn_blocking(move || start_blocking(&opts))
             .await
-            .map_err(|e| StartError(format!("start-up panicked: {e}")))?
-            .map_err(|e| StartError(format!("cannot start with {}: {e}", options.config)))?;
+            .map_err(StartError::Panicked)??;
         let pipeline = Pipeline {
             engine,
             live,
@@ -166,24 +267,24 @@ impl Pipeline {
         // Without a record of what was delivered and sent, a retried message would be
         // delivered or sent twice: refuse (a preview, `sluice run`, needs none).
         if let Some(missing) = loaded.config.missing_markers().first() {
-            return Err(StartError(format!(
-                "cannot deliver with {}: {missing}",
-                loaded.config.source.name
-            )));
+            return Err(StartError::MarkersMissing {
+                config: loaded.config.source.name.clone(),
+                missing: missing.clone(),
+            });
         }
         // A store or smarthost that cannot be set up (unreadable credentials or CA file) is a
         // start-up error.
         let targets = pipeline.targets(&loaded);
         if let (Err(e), Some(_)) = (&targets.store, &loaded.config.store) {
-            return Err(StartError(e.clone()));
+            return Err(StartError::Store(e.clone()));
         }
         if let Some(Err(e)) = &targets.outbound {
-            return Err(StartError(e.clone()));
+            return Err(StartError::Relay(e.clone()));
         }
         // A markers bucket that does not exist answers HEAD with 404 like an absent marker,
         // so every retry would send again: refuse to start instead.
         if let Some(ClaimsAt::S3 { bucket, .. }) = targets.markers.as_ref().map(|m| &m.at) {
-            if let Err(e) = pipeline
+            if let Err(source) = pipeline
                 .s3
                 .client()
                 .head_bucket()
@@ -191,10 +292,10 @@ impl Pipeline {
                 .send()
                 .await
             {
-                return Err(StartError(format!(
-                    "the bucket for relay markers, {bucket:?}, cannot be reached ({}); it records what was sent so a retry does not send twice",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                )));
+                return Err(StartError::MarkersBucket {
+                    bucket: bucket.clone(),
+                    source: Box::new(source),
+                });
             }
         }
         tracing::info!(
@@ -340,8 +441,8 @@ impl Pipeline {
             Ok::<_, sluice_mail::ParseError>((message, result, micros))
         })
         .await
-        .map_err(|e| HandleError::new(&id, HandleFailure::ChainPanicked(e.to_string())))?
-        .map_err(|e| HandleError::new(&id, HandleFailure::Parse(e.to_string())))?;
+        .map_err(|e| HandleError::new(&id, HandleFailure::ChainPanicked(Arc::new(e))))?
+        .map_err(|e| HandleError::new(&id, HandleFailure::Parse(e)))?;
         let refusal = match arrival.refuse_by {
             RefuseBy::Reply => refusal_of_every_recipient(&result),
             RefuseBy::Dsn => None,
@@ -531,11 +632,10 @@ impl Pipeline {
     }
 
     fn build_targets(&self, config: &ConfigFile) -> Dispatcher {
-        let store: Result<Arc<dyn MailboxStore>, String> = match &config.store {
-            None => Err(format!(
-                "{} has no [store] (kind = \"s3\", \"dir\", \"lmtp\" or \"smtp\")",
-                config.source.name
-            )),
+        let store: Result<Arc<dyn MailboxStore>, Arc<TargetError>> = match &config.store {
+            None => Err(Arc::new(TargetError::NoStore {
+                config: config.source.name.clone(),
+            })),
             Some(StoreConfig::Dir { path }) => Ok(Arc::new(DirMailboxes::new(DirStore::new(
                 config.resolve(path),
             )))),
@@ -546,10 +646,20 @@ impl Pipeline {
             })),
             Some(StoreConfig::Lmtp(lmtp)) => LmtpStore::new(lmtp)
                 .map(|s| Arc::new(s) as Arc<dyn MailboxStore>)
-                .map_err(|e| format!("[store] kind = \"lmtp\": {e}")),
+                .map_err(|source| {
+                    Arc::new(TargetError::Store {
+                        kind: "lmtp",
+                        source,
+                    })
+                }),
             Some(StoreConfig::Smtp(smtp)) => SmtpStore::new(smtp)
                 .map(|s| Arc::new(s) as Arc<dyn MailboxStore>)
-                .map_err(|e| format!("[store] kind = \"smtp\": {e}")),
+                .map_err(|source| {
+                    Arc::new(TargetError::Store {
+                        kind: "smtp",
+                        source,
+                    })
+                }),
         };
         let delivered: Option<Arc<dyn DeliveredLog>> =
             config.store.as_ref().and_then(|s| s.markers()).map(|at| {
@@ -568,7 +678,7 @@ impl Pipeline {
             RelayTransport::Ses => Ok(Outbound::Ses(self.ses.clone())),
             RelayTransport::Smtp(server) => SmtpSender::new(server)
                 .map(|s| Outbound::Smtp(Arc::new(s)))
-                .map_err(|e| format!("[relay] kind = \"smtp\": {e}")),
+                .map_err(|e| Arc::new(TargetError::Relay(e))),
         });
         let markers = self.relay_markers(config);
         let kept = markers.clone().or_else(|| match config.store.as_ref()? {

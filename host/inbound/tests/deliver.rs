@@ -7,8 +7,8 @@ use sluice_aws::{Created, S3Url, Ses, S3};
 use sluice_chain::SendGuarantee;
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
-    BounceJob, BounceReport, Bouncer, Claim, DeliverError, Markers, Outbound, RefusalKind, Relay,
-    RelayJob, S3Mailboxes, Suppression, TraceMeta,
+    BounceJob, BounceReport, Bouncer, Claim, Markers, Outbound, RefusalKind, Relay, RelayJob,
+    S3Mailboxes, SendError, Suppression, TraceMeta,
 };
 use sluice_mail::{Message, LOOP_HEADER};
 use sluice_tests::Moto;
@@ -497,7 +497,7 @@ async fn a_second_claim_loses_until_the_first_is_confirmed() {
     // Another consumer while A may be sending: transient, retried later.
     let err = b.claim(&key, &detail).await.unwrap_err();
     assert!(!err.is_permanent(), "{err}");
-    assert!(matches!(err, DeliverError::ClaimHeld(_)), "{err:?}");
+    assert!(matches!(err, SendError::ClaimHeld(_)), "{err:?}");
     assert!(
         err.to_string().contains("claimed by another consumer"),
         "{err}"
@@ -715,7 +715,7 @@ async fn a_send_ses_refused_releases_its_claim_and_is_sent_on_retry() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, DeliverError::Send { failure, .. } if failure.permanent && !failure.maybe_sent),
+        matches!(&err, SendError::Send { failure, .. } if failure.is_permanent() && !failure.maybe_sent()),
         "{err:?}"
     );
     assert!(err.to_string().contains("SendEmail"), "{err}");
@@ -869,6 +869,6 @@ async fn mailboxes_of_look_alike_addresses_are_distinct_objects() {
         .await
         .unwrap_err();
     assert!(err.is_permanent(), "{err}");
-    assert!(matches!(err, DeliverError::Unsendable(_)), "{err:?}");
+    assert!(matches!(err, SendError::Unsendable(_)), "{err:?}");
     assert!(err.to_string().contains("local part"), "{err}");
 }

@@ -15,7 +15,7 @@ use sluice_engine::{Verdict, Verdicts};
 use sluice_mail::Message;
 
 use super::markers::{send_name, send_once, SendOutcome};
-use super::{DeliverError, Markers};
+use super::{Markers, SendError};
 use sluice_telemetry::Address;
 
 /// Sends bounces through the relay's way out.
@@ -194,10 +194,10 @@ impl Bouncer {
         verdicts: &Verdicts,
         refused: &[BounceJob],
         markers: &Markers,
-    ) -> Result<BounceReport, DeliverError> {
+    ) -> Result<BounceReport, SendError> {
         let sender = bare_sender(mail_from);
         if refused.is_empty() {
-            return Err(DeliverError::Unsendable(format!(
+            return Err(SendError::Unsendable(format!(
                 "message {message_id}: a bounce needs at least one refused recipient"
             )));
         }
@@ -225,7 +225,7 @@ impl Bouncer {
             refused,
         )
         .map_err(|e| {
-            DeliverError::Unsendable(format!("message {message_id}: cannot build the DSN: {e}"))
+            SendError::Unsendable(format!("message {message_id}: cannot build the DSN: {e}"))
         })?;
         let detail = json!({
             "kind": "bounce",

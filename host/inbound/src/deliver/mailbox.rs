@@ -3,10 +3,10 @@
 use sluice_aws::{S3Url, S3};
 use sluice_chain::{mailbox_segments, SegmentError};
 use sluice_deliver::{
-    BoxFuture, DeliveryError, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
+    BoxFuture, MailboxError, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
 };
 
-use super::DeliverError;
+use super::SendError;
 
 /// S3's limit for a key, in bytes.
 const MAX_KEY: usize = 1024;
@@ -86,9 +86,9 @@ impl S3Mailboxes {
         message_id: &str,
         bytes: Vec<u8>,
         trace: &TraceMeta,
-    ) -> Result<String, DeliverError> {
+    ) -> Result<String, SendError> {
         let key = self.key_for(recipient, folder, message_id).map_err(|e| {
-            DeliverError::Unsendable(format!(
+            SendError::Unsendable(format!(
                 "message {message_id} for {recipient} in {folder}: {e}"
             ))
         })?;
@@ -109,7 +109,7 @@ impl S3Mailboxes {
             .put_with_metadata(&url, bytes, "message/rfc822", &metadata)
             .await
             .map_err(|e| {
-                DeliverError::aws(
+                SendError::aws(
                     format_args!("storing message {message_id} for {recipient} in {folder}"),
                     e,
                 )
@@ -132,7 +132,7 @@ impl MailboxStore for S3Mailboxes {
             let mut out = Vec::with_capacity(request.copies.len());
             for copy in request.copies {
                 let result = match self.key_for(&copy.recipient, &copy.folder, request.message_id) {
-                    Err(source) => Err(DeliveryError::Unstorable {
+                    Err(source) => Err(MailboxError::Unstorable {
                         recipient: copy.recipient.clone(),
                         source,
                     }),
@@ -146,7 +146,7 @@ impl MailboxStore for S3Mailboxes {
                     )
                     .await
                     .map(|key| format!("s3://{}/{key}", self.bucket))
-                    .map_err(|e| DeliveryError::Service {
+                    .map_err(|e| MailboxError::Service {
                         what: format!("S3 mailbox {}", self.bucket),
                         permanent: e.is_permanent(),
                         reason: e.to_string(),

@@ -47,9 +47,9 @@ use std::path::{Path, PathBuf};
 use sluice_aws::{AwsError, Created, S3Url, S3};
 use sluice_chain::SendGuarantee;
 
-use sluice_deliver::{BoxFuture, DeliveredLog, DeliveryError, MailboxCopy};
+use sluice_deliver::{BoxFuture, DeliveredLog, MailboxCopy, MailboxError};
 
-use super::DeliverError;
+use super::SendError;
 
 /// How long a claim by another consumer counts as "being sent right now". Longer than a send
 /// can take ([`sluice_aws::SEND_TIMEOUT`] plus the claim and confirmation writes), so a live
@@ -210,15 +210,15 @@ impl Markers {
         }
     }
 
-    fn local_error(what: &str, key: &Path, e: std::io::Error) -> DeliverError {
-        DeliverError::Local {
+    fn local_error(what: &str, key: &Path, e: std::io::Error) -> SendError {
+        SendError::Local {
             what: format!("{what} {}", key.display()),
             reason: e.to_string(),
         }
     }
 
     /// Creates `key` with `bytes` unless it exists; `true` when this call created it.
-    async fn create_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool, DeliverError> {
+    async fn create_new(&self, key: &str, bytes: Vec<u8>) -> Result<bool, SendError> {
         match &self.at {
             ClaimsAt::S3 { s3, bucket } => {
                 let url = S3Url {
@@ -228,7 +228,7 @@ impl Markers {
                 let created = s3
                     .put_if_absent(&url, bytes, "application/json")
                     .await
-                    .map_err(|e| DeliverError::aws(format_args!("claiming send {url}"), e))?;
+                    .map_err(|e| SendError::aws(format_args!("claiming send {url}"), e))?;
                 Ok(matches!(created, Created::Yes { .. }))
             }
             ClaimsAt::Dir(dir) => {
@@ -255,7 +255,7 @@ impl Markers {
     }
 
     /// Writes `key` (replacing it), a JSON record.
-    async fn write(&self, what: &str, key: &str, bytes: Vec<u8>) -> Result<(), DeliverError> {
+    async fn write(&self, what: &str, key: &str, bytes: Vec<u8>) -> Result<(), SendError> {
         self.write_as(what, key, bytes, "application/json").await
     }
 
@@ -266,7 +266,7 @@ impl Markers {
         key: &str,
         bytes: Vec<u8>,
         content_type: &str,
-    ) -> Result<(), DeliverError> {
+    ) -> Result<(), SendError> {
         match &self.at {
             ClaimsAt::S3 { s3, bucket } => {
                 let url = S3Url {
@@ -276,7 +276,7 @@ impl Markers {
                 s3.put(&url, bytes, content_type)
                     .await
                     .map(|_| ())
-                    .map_err(|e| DeliverError::aws(format_args!("{what} {url}"), e))
+                    .map_err(|e| SendError::aws(format_args!("{what} {url}"), e))
             }
             ClaimsAt::Dir(dir) => {
                 let path = dir.join(key);
@@ -292,7 +292,7 @@ impl Markers {
     }
 
     /// The bytes at `key`; `None` when there is none (only "not found" means none).
-    async fn read(&self, what: &str, key: &str) -> Result<Option<Vec<u8>>, DeliverError> {
+    async fn read(&self, what: &str, key: &str) -> Result<Option<Vec<u8>>, SendError> {
         match &self.at {
             ClaimsAt::S3 { s3, bucket } => {
                 let url = S3Url {
@@ -302,7 +302,7 @@ impl Markers {
                 match s3.get(&url).await {
                     Ok(obj) => Ok(Some(obj.bytes)),
                     Err(AwsError::S3NotFound { .. }) => Ok(None),
-                    Err(e) => Err(DeliverError::aws(format_args!("{what} {url}"), e)),
+                    Err(e) => Err(SendError::aws(format_args!("{what} {url}"), e)),
                 }
             }
             ClaimsAt::Dir(dir) => {
@@ -317,7 +317,7 @@ impl Markers {
     }
 
     /// Whether `key` exists.
-    async fn exists(&self, what: &str, key: &str) -> Result<bool, DeliverError> {
+    async fn exists(&self, what: &str, key: &str) -> Result<bool, SendError> {
         match &self.at {
             ClaimsAt::S3 { s3, bucket } => {
                 let url = S3Url {
@@ -326,7 +326,7 @@ impl Markers {
                 };
                 s3.exists(&url)
                     .await
-                    .map_err(|e| DeliverError::aws(format_args!("{what} {url}"), e))
+                    .map_err(|e| SendError::aws(format_args!("{what} {url}"), e))
             }
             ClaimsAt::Dir(dir) => Ok(dir.join(key).is_file()),
         }
@@ -341,7 +341,7 @@ impl Markers {
     /// then holds this call's own `claim_id`, and the claim is won, not mistaken for an
     /// unconfirmed one left by an earlier attempt (which would be resent, or under
     /// at-most-once never sent).
-    pub async fn claim(&self, key: &str, detail: &Value) -> Result<Claim, DeliverError> {
+    pub async fn claim(&self, key: &str, detail: &Value) -> Result<Claim, SendError> {
         let claim_id = new_claim_id();
         let mut record = detail.clone();
         record["state"] = json!("claimed");
@@ -359,7 +359,7 @@ impl Markers {
         let url = self.describe(key);
         let Some(existing) = self.read("reading the existing claim", key).await? else {
             // Released between our write and this read: the next attempt claims again.
-            return Err(DeliverError::ClaimHeld(format!(
+            return Err(SendError::ClaimHeld(format!(
                 "send {url} was released while this attempt looked at it; retry"
             )));
         };
@@ -383,7 +383,7 @@ impl Markers {
             && u128::from(age_ms) < self.lease.as_millis()
             && !owner_is_gone(&owner)
         {
-            return Err(DeliverError::ClaimHeld(format!(
+            return Err(SendError::ClaimHeld(format!(
                 "send {url} is claimed by another consumer ({owner}, {} s ago) and not confirmed yet; retry after it finishes (lease {} s)",
                 age_ms / 1000,
                 self.lease.as_secs()
@@ -425,7 +425,7 @@ impl Markers {
     /// the fresh claim makes any other consumer wait out the lease.
     /// `detail` carries `resend_of` and `resends` (see [`with_resend`]); so does the `sent`
     /// record [`Markers::confirm`] writes from it.
-    pub async fn take_over(&self, key: &str, detail: &Value) -> Result<(), DeliverError> {
+    pub async fn take_over(&self, key: &str, detail: &Value) -> Result<(), SendError> {
         let mut record = detail.clone();
         record["state"] = json!("claimed");
         record["owner"] = json!(self.owner);
@@ -444,7 +444,7 @@ impl Markers {
         key: &str,
         detail: &Value,
         ses_message_id: &str,
-    ) -> Result<(), DeliverError> {
+    ) -> Result<(), SendError> {
         let mut record = detail.clone();
         record["state"] = json!("sent");
         record["owner"] = json!(self.owner);
@@ -455,7 +455,7 @@ impl Markers {
     }
 
     /// Deletes a won claim whose send SES surely did not accept, so a retry sends it.
-    pub async fn release(&self, key: &str) -> Result<(), DeliverError> {
+    pub async fn release(&self, key: &str) -> Result<(), SendError> {
         match &self.at {
             ClaimsAt::S3 { s3, bucket } => {
                 let url = S3Url {
@@ -464,7 +464,7 @@ impl Markers {
                 };
                 s3.delete(&url)
                     .await
-                    .map_err(|e| DeliverError::aws(format_args!("releasing claim {url}"), e))
+                    .map_err(|e| SendError::aws(format_args!("releasing claim {url}"), e))
             }
             ClaimsAt::Dir(dir) => {
                 let path = dir.join(key);
@@ -488,7 +488,7 @@ impl Markers {
         mail_from: &str,
         refused: &[(String, String)],
         bytes: &[u8],
-    ) -> Result<String, DeliverError> {
+    ) -> Result<String, SendError> {
         let recipients: Vec<String> = refused.iter().map(|(r, _)| r.clone()).collect();
         let name = send_name(message_id, "kept", &recipients);
         let prefix = self.prefix.trim_matches('/');
@@ -524,7 +524,7 @@ impl Markers {
     }
 
     /// The record at `key` (`None` when there is none). Only "not found" means none.
-    pub async fn record(&self, key: &str) -> Result<Option<Value>, DeliverError> {
+    pub async fn record(&self, key: &str) -> Result<Option<Value>, SendError> {
         if !self.exists("checking claim", key).await? {
             return Ok(None);
         }
@@ -588,8 +588,8 @@ impl S3DeliveredLog {
     }
 }
 
-fn service(e: DeliverError) -> DeliveryError {
-    DeliveryError::Service {
+fn service(e: SendError) -> MailboxError {
+    MailboxError::Service {
         what: "the delivery record".into(),
         reason: e.to_string(),
         permanent: false,
@@ -601,7 +601,7 @@ impl DeliveredLog for S3DeliveredLog {
         &'a self,
         message_id: &'a str,
         copy: &'a MailboxCopy,
-    ) -> BoxFuture<'a, Result<bool, DeliveryError>> {
+    ) -> BoxFuture<'a, Result<bool, MailboxError>> {
         Box::pin(async move {
             self.markers
                 .exists("reading the delivery record", &self.key(message_id, copy))
@@ -615,7 +615,7 @@ impl DeliveredLog for S3DeliveredLog {
         message_id: &'a str,
         copy: &'a MailboxCopy,
         at: &'a str,
-    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+    ) -> BoxFuture<'a, Result<(), MailboxError>> {
         Box::pin(async move {
             let record = json!({
                 "kind": "stored",
@@ -646,7 +646,7 @@ pub(crate) async fn send_once<F, Fut>(
     detail: &Value,
     what: &str,
     send: F,
-) -> Result<SendOutcome, DeliverError>
+) -> Result<SendOutcome, SendError>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<String, super::outbound::SendFailure>>,
@@ -689,10 +689,10 @@ where
     let ses_id = match send().await {
         Ok(id) => id,
         Err(e) => {
-            let maybe_sent = e.maybe_sent;
-            let err = DeliverError::Send {
+            let maybe_sent = e.maybe_sent();
+            let err = SendError::Send {
                 what: what.to_string(),
-                failure: e,
+                failure: Box::new(e),
             };
             if maybe_sent {
                 tracing::error!(

@@ -30,11 +30,39 @@ pub use relay::{Refusal, RefusalKind, Relay, RelayJob, RelayReport};
 pub use sluice_deliver::TraceMeta;
 
 use sluice_aws::AwsError;
+use sluice_deliver::SetupError;
+
+/// Why a config's mailbox store or its way out for relays and DSNs cannot be used (what to
+/// fix). Built once per config and reported for every message that needs the target.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    /// The config has no `[store]` but a recipient is local.
+    #[error("{config} has no [store] (kind = \"s3\", \"dir\", \"lmtp\" or \"smtp\")")]
+    NoStore {
+        /// The config's name.
+        config: String,
+    },
+    /// `[store]` names a server that cannot be set up.
+    #[error("[store] kind = \"{kind}\": {source}")]
+    Store {
+        /// `lmtp` or `smtp`.
+        kind: &'static str,
+        /// What to fix.
+        #[source]
+        source: SetupError,
+    },
+    /// `[relay]` names a smarthost that cannot be set up.
+    #[error("[relay] kind = \"smtp\": {0}")]
+    Relay(#[source] SetupError),
+    /// Something must be relayed or bounced but the config has no `[relay]`.
+    #[error("the config has no [relay]")]
+    NoRelay,
+}
 
 /// A relay, bounce or claim that failed: what failed, and (through
-/// [`DeliverError::is_permanent`]) whether a retry can help.
+/// [`SendError::is_permanent`]) whether a retry can help.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum DeliverError {
+pub enum SendError {
     /// An S3 or SES call failed (permanent only when SES refused the request itself).
     #[error("{what}: {source}")]
     Aws {
@@ -47,20 +75,21 @@ pub enum DeliverError {
     #[error("{0}")]
     ClaimHeld(String),
     /// The send itself failed (SES or the smarthost answered with an error, or no answer).
-    #[error("{what}: {}", failure.message)]
+    #[error("{what}: {failure}")]
     Send {
         /// What was being sent.
         what: String,
         /// How it failed.
-        failure: SendFailure,
+        failure: Box<SendFailure>,
     },
     /// What must be sent cannot be made from this message (the relay rewrite, the DSN, a
     /// mailbox key): a retry would fail the same way.
     #[error("{0}")]
     Unsendable(String),
-    /// The way out could not be set up (a smarthost's credentials or CA file).
-    #[error("{0}")]
-    Setup(String),
+    /// The way out could not be set up (a smarthost's credentials or CA file), or there is
+    /// none.
+    #[error(transparent)]
+    Setup(std::sync::Arc<TargetError>),
     /// A claim or outbox file on this machine could not be read or written.
     #[error("{what}: {reason}")]
     Local {
@@ -71,28 +100,26 @@ pub enum DeliverError {
     },
 }
 
-impl DeliverError {
+impl SendError {
     /// A retry cannot help.
     pub fn is_permanent(&self) -> bool {
         match self {
-            DeliverError::Aws { source, .. } => matches!(
+            SendError::Aws { source, .. } => matches!(
                 source,
                 AwsError::Ses {
                     permanent: true,
                     ..
                 }
             ),
-            DeliverError::Send { failure, .. } => failure.permanent,
-            DeliverError::Unsendable(_) => true,
-            DeliverError::ClaimHeld(_) | DeliverError::Setup(_) | DeliverError::Local { .. } => {
-                false
-            }
+            SendError::Send { failure, .. } => failure.is_permanent(),
+            SendError::Unsendable(_) => true,
+            SendError::ClaimHeld(_) | SendError::Setup(_) | SendError::Local { .. } => false,
         }
     }
 
     /// `what` failed because of `err`.
-    pub(crate) fn aws(what: impl std::fmt::Display, err: AwsError) -> DeliverError {
-        DeliverError::Aws {
+    pub(crate) fn aws(what: impl std::fmt::Display, err: AwsError) -> SendError {
+        SendError::Aws {
             what: what.to_string(),
             source: err,
         }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use sluice_aws::{AwsError, Ses, SES_MAX_RAW_BYTES};
-use sluice_deliver::{DeliveryError, SmtpSender};
+use sluice_deliver::{MailboxError, SmtpSender};
 
 /// The way out (`[relay] kind`).
 #[derive(Clone)]
@@ -81,10 +81,9 @@ impl Outbox {
                         .as_bytes(),
                 )
             })
-            .map_err(|e| SendFailure {
-                message: format!("cannot write {}: {e}", eml.display()),
-                permanent: false,
-                maybe_sent: false,
+            .map_err(|e| SendFailure::Outbox {
+                path: eml.clone(),
+                source: Arc::new(e),
             })?;
         Ok(eml.display().to_string())
     }
@@ -100,41 +99,54 @@ fn send_tag(name: &str) -> String {
 /// Recipients per SES `SendEmail` call.
 const SES_CHUNK: usize = 50;
 
-/// A send that did not go through.
-#[derive(Debug, Clone)]
-pub struct SendFailure {
-    /// What the service or server said.
-    pub message: String,
-    /// A retry cannot help (SES refused the request; the smarthost refused the recipient).
-    pub permanent: bool,
-    /// It may have been accepted anyway (the answer was lost): never resend.
-    pub maybe_sent: bool,
+/// A send that did not go through, by the way out it took.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SendFailure {
+    /// SES failed or refused the send (or another AWS call on the way).
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// The smarthost failed or refused the send.
+    #[error(transparent)]
+    Smtp(#[from] MailboxError),
+    /// The outbox file (`sluice run`) could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Outbox {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
 }
 
-impl From<AwsError> for SendFailure {
-    fn from(e: AwsError) -> SendFailure {
-        let (permanent, maybe_sent) = match &e {
-            AwsError::Ses {
-                permanent,
-                maybe_sent,
-                ..
-            } => (*permanent, *maybe_sent),
-            _ => (false, false),
-        };
-        SendFailure {
-            message: e.to_string(),
-            permanent,
-            maybe_sent,
+impl SendFailure {
+    /// A retry cannot help (SES refused the request; the smarthost refused the recipient).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SendFailure::Aws(e) => matches!(
+                e,
+                AwsError::Ses {
+                    permanent: true,
+                    ..
+                }
+            ),
+            SendFailure::Smtp(e) => e.is_permanent(),
+            SendFailure::Outbox { .. } => false,
         }
     }
-}
 
-impl From<DeliveryError> for SendFailure {
-    fn from(e: DeliveryError) -> SendFailure {
-        SendFailure {
-            maybe_sent: matches!(e, DeliveryError::Unanswered { .. }),
-            permanent: e.is_permanent(),
-            message: e.to_string(),
+    /// It may have been accepted anyway (the answer was lost): never resend.
+    pub fn maybe_sent(&self) -> bool {
+        match self {
+            SendFailure::Aws(e) => matches!(
+                e,
+                AwsError::Ses {
+                    maybe_sent: true,
+                    ..
+                }
+            ),
+            SendFailure::Smtp(e) => matches!(e, MailboxError::Unanswered { .. }),
+            SendFailure::Outbox { .. } => false,
         }
     }
 }

@@ -7,7 +7,7 @@ use sluice_mail::{hop_count, rewrite_for_relay, Message, RelayRewrite};
 use super::arc::{ArcStamp, Sealed};
 use super::markers::{send_name, send_once, SendOutcome};
 use super::outbound::Outbound;
-use super::{domain_of, DeliverError, Markers};
+use super::{domain_of, Markers, SendError};
 use sluice_telemetry::Address;
 
 /// Relays copies (`[relay]`).
@@ -145,7 +145,7 @@ impl Relay {
         job: &RelayJob,
         msg: &Message,
         markers: &Markers,
-    ) -> Result<RelayReport, DeliverError> {
+    ) -> Result<RelayReport, SendError> {
         let mut report = RelayReport::default();
         let mut allowed: Vec<String> = Vec::new();
         for rcpt in &job.recipients {
@@ -206,7 +206,7 @@ impl Relay {
             },
         )
         .map_err(|e| {
-            DeliverError::Unsendable(format!(
+            SendError::Unsendable(format!(
                 "message {message_id}: cannot rewrite it for relaying from {from}: {e}"
             ))
         })?;
