@@ -238,6 +238,10 @@ pub struct RuleCount {
     pub injected: u64,
     /// `METHOD path` of each request it injected into, in order.
     pub requests: Vec<String>,
+    /// Of its lost answers, those the upstream had answered with a 2xx (the write happened);
+    /// a lost answer to a write the upstream refused (a claim that existed already) is a
+    /// plain error to the client.
+    pub landed: u64,
 }
 
 struct RuleState {
@@ -317,6 +321,7 @@ impl FaultProxy {
                             matched: 0,
                             injected: 0,
                             requests: Vec::new(),
+                            landed: 0,
                         },
                         rule,
                     })
@@ -372,6 +377,16 @@ impl FaultProxy {
             .find(|c| c.name == name)
             .unwrap_or_else(|| panic!("no rule named {name} in the plan"))
             .injected
+    }
+
+    /// Lost answers of the rule called `name` whose write the upstream had accepted (see
+    /// [`RuleCount::landed`]).
+    pub fn landed(&self, name: &str) -> u64 {
+        self.counts()
+            .into_iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no rule named {name} in the plan"))
+            .landed
     }
 
     /// Requests passed to the upstream (lost answers included).
@@ -633,7 +648,7 @@ fn serve(shared: &Shared, conn: TcpStream) -> std::io::Result<()> {
     let fault = {
         let mut rules = shared.rules.lock().unwrap();
         let mut chosen = None;
-        for state in rules.iter_mut() {
+        for (i, state) in rules.iter_mut().enumerate() {
             if !state.rule.target.matches(&req) {
                 continue;
             }
@@ -641,10 +656,14 @@ fn serve(shared: &Shared, conn: TcpStream) -> std::io::Result<()> {
                 // An earlier rule took this request: counted as matched, never as injected.
                 state.count.matched += 1;
             } else if state.fires(&req.describe()) {
-                chosen = Some(state.rule.fault.clone());
+                chosen = Some((i, state.rule.fault.clone()));
             }
         }
         chosen
+    };
+    let (rule, fault) = match fault {
+        Some((i, f)) => (Some(i), Some(f)),
+        None => (None, None),
     };
     let head_only = req.method == "HEAD";
     match fault {
@@ -672,7 +691,15 @@ fn serve(shared: &Shared, conn: TcpStream) -> std::io::Result<()> {
             }
         }
         Some(Fault::LoseAnswer(reply)) => {
-            forward(shared, &req)?;
+            let answer = forward(shared, &req)?;
+            // `HTTP/1.1 200 OK`: the status is the second word.
+            let landed = answer
+                .split(|b| *b == b' ')
+                .nth(1)
+                .is_some_and(|code| code.first() == Some(&b'2'));
+            if let (true, Some(i)) = (landed, rule) {
+                shared.rules.lock().unwrap()[i].count.landed += 1;
+            }
             if let Some(reply) = reply {
                 conn.write_all(&reply_bytes(&reply, head_only))?;
             }
@@ -752,6 +779,7 @@ mod tests {
                 matched: 0,
                 injected: 0,
                 requests: vec![],
+                landed: 0,
             },
         };
         let fired = |s: &mut RuleState| (0..12).filter(|_| s.fires("x")).count();
