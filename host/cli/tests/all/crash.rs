@@ -24,21 +24,18 @@
 //! timeout.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use sluice_aws::{S3Url, Ses, Sqs, S3};
-use sluice_tests::{rule, Moto};
+use sluice_tests::Moto;
 
 use crate::common::sent::{depth, envelope_destinations, list_keys, sent_message_id};
-use crate::common::SENDER;
+use crate::common::{alias_and_forward_config, plain_message, BOB_EXTERNAL, CAROL_HOME};
 /// Visibility timeout the daemons ask for: a killed message is back this soon.
 const VISIBILITY: &str = "2";
-/// Forwarded (relayed) destinations.
-const BOB_EXTERNAL: &str = "bob@gmail.example";
-const CAROL_HOME: &str = "carol.home@gmail.example";
 
 fn env_num(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -133,61 +130,6 @@ fn mailbox_key(local: &str, folder: &str, id: &str) -> String {
 /// subscription delivers.
 fn notification(id: &str, rcpts: &[&str], spam: &str) -> String {
     crate::common::notification_with(id, rcpts, "PASS", spam, "inbound")
-}
-
-fn raw_message(id: &str, rcpts: &[&str]) -> Vec<u8> {
-    format!(
-        "Return-Path: <{SENDER}>\r\nFrom: Alice Example <{SENDER}>\r\nTo: {}\r\n\
-         Subject: Crash test {id}\r\nMessage-ID: <{id}@sender.example>\r\n\
-         Date: Fri, 20 Nov 2026 11:15:03 +0100\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=UTF-8\r\n\r\nBody of {id}.\r\n",
-        rcpts.join(", ")
-    )
-    .into_bytes()
-}
-
-fn config(dir: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-[inbound]
-bucket = "inbound"
-prefix = "incoming/"
-
-[store]
-kind = "s3"
-bucket = "mail"
-prefix = "mailboxes"
-
-[relay]
-kind = "ses"
-from = "forwarder@example.com"
-allow_domains = ["gmail.example"]
-markers = "s3://markers/sent"
-
-[[domain]]
-name = "example.com"
-
-[[domain.step]]
-plugin = "{alias}"
-[domain.step.config]
-mailboxes = ["alice", "bob", "carol"]
-[domain.step.config.aliases]
-info = ["alice", "{BOB_EXTERNAL}"]
-
-[[domain.step]]
-plugin = "{junk}"
-
-[[domain.step]]
-plugin = "{forward}"
-config = {{ to = ["{CAROL_HOME}"], recipients = ["carol"] }}
-"#,
-        alias = rule("alias").display(),
-        junk = rule("junk").display(),
-        forward = rule("forward").display(),
-    );
-    let path = dir.join("sluice.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 struct Queues {
@@ -385,7 +327,7 @@ fn sigkilled_daemons_store_every_message_once_and_never_forward_twice() {
 
     // Builds the rules (once per test process) and writes the config.
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = alias_and_forward_config(dir.path(), true);
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -460,9 +402,13 @@ fn sigkilled_daemons_store_every_message_once_and_never_forward_twice() {
         }
         for c in &cases {
             let url = S3Url::parse(&format!("s3://inbound/incoming/{}", c.id)).unwrap();
-            s3.put(&url, raw_message(&c.id, &c.rcpts), "message/rfc822")
-                .await
-                .unwrap();
+            s3.put(
+                &url,
+                plain_message("Crash test", &c.id, &c.rcpts),
+                "message/rfc822",
+            )
+            .await
+            .unwrap();
             sqs.client()
                 .send_message()
                 .queue_url(&queues.main)

@@ -18,24 +18,21 @@
 //! `cargo test -p sluice --test all faults:: -- --nocapture` prints the one-line summary.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::QueueAttributeName as Attr;
 use sluice_aws::{S3Url, Ses, Sqs, S3};
 use sluice_tests::faults::{Fault, FaultProxy, Rule, Target, When};
-use sluice_tests::{rule, Moto};
+use sluice_tests::Moto;
 
 use crate::common::sent::{depth, envelope_destinations, list_keys, sent_message_id};
-use crate::common::SENDER;
+use crate::common::{alias_and_forward_config, plain_message, BOB_EXTERNAL, CAROL_HOME};
 
 /// Visibility timeout the daemon asks for: a failed message is back this soon.
 const VISIBILITY: &str = "2";
 /// The daemon's S3/SQS attempt timeout: a stall is cut off after this.
 const ATTEMPT_TIMEOUT_MS: &str = "1500";
-const BOB_EXTERNAL: &str = "bob@gmail.example";
-const CAROL_HOME: &str = "carol.home@gmail.example";
 
 struct Case {
     id: String,
@@ -78,57 +75,6 @@ fn case(i: u64) -> Case {
 
 fn mailbox_key(local: &str, folder: &str, id: &str) -> String {
     format!("mailboxes/example.com/{local}/{folder}/{id}.eml")
-}
-
-fn raw_message(id: &str, rcpts: &[&str]) -> Vec<u8> {
-    format!(
-        "Return-Path: <{SENDER}>\r\nFrom: Alice Example <{SENDER}>\r\nTo: {}\r\n\
-         Subject: Fault test {id}\r\nMessage-ID: <{id}@sender.example>\r\n\
-         Date: Fri, 20 Nov 2026 11:15:03 +0100\r\nMIME-Version: 1.0\r\n\
-         Content-Type: text/plain; charset=UTF-8\r\n\r\nBody of {id}.\r\n",
-        rcpts.join(", ")
-    )
-    .into_bytes()
-}
-
-fn config(dir: &Path) -> PathBuf {
-    let text = format!(
-        r#"
-[inbound]
-bucket = "inbound"
-prefix = "incoming/"
-
-[store]
-kind = "s3"
-bucket = "mail"
-prefix = "mailboxes"
-
-[relay]
-kind = "ses"
-from = "forwarder@example.com"
-allow_domains = ["gmail.example"]
-markers = "s3://markers/sent"
-
-[[domain]]
-name = "example.com"
-
-[[domain.step]]
-plugin = "{alias}"
-[domain.step.config]
-mailboxes = ["alice", "bob", "carol"]
-[domain.step.config.aliases]
-info = ["alice", "{BOB_EXTERNAL}"]
-
-[[domain.step]]
-plugin = "{forward}"
-config = {{ to = ["{CAROL_HOME}"], recipients = ["carol"] }}
-"#,
-        alias = rule("alias").display(),
-        forward = rule("forward").display(),
-    );
-    let path = dir.join("sluice.toml");
-    std::fs::write(&path, text).unwrap();
-    path
 }
 
 /// The plan. Rules on one target are asked in order, and the first that fires injects, so
@@ -228,7 +174,7 @@ fn faults_between_the_daemon_and_aws_lose_nothing_and_send_nothing_twice() {
     );
     println!("faults test: seed {seed} (rerun with SLUICE_FAULTS_SEED={seed}), {n} messages");
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path());
+    let config = alias_and_forward_config(dir.path(), false);
     let rt = crate::common::rt();
     let moto = Moto::start();
     let proxy = FaultProxy::start(&moto.endpoint, plan(seed));
@@ -278,9 +224,13 @@ fn faults_between_the_daemon_and_aws_lose_nothing_and_send_nothing_twice() {
             .unwrap();
         for c in &cases {
             let url = S3Url::parse(&format!("s3://inbound/incoming/{}", c.id)).unwrap();
-            s3.put(&url, raw_message(&c.id, &c.rcpts), "message/rfc822")
-                .await
-                .unwrap();
+            s3.put(
+                &url,
+                plain_message("Fault test", &c.id, &c.rcpts),
+                "message/rfc822",
+            )
+            .await
+            .unwrap();
             let body = crate::common::notification_with(&c.id, &c.rcpts, "PASS", "PASS", "inbound");
             sqs.client()
                 .send_message()

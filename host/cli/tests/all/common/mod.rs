@@ -195,3 +195,71 @@ pub fn daemon(
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
+
+/// Forwarded (relayed) destinations of the kill and fault tests' config.
+pub const BOB_EXTERNAL: &str = "bob@gmail.example";
+pub const CAROL_HOME: &str = "carol.home@gmail.example";
+
+/// A plain message from [`SENDER`] to `rcpts`, its subject `"{subject} {id}"`.
+pub fn plain_message(subject: &str, id: &str, rcpts: &[&str]) -> Vec<u8> {
+    format!(
+        "Return-Path: <{SENDER}>\r\nFrom: Alice Example <{SENDER}>\r\nTo: {}\r\n\
+         Subject: {subject} {id}\r\nMessage-ID: <{id}@sender.example>\r\n\
+         Date: Fri, 20 Nov 2026 11:15:03 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=UTF-8\r\n\r\nBody of {id}.\r\n",
+        rcpts.join(", ")
+    )
+    .into_bytes()
+}
+
+/// The kill and fault tests' config, written to `dir/sluice.toml`: S3 in, S3 mailboxes,
+/// SES relay with claims in `s3://markers/sent`; alias (alice, bob, carol; `info` to alice
+/// and [`BOB_EXTERNAL`]), then `junk` when asked, then a forward of carol's mail to
+/// [`CAROL_HOME`].
+pub fn alias_and_forward_config(dir: &Path, junk: bool) -> std::path::PathBuf {
+    let junk = if junk {
+        format!(
+            "\n[[domain.step]]\nplugin = \"{}\"\n",
+            sluice_tests::rule("junk").display()
+        )
+    } else {
+        String::new()
+    };
+    let text = format!(
+        r#"
+[inbound]
+bucket = "inbound"
+prefix = "incoming/"
+
+[store]
+kind = "s3"
+bucket = "mail"
+prefix = "mailboxes"
+
+[relay]
+kind = "ses"
+from = "forwarder@example.com"
+allow_domains = ["gmail.example"]
+markers = "s3://markers/sent"
+
+[[domain]]
+name = "example.com"
+
+[[domain.step]]
+plugin = "{alias}"
+[domain.step.config]
+mailboxes = ["alice", "bob", "carol"]
+[domain.step.config.aliases]
+info = ["alice", "{BOB_EXTERNAL}"]
+{junk}
+[[domain.step]]
+plugin = "{forward}"
+config = {{ to = ["{CAROL_HOME}"], recipients = ["carol"] }}
+"#,
+        alias = sluice_tests::rule("alias").display(),
+        forward = sluice_tests::rule("forward").display(),
+    );
+    let path = dir.join("sluice.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
