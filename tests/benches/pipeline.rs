@@ -81,6 +81,7 @@ fn pipeline(c: &mut Criterion) {
                         received_at: 1_700_000_000_000,
                         content: MessageContent::Inline(messages[i % messages.len()].clone()),
                         refuse_by: RefuseBy::Dsn,
+                        trusted_authserv_id: None,
                     };
                     let pipeline = pipeline.clone();
                     tasks.spawn(async move {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use sluice_inbound::door::{unknown_verdicts, verdicts_from_authentication_results, RefuseBy};
+use sluice_inbound::door::{unknown_verdicts, RefuseBy};
 use sluice_inbound::{
     Answer, Arrival, HandleError, Handled, MessageContent, Pipeline, PipelineOptions,
 };
@@ -73,16 +73,6 @@ pub fn deliver(args: DeliverArgs) -> ExitCode {
 fn answer(args: &DeliverArgs) -> (Answer, Option<Handled>) {
     match read_stdin() {
         Ok(raw) => {
-            let verdicts = match &args.verdicts_from_header {
-                Some(id) => verdicts_from_authentication_results(&raw, id).unwrap_or_else(|| {
-                    tracing::warn!(
-                        authserv_id = %id,
-                        "no Authentication-Results header with this authserv-id; verdicts unknown"
-                    );
-                    unknown_verdicts()
-                }),
-                None => unknown_verdicts(),
-            };
             let arrival = Arrival {
                 message_id: args
                     .message_id
@@ -90,10 +80,11 @@ fn answer(args: &DeliverArgs) -> (Answer, Option<Handled>) {
                     .unwrap_or_else(|| crate::run::content_id(&raw)),
                 mail_from: args.mail_from.clone(),
                 recipients: args.rcpt.clone(),
-                verdicts,
+                verdicts: unknown_verdicts(),
                 received_at: 0,
                 content: MessageContent::Inline(raw),
                 refuse_by: RefuseBy::Reply,
+                trusted_authserv_id: args.verdicts_from_header.clone(),
             };
             match handle(&args.config, args.cache_dir.clone(), arrival) {
                 Ok((outcome, _)) => (Answer::of(&outcome), outcome.ok()),

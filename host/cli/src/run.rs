@@ -125,6 +125,7 @@ fn run_delivering(args: &RunArgs) -> Result<ExitCode> {
         received_at: envelope.received_at,
         content: MessageContent::Inline(raw),
         refuse_by: RefuseBy::Dsn,
+        trusted_authserv_id: None,
     };
     let (outcome, trace) =
         crate::deliver::handle(&args.config, args.engine.cache_dir.clone(), arrival)?;

@@ -11,6 +11,7 @@
 //! [`RefuseBy`]: whether a refusal can still be said to the sender's server.
 
 use sluice_engine::{Verdict, Verdicts};
+use sluice_mail::Message;
 
 use crate::dispatch::{HandleError, HandleFailure, Handled};
 
@@ -34,6 +35,10 @@ pub struct Arrival {
     pub content: MessageContent,
     /// Who answers a refusal.
     pub refuse_by: RefuseBy,
+    /// Read SPF, DKIM and DMARC from the message's topmost `Authentication-Results` header
+    /// with this authserv-id once the pipeline has parsed it, in place of `verdicts` (which
+    /// stay when there is no such header): see [`verdicts_from_authentication_results`].
+    pub trusted_authserv_id: Option<String>,
 }
 
 /// Where an arrival's raw message is.
@@ -196,8 +201,12 @@ pub fn unknown_verdicts() -> Verdicts {
 /// the MTA must remove incoming headers that carry its own id (Postfix with OpenDKIM /
 /// OpenDMARC does). Spam and virus stay `unknown`; `dmarc_policy` comes from a
 /// `policy.dmarc=` property or a `p=` comment. `None` when there is no such header.
-pub fn verdicts_from_authentication_results(raw: &[u8], authserv_id: &str) -> Option<Verdicts> {
-    let value = header_values(raw, "authentication-results")
+pub fn verdicts_from_authentication_results(
+    message: &Message,
+    authserv_id: &str,
+) -> Option<Verdicts> {
+    let value = message
+        .header("Authentication-Results")
         .into_iter()
         .find(|v| authserv_id_of(v).is_some_and(|id| id.eq_ignore_ascii_case(authserv_id)))?;
     let mut verdicts = unknown_verdicts();
@@ -241,35 +250,6 @@ pub fn verdicts_from_authentication_results(raw: &[u8], authserv_id: &str) -> Op
     Some(verdicts)
 }
 
-/// The unfolded values of every header field named `name` (case-insensitive), in order.
-fn header_values(raw: &[u8], name: &str) -> Vec<String> {
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .or_else(|| raw.windows(2).position(|w| w == b"\n\n"))
-        .unwrap_or(raw.len());
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut values: Vec<String> = Vec::new();
-    let mut current: Option<String> = None;
-    for line in head.lines() {
-        if line.starts_with([' ', '\t']) {
-            if let Some(v) = current.as_mut() {
-                v.push(' ');
-                v.push_str(line.trim());
-            }
-            continue;
-        }
-        values.extend(current.take());
-        if let Some((field, value)) = line.split_once(':') {
-            if field.trim().eq_ignore_ascii_case(name) {
-                current = Some(value.trim().to_string());
-            }
-        }
-    }
-    values.extend(current);
-    values
-}
-
 /// The authserv-id: the first word before the first `;`.
 fn authserv_id_of(value: &str) -> Option<&str> {
     value.split(';').next()?.split_whitespace().next()
@@ -305,6 +285,10 @@ fn comment_policy(value: &str) -> Option<String> {
 mod tests {
     use super::*;
 
+    fn parsed(raw: &[u8]) -> Message {
+        Message::parse(raw.to_vec()).unwrap()
+    }
+
     const MESSAGE: &[u8] = b"Authentication-Results: mx.example.com;\r\n\
         \tspf=pass smtp.mailfrom=a@sender.test;\r\n\
         \tdkim=fail header.d=sender.test; dkim=pass header.d=sender.test;\r\n\
@@ -315,7 +299,7 @@ mod tests {
 
     #[test]
     fn the_topmost_header_with_the_named_authserv_id_gives_the_verdicts() {
-        let v = verdicts_from_authentication_results(MESSAGE, "MX.example.com").unwrap();
+        let v = verdicts_from_authentication_results(&parsed(MESSAGE), "MX.example.com").unwrap();
         assert_eq!(v.spf, Verdict::Pass);
         assert_eq!(v.dkim, Verdict::Pass, "one passing signature is enough");
         assert_eq!(v.dmarc, Verdict::Pass);
@@ -325,17 +309,19 @@ mod tests {
 
     #[test]
     fn a_header_with_another_authserv_id_is_ignored() {
-        let v = verdicts_from_authentication_results(MESSAGE, "forged.example").unwrap();
+        let v = verdicts_from_authentication_results(&parsed(MESSAGE), "forged.example").unwrap();
         assert_eq!(v.spf, Verdict::Fail, "named explicitly, it is read");
-        assert!(verdicts_from_authentication_results(MESSAGE, "other.example").is_none());
+        assert!(verdicts_from_authentication_results(&parsed(MESSAGE), "other.example").is_none());
         let only_forged = b"Authentication-Results: evil.test; spf=pass; dkim=pass\r\n\r\nx";
-        assert!(verdicts_from_authentication_results(only_forged, "mx.example.com").is_none());
+        assert!(
+            verdicts_from_authentication_results(&parsed(only_forged), "mx.example.com").is_none()
+        );
     }
 
     #[test]
     fn results_map_onto_verdicts_and_a_body_line_is_not_a_header() {
         let raw = b"Subject: x\r\nAuthentication-Results: mx; spf=softfail; dkim=temperror;\r\n dmarc=none policy.dmarc=quarantine\r\n\r\nAuthentication-Results: mx; spf=pass\r\n";
-        let v = verdicts_from_authentication_results(raw, "mx").unwrap();
+        let v = verdicts_from_authentication_results(&parsed(raw), "mx").unwrap();
         assert_eq!(v.spf, Verdict::Fail);
         assert_eq!(v.dkim, Verdict::ProcessingFailed);
         assert_eq!(v.dmarc, Verdict::Gray);

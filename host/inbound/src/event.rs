@@ -487,6 +487,7 @@ impl SesParts {
                 .unwrap_or(0),
             content,
             refuse_by: RefuseBy::Dsn,
+            trusted_authserv_id: None,
         })
     }
 }

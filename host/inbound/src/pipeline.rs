@@ -25,7 +25,7 @@ use sluice_mail::Message;
 
 use crate::deliver::{ClaimsAt, Markers, Outbound, S3DeliveredLog, S3Mailboxes, TargetError};
 use crate::dispatch::{Dispatcher, HandleError, HandleFailure, Handled};
-use crate::door::{Arrival, MessageContent, RefuseBy, Reply};
+use crate::door::{verdicts_from_authentication_results, Arrival, MessageContent, RefuseBy, Reply};
 
 /// Why a [`Pipeline`] could not start (what to fix). `config` is the config as given (a path
 /// or `s3://` URL).
@@ -432,13 +432,23 @@ impl Pipeline {
             },
         };
         let chains = loaded.clone();
-        let env = envelope.clone();
-        let (message, result, chain_micros) = tokio::task::spawn_blocking(move || {
+        let trusted = arrival.trusted_authserv_id.clone();
+        let (message, result, chain_micros, envelope) = tokio::task::spawn_blocking(move || {
             let chain_started = std::time::Instant::now();
             let message = Message::parse(raw).map(Arc::new)?;
-            let result = chains.chains.process(engine, message.clone(), &env);
+            let mut envelope = envelope;
+            if let Some(id) = &trusted {
+                match verdicts_from_authentication_results(&message, id) {
+                    Some(verdicts) => envelope.verdicts = verdicts,
+                    None => tracing::warn!(
+                        authserv_id = %id,
+                        "no Authentication-Results header with this authserv-id; verdicts as given"
+                    ),
+                }
+            }
+            let result = chains.chains.process(engine, message.clone(), &envelope);
             let micros = chain_started.elapsed().as_micros() as u64;
-            Ok::<_, sluice_mail::ParseError>((message, result, micros))
+            Ok::<_, sluice_mail::ParseError>((message, result, micros, envelope))
         })
         .await
         .map_err(|e| HandleError::new(&id, HandleFailure::ChainPanicked(Arc::new(e))))?

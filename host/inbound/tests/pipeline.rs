@@ -87,6 +87,7 @@ fn notice(id: &str, to: &str, verdicts: Verdicts, extra_headers: &str) -> Arriva
         received_at: 0,
         content: MessageContent::Inline(raw.into_bytes()),
         refuse_by: RefuseBy::Dsn,
+        trusted_authserv_id: None,
     }
 }
 
