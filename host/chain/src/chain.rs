@@ -608,14 +608,17 @@ fn policy_for_rule_error(on_error: OnError, temporary: bool, lookup_failed: bool
 
 /// Whether one of the step's lookups failed in a way a retry may cure.
 fn lookup_failed_temporarily(report: &StepReport) -> bool {
-    report.lookups.iter().any(|l| {
-        matches!(
-            l.result,
-            LookupResult::Failed {
-                temporary: true,
-                ..
-            }
-        )
+    failed_lookup(report).is_some()
+}
+
+/// The error of the step's first lookup that failed in a way a retry may cure.
+fn failed_lookup(report: &StepReport) -> Option<&str> {
+    report.lookups.iter().find_map(|l| match &l.result {
+        LookupResult::Failed {
+            temporary: true,
+            error,
+        } => Some(error.as_str()),
+        _ => None,
     })
 }
 
@@ -754,12 +757,11 @@ impl GroupRun {
                 // Cut short (its deadline, a trap) after a lookup failed: the rule never got
                 // the data it needed, as when it reports the lookup's error itself, so the
                 // message waits for the directory rather than go on without it.
-                let policy = if lookup_failed_temporarily(&report) {
-                    OnError::Tempfail
-                } else {
-                    step.on_error
+                let (policy, reason) = match failed_lookup(&report) {
+                    Some(lookup) => (OnError::Tempfail, format!("{failure}, after {lookup}")),
+                    None => (step.on_error, failure.to_string()),
                 };
-                self.apply_policy(policy, &step.name, &failure.to_string());
+                self.apply_policy(policy, &step.name, &reason);
                 Some(policy)
             }
         };

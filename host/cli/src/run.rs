@@ -19,7 +19,7 @@ use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::{Dispatcher, Handled};
 use sluice_mail::Message;
 
-use sluice_inbound::door::{sysexits, RefuseBy};
+use sluice_inbound::door::{sysexits, unknown_verdicts, RefuseBy};
 use sluice_inbound::{Answer, Arrival, MessageContent};
 
 use crate::{build_engine, cache_dir, remote, report, EngineArgs};
@@ -245,12 +245,8 @@ fn parse_verdict(value: &str) -> Result<Verdict> {
 
 pub(crate) fn parse_verdicts(list: &[String], dmarc_policy: Option<String>) -> Result<Verdicts> {
     let mut v = Verdicts {
-        spf: Verdict::Unknown,
-        dkim: Verdict::Unknown,
-        dmarc: Verdict::Unknown,
-        spam: Verdict::Unknown,
-        virus: Verdict::Unknown,
         dmarc_policy: dmarc_policy.map(|p| p.to_ascii_lowercase()),
+        ..unknown_verdicts()
     };
     for item in list {
         let Some((name, value)) = item.split_once('=') else {
