@@ -84,9 +84,20 @@ impl Dovecot {
             dir,
             running: false,
         };
-        d.write_config(users);
         let mut d = d;
-        d.start_again();
+        // The ports were free when picked; another process may take one before Dovecot
+        // binds it: pick again.
+        for attempt in 1.. {
+            d.write_config(users);
+            match d.try_start() {
+                Ok(()) => break,
+                Err(log) if attempt < 3 && log.contains("Address already in use") => {
+                    d.lmtp_port = free_port();
+                    d.imap_port = free_port();
+                }
+                Err(log) => panic!("dovecot did not start:\n{log}"),
+            }
+        }
         Some(d)
     }
 
@@ -179,6 +190,13 @@ service imap-login {{
 
     /// Starts it (again, after [`Dovecot::stop`]) and waits for both ports.
     pub fn start_again(&mut self) {
+        if let Err(log) = self.try_start() {
+            panic!("dovecot did not start:\n{log}");
+        }
+    }
+
+    /// Starts it and waits for both ports; `Err(its log)` when the master did not start.
+    fn try_start(&mut self) -> Result<(), String> {
         // `status`, not `output`: the daemonized master keeps inherited pipes open.
         let status = Command::new("/usr/sbin/dovecot")
             .arg("-c")
@@ -188,11 +206,14 @@ service imap-login {{
             .stderr(Stdio::null())
             .status()
             .expect("run dovecot");
-        assert!(status.success(), "dovecot did not start:\n{}", self.log());
+        if !status.success() {
+            return Err(self.log());
+        }
         self.running = true;
         let log = self.root().join("dovecot.log");
         wait_for_port(self.lmtp_port, "Dovecot LMTP", &log);
         wait_for_port(self.imap_port, "Dovecot IMAP", &log);
+        Ok(())
     }
 
     /// Stops it and waits until LMTP no longer answers.
