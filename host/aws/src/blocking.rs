@@ -1,8 +1,6 @@
 //! S3 for synchronous callers (chain loading, the CLI): the async client on a private
-//! current-thread runtime, plus the chain's [`PluginFetcher`] and [`ConfigSource`] for
-//! `s3://` locations.
-
-use sluice_chain::{ConfigError, ConfigFile, ConfigSource, PluginFetcher, SourceError};
+//! current-thread runtime. `sluice-chain` builds its plugin fetcher and config source for
+//! `s3://` locations on it.
 
 use crate::{AwsError, S3Object, S3Url, S3};
 
@@ -63,55 +61,5 @@ impl BlockingS3 {
     /// Creates a bucket (fine if this account owns it already).
     pub fn create_bucket(&self, bucket: &str) -> Result<(), AwsError> {
         self.rt.block_on(self.s3.create_bucket(bucket))
-    }
-}
-
-impl PluginFetcher for BlockingS3 {
-    fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError> {
-        let url = S3Url::parse(url)?;
-        Ok(self.get(&url)?.bytes)
-    }
-}
-
-/// A config file in S3; its version is the object's ETag.
-pub struct S3ConfigSource<'a> {
-    s3: &'a BlockingS3,
-    url: S3Url,
-    name: String,
-}
-
-impl<'a> S3ConfigSource<'a> {
-    /// The config at `url` (`s3://bucket/key.toml`).
-    pub fn new(s3: &'a BlockingS3, url: &str) -> Result<S3ConfigSource<'a>, AwsError> {
-        Ok(S3ConfigSource {
-            s3,
-            url: S3Url::parse(url)?,
-            name: url.to_string(),
-        })
-    }
-}
-
-impl ConfigSource for S3ConfigSource<'_> {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn version(&self) -> Result<Option<String>, SourceError> {
-        Ok(self.s3.etag(&self.url)?)
-    }
-
-    fn read(&self) -> Result<(ConfigFile, Option<String>), ConfigError> {
-        let unreadable = |message: String| ConfigError {
-            file: self.name.clone(),
-            line: 0,
-            message,
-        };
-        let object = self
-            .s3
-            .get(&self.url)
-            .map_err(|e| unreadable(e.to_string()))?;
-        let text = String::from_utf8(object.bytes)
-            .map_err(|_| unreadable("the config is not UTF-8 text".into()))?;
-        Ok((ConfigFile::parse_remote(&self.name, text)?, object.etag))
     }
 }

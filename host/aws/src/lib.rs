@@ -6,7 +6,7 @@ mod ses;
 mod sqs;
 mod timeouts;
 
-pub use blocking::{BlockingS3, S3ConfigSource};
+pub use blocking::BlockingS3;
 pub use ses::{retry_now, SendRetry, Ses, SEND_TIMEOUT, SES_MAX_RAW_BYTES};
 pub use sqs::{Sqs, SqsMessage};
 pub use timeouts::{

@@ -11,6 +11,7 @@ mod chain;
 mod config;
 mod deliver;
 mod reload;
+mod s3_source;
 mod sealing;
 mod targets;
 mod trace;
@@ -30,6 +31,7 @@ pub use deliver::{
     MAX_SEGMENT_BYTES,
 };
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
+pub use s3_source::{S3ConfigSource, S3Plugins};
 pub use sealing::ArcSection;
 pub use targets::{
     relay_allows, Credentials, LmtpStoreConfig, LmtpUser, RelayConfig, RelaySection,

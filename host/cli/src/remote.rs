@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use anyhow::{Context as _, Result};
-use sluice_aws::{BlockingS3, S3ConfigSource, S3Url};
+use sluice_aws::{BlockingS3, S3Url};
 use sluice_chain::{
-    ConfigFile, ConfigSource, PluginFetcher, PluginSources, RuleChains, SourceError,
+    ConfigFile, ConfigSource, PluginFetcher, PluginSources, RuleChains, S3ConfigSource, S3Plugins,
+    SourceError,
 };
 use sluice_engine::{RuleEngine, RulePlugin};
 
@@ -36,7 +37,7 @@ impl Remote {
 impl PluginFetcher for Remote {
     fn fetch(&self, url: &str) -> Result<Vec<u8>, SourceError> {
         // `{:#}`: the whole chain in one line, as the operator sees it.
-        self.get().map_err(|e| format!("{e:#}"))?.fetch(url)
+        S3Plugins(self.get().map_err(|e| format!("{e:#}"))?).fetch(url)
     }
 }
 

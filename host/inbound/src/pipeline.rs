@@ -11,11 +11,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use sluice_aws::{AwsError, BlockingS3, S3ConfigSource, S3Url, Ses, S3};
+use sluice_aws::{AwsError, BlockingS3, S3Url, Ses, S3};
 use sluice_chain::{
     ConfigError, ConfigFile, ConfigSource, DirStore, Disposition, Envelope, FileConfigSource,
     GroupOutcome, LiveChains, LoadedChains, PluginSources, ProcessResult, RelayTransport,
-    ReloadOutcome, StoreConfig,
+    ReloadOutcome, S3ConfigSource, S3Plugins, StoreConfig,
 };
 use sluice_deliver::{
     DeliveredLog, DirDeliveredLog, DirMailboxes, LmtpStore, MailboxStore, SmtpSender, SmtpStore,
@@ -212,7 +212,7 @@ fn start_blocking(
         })?,
     ));
     let plugins = PluginSources {
-        fetcher: Some(s3),
+        fetcher: Some(Box::leak(Box::new(S3Plugins(s3)))),
         cache_dir: cache_dir.map(|d| d.join("plugins")),
         max_bytes,
     };
