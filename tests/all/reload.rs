@@ -4,9 +4,10 @@
 
 use std::time::Duration;
 
-use sluice_aws::{BlockingS3, S3ConfigSource, S3Url};
+use sluice_aws::{BlockingS3, S3Url};
 use sluice_chain::{
     ConfigSource, FileConfigSource, LiveChains, OutputMessage, PluginSources, ReloadOutcome,
+    S3ConfigSource, S3Plugins,
 };
 use sluice_engine::RulePlugin;
 use sluice_tests::{engine, envelope, fixture, message, rule, Moto};
@@ -65,7 +66,7 @@ fn s3_config_hot_swap_keeps_the_old_chain_on_a_bad_config() {
 
     let source = S3ConfigSource::new(&s3, config_url).unwrap();
     let sources = PluginSources {
-        fetcher: Some(&s3),
+        fetcher: Some(&S3Plugins(&s3)),
         ..Default::default()
     };
     let live = LiveChains::load(engine(), &source, sources, Duration::from_secs(3600)).unwrap();

@@ -21,8 +21,7 @@ use crate::trace::{
     Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepTrace,
 };
 
-/// The folder local recipients get when no rule files the message elsewhere.
-pub const DEFAULT_FOLDER: &str = "INBOX";
+use sluice_deliver::DEFAULT_FOLDER;
 
 /// One step of a chain, ready to run.
 #[derive(Debug, Clone)]
@@ -310,7 +309,7 @@ impl RuleChains {
     }
 
     /// Runs the message through the chain of each recipient group and decides, per final
-    /// recipient, what happens to it. Nothing is delivered here (see [`crate::DirStore`]).
+    /// recipient, what happens to it. Nothing is delivered here (see `sluice-deliver`).
     ///
     /// A recipient that a rule adds in another configured domain is not delivered by the
     /// chain that added it: it is handed to its own domain's chain, as if it had been an

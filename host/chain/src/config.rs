@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::targets::{RelayConfig, RelaySection, StoreConfig, StoreSection};
+use sluice_deliver::{RelayConfig, StoreConfig, StoreContext};
 
 /// A configuration problem, located in its file.
 #[derive(Debug, thiserror::Error)]
@@ -244,8 +244,8 @@ pub struct DomainSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
-    store: Option<StoreSection>,
-    relay: Option<RelaySection>,
+    store: Option<Spanned<toml::Table>>,
+    relay: Option<Spanned<toml::Table>>,
     inbound: Option<InboundSection>,
     arc: Option<Spanned<crate::sealing::ArcSection>>,
     #[serde(default)]
@@ -353,22 +353,14 @@ impl ConfigFile {
     pub fn missing_markers(&self) -> Vec<String> {
         let mut missing = Vec::new();
         if let Some(store) = &self.store {
-            if matches!(store, StoreConfig::Lmtp(_) | StoreConfig::Smtp(_))
-                && store.markers().is_none()
-            {
+            if store.needs_delivered_log() && store.delivered_at().is_none() {
                 missing.push(NEEDS_MARKERS.replace("KIND", store.kind()));
             }
         }
-        let store_records_sends = matches!(
-            self.store,
-            Some(StoreConfig::S3 { .. } | StoreConfig::Dir { .. })
-        );
-        if self
-            .relay
-            .as_ref()
-            .is_some_and(|r| r.markers.is_none() && !store_records_sends)
-        {
-            missing.push("relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice; a directory serves when one daemon consumes the queue), or use an s3 or dir [store] (sends are then recorded in its `_sent/`)".into());
+        if let Some(relay) = &self.relay {
+            if relay.sends_recorded_at(self.store.as_deref()).is_none() {
+                missing.push("relay: set `markers = \"s3://bucket/prefix\"` (where sends are recorded so a retried message is not sent twice; a directory serves when one daemon consumes the queue), or use an s3 or dir [store] (sends are then recorded in its `_sent/`)".into());
+            }
         }
         missing
     }
@@ -400,7 +392,7 @@ impl ConfigFile {
                 for address in addresses {
                     let dest = address.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
                     let dest = dest.trim_end_matches('.').to_ascii_lowercase();
-                    if local.contains(&dest) || crate::relay_allows(allow, &address) {
+                    if local.contains(&dest) || sluice_deliver::relay_allows(allow, &address) {
                         continue;
                     }
                     found.push(UnreachableAddress {
@@ -461,27 +453,29 @@ impl ConfigFile {
         let resolve = |p: &str| source.base_dir.join(p);
         let at =
             |(span, message): (Range<usize>, String)| ConfigError::at(&source, Some(span), message);
-        let store = raw
-            .store
-            .as_ref()
-            .map(|s| s.check(&resolve))
-            .transpose()
-            .map_err(at)?;
+        // The relay first: its markers serve a store that records deliveries (LMTP, SMTP)
+        // and names no place of its own. Without either, the daemon refuses to start
+        // (`missing_markers`); a preview needs none.
         let relay = raw
             .relay
             .as_ref()
-            .map(|r| r.check(&resolve))
+            .map(|r| {
+                sluice_deliver::read_relay(r.get_ref().clone(), &resolve).map_err(|m| (r.span(), m))
+            })
             .transpose()
             .map_err(at)?;
-        let mut store = store;
-        // LMTP and SMTP cannot overwrite a copy delivered before: a retry must know who got
-        // it already. The relay's markers serve when the store names none; without either,
-        // the daemon refuses to start (`missing_markers`), a preview needs none.
-        if let Some(slot) = store.as_mut().and_then(StoreConfig::markers_mut) {
-            if slot.is_none() {
-                *slot = relay.as_ref().and_then(|r| r.markers.clone());
-            }
-        }
+        let context = StoreContext {
+            resolve: &resolve,
+            relay_markers: relay.as_ref().and_then(|r| r.markers.as_ref()),
+        };
+        let store = raw
+            .store
+            .as_ref()
+            .map(|s| {
+                sluice_deliver::read_store(s.get_ref().clone(), &context).map_err(|m| (s.span(), m))
+            })
+            .transpose()
+            .map_err(at)?;
         let arc = raw
             .arc
             .as_ref()

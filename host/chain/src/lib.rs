@@ -4,40 +4,29 @@
 //! `ConfigFile::read` -> `RuleChains::load` (once) -> `RuleChains::process` (per message)
 //! -> a [`ProcessResult`] whose dispositions the dispatcher (`sluice-inbound`) delivers.
 
-// Modules depend in one direction: `breaker`, `targets`, `sealing`, `deliver` <- `config` <- `trace`
-// <- `chain` <- `reload`.
+// Modules depend in one direction: `breaker`, `sealing` <- `config` <- `trace` <- `chain` <-
+// `reload` <- `s3_source`. `[store]` and `[relay]` are read by `sluice-deliver`.
 mod breaker;
 mod chain;
 mod config;
-mod deliver;
 mod reload;
 mod s3_source;
 mod sealing;
-mod targets;
 mod trace;
 
 pub use breaker::{BreakerSettings, CircuitBreaker};
 pub use chain::{
     domain_of, DomainChain, Envelope, PluginFetcher, PluginSources, RuleChains, SourceError, Step,
-    DEFAULT_FOLDER, MAX_HANDOFFS,
+    MAX_HANDOFFS,
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
     Instances, OnError, PluginLocation, SourceFile, StepMode, StepSection, UnreachableAddress,
     WarmSection,
 };
-pub use deliver::{
-    escape_segment, mailbox_segments, unescape_segment, DirStore, DirStoreError, SegmentError,
-    MAX_SEGMENT_BYTES,
-};
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
 pub use s3_source::{S3ConfigSource, S3Plugins};
 pub use sealing::ArcSection;
-pub use targets::{
-    relay_allows, Credentials, LmtpStoreConfig, LmtpUser, RelayConfig, RelaySection,
-    RelayTransport, SendGuarantee, ServerAddress, ServerConfig, SmtpStoreConfig, StoreConfig,
-    StoreSection, TlsMode, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HOPS, DEFAULT_SERVER_TIMEOUT,
-};
 pub use trace::{
     Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepStatus, StepTrace,
 };

@@ -14,7 +14,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use sluice_chain::{ConfigFile, Envelope, ProcessResult, StoreConfig};
+use sluice_chain::{ConfigFile, Envelope, ProcessResult};
+use sluice_deliver::RecordsAt;
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::{Dispatcher, Handled};
 use sluice_mail::Message;
@@ -181,12 +182,15 @@ fn envelope(args: &RunArgs, parsed: &Message, message_id: String) -> Result<Enve
 fn output_dir(out: Option<&Path>, config: &ConfigFile) -> Result<PathBuf> {
     Ok(match (out, &config.store) {
         (Some(dir), _) => dir.to_path_buf(),
-        (None, Some(StoreConfig::Dir { path })) => config.resolve(path),
-        (None, Some(store)) => bail!(
+        // A store on this machine's disk is where the preview goes too.
+        (None, Some(store)) => match store.home() {
+            Some(RecordsAt::Dir(path)) => path,
+            _ => bail!(
             "{}: [store] kind = {:?} is for the daemon and the Lambda; `sluice run` writes locally: pass --out DIR for a preview, or --deliver to deliver through it",
             config.source.name,
             store.kind()
         ),
+        },
         (None, None) => PathBuf::from("sluice-out"),
     })
 }

@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use sluice_chain::{LmtpStoreConfig, LmtpUser, ServerConfig, SmtpStoreConfig};
 use sluice_deliver::{LmtpStore, MailboxCopy, MailboxStore, SmtpStore, StoreRequest, TraceMeta};
+use sluice_deliver::{LmtpStoreConfig, LmtpUser, ServerConfig, SmtpStoreConfig};
 use sluice_mailservers::{Dovecot, SmtpSink};
 
 fn message() -> Vec<u8> {

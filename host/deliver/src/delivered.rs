@@ -8,8 +8,8 @@
 
 use std::path::PathBuf;
 
+use crate::names::escape_segment;
 use sha2::{Digest, Sha256};
-use sluice_chain::escape_segment;
 
 use crate::{BoxFuture, MailboxCopy, MailboxError};
 

@@ -1,6 +1,6 @@
 //! Delivery failures as values: what failed, and whether a retry can help.
 
-use sluice_chain::SegmentError;
+use crate::names::SegmentError;
 
 /// An SMTP/LMTP server's answer: code, enhanced status (RFC 3463) and text.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,15 +122,21 @@ pub enum MailboxError {
         /// The I/O error.
         reason: String,
     },
-    /// A cloud service failed (S3): `permanent` when it refused the request itself.
-    #[error("{what}: {reason}")]
-    Service {
+    /// An S3 call failed (writing a mailbox object): a retry may succeed.
+    #[error("{what}: {source}")]
+    S3 {
         /// What was being done.
         what: String,
-        /// What the service said.
-        reason: String,
-        /// A retry cannot help.
-        permanent: bool,
+        /// What S3 said.
+        #[source]
+        source: sluice_aws::AwsError,
+    },
+    /// The record of delivered copies could not be read or written (a retry may succeed).
+    #[error("the delivery record: {source}")]
+    Record {
+        /// Why.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
     },
 }
 
@@ -140,13 +146,14 @@ impl MailboxError {
     pub fn is_permanent(&self) -> bool {
         match self {
             MailboxError::Rejected { .. } | MailboxError::Unstorable { .. } => true,
-            MailboxError::Service { permanent, .. } => *permanent,
             MailboxError::Deferred { .. }
             | MailboxError::Connection { .. }
             | MailboxError::Unanswered { .. }
             | MailboxError::Protocol { .. }
             | MailboxError::Setup { .. }
-            | MailboxError::Io { .. } => false,
+            | MailboxError::Io { .. }
+            | MailboxError::S3 { .. }
+            | MailboxError::Record { .. } => false,
         }
     }
 

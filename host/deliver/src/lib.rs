@@ -1,34 +1,54 @@
-//! Where Sluice delivers local mail: one [`MailboxStore`] interface and the targets that need
-//! no cloud account: a directory ([`DirMailboxes`]), LMTP ([`LmtpStore`], e.g. Dovecot) and
-//! SMTP to a self-hosted MTA ([`SmtpStore`]). The S3 mailboxes implement the same trait in
-//! `sluice-inbound`, beside the AWS clients.
+//! Where Sluice delivers: every target, one module each, with its config section. Local
+//! mailboxes ([`MailboxStore`]): a directory ([`store::dir`]), S3 ([`store::s3`]), LMTP
+//! ([`store::lmtp`], e.g. Dovecot) and SMTP to a self-hosted MTA ([`store::smtp`]); the ways
+//! out for relayed copies and DSNs ([`relay::Transport`]): SES ([`relay::ses`]) and a
+//! smarthost ([`relay::smtp`]). [`config`] reads `[store]` and `[relay]` through the
+//! registry of kinds; the rule chain is not known here.
 //!
-//! A store is built once from the typed `[store]` config ([`sluice_chain::StoreConfig`]) and
-//! then takes every message: [`MailboxStore::store`] answers per copy (recipient + folder),
+//! A store is built once from the checked `[store]` ([`StoreTarget::build`]) and then takes
+//! every message: [`MailboxStore::store`] answers per copy (recipient + folder),
 //! because an LMTP server answers per recipient. Each failure is a [`MailboxError`] that
 //! says whether a retry can help ([`MailboxError::is_permanent`]): permanent ones become a
 //! DSN, transient ones leave the message to be retried, and a [`DeliveredLog`] makes that
 //! retry deliver only to the copies not yet done (LMTP and SMTP cannot overwrite a copy).
 //!
-//! Adding a target: one file implementing [`MailboxStore`], one `StoreConfig` variant, one
-//! match arm where the pipeline builds stores, one test file.
+//! Adding a target: one module (its section, checks, constructor and implementation), one
+//! line in [`config::STORE_KINDS`] or [`config::RELAY_KINDS`], one test file.
 
+pub mod config;
 mod delivered;
-mod dir;
 mod error;
-mod lmtp;
+mod names;
+pub mod relay;
+mod server;
 mod session;
-mod smtp;
+pub mod store;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use config::{
+    read_relay, read_store, relay_allows, RecordsAt, RelayConfig, RelayTarget, SendGuarantee,
+    StoreConfig, StoreContext, StoreTarget, TargetClients, DEFAULT_MAX_HOPS,
+};
 pub use delivered::{copy_digest, DeliveredLog, DirDeliveredLog};
-pub use dir::DirMailboxes;
 pub use error::{MailboxError, Reply, SetupError};
-pub use lmtp::{lmtp_recipient, LmtpStore};
+pub use names::{
+    escape_segment, mailbox_segments, unescape_segment, SegmentError, MAX_SEGMENT_BYTES,
+};
+pub use relay::{Outbound, Outbox, SendFailure, SendLimits, Transport};
+pub use server::{
+    Credentials, ServerAddress, ServerConfig, TlsMode, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SERVER_TIMEOUT,
+};
 pub use session::{dot_stuffed, Protocol};
-pub use smtp::{SmtpSender, SmtpStore, FOLDER_HEADER};
+pub use store::dir::{DirMailboxes, DirStore, DirStoreError};
+pub use store::lmtp::{lmtp_recipient, LmtpStore, LmtpStoreConfig, LmtpUser};
+pub use store::s3::S3Mailboxes;
+pub use store::smtp::{SmtpSender, SmtpStore, SmtpStoreConfig, FOLDER_HEADER};
+
+/// The folder a copy goes to unless a rule files it elsewhere.
+pub const DEFAULT_FOLDER: &str = "INBOX";
 
 /// A boxed future, so stores can be trait objects chosen at start-up.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

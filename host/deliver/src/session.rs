@@ -8,8 +8,8 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::server::{Credentials, ServerAddress, ServerConfig, TlsMode};
 use mail_send::SmtpClient;
-use sluice_chain::{Credentials, ServerAddress, ServerConfig, TlsMode};
 use smtp_proto::{EhloResponse, Response, EXT_8BIT_MIME, EXT_SMTP_UTF8, EXT_START_TLS};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Semaphore, SemaphorePermit};

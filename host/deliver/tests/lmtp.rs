@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use sluice_chain::{LmtpStoreConfig, LmtpUser, ServerConfig};
 use sluice_deliver::{
     LmtpStore, MailboxCopy, MailboxError, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
 };
+use sluice_deliver::{LmtpStoreConfig, LmtpUser, ServerConfig};
 use sluice_mailservers::Dovecot;
 
 fn store_for(dovecot: &Dovecot) -> LmtpStore {

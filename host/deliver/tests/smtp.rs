@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_chain::{Credentials, ServerConfig, SmtpStoreConfig, TlsMode};
+use sluice_deliver::{Credentials, ServerConfig, SmtpStoreConfig, TlsMode};
 use sluice_deliver::{
     MailboxCopy, MailboxError, MailboxStore, SmtpStore, StoreRequest, TraceMeta, FOLDER_HEADER,
 };

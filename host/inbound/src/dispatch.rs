@@ -11,15 +11,16 @@ use std::sync::Arc;
 
 use sluice_aws::AwsError;
 use sluice_chain::{
-    ConfigFile, DirStore, Disposition, Envelope, GroupOutcome, GroupResult, OutputMessage,
-    ProcessResult, RelayTransport,
+    ConfigFile, Disposition, Envelope, GroupOutcome, GroupResult, OutputMessage, ProcessResult,
 };
-use sluice_deliver::{DeliveredLog, DirMailboxes, MailboxCopy, MailboxStore, StoreRequest};
+use sluice_deliver::{
+    DeliveredLog, DirMailboxes, DirStore, MailboxCopy, MailboxStore, Outbound, Outbox, StoreRequest,
+};
 use sluice_mail::Message;
 
 use crate::deliver::{
-    ArcStamp, BounceJob, BounceReport, Bouncer, Markers, Outbound, Outbox, Refusal, RefusalKind,
-    Relay, RelayJob, Sealed, SendError, Suppression, TargetError, TraceMeta,
+    ArcStamp, BounceJob, BounceReport, Bouncer, Markers, Refusal, RefusalKind, Relay, RelayJob,
+    Sealed, SendError, Suppression, TargetError, TraceMeta,
 };
 use sluice_telemetry::{Address, Addresses};
 
@@ -333,7 +334,7 @@ impl Dispatcher {
     /// run, or a second run of the same message finds its sends done).
     pub fn local(config: &ConfigFile, out: &Path, claims: &Path) -> Dispatcher {
         let outbox =
-            |smtp| Outbound::Outbox(Arc::new(Outbox::standing_in_for(out.join("outbox"), smtp)));
+            |limits| Arc::new(Outbox::standing_in_for(out.join("outbox"), limits)) as Outbound;
         Dispatcher {
             store: Ok(Arc::new(DirMailboxes::new(DirStore::new(
                 out.to_path_buf(),
@@ -342,7 +343,7 @@ impl Dispatcher {
             outbound: config
                 .relay
                 .as_ref()
-                .map(|r| Ok(outbox(matches!(r.transport, RelayTransport::Smtp(_))))),
+                .map(|r| Ok(outbox(r.transport.limits()))),
             markers: config
                 .relay
                 .as_ref()

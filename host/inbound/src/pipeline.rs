@@ -13,17 +13,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sluice_aws::{AwsError, BlockingS3, S3Url, Ses, S3};
 use sluice_chain::{
-    ConfigError, ConfigFile, ConfigSource, DirStore, Disposition, Envelope, FileConfigSource,
-    GroupOutcome, LiveChains, LoadedChains, PluginSources, ProcessResult, RelayTransport,
-    ReloadOutcome, S3ConfigSource, S3Plugins, StoreConfig,
+    ConfigError, ConfigFile, ConfigSource, Disposition, Envelope, FileConfigSource, GroupOutcome,
+    LiveChains, LoadedChains, PluginSources, ProcessResult, ReloadOutcome, S3ConfigSource,
+    S3Plugins,
 };
-use sluice_deliver::{
-    DeliveredLog, DirDeliveredLog, DirMailboxes, LmtpStore, MailboxStore, SmtpSender, SmtpStore,
-};
+use sluice_deliver::{DeliveredLog, DirDeliveredLog, MailboxStore, RecordsAt, TargetClients};
 use sluice_engine::{EngineError, EngineOptions, RuleEngine};
 use sluice_mail::Message;
 
-use crate::deliver::{ClaimsAt, Markers, Outbound, S3DeliveredLog, S3Mailboxes, TargetError};
+use crate::deliver::{ClaimsAt, Markers, S3DeliveredLog, TargetError};
 use crate::dispatch::{Dispatcher, HandleError, HandleFailure, Handled};
 use crate::door::{verdicts_from_authentication_results, Arrival, MessageContent, RefuseBy, Reply};
 
@@ -578,44 +576,9 @@ impl Pipeline {
             .map_err(|e| HandleError::new(id, HandleFailure::Fetch(e)))
     }
 
-    /// Claims and records at `at` (`s3://bucket/prefix`, or a directory of this machine).
-    fn markers_at(&self, config: &ConfigFile, at: &str) -> Markers {
-        match S3Url::parse(at) {
-            Ok(url) if at.starts_with("s3://") => Markers::new(
-                self.s3.clone(),
-                url.bucket,
-                url.key.trim_end_matches('/').to_string(),
-                self.owner.clone(),
-            ),
-            _ => Markers::in_dir(config.resolve(at), self.owner.clone()),
-        }
-    }
-
-    /// Where sends are claimed: `[relay] markers`, else `_sent/` beside the S3 or directory
-    /// mailboxes.
-    fn relay_markers(&self, config: &ConfigFile) -> Option<Markers> {
-        let relay = config.relay.as_ref()?;
-        let markers = match (&relay.markers, config.store.as_ref()) {
-            (Some(at), _) => self.markers_at(config, at),
-            (None, Some(StoreConfig::S3 { bucket, prefix })) => Markers::new(
-                self.s3.clone(),
-                bucket.clone(),
-                if prefix.is_empty() {
-                    "_sent".into()
-                } else {
-                    format!("{prefix}/_sent")
-                },
-                self.owner.clone(),
-            ),
-            (None, Some(StoreConfig::Dir { path })) => {
-                Markers::in_dir(config.resolve(path).join("_sent"), self.owner.clone())
-            }
-            (None, _) => return None,
-        };
-        Some(Markers {
-            sends: relay.sends,
-            ..markers
-        })
+    /// Claims and records at `at`.
+    fn markers_at(&self, at: &RecordsAt) -> Markers {
+        Markers::at(at, &self.s3, self.owner.clone())
     }
 
     /// The targets for this loaded config, built on first use.
@@ -642,66 +605,56 @@ impl Pipeline {
     }
 
     fn build_targets(&self, config: &ConfigFile) -> Dispatcher {
+        let clients = TargetClients {
+            s3: self.s3.clone(),
+            ses: self.ses.clone(),
+        };
         let store: Result<Arc<dyn MailboxStore>, Arc<TargetError>> = match &config.store {
             None => Err(Arc::new(TargetError::NoStore {
                 config: config.source.name.clone(),
             })),
-            Some(StoreConfig::Dir { path }) => Ok(Arc::new(DirMailboxes::new(DirStore::new(
-                config.resolve(path),
-            )))),
-            Some(StoreConfig::S3 { bucket, prefix }) => Ok(Arc::new(S3Mailboxes {
-                s3: self.s3.clone(),
-                bucket: bucket.clone(),
-                prefix: prefix.clone(),
-            })),
-            Some(StoreConfig::Lmtp(lmtp)) => LmtpStore::new(lmtp)
-                .map(|s| Arc::new(s) as Arc<dyn MailboxStore>)
-                .map_err(|source| {
-                    Arc::new(TargetError::Store {
-                        kind: "lmtp",
-                        source,
-                    })
-                }),
-            Some(StoreConfig::Smtp(smtp)) => SmtpStore::new(smtp)
-                .map(|s| Arc::new(s) as Arc<dyn MailboxStore>)
-                .map_err(|source| {
-                    Arc::new(TargetError::Store {
-                        kind: "smtp",
-                        source,
-                    })
-                }),
+            Some(store) => store.build(&clients).map_err(|source| {
+                Arc::new(TargetError::Store {
+                    kind: store.kind(),
+                    source,
+                })
+            }),
         };
-        let delivered: Option<Arc<dyn DeliveredLog>> =
-            config.store.as_ref().and_then(|s| s.markers()).map(|at| {
-                match self.markers_at(config, at) {
-                    markers @ Markers {
-                        at: ClaimsAt::S3 { .. },
-                        ..
-                    } => Arc::new(S3DeliveredLog { markers }) as Arc<dyn DeliveredLog>,
-                    Markers {
-                        at: ClaimsAt::Dir(dir),
-                        ..
-                    } => Arc::new(DirDeliveredLog::new(dir)),
-                }
+        let delivered: Option<Arc<dyn DeliveredLog>> = config
+            .store
+            .as_ref()
+            .and_then(|s| s.delivered_at())
+            .map(|at| match self.markers_at(at) {
+                markers @ Markers {
+                    at: ClaimsAt::S3 { .. },
+                    ..
+                } => Arc::new(S3DeliveredLog { markers }) as Arc<dyn DeliveredLog>,
+                Markers {
+                    at: ClaimsAt::Dir(dir),
+                    ..
+                } => Arc::new(DirDeliveredLog::new(dir)),
             });
-        let outbound = config.relay.as_ref().map(|r| match &r.transport {
-            RelayTransport::Ses => Ok(Outbound::Ses(self.ses.clone())),
-            RelayTransport::Smtp(server) => SmtpSender::new(server)
-                .map(|s| Outbound::Smtp(Arc::new(s)))
-                .map_err(|e| Arc::new(TargetError::Relay(e))),
+        let outbound = config.relay.as_ref().map(|r| {
+            r.transport.build(&clients).map_err(|source| {
+                Arc::new(TargetError::Relay {
+                    kind: r.transport.kind(),
+                    source,
+                })
+            })
         });
-        let markers = self.relay_markers(config);
-        let kept = markers.clone().or_else(|| match config.store.as_ref()? {
-            StoreConfig::S3 { bucket, prefix } => Some(Markers::new(
-                self.s3.clone(),
-                bucket.clone(),
-                prefix.clone(),
-                self.owner.clone(),
-            )),
-            StoreConfig::Dir { path } => {
-                Some(Markers::in_dir(config.resolve(path), self.owner.clone()))
-            }
-            lmtp_or_smtp => lmtp_or_smtp.markers().map(|at| self.markers_at(config, at)),
+        let markers = config.relay.as_ref().and_then(|relay| {
+            let at = relay.sends_recorded_at(config.store.as_deref())?;
+            Some(Markers {
+                sends: relay.sends,
+                ..self.markers_at(&at)
+            })
+        });
+        let store_config = config.store.as_deref();
+        let kept = markers.clone().or_else(|| {
+            let at = store_config?
+                .home()
+                .or_else(|| store_config?.delivered_at().cloned())?;
+            Some(self.markers_at(&at))
         });
         Dispatcher {
             store,

@@ -1,14 +1,16 @@
 //! Deliveries against a real moto server: S3 mailboxes, SES relay with send claims and the
 //! loop guard, DSN bounces and their suppression.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_aws::{Created, S3Url, Ses, S3};
-use sluice_chain::SendGuarantee;
+use sluice_deliver::relay::ses::SesTransport;
+use sluice_deliver::{Outbound, S3Mailboxes, SendGuarantee};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
-    BounceJob, BounceReport, Bouncer, Claim, Markers, Outbound, RefusalKind, Relay, RelayJob,
-    S3Mailboxes, SendError, Suppression, TraceMeta,
+    BounceJob, BounceReport, Bouncer, Claim, Markers, RefusalKind, Relay, RelayJob, SendError,
+    Suppression, TraceMeta,
 };
 use sluice_mail::{Message, LOOP_HEADER};
 use sluice_tests::Moto;
@@ -57,7 +59,7 @@ impl Env {
 
     fn relay(&self) -> Relay {
         Relay {
-            via: Outbound::Ses(self.ses.clone()),
+            via: Arc::new(SesTransport(self.ses.clone())) as Outbound,
             from: "forwarder@example.com".into(),
             allow_domains: vec!["partner.example".into()],
             max_hops: 3,
@@ -67,7 +69,7 @@ impl Env {
 
     fn bouncer(&self) -> Bouncer {
         Bouncer {
-            via: Outbound::Ses(self.ses.clone()),
+            via: Arc::new(SesTransport(self.ses.clone())) as Outbound,
             from: "mailer-daemon@example.com".into(),
             reporting_mta: "mx.example.com".into(),
         }
@@ -745,7 +747,10 @@ async fn two_consumers_relaying_the_same_message_send_it_once() {
     let env = env().await;
     // Two daemons: their own SES clients and claim owners, one bucket and one SES.
     let other = Relay {
-        via: Outbound::Ses(Ses::for_endpoint(&env.moto.endpoint, "us-east-1")),
+        via: Arc::new(SesTransport(Ses::for_endpoint(
+            &env.moto.endpoint,
+            "us-east-1",
+        ))),
         ..env.relay()
     };
     let job = RelayJob {
@@ -869,6 +874,9 @@ async fn mailboxes_of_look_alike_addresses_are_distinct_objects() {
         .await
         .unwrap_err();
     assert!(err.is_permanent(), "{err}");
-    assert!(matches!(err, SendError::Unsendable(_)), "{err:?}");
+    assert!(
+        matches!(err, sluice_deliver::MailboxError::Unstorable { .. }),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("local part"), "{err}");
 }

@@ -6,11 +6,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_aws::S3;
-use sluice_chain::ServerConfig;
-use sluice_deliver::SmtpSender;
+use sluice_deliver::{Outbound, ServerConfig, SmtpSender};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
-    BounceJob, BounceReport, Bouncer, Markers, Outbound, RefusalKind, Relay, RelayJob,
+    BounceJob, BounceReport, Bouncer, Markers, RefusalKind, Relay, RelayJob,
 };
 use sluice_mail::{Message, LOOP_HEADER};
 use sluice_mailservers::SmtpSink;
@@ -27,14 +26,14 @@ const ORIGINAL: &str = "Return-Path: <alice@outside.example>\r\n\
     The numbers are in.\r\n";
 
 fn smarthost(sink: &SmtpSink) -> Outbound {
-    Outbound::Smtp(Arc::new(
+    Arc::new(
         SmtpSender::new(&ServerConfig {
             hello_name: Some("relay.example.com".into()),
             timeout: Duration::from_secs(10),
             ..ServerConfig::loopback(sink.port)
         })
         .unwrap(),
-    ))
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

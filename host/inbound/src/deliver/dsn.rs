@@ -27,7 +27,7 @@ use sluice_telemetry::Address;
 #[derive(Debug, Clone)]
 pub struct Bouncer {
     /// SES or a smarthost.
-    pub via: super::Outbound,
+    pub via: sluice_deliver::Outbound,
     /// The SES-verified sender of bounces, e.g. `mailer-daemon@relay.example.com`.
     pub from: String,
     /// Named in `Reporting-MTA: dns; <reporting_mta>` and in the DSN's Message-ID.

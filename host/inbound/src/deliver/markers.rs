@@ -45,9 +45,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sluice_aws::{AwsError, Created, S3Url, S3};
-use sluice_chain::SendGuarantee;
 
-use sluice_deliver::{BoxFuture, DeliveredLog, MailboxCopy, MailboxError};
+use sluice_deliver::{
+    BoxFuture, DeliveredLog, MailboxCopy, MailboxError, RecordsAt, SendGuarantee,
+};
 
 use super::SendError;
 
@@ -161,6 +162,16 @@ impl Markers {
             owner,
             lease: DEFAULT_LEASE,
             sends: SendGuarantee::default(),
+        }
+    }
+
+    /// Claims at `at`: in the bucket (with `s3`), or in the directory.
+    pub fn at(at: &RecordsAt, s3: &S3, owner: String) -> Markers {
+        match at {
+            RecordsAt::S3 { bucket, prefix } => {
+                Markers::new(s3.clone(), bucket.clone(), prefix.clone(), owner)
+            }
+            RecordsAt::Dir(dir) => Markers::in_dir(dir.clone(), owner),
         }
     }
 
@@ -589,10 +600,8 @@ impl S3DeliveredLog {
 }
 
 fn service(e: SendError) -> MailboxError {
-    MailboxError::Service {
-        what: "the delivery record".into(),
-        reason: e.to_string(),
-        permanent: false,
+    MailboxError::Record {
+        source: std::sync::Arc::new(e),
     }
 }
 
@@ -649,7 +658,7 @@ pub(crate) async fn send_once<F, Fut>(
 ) -> Result<SendOutcome, SendError>
 where
     F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = Result<String, super::outbound::SendFailure>>,
+    Fut: std::future::Future<Output = Result<String, sluice_deliver::SendFailure>>,
 {
     let mut detail = std::borrow::Cow::Borrowed(detail);
     let resend = match markers.claim(key, &detail).await? {

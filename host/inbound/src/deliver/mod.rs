@@ -3,7 +3,7 @@
 //!
 //! Each delivery is idempotent, because SQS delivers a notification at least once:
 //! - a mailbox copy goes to a key derived from the recipient, folder and SES message id
-//!   (escaped injectively, [`sluice_chain::escape_segment`]), so a second write replaces the
+//!   (escaped injectively, [`sluice_deliver::escape_segment`]), so a second write replaces the
 //!   object with the same bytes;
 //! - a relay chunk or a bounce is claimed in S3 with a conditional write before it is sent
 //!   ([`Markers`]), so of all retries and consumers exactly one sends it; a crash between the
@@ -15,22 +15,18 @@
 
 mod arc;
 mod dsn;
-mod mailbox;
 mod markers;
-mod outbound;
 mod relay;
 
 pub use arc::{ArcStamp, Sealed};
 pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer, Suppression};
-pub use mailbox::S3Mailboxes;
 pub use markers::S3DeliveredLog;
 pub use markers::{send_name, Claim, ClaimsAt, Markers, DEFAULT_LEASE};
-pub use outbound::{Outbound, Outbox, SendFailure};
 pub use relay::{Refusal, RefusalKind, Relay, RelayJob, RelayReport};
 pub use sluice_deliver::TraceMeta;
 
 use sluice_aws::AwsError;
-use sluice_deliver::SetupError;
+use sluice_deliver::{SendFailure, SetupError};
 
 /// Why a config's mailbox store or its way out for relays and DSNs cannot be used (what to
 /// fix). Built once per config and reported for every message that needs the target.
@@ -42,18 +38,24 @@ pub enum TargetError {
         /// The config's name.
         config: String,
     },
-    /// `[store]` names a server that cannot be set up.
+    /// `[store]` names a target that cannot be set up.
     #[error("[store] kind = \"{kind}\": {source}")]
     Store {
-        /// `lmtp` or `smtp`.
+        /// The kind.
         kind: &'static str,
         /// What to fix.
         #[source]
         source: SetupError,
     },
-    /// `[relay]` names a smarthost that cannot be set up.
-    #[error("[relay] kind = \"smtp\": {0}")]
-    Relay(#[source] SetupError),
+    /// `[relay]` names a way out that cannot be set up.
+    #[error("[relay] kind = \"{kind}\": {source}")]
+    Relay {
+        /// The kind.
+        kind: &'static str,
+        /// What to fix.
+        #[source]
+        source: SetupError,
+    },
     /// Something must be relayed or bounced but the config has no `[relay]`.
     #[error("the config has no [relay]")]
     NoRelay,

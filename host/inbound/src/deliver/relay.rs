@@ -6,8 +6,8 @@ use sluice_mail::{hop_count, rewrite_for_relay, Message, RelayRewrite};
 
 use super::arc::{ArcStamp, Sealed};
 use super::markers::{send_name, send_once, SendOutcome};
-use super::outbound::Outbound;
 use super::{domain_of, Markers, SendError};
+use sluice_deliver::Outbound;
 use sluice_telemetry::Address;
 
 /// Relays copies (`[relay]`).
@@ -125,7 +125,7 @@ pub struct RelayReport {
 impl Relay {
     /// Whether a copy may go to this recipient (see [`Relay::allow_domains`]).
     pub fn allows(&self, recipient: &str) -> bool {
-        sluice_chain::relay_allows(&self.allow_domains, recipient)
+        sluice_deliver::relay_allows(&self.allow_domains, recipient)
     }
 
     /// Sends `msg` (the message the recipients' group delivers) to the job's recipients:
@@ -221,7 +221,7 @@ impl Relay {
             }
             None => raw,
         };
-        if let Some(max) = self.via.max_bytes().filter(|max| raw.len() > *max) {
+        if let Some(max) = self.via.limits().max_bytes.filter(|max| raw.len() > *max) {
             let reason = format!(
                 "the message is {} bytes after the relay rewrite; SES sends at most {max} bytes",
                 raw.len()
@@ -237,7 +237,7 @@ impl Relay {
 
         // A stable order makes the chunks, and so their claims, the same on every retry.
         allowed.sort_by_key(|r| r.to_lowercase());
-        for chunk in allowed.chunks(self.via.chunk()) {
+        for chunk in allowed.chunks(self.via.limits().chunk) {
             let name = send_name(message_id, "relay", chunk);
             let key = markers.marker_key(message_id, "relay", chunk);
             let detail = json!({
@@ -258,7 +258,7 @@ impl Relay {
             let outcome = match sent {
                 // The smarthost refused this recipient for good: a failure to report to the
                 // sender (bounced like any other), not a reason to retry the message.
-                Err(e) if e.is_permanent() && matches!(self.via, Outbound::Smtp(_)) => {
+                Err(e) if e.is_permanent() && self.via.limits().refuses_per_recipient => {
                     tracing::warn!(message_id, recipient = %Address(&chunk[0]), error = %e, "relay refused by the smarthost");
                     report.refused.extend(chunk.iter().map(|r| Refusal {
                         recipient: r.clone(),
@@ -296,9 +296,8 @@ mod tests {
     #[test]
     fn allow_list() {
         let relay = Relay {
-            via: Outbound::Ses(sluice_aws::Ses::for_endpoint(
-                "http://127.0.0.1:9",
-                "us-east-1",
+            via: std::sync::Arc::new(sluice_deliver::relay::ses::SesTransport(
+                sluice_aws::Ses::for_endpoint("http://127.0.0.1:9", "us-east-1"),
             )),
             from: "f@example.com".into(),
             allow_domains: vec!["Gmail.com".into(), ".partner.example".into()],

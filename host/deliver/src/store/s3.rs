@@ -1,12 +1,86 @@
-//! S3 mailboxes: one object per message, recipient and folder.
+//! `[store] kind = "s3"`: S3 mailboxes, one object per message, recipient and folder.
 
+use std::sync::Arc;
+
+use serde::Deserialize;
 use sluice_aws::{S3Url, S3};
-use sluice_chain::{mailbox_segments, SegmentError};
-use sluice_deliver::{
-    BoxFuture, MailboxError, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
+
+use crate::config::{
+    read_section, Checked, RecordsAt, StoreConfig, StoreContext, StoreKind, StoreTarget,
+    TargetClients,
+};
+use crate::names::{mailbox_segments, SegmentError};
+use crate::{
+    BoxFuture, MailboxError, MailboxStore, SetupError, StoreOutcome, StoreRequest, TraceMeta,
 };
 
-use super::SendError;
+/// `[store] kind = "s3"`.
+pub const KIND: StoreKind = StoreKind { name: "s3", read };
+
+/// The section as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct S3Section {
+    /// The bucket.
+    bucket: String,
+    /// The key prefix.
+    prefix: Option<String>,
+}
+
+/// `[store] kind = "s3"`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3StoreConfig {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+}
+
+fn read(table: toml::Table, _: &StoreContext<'_>) -> Checked<StoreConfig> {
+    let section: S3Section = read_section("store", table).map_err(|e| {
+        format!("{e} (kind = \"s3\" takes `bucket = \"BUCKET\"` and optionally `prefix`)")
+    })?;
+    if section.bucket.is_empty() {
+        return Err("store: kind = \"s3\" needs `bucket = \"BUCKET\"`".into());
+    }
+    Ok(Arc::new(S3StoreConfig {
+        bucket: section.bucket,
+        prefix: section
+            .prefix
+            .unwrap_or_default()
+            .trim_matches('/')
+            .to_string(),
+    }))
+}
+
+impl StoreTarget for S3StoreConfig {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn home(&self) -> Option<RecordsAt> {
+        Some(RecordsAt::S3 {
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+        })
+    }
+
+    fn needs_delivered_log(&self) -> bool {
+        false
+    }
+
+    fn delivered_at(&self) -> Option<&RecordsAt> {
+        None
+    }
+
+    fn build(&self, clients: &TargetClients) -> Result<Arc<dyn MailboxStore>, SetupError> {
+        Ok(Arc::new(S3Mailboxes {
+            s3: clients.s3.clone(),
+            bucket: self.bucket.clone(),
+            prefix: self.prefix.clone(),
+        }))
+    }
+}
 
 /// S3's limit for a key, in bytes.
 const MAX_KEY: usize = 1024;
@@ -48,7 +122,7 @@ pub struct S3Mailboxes {
 
 impl S3Mailboxes {
     /// The key for one copy: the same segments as the directory store
-    /// ([`sluice_chain::mailbox_segments`]: domain and local part ASCII-lower-cased, every
+    /// ([`mailbox_segments`]: domain and local part ASCII-lower-cased, every
     /// segment escaped injectively), so no two addresses share a mailbox and no input can
     /// leave its own. A name that cannot be stored (empty, a segment over 255 bytes escaped,
     /// a key over S3's 1024 bytes) is refused, not cut.
@@ -86,12 +160,13 @@ impl S3Mailboxes {
         message_id: &str,
         bytes: Vec<u8>,
         trace: &TraceMeta,
-    ) -> Result<String, SendError> {
-        let key = self.key_for(recipient, folder, message_id).map_err(|e| {
-            SendError::Unsendable(format!(
-                "message {message_id} for {recipient} in {folder}: {e}"
-            ))
-        })?;
+    ) -> Result<String, MailboxError> {
+        let key = self
+            .key_for(recipient, folder, message_id)
+            .map_err(|source| MailboxError::Unstorable {
+                recipient: recipient.to_string(),
+                source,
+            })?;
         let mut metadata = vec![
             ("sluice-message-id".to_string(), header_safe(message_id)),
             ("sluice-recipient".to_string(), header_safe(recipient)),
@@ -108,11 +183,9 @@ impl S3Mailboxes {
         self.s3
             .put_with_metadata(&url, bytes, "message/rfc822", &metadata)
             .await
-            .map_err(|e| {
-                SendError::aws(
-                    format_args!("storing message {message_id} for {recipient} in {folder}"),
-                    e,
-                )
+            .map_err(|source| MailboxError::S3 {
+                what: format!("storing message {message_id} for {recipient} in {folder}"),
+                source,
             })?;
         Ok(url.key)
     }
@@ -145,12 +218,7 @@ impl MailboxStore for S3Mailboxes {
                         request.trace,
                     )
                     .await
-                    .map(|key| format!("s3://{}/{key}", self.bucket))
-                    .map_err(|e| MailboxError::Service {
-                        what: format!("S3 mailbox {}", self.bucket),
-                        permanent: e.is_permanent(),
-                        reason: e.to_string(),
-                    }),
+                    .map(|key| format!("s3://{}/{key}", self.bucket)),
                 };
                 out.push(StoreOutcome {
                     copy: copy.clone(),

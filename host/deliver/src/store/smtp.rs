@@ -4,14 +4,85 @@
 //! an [`FOLDER_HEADER`] header for the MTA's filter (Sieve `fileinto`) to act on.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use sluice_chain::{ServerConfig, SmtpStoreConfig, DEFAULT_FOLDER};
+use serde::Deserialize;
 
+use crate::config::{
+    read_section, store_markers, Checked, RecordsAt, StoreConfig, StoreContext, StoreKind,
+    StoreTarget, TargetClients,
+};
+use crate::server::{take_server, tcp_address, ServerConfig, ServerRules, TlsMode};
 use crate::session::{Pool, Protocol, Target};
 use crate::{
     all_failed, BoxFuture, MailboxCopy, MailboxError, MailboxStore, Reply, SetupError,
-    StoreOutcome, StoreRequest,
+    StoreOutcome, StoreRequest, DEFAULT_FOLDER,
 };
+
+/// `[store] kind = "smtp"`.
+pub const KIND: StoreKind = StoreKind { name: "smtp", read };
+
+/// The section as written (the server keys are read by [`take_server`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SmtpSection {
+    /// The server's host name or address.
+    host: Option<String>,
+    /// The port (default 25).
+    port: Option<u16>,
+    /// Where delivered recipients are recorded (`s3://bucket/prefix` or a directory), so a
+    /// retry delivers only to the recipients not yet done. Default: the relay's markers.
+    markers: Option<String>,
+}
+
+/// `[store] kind = "smtp"`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SmtpStoreConfig {
+    /// The MTA.
+    pub server: ServerConfig,
+    /// Where delivered recipients are recorded.
+    pub markers: Option<RecordsAt>,
+}
+
+fn read(table: toml::Table, context: &StoreContext<'_>) -> Checked<StoreConfig> {
+    Ok(Arc::new(check(table, context)?))
+}
+
+fn check(mut table: toml::Table, context: &StoreContext<'_>) -> Checked<SmtpStoreConfig> {
+    table.remove("kind");
+    let rules = ServerRules {
+        default_tls: TlsMode::StartTls,
+        auth: true,
+    };
+    let settings = take_server("store", &mut table, rules, context.resolve)?;
+    let section: SmtpSection = read_section("store", table)?;
+    Ok(SmtpStoreConfig {
+        server: settings.at(tcp_address("store", &section.host, section.port, 25)?),
+        markers: store_markers(section.markers.as_deref(), context)?,
+    })
+}
+
+impl StoreTarget for SmtpStoreConfig {
+    fn kind(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn home(&self) -> Option<RecordsAt> {
+        None
+    }
+
+    fn needs_delivered_log(&self) -> bool {
+        true
+    }
+
+    fn delivered_at(&self) -> Option<&RecordsAt> {
+        self.markers.as_ref()
+    }
+
+    fn build(&self, _: &TargetClients) -> Result<Arc<dyn MailboxStore>, SetupError> {
+        Ok(Arc::new(SmtpStore::new(self)?))
+    }
+}
 
 /// The header that names the folder a rule chose, on copies handed over SMTP.
 pub const FOLDER_HEADER: &str = "X-Sluice-Folder";
@@ -122,5 +193,48 @@ impl MailboxStore for SmtpStore {
 
     fn store<'a>(&'a self, request: StoreRequest<'a>) -> BoxFuture<'a, Vec<StoreOutcome>> {
         Box::pin(self.deliver(request))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{Credentials, ServerAddress};
+    use std::path::PathBuf;
+
+    fn smtp(text: &str) -> Checked<SmtpStoreConfig> {
+        let resolve = |p: &str| PathBuf::from("/etc/sluice").join(p);
+        let context = StoreContext {
+            resolve: &resolve,
+            relay_markers: None,
+        };
+        check(toml::from_str(text).unwrap(), &context)
+    }
+
+    #[test]
+    fn smtp_needs_tls_for_credentials_and_reads_them_from_outside() {
+        let s = smtp("kind = \"smtp\"\nhost = \"mx.internal\"").unwrap();
+        assert_eq!(
+            s.server.address,
+            ServerAddress::Tcp {
+                host: "mx.internal".into(),
+                port: 25
+            }
+        );
+        assert_eq!(s.server.tls, TlsMode::StartTls);
+        let m =
+            smtp("kind = \"smtp\"\nhost = \"h\"\ntls = \"none\"\nauth_env = \"SMTP\"").unwrap_err();
+        assert!(m.contains("never sent in plain text"), "{m}");
+        let s = smtp("kind = \"smtp\"\nhost = \"h\"\nauth_file = \"smtp.secret\"").unwrap();
+        assert_eq!(
+            s.server.credentials,
+            Some(Credentials::File("/etc/sluice/smtp.secret".into()))
+        );
+        let m = smtp("kind = \"smtp\"\nhost = \"h\"\ntls = \"ssl\"").unwrap_err();
+        assert!(
+            m.contains("expected \"none\", \"starttls\" or \"implicit\""),
+            "{m}"
+        );
+        assert!(smtp("kind = \"smtp\"").unwrap_err().contains("needs `host"));
     }
 }

@@ -1,34 +1,6 @@
-//! Mailbox names and the local directory store (`[store] kind = "dir"`).
-//!
-//! Layout: `<root>/<domain>/<local-part>/<folder>/<message-id>.eml`. Names derive from the
-//! recipient, folder and message id only, so storing the same message twice rewrites the same
-//! file. The S3 mailboxes use the same segments ([`mailbox_segments`]).
-
-use std::io::Write;
-use std::path::{Path, PathBuf};
-
-/// A delivery that could not be made.
-#[derive(Debug, thiserror::Error)]
-pub enum DirStoreError {
-    /// The file could not be written (a retry may succeed).
-    #[error("cannot write {path}: {source}")]
-    Write {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The recipient, folder or message id cannot be a mailbox path (a retry cannot help).
-    #[error(transparent)]
-    Unstorable(#[from] SegmentError),
-}
-
-impl DirStoreError {
-    /// A retry cannot succeed: the name itself cannot be stored.
-    pub fn is_permanent(&self) -> bool {
-        matches!(self, DirStoreError::Unstorable(_))
-    }
-}
+//! Mailbox names: `<domain>/<local-part>/<folder>/<message-id>.eml`, the same segments for
+//! the directory store and the S3 mailboxes. Names derive from the recipient, folder and
+//! message id only, so storing the same message twice rewrites the same file or object.
 
 /// The longest escaped segment, in bytes: `NAME_MAX` on common file systems, and well within
 /// S3's 1024-byte keys for the four segments of a mailbox key.
@@ -118,7 +90,7 @@ pub fn unescape_segment(s: &str) -> Option<String> {
 }
 
 /// The four segments of a mailbox copy, `[domain, local-part, folder, <message-id>.eml]`,
-/// shared by [`DirStore`] and the S3 mailboxes. Domain and local part are ASCII-lower-cased
+/// shared by the directory store and the S3 mailboxes. Domain and local part are ASCII-lower-cased
 /// (one mailbox per address whatever its case); folder and message id keep their case.
 pub fn mailbox_segments(
     recipient: &str,
@@ -132,55 +104,6 @@ pub fn mailbox_segments(
         escape_segment("folder", folder)?,
         escape_with_suffix("message id", message_id, ".eml")?,
     ])
-}
-
-/// A mailbox store in a local directory.
-#[derive(Debug, Clone)]
-pub struct DirStore {
-    root: PathBuf,
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DirStoreError> {
-    let err = |source| DirStoreError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
-}
-
-impl DirStore {
-    /// A store rooted at `root` (created on first delivery).
-    pub fn new(root: PathBuf) -> DirStore {
-        DirStore { root }
-    }
-
-    /// The root directory.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Writes one mailbox copy: `<root>/<domain>/<local-part>/<folder>/<message-id>.eml`, each
-    /// segment escaped by [`escape_segment`].
-    pub fn store(
-        &self,
-        recipient: &str,
-        folder: &str,
-        message_id: &str,
-        bytes: &[u8],
-    ) -> Result<PathBuf, DirStoreError> {
-        let mut path = self.root.clone();
-        path.extend(mailbox_segments(recipient, folder, message_id)?);
-        write_atomic(&path, bytes)?;
-        Ok(path)
-    }
 }
 
 #[cfg(test)]
@@ -261,30 +184,5 @@ mod tests {
         assert!(mailbox_segments("bob@example.com", "INBOX", &"m".repeat(251)).is_ok());
         assert_eq!(unescape_segment("%zz"), None);
         assert_eq!(unescape_segment("%4"), None);
-    }
-
-    #[test]
-    fn dir_store_refuses_and_separates() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = DirStore::new(dir.path().to_path_buf());
-        let a = store.store("a/b@example.com", "INBOX", "m1", b"1").unwrap();
-        let b = store.store("a_b@example.com", "INBOX", "m1", b"2").unwrap();
-        let c = store
-            .store("a\\b@example.com", "INBOX", "m1", b"3")
-            .unwrap();
-        assert_ne!(a, b);
-        assert_ne!(b, c);
-        assert_eq!(std::fs::read(&a).unwrap(), b"1");
-        assert_eq!(std::fs::read(&b).unwrap(), b"2");
-        assert!(a.starts_with(dir.path().join("example.com").join("a%2Fb")));
-        let err = store
-            .store(
-                &format!("{}@example.com", "y".repeat(300)),
-                "INBOX",
-                "m1",
-                b"4",
-            )
-            .unwrap_err();
-        assert!(err.is_permanent(), "{err}");
     }
 }
