@@ -1,4 +1,4 @@
-//! Deliveries against a real moto server: S3 mailboxes, SES relay with send claims and the
+//! Deliveries against a real moto server: SES relay with send claims and the
 //! loop guard, DSN bounces and their suppression.
 
 use std::sync::Arc;
@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use sluice_aws::{Created, S3Url, Ses, S3};
 use sluice_deliver::relay::ses::SesTransport;
-use sluice_deliver::{Outbound, S3Mailboxes, SendGuarantee};
+use sluice_deliver::{Outbound, SendGuarantee};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
     BounceJob, BounceReport, Bouncer, Claim, Markers, RefusalKind, Relay, RelayJob, SendError,
@@ -149,66 +149,6 @@ fn verdicts(spf: Verdict, dkim: Verdict) -> Verdicts {
         virus: Verdict::Pass,
         dmarc_policy: None,
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mailbox_store_writes_the_key_with_sse_and_trace_metadata() {
-    let env = env().await;
-    let boxes = S3Mailboxes {
-        s3: env.s3.clone(),
-        bucket: BUCKET.into(),
-        prefix: "mailboxes".into(),
-    };
-    let trace = TraceMeta {
-        steps: vec![("banner".into(), "ok".into()), ("junk".into(), "ok".into())],
-    };
-    let key = boxes
-        .store(
-            "Team@Example.com",
-            "Junk",
-            "ses-abc",
-            ORIGINAL.as_bytes().to_vec(),
-            &trace,
-        )
-        .await
-        .unwrap();
-    assert_eq!(key, "mailboxes/example.com/team/Junk/ses-abc.eml");
-    let url = S3Url {
-        bucket: BUCKET.into(),
-        key: key.clone(),
-    };
-    assert_eq!(env.s3.get(&url).await.unwrap().bytes, ORIGINAL.as_bytes());
-
-    let head = env
-        .s3
-        .client()
-        .head_object()
-        .bucket(BUCKET)
-        .key(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        head.server_side_encryption(),
-        Some(&aws_sdk_s3::types::ServerSideEncryption::Aes256)
-    );
-    let meta = head.metadata().expect("metadata");
-    assert_eq!(meta["sluice-steps"], "banner:ok,junk:ok");
-    assert_eq!(meta["sluice-message-id"], "ses-abc");
-    assert_eq!(meta["sluice-recipient"], "Team@Example.com");
-
-    // A redelivery writes the same key again.
-    let again = boxes
-        .store(
-            "team@example.com",
-            "Junk",
-            "ses-abc",
-            ORIGINAL.as_bytes().to_vec(),
-            &trace,
-        )
-        .await
-        .unwrap();
-    assert_eq!(again, key);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -821,62 +761,4 @@ async fn hops_are_counted_on_the_message_as_received() {
         .await
         .unwrap();
     assert_eq!(report.sent, ["bob@partner.example"]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mailboxes_of_look_alike_addresses_are_distinct_objects() {
-    let env = env().await;
-    let boxes = S3Mailboxes {
-        s3: env.s3.clone(),
-        bucket: BUCKET.into(),
-        prefix: "mailboxes".into(),
-    };
-    let trace = TraceMeta::default();
-    let long = |c: char| format!("{}{c}@example.com", "x".repeat(200));
-    let recipients = [
-        "a/b@example.com".to_string(),
-        "a_b@example.com".to_string(),
-        "a\\b@example.com".to_string(),
-        "a%2Fb@example.com".to_string(),
-        long('1'),
-        long('2'),
-    ];
-    let mut keys = Vec::new();
-    for (i, r) in recipients.iter().enumerate() {
-        let key = boxes
-            .store(r, "INBOX", "m1", format!("copy {i}").into_bytes(), &trace)
-            .await
-            .unwrap();
-        keys.push(key);
-    }
-    for (i, key) in keys.iter().enumerate() {
-        let url = S3Url {
-            bucket: BUCKET.into(),
-            key: key.clone(),
-        };
-        assert_eq!(
-            env.s3.get(&url).await.unwrap().bytes,
-            format!("copy {i}").as_bytes(),
-            "{key}"
-        );
-    }
-    assert_eq!(keys[1], "mailboxes/example.com/a_b/INBOX/m1.eml");
-    assert_eq!(keys[0], "mailboxes/example.com/a%2Fb/INBOX/m1.eml");
-
-    let err = boxes
-        .store(
-            &format!("{}@example.com", "y".repeat(256)),
-            "INBOX",
-            "m1",
-            b"x".to_vec(),
-            &trace,
-        )
-        .await
-        .unwrap_err();
-    assert!(err.is_permanent(), "{err}");
-    assert!(
-        matches!(err, sluice_deliver::MailboxError::Unstorable { .. }),
-        "{err:?}"
-    );
-    assert!(err.to_string().contains("local part"), "{err}");
 }
