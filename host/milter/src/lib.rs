@@ -1,0 +1,2 @@
+//! milter
+pub mod codec;
