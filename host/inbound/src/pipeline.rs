@@ -439,7 +439,15 @@ impl Pipeline {
         loaded: &Arc<LoadedChains>,
     ) -> Result<(Arc<Message>, ProcessResult, u64, Envelope), HandleError> {
         let id = arrival.message_id.clone();
-        let raw = self.fetch(&arrival, &loaded.config).await?;
+        // Bytes in hand are moved, not copied: a door's large message is held once.
+        let mut arrival = arrival;
+        let raw = match std::mem::replace(&mut arrival.content, MessageContent::Stored) {
+            MessageContent::Inline(bytes) => bytes,
+            content => {
+                arrival.content = content;
+                self.fetch(&arrival, &loaded.config).await?
+            }
+        };
         let engine = self.engine;
         let envelope = Envelope {
             message_id: id.clone(),
