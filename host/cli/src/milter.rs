@@ -1,0 +1,105 @@
+//! `sluice milter`: the milter door. Postfix or Sendmail connects (`smtpd_milters =
+//! inet:127.0.0.1:PORT`), streams each SMTP transaction, and at end of message gets the
+//! chain's result as milter modifications or an SMTP reply (see `sluice_milter::answer`).
+//! Nothing is delivered by Sluice here: the MTA delivers, so `[store]` and `[relay]` are not
+//! needed (and not used).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use sluice_inbound::{Pipeline, PipelineOptions};
+use sluice_milter::{DefaultAction, Listen, Listener, MilterOptions};
+
+/// `sluice milter`'s arguments.
+#[derive(Args)]
+pub struct MilterArgs {
+    /// The config: a file, or `s3://bucket/key.toml` (checked for changes while running).
+    #[arg(long)]
+    pub config: String,
+    /// Where to listen: `inet:127.0.0.1:PORT` (port 0: any free port, printed on stdout) or
+    /// `unix:/path/to/socket`.
+    #[arg(long)]
+    pub listen: Listen,
+    /// The largest message accepted, in bytes; larger ones are refused 552 5.3.4.
+    #[arg(long, default_value_t = 40 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Seconds to wait for the MTA's next command before closing the connection.
+    #[arg(long, default_value_t = 600)]
+    pub command_timeout: u64,
+    /// Connections served at once; more are answered 421 4.3.2.
+    #[arg(long, default_value_t = 64)]
+    pub max_connections: usize,
+    /// When the chain cannot run (a panic, an engine failure): `tempfail` (451, the sender
+    /// retries) or `accept` (the message passes unchanged).
+    #[arg(long, value_enum, default_value = "tempfail")]
+    pub default_action: DefaultActionArg,
+    /// Read SPF/DKIM/DMARC verdicts from the topmost `Authentication-Results` header with this
+    /// authserv-id (your MTA's, e.g. `mx.example.com`); without it every verdict is `unknown`.
+    #[arg(long, value_name = "AUTHSERV-ID")]
+    pub trusted_authserv_id: Option<String>,
+    /// On SIGTERM, seconds connections may take to finish their message.
+    #[arg(long, default_value_t = 30)]
+    pub grace: u64,
+    /// Check the config for changes this often, in seconds.
+    #[arg(long, default_value_t = 30)]
+    pub reload_seconds: u64,
+    /// Directory for fetched and compiled plugins [default: [engine] cache_dir, else
+    /// $SLUICE_CACHE_DIR, else ~/.cache/sluice].
+    #[arg(long)]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// `--default-action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DefaultActionArg {
+    /// 451 4.3.0.
+    Tempfail,
+    /// Pass unchanged.
+    Accept,
+}
+
+/// Runs the milter until SIGTERM/SIGINT.
+pub fn run(args: MilterArgs) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = rt.block_on(serve(args));
+    rt.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn serve(args: MilterArgs) -> Result<()> {
+    let stop = crate::daemon::shutdown_signal()?;
+    let pipeline = Pipeline::start(PipelineOptions {
+        config: args.config.clone(),
+        reload_interval: Duration::from_secs(args.reload_seconds),
+        cache_dir: args.cache_dir.clone(),
+        metrics: false,
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let listener = Listener::bind(&args.listen).await?;
+    // The bound address on stdout: with port 0, how a supervisor (or a test) finds it.
+    println!("sluice milter: listening on {}", listener.local());
+    tracing::info!(listen = %listener.local(), config = %args.config, "milter listening");
+    let options = MilterOptions {
+        max_message_bytes: args.max_message_bytes,
+        command_timeout: Duration::from_secs(args.command_timeout),
+        max_connections: args.max_connections.max(1),
+        default_action: match args.default_action {
+            DefaultActionArg::Tempfail => DefaultAction::Tempfail,
+            DefaultActionArg::Accept => DefaultAction::Accept,
+        },
+        trusted_authserv_id: args.trusted_authserv_id,
+        grace: Duration::from_secs(args.grace),
+        reload_interval: Duration::from_secs(args.reload_seconds),
+        ..MilterOptions::default()
+    };
+    sluice_milter::serve(Arc::new(pipeline), listener, options, stop).await;
+    tracing::info!("milter stopped");
+    Ok(())
+}

@@ -1,0 +1,406 @@
+//! `sluice milter` driven over loopback by a small MTA side of the milter protocol written
+//! here (the packets as Postfix sends them): the reference rules' edits come back as milter
+//! modifications, refusals as SMTP replies, and a malformed packet ends only its connection.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use sluice_tests::rule;
+
+/// `sluice milter` on a free loopback port, stopped (SIGKILL) when dropped.
+struct Milter {
+    child: Child,
+    port: u16,
+}
+
+impl Milter {
+    fn start(config: &Path, cache: &Path, extra: &[&str]) -> Milter {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["milter", "--listen", "inet:127.0.0.1:0", "--config"])
+            .arg(config)
+            .args(extra)
+            .env("SLUICE_CACHE_DIR", cache)
+            // No AWS here: no region lookups against instance metadata at start-up.
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
+        Milter { child, port }
+    }
+
+    fn connect(&self) -> Mta {
+        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Mta { stream }
+    }
+}
+
+impl Drop for Milter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The MTA side of one milter connection.
+struct Mta {
+    stream: TcpStream,
+}
+
+/// What the milter answered to one command: `(command byte, data)` packets.
+type Packets = Vec<(u8, Vec<u8>)>;
+
+impl Mta {
+    fn send(&mut self, code: u8, data: &[u8]) {
+        let mut packet = ((data.len() + 1) as u32).to_be_bytes().to_vec();
+        packet.push(code);
+        packet.extend_from_slice(data);
+        self.stream.write_all(&packet).unwrap();
+    }
+
+    /// One packet, or `None` when the milter closed the connection.
+    fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len).ok()?;
+        let mut packet = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut packet).ok()?;
+        let data = packet.split_off(1);
+        Some((packet[0], data))
+    }
+
+    /// Sends a command and reads up to its final answer (modifications first).
+    fn ask(&mut self, code: u8, data: &[u8]) -> Packets {
+        self.send(code, data);
+        let mut got = Vec::new();
+        while let Some((c, d)) = self.recv() {
+            let last = b"cadrty".contains(&c) || c == b'O';
+            got.push((c, d));
+            if last {
+                break;
+            }
+        }
+        got
+    }
+
+    /// Negotiation and connect, as Postfix opens a connection.
+    fn open(&mut self) {
+        let mut neg = Vec::new();
+        for w in [6u32, 0x1ff, 0x1f_ffff] {
+            neg.extend_from_slice(&w.to_be_bytes());
+        }
+        let answer = self.ask(b'O', &neg);
+        assert_eq!(answer[0].0, b'O', "{answer:?}");
+        self.send(b'D', b"Cj\0mx.example.com\0");
+        assert_eq!(
+            self.ask(b'C', b"mail.sender.example\x004\x00\x19192.0.2.1\0"),
+            [(b'c', vec![])]
+        );
+    }
+
+    /// One transaction: the final answer's packets for MAIL, each RCPT, and end of message.
+    fn transaction(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> Transaction {
+        self.send(b'D', b"Mi\x004F2AB3C\0");
+        let mail = self.ask(b'M', format!("<{from}>\0").as_bytes());
+        let rcpt = rcpts
+            .iter()
+            .map(|r| self.ask(b'R', format!("<{r}>\0").as_bytes()))
+            .collect();
+        let text = String::from_utf8_lossy(message).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        for field in head
+            .split("\r\n")
+            .collect::<Vec<_>>()
+            .join("\n")
+            .split("\n")
+        {
+            let (name, value) = field.split_once(':').unwrap();
+            let answer = self.ask(b'L', format!("{name}\0{}\0", value.trim_start()).as_bytes());
+            assert_eq!(answer, [(b'c', vec![])]);
+        }
+        self.ask(b'N', b"");
+        for chunk in body.as_bytes().chunks(65535) {
+            let answer = self.ask(b'B', chunk);
+            if answer != [(b'c', vec![])] {
+                return Transaction {
+                    mail,
+                    rcpt,
+                    end: answer,
+                };
+            }
+        }
+        let end = self.ask(b'E', b"");
+        Transaction { mail, rcpt, end }
+    }
+}
+
+struct Transaction {
+    mail: Packets,
+    rcpt: Vec<Packets>,
+    end: Packets,
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The REPLYCODE text in an answer, if any.
+fn reply(answer: &Packets) -> Option<String> {
+    answer
+        .iter()
+        .find(|(c, _)| *c == b'y')
+        .map(|(_, d)| text(d.strip_suffix(b"\0").unwrap_or(d)))
+}
+
+/// The `name\0value\0` of the packets with this command byte (after `skip` bytes: the index
+/// of CHGHEADER/INSHEADER).
+fn fields(answer: &Packets, code: u8, skip: usize) -> Vec<(String, String)> {
+    answer
+        .iter()
+        .filter(|(c, _)| *c == code)
+        .map(|(_, d)| {
+            let parts: Vec<String> = d[skip..].split(|&b| b == 0).map(text).collect();
+            (parts[0].clone(), parts.get(1).cloned().unwrap_or_default())
+        })
+        .collect()
+}
+
+fn message(subject: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "{extra_headers}From: Sender <someone@sender.example>\r\nTo: alice@example.com\r\n\
+         Subject: {subject}\r\nMessage-ID: <{subject}@sender.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=UTF-8\r\n\r\nHello {subject}.\r\n"
+    )
+    .into_bytes()
+}
+
+/// example.com: subject tag, banner, junk (on the trusted Authentication-Results), aliases
+/// with unknown addresses bounced; drop.example: every address dropped.
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{alias}"
+config = {{ mailboxes = ["alice"], aliases = {{ info = "alice" }}, unknown = "bounce" }}
+[[domain.step]]
+plugin = "{junk}"
+config = {{}}
+[[domain.step]]
+plugin = "{tag}"
+config = {{ tag = "[EXT]", internal_domains = ["example.com"] }}
+[[domain.step]]
+plugin = "{banner}"
+config = {{ text = "External sender: be careful.", internal_domains = ["example.com"] }}
+
+[[domain]]
+name = "drop.example"
+[[domain.step]]
+plugin = "{alias}"
+config = {{ unknown = "drop" }}
+"#,
+            alias = rule("alias").display(),
+            junk = rule("junk").display(),
+            tag = rule("subject-tag").display(),
+            banner = rule("banner").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn started(extra: &[&str]) -> (tempfile::TempDir, Milter) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path());
+    let milter = Milter::start(
+        &config,
+        &dir.path().join("cache"),
+        &[&["--trusted-authserv-id", "mx.example.com"], extra].concat(),
+    );
+    (dir, milter)
+}
+
+#[test]
+fn milter_answers_with_the_rules_edits_as_modifications() {
+    let _turn = crate::turn(module_path!());
+    let (_dir, milter) = started(&[]);
+    let mut mta = milter.connect();
+    mta.open();
+    // To an alias: the subject is tagged, the body gets the banner, info@ becomes alice@.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["info@example.com"],
+        &message("tagged", "X-Sluice-Folder: Forged\r\n"),
+    );
+    assert_eq!(t.mail, [(b'c', vec![])]);
+    assert_eq!(t.rcpt, [vec![(b'c', vec![])]]);
+    let end = &t.end;
+    assert_eq!(end.last().unwrap().0, b'c', "{end:?}");
+    let changed = fields(end, b'm', 4);
+    assert!(
+        changed.contains(&("Subject".into(), "[EXT] tagged".into())),
+        "{changed:?}"
+    );
+    // The sender's own folder header is deleted (an empty CHGHEADER value).
+    assert!(changed.contains(&("X-Sluice-Folder".into(), String::new())));
+    let body: Vec<u8> = end
+        .iter()
+        .filter(|(c, _)| *c == b'b')
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    let body = text(&body);
+    assert!(body.contains("External sender: be careful."), "{body}");
+    assert!(body.contains("Hello tagged."), "{body}");
+    assert_eq!(fields(end, b'-', 0)[0].0, "<info@example.com>");
+    assert_eq!(fields(end, b'+', 0)[0].0, "<alice@example.com>");
+
+    // Quarantined by DMARC, said by our own MTA: a folder header on top, for Sieve.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message(
+            "quarantined",
+            "Authentication-Results: mx.example.com; dmarc=fail (p=quarantine) header.from=sender.example\r\n",
+        ),
+    );
+    let inserted = fields(&t.end, b'i', 4);
+    assert!(
+        inserted.contains(&("X-Sluice-Folder".into(), "Junk".into())),
+        "{:?}",
+        t.end
+    );
+    assert!(
+        fields(&t.end, b'-', 0).is_empty(),
+        "alice keeps the message"
+    );
+
+    // A recipient whose domain runs another chain: 452, to be retried on its own.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com", "x@drop.example"],
+        &message("two-domains", ""),
+    );
+    assert_eq!(t.rcpt[0], [(b'c', vec![])]);
+    let second = reply(&t.rcpt[1]).unwrap();
+    assert!(second.starts_with("452 4.5.3 "), "{second}");
+    assert_eq!(t.end.last().unwrap().0, b'c');
+}
+
+#[test]
+fn milter_refuses_what_the_rules_refuse_in_the_smtp_reply() {
+    let _turn = crate::turn(module_path!());
+    let (_dir, milter) = started(&["--max-message-bytes", "100000"]);
+    let mut mta = milter.connect();
+    mta.open();
+    // DMARC failed with p=reject: the junk rule's bounce is the SMTP reply, code and text.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message(
+            "rejected",
+            "Authentication-Results: mx.example.com; dmarc=fail (p=reject) header.from=sender.example\r\n",
+        ),
+    );
+    let refused = reply(&t.end).unwrap_or_else(|| panic!("{:?}", t.end));
+    assert!(refused.starts_with("550 5.7.1 "), "{refused}");
+    assert!(refused.contains("DMARC"), "{refused}");
+    // A forged header with another authserv-id changes nothing.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message(
+            "forged",
+            "Authentication-Results: evil.example; dmarc=fail (p=reject)\r\n",
+        ),
+    );
+    assert!(reply(&t.end).is_none(), "{:?}", t.end);
+    // No such user: the alias rule's 550 5.1.1.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["nobody@example.com"],
+        &message("unknown", ""),
+    );
+    let refused = reply(&t.end).unwrap_or_else(|| panic!("{:?}", t.end));
+    assert!(refused.starts_with("550 5.1.1 "), "{refused}");
+    // Every recipient dropped: discarded.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["x@drop.example"],
+        &message("dropped", ""),
+    );
+    assert_eq!(t.end, [(b'd', vec![])]);
+    // Over the size limit: 552 5.3.4 during the body, and the connection goes on.
+    let big = message("big", "")
+        .into_iter()
+        .chain(vec![b'x'; 200_000])
+        .collect::<Vec<_>>();
+    let t = mta.transaction("someone@sender.example", &["alice@example.com"], &big);
+    let refused = reply(&t.end).unwrap_or_else(|| panic!("{:?}", t.end));
+    assert!(refused.starts_with("552 5.3.4 "), "{refused}");
+    mta.send(b'A', b"");
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message("after", ""),
+    );
+    assert_eq!(t.end.last().unwrap().0, b'c');
+}
+
+#[test]
+fn milter_ends_only_the_connection_that_sent_a_malformed_packet() {
+    let _turn = crate::turn(module_path!());
+    let (_dir, milter) = started(&[]);
+    let mut good = milter.connect();
+    good.open();
+    for garbage in [
+        &b"\0\0\0\0"[..],     // length 0
+        b"\x7f\xff\xff\xffO", // 2 GB claimed
+        b"\0\0\0\x02C\x01",   // CONNECT without a host name's NUL
+        b"\0\0\0\x01z",       // no such command
+    ] {
+        let mut bad = milter.connect();
+        bad.open();
+        bad.stream.write_all(garbage).unwrap();
+        assert!(
+            bad.recv().is_none(),
+            "{garbage:?}: the connection stays open"
+        );
+    }
+    let t = good.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message("still-served", ""),
+    );
+    assert_eq!(t.end.last().unwrap().0, b'c', "{:?}", t.end);
+    // SIGTERM: the milter stops cleanly.
+    let mut milter = milter;
+    let pid = milter.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    drop(good);
+    let status = milter.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
