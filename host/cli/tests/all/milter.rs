@@ -404,3 +404,132 @@ fn milter_ends_only_the_connection_that_sent_a_malformed_packet() {
     let status = milter.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// An SMTP client's transaction: the last reply line to MAIL, each RCPT and the end of DATA
+/// (DATA is skipped when no recipient was accepted).
+fn smtp_send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+    let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut writer = stream;
+    let mut read_reply = || {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return line.trim_end().to_string();
+            }
+        }
+    };
+    let say = |w: &mut TcpStream, cmd: &str| w.write_all(format!("{cmd}\r\n").as_bytes()).unwrap();
+    read_reply();
+    say(&mut writer, "EHLO client.sender.example");
+    read_reply();
+    let mut replies = Vec::new();
+    say(&mut writer, &format!("MAIL FROM:<{from}>"));
+    replies.push(read_reply());
+    for r in rcpts {
+        say(&mut writer, &format!("RCPT TO:<{r}>"));
+        replies.push(read_reply());
+    }
+    if replies[1..].iter().any(|r| r.starts_with('2')) {
+        say(&mut writer, "DATA");
+        read_reply();
+        writer.write_all(data).unwrap();
+        writer.write_all(b".\r\n").unwrap();
+        replies.push(read_reply());
+    }
+    say(&mut writer, "QUIT");
+    replies
+}
+
+fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn milter_inside_a_real_postfix_edits_relayed_mail_and_refuses_at_end_of_data() {
+    let _turn = crate::turn(module_path!());
+    let Some(sink) = sluice_mailservers::SmtpSink::start() else {
+        return;
+    };
+    let (_dir, mut milter) = started(&[]);
+    let Some(postfix) = sluice_mailservers::Postfix::start(&format!(
+        "relay_domains = example.com drop.example\nrelayhost = [127.0.0.1]:{}\n\
+         smtpd_milters = inet:127.0.0.1:{}\nmilter_protocol = 6\nmilter_default_action = tempfail\n",
+        sink.port, milter.port
+    )) else {
+        return;
+    };
+    let from = "someone@sender.example";
+    // To an alias: relayed to the sink for alice, tagged, with the banner.
+    let replies = smtp_send(
+        postfix.port,
+        from,
+        &["info@example.com"],
+        &message("through-postfix", ""),
+    );
+    assert!(
+        replies.last().unwrap().starts_with("250 "),
+        "{replies:?}\n{}",
+        postfix.log()
+    );
+    let got = wait_for("the relayed message", || sink.received().pop());
+    assert_eq!(got.recipients, ["alice@example.com"], "{got:?}");
+    let data = text(&got.data);
+    assert!(
+        data.contains("Subject: [EXT] through-postfix\r\n"),
+        "{data}"
+    );
+    assert!(data.contains("External sender: be careful."), "{data}");
+    assert!(data.contains("Hello through-postfix."), "{data}");
+    assert!(data.contains("by mx.example.com (Postfix)"), "{data}");
+
+    // A rule's bounce: the SMTP client hears the rule's 5xx at end of DATA, nothing is sent.
+    let replies = smtp_send(
+        postfix.port,
+        from,
+        &["nobody@example.com"],
+        &message("bounced", ""),
+    );
+    let last = replies.last().unwrap();
+    assert!(last.starts_with("550 5.1.1 "), "{replies:?}");
+    assert!(last.contains("no such user"), "{last}");
+    // A second domain's recipient in the same transaction: 452 at RCPT, the first goes on.
+    let replies = smtp_send(
+        postfix.port,
+        from,
+        &["alice@example.com", "x@drop.example"],
+        &message("two-domains", ""),
+    );
+    assert!(replies[2].starts_with("452 4.5.3 "), "{replies:?}");
+    assert!(replies[3].starts_with("250 "), "{replies:?}");
+    wait_for("the second relayed message", || {
+        (sink.received().len() == 2).then_some(())
+    });
+
+    // Sluice gone: Postfix applies milter_default_action (tempfail), nothing is lost.
+    let _ = milter.child.kill();
+    let _ = milter.child.wait();
+    let replies = smtp_send(
+        postfix.port,
+        from,
+        &["alice@example.com"],
+        &message("no-milter", ""),
+    );
+    assert!(replies.iter().any(|r| r.starts_with("451 ")), "{replies:?}");
+    assert_eq!(sink.received().len(), 2);
+}
