@@ -10,16 +10,31 @@ use std::time::Duration;
 
 use sluice_tests::rule;
 
-/// `sluice milter` on a free loopback port, stopped (SIGKILL) when dropped.
+/// `sluice milter` on a free loopback port (or the Unix socket `--listen` names), stopped
+/// (SIGKILL) when dropped.
 struct Milter {
     child: Child,
+    /// The TCP port (0 on a Unix socket).
     port: u16,
+    /// What it printed it listens on.
+    listening: String,
 }
+
+/// A milter connection's socket, TCP or Unix.
+trait Socket: std::io::Read + std::io::Write {}
+impl<S: std::io::Read + std::io::Write> Socket for S {}
 
 impl Milter {
     fn start(config: &Path, cache: &Path, extra: &[&str]) -> Milter {
+        let listen = if extra.contains(&"--listen") {
+            &[][..]
+        } else {
+            &["--listen", "inet:127.0.0.1:0"][..]
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["milter", "--listen", "inet:127.0.0.1:0", "--config"])
+            .arg("milter")
+            .args(listen)
+            .arg("--config")
             .arg(config)
             .args(extra)
             .env("SLUICE_CACHE_DIR", cache)
@@ -34,20 +49,36 @@ impl Milter {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let port = line
+        let listening = line
             .trim()
-            .rsplit(':')
-            .next()
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("no listening line: {line:?}"));
-        Milter { child, port }
+            .strip_prefix("sluice milter: listening on ")
+            .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+            .to_string();
+        let port = listening
+            .strip_prefix("inet:")
+            .and_then(|a| a.rsplit(':').next()?.parse().ok())
+            .unwrap_or(0);
+        Milter {
+            child,
+            port,
+            listening,
+        }
     }
 
     fn connect(&self) -> Mta {
-        let stream = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
+        let timeout = Some(Duration::from_secs(30));
+        let stream: Box<dyn Socket> = match self.listening.strip_prefix("unix:") {
+            Some(path) => {
+                let s = std::os::unix::net::UnixStream::connect(path).unwrap();
+                s.set_read_timeout(timeout).unwrap();
+                Box::new(s)
+            }
+            None => {
+                let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+                s.set_read_timeout(timeout).unwrap();
+                Box::new(s)
+            }
+        };
         Mta { stream }
     }
 }
@@ -61,7 +92,7 @@ impl Drop for Milter {
 
 /// The MTA side of one milter connection.
 struct Mta {
-    stream: TcpStream,
+    stream: Box<dyn Socket>,
 }
 
 /// What the milter answered to one command: `(command byte, data)` packets.
@@ -532,4 +563,96 @@ fn milter_inside_a_real_postfix_edits_relayed_mail_and_refuses_at_end_of_data() 
     );
     assert!(replies.iter().any(|r| r.starts_with("451 ")), "{replies:?}");
     assert_eq!(sink.received().len(), 2);
+}
+
+/// The `SMFIR_REPLBODY` chunks of an answer.
+fn body_chunks(answer: &Packets) -> Vec<&Vec<u8>> {
+    answer
+        .iter()
+        .filter(|(c, _)| *c == b'b')
+        .map(|(_, d)| d)
+        .collect()
+}
+
+#[test]
+fn milter_handles_large_bodies_many_headers_aborts_and_the_connection_limit() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("milter.sock");
+    let listen = format!("unix:{}", socket.display());
+    let (_config_dir, milter) = started(&["--listen", &listen, "--max-connections", "1"]);
+    assert_eq!(milter.listening, listen);
+    let mut mta = milter.connect();
+    mta.open();
+
+    // Over the limit: negotiation, then 421 to every command.
+    let mut second = milter.connect();
+    let mut neg = Vec::new();
+    for w in [6u32, 0x1ff, 0] {
+        neg.extend_from_slice(&w.to_be_bytes());
+    }
+    assert_eq!(second.ask(b'O', &neg)[0].0, b'O');
+    let refused = second.ask(b'C', b"host\0U");
+    assert!(
+        reply(&refused).unwrap().starts_with("421 4.3.2 "),
+        "{refused:?}"
+    );
+    drop(second);
+
+    // 300 headers and a 300 KB body in 5 chunks: the banner comes back as a new body in
+    // chunks of at most 65535 bytes, the original body whole inside it.
+    let many: String = (0..300).map(|i| format!("X-Many-{i}: v{i}\r\n")).collect();
+    let lines: String = (0..6000)
+        .map(|i| format!("line {i:05} of a long body......\r\n"))
+        .collect();
+    let mut big = message("large", &many);
+    big.extend_from_slice(lines.as_bytes());
+    let t = mta.transaction("someone@sender.example", &["alice@example.com"], &big);
+    let chunks = body_chunks(&t.end);
+    assert!(chunks.len() >= 4, "{} chunks", chunks.len());
+    assert!(chunks.iter().all(|c| c.len() <= 65535));
+    let body = text(&chunks.into_iter().flatten().copied().collect::<Vec<u8>>());
+    assert!(
+        body.starts_with("External sender: be careful."),
+        "{}",
+        &body[..200]
+    );
+    assert!(body.contains(&lines), "the original body is kept whole");
+    assert_eq!(t.end.last().unwrap().0, b'c');
+
+    // An abort mid-message: the next transaction starts clean.
+    mta.ask(b'M', b"<someone@sender.example>\0");
+    mta.ask(b'R', b"<nobody@example.com>\0");
+    mta.ask(b'L', b"Subject\0aborted\0");
+    mta.send(b'A', b"");
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message("after-abort", ""),
+    );
+    assert!(fields(&t.end, b'm', 4).contains(&("Subject".into(), "[EXT] after-abort".into())));
+
+    // No end-of-headers step (an MTA that negotiated it away): the body still follows the
+    // headers.
+    mta.ask(b'M', b"<someone@sender.example>\0");
+    mta.ask(b'R', b"<alice@example.com>\0");
+    mta.ask(b'L', b"Subject\0no-eoh\0");
+    mta.ask(b'B', b"Hello.\r\n");
+    let end = mta.ask(b'E', b"");
+    let body = text(
+        &body_chunks(&end)
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect::<Vec<u8>>(),
+    );
+    assert!(body.ends_with("\r\nHello.\r\n"), "{body:?}");
+
+    // Gone without QUIT: its slot is free again.
+    drop(mta);
+    wait_for("a free slot", || {
+        let mut next = milter.connect();
+        let answer = next.ask(b'O', &neg);
+        (answer[0].0 == b'O' && next.ask(b'C', b"host\0U") == [(b'c', vec![])]).then_some(())
+    });
 }
