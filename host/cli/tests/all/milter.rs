@@ -498,10 +498,17 @@ fn milter_inside_a_real_postfix_edits_relayed_mail_and_refuses_at_end_of_data() 
         return;
     };
     let (_dir, mut milter) = started(&[]);
+    // The deploy snippet, pointed at this milter.
+    let snippet =
+        std::fs::read_to_string(sluice_tests::workspace_root().join("deploy/milter/main.cf"))
+            .unwrap()
+            .replace(
+                "inet:127.0.0.1:8891",
+                &format!("inet:127.0.0.1:{}", milter.port),
+            );
     let Some(postfix) = sluice_mailservers::Postfix::start(&format!(
-        "relay_domains = example.com drop.example\nrelayhost = [127.0.0.1]:{}\n\
-         smtpd_milters = inet:127.0.0.1:{}\nmilter_protocol = 6\nmilter_default_action = tempfail\n",
-        sink.port, milter.port
+        "relay_domains = example.com drop.example\nrelayhost = [127.0.0.1]:{}\n{snippet}",
+        sink.port
     )) else {
         return;
     };
