@@ -18,6 +18,8 @@
 //! DATA an SMTP server can only answer for the whole message, and a DSN would be the
 //! backscatter this door exists to avoid.
 
+use std::sync::Arc;
+
 use sluice_chain::{Disposition, GroupOutcome, OutputMessage, DEFAULT_FOLDER};
 use sluice_inbound::Decided;
 
@@ -40,7 +42,7 @@ pub struct Recipient {
 /// `SMFIF_*` actions the MTA granted; an answer needing more is an error (the caller applies
 /// its default action).
 pub fn responses(
-    decided: &Decided,
+    mut decided: Decided,
     rcpts: &[Recipient],
     allowed: u32,
 ) -> Result<Vec<Response>, String> {
@@ -57,10 +59,10 @@ pub fn responses(
     }
     let dispositions: Vec<&Disposition> =
         result.groups.iter().flat_map(|g| &g.dispositions).collect();
-    let kept: Vec<&Disposition> = dispositions
+    let kept: Vec<Disposition> = dispositions
         .iter()
-        .copied()
         .filter(|d| matches!(d, Disposition::Deliver { .. } | Disposition::Relay { .. }))
+        .map(|d| (*d).clone())
         .collect();
     let first_bounce = dispositions.iter().find_map(|d| match d {
         Disposition::Bounce {
@@ -80,12 +82,12 @@ pub fn responses(
         }
     }
     // Content first: its insertion indexes count the fields the MTA holds before them.
-    let mut out = content_edits(decided, kept[0].recipient());
+    let mut out = content_edits(&mut decided, kept[0].recipient());
     out.extend(folder_headers(decided.message.raw(), &kept));
     out.extend(recipient_edits(rcpts, &kept));
-    if let Some(missing) = out.iter().find(|r| required_action(r) & allowed == 0) {
+    if let Some(missing) = out.iter().map(required_action).find(|a| a & allowed == 0) {
         return Err(format!(
-            "the MTA did not allow the milter action {missing:?} needs (see milter_protocol and the MTA's milter settings)"
+            "the MTA did not allow the milter action 0x{missing:02x} the answer needs (see milter_protocol and the MTA's milter settings)"
         ));
     }
     out.push(Response::Continue);
@@ -112,7 +114,7 @@ fn required_action(r: &Response) -> u32 {
 /// Any [`FOLDER_HEADER`] the sender wrote is deleted (else a sender could file its own mail
 /// anywhere), and the chain's folder, when not INBOX, is inserted on top. One message per
 /// transaction: kept recipients filed into different folders all get the first one's.
-fn folder_headers(original: &[u8], kept: &[&Disposition]) -> Vec<Response> {
+fn folder_headers(original: &[u8], kept: &[Disposition]) -> Vec<Response> {
     let present = header_fields(original)
         .iter()
         .filter(|(n, _)| n.eq_ignore_ascii_case(FOLDER_HEADER))
@@ -150,34 +152,34 @@ fn folder_headers(original: &[u8], kept: &[&Disposition]) -> Vec<Response> {
 }
 
 /// The edits of the group that delivers `recipient` (the message the MTA will deliver): its
-/// edited copy compared with the original.
-fn content_edits(decided: &Decided, recipient: &str) -> Vec<Response> {
-    let groups = &decided.result.groups;
-    let delivering = |g: &&sluice_chain::GroupResult| {
+/// edited copy compared with the original. The copy is taken out of the result, so its body
+/// becomes the new body without another copy of a large message.
+fn content_edits(decided: &mut Decided, recipient: &str) -> Vec<Response> {
+    let groups = &mut decided.result.groups;
+    if groups.iter().filter(|g| g.output.is_some()).count() > 1 {
+        tracing::warn!("several recipient groups deliver: the message carries one group's edits");
+    }
+    let delivering = |g: &&mut sluice_chain::GroupResult| {
         g.dispositions
             .iter()
             .any(|d| d.recipient() == recipient && !matches!(d, Disposition::Bounce { .. }))
     };
-    let Some(group) = groups.iter().find(delivering) else {
+    let Some(group) = groups.iter_mut().find(delivering) else {
         return Vec::new();
     };
-    let edited = match &group.output {
-        Some(OutputMessage::Edited(bytes)) => bytes,
+    let edited = match group.output.take() {
+        Some(OutputMessage::Edited(bytes)) => {
+            Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone())
+        }
         _ => return Vec::new(),
     };
-    if groups.iter().filter(|g| g.output.is_some()).count() > 1 {
-        tracing::warn!(
-            domain = %group.domain,
-            "several recipient groups deliver: the message carries this group's edits"
-        );
-    }
     diff(decided.message.raw(), edited)
 }
 
 /// Modifications that turn `original` into `edited`: header changes by name and occurrence,
 /// then insertions at their place, then the body when it differs.
-pub fn diff(original: &[u8], edited: &[u8]) -> Vec<Response> {
-    let (old, new) = (header_fields(original), header_fields(edited));
+pub fn diff(original: &[u8], edited: Vec<u8>) -> Vec<Response> {
+    let (old, new) = (header_fields(original), header_fields(&edited));
     let mut out = Vec::new();
     let mut names: Vec<String> = old.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
     names.sort();
@@ -241,15 +243,18 @@ pub fn diff(original: &[u8], edited: &[u8]) -> Vec<Response> {
             }
         });
     }
-    if body(original) != body(edited) {
-        out.extend(Response::replace_body(body(edited)));
+    if body(original) != body(&edited) {
+        let start = edited.len() - body(&edited).len();
+        let mut new_body = edited;
+        new_body.drain(..start);
+        out.push(Response::ReplaceBody(new_body));
     }
     out
 }
 
 /// Recipients the MTA has that no kept disposition names are deleted; kept ones it does not
 /// have are added.
-fn recipient_edits(rcpts: &[Recipient], kept: &[&Disposition]) -> Vec<Response> {
+fn recipient_edits(rcpts: &[Recipient], kept: &[Disposition]) -> Vec<Response> {
     let mut out = Vec::new();
     for r in rcpts {
         if !kept
@@ -331,7 +336,7 @@ mod tests {
     #[test]
     fn header_edits_become_changes_insertions_and_deletions_with_occurrence_indexes() {
         let edited = b"X-Top: 1\r\nReceived: from a\r\n\tby b\r\nSubject: [EXT] hello\r\nX-Tag: one\r\nFrom: a@b.test\r\nX-End: 2\r\n\r\nbody\r\n";
-        let got = diff(ORIGINAL, edited);
+        let got = diff(ORIGINAL, edited.to_vec());
         assert_eq!(
             got,
             vec![
@@ -363,10 +368,10 @@ mod tests {
     fn a_changed_body_is_replaced_and_an_unchanged_one_is_not() {
         let banner = b"Received: from a\r\n\tby b\r\nSubject: hello\r\nX-Tag: one\r\nX-Tag: two\r\nFrom: a@b.test\r\n\r\nBANNER\r\nbody\r\n";
         assert_eq!(
-            diff(ORIGINAL, banner),
+            diff(ORIGINAL, banner.to_vec()),
             vec![Response::ReplaceBody(b"BANNER\r\nbody\r\n".to_vec())]
         );
-        assert!(diff(ORIGINAL, ORIGINAL).is_empty());
+        assert!(diff(ORIGINAL, ORIGINAL.to_vec()).is_empty());
     }
 
     fn rcpt(a: &str) -> Recipient {
@@ -389,7 +394,6 @@ mod tests {
                 subject_prefix: None,
             },
         ];
-        let kept: Vec<&Disposition> = kept.iter().collect();
         let got = recipient_edits(
             &[rcpt("Alice@example.com"), rcpt("info@example.com")],
             &kept,
@@ -411,7 +415,7 @@ mod tests {
             folder: "Junk".into(),
         };
         assert_eq!(
-            folder_headers(raw, &[&junk]),
+            folder_headers(raw, &[junk]),
             vec![
                 Response::ChangeHeader {
                     index: 1,

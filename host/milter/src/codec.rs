@@ -355,15 +355,16 @@ pub enum Response {
     DelRcpt(String),
     /// `SMFIR_CHGFROM`.
     ChangeFrom(String),
-    /// `SMFIR_REPLBODY`: one chunk of the new body (at most [`MAX_BODY_CHUNK`] bytes; the
-    /// chunks of one message concatenate).
+    /// `SMFIR_REPLBODY`: the whole new body, sent as consecutive packets of at most
+    /// [`MAX_BODY_CHUNK`] bytes each (one empty packet for an empty body). Held whole and
+    /// framed while writing, so a large body is not copied into chunks first.
     ReplaceBody(Vec<u8>),
     /// `SMFIR_PROGRESS`: still working, reset the MTA's timeout.
     Progress,
 }
 
 impl Response {
-    /// The packet: length, command byte, data.
+    /// The packet (for [`Response::ReplaceBody`], the packets): length, command byte, data.
     pub fn encode(&self) -> Vec<u8> {
         let mut data = Vec::new();
         let code = match self {
@@ -420,25 +421,31 @@ impl Response {
                 push_str(&mut data, f.as_bytes());
                 b'e'
             }
-            Response::ReplaceBody(chunk) => {
-                data.extend_from_slice(chunk);
-                b'b'
+            Response::ReplaceBody(body) => {
+                return body_frames(body)
+                    .into_iter()
+                    .flat_map(|(head, chunk)| head.into_iter().chain(chunk.iter().copied()))
+                    .collect();
             }
             Response::Progress => b'p',
         };
         frame(code, &data)
     }
+}
 
-    /// `SMFIR_REPLBODY` packets for a whole new body, each at most [`MAX_BODY_CHUNK`] bytes
-    /// (one empty chunk for an empty body).
-    pub fn replace_body(body: &[u8]) -> Vec<Response> {
-        if body.is_empty() {
-            return vec![Response::ReplaceBody(Vec::new())];
-        }
-        body.chunks(MAX_BODY_CHUNK)
-            .map(|c| Response::ReplaceBody(c.to_vec()))
-            .collect()
+/// The `SMFIR_REPLBODY` packets of a body: each packet's 5-byte head and its chunk.
+fn body_frames(body: &[u8]) -> Vec<([u8; 5], &[u8])> {
+    let mut chunks: Vec<&[u8]> = body.chunks(MAX_BODY_CHUNK).collect();
+    if chunks.is_empty() {
+        chunks.push(body);
     }
+    chunks
+        .into_iter()
+        .map(|chunk| {
+            let len = ((chunk.len() + 1) as u32).to_be_bytes();
+            ([len[0], len[1], len[2], len[3], b'b'], chunk)
+        })
+        .collect()
 }
 
 /// A NUL-terminated string; a NUL inside would end it early on the MTA's side, so it goes.
@@ -454,6 +461,29 @@ pub fn frame(code: u8, data: &[u8]) -> Vec<u8> {
     packet.push(code);
     packet.extend_from_slice(data);
     packet
+}
+
+/// A packet split from memory: command byte, data, and the bytes after the packet.
+pub type Split<'a> = (u8, &'a [u8], &'a [u8]);
+
+/// The first packet in `buf`: its command byte, its data and the bytes after it; `Ok(None)`
+/// when `buf` does not hold a whole packet yet. The same checks as [`read_packet`], for
+/// input already in memory (the fuzz target).
+pub fn split_packet(buf: &[u8], max: usize) -> Result<Option<Split<'_>>, ProtocolError> {
+    let Some(len) = buf.get(..4) else {
+        return Ok(None);
+    };
+    let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+    if len == 0 {
+        return Err(ProtocolError::Empty);
+    }
+    if len > max {
+        return Err(ProtocolError::TooLarge { len, max });
+    }
+    let Some(packet) = buf.get(4..4 + len) else {
+        return Ok(None);
+    };
+    Ok(Some((packet[0], &packet[1..], &buf[4 + len..])))
 }
 
 /// Reads one packet: `Ok(None)` when the connection ends cleanly between packets.
@@ -490,13 +520,26 @@ async fn read_exact<R: AsyncRead + Unpin>(
     }
 }
 
-/// Writes responses as one write (one packet per response).
+/// Writes responses, small ones gathered into one write; a new body goes out chunk by chunk
+/// from where it lies (not copied into packets first).
 pub async fn write_responses<W: AsyncWrite + Unpin>(
     writer: &mut W,
     responses: &[Response],
 ) -> Result<(), ProtocolError> {
-    let bytes: Vec<u8> = responses.iter().flat_map(Response::encode).collect();
-    writer.write_all(&bytes).await?;
+    let mut pending: Vec<u8> = Vec::new();
+    for response in responses {
+        let Response::ReplaceBody(body) = response else {
+            pending.extend(response.encode());
+            continue;
+        };
+        for (head, chunk) in body_frames(body) {
+            pending.extend_from_slice(&head);
+            writer.write_all(&pending).await?;
+            pending.clear();
+            writer.write_all(chunk).await?;
+        }
+    }
+    writer.write_all(&pending).await?;
     writer.flush().await?;
     Ok(())
 }
@@ -651,6 +694,24 @@ mod tests {
     }
 
     #[test]
+    fn packets_split_from_memory_as_from_a_socket() {
+        let two = [frame(b'T', b""), frame(b'H', b"x\0")].concat();
+        let (code, data, rest) = split_packet(&two, 64).unwrap().unwrap();
+        assert_eq!((code, data), (b'T', &b""[..]));
+        assert_eq!(split_packet(rest, 64).unwrap().unwrap().0, b'H');
+        assert!(split_packet(&rest[..5], 64).unwrap().is_none());
+        assert!(split_packet(b"\0\0", 64).unwrap().is_none());
+        assert!(matches!(
+            split_packet(b"\0\0\0\0", 64),
+            Err(ProtocolError::Empty)
+        ));
+        assert!(matches!(
+            split_packet(b"\0\0\x01\0B", 64),
+            Err(ProtocolError::TooLarge { len: 256, .. })
+        ));
+    }
+
+    #[test]
     fn responses_encode_as_the_mta_reads_them() {
         assert_eq!(Response::Continue.encode(), b"\0\0\0\x01c");
         assert_eq!(
@@ -692,15 +753,26 @@ mod tests {
     #[test]
     fn a_new_body_is_sent_in_chunks_of_at_most_65535_bytes() {
         let body = vec![b'x'; 2 * MAX_BODY_CHUNK + 10];
-        let chunks = Response::replace_body(&body);
-        let sizes: Vec<usize> = chunks
-            .iter()
-            .map(|c| match c {
-                Response::ReplaceBody(b) => b.len(),
-                _ => panic!(),
-            })
-            .collect();
-        assert_eq!(sizes, [MAX_BODY_CHUNK, MAX_BODY_CHUNK, 10]);
-        assert_eq!(Response::replace_body(b"").len(), 1);
+        let sizes = |bytes: &[u8]| {
+            let mut rest = bytes;
+            let mut sizes = Vec::new();
+            while let Some((code, data, after)) = split_packet(rest, 1 << 20).unwrap() {
+                assert_eq!(code, b'b');
+                sizes.push(data.len());
+                rest = after;
+            }
+            assert!(rest.is_empty());
+            sizes
+        };
+        let encoded = Response::ReplaceBody(body.clone()).encode();
+        assert_eq!(sizes(&encoded), [MAX_BODY_CHUNK, MAX_BODY_CHUNK, 10]);
+        assert_eq!(sizes(&Response::ReplaceBody(Vec::new()).encode()), [0]);
+        let mut written = Vec::new();
+        block_on(write_responses(
+            &mut written,
+            &[Response::ReplaceBody(body), Response::Continue],
+        ))
+        .unwrap();
+        assert_eq!(written, [encoded, Response::Continue.encode()].concat());
     }
 }

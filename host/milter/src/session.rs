@@ -245,7 +245,10 @@ impl Session {
     }
 
     fn end_of_message(&mut self) -> Step {
-        let raw = std::mem::take(&mut self.raw);
+        let mut raw = std::mem::take(&mut self.raw);
+        // The message is held until the answer: without the growth slack (a large buffer
+        // shrinks in place).
+        raw.shrink_to_fit();
         let digest = hex::encode(&Sha256::digest(&raw)[..16]);
         // The queue id makes the log line findable in the MTA's log; the digest keeps ids
         // of different messages apart when the MTA sends no `i` macro.
@@ -270,7 +273,7 @@ impl Session {
     /// The answer at end of message for the chains' outcome; the transaction ends.
     pub fn decided(&mut self, outcome: Result<Decided, HandleError>) -> Vec<Response> {
         let answer = match outcome {
-            Ok(decided) => match answer::responses(&decided, &self.rcpts, self.allowed) {
+            Ok(decided) => match answer::responses(decided, &self.rcpts, self.allowed) {
                 Ok(responses) => responses,
                 Err(reason) => self.default_answer(&reason),
             },

@@ -663,3 +663,73 @@ fn milter_handles_large_bodies_many_headers_aborts_and_the_connection_limit() {
         (answer[0].0 == b'O' && next.ask(b'C', b"host\0U") == [(b'c', vec![])]).then_some(())
     });
 }
+
+/// The milter process's peak resident memory so far (VmHWM), in bytes.
+fn peak_rss(milter: &Milter) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", milter.child.id())).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// A message of about `size` bytes of plain text with these extra headers.
+fn large(subject: &str, headers: &str, size: usize) -> Vec<u8> {
+    let line = "a line of a large body, long enough to look like text..........\r\n";
+    let mut big = message(subject, headers);
+    while big.len() < size {
+        big.extend_from_slice(line.as_bytes());
+    }
+    big
+}
+
+#[test]
+fn milter_memory_for_a_25_mb_message_is_bounded() {
+    let _turn = crate::turn(module_path!());
+    let (_dir, milter) = started(&[]);
+    let mut mta = milter.connect();
+    mta.open();
+    // Warm: the engine, the instances and the runtime's threads are in the baseline.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message("warm", ""),
+    );
+    assert_eq!(t.end.last().unwrap().0, b'c');
+    let size = 25 * 1024 * 1024;
+    let before = peak_rss(&milter);
+    // Refused by a rule before any edit: receiving, parsing and the chain.
+    let rejected = large(
+        "large-rejected",
+        "Authentication-Results: mx.example.com; dmarc=fail (p=reject)\r\n",
+        size,
+    );
+    let started = std::time::Instant::now();
+    let t = mta.transaction("someone@sender.example", &["alice@example.com"], &rejected);
+    let refused_ms = started.elapsed().as_millis();
+    assert!(reply(&t.end).unwrap().starts_with("550 5.7.1"));
+    let unedited = peak_rss(&milter).saturating_sub(before) as f64 / size as f64;
+    // The banner: the edit engine's copy, and the whole body back to the MTA.
+    let started = std::time::Instant::now();
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &large("large", "", size),
+    );
+    let edited_ms = started.elapsed().as_millis();
+    let replaced: usize = body_chunks(&t.end).iter().map(|c| c.len()).sum();
+    assert!(replaced > size - 1024, "{replaced}");
+    let edited = peak_rss(&milter).saturating_sub(before) as f64 / size as f64;
+    println!(
+        "25 MB message through the milter (debug build): peak RSS over the warm baseline \
+         {unedited:.2}x the message when a rule refuses it ({refused_ms} ms), \
+         {edited:.2}x with a banner edit and REPLBODY ({edited_ms} ms)"
+    );
+    assert!(unedited <= 3.0, "receiving and deciding: {unedited:.2}x");
+    // The edit engine (sluice-mail's apply_edits: decoding, splicing, re-reading the output)
+    // holds the original, its parse and the edited copy at once: bounded, but above 3x
+    // (4.6x measured; README "Not done yet"). A guard against it growing.
+    assert!(edited <= 5.5, "with a banner: {edited:.2}x");
+}
