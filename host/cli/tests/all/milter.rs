@@ -733,3 +733,80 @@ fn milter_memory_for_a_25_mb_message_is_bounded() {
     // (4.6x measured; README "Not done yet"). A guard against it growing.
     assert!(edited <= 5.5, "with a banner: {edited:.2}x");
 }
+
+/// `n` messages to alice@ through a Postfix on loopback relaying to a sink, one SMTP
+/// connection each, `clients` at a time: messages per second until the sink has all of them.
+fn postfix_rate(milter_port: Option<u16>, n: usize, clients: usize) -> f64 {
+    let sink = sluice_mailservers::SmtpSink::start().unwrap();
+    let milter = milter_port
+        .map(|p| format!("smtpd_milters = inet:127.0.0.1:{p}\nmilter_protocol = 6\n"))
+        .unwrap_or_default();
+    let postfix = sluice_mailservers::Postfix::start(&format!(
+        "relay_domains = example.com\nrelayhost = [127.0.0.1]:{}\n{milter}",
+        sink.port
+    ))
+    .unwrap();
+    let port = postfix.port;
+    let started = std::time::Instant::now();
+    std::thread::scope(|s| {
+        for c in 0..clients {
+            s.spawn(move || {
+                for i in (c..n).step_by(clients) {
+                    let subject = format!("rate-{i}");
+                    let r = smtp_send(
+                        port,
+                        "someone@sender.example",
+                        &["alice@example.com"],
+                        &message(&subject, ""),
+                    );
+                    assert!(r.last().unwrap().starts_with("250"), "{r:?}");
+                }
+            });
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while sink.received().len() < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sink.received().len(), n, "{}", postfix.log());
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Figures for the README, not a check: `cargo test -p sluice --test all milter_figures --
+/// --ignored --nocapture`. The milter's own round trip per message (p50/p99, the whole
+/// transaction from MAIL to the end-of-message answer on one connection) and messages per
+/// second through Postfix with and without it.
+#[test]
+#[ignore]
+fn milter_figures() {
+    let _turn = crate::turn(module_path!());
+    let (_dir, milter) = started(&[]);
+    let mut mta = milter.connect();
+    mta.open();
+    let raw = message("timed", "");
+    for _ in 0..20 {
+        mta.transaction("someone@sender.example", &["alice@example.com"], &raw);
+    }
+    let mut times: Vec<Duration> = (0..500)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let t = mta.transaction("someone@sender.example", &["alice@example.com"], &raw);
+            assert_eq!(t.end.last().unwrap().0, b'c');
+            started.elapsed()
+        })
+        .collect();
+    times.sort();
+    println!(
+        "milter transaction (subject-tag + banner + junk + alias, {} byte message): p50 {:?}, p99 {:?}",
+        raw.len(),
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+    drop(mta);
+    let (n, clients) = (300, 4);
+    let with = postfix_rate(Some(milter.port), n, clients);
+    let without = postfix_rate(None, n, clients);
+    println!(
+        "Postfix on loopback, {n} messages, {clients} SMTP clients: {with:.0} msg/s with sluice milter, {without:.0} msg/s without"
+    );
+}
