@@ -520,12 +520,14 @@ async fn read_exact<R: AsyncRead + Unpin>(
     }
 }
 
-/// Writes responses, small ones gathered into one write; a new body goes out chunk by chunk
-/// from where it lies (not copied into packets first).
+/// Writes responses in as few writes as a bounded buffer allows (each write of a
+/// request/response protocol can cost a delayed-ACK round trip); a new body is framed from
+/// where it lies, at most 64 KiB of it copied at a time.
 pub async fn write_responses<W: AsyncWrite + Unpin>(
     writer: &mut W,
     responses: &[Response],
 ) -> Result<(), ProtocolError> {
+    const FLUSH_AT: usize = 64 * 1024;
     let mut pending: Vec<u8> = Vec::new();
     for response in responses {
         let Response::ReplaceBody(body) = response else {
@@ -534,9 +536,11 @@ pub async fn write_responses<W: AsyncWrite + Unpin>(
         };
         for (head, chunk) in body_frames(body) {
             pending.extend_from_slice(&head);
-            writer.write_all(&pending).await?;
-            pending.clear();
-            writer.write_all(chunk).await?;
+            pending.extend_from_slice(chunk);
+            if pending.len() >= FLUSH_AT {
+                writer.write_all(&pending).await?;
+                pending.clear();
+            }
         }
     }
     writer.write_all(&pending).await?;

@@ -279,7 +279,12 @@ enum Conn {
 
 async fn accept(listener: &Listener) -> std::io::Result<Conn> {
     Ok(match listener {
-        Listener::Inet(l) => Conn::Tcp(l.accept().await?.0),
+        Listener::Inet(l) => {
+            let stream = l.accept().await?.0;
+            // Each answer is one small write the MTA waits for: no Nagle delay.
+            stream.set_nodelay(true)?;
+            Conn::Tcp(stream)
+        }
         Listener::Unix(l, _) => Conn::Unix(l.accept().await?.0),
     })
 }

@@ -76,6 +76,8 @@ impl Milter {
             None => {
                 let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
                 s.set_read_timeout(timeout).unwrap();
+                // A macro packet (no answer) then a command: no Nagle wait between them.
+                s.set_nodelay(true).unwrap();
                 Box::new(s)
             }
         };
