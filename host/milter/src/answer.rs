@@ -374,6 +374,162 @@ mod tests {
         assert!(diff(ORIGINAL, ORIGINAL.to_vec()).is_empty());
     }
 
+    /// A group's dispositions, edited copy (none: the original) and outcome.
+    type Group<'a> = (Vec<Disposition>, Option<&'a [u8]>, GroupOutcome);
+
+    fn decided(groups: Vec<Group<'_>>) -> Decided {
+        let raw = ORIGINAL.to_vec();
+        let message = Arc::new(sluice_mail::Message::parse(raw).unwrap());
+        let groups = groups
+            .into_iter()
+            .map(
+                |(dispositions, edited, outcome)| sluice_chain::GroupResult {
+                    domain: "example.com".into(),
+                    recipients: Vec::new(),
+                    steps: Vec::new(),
+                    edits: Vec::new(),
+                    edit_error: None,
+                    edit_note: None,
+                    outcome,
+                    dispositions,
+                    output: Some(match edited {
+                        Some(bytes) => OutputMessage::Edited(Arc::new(bytes.to_vec())),
+                        None => OutputMessage::Original,
+                    }),
+                    handed_off: Vec::new(),
+                    handed_from: None,
+                },
+            )
+            .collect();
+        Decided {
+            message,
+            result: sluice_chain::ProcessResult {
+                message_id: "m".into(),
+                size: ORIGINAL.len() as u64,
+                groups,
+            },
+            envelope: sluice_chain::Envelope {
+                message_id: "m".into(),
+                mail_from: String::new(),
+                recipients: Vec::new(),
+                verdicts: sluice_inbound::door::unknown_verdicts(),
+                received_at: 0,
+            },
+        }
+    }
+
+    fn bounce(r: &str, code: u16) -> Disposition {
+        Disposition::Bounce {
+            recipient: r.into(),
+            code,
+            status: format!("{}.7.1", code / 100),
+            text: "refused by a rule".into(),
+        }
+    }
+
+    fn deliver(r: &str) -> Disposition {
+        Disposition::Deliver {
+            recipient: r.into(),
+            folder: "INBOX".into(),
+        }
+    }
+
+    fn drop_(r: &str) -> Disposition {
+        Disposition::Drop {
+            recipient: r.into(),
+        }
+    }
+
+    const ALL: u32 = !0;
+
+    #[test]
+    fn decisions_map_onto_replies_discard_and_modifications() {
+        let done = GroupOutcome::Done;
+        let answer = |groups, allowed| {
+            responses(
+                decided(groups),
+                &[rcpt("a@example.com"), rcpt("b@example.com")],
+                allowed,
+            )
+        };
+        // Every recipient bounced: the first bounce is the reply.
+        let got = answer(
+            vec![(
+                vec![bounce("a@example.com", 550), bounce("b@example.com", 554)],
+                None,
+                done.clone(),
+            )],
+            ALL,
+        );
+        assert_eq!(got.unwrap(), [reply(550, "5.7.1", "refused by a rule")]);
+        // Nobody kept, one dropped, one bounced: the bounce; all dropped: discard.
+        let got = answer(
+            vec![(
+                vec![drop_("a@example.com"), bounce("b@example.com", 550)],
+                None,
+                done.clone(),
+            )],
+            ALL,
+        );
+        assert!(matches!(&got.unwrap()[..], [Response::ReplyCode(r)] if r.starts_with("550 ")));
+        let got = answer(
+            vec![(
+                vec![drop_("a@example.com"), drop_("b@example.com")],
+                None,
+                done.clone(),
+            )],
+            ALL,
+        );
+        assert_eq!(got.unwrap(), [Response::Discard]);
+        // A tempfail wins over everything.
+        let tempfail = GroupOutcome::Tempfail {
+            reason: "step x timed out".into(),
+        };
+        let got = answer(vec![(vec![deliver("a@example.com")], None, tempfail)], ALL);
+        assert!(
+            matches!(&got.unwrap()[..], [Response::ReplyCode(r)] if r.starts_with("451 4.3.0 ") && r.contains("step x"))
+        );
+        // One kept, one bounced: the bounced one is removed, the message goes on unchanged.
+        let got = answer(
+            vec![(
+                vec![deliver("a@example.com"), bounce("b@example.com", 550)],
+                None,
+                done.clone(),
+            )],
+            ALL,
+        );
+        assert_eq!(
+            got.unwrap(),
+            [
+                Response::DelRcpt("<b@example.com>".into()),
+                Response::Continue
+            ]
+        );
+        // Edits the MTA did not allow: an error (the session answers its default action).
+        let edited = b"Received: from a\r\n\tby b\r\nSubject: [EXT] hello\r\nX-Tag: one\r\nX-Tag: two\r\nFrom: a@b.test\r\n\r\nbody\r\n";
+        let groups = || {
+            vec![(
+                vec![deliver("a@example.com"), deliver("b@example.com")],
+                Some(&edited[..]),
+                done.clone(),
+            )]
+        };
+        assert!(answer(groups(), actions::ADD_HEADERS)
+            .unwrap_err()
+            .contains("0x10"));
+        assert_eq!(
+            answer(groups(), ALL).unwrap(),
+            [
+                Response::ChangeHeader {
+                    index: 1,
+                    name: "Subject".into(),
+                    value: b"[EXT] hello".to_vec()
+                },
+                Response::Continue
+            ]
+        );
+    }
+
     fn rcpt(a: &str) -> Recipient {
         Recipient {
             raw: format!("<{a}>"),
