@@ -60,6 +60,8 @@ pub fn python() -> PathBuf {
 /// (`lmtp_save_to_detail_mailbox`, `recipient_delimiter = +`, `lda_mailbox_autocreate`).
 pub struct Dovecot {
     dir: tempfile::TempDir,
+    /// Settings appended to the config ([`Dovecot::start_with`]).
+    extra: String,
     /// LMTP port.
     pub lmtp_port: u16,
     /// IMAP port.
@@ -71,6 +73,12 @@ impl Dovecot {
     /// Starts Dovecot for these users (full addresses); `None` when it is not installed
     /// (outside CI).
     pub fn start(users: &[&str]) -> Option<Dovecot> {
+        Dovecot::start_with(users, "")
+    }
+
+    /// [`Dovecot::start`] with these settings appended to its config; `{root}` in them is
+    /// replaced by its temp dir (where a Sieve script can be put: [`Dovecot::root_dir`]).
+    pub fn start_with(users: &[&str], extra: &str) -> Option<Dovecot> {
         if !Path::new("/usr/sbin/dovecot").exists() && missing("dovecot") {
             return None;
         }
@@ -78,7 +86,9 @@ impl Dovecot {
             .prefix("sluice-dovecot")
             .tempdir_in("/tmp")
             .expect("temp dir");
+        let extra = extra.replace("{root}", &dir.path().display().to_string());
         let d = Dovecot {
+            extra,
             lmtp_port: free_port(),
             imap_port: free_port(),
             dir,
@@ -103,6 +113,11 @@ impl Dovecot {
 
     fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Its temp dir (config, logs, mail).
+    pub fn root_dir(&self) -> &Path {
+        self.root()
     }
 
     /// The Dovecot settings used, for documentation and debugging.
@@ -172,9 +187,11 @@ service imap-login {{
     port = 0
   }}
 }}
+{extra}
 "#,
             lmtp = self.lmtp_port,
             imap = self.imap_port,
+            extra = self.extra,
         );
         std::fs::write(self.config_path(), config).unwrap();
         // Dovecot delivers as its own user.
@@ -627,6 +644,7 @@ fn master_cf(port: u16) -> String {
         "proxymap unix - - n - - proxymap",
         "smtp unix - - n - - smtp",
         "relay unix - - n - - smtp",
+        "lmtp unix - - n - - lmtp",
         "showq unix n - n - - showq",
         "error unix - - n - - error",
         "retry unix - - n - - error",

@@ -812,3 +812,81 @@ fn milter_figures() {
         "Postfix on loopback, {n} messages, {clients} SMTP clients: {with:.0} msg/s with sluice milter, {without:.0} msg/s without"
     );
 }
+
+#[test]
+fn milter_file_into_reaches_the_folder_through_postfix_lmtp_and_the_deploy_sieve() {
+    let _turn = crate::turn(module_path!());
+    let root = sluice_tests::workspace_root().join("deploy/milter");
+    let sieve_conf = std::fs::read_to_string(root.join("90-sluice-sieve.conf"))
+        .unwrap()
+        .replace("/etc/dovecot/sieve/", "{root}/");
+    let Some(dovecot) =
+        sluice_mailservers::Dovecot::start_with(&["alice@example.com"], &sieve_conf)
+    else {
+        return;
+    };
+    if !Path::new("/usr/lib/dovecot/modules/lib90_sieve_plugin.so").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "dovecot-sieve is not installed"
+        );
+        eprintln!("dovecot-sieve is not installed (./test.sh setup installs it): skipping");
+        return;
+    }
+    std::fs::copy(
+        root.join("sluice-folder.sieve"),
+        dovecot.root_dir().join("sluice-folder.sieve"),
+    )
+    .unwrap();
+    let (_dir, milter) = started(&[]);
+    let snippet = std::fs::read_to_string(root.join("main.cf"))
+        .unwrap()
+        .replace(
+            "inet:127.0.0.1:8891",
+            &format!("inet:127.0.0.1:{}", milter.port),
+        );
+    let Some(postfix) = sluice_mailservers::Postfix::start(&format!(
+        "relay_domains = example.com\nrelay_transport = lmtp:inet:127.0.0.1:{}\n{snippet}",
+        dovecot.lmtp_port
+    )) else {
+        return;
+    };
+    let from = "someone@sender.example";
+    // DMARC failed with p=quarantine, said by our MTA: the junk rule files it into Junk.
+    let quarantined = message(
+        "quarantined",
+        "Authentication-Results: mx.example.com; dmarc=fail (p=quarantine) header.from=sender.example\r\n",
+    );
+    let r = smtp_send(postfix.port, from, &["alice@example.com"], &quarantined);
+    assert!(r.last().unwrap().starts_with("250"), "{r:?}");
+    // A sender's own folder header is removed: INBOX.
+    let forged = message("forged-folder", "X-Sluice-Folder: Junk\r\n");
+    let r = smtp_send(postfix.port, from, &["alice@example.com"], &forged);
+    assert!(r.last().unwrap().starts_with("250"), "{r:?}");
+    let holding = |folder: &str, subject: &str| {
+        dovecot
+            .fetch("alice@example.com", folder)
+            .iter()
+            .filter(|m| text(m).contains(&format!("Subject: [EXT] {subject}\r\n")))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while holding("Junk", "quarantined") + holding("INBOX", "forged-folder") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not filed as expected; Postfix:\n{}\nDovecot:\n{}",
+            postfix.log(),
+            dovecot.log()
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert_eq!(holding("INBOX", "quarantined"), 0, "{}", dovecot.log());
+    assert_eq!(holding("Junk", "forged-folder"), 0);
+    let junk = text(&dovecot.fetch("alice@example.com", "Junk")[0]);
+    assert!(junk.contains("X-Sluice-Folder: Junk\r\n"), "{junk}");
+    let inbox = dovecot.fetch("alice@example.com", "INBOX");
+    assert!(
+        !text(&inbox[0]).contains("X-Sluice-Folder"),
+        "the sender's header went"
+    );
+}
