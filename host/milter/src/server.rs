@@ -244,6 +244,12 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
     }
     settings.stopping.store(true, Ordering::Relaxed);
+    // Closed now, so a new connection is refused at once (the MTA applies its default
+    // action) instead of waiting in the backlog.
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
+    }
+    drop(listener);
     tracing::info!(connections = tasks.len(), grace = ?options.grace, "stopping: letting connections finish");
     let drained = tokio::time::timeout(options.grace, async {
         while tasks.join_next().await.is_some() {}
@@ -257,9 +263,6 @@ pub async fn serve(
         tasks.shutdown().await;
     }
     reloader.abort();
-    if let Listener::Unix(_, path) = &listener {
-        let _ = std::fs::remove_file(path);
-    }
     pipeline.flush_uses().await;
 }
 

@@ -890,3 +890,40 @@ fn milter_file_into_reaches_the_folder_through_postfix_lmtp_and_the_deploy_sieve
         "the sender's header went"
     );
 }
+
+#[test]
+fn milter_on_sigterm_finishes_the_message_in_progress_and_refuses_new_ones() {
+    let _turn = crate::turn(module_path!());
+    let (_dir, mut milter) = started(&["--grace", "20"]);
+    let mut mta = milter.connect();
+    mta.open();
+    mta.ask(b'M', b"<someone@sender.example>\0");
+    mta.ask(b'R', b"<alice@example.com>\0");
+    mta.ask(b'L', b"Subject\0in-progress\0");
+    mta.ask(b'N', b"");
+    let pid = milter.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    // The message in progress gets its real answer.
+    mta.ask(b'B', b"Hello.\r\n");
+    let end = mta.ask(b'E', b"");
+    assert!(
+        fields(&end, b'm', 4).contains(&("Subject".into(), "[EXT] in-progress".into())),
+        "{end:?}"
+    );
+    // A new transaction on the same connection: 451, to be retried.
+    let refused = mta.ask(b'M', b"<someone@sender.example>\0");
+    assert!(
+        reply(&refused).unwrap().starts_with("451 4.3.2 "),
+        "{refused:?}"
+    );
+    // New connections are no longer accepted.
+    assert!(TcpStream::connect(("127.0.0.1", milter.port)).is_err());
+    mta.send(b'Q', b"");
+    let status = milter.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
