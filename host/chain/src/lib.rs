@@ -22,8 +22,8 @@ pub use chain::{
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
-    Instances, OnError, PluginLocation, SourceFile, StepMode, StepSection, UnreachableAddress,
-    WarmSection,
+    Instances, MilterDefaultAction, MilterSection, OnError, PluginLocation, SourceFile, StepMode,
+    StepSection, UnreachableAddress, WarmSection,
 };
 pub use deliver::{
     escape_segment, mailbox_segments, unescape_segment, DirStore, DirStoreError, SegmentError,

@@ -10,40 +10,46 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
+use sluice_chain::{MilterDefaultAction, MilterSection};
 use sluice_inbound::{Pipeline, PipelineOptions};
 use sluice_milter::{DefaultAction, Listen, Listener, MilterOptions};
 
-/// `sluice milter`'s arguments.
+/// `sluice milter`'s arguments. Each setting but `--config` can also be set in the config's
+/// `[milter]` section (same names, `_s` for seconds: `command_timeout_s`, `grace_s`); a flag
+/// wins over the section, the section over the default.
 #[derive(Args)]
 pub struct MilterArgs {
     /// The config: a file, or `s3://bucket/key.toml` (checked for changes while running).
     #[arg(long)]
     pub config: String,
     /// Where to listen: `inet:127.0.0.1:PORT` (port 0: any free port, printed on stdout) or
-    /// `unix:/path/to/socket`.
+    /// `unix:/path/to/socket` [default: [milter] listen; one of them is required].
     #[arg(long)]
-    pub listen: Listen,
-    /// The largest message accepted, in bytes; larger ones are refused 552 5.3.4.
-    #[arg(long, default_value_t = 40 * 1024 * 1024)]
-    pub max_message_bytes: usize,
-    /// Seconds to wait for the MTA's next command before closing the connection.
-    #[arg(long, default_value_t = 600)]
-    pub command_timeout: u64,
-    /// Connections served at once; more are answered 421 4.3.2.
-    #[arg(long, default_value_t = 64)]
-    pub max_connections: usize,
+    pub listen: Option<Listen>,
+    /// The largest message accepted, in bytes; larger ones are refused 552 5.3.4
+    /// [default: 41943040, 40 MiB].
+    #[arg(long)]
+    pub max_message_bytes: Option<usize>,
+    /// Seconds to wait for the MTA's next command before closing the connection
+    /// [default: 600].
+    #[arg(long)]
+    pub command_timeout: Option<u64>,
+    /// Connections served at once; more are answered 421 4.3.2 [default: 64].
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// When the chain cannot run (a panic, an engine failure): `tempfail` (451, the sender
-    /// retries) or `accept` (the message passes unchanged).
-    #[arg(long, value_enum, default_value = "tempfail")]
-    pub default_action: DefaultActionArg,
+    /// retries) or `accept` (the message passes unchanged) [default: tempfail].
+    #[arg(long, value_enum)]
+    pub default_action: Option<DefaultActionArg>,
     /// Read SPF/DKIM/DMARC verdicts from the topmost `Authentication-Results` header with this
     /// authserv-id (your MTA's, e.g. `mx.example.com`); without it every verdict is `unknown`.
     #[arg(long, value_name = "AUTHSERV-ID")]
     pub trusted_authserv_id: Option<String>,
-    /// On SIGTERM, seconds connections may take to finish their message.
-    #[arg(long, default_value_t = 30)]
-    pub grace: u64,
-    /// Check the config for changes this often, in seconds.
+    /// On SIGTERM, seconds connections may take to finish their message [default: 30].
+    #[arg(long)]
+    pub grace: Option<u64>,
+    /// Check the config for changes this often, in seconds (the chains reload; `[milter]`
+    /// is read once, at start).
     #[arg(long, default_value_t = 30)]
     pub reload_seconds: u64,
     /// Directory for fetched and compiled plugins [default: [engine] cache_dir, else
@@ -82,24 +88,66 @@ async fn serve(args: MilterArgs) -> Result<()> {
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let listener = Listener::bind(&args.listen).await?;
+    let section = pipeline.current().config.milter.clone().unwrap_or_default();
+    let (listen, options) = settings(&args, &section, &args.config)?;
+    let listener = Listener::bind(&listen).await?;
     // The bound address on stdout: with port 0, how a supervisor (or a test) finds it.
     println!("sluice milter: listening on {}", listener.local());
     tracing::info!(listen = %listener.local(), config = %args.config, "milter listening");
-    let options = MilterOptions {
-        max_message_bytes: args.max_message_bytes,
-        command_timeout: Duration::from_secs(args.command_timeout),
-        max_connections: args.max_connections.max(1),
-        default_action: match args.default_action {
-            DefaultActionArg::Tempfail => DefaultAction::Tempfail,
-            DefaultActionArg::Accept => DefaultAction::Accept,
-        },
-        trusted_authserv_id: args.trusted_authserv_id,
-        grace: Duration::from_secs(args.grace),
-        reload_interval: Duration::from_secs(args.reload_seconds),
-        ..MilterOptions::default()
-    };
     sluice_milter::serve(Arc::new(pipeline), listener, options, stop).await;
     tracing::info!("milter stopped");
     Ok(())
+}
+
+/// The listen address and options: each flag, else `[milter]`, else the default.
+fn settings(
+    args: &MilterArgs,
+    section: &MilterSection,
+    config: &str,
+) -> Result<(Listen, MilterOptions)> {
+    let listen = match (&args.listen, &section.listen) {
+        (Some(listen), _) => listen.clone(),
+        (None, Some(text)) => text
+            .parse()
+            .with_context(|| format!("{config}: [milter] listen"))?,
+        (None, None) => anyhow::bail!(
+            "where to listen: pass --listen inet:127.0.0.1:PORT (or unix:PATH), or set [milter] listen in {config}"
+        ),
+    };
+    let defaults = MilterOptions::default();
+    let default_action = match (args.default_action, section.default_action) {
+        (Some(DefaultActionArg::Accept), _) | (None, Some(MilterDefaultAction::Accept)) => {
+            DefaultAction::Accept
+        }
+        _ => DefaultAction::Tempfail,
+    };
+    let options = MilterOptions {
+        max_message_bytes: args
+            .max_message_bytes
+            .or(section.max_message_bytes)
+            .unwrap_or(defaults.max_message_bytes),
+        command_timeout: args
+            .command_timeout
+            .or(section.command_timeout_s)
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.command_timeout),
+        max_connections: args
+            .max_connections
+            .or(section.max_connections)
+            .unwrap_or(defaults.max_connections)
+            .max(1),
+        default_action,
+        trusted_authserv_id: args
+            .trusted_authserv_id
+            .clone()
+            .or_else(|| section.trusted_authserv_id.clone()),
+        grace: args
+            .grace
+            .or(section.grace_s)
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.grace),
+        reload_interval: Duration::from_secs(args.reload_seconds),
+        ..defaults
+    };
+    Ok((listen, options))
 }

@@ -26,7 +26,10 @@ impl<S: std::io::Read + std::io::Write> Socket for S {}
 
 impl Milter {
     fn start(config: &Path, cache: &Path, extra: &[&str]) -> Milter {
-        let listen = if extra.contains(&"--listen") {
+        let in_section = std::fs::read_to_string(config)
+            .unwrap()
+            .contains("\nlisten = ");
+        let listen = if extra.contains(&"--listen") || in_section {
             &[][..]
         } else {
             &["--listen", "inet:127.0.0.1:0"][..]
@@ -225,12 +228,13 @@ fn message(subject: &str, extra_headers: &str) -> Vec<u8> {
 
 /// example.com: subject tag, banner, junk (on the trusted Authentication-Results), aliases
 /// with unknown addresses bounced; drop.example: every address dropped.
-fn write_config(dir: &Path) -> std::path::PathBuf {
+fn write_config(dir: &Path, milter_section: &str) -> std::path::PathBuf {
     let path = dir.join("sluice.toml");
     std::fs::write(
         &path,
         format!(
             r#"
+{milter_section}
 [[domain]]
 name = "example.com"
 [[domain.step]]
@@ -263,13 +267,17 @@ config = {{ unknown = "drop" }}
 }
 
 fn started(extra: &[&str]) -> (tempfile::TempDir, Milter) {
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path());
-    let milter = Milter::start(
-        &config,
-        &dir.path().join("cache"),
+    started_with(
+        "",
         &[&["--trusted-authserv-id", "mx.example.com"], extra].concat(),
-    );
+    )
+}
+
+/// `sluice milter` with this `[milter]` section (TOML lines) in its config and these flags.
+fn started_with(milter_section: &str, flags: &[&str]) -> (tempfile::TempDir, Milter) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), milter_section);
+    let milter = Milter::start(&config, &dir.path().join("cache"), flags);
     (dir, milter)
 }
 
@@ -589,7 +597,13 @@ fn milter_handles_large_bodies_many_headers_aborts_and_the_connection_limit() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("milter.sock");
     let listen = format!("unix:{}", socket.display());
-    let (_config_dir, milter) = started(&["--listen", &listen, "--max-connections", "1"]);
+    // Set in the config's [milter] section, not by flags.
+    let (_config_dir, milter) = started_with(
+        &format!(
+            "[milter]\nlisten = {listen:?}\nmax_connections = 1\ntrusted_authserv_id = \"mx.example.com\"\n"
+        ),
+        &[],
+    );
     assert_eq!(milter.listening, listen);
     let mut mta = milter.connect();
     mta.open();
