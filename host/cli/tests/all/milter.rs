@@ -941,3 +941,27 @@ fn milter_on_sigterm_finishes_the_message_in_progress_and_refuses_new_ones() {
     let status = milter.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn milter_closes_a_connection_whose_mta_stays_silent_past_the_command_timeout() {
+    let _turn = crate::turn(module_path!());
+    let (_dir, milter) = started(&["--command-timeout", "1"]);
+    let mut idle = milter.connect();
+    idle.open();
+    let started = std::time::Instant::now();
+    assert!(idle.recv().is_none(), "still open");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
+        "{waited:?}"
+    );
+    // Others are served as before.
+    let mut mta = milter.connect();
+    mta.open();
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message("after-timeout", ""),
+    );
+    assert_eq!(t.end.last().unwrap().0, b'c');
+}
