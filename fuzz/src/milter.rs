@@ -18,7 +18,7 @@ use std::sync::Arc;
 use sluice_inbound::door::MessageContent;
 use sluice_milter::answer::{diff, header_fields};
 use sluice_milter::codec::{split_packet, Command, Response, DEFAULT_MAX_PACKET, MAX_BODY_CHUNK};
-use sluice_milter::session::{DefaultAction, Session, SessionSettings, Step};
+use sluice_milter::session::{BufferBudget, DefaultAction, Session, SessionSettings, Step};
 
 fn check_frame(response: &Response) {
     // Every packet's length field matches what follows it, to the end.
@@ -51,6 +51,7 @@ pub fn run(data: &[u8]) {
                 .unwrap_or_default()
         }),
         stopping: Arc::new(AtomicBool::new(false)),
+        budget: Arc::new(BufferBudget::new(usize::from(limit) * 256)),
     });
     let mut session = Session::new(settings, false);
     let mut accepted: Vec<String> = Vec::new();

@@ -150,6 +150,8 @@ pub struct MilterSection {
     pub listen: Option<String>,
     /// The largest message accepted, in bytes (default 40 MiB).
     pub max_message_bytes: Option<usize>,
+    /// The message bytes all connections may hold at once (default 512 MiB).
+    pub max_buffered_bytes: Option<usize>,
     /// Seconds without a command from the MTA before the connection is closed (default 600).
     pub command_timeout_s: Option<u64>,
     /// Connections served at once (default 64).

@@ -30,6 +30,10 @@ pub struct MilterArgs {
     /// [default: 41943040, 40 MiB].
     #[arg(long)]
     pub max_message_bytes: Option<usize>,
+    /// The message bytes all connections may hold at once; a transaction that would pass it
+    /// is answered 452 4.3.1 (try again later) [default: 536870912, 512 MiB].
+    #[arg(long)]
+    pub max_buffered_bytes: Option<usize>,
     /// Seconds to wait for the MTA's next command before closing the connection
     /// [default: 600].
     #[arg(long)]
@@ -126,6 +130,10 @@ fn settings(
             .max_message_bytes
             .or(section.max_message_bytes)
             .unwrap_or(defaults.max_message_bytes),
+        max_buffered_bytes: args
+            .max_buffered_bytes
+            .or(section.max_buffered_bytes)
+            .unwrap_or(defaults.max_buffered_bytes),
         command_timeout: args
             .command_timeout
             .or(section.command_timeout_s)

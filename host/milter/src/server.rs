@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 
 use crate::codec::{self, Command, ProtocolError, Response};
 pub use crate::session::DefaultAction;
-use crate::session::{GroupKey, Session, SessionSettings, Step};
+use crate::session::{BufferBudget, GroupKey, Session, SessionSettings, Step};
 
 /// Where to listen: `inet:HOST:PORT` (an IP address or `localhost`) or `unix:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +88,9 @@ pub struct MilterOptions {
     /// The largest message accepted (bytes of header and body as the MTA sends them).
     /// Default 40 MiB, SES's own limit for received mail.
     pub max_message_bytes: usize,
+    /// The message bytes all connections may hold at once (default 512 MiB); a transaction
+    /// that would pass it is answered 452 4.3.1 (try again later).
+    pub max_buffered_bytes: usize,
     /// The largest packet read (default [`codec::DEFAULT_MAX_PACKET`]).
     pub max_packet: usize,
     /// How long to wait for the MTA's next command before closing (default 10 minutes:
@@ -109,6 +112,7 @@ impl Default for MilterOptions {
     fn default() -> Self {
         MilterOptions {
             max_message_bytes: 40 * 1024 * 1024,
+            max_buffered_bytes: 512 * 1024 * 1024,
             max_packet: codec::DEFAULT_MAX_PACKET,
             command_timeout: Duration::from_secs(600),
             max_connections: 64,
@@ -198,6 +202,7 @@ pub async fn serve(
         trusted_authserv_id: options.trusted_authserv_id.clone(),
         group_key: group_key(pipeline.clone()),
         stopping: Arc::new(AtomicBool::new(false)),
+        budget: Arc::new(BufferBudget::new(options.max_buffered_bytes)),
     });
     let options = Arc::new(options);
     let serving = Arc::new(Semaphore::new(options.max_connections));

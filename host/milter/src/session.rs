@@ -7,7 +7,7 @@
 //! without a network or a rule engine.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
@@ -32,6 +32,43 @@ pub enum DefaultAction {
 /// transaction must share it.
 pub type GroupKey = Arc<dyn Fn(&str) -> String + Send + Sync>;
 
+/// The message bytes all sessions of a server hold at once, against one limit: with many
+/// connections sending large messages, the ones past it are told to retry (452 4.3.1)
+/// instead of the process running out of memory.
+#[derive(Debug)]
+pub struct BufferBudget {
+    limit: usize,
+    used: AtomicUsize,
+}
+
+impl BufferBudget {
+    /// A budget of `limit` bytes.
+    pub fn new(limit: usize) -> BufferBudget {
+        BufferBudget {
+            limit,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Takes `n` more bytes; `false` (nothing taken) when that would pass the limit.
+    fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|total| *total <= self.limit)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes held now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+}
+
 /// What every session of a server shares.
 pub struct SessionSettings {
     /// The largest message (header and body bytes as the MTA sends them) accepted.
@@ -44,6 +81,8 @@ pub struct SessionSettings {
     pub group_key: GroupKey,
     /// Set on SIGTERM: new transactions are refused with 4xx; one in progress finishes.
     pub stopping: Arc<AtomicBool>,
+    /// The bytes all sessions may hold at once.
+    pub budget: Arc<BufferBudget>,
 }
 
 /// What the server does after a command.
@@ -73,8 +112,11 @@ pub struct Session {
     /// The message as the MTA streams it: header fields, the blank line, the body.
     raw: Vec<u8>,
     in_body: bool,
-    /// Set once the message passed the size limit: the rest is not kept.
-    too_big: bool,
+    /// Bytes of `raw` taken from the shared budget (given back when the transaction ends).
+    held: usize,
+    /// Set once the message passed the size limit or the budget: the rest is not kept, and
+    /// every later command of the transaction gets this answer.
+    refused: Option<Response>,
 }
 
 /// The actions Sluice asks for: header, body and recipient edits.
@@ -100,7 +142,8 @@ impl Session {
             group: None,
             raw: Vec::new(),
             in_body: false,
-            too_big: false,
+            held: 0,
+            refused: None,
         }
     }
 
@@ -136,7 +179,7 @@ impl Session {
             }
             Command::Mail(args) => return self.mail(&args[0]),
             Command::Rcpt(args) => return self.rcpt(&args[0]),
-            Command::Header { .. } if self.too_big => return self.check_size(),
+            Command::Header { .. } if self.refused.is_some() => return self.check_size(),
             Command::Header { name, value } => {
                 self.raw.extend_from_slice(name.as_bytes());
                 self.raw.extend_from_slice(b": ");
@@ -154,14 +197,14 @@ impl Session {
             Command::EndOfHeaders => self.start_body(),
             Command::Body(chunk) => {
                 self.start_body();
-                if !self.too_big {
+                if self.refused.is_none() {
                     self.raw.extend_from_slice(&chunk);
                 }
                 return self.check_size();
             }
             Command::EndOfMessage(chunk) => {
                 self.start_body();
-                if !self.too_big {
+                if self.refused.is_none() {
                     self.raw.extend_from_slice(&chunk);
                 }
                 if let Some(refusal) = self.over_limit() {
@@ -233,15 +276,38 @@ impl Session {
         Step::Reply(vec![self.over_limit().unwrap_or(Response::Continue)])
     }
 
-    /// 552 5.3.4 once the message is over the limit; what was kept is freed (the MTA ends
-    /// the transaction on this reply, and an MTA that goes on sending is answered the same).
+    /// 552 5.3.4 once the message is over the size limit, 452 4.3.1 when the bytes it adds
+    /// would pass the budget of all connections; what was kept is freed (the MTA ends the
+    /// transaction on this reply, and an MTA that goes on sending is answered the same).
     fn over_limit(&mut self) -> Option<Response> {
-        if self.too_big || self.raw.len() > self.settings.max_message_bytes {
-            self.too_big = true;
-            self.raw = Vec::new();
-            return Some(reply(552, "5.3.4", "message too big for the mail filter"));
+        if let Some(refused) = &self.refused {
+            return Some(refused.clone());
         }
-        None
+        let refusal = if self.raw.len() > self.settings.max_message_bytes {
+            reply(552, "5.3.4", "message too big for the mail filter")
+        } else {
+            let more = self.raw.len().saturating_sub(self.held);
+            if more == 0 || self.settings.budget.take(more) {
+                self.held += more;
+                return None;
+            }
+            tracing::warn!(
+                held = self.settings.budget.used(),
+                "the mail filter holds as much mail as it may: answering 452 4.3.1"
+            );
+            reply(452, "4.3.1", "the mail filter is busy, try again later")
+        };
+        self.raw = Vec::new();
+        self.release();
+        self.refused = Some(refusal.clone());
+        Some(refusal)
+    }
+
+    /// Gives the transaction's bytes back to the shared budget.
+    fn release(&mut self) {
+        self.settings
+            .budget
+            .give_back(std::mem::take(&mut self.held));
     }
 
     fn end_of_message(&mut self) -> Step {
@@ -313,12 +379,20 @@ impl Session {
         self.group = None;
         self.raw = Vec::new();
         self.in_body = false;
-        self.too_big = false;
+        self.release();
+        self.refused = None;
     }
 
     /// The MTA's queue id (macro `i`), for log lines.
     pub fn queue_id(&self) -> Option<&str> {
         self.macros.get("i").map(String::as_str)
+    }
+}
+
+impl Drop for Session {
+    /// A connection gone mid-message gives its bytes back.
+    fn drop(&mut self) {
+        self.release();
     }
 }
 
@@ -346,6 +420,7 @@ mod tests {
                     .unwrap_or_default()
             }),
             stopping: Arc::new(AtomicBool::new(false)),
+            budget: Arc::new(BufferBudget::new(1000)),
         })
     }
 
@@ -413,8 +488,43 @@ mod tests {
         let r = replies(s.command(Command::Body(vec![b'x'; 30])));
         assert!(matches!(&r[0], Response::ReplyCode(t) if t.starts_with("552 5.3.4 ")));
         assert!(s.raw.is_empty());
+        assert_eq!(s.settings.budget.used(), 0);
         let r = replies(s.command(Command::EndOfMessage(Vec::new())));
         assert!(matches!(&r[0], Response::ReplyCode(t) if t.starts_with("552 5.3.4 ")));
+    }
+
+    #[test]
+    fn sessions_past_the_shared_budget_are_told_to_retry_and_bytes_come_back() {
+        let set = settings(1000);
+        let mut a = Session::new(set.clone(), false);
+        let mut b = Session::new(set.clone(), false);
+        for s in [&mut a, &mut b] {
+            s.command(Command::Mail(vec!["<a@sender.test>".into()]));
+            s.command(Command::Rcpt(vec!["<b@example.com>".into()]));
+            s.command(Command::EndOfHeaders);
+        }
+        assert_eq!(
+            replies(a.command(Command::Body(vec![b'x'; 700]))),
+            [Response::Continue]
+        );
+        let r = replies(b.command(Command::Body(vec![b'x'; 700])));
+        assert!(
+            matches!(&r[0], Response::ReplyCode(t) if t.starts_with("452 4.3.1 ")),
+            "{r:?}"
+        );
+        assert_eq!(set.budget.used(), 702, "b took nothing");
+        // The end of a's transaction gives its bytes back; so does a dropped session.
+        a.command(Command::Abort);
+        assert_eq!(set.budget.used(), 0);
+        b.command(Command::Mail(vec!["<a@sender.test>".into()]));
+        b.command(Command::Rcpt(vec!["<b@example.com>".into()]));
+        b.command(Command::EndOfHeaders);
+        assert_eq!(
+            replies(b.command(Command::Body(vec![b'x'; 700]))),
+            [Response::Continue]
+        );
+        drop(b);
+        assert_eq!(set.budget.used(), 0);
     }
 
     #[test]

@@ -965,3 +965,61 @@ fn milter_closes_a_connection_whose_mta_stays_silent_past_the_command_timeout() 
     );
     assert_eq!(t.end.last().unwrap().0, b'c');
 }
+
+#[test]
+fn milter_50_connections_sending_large_bodies_stay_within_the_buffer_budget() {
+    let _turn = crate::turn(module_path!());
+    let budget = 20 * 1024 * 1024;
+    let (_dir, milter) = started(&["--max-buffered-bytes", &budget.to_string()]);
+    let mut warm = milter.connect();
+    warm.open();
+    warm.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message("warm", ""),
+    );
+    let before = peak_rss(&milter);
+    let body = large("concurrent", "", 2 * 1024 * 1024);
+    let barrier = std::sync::Barrier::new(50);
+    let answers: Vec<u8> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mta = milter.connect();
+                    mta.open();
+                    barrier.wait();
+                    let t =
+                        mta.transaction("someone@sender.example", &["alice@example.com"], &body);
+                    match reply(&t.end) {
+                        Some(r) if r.starts_with("452 4.3.1 ") => b'4',
+                        Some(r) => panic!("{r}"),
+                        None => t.end.last().unwrap().0,
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let served = answers.iter().filter(|a| **a == b'c').count();
+    let deferred = answers.iter().filter(|a| **a == b'4').count();
+    let grew = peak_rss(&milter).saturating_sub(before);
+    println!(
+        "50 connections x 2 MB with a {} MB budget: {served} served, {deferred} told 452 4.3.1; peak RSS +{} MB",
+        budget / 1024 / 1024,
+        grew / 1024 / 1024
+    );
+    assert_eq!(served + deferred, 50, "{answers:?}");
+    assert!(
+        served >= 1 && deferred >= 1,
+        "{served} served, {deferred} deferred"
+    );
+    // Raw bytes within the budget; each served message's edit holds a few copies of its own.
+    assert!(
+        grew < 8 * budget as u64,
+        "peak grew {} MB",
+        grew / 1024 / 1024
+    );
+    // Still serving, with its budget back.
+    let t = warm.transaction("someone@sender.example", &["alice@example.com"], &body);
+    assert_eq!(t.end.last().unwrap().0, b'c');
+}
