@@ -383,6 +383,14 @@ fn milter_refuses_what_the_rules_refuse_in_the_smtp_reply() {
     );
     let refused = reply(&t.end).unwrap_or_else(|| panic!("{:?}", t.end));
     assert!(refused.starts_with("550 5.1.1 "), "{refused}");
+    // An address Sluice will not write to: refused as at every door.
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["al ice@example.com"],
+        &message("bad-address", ""),
+    );
+    let refused = reply(&t.end).unwrap_or_else(|| panic!("{:?}", t.end));
+    assert!(refused.starts_with("550 5.1.3 "), "{refused}");
     // Every recipient dropped: discarded.
     let t = mta.transaction(
         "someone@sender.example",
