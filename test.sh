@@ -53,6 +53,16 @@ setup() {
   if [ -e /run/dovecot/master.pid ]; then /usr/sbin/dovecot stop 2>/dev/null || true; fi
   /usr/sbin/dovecot --version
 
+  step "Postfix and Dovecot's Sieve for the milter tests (run by the tests from their own config directories)"
+  if [ ! -x /usr/sbin/postfix ] || [ ! -e /usr/lib/dovecot/modules/lib90_sieve_plugin.so ]; then
+    if ! command -v apt-get >/dev/null; then
+      echo "Postfix and dovecot-sieve are needed for the milter tests: install them and run again" >&2
+      exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix dovecot-sieve
+  fi
+  /usr/sbin/postconf -d mail_version
+
   step "node.js and sdk/js packages (componentize-js)"
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     if ! command -v apt-get >/dev/null; then

@@ -6,7 +6,7 @@
 #   fuzz/run.sh [SECONDS]
 #
 # Environment:
-#   SLUICE_FUZZ_TARGETS   targets to run (default: all four, see README.md)
+#   SLUICE_FUZZ_TARGETS   targets to run (default: all five, see README.md)
 #   SLUICE_CORPUS         shared corpus to derive extra seeds from (default ../shared/corpus
 #                         beside the repository; skipped when absent)
 #   SLUICE_FUZZ_JOBS      libFuzzer -jobs (default: one process)
@@ -24,7 +24,7 @@ seconds=${1:-10}
 fuzz_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$fuzz_dir")
 cd "$fuzz_dir"
-targets=${SLUICE_FUZZ_TARGETS:-mail_edit events config dsn_forward}
+targets=${SLUICE_FUZZ_TARGETS:-mail_edit events config dsn_forward milter}
 shared=${SLUICE_CORPUS:-$root/../shared/corpus}
 export RUSTC_BOOTSTRAP=1
 # Cargo's own output is enough; colours make the logs hard to grep.

@@ -13,4 +13,6 @@ pub mod dsn_forward;
 pub mod events;
 pub mod input;
 pub mod mail_edit;
+#[cfg(feature = "milter")]
+pub mod milter;
 pub mod mime;

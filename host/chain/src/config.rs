@@ -141,6 +141,39 @@ pub struct InboundSection {
     pub prefix: String,
 }
 
+/// `[milter]`: settings of `sluice milter` (its flags override them). Read once at start: a
+/// config reload changes the chains, not these.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MilterSection {
+    /// `inet:127.0.0.1:PORT` or `unix:/path`.
+    pub listen: Option<String>,
+    /// The largest message accepted, in bytes (default 40 MiB).
+    pub max_message_bytes: Option<usize>,
+    /// The message bytes all connections may hold at once (default 512 MiB).
+    pub max_buffered_bytes: Option<usize>,
+    /// Seconds without a command from the MTA before the connection is closed (default 600).
+    pub command_timeout_s: Option<u64>,
+    /// Connections served at once (default 64).
+    pub max_connections: Option<usize>,
+    /// The answer when the chain cannot run (default `tempfail`).
+    pub default_action: Option<MilterDefaultAction>,
+    /// Read SPF/DKIM/DMARC from the `Authentication-Results` header of this authserv-id.
+    pub trusted_authserv_id: Option<String>,
+    /// Seconds connections may take to finish their message on SIGTERM (default 30).
+    pub grace_s: Option<u64>,
+}
+
+/// `[milter] default_action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MilterDefaultAction {
+    /// 451 4.3.0: the sender retries.
+    Tempfail,
+    /// The message passes unchanged.
+    Accept,
+}
+
 /// `[engine]`: sandbox settings for the whole process.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -247,6 +280,7 @@ struct RawConfig {
     store: Option<Spanned<toml::Table>>,
     relay: Option<Spanned<toml::Table>>,
     inbound: Option<InboundSection>,
+    milter: Option<MilterSection>,
     arc: Option<Spanned<crate::sealing::ArcSection>>,
     #[serde(default)]
     engine: EngineSection,
@@ -267,6 +301,8 @@ pub struct ConfigFile {
     pub relay: Option<RelayConfig>,
     /// `[inbound]`, if any.
     pub inbound: Option<InboundSection>,
+    /// `[milter]`, if any.
+    pub milter: Option<MilterSection>,
     /// `[arc]`: the sealer for copies the chain changed or relayed; `None`: no ARC sets.
     pub arc: Option<std::sync::Arc<sluice_arc::Sealer>>,
     /// `[engine]`.
@@ -490,6 +526,7 @@ impl ConfigFile {
             store,
             relay,
             inbound: raw.inbound,
+            milter: raw.milter,
             arc,
             engine: raw.engine,
             directories: raw
@@ -838,6 +875,19 @@ mod tests {
         assert_eq!(err.file, "test.toml");
         assert_eq!(err.line, 5, "{err}");
         assert!(err.message.contains("timeout"), "{err}");
+    }
+
+    #[test]
+    fn a_milter_section_is_read_and_its_mistakes_named() {
+        let config = parse("[milter]\nlisten = \"inet:127.0.0.1:8891\"\ndefault_action = \"accept\"\ngrace_s = 5\n").unwrap();
+        let milter = config.milter.unwrap();
+        assert_eq!(milter.listen.as_deref(), Some("inet:127.0.0.1:8891"));
+        assert_eq!(milter.default_action, Some(MilterDefaultAction::Accept));
+        assert_eq!((milter.grace_s, milter.max_connections), (Some(5), None));
+        let err = parse("[milter]\n\ndefault_action = \"bounce\"\n").unwrap_err();
+        assert_eq!(err.line, 3, "{err}");
+        let err = parse("[milter]\nlisten_on = \"x\"\n").unwrap_err();
+        assert!(err.message.contains("listen_on"), "{err}");
     }
 
     #[test]

@@ -216,7 +216,7 @@ async fn handle_one(pipeline: &Pipeline, sqs: &Sqs, queue: &str, visibility: i32
 
 /// A future that completes on SIGTERM or SIGINT; the handlers are installed now, not when
 /// the future is first polled. (Unix only, like the daemon's targets.)
-fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
+pub(crate) fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("cannot listen for SIGTERM")?;
     let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())

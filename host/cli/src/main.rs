@@ -12,6 +12,7 @@ mod alias;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod milter;
 mod remote;
 mod report;
 mod run;
@@ -56,6 +57,11 @@ enum Command {
     /// Exit code per sysexits (0 delivered, 75 try later, 65/67/69 refused) with the
     /// enhanced status code and reason as the first line on stderr.
     Deliver(deliver::DeliverArgs),
+    /// Serve the milter protocol (v6) to Postfix or Sendmail: run the chains at end of each
+    /// message and answer with milter modifications (headers, body, recipients) or an SMTP
+    /// reply (a rule's bounce is a 5xx, a tempfail a 4xx, a drop a discard). Delivers
+    /// nothing itself. Stops cleanly on SIGTERM/SIGINT.
+    Milter(milter::MilterArgs),
     /// Validate a config: parse it, load and type-check every plugin, check each step's
     /// config with the rule, and print the chains.
     Check {
@@ -169,11 +175,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // The daemon's log is its record of every message handled; the other commands print
     // their results and log only what went wrong.
-    let daemon = matches!(cli.command, Command::Daemon { .. });
+    let daemon = matches!(cli.command, Command::Daemon { .. } | Command::Milter(_));
     // `deliver`'s output is read by the MTA: its first line must be the status (`--log warn`
     // or SLUICE_LOG to see more).
     let default_level = match cli.command {
-        Command::Daemon { .. } => "info",
+        Command::Daemon { .. } | Command::Milter(_) => "info",
         Command::Deliver(_) => "off",
         _ => "warn",
     };
@@ -235,6 +241,10 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Run(args) => run::run(args),
         Command::Deliver(args) => Ok(deliver::deliver(args)),
+        Command::Milter(args) => {
+            milter::run(args)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Check { config, engine } => {
             let remote = remote::Remote::default();
             let config = remote::load_config(&config, &remote)?;

@@ -152,6 +152,17 @@ pub struct Pipeline {
     metrics: bool,
 }
 
+/// What the chains decided for one message, nothing delivered ([`Pipeline::decide`]).
+#[derive(Debug, Clone)]
+pub struct Decided {
+    /// The parsed message as received.
+    pub message: Arc<Message>,
+    /// Per recipient group: the steps, the edits, the edited copy and each recipient's fate.
+    pub result: ProcessResult,
+    /// The envelope the chains saw (verdicts read from a trusted header included).
+    pub envelope: Envelope,
+}
+
 /// How often counted alias uses are written to the directory: a burst of mail to one alias
 /// is one write, not one per message.
 pub const USES_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
@@ -403,17 +414,38 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn handle_exclusive(
-        &self,
-        arrival: Arrival,
-        trace: &mut Option<ProcessResult>,
-        want_trace: bool,
-    ) -> Result<Handled, HandleError> {
-        let started = std::time::Instant::now();
-        let id = arrival.message_id.clone();
+    /// Runs the chains for one message and decides what happens to each recipient, without
+    /// delivering anything: for a door whose answer is the decision itself (the milter hands
+    /// the edits and refusals back to its MTA). [`Pipeline::handle`] is this plus deliveries.
+    pub async fn decide(&self, arrival: Arrival) -> Result<Decided, HandleError> {
         Self::check_arrival(&arrival)?;
         let loaded = self.live.current();
-        let raw = self.fetch(&arrival, &loaded.config).await?;
+        let (message, result, _, envelope) = self.run_chains(arrival, &loaded).await?;
+        Ok(Decided {
+            message,
+            result,
+            envelope,
+        })
+    }
+
+    /// Fetches and parses the message, reads trusted verdicts, and runs the chains: what
+    /// [`Pipeline::handle`] and [`Pipeline::decide`] share. Also returns the chain's time in
+    /// microseconds and the envelope the chains saw.
+    async fn run_chains(
+        &self,
+        arrival: Arrival,
+        loaded: &Arc<LoadedChains>,
+    ) -> Result<(Arc<Message>, ProcessResult, u64, Envelope), HandleError> {
+        let id = arrival.message_id.clone();
+        // Bytes in hand are moved, not copied: a door's large message is held once.
+        let mut arrival = arrival;
+        let raw = match std::mem::replace(&mut arrival.content, MessageContent::Stored) {
+            MessageContent::Inline(bytes) => bytes,
+            content => {
+                arrival.content = content;
+                self.fetch(&arrival, &loaded.config).await?
+            }
+        };
         let engine = self.engine;
         let envelope = Envelope {
             message_id: id.clone(),
@@ -451,7 +483,22 @@ impl Pipeline {
         .await
         .map_err(|e| HandleError::new(&id, HandleFailure::ChainPanicked(Arc::new(e))))?
         .map_err(|e| HandleError::new(&id, HandleFailure::Parse(e)))?;
-        let refusal = match arrival.refuse_by {
+        Ok((message, result, chain_micros, envelope))
+    }
+
+    async fn handle_exclusive(
+        &self,
+        arrival: Arrival,
+        trace: &mut Option<ProcessResult>,
+        want_trace: bool,
+    ) -> Result<Handled, HandleError> {
+        let started = std::time::Instant::now();
+        let id = arrival.message_id.clone();
+        Self::check_arrival(&arrival)?;
+        let loaded = self.live.current();
+        let refuse_by = arrival.refuse_by;
+        let (message, result, chain_micros, envelope) = self.run_chains(arrival, &loaded).await?;
+        let refusal = match refuse_by {
             RefuseBy::Reply => refusal_of_every_recipient(&result),
             RefuseBy::Dsn => None,
         };

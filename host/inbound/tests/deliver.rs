@@ -10,7 +10,7 @@ use sluice_deliver::{Outbound, SendGuarantee};
 use sluice_engine::{Verdict, Verdicts};
 use sluice_inbound::deliver::{
     BounceJob, BounceReport, Bouncer, Claim, Markers, RefusalKind, Relay, RelayJob, SendError,
-    Suppression, TraceMeta,
+    Suppression,
 };
 use sluice_mail::{Message, LOOP_HEADER};
 use sluice_tests::Moto;

@@ -60,6 +60,8 @@ pub fn python() -> PathBuf {
 /// (`lmtp_save_to_detail_mailbox`, `recipient_delimiter = +`, `lda_mailbox_autocreate`).
 pub struct Dovecot {
     dir: tempfile::TempDir,
+    /// Settings appended to the config ([`Dovecot::start_with`]).
+    extra: String,
     /// LMTP port.
     pub lmtp_port: u16,
     /// IMAP port.
@@ -71,6 +73,12 @@ impl Dovecot {
     /// Starts Dovecot for these users (full addresses); `None` when it is not installed
     /// (outside CI).
     pub fn start(users: &[&str]) -> Option<Dovecot> {
+        Dovecot::start_with(users, "")
+    }
+
+    /// [`Dovecot::start`] with these settings appended to its config; `{root}` in them is
+    /// replaced by its temp dir (where a Sieve script can be put: [`Dovecot::root_dir`]).
+    pub fn start_with(users: &[&str], extra: &str) -> Option<Dovecot> {
         if !Path::new("/usr/sbin/dovecot").exists() && missing("dovecot") {
             return None;
         }
@@ -78,7 +86,9 @@ impl Dovecot {
             .prefix("sluice-dovecot")
             .tempdir_in("/tmp")
             .expect("temp dir");
+        let extra = extra.replace("{root}", &dir.path().display().to_string());
         let d = Dovecot {
+            extra,
             lmtp_port: free_port(),
             imap_port: free_port(),
             dir,
@@ -103,6 +113,11 @@ impl Dovecot {
 
     fn root(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Its temp dir (config, logs, mail).
+    pub fn root_dir(&self) -> &Path {
+        self.root()
     }
 
     /// The Dovecot settings used, for documentation and debugging.
@@ -172,9 +187,11 @@ service imap-login {{
     port = 0
   }}
 }}
+{extra}
 "#,
             lmtp = self.lmtp_port,
             imap = self.imap_port,
+            extra = self.extra,
         );
         std::fs::write(self.config_path(), config).unwrap();
         // Dovecot delivers as its own user.
@@ -520,5 +537,134 @@ impl Drop for SmtpSink {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Debian's Postfix, started from a config directory of its own (`postfix -c DIR start`,
+/// its own queue, data directory and log file, no system service), with smtpd on a loopback
+/// port; stopped on drop. Postfix's master must start as root (it switches to `mail_owner`
+/// itself): as another user [`Postfix::start`] returns `None` (outside CI).
+pub struct Postfix {
+    dir: tempfile::TempDir,
+    /// The smtpd port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl Postfix {
+    /// Starts Postfix with these `main.cf` lines added to a loopback-only base (no DNS, no
+    /// local delivery, `mynetworks = 127.0.0.0/8`).
+    pub fn start(main_cf: &str) -> Option<Postfix> {
+        if !Path::new("/usr/sbin/postfix").exists() && missing("postfix") {
+            return None;
+        }
+        let uid = Command::new("id").arg("-u").output().ok()?;
+        if String::from_utf8_lossy(&uid.stdout).trim() != "0"
+            && missing("root (for Postfix's master)")
+        {
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("sluice-postfix")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let root = dir.path();
+        // The postfix user must reach its queue and data directories.
+        let chmod = Command::new("chmod").arg("755").arg(root).status();
+        assert!(
+            chmod.is_ok_and(|s| s.success()),
+            "chmod 755 {}",
+            root.display()
+        );
+        for sub in ["conf", "queue", "data"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        let chown = Command::new("chown")
+            .arg("postfix")
+            .arg(root.join("data"))
+            .status();
+        assert!(chown.is_ok_and(|s| s.success()), "chown postfix data dir");
+        let port = free_port();
+        let r = root.display();
+        std::fs::write(
+            root.join("conf/main.cf"),
+            format!(
+                "compatibility_level = 3.6\nqueue_directory = {r}/queue\ndata_directory = {r}/data\n\
+                 maillog_file = {r}/maillog\nmaillog_file_prefixes = {r}\nmail_owner = postfix\n\
+                 setgid_group = postdrop\ninet_interfaces = 127.0.0.1\ninet_protocols = ipv4\n\
+                 myhostname = mx.example.com\nmydomain = example.com\nmyorigin = example.com\n\
+                 mydestination =\nlocal_recipient_maps =\nalias_maps =\nalias_database =\n\
+                 mynetworks = 127.0.0.0/8\nsmtp_dns_support_level = disabled\nbiff = no\n{main_cf}\n"
+            ),
+        )
+        .unwrap();
+        std::fs::write(root.join("conf/master.cf"), master_cf(port)).unwrap();
+        let p = Postfix { dir, port };
+        let out = p.postfix("start");
+        if !out.status.success() {
+            panic!(
+                "postfix did not start: {}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                p.log()
+            );
+        }
+        wait_for_port(port, "Postfix smtpd", &p.dir.path().join("maillog"));
+        Some(p)
+    }
+
+    fn postfix(&self, command: &str) -> std::process::Output {
+        Command::new("/usr/sbin/postfix")
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run postfix")
+    }
+
+    /// Its log so far (`maillog_file`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+}
+
+/// The services a loopback relay needs, none chrooted (the queue is in a temp dir), smtpd on
+/// `127.0.0.1:port`.
+fn master_cf(port: u16) -> String {
+    let mut cf = format!("127.0.0.1:{port} inet n - n - - smtpd\n");
+    for line in [
+        "pickup unix n - n 60 1 pickup",
+        "cleanup unix n - n - 0 cleanup",
+        "qmgr unix n - n 300 1 qmgr",
+        "rewrite unix - - n - - trivial-rewrite",
+        "bounce unix - - n - 0 bounce",
+        "defer unix - - n - 0 bounce",
+        "trace unix - - n - 0 bounce",
+        "verify unix - - n - 1 verify",
+        "flush unix n - n 1000? 0 flush",
+        "proxymap unix - - n - - proxymap",
+        "smtp unix - - n - - smtp",
+        "relay unix - - n - - smtp",
+        "lmtp unix - - n - - lmtp",
+        "showq unix n - n - - showq",
+        "error unix - - n - - error",
+        "retry unix - - n - - error",
+        "discard unix - - n - - discard",
+        "anvil unix - - n - 1 anvil",
+        "scache unix - - n - 1 scache",
+        "postlog unix-dgram n - n - 1 postlogd",
+    ] {
+        cf.push_str(line);
+        cf.push('\n');
+    }
+    cf
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = self.postfix("stop");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline && self.postfix("status").status.success() {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

@@ -19,6 +19,7 @@ mod deliver;
 mod faults;
 mod fixtures;
 mod lmtp;
+mod milter;
 mod plugin_new;
 mod plugin_new_js;
 mod plugin_new_python;
