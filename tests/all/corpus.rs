@@ -132,7 +132,7 @@ config = {{ text = "{BANNER}" }}
             continue;
         }
         let out = match &group.output {
-            Some(OutputMessage::Edited(bytes)) => bytes.to_vec(),
+            Some(OutputMessage::Edited(edited)) => edited.raw().to_vec(),
             Some(OutputMessage::Original) => {
                 // The rule saw its banner already, or added nothing.
                 processed += 1;

@@ -21,7 +21,7 @@ fn banner_now(live: &LiveChains) -> String {
         &envelope(&["bob@example.com"]),
     );
     match &result.groups[0].output {
-        Some(OutputMessage::Edited(bytes)) => String::from_utf8_lossy(bytes)
+        Some(OutputMessage::Edited(edited)) => String::from_utf8_lossy(edited.raw())
             .split("\n\n")
             .nth(1)
             .unwrap_or_default()

@@ -241,7 +241,7 @@ pub fn process(chains: &RuleChains, name: &str, recipients: &[&str]) -> ProcessR
 /// Panics when the group delivers nothing.
 pub fn output_of(result: &ProcessResult, group: usize, original: &[u8]) -> Vec<u8> {
     match &result.groups[group].output {
-        Some(OutputMessage::Edited(bytes)) => bytes.to_vec(),
+        Some(OutputMessage::Edited(edited)) => edited.raw().to_vec(),
         Some(OutputMessage::Original) => original.to_vec(),
         None => panic!(
             "group {group} delivers nothing: {:#?}",

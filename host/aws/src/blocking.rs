@@ -14,7 +14,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, AwsError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| AwsError::Runtime(e.to_string()))
+        .map_err(|e| AwsError::Runtime(std::sync::Arc::new(e)))
 }
 
 impl BlockingS3 {

@@ -68,29 +68,31 @@ impl std::fmt::Display for S3Url {
 pub enum AwsError {
     /// The async runtime for the blocking client could not start.
     #[error("cannot start the async runtime for AWS calls: {0}")]
-    Runtime(String),
+    Runtime(#[source] std::sync::Arc<std::io::Error>),
     /// Not an `s3://bucket/key` URL.
     #[error("{0:?} is not an s3://bucket/key URL: {1}")]
     BadUrl(String, &'static str),
     /// The SQS call failed.
-    #[error("SQS {op} {queue}: {message}")]
+    #[error("SQS {op} {queue}: {source}")]
     Sqs {
         /// `ReceiveMessage`, `DeleteMessage`, ...
         op: &'static str,
         /// The queue URL.
         queue: String,
         /// What the SDK said.
-        message: String,
+        #[source]
+        source: SdkFailure,
     },
     /// The S3 call failed.
-    #[error("S3 {op} {url}: {message}")]
+    #[error("S3 {op} {url}: {source}")]
     S3 {
         /// `GetObject`, `PutObject`, ...
         op: &'static str,
         /// The object.
         url: String,
         /// What the SDK said (with the service's error code when there is one).
-        message: String,
+        #[source]
+        source: SdkFailure,
     },
     /// The object does not exist (S3's `NoSuchKey`): reading it again cannot succeed.
     #[error("S3 {op} {url}: no such object")]
@@ -101,12 +103,15 @@ pub enum AwsError {
         url: String,
     },
     /// The SES call failed.
-    #[error("SES {op}: {message}")]
+    #[error("SES {op} {what}: {source}")]
     Ses {
         /// `SendEmail`, `CreateEmailIdentity`, ...
         op: &'static str,
+        /// For what (the sender and number of recipients, the identity).
+        what: String,
         /// What the SDK said (with the service's error code when there is one).
-        message: String,
+        #[source]
+        source: SdkFailure,
         /// SES refused the request itself (rejected message, unverified identity, bad
         /// request): sending the same request again cannot succeed. Throttling, timeouts and
         /// server errors are not permanent.
@@ -145,9 +150,39 @@ pub struct S3 {
     client: aws_sdk_s3::Client,
 }
 
-fn describe<E: std::error::Error + 'static>(err: &aws_sdk_s3::error::SdkError<E>) -> String {
-    // The SDK's own rendering of the whole error chain (service code, message, cause).
-    aws_sdk_s3::error::DisplayErrorContext(err).to_string()
+/// What an AWS call failed with, kept whole: its `source()` is the SDK's error (or the
+/// error reading a response body), its text the SDK's own rendering of the whole chain
+/// (service code, message, cause), which the SDK error's `Display` alone leaves out.
+/// (One pointer wide: every `AwsError` carries one, and errors travel by value.)
+#[derive(Debug, Clone)]
+pub struct SdkFailure(std::sync::Arc<Failure>);
+
+#[derive(Debug)]
+struct Failure {
+    shown: String,
+    error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl SdkFailure {
+    /// `error`, shown with its whole chain.
+    pub fn of<E: std::error::Error + Send + Sync + 'static>(error: E) -> SdkFailure {
+        SdkFailure(std::sync::Arc::new(Failure {
+            shown: aws_sdk_s3::error::DisplayErrorContext(&error).to_string(),
+            error: Box::new(error),
+        }))
+    }
+}
+
+impl std::fmt::Display for SdkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.shown)
+    }
+}
+
+impl std::error::Error for SdkFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(self.0.error.as_ref())
+    }
 }
 
 impl S3 {
@@ -200,7 +235,7 @@ impl S3 {
             Err(e) => Err(AwsError::S3 {
                 op: "CreateBucket",
                 url: format!("s3://{bucket}"),
-                message: describe(&e),
+                source: SdkFailure::of(e),
             }),
         }
     }
@@ -217,7 +252,7 @@ impl S3 {
             .map_err(|e| AwsError::S3 {
                 op: "DeleteObject",
                 url: url.to_string(),
-                message: describe(&e),
+                source: SdkFailure::of(e),
             })
     }
 
@@ -228,10 +263,10 @@ impl S3 {
 
     /// Reads an object.
     pub async fn get(&self, url: &S3Url) -> Result<S3Object, AwsError> {
-        let err = |message: String| AwsError::S3 {
+        let err = |source: SdkFailure| AwsError::S3 {
             op: "GetObject",
             url: url.to_string(),
-            message,
+            source,
         };
         let out = self
             .client
@@ -247,7 +282,7 @@ impl S3 {
                         url: url.to_string(),
                     }
                 } else {
-                    err(describe(&e))
+                    err(SdkFailure::of(e))
                 }
             })?;
         let etag = out.e_tag().map(str::to_string);
@@ -255,7 +290,7 @@ impl S3 {
             .body
             .collect()
             .await
-            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(SdkFailure::of(e)))?
             .into_bytes()
             .to_vec();
         Ok(S3Object { bytes, etag })
@@ -273,7 +308,7 @@ impl S3 {
             .map_err(|e| AwsError::S3 {
                 op: "HeadObject",
                 url: url.to_string(),
-                message: describe(&e),
+                source: SdkFailure::of(e),
             })?;
         Ok(out.e_tag().map(str::to_string))
     }
@@ -300,7 +335,7 @@ impl S3 {
             Err(e) => Err(AwsError::S3 {
                 op: "HeadObject",
                 url: url.to_string(),
-                message: describe(&e),
+                source: SdkFailure::of(e),
             }),
         }
     }
@@ -347,7 +382,7 @@ impl S3 {
             Err(e) => Err(AwsError::S3 {
                 op: "PutObject(If-None-Match)",
                 url: url.to_string(),
-                message: describe(&e),
+                source: SdkFailure::of(e),
             }),
         }
     }
@@ -378,7 +413,7 @@ impl S3 {
             .map_err(|e| AwsError::S3 {
                 op: "PutObject",
                 url: url.to_string(),
-                message: describe(&e),
+                source: SdkFailure::of(e),
             })?;
         Ok(out.e_tag().map(str::to_string))
     }

@@ -1,11 +1,11 @@
 //! The SES v2 client: raw sends for relayed copies and bounces.
 
-use aws_sdk_sesv2::error::{DisplayErrorContext, SdkError};
+use aws_sdk_sesv2::error::SdkError;
 use aws_sdk_sesv2::primitives::Blob;
 use aws_sdk_sesv2::types::{Destination, EmailContent, MessageTag, RawMessage};
 use std::time::Duration;
 
-use crate::AwsError;
+use crate::{AwsError, SdkFailure};
 
 /// The largest raw message SES v2 `SendEmail` accepts (40 MB, after any encoding).
 pub const SES_MAX_RAW_BYTES: usize = 40 * 1024 * 1024;
@@ -15,10 +15,6 @@ pub const SES_MAX_RAW_BYTES: usize = 40 * 1024 * 1024;
 pub struct Ses {
     client: aws_sdk_sesv2::Client,
     retry: SendRetry,
-}
-
-fn describe<E: std::error::Error + 'static>(err: &SdkError<E>) -> String {
-    DisplayErrorContext(err).to_string()
 }
 
 /// Whether SES may have accepted a request that failed. An error answer from SES, a request
@@ -229,7 +225,7 @@ impl Ses {
             let AwsError::Ses {
                 permanent,
                 maybe_sent,
-                message,
+                source,
                 ..
             } = &err
             else {
@@ -248,7 +244,7 @@ impl Ses {
                 status,
                 wait_ms = wait.as_millis() as u64,
                 send_tag,
-                error = %message.chars().take(160).collect::<String>(),
+                error = %source.to_string().chars().take(160).collect::<String>(),
                 "SES did not accept the send (it surely did not go out); retrying"
             );
             tokio::time::sleep(wait).await;
@@ -265,16 +261,18 @@ impl Ses {
         raw: Vec<u8>,
         send_tag: &str,
     ) -> Result<String, (AwsError, Option<u16>)> {
-        let err = |message: String, permanent: bool, maybe_sent: bool| AwsError::Ses {
+        let what = format!("from {from} to {} recipient(s)", to.len());
+        let err = |source: SdkFailure, permanent: bool, maybe_sent: bool| AwsError::Ses {
             op: "SendEmail",
-            message,
+            what: what.clone(),
+            source,
             permanent,
             maybe_sent,
         };
         let raw = RawMessage::builder()
             .data(Blob::new(raw))
             .build()
-            .map_err(|e| (err(e.to_string(), true, false), None))?;
+            .map_err(|e| (err(SdkFailure::of(e), true, false), None))?;
         let out = self
             .client
             .send_email()
@@ -296,7 +294,7 @@ impl Ses {
                             .collect::<String>(),
                     )
                     .build()
-                    .map_err(|e| (err(e.to_string(), true, false), None))?,
+                    .map_err(|e| (err(SdkFailure::of(e), true, false), None))?,
             )
             .send()
             .await
@@ -315,14 +313,8 @@ impl Ses {
                     SdkError::ServiceError(s) => Some(s.raw().status().as_u16()),
                     _ => None,
                 };
-                (
-                    err(
-                        format!("from {from} to {} recipient(s): {}", to.len(), describe(&e)),
-                        permanent,
-                        maybe_sent(&e),
-                    ),
-                    status,
-                )
+                let maybe = maybe_sent(&e);
+                (err(SdkFailure::of(e), permanent, maybe), status)
             })?;
         Ok(out.message_id().unwrap_or_default().to_string())
     }
@@ -346,7 +338,8 @@ impl Ses {
             }
             Err(e) => Err(AwsError::Ses {
                 op: "CreateEmailIdentity",
-                message: format!("{identity}: {}", describe(&e)),
+                what: identity.to_string(),
+                source: SdkFailure::of(e),
                 permanent: false,
                 maybe_sent: false,
             }),

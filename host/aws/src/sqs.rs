@@ -23,15 +23,15 @@ pub struct Sqs {
     client: aws_sdk_sqs::Client,
 }
 
-fn sqs_error<E: std::error::Error + 'static>(
+fn sqs_error<E: std::error::Error + Send + Sync + 'static>(
     op: &'static str,
     queue: &str,
-    err: &aws_sdk_sqs::error::SdkError<E>,
+    err: aws_sdk_sqs::error::SdkError<E>,
 ) -> AwsError {
     AwsError::Sqs {
         op,
         queue: queue.to_string(),
-        message: aws_sdk_sqs::error::DisplayErrorContext(err).to_string(),
+        source: crate::SdkFailure::of(err),
     }
 }
 
@@ -100,7 +100,7 @@ impl Sqs {
             .config_override(long_poll)
             .send()
             .await
-            .map_err(|e| sqs_error("ReceiveMessage", queue_url, &e))?;
+            .map_err(|e| sqs_error("ReceiveMessage", queue_url, e))?;
         Ok(out
             .messages
             .unwrap_or_default()
@@ -129,7 +129,7 @@ impl Sqs {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| sqs_error("DeleteMessage", queue_url, &e))
+            .map_err(|e| sqs_error("DeleteMessage", queue_url, e))
     }
 
     /// Keeps a message invisible for `seconds` more (a slow message is not handed to another
@@ -148,6 +148,6 @@ impl Sqs {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| sqs_error("ChangeMessageVisibility", queue_url, &e))
+            .map_err(|e| sqs_error("ChangeMessageVisibility", queue_url, e))
     }
 }

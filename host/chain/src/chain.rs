@@ -11,7 +11,7 @@ use sluice_engine::{
     LookupTables, MessageSession, RecipientRequest, RuleEngine, RulePlugin, StepGrants, StepLimits,
     StepOutcome, StepReport, Verdicts, WarmPool,
 };
-use sluice_mail::{BannerFallback, Edit, Message};
+use sluice_mail::{BannerFallback, Edit, Edited, Message};
 
 use crate::breaker::CircuitBreaker;
 use crate::config::{
@@ -655,18 +655,18 @@ fn render_output(
     if edits.is_empty() {
         return (Some(OutputMessage::Original), None, None);
     }
-    match sluice_mail::apply_edits(message, edits, fallback) {
+    match sluice_mail::edit_message(message, edits, fallback) {
         // Edits that change nothing (a banner the message shows already, a subject that has
         // the prefix) leave the original: "modified" in the trace means modified.
-        Ok(bytes) if bytes == message.raw() => (Some(OutputMessage::Original), None, None),
-        Ok(bytes) => {
+        Ok(Edited::Unchanged) => (Some(OutputMessage::Original), None, None),
+        Ok(Edited::Changed(edited)) => {
             let note = match message.normalised_bare_crs() {
                 0 => None,
                 n => Some(format!(
                     "{n} bare CR(s) (CR without LF) in header blocks are line breaks in the edited copy, as every mail reader reads them"
                 )),
             };
-            (Some(OutputMessage::Edited(Arc::new(bytes))), None, note)
+            (Some(OutputMessage::Edited(Arc::new(edited))), None, note)
         }
         Err(e) => {
             tracing::warn!(domain, "edits not applied, delivering the original: {e}");
@@ -1169,8 +1169,8 @@ mod tests {
             (Some(OutputMessage::Original), None, None)
         ));
         match render_output(&message, &prefix, fallback, &deliver, "x.test") {
-            (Some(OutputMessage::Edited(bytes)), None, None) => {
-                assert!(bytes.windows(17).any(|w| w == b"Subject: [ext] hi"))
+            (Some(OutputMessage::Edited(edited)), None, None) => {
+                assert!(edited.raw().windows(17).any(|w| w == b"Subject: [ext] hi"))
             }
             other => panic!("{other:?}"),
         }

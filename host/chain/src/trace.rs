@@ -14,8 +14,9 @@ use crate::config::{OnError, StepMode};
 pub enum OutputMessage {
     /// No edits: the original bytes.
     Original,
-    /// The original with the chain's edits applied.
-    Edited(Arc<Vec<u8>>),
+    /// The original with the chain's edits applied, parsed once (by the edit check), so
+    /// what comes after the chain reads it without parsing it again.
+    Edited(Arc<sluice_mail::Message>),
 }
 
 /// The result of running a message through its chains.

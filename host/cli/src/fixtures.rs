@@ -578,7 +578,7 @@ fn compare_messages(
         .iter()
         .filter_map(|g| {
             let bytes: &[u8] = match g.output.as_ref()? {
-                OutputMessage::Edited(b) => b,
+                OutputMessage::Edited(edited) => edited.raw(),
                 OutputMessage::Original => original.raw(),
             };
             Some((g.domain.as_str(), bytes))

@@ -309,6 +309,24 @@ impl Target {
 }
 
 /// The per-recipient results once every recipient has one.
+/// A recipient's refusal: permanent (5xx) or deferred (4xx).
+fn refusal(target: &Target, recipient: &str, r: Reply) -> MailboxError {
+    let (server, recipient) = (target.name.clone(), recipient.to_string());
+    if r.is_permanent() {
+        MailboxError::Rejected {
+            server,
+            recipient,
+            reply: r,
+        }
+    } else {
+        MailboxError::Deferred {
+            server,
+            recipient,
+            reply: r,
+        }
+    }
+}
+
 fn answered(results: Vec<Option<RecipientResult>>) -> Vec<RecipientResult> {
     results
         .into_iter()
@@ -376,28 +394,50 @@ impl Session {
         recipients: &[String],
         message: &[u8],
     ) -> Result<Vec<RecipientResult>, MailboxError> {
-        let refused = |recipient: &str, r: Reply| {
-            let (server, recipient) = (target.name.clone(), recipient.to_string());
-            if r.is_permanent() {
-                MailboxError::Rejected {
-                    server,
-                    recipient,
-                    reply: r,
-                }
-            } else {
-                MailboxError::Deferred {
-                    server,
-                    recipient,
-                    reply: r,
-                }
+        let mut results: Vec<Option<RecipientResult>> = vec![None; recipients.len()];
+        let Some(accepted) = self
+            .envelope(target, mail_from, recipients, message, &mut results)
+            .await?
+        else {
+            self.reset().await;
+            return Ok(answered(results));
+        };
+        let r = reply(
+            self.client
+                .cmd(b"DATA\r\n")
+                .await
+                .map_err(|e| target.mail_send_error("DATA", e))?,
+        );
+        if r.code != 354 {
+            self.reset().await;
+            for i in accepted {
+                results[i] = Some(Err(refusal(target, &recipients[i], r.clone())));
             }
-        };
-        let all = |r: Reply| -> Vec<RecipientResult> {
-            recipients
-                .iter()
-                .map(|rc| Err(refused(rc, r.clone())))
-                .collect()
-        };
+            return Ok(answered(results));
+        }
+        let replies = self.data(target, message, accepted.len()).await?;
+        for (n, i) in accepted.into_iter().enumerate() {
+            let r = reply(replies[n.min(replies.len() - 1)].clone());
+            results[i] = Some(if r.is_success() {
+                Ok(r)
+            } else {
+                Err(refusal(target, &recipients[i], r))
+            });
+        }
+        Ok(answered(results))
+    }
+
+    /// MAIL FROM and one RCPT TO per recipient: the indexes of the recipients the server
+    /// accepted, the others' refusals in `results`; `None` when it accepted none (then every
+    /// recipient has its answer).
+    async fn envelope(
+        &mut self,
+        target: &Target,
+        mail_from: &str,
+        recipients: &[String],
+        message: &[u8],
+        results: &mut [Option<RecipientResult>],
+    ) -> Result<Option<Vec<usize>>, MailboxError> {
         let eight_bit = message.iter().any(|b| *b >= 0x80);
         let utf8_addr = !mail_from.is_ascii() || recipients.iter().any(|r| !r.is_ascii());
         let mut params = String::new();
@@ -425,10 +465,11 @@ impl Session {
             });
         }
         if !r.is_success() {
-            self.reset().await;
-            return Ok(all(r));
+            for (slot, rcpt) in results.iter_mut().zip(recipients) {
+                *slot = Some(Err(refusal(target, rcpt, r.clone())));
+            }
+            return Ok(None);
         }
-        let mut results: Vec<Option<RecipientResult>> = vec![None; recipients.len()];
         let mut accepted = Vec::new();
         for (i, rcpt) in recipients.iter().enumerate() {
             let r = reply(
@@ -440,26 +481,21 @@ impl Session {
             if r.is_success() {
                 accepted.push(i);
             } else {
-                results[i] = Some(Err(refused(rcpt, r)));
+                results[i] = Some(Err(refusal(target, rcpt, r)));
             }
         }
-        if accepted.is_empty() {
-            self.reset().await;
-            return Ok(answered(results));
-        }
-        let r = reply(
-            self.client
-                .cmd(b"DATA\r\n")
-                .await
-                .map_err(|e| target.mail_send_error("DATA", e))?,
-        );
-        if r.code != 354 {
-            self.reset().await;
-            for i in accepted {
-                results[i] = Some(Err(refused(&recipients[i], r.clone())));
-            }
-            return Ok(answered(results));
-        }
+        Ok((!accepted.is_empty()).then_some(accepted))
+    }
+
+    /// Sends the message after a 354 and reads the answers to it: one per accepted
+    /// recipient over LMTP, one for all over SMTP. No answer in time means it may have been
+    /// accepted ([`MailboxError::Unanswered`]).
+    async fn data(
+        &mut self,
+        target: &Target,
+        message: &[u8],
+        accepted: usize,
+    ) -> Result<Vec<Response<String>>, MailboxError> {
         let data = dot_stuffed(message);
         let timeout = target.config.timeout;
         let stream = &mut self.client.stream;
@@ -471,26 +507,17 @@ impl Session {
         .map_err(|_| target.connection_error("sending the message timed out"))?
         .map_err(|e| target.connection_error(format!("sending the message: {e}")))?;
         let expected = match target.protocol {
-            Protocol::Lmtp => accepted.len(),
+            Protocol::Lmtp => accepted,
             Protocol::Smtp => 1,
         };
         let unanswered = |reason: String| MailboxError::Unanswered {
             server: target.name.clone(),
             reason,
         };
-        let replies = tokio::time::timeout(timeout, self.client.read_many(expected))
+        tokio::time::timeout(timeout, self.client.read_many(expected))
             .await
             .map_err(|_| unanswered(format!("no answer within {timeout:?}")))?
-            .map_err(|e| unanswered(e.to_string()))?;
-        for (n, i) in accepted.into_iter().enumerate() {
-            let r = reply(replies[n.min(replies.len() - 1)].clone());
-            results[i] = Some(if r.is_success() {
-                Ok(r)
-            } else {
-                Err(refused(&recipients[i], r))
-            });
-        }
-        Ok(answered(results))
+            .map_err(|e| unanswered(e.to_string()))
     }
 }
 

@@ -80,7 +80,7 @@ pub struct ArcReport {
     /// relayed message.
     pub sealed: usize,
     /// Why a message that should have been sealed was not (it went out unsealed).
-    pub unsealed: Vec<String>,
+    pub unsealed: Vec<Arc<sluice_arc::SealError>>,
 }
 
 /// One mailbox copy that is stored.
@@ -263,9 +263,6 @@ pub enum HandleFailure {
     /// A rule run panicked the host thread (a bug in Sluice, not in the rule).
     #[error("the chain panicked: {0}")]
     ChainPanicked(#[source] Arc<tokio::task::JoinError>),
-    /// The chain's edited message does not parse again (a bug in Sluice's edits).
-    #[error("the edited message does not parse: {0}")]
-    EditedUnparseable(#[source] sluice_mail::ParseError),
     /// A relay or bounce failed.
     #[error(transparent)]
     Deliver(SendError),
@@ -302,9 +299,7 @@ impl HandleFailure {
             | HandleFailure::Undeliverable { .. } => true,
             HandleFailure::Fetch(e) => matches!(e, AwsError::S3NotFound { .. }),
             HandleFailure::Deliver(e) => e.is_permanent(),
-            HandleFailure::ChainPanicked(_)
-            | HandleFailure::EditedUnparseable(_)
-            | HandleFailure::Tempfail { .. } => false,
+            HandleFailure::ChainPanicked(_) | HandleFailure::Tempfail { .. } => false,
         }
     }
 }
@@ -373,249 +368,181 @@ impl Dispatcher {
         result: &ProcessResult,
     ) -> Result<Handled, HandleError> {
         let id = &envelope.message_id;
-        let fail = |e: SendError| HandleError::new(id, HandleFailure::Deliver(e));
         let hops_received = sluice_mail::hop_count(original);
-        let mut handled = Handled::nothing_yet(id);
-        let mut tempfail: Option<String> = None;
-        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
-        let mut bounce_jobs: Vec<BounceJob> = Vec::new();
-        let mut refused_copies: Vec<BounceJob> = Vec::new();
+        let mut progress = Progress::new(id);
         let stamp = config
             .arc
             .as_ref()
             .map(|sealer| ArcStamp::new(sealer.clone(), envelope, original));
         for group in &result.groups {
             if let GroupOutcome::Tempfail { reason } = &group.outcome {
-                handled.all_refused = false;
-                tempfail.get_or_insert(format!("domain {}: {reason}", group.domain));
+                progress.handled.all_refused = false;
+                progress.tempfail(group, reason);
                 continue;
             }
-            // The bytes every delivery of this group carries; parsed again only if a relay
-            // needs the edited message as a `Message` (below).
-            let output_raw: &[u8] = match &group.output {
-                Some(OutputMessage::Edited(bytes)) => bytes,
-                _ => original.raw(),
-            };
-            let trace = TraceMeta {
-                steps: group
-                    .steps
-                    .iter()
-                    .map(|s| (s.step.to_string(), s.outcome.to_string()))
-                    .collect(),
-            };
-            let mut relays: Vec<RelayJob> = Vec::new();
-            let mut copies: Vec<MailboxCopy> = Vec::new();
-            for d in &group.dispositions {
-                *counts.entry(d.kind()).or_default() += 1;
-                match d {
-                    Disposition::Deliver { recipient, folder } => {
-                        handled.all_refused = false;
-                        copies.push(MailboxCopy {
-                            recipient: recipient.clone(),
-                            folder: folder.clone(),
-                        });
-                    }
-                    Disposition::Relay {
-                        recipient,
-                        from,
-                        subject_prefix,
-                    } => {
-                        handled.all_refused = false;
-                        match relays
-                            .iter_mut()
-                            .find(|j| j.from == *from && j.subject_prefix == *subject_prefix)
-                        {
-                            Some(job) => job.recipients.push(recipient.clone()),
-                            None => relays.push(RelayJob {
-                                recipients: vec![recipient.clone()],
-                                from: from.clone(),
-                                subject_prefix: subject_prefix.clone(),
-                                // Counted on the message as received: a rule's edits cannot
-                                // remove hops.
-                                hops_received,
-                            }),
-                        }
-                    }
-                    Disposition::Bounce {
-                        recipient,
-                        code,
-                        status,
-                        text,
-                    } => bounce_jobs.push(BounceJob {
-                        recipient: recipient.clone(),
-                        code: *code,
-                        status: status.clone(),
-                        text: text.clone(),
-                    }),
-                    Disposition::Drop { recipient } => {
-                        tracing::info!(message_id = %id, recipient = %Address(recipient), domain = %group.domain, "dropped by the chain");
-                    }
-                }
-            }
-            // A copy the chain changed carries an ARC set; one it passes on untouched keeps
-            // the sender's own signatures and needs none.
-            let sealed;
-            let mailbox_raw: &[u8] = match (&stamp, &group.output) {
-                (Some(stamp), Some(OutputMessage::Edited(_))) if !copies.is_empty() => {
-                    match stamp.seal(output_raw, id, "mailbox") {
-                        Sealed::Yes(bytes) => {
-                            handled.arc.sealed += 1;
-                            sealed = bytes;
-                            &sealed
-                        }
-                        Sealed::No(why) => {
-                            handled.arc.unsealed.push(why);
-                            output_raw
-                        }
-                    }
-                }
-                _ => output_raw,
-            };
-            if !copies.is_empty() {
-                let request = StoreRequest {
-                    message_id: id,
-                    mail_from: &envelope.mail_from,
-                    bytes: mailbox_raw,
-                    copies: &copies,
-                    trace: &trace,
-                };
-                if let Err(reason) = self
-                    .store_copies(request, &mut handled, &mut refused_copies)
-                    .await
-                {
-                    tempfail.get_or_insert(format!("domain {}: {reason}", group.domain));
-                }
-            }
-            let edited;
+            // The message every delivery of this group carries: the edited copy comes parsed
+            // from the chain (the parse that checked the edit), so nothing here parses it.
             let output: &Message = match &group.output {
-                Some(OutputMessage::Edited(bytes)) if !relays.is_empty() => {
-                    edited = Message::parse(bytes.to_vec())
-                        .map_err(|e| HandleError::new(id, HandleFailure::EditedUnparseable(e)))?;
-                    &edited
-                }
+                Some(OutputMessage::Edited(edited)) => edited,
                 _ => original,
             };
-            let mut config_refused: Vec<(String, String)> = Vec::new();
-            for job in &relays {
-                let refused = self
-                    .relay(config, group, job, output, id, stamp.as_ref(), &mut handled)
-                    .await?;
-                config_refused.extend(
-                    refused
-                        .iter()
-                        .filter(|r| r.kind.is_config())
-                        .map(|r| (r.recipient.clone(), r.reason.clone())),
-                );
-                let mut policy = Vec::new();
-                for Refusal {
-                    recipient,
-                    kind,
-                    reason,
-                } in refused
-                {
-                    if kind.is_policy() {
-                        // Sluice's own refusal (no open relay, a loop): the sender of such a
-                        // message is forged or a looping forwarder, so a DSN would be
-                        // backscatter. Logged and counted instead.
-                        tracing::warn!(
-                            message_id = %id,
-                            recipient = %Address(&recipient),
-                            refusal = kind.as_str(),
-                            reason,
-                            "not relayed and not bounced (policy refusal)"
-                        );
-                        policy.push(recipient);
-                    } else {
-                        // Too large for SES, or refused by the smarthost: a real failure the
-                        // sender can act on; bounced under the same rule as every DSN.
-                        let (code, status) = match kind {
-                            RefusalKind::TooLarge => (552, "5.3.4"),
-                            RefusalKind::Rejected
-                            | RefusalKind::NotAllowed
-                            | RefusalKind::Loop
-                            | RefusalKind::NoRelay => (550, "5.0.0"),
-                        };
-                        bounce_jobs.push(BounceJob {
-                            recipient,
-                            code,
-                            status: status.into(),
-                            text: format!("not relayed: {reason}"),
-                        });
+            let plan = progress.plan(group, hops_received);
+            let out = GroupOutput {
+                group,
+                message: output,
+                stamp: stamp.as_ref(),
+            };
+            self.store_group(envelope, &out, &plan.copies, &mut progress)
+                .await;
+            self.relay_group(config, envelope, &out, &plan.relays, &mut progress)
+                .await?;
+        }
+        self.send_bounces(config, envelope, original, &mut progress)
+            .await?;
+        Ok(progress.finish())
+    }
+
+    /// Stores the group's mailbox copies; an edited copy gets an ARC set first (one passed
+    /// on untouched keeps the sender's own signatures and needs none).
+    async fn store_group(
+        &self,
+        envelope: &Envelope,
+        out: &GroupOutput<'_>,
+        copies: &[MailboxCopy],
+        progress: &mut Progress,
+    ) {
+        if copies.is_empty() {
+            return;
+        }
+        let id = &envelope.message_id;
+        let output_raw = out.message.raw();
+        let sealed;
+        let bytes: &[u8] = match (out.stamp, &out.group.output) {
+            (Some(stamp), Some(OutputMessage::Edited(_))) => {
+                match stamp.seal(output_raw, id, "mailbox") {
+                    Sealed::Yes(seal) => {
+                        progress.handled.arc.sealed += 1;
+                        sealed = seal;
+                        &sealed
+                    }
+                    Sealed::No(why) => {
+                        progress.handled.arc.unsealed.push(why);
+                        output_raw
                     }
                 }
-                if !policy.is_empty() {
-                    handled.bounces.push(BounceOutcome {
-                        recipients: policy,
-                        report: BounceReport::Suppressed {
-                            reason: Suppression::Policy,
-                        },
-                    });
+            }
+            _ => output_raw,
+        };
+        let trace = TraceMeta {
+            steps: out
+                .group
+                .steps
+                .iter()
+                .map(|s| (s.step.to_string(), s.outcome.to_string()))
+                .collect(),
+        };
+        let request = StoreRequest {
+            message_id: id,
+            mail_from: &envelope.mail_from,
+            bytes,
+            copies,
+            trace: &trace,
+        };
+        let Progress {
+            handled,
+            refused_copies,
+            ..
+        } = progress;
+        if let Err(reason) = self.store_copies(request, handled, refused_copies).await {
+            progress.tempfail(out.group, &reason);
+        }
+    }
+
+    /// Relays the group's copies. What a relay refuses becomes a DSN (too large, refused by
+    /// the smarthost), a logged policy refusal (no open relay, a loop: a DSN would be
+    /// backscatter), or, when the config itself sends it nowhere, a kept copy.
+    async fn relay_group(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        out: &GroupOutput<'_>,
+        relays: &[RelayJob],
+        progress: &mut Progress,
+    ) -> Result<(), HandleError> {
+        let id = &envelope.message_id;
+        let mut config_refused: Vec<(String, String)> = Vec::new();
+        for job in relays {
+            let refused = self
+                .relay(
+                    config,
+                    out.group,
+                    job,
+                    out.message,
+                    id,
+                    out.stamp,
+                    &mut progress.handled,
+                )
+                .await?;
+            let mut policy = Vec::new();
+            for refusal in refused {
+                if refusal.kind.is_config() {
+                    config_refused.push((refusal.recipient.clone(), refusal.reason.clone()));
+                }
+                match bounce_for_refusal(id, refusal) {
+                    Ok(job) => progress.bounces.push(job),
+                    Err(recipient) => policy.push(recipient),
                 }
             }
-            if !config_refused.is_empty() {
-                let at = self
-                    .keep_undeliverable(envelope, &config_refused, output_raw)
-                    .await?;
-                handled.kept.push(Kept {
-                    refused: config_refused,
-                    at,
+            if !policy.is_empty() {
+                progress.handled.bounces.push(BounceOutcome {
+                    recipients: policy,
+                    report: BounceReport::Suppressed {
+                        reason: Suppression::Policy,
+                    },
                 });
             }
         }
-        if !bounce_jobs.is_empty() {
+        if !config_refused.is_empty() {
+            let at = self
+                .keep_undeliverable(envelope, &config_refused, out.message.raw())
+                .await?;
+            progress.handled.kept.push(Kept {
+                refused: config_refused,
+                at,
+            });
+        }
+        Ok(())
+    }
+
+    /// Sends the DSNs: one for the rules' bounces and the relays' refusals, and one per copy
+    /// a mailbox refused (a recipient deferred in one attempt may be refused in the next,
+    /// and a DSN per recipient is claimed per recipient, so none is sent twice however the
+    /// refusals spread over attempts).
+    async fn send_bounces(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        original: &Arc<Message>,
+        progress: &mut Progress,
+    ) -> Result<(), HandleError> {
+        let fail = |e: SendError| HandleError::new(&envelope.message_id, HandleFailure::Deliver(e));
+        let bounces = std::mem::take(&mut progress.bounces);
+        let refused_copies = std::mem::take(&mut progress.refused_copies);
+        let batches = (!bounces.is_empty())
+            .then_some(bounces.as_slice())
+            .into_iter()
+            .chain(refused_copies.iter().map(std::slice::from_ref));
+        for jobs in batches {
             let report = self
-                .bounce(config, envelope, original, &bounce_jobs)
+                .bounce(config, envelope, original, jobs)
                 .await
                 .map_err(fail)?;
-            handled.bounces.push(BounceOutcome {
-                recipients: bounce_jobs.iter().map(|j| j.recipient.clone()).collect(),
+            progress.handled.bounces.push(BounceOutcome {
+                recipients: jobs.iter().map(|j| j.recipient.clone()).collect(),
                 report,
             });
         }
-        // One DSN per copy a mailbox refused: a recipient deferred in one attempt may be
-        // refused in the next, and a DSN per recipient is claimed per recipient, so none is
-        // sent twice however the refusals spread over attempts.
-        for job in &refused_copies {
-            let report = self
-                .bounce(config, envelope, original, std::slice::from_ref(job))
-                .await
-                .map_err(fail)?;
-            handled.bounces.push(BounceOutcome {
-                recipients: vec![job.recipient.clone()],
-                report,
-            });
-        }
-        let mut summary: Vec<String> = counts.iter().map(|(k, n)| format!("{k}={n}")).collect();
-        let suppressed = handled.bounces_suppressed();
-        if !suppressed.is_empty() {
-            let total: usize = suppressed.values().sum();
-            let by: Vec<String> = suppressed
-                .iter()
-                .map(|(r, n)| format!("{}={n}", r.as_str()))
-                .collect();
-            summary.push(format!("bounce_suppressed={total}({})", by.join(",")));
-        }
-        if handled.arc.sealed > 0 {
-            summary.push(format!("arc_sealed={}", handled.arc.sealed));
-        }
-        if !handled.arc.unsealed.is_empty() {
-            summary.push(format!("arc_unsealed={}", handled.arc.unsealed.len()));
-        }
-        let unconfirmed = handled.unconfirmed();
-        if !unconfirmed.is_empty() {
-            summary.push(format!("unconfirmed={}", unconfirmed.len()));
-        }
-        let resent = handled.resent();
-        if !resent.is_empty() {
-            summary.push(format!("resent={}", resent.len()));
-        }
-        let undeliverable: usize = handled.kept.iter().map(|k| k.refused.len()).sum();
-        if undeliverable > 0 {
-            summary.push(format!("undeliverable={undeliverable}"));
-        }
-        handled.summary = summary.join(" ");
-        handled.retry = tempfail;
-        Ok(handled)
+        Ok(())
     }
 
     /// Keeps a copy whose recipients the config refused (see [`Handled::kept`]); `Err`
@@ -866,4 +793,175 @@ impl Dispatcher {
             )
             .await
     }
+}
+
+/// One group's message on its way out.
+struct GroupOutput<'a> {
+    group: &'a GroupResult,
+    /// The message the group's deliveries carry (edited or as received).
+    message: &'a Message,
+    /// The ARC stamp, when `[arc]` is configured.
+    stamp: Option<&'a ArcStamp>,
+}
+
+/// What one group's dispositions ask for besides bounces (those are sent once per message).
+struct GroupPlan {
+    copies: Vec<MailboxCopy>,
+    relays: Vec<RelayJob>,
+}
+
+/// One message's deliveries so far, passed through the steps of [`Dispatcher::deliver`].
+struct Progress {
+    handled: Handled,
+    /// The first reason to retry the message.
+    retry: Option<String>,
+    /// Dispositions by kind, for the summary.
+    counts: BTreeMap<&'static str, usize>,
+    /// The rules' bounces and the relays' refusals: one DSN.
+    bounces: Vec<BounceJob>,
+    /// Copies a mailbox refused: a DSN each.
+    refused_copies: Vec<BounceJob>,
+}
+
+impl Progress {
+    fn new(id: &str) -> Progress {
+        Progress {
+            handled: Handled::nothing_yet(id),
+            retry: None,
+            counts: BTreeMap::new(),
+            bounces: Vec::new(),
+            refused_copies: Vec::new(),
+        }
+    }
+
+    /// The message must be retried because of `group` (the first reason is kept).
+    fn tempfail(&mut self, group: &GroupResult, reason: &str) {
+        self.retry
+            .get_or_insert(format!("domain {}: {reason}", group.domain));
+    }
+
+    /// Sorts the group's dispositions: copies to store, relay jobs (one per sender and
+    /// subject prefix), bounces (collected for the message's DSN), drops (logged).
+    fn plan(&mut self, group: &GroupResult, hops_received: usize) -> GroupPlan {
+        let mut plan = GroupPlan {
+            copies: Vec::new(),
+            relays: Vec::new(),
+        };
+        for d in &group.dispositions {
+            *self.counts.entry(d.kind()).or_default() += 1;
+            match d {
+                Disposition::Deliver { recipient, folder } => {
+                    self.handled.all_refused = false;
+                    plan.copies.push(MailboxCopy {
+                        recipient: recipient.clone(),
+                        folder: folder.clone(),
+                    });
+                }
+                Disposition::Relay {
+                    recipient,
+                    from,
+                    subject_prefix,
+                } => {
+                    self.handled.all_refused = false;
+                    let same =
+                        |j: &&mut RelayJob| j.from == *from && j.subject_prefix == *subject_prefix;
+                    match plan.relays.iter_mut().find(same) {
+                        Some(job) => job.recipients.push(recipient.clone()),
+                        None => plan.relays.push(RelayJob {
+                            recipients: vec![recipient.clone()],
+                            from: from.clone(),
+                            subject_prefix: subject_prefix.clone(),
+                            // Counted on the message as received: a rule's edits cannot
+                            // remove hops.
+                            hops_received,
+                        }),
+                    }
+                }
+                Disposition::Bounce {
+                    recipient,
+                    code,
+                    status,
+                    text,
+                } => self.bounces.push(BounceJob {
+                    recipient: recipient.clone(),
+                    code: *code,
+                    status: status.clone(),
+                    text: text.clone(),
+                }),
+                Disposition::Drop { recipient } => {
+                    tracing::info!(message_id = %self.handled.message_id, recipient = %Address(recipient), domain = %group.domain, "dropped by the chain");
+                }
+            }
+        }
+        plan
+    }
+
+    /// The outcome, with its one-line summary.
+    fn finish(self) -> Handled {
+        let mut handled = self.handled;
+        let mut summary: Vec<String> = self
+            .counts
+            .iter()
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        let suppressed = handled.bounces_suppressed();
+        if !suppressed.is_empty() {
+            let total: usize = suppressed.values().sum();
+            let by: Vec<String> = suppressed
+                .iter()
+                .map(|(r, n)| format!("{}={n}", r.as_str()))
+                .collect();
+            summary.push(format!("bounce_suppressed={total}({})", by.join(",")));
+        }
+        let undeliverable: usize = handled.kept.iter().map(|k| k.refused.len()).sum();
+        for (name, n) in [
+            ("arc_sealed", handled.arc.sealed),
+            ("arc_unsealed", handled.arc.unsealed.len()),
+            ("unconfirmed", handled.unconfirmed().len()),
+            ("resent", handled.resent().len()),
+            ("undeliverable", undeliverable),
+        ] {
+            if n > 0 {
+                summary.push(format!("{name}={n}"));
+            }
+        }
+        handled.summary = summary.join(" ");
+        handled.retry = self.retry;
+        handled
+    }
+}
+
+/// The DSN for a relay's refusal, or `Err(recipient)` for Sluice's own policy refusals (no
+/// open relay, a loop): the sender of such a message is forged or a looping forwarder, so a
+/// DSN would be backscatter; logged and counted instead. Too large for SES, or refused by
+/// the smarthost, is a real failure the sender can act on.
+fn bounce_for_refusal(id: &str, refusal: Refusal) -> Result<BounceJob, String> {
+    let Refusal {
+        recipient,
+        kind,
+        reason,
+    } = refusal;
+    if kind.is_policy() {
+        tracing::warn!(
+            message_id = %id,
+            recipient = %Address(&recipient),
+            refusal = kind.as_str(),
+            reason,
+            "not relayed and not bounced (policy refusal)"
+        );
+        return Err(recipient);
+    }
+    let (code, status) = match kind {
+        RefusalKind::TooLarge => (552, "5.3.4"),
+        RefusalKind::Rejected
+        | RefusalKind::NotAllowed
+        | RefusalKind::Loop
+        | RefusalKind::NoRelay => (550, "5.0.0"),
+    };
+    Ok(BounceJob {
+        recipient,
+        code,
+        status: status.into(),
+        text: format!("not relayed: {reason}"),
+    })
 }

@@ -14,19 +14,30 @@ use crate::header::{prefix_raw_value, HeaderBlock};
 use crate::message::Message;
 use crate::structure::{self, BodyChange};
 
-/// Applies the edits in order to the original bytes and returns the new message bytes (a copy
-/// of the raw bytes when `edits` is empty). Every edit is validated again first. Header edits
-/// change the top header block; banners change the displayed text parts, or, when there is
-/// none, wrap the message (see [`BannerFallback`]). The output is parsed once more and must
-/// have the input's MIME part tree with every part the edits did not rewrite byte-identical;
-/// otherwise the result is [`EditError::Malformed`] and the caller keeps the original.
-pub fn apply_edits(
+/// What a chain's edits made of a message.
+#[derive(Debug)]
+pub enum Edited {
+    /// Nothing changed (no edits, or edits the message satisfies already): deliver the
+    /// original.
+    Unchanged,
+    /// The edited message, parsed: the parse that checked the splice, handed on so nothing
+    /// after the chain (relay rewrite, ARC, the milter's diff) parses it again.
+    Changed(Message),
+}
+
+/// Applies the edits in order to the original bytes. Every edit is validated again first.
+/// Header edits change the top header block; banners change the displayed text parts, or,
+/// when there is none, wrap the message (see [`BannerFallback`]). The output is parsed once
+/// and must have the input's MIME part tree with every part the edits did not rewrite
+/// byte-identical; otherwise the result is [`EditError::Malformed`] and the caller keeps the
+/// original.
+pub fn edit_message(
     msg: &Message,
     edits: &[Edit],
     fallback: BannerFallback,
-) -> Result<Vec<u8>, EditError> {
+) -> Result<Edited, EditError> {
     if edits.is_empty() {
-        return Ok(msg.raw().to_vec());
+        return Ok(Edited::Unchanged);
     }
     for edit in edits {
         validate_edit(edit)?;
@@ -37,19 +48,32 @@ pub fn apply_edits(
     }
     let out = splice(msg, edits, fallback)?;
     // Edits that change nothing leave the message as received (bare CRs included).
-    if out == msg.read_bytes() {
-        return Ok(msg.raw().to_vec());
+    if out.raw() == msg.read_bytes() {
+        return Ok(Edited::Unchanged);
     }
-    if let Some(why) = crate::reading::output_ambiguity(&out, body) {
+    if let Some(why) = crate::reading::output_ambiguity(out.raw(), body) {
         return Err(EditError::Malformed(format!(
             "the edited message could be read two ways ({why}), so it is left as it came in"
         )));
     }
-    Ok(out)
+    Ok(Edited::Changed(out))
+}
+
+/// [`edit_message`] as bytes: the edited message, or a copy of the raw bytes when nothing
+/// changed.
+pub fn apply_edits(
+    msg: &Message,
+    edits: &[Edit],
+    fallback: BannerFallback,
+) -> Result<Vec<u8>, EditError> {
+    Ok(match edit_message(msg, edits, fallback)? {
+        Edited::Unchanged => msg.raw().to_vec(),
+        Edited::Changed(edited) => edited.into_raw(),
+    })
 }
 
 /// [`apply_edits`] on a message every reader reads the same way.
-fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Vec<u8>, EditError> {
+fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Message, EditError> {
     let raw = msg.read_bytes();
     let m = msg.parsed();
     let le = msg.line_ending();
@@ -60,18 +84,7 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Vec
     let (header_start, body_start) = (root.offset_header as usize, root.offset_body as usize);
     let mut top = HeaderBlock::parse(raw, &root.headers, header_start, body_start, le)?;
 
-    let mut banners: Vec<&Banner> = Vec::new();
-    for edit in edits {
-        match edit {
-            Edit::AddHeader { name, value } => top.add(name, value),
-            Edit::SetHeader { name, value } => top.set(name, value),
-            Edit::RemoveHeader(name) => top.remove(name),
-            Edit::PrefixSubject(prefix) => prefix_subject(&mut top, prefix, le),
-            // The same banner twice (two steps asking for it) is shown once.
-            Edit::AddBanner(banner) if banners.contains(&banner) => {}
-            Edit::AddBanner(banner) => banners.push(banner),
-        }
-    }
+    let banners = edit_top_header(&mut top, edits, le);
 
     let mut out = Vec::with_capacity(raw.len() + 1024);
     // Whatever precedes the header block (nothing, with mail-parser) stays.
@@ -93,10 +106,9 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Vec
         .map(|name| (name, top.count(name)))
         .collect();
     let checked = |out: Vec<u8>, change: BodyChange<'_>| {
-        let parsed = structure::check(m, raw, &out, change)?;
-        same_header_counts(&parsed, &out, &expected)?;
-        drop(parsed);
-        Ok(out)
+        let parsed = structure::check(m, raw, out, change)?;
+        same_header_counts(parsed.parsed(), parsed.read_bytes(), &expected)?;
+        Ok(parsed)
     };
     if banners.is_empty() {
         return checked(unchanged_body(out, &top), BodyChange::Parts(&[]));
@@ -126,10 +138,57 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Vec
     }
 
     // Sub-parts: replace each part's [header start, body end) range in place.
+    let (mut replacements, rewritten) = rewrite_sub_parts(msg, body_start, &displayed, &banners)?;
+    replacements.sort_by_key(|r| r.0);
+    top.emit(&mut out, true);
+    let mut pos = body_start;
+    for (start, end, bytes) in replacements {
+        if start < pos {
+            return Err(EditError::Malformed(format!(
+                "MIME parts overlap at byte {start} (the previous part ends at {pos})"
+            )));
+        }
+        out.extend_from_slice(&raw[pos..start]);
+        out.extend_from_slice(&bytes);
+        pos = end;
+    }
+    out.extend_from_slice(&raw[pos..]);
+    checked(out, BodyChange::Parts(&rewritten))
+}
+
+/// Applies the header edits to the top header block, in order; returns the banners (each
+/// once: the same banner asked for by two steps is shown once).
+fn edit_top_header<'e>(top: &mut HeaderBlock<'_>, edits: &'e [Edit], le: &str) -> Vec<&'e Banner> {
+    let mut banners: Vec<&Banner> = Vec::new();
+    for edit in edits {
+        match edit {
+            Edit::AddHeader { name, value } => top.add(name, value),
+            Edit::SetHeader { name, value } => top.set(name, value),
+            Edit::RemoveHeader(name) => top.remove(name),
+            Edit::PrefixSubject(prefix) => prefix_subject(top, prefix, le),
+            Edit::AddBanner(banner) if banners.contains(&banner) => {}
+            Edit::AddBanner(banner) => banners.push(banner),
+        }
+    }
+    banners
+}
+
+/// A byte range of the input and what replaces it.
+type Replacement = (usize, usize, Vec<u8>);
+
+/// The new bytes of each displayed sub-part that takes a banner, as `(start, end, bytes)`
+/// replacing the part's `[header start, body end)` range, and the ids of those parts.
+fn rewrite_sub_parts(
+    msg: &Message,
+    body_start: usize,
+    displayed: &[usize],
+    banners: &[&Banner],
+) -> Result<(Vec<Replacement>, Vec<usize>), EditError> {
+    let (raw, m, le) = (msg.read_bytes(), msg.parsed(), msg.line_ending());
     let parents = parent_ids(m);
     let mut replacements = Vec::with_capacity(displayed.len());
     let mut rewritten = Vec::with_capacity(displayed.len());
-    for &id in &displayed {
+    for &id in displayed {
         let part = m
             .parts
             .get(id)
@@ -157,7 +216,7 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Vec
             open_end,
         };
         let mut block = HeaderBlock::parse(raw, &part.headers, h, b, le)?;
-        let Some(body) = rewrite_part(part, id, &mut block, &banners, &at)? else {
+        let Some(body) = rewrite_part(part, id, &mut block, banners, &at)? else {
             continue;
         };
         rewritten.push(id);
@@ -173,21 +232,7 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Vec
         }
         replacements.push((h, e, bytes));
     }
-    replacements.sort_by_key(|r| r.0);
-    top.emit(&mut out, true);
-    let mut pos = body_start;
-    for (start, end, bytes) in replacements {
-        if start < pos {
-            return Err(EditError::Malformed(format!(
-                "MIME parts overlap at byte {start} (the previous part ends at {pos})"
-            )));
-        }
-        out.extend_from_slice(&raw[pos..start]);
-        out.extend_from_slice(&bytes);
-        pos = end;
-    }
-    out.extend_from_slice(&raw[pos..]);
-    checked(out, BodyChange::Parts(&rewritten))
+    Ok((replacements, rewritten))
 }
 
 /// For each part index, the multipart it is a child of.

@@ -149,8 +149,7 @@ pub(crate) fn rewrite_part(
     banners: &[&Banner],
     at: &Placement<'_>,
 ) -> Result<Option<Vec<u8>>, EditError> {
-    let (le, is_root, raw) = (at.le, at.is_root, at.raw);
-    let undecodable = |reason: String| EditError::UndecodablePart { part: id, reason };
+    let (le, is_root) = (at.le, at.is_root);
     let text = match &part.body {
         PartType::Text(t) | PartType::Html(t) => t.as_ref(),
         _ => {
@@ -175,6 +174,68 @@ pub(crate) fn rewrite_part(
     if banners.is_empty() {
         return Ok(None);
     }
+    let Decoded {
+        text,
+        transfer,
+        canonical_cte,
+    } = decode_part(part, id, block, text, at.raw)?;
+
+    // Banners join the text with its own line ending for base64 (whose lines are content);
+    // everything else is normalized to the message's line ending.
+    let text_le = if transfer == Transfer::Base64 {
+        if text.contains("\r\n") {
+            "\r\n"
+        } else if text.contains('\n') {
+            "\n"
+        } else {
+            le
+        }
+    } else {
+        le
+    };
+    let mut text = if transfer == Transfer::Base64 {
+        text.into_owned()
+    } else {
+        normalize_line_endings(&text, le)
+    };
+    for banner in &banners {
+        text = if is_html {
+            insert_html(&text, &banner_html(banner), banner.position)
+        } else {
+            insert_text(&text, &banner.text, banner.position, text_le, is_root)
+        };
+    }
+    let (body, new_transfer) = encode_body(&text, transfer, id, at)?;
+    let mime = MimeChange {
+        is_html,
+        text_non_ascii: !text.is_ascii(),
+        new_transfer,
+        transfer,
+        canonical_cte,
+        is_root,
+    };
+    rewrite_mime_fields(part, block, &mime, le);
+    Ok(Some(body))
+}
+
+/// A text part's content, decoded, and how it was encoded.
+struct Decoded<'t> {
+    text: std::borrow::Cow<'t, str>,
+    transfer: Transfer,
+    /// The Content-Transfer-Encoding was written as one of the five names (a forgiven
+    /// spelling such as `8 bit` is written back canonically with the new body).
+    canonical_cte: bool,
+}
+
+/// The part's text, when it can be decoded and re-encoded without losing anything.
+fn decode_part<'t>(
+    part: &MessagePart<'_>,
+    id: usize,
+    block: &HeaderBlock<'_>,
+    text: &'t str,
+    raw: &[u8],
+) -> Result<Decoded<'t>, EditError> {
+    let undecodable = |reason: String| EditError::UndecodablePart { part: id, reason };
     let cte = block
         .first_value("Content-Transfer-Encoding")
         .map(|v| v.trim().to_ascii_lowercase())
@@ -184,7 +245,6 @@ pub(crate) fn rewrite_part(
             "unknown Content-Transfer-Encoding {cte:?}; only 7bit, 8bit, binary, quoted-printable and base64 can be re-encoded"
         )));
     };
-    // A forgiven spelling (`8 bit`) is written back canonically with the new body.
     let canonical_cte = cte.is_empty()
         || ["7bit", "8bit", "binary", "quoted-printable", "base64"].contains(&cte.as_str());
     if part.is_encoding_problem && matches!(transfer, Transfer::QuotedPrintable | Transfer::Base64)
@@ -204,43 +264,28 @@ pub(crate) fn rewrite_part(
             )));
         }
     }
-    let recovered;
     let text = match lossy_bytes(part, raw, transfer, text) {
-        None => text,
-        Some(Ok(text)) => {
-            recovered = text;
-            recovered.as_str()
-        }
+        None => std::borrow::Cow::Borrowed(text),
+        Some(Ok(text)) => std::borrow::Cow::Owned(text),
         Some(Err(reason)) => return Err(undecodable(reason)),
     };
+    Ok(Decoded {
+        text,
+        transfer,
+        canonical_cte,
+    })
+}
 
-    // Banners join the text with its own line ending for base64 (whose lines are content);
-    // everything else is normalized to the message's line ending.
-    let text_le = if transfer == Transfer::Base64 {
-        if text.contains("\r\n") {
-            "\r\n"
-        } else if text.contains('\n') {
-            "\n"
-        } else {
-            le
-        }
-    } else {
-        le
-    };
-    let mut text = if transfer == Transfer::Base64 {
-        text.to_owned()
-    } else {
-        normalize_line_endings(text, le)
-    };
-    for banner in &banners {
-        text = if is_html {
-            insert_html(&text, &banner_html(banner), banner.position)
-        } else {
-            insert_text(&text, &banner.text, banner.position, text_le, is_root)
-        };
-    }
-
-    let text_non_ascii = !text.is_ascii();
+/// The new body in the part's encoding (or a safer one: quoted-printable for long or
+/// non-ASCII 7bit lines, base64 when the text contains the multipart's boundary), and the
+/// new Content-Transfer-Encoding when it changed.
+fn encode_body(
+    text: &str,
+    transfer: Transfer,
+    id: usize,
+    at: &Placement<'_>,
+) -> Result<(Vec<u8>, Option<&'static str>), EditError> {
+    let (le, is_root) = (at.le, at.is_root);
     let mut new_transfer = None;
     let mut body = match transfer {
         Transfer::Base64 => {
@@ -270,7 +315,6 @@ pub(crate) fn rewrite_part(
             }
         }
     };
-
     let contains_boundary = at.boundaries.iter().any(|b| contains_delimiter(&body, b));
     if contains_boundary && at.open_end {
         return Err(EditError::Malformed(format!(
@@ -281,7 +325,29 @@ pub(crate) fn rewrite_part(
         body = base64_lines(text.as_bytes(), le);
         new_transfer = Some("base64");
     }
+    Ok((body, new_transfer))
+}
 
+/// What the rewritten part's MIME fields must say.
+struct MimeChange {
+    is_html: bool,
+    text_non_ascii: bool,
+    /// The new Content-Transfer-Encoding, when the body's changed.
+    new_transfer: Option<&'static str>,
+    /// The encoding the part came in.
+    transfer: Transfer,
+    canonical_cte: bool,
+    is_root: bool,
+}
+
+/// Makes the part's Content-Type (UTF-8 charset), Content-Transfer-Encoding and, at the
+/// top, MIME-Version say what the new body is.
+fn rewrite_mime_fields(
+    part: &MessagePart<'_>,
+    block: &mut HeaderBlock<'_>,
+    mime: &MimeChange,
+    le: &str,
+) {
     let mut touched_mime = false;
     // A part with several Content-Type fields (malformed) gets one fresh field: which one a
     // reader would pick is a guess, so the rewritten part says exactly what it now is.
@@ -293,27 +359,26 @@ pub(crate) fn rewrite_part(
         let value = Some(raw_value)
             .filter(|_| single_text_type)
             .and_then(with_utf8_charset)
-            .unwrap_or_else(|| regenerate_content_type(part, is_html, le).into_bytes());
+            .unwrap_or_else(|| regenerate_content_type(part, mime.is_html, le).into_bytes());
         let mut bytes = name_part.to_vec();
         bytes.extend_from_slice(&value);
         let value = String::from_utf8_lossy(&value).into_owned();
         block.set_field_bytes("Content-Type", bytes, value);
-    } else if text_non_ascii || new_transfer.is_some() {
-        let subtype = if is_html { "html" } else { "plain" };
+    } else if mime.text_non_ascii || mime.new_transfer.is_some() {
+        let subtype = if mime.is_html { "html" } else { "plain" };
         block.set_mime_field("Content-Type", &format!("text/{subtype}; charset=utf-8"));
         touched_mime = true;
     }
-    if let Some(cte) = new_transfer {
+    if let Some(cte) = mime.new_transfer {
         block.set_mime_field("Content-Transfer-Encoding", cte);
         touched_mime = true;
-    } else if block.count("Content-Transfer-Encoding") > 1 || !canonical_cte {
+    } else if block.count("Content-Transfer-Encoding") > 1 || !mime.canonical_cte {
         // Duplicates: keep one, naming the encoding the new body is actually in.
-        block.set_mime_field("Content-Transfer-Encoding", transfer.name());
+        block.set_mime_field("Content-Transfer-Encoding", mime.transfer.name());
     }
-    if is_root && touched_mime && !block.contains("MIME-Version") {
+    if mime.is_root && touched_mime && !block.contains("MIME-Version") {
         block.push("MIME-Version", "1.0");
     }
-    Ok(Some(body))
 }
 
 /// When the parse had to put U+FFFD for bytes of the part that are not in its charset (8-bit

@@ -14,7 +14,7 @@ use mail_parser::decoders::charsets::map::charset_decoder;
 use mail_parser::parsers::MessageStream;
 use mail_parser::HeaderValue;
 
-use crate::apply::apply_edits;
+use crate::apply::{edit_message, Edited};
 use crate::edit::{validate_address, validate_value, BannerFallback, Edit, EditError};
 use crate::header::{decode_value, encode_field, HeaderBlock};
 use crate::message::Message;
@@ -72,15 +72,17 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
     let prefixed;
     let msg = match rw.subject_prefix {
         Some(prefix) => {
-            let bytes = apply_edits(
+            match edit_message(
                 msg,
                 &[Edit::PrefixSubject(prefix.into())],
                 BannerFallback::Ignore,
-            )?;
-            prefixed = Message::parse(bytes).map_err(|e| {
-                EditError::Malformed(format!("the message with its subject prefixed: {e}"))
-            })?;
-            &prefixed
+            )? {
+                Edited::Changed(edited) => {
+                    prefixed = edited;
+                    &prefixed
+                }
+                Edited::Unchanged => msg,
+            }
         }
         None => msg,
     };
@@ -128,16 +130,16 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
     out.extend_from_slice(&raw[..header_start]);
     top.emit(&mut out, body_start < raw.len());
     out.extend_from_slice(&raw[body_start..]);
-    let copy = structure::check(msg.parsed(), raw, &out, BodyChange::Parts(&[]))?;
+    let copy = structure::check(msg.parsed(), raw, out, BodyChange::Parts(&[]))?;
     // The copy must be from the verified sender as a reader sees it: a field the header
     // block does not take for a From (`Fr\rom:`, which parsers read as one) would otherwise
     // send it under the original or a forged address.
     let seen = copy
+        .parsed()
         .from()
         .and_then(|f| f.first())
         .and_then(|a| a.address())
         .map(|a| a.trim().to_owned());
-    drop(copy);
     if !seen
         .as_deref()
         .is_some_and(|f| f.eq_ignore_ascii_case(rw.from))
@@ -147,7 +149,7 @@ pub fn rewrite_for_relay(msg: &Message, rw: &RelayRewrite<'_>) -> Result<Vec<u8>
             rw.from
         )));
     }
-    Ok(out)
+    Ok(copy.into_raw())
 }
 
 /// The original From's display name, else its address. Raw 8-bit bytes that are not UTF-8 are

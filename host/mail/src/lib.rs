@@ -35,7 +35,7 @@ mod reading;
 pub mod strict;
 mod structure;
 
-pub use apply::apply_edits;
+pub use apply::{apply_edits, edit_message, Edited};
 pub use edit::{
     validate_address, validate_edit, validate_folder, Banner, BannerFallback, Edit, EditError,
     Position, MAX_ADDRESS, MAX_BANNER, MAX_FOLDER, MAX_HEADER_NAME, MAX_HEADER_VALUE,

@@ -119,6 +119,14 @@ impl Message {
         self.parsed.borrow_owner()
     }
 
+    /// The raw bytes as received, given back without a copy.
+    pub fn into_raw(self) -> Vec<u8> {
+        match self.received {
+            Some(received) => received,
+            None => self.parsed.into_owner(),
+        }
+    }
+
     /// The raw RFC 5322 bytes as received.
     pub fn raw(&self) -> &[u8] {
         self.received

@@ -7,9 +7,10 @@
 //! byte for byte the same. When that fails the edit is refused ([`EditError::Malformed`]) and
 //! the caller delivers the original: a banner is lost, never an attachment.
 
-use mail_parser::{MessageParser, MessagePart, MimeHeaders, PartType};
+use mail_parser::{MessagePart, MimeHeaders, PartType};
 
 use crate::edit::EditError;
+use crate::message::{Message, ParseError};
 
 /// What the edits did to the body, i.e. what the output may differ in.
 #[derive(Debug, Clone, Copy)]
@@ -61,29 +62,30 @@ fn shape(part: &MessagePart<'_>) -> Shape {
 }
 
 /// Parses `output` and checks it against `input` (the parse of `raw`) for `change`; returns
-/// the parse of `output`, so a caller with more to check does not parse it again.
-pub(crate) fn check<'o>(
+/// the parsed output, which the caller hands on: the edited message is parsed this once.
+pub(crate) fn check(
     input: &mail_parser::Message<'_>,
     raw: &[u8],
-    output: &'o [u8],
+    output: Vec<u8>,
     change: BodyChange<'_>,
-) -> Result<mail_parser::Message<'o>, EditError> {
+) -> Result<Message, EditError> {
     let refuse = |what: String| {
         EditError::Malformed(format!(
             "the edited message would not keep the MIME structure ({what}), so it is left as it came in"
         ))
     };
-    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(output))
-        .ok()
-        .flatten()
-        .ok_or_else(|| refuse("the output does not parse".into()))?;
-    // What Message::parse accepts: a message whose first part has header fields.
-    if parsed.parts.first().is_none_or(|p| p.headers.is_empty()) {
-        return Err(refuse("the output has no header fields".into()));
-    }
+    let parsed = Message::parse(output).map_err(|e| match e {
+        ParseError::Empty | ParseError::NoHeaders => {
+            refuse("the output has no header fields".into())
+        }
+        ParseError::ParserFailed | ParseError::TooLarge(_) => {
+            refuse("the output does not parse".into())
+        }
+    })?;
+    let (tree, out) = (parsed.parsed(), parsed.read_bytes());
     match change {
-        BodyChange::Parts(rewritten) => same_tree(input, raw, &parsed, output, rewritten),
-        BodyChange::Wrapped => wraps(&parsed, output, raw),
+        BodyChange::Parts(rewritten) => same_tree(input, raw, tree, out, rewritten),
+        BodyChange::Wrapped => wraps(tree, out, raw),
     }
     .map_err(refuse)?;
     Ok(parsed)

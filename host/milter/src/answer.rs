@@ -169,9 +169,9 @@ fn content_edits(decided: &mut Decided, recipient: &str) -> Vec<Response> {
         return Vec::new();
     };
     let edited = match group.output.take() {
-        Some(OutputMessage::Edited(bytes)) => {
-            Arc::try_unwrap(bytes).unwrap_or_else(|b| (*b).clone())
-        }
+        Some(OutputMessage::Edited(edited)) => Arc::try_unwrap(edited)
+            .map(sluice_mail::Message::into_raw)
+            .unwrap_or_else(|shared| shared.raw().to_vec()),
         _ => return Vec::new(),
     };
     diff(decided.message.raw(), edited)
@@ -394,7 +394,9 @@ mod tests {
                     outcome,
                     dispositions,
                     output: Some(match edited {
-                        Some(bytes) => OutputMessage::Edited(Arc::new(bytes.to_vec())),
+                        Some(bytes) => OutputMessage::Edited(Arc::new(
+                            sluice_mail::Message::parse(bytes.to_vec()).unwrap(),
+                        )),
                         None => OutputMessage::Original,
                     }),
                     handed_off: Vec::new(),

@@ -67,7 +67,7 @@ impl ArcStamp {
             Ok(sealed) => Sealed::Yes(sealed),
             Err(e) => {
                 tracing::warn!(message_id, copy, error = %e, "ARC: copy not sealed");
-                Sealed::No(e.to_string())
+                Sealed::No(std::sync::Arc::new(e))
             }
         }
     }
@@ -79,5 +79,5 @@ pub enum Sealed {
     /// The sealed message.
     Yes(Vec<u8>),
     /// Not sealed, and why; the copy goes out as it was.
-    No(String),
+    No(std::sync::Arc<sluice_arc::SealError>),
 }

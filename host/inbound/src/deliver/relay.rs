@@ -119,7 +119,7 @@ pub struct RelayReport {
     /// Not sent, and why (domain not allowed, loop, too large).
     pub refused: Vec<Refusal>,
     /// With `[arc]`, once a copy was rewritten: sealed (`Ok`) or why not (it went unsealed).
-    pub arc: Option<Result<(), String>>,
+    pub arc: Option<Result<(), std::sync::Arc<sluice_arc::SealError>>>,
 }
 
 impl Relay {
@@ -147,6 +147,43 @@ impl Relay {
         markers: &Markers,
     ) -> Result<RelayReport, SendError> {
         let mut report = RelayReport::default();
+        let mut allowed = self.admit(message_id, job, msg, &mut report);
+        if allowed.is_empty() {
+            return Ok(report);
+        }
+        let from = job.from.as_deref().unwrap_or(&self.from);
+        let raw = self.outgoing_copy(message_id, via_domain, from, job, msg, &mut report)?;
+        if let Some(max) = self.via.limits().max_bytes.filter(|max| raw.len() > *max) {
+            let reason = format!(
+                "the message is {} bytes after the relay rewrite; SES sends at most {max} bytes",
+                raw.len()
+            );
+            tracing::warn!(message_id, size = raw.len(), "relay refused: too large");
+            report.refused.extend(allowed.into_iter().map(|r| Refusal {
+                recipient: r,
+                kind: RefusalKind::TooLarge,
+                reason: reason.clone(),
+            }));
+            return Ok(report);
+        }
+        // A stable order makes the chunks, and so their claims, the same on every retry.
+        allowed.sort_by_key(|r| r.to_lowercase());
+        for chunk in allowed.chunks(self.via.limits().chunk) {
+            self.send_chunk(message_id, from, chunk, &raw, markers, &mut report)
+                .await?;
+        }
+        Ok(report)
+    }
+
+    /// The job's recipients the relay may send to (each once): the others are refused,
+    /// every one of them when the message has been relayed too often (a loop).
+    fn admit(
+        &self,
+        message_id: &str,
+        job: &RelayJob,
+        msg: &Message,
+        report: &mut RelayReport,
+    ) -> Vec<String> {
         let mut allowed: Vec<String> = Vec::new();
         for rcpt in &job.recipients {
             if allowed.iter().any(|a| a.eq_ignore_ascii_case(rcpt)) {
@@ -170,32 +207,40 @@ impl Relay {
                 });
             }
         }
-        if allowed.is_empty() {
-            return Ok(report);
-        }
-
         let hops = job.hops_received.max(hop_count(msg));
-        if hops >= self.max_hops {
-            tracing::warn!(
-                message_id,
-                hops,
-                max_hops = self.max_hops,
-                "relay refused: mail loop"
-            );
-            let reason = format!(
-                "mail loop: the message already went through {hops} Sluice relays ({} headers), the limit is {}",
-                sluice_mail::LOOP_HEADER,
-                self.max_hops
-            );
-            report.refused.extend(allowed.into_iter().map(|r| Refusal {
-                recipient: r,
-                kind: RefusalKind::Loop,
-                reason: reason.clone(),
-            }));
-            return Ok(report);
+        if allowed.is_empty() || hops < self.max_hops {
+            return allowed;
         }
+        tracing::warn!(
+            message_id,
+            hops,
+            max_hops = self.max_hops,
+            "relay refused: mail loop"
+        );
+        let reason = format!(
+            "mail loop: the message already went through {hops} Sluice relays ({} headers), the limit is {}",
+            sluice_mail::LOOP_HEADER,
+            self.max_hops
+        );
+        report.refused.extend(allowed.into_iter().map(|r| Refusal {
+            recipient: r,
+            kind: RefusalKind::Loop,
+            reason: reason.clone(),
+        }));
+        Vec::new()
+    }
 
-        let from = job.from.as_deref().unwrap_or(&self.from);
+    /// The bytes that go out: the forward rewrite (from the relay's address, the loop
+    /// header), sealed with an ARC set when `[arc]` is configured.
+    fn outgoing_copy(
+        &self,
+        message_id: &str,
+        via_domain: &str,
+        from: &str,
+        job: &RelayJob,
+        msg: &Message,
+        report: &mut RelayReport,
+    ) -> Result<Vec<u8>, SendError> {
         let raw = rewrite_for_relay(
             msg,
             &RelayRewrite {
@@ -210,82 +255,78 @@ impl Relay {
                 "message {message_id}: cannot rewrite it for relaying from {from}: {e}"
             ))
         })?;
-        let raw = match self.arc.as_ref().map(|a| a.seal(&raw, message_id, "relay")) {
-            Some(Sealed::Yes(sealed)) => {
-                report.arc = Some(Ok(()));
-                sealed
-            }
-            Some(Sealed::No(why)) => {
-                report.arc = Some(Err(why));
-                raw
-            }
-            None => raw,
-        };
-        if let Some(max) = self.via.limits().max_bytes.filter(|max| raw.len() > *max) {
-            let reason = format!(
-                "the message is {} bytes after the relay rewrite; SES sends at most {max} bytes",
-                raw.len()
-            );
-            tracing::warn!(message_id, size = raw.len(), "relay refused: too large");
-            report.refused.extend(allowed.into_iter().map(|r| Refusal {
-                recipient: r,
-                kind: RefusalKind::TooLarge,
-                reason: reason.clone(),
-            }));
-            return Ok(report);
-        }
+        Ok(
+            match self.arc.as_ref().map(|a| a.seal(&raw, message_id, "relay")) {
+                Some(Sealed::Yes(sealed)) => {
+                    report.arc = Some(Ok(()));
+                    sealed
+                }
+                Some(Sealed::No(why)) => {
+                    report.arc = Some(Err(why));
+                    raw
+                }
+                None => raw,
+            },
+        )
+    }
 
-        // A stable order makes the chunks, and so their claims, the same on every retry.
-        allowed.sort_by_key(|r| r.to_lowercase());
-        for chunk in allowed.chunks(self.via.limits().chunk) {
-            let name = send_name(message_id, "relay", chunk);
-            let key = markers.marker_key(message_id, "relay", chunk);
-            let detail = json!({
-                "kind": "relay",
-                "message_id": message_id,
-                "from": from,
-                "recipients": chunk,
-            });
-            let what = format!(
-                "relaying message {message_id} to {} (and {} more)",
-                chunk[0],
-                chunk.len() - 1
-            );
-            let sent = send_once(markers, &key, &detail, &what, || {
-                self.via.send(&name, from, chunk, raw.clone(), false)
-            })
-            .await;
-            let outcome = match sent {
-                // The smarthost refused this recipient for good: a failure to report to the
-                // sender (bounced like any other), not a reason to retry the message.
-                Err(e) if e.is_permanent() && self.via.limits().refuses_per_recipient => {
-                    tracing::warn!(message_id, recipient = %Address(&chunk[0]), error = %e, "relay refused by the smarthost");
-                    report.refused.extend(chunk.iter().map(|r| Refusal {
-                        recipient: r.clone(),
-                        kind: RefusalKind::Rejected,
-                        reason: e.to_string(),
-                    }));
-                    continue;
-                }
-                other => other?,
-            };
-            let resent = matches!(outcome, SendOutcome::Resent { .. });
-            match outcome {
-                SendOutcome::Sent { ses_id } | SendOutcome::Resent { ses_id } => {
-                    tracing::info!(message_id, ses_id, recipients = chunk.len(), "relayed");
-                    if resent {
-                        report.resent.extend_from_slice(chunk);
-                    }
-                    report.sent.extend_from_slice(chunk);
-                    for r in chunk {
-                        report.send_ids.insert(r.clone(), ses_id.clone());
-                    }
-                }
-                SendOutcome::AlreadySent => report.already_sent.extend_from_slice(chunk),
-                SendOutcome::Unconfirmed => report.unconfirmed.extend_from_slice(chunk),
+    /// Sends one chunk of recipients once (claimed, then confirmed) and records the outcome.
+    async fn send_chunk(
+        &self,
+        message_id: &str,
+        from: &str,
+        chunk: &[String],
+        raw: &[u8],
+        markers: &Markers,
+        report: &mut RelayReport,
+    ) -> Result<(), SendError> {
+        let name = send_name(message_id, "relay", chunk);
+        let key = markers.marker_key(message_id, "relay", chunk);
+        let detail = json!({
+            "kind": "relay",
+            "message_id": message_id,
+            "from": from,
+            "recipients": chunk,
+        });
+        let what = format!(
+            "relaying message {message_id} to {} (and {} more)",
+            chunk[0],
+            chunk.len() - 1
+        );
+        let sent = send_once(markers, &key, &detail, &what, || {
+            self.via.send(&name, from, chunk, raw.to_vec(), false)
+        })
+        .await;
+        let outcome = match sent {
+            // The smarthost refused this recipient for good: a failure to report to the
+            // sender (bounced like any other), not a reason to retry the message.
+            Err(e) if e.is_permanent() && self.via.limits().refuses_per_recipient => {
+                tracing::warn!(message_id, recipient = %Address(&chunk[0]), error = %e, "relay refused by the smarthost");
+                report.refused.extend(chunk.iter().map(|r| Refusal {
+                    recipient: r.clone(),
+                    kind: RefusalKind::Rejected,
+                    reason: e.to_string(),
+                }));
+                return Ok(());
             }
+            other => other?,
+        };
+        let resent = matches!(outcome, SendOutcome::Resent { .. });
+        match outcome {
+            SendOutcome::Sent { ses_id } | SendOutcome::Resent { ses_id } => {
+                tracing::info!(message_id, ses_id, recipients = chunk.len(), "relayed");
+                if resent {
+                    report.resent.extend_from_slice(chunk);
+                }
+                report.sent.extend_from_slice(chunk);
+                for r in chunk {
+                    report.send_ids.insert(r.clone(), ses_id.clone());
+                }
+            }
+            SendOutcome::AlreadySent => report.already_sent.extend_from_slice(chunk),
+            SendOutcome::Unconfirmed => report.unconfirmed.extend_from_slice(chunk),
         }
-        Ok(report)
+        Ok(())
     }
 }
 
