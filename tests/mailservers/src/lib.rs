@@ -554,6 +554,12 @@ impl Postfix {
     /// Starts Postfix with these `main.cf` lines added to a loopback-only base (no DNS, no
     /// local delivery, `mynetworks = 127.0.0.0/8`).
     pub fn start(main_cf: &str) -> Option<Postfix> {
+        Postfix::start_with(main_cf, "")
+    }
+
+    /// [`Postfix::start`] with these services (e.g. a `pipe` transport a transport map in
+    /// `main_cf` names) added to the base `master.cf`.
+    pub fn start_with(main_cf: &str, master_cf_extra: &str) -> Option<Postfix> {
         if !Path::new("/usr/sbin/postfix").exists() && missing("postfix") {
             return None;
         }
@@ -597,7 +603,11 @@ impl Postfix {
             ),
         )
         .unwrap();
-        std::fs::write(root.join("conf/master.cf"), master_cf(port)).unwrap();
+        std::fs::write(
+            root.join("conf/master.cf"),
+            format!("{}{master_cf_extra}\n", master_cf(port)),
+        )
+        .unwrap();
         let p = Postfix { dir, port };
         let out = p.postfix("start");
         if !out.status.success() {
@@ -619,6 +629,23 @@ impl Postfix {
             .stdin(Stdio::null())
             .output()
             .expect("run postfix")
+    }
+
+    /// `postqueue -p`: the messages still in its queue and why (empty queue: `Mail queue is
+    /// empty`).
+    pub fn queue(&self) -> String {
+        let out = Command::new("/usr/sbin/postqueue")
+            .arg("-c")
+            .arg(self.dir.path().join("conf"))
+            .arg("-p")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run postqueue");
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     }
 
     /// Its log so far (`maillog_file`).

@@ -455,8 +455,8 @@ fn milter_ends_only_the_connection_that_sent_a_malformed_packet() {
 }
 
 /// An SMTP client's transaction: the last reply line to MAIL, each RCPT and the end of DATA
-/// (DATA is skipped when no recipient was accepted).
-fn smtp_send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+/// (DATA is skipped when no recipient was accepted). Also the `sluice deliver` tests' client.
+pub(crate) fn smtp_send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -495,7 +495,8 @@ fn smtp_send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> 
     replies
 }
 
-fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+/// `f`'s first `Some`, polled every 100 ms for up to 30 s.
+pub(crate) fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Some(v) = f() {
