@@ -425,17 +425,23 @@ pub(crate) fn resolve_dir(path: &str, resolve: Resolve<'_>) -> PathBuf {
 pub(crate) mod tests {
     use super::*;
 
+    /// Runs `read` (a store kind's check, or [`read_store`]) on a `[store]` written as
+    /// TOML, paths under `/etc/sluice`, no `[relay] markers`.
+    pub(crate) fn read_with<T>(
+        read: fn(toml::Table, &StoreContext<'_>) -> Checked<T>,
+        text: &str,
+    ) -> Checked<T> {
+        let resolve = |p: &str| PathBuf::from("/etc/sluice").join(p);
+        let context = StoreContext {
+            resolve: &resolve,
+            relay_markers: None,
+        };
+        read(toml::from_str(text).unwrap(), &context)
+    }
+
     /// Reads a `[store]` written as TOML, paths under `/etc/sluice`.
     pub(crate) fn store(text: &str) -> Checked<StoreConfig> {
-        let table: toml::Table = toml::from_str(text).unwrap();
-        let resolve = |p: &str| PathBuf::from("/etc/sluice").join(p);
-        read_store(
-            table,
-            &StoreContext {
-                resolve: &resolve,
-                relay_markers: None,
-            },
-        )
+        read_with(read_store, text)
     }
 
     /// Reads a `[relay]` written as TOML.

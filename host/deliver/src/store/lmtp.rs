@@ -246,12 +246,7 @@ mod tests {
     use crate::server::DEFAULT_SERVER_TIMEOUT;
 
     fn lmtp(text: &str) -> Checked<LmtpStoreConfig> {
-        let resolve = |p: &str| PathBuf::from("/etc/sluice").join(p);
-        let context = StoreContext {
-            resolve: &resolve,
-            relay_markers: None,
-        };
-        check(toml::from_str(text).unwrap(), &context)
+        crate::config::tests::read_with(check, text)
     }
 
     #[test]

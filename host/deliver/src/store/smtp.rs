@@ -200,15 +200,9 @@ impl MailboxStore for SmtpStore {
 mod tests {
     use super::*;
     use crate::server::{Credentials, ServerAddress};
-    use std::path::PathBuf;
 
     fn smtp(text: &str) -> Checked<SmtpStoreConfig> {
-        let resolve = |p: &str| PathBuf::from("/etc/sluice").join(p);
-        let context = StoreContext {
-            resolve: &resolve,
-            relay_markers: None,
-        };
-        check(toml::from_str(text).unwrap(), &context)
+        crate::config::tests::read_with(check, text)
     }
 
     #[test]
