@@ -20,6 +20,12 @@
 //!   visibility timeout skips what was done and, with `sends = "at-least-once"`, sends again
 //!   only a send whose outcome was not recorded. Set the grace above the slowest message.
 //! - The config is checked for changes (file mtime / S3 ETag) every `reload_seconds`.
+//! - With `[milter] listen` in the config, the daemon also serves the milter there (the
+//!   `sluice milter` server, `[milter]`'s settings), on the same pipeline: one engine, one
+//!   loaded config, and a reload applies to both doors. `--queue` may then be left out to
+//!   serve only the milter. On SIGTERM the milter listener closes at once and connections in
+//!   progress finish their message within `[milter] grace_s` (new transactions get 451),
+//!   while the queue stops as above; the daemon exits when both are done.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,8 +40,8 @@ use tokio::sync::Semaphore;
 pub struct DaemonOptions {
     /// Config path or `s3://` URL.
     pub config: String,
-    /// The queue URL.
-    pub queue: String,
+    /// The queue URL; `None` serves only the milter (the config must have `[milter] listen`).
+    pub queue: Option<String>,
     /// Messages handled at once.
     pub concurrency: usize,
     /// Visibility timeout asked for on receive, in seconds; extended while handling.
@@ -85,15 +91,86 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         started = start => started.map_err(|e| anyhow::anyhow!("{e}"))?,
     };
     let pipeline = Arc::new(pipeline);
-    let sqs = Sqs::from_env().await;
-    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
-    let mut handled: u64 = 0;
-    let mut tasks = tokio::task::JoinSet::new();
-    tracing::info!(queue = %options.queue, concurrency = options.concurrency, "daemon consuming the queue");
-    'poll: loop {
-        if options.max_messages.is_some_and(|max| handled >= max) {
-            break;
+    // One stop for both doors: the signal, or the queue reaching `max_messages`. A watch, so
+    // the queue loop and the milter server each see it at once.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let milter = start_milter(&pipeline, &options, stopped(stopping.clone())).await?;
+    let signal = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        })
+    };
+    let reloader = tokio::spawn(reload_loop(pipeline.clone()));
+    let handled = match &options.queue {
+        Some(queue) => consume(&pipeline, &options, queue, stopping).await?,
+        None => {
+            stopped(stopping).await;
+            0
         }
+    };
+    let _ = stop.send(true);
+    if let Some(milter) = milter {
+        if let Err(e) = milter.await {
+            tracing::error!(error = %e, "the milter server ended abnormally");
+        }
+    }
+    signal.abort();
+    reloader.abort();
+    pipeline.flush_uses().await;
+    tracing::info!(handled, "daemon stopped");
+    Ok(())
+}
+
+/// Resolves once `stopping` says stop (or its sender is gone, which only happens on the way
+/// out).
+async fn stopped(mut stopping: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// With `[milter] listen` in the config: binds it and serves the milter on the daemon's own
+/// pipeline (one engine, one loaded config, one reload for both doors) until `stop`, with the
+/// milter server's graceful stop. Without it: nothing, unless there is no queue either.
+async fn start_milter(
+    pipeline: &Arc<Pipeline>,
+    options: &DaemonOptions,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<Option<tokio::task::JoinHandle<()>>> {
+    let section = pipeline.current().config.milter.clone().unwrap_or_default();
+    let Some((listen, milter_options)) =
+        crate::milter::section_settings(&section, &options.config)?
+    else {
+        if options.queue.is_none() {
+            anyhow::bail!(
+                "nothing to serve: pass --queue URL, or set [milter] listen in {}",
+                options.config
+            );
+        }
+        return Ok(None);
+    };
+    let listener = sluice_milter::Listener::bind(&listen).await?;
+    // With port 0, how a supervisor (or a test) finds the port; not with EMF metrics, which
+    // own stdout.
+    if !options.metrics {
+        println!("sluice daemon: milter listening on {}", listener.local());
+    }
+    tracing::info!(listen = %listener.local(), "daemon serving the milter");
+    let pipeline = pipeline.clone();
+    Ok(Some(tokio::spawn(async move {
+        sluice_milter::serve(pipeline, listener, milter_options, stop).await;
+        tracing::info!("milter stopped");
+    })))
+}
+
+/// Checks the config for changes for both doors. Ticks every second and lets
+/// [`Pipeline::reload_if_due`] keep to `reload_seconds`: a tick of exactly the interval would
+/// land just short of it after each check and check only every other tick.
+async fn reload_loop(pipeline: Arc<Pipeline>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
         match pipeline.reload_if_due().await {
             ReloadOutcome::Reloaded { version } => {
                 tracing::info!(version = ?version, "config reloaded")
@@ -102,6 +179,27 @@ async fn serve(options: DaemonOptions) -> Result<()> {
                 tracing::error!(%error, "new config refused, the old one keeps serving")
             }
             ReloadOutcome::NotDue | ReloadOutcome::Unchanged => {}
+        }
+    }
+}
+
+/// The queue loop: receives while there are free slots, until `stopping` (or
+/// `max_messages`), then finishes what is in flight. Returns the messages handled.
+async fn consume(
+    pipeline: &Arc<Pipeline>,
+    options: &DaemonOptions,
+    queue: &str,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) -> Result<u64> {
+    let mut shutdown = Box::pin(stopped(stopping));
+    let sqs = Sqs::from_env().await;
+    let permits = Arc::new(Semaphore::new(options.concurrency.max(1)));
+    let mut handled: u64 = 0;
+    let mut tasks = tokio::task::JoinSet::new();
+    tracing::info!(queue = %queue, concurrency = options.concurrency, "daemon consuming the queue");
+    'poll: loop {
+        if options.max_messages.is_some_and(|max| handled >= max) {
+            break;
         }
         // Wait for a free slot before asking SQS for more, so received messages never sit
         // invisible in memory.
@@ -115,7 +213,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         let want = free.min(10) as i32;
         let received = tokio::select! {
             _ = &mut shutdown => break 'poll,
-            r = sqs.receive(&options.queue, want, options.wait_seconds, options.visibility_seconds) => r,
+            r = sqs.receive(queue, want, options.wait_seconds, options.visibility_seconds) => r,
         };
         let messages = match received {
             Ok(m) => m,
@@ -130,7 +228,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         for message in messages {
             handled += 1;
             let permit = permits.clone().acquire_owned().await?;
-            let (pipeline, sqs, queue) = (pipeline.clone(), sqs.clone(), options.queue.clone());
+            let (pipeline, sqs, queue) = (pipeline.clone(), sqs.clone(), queue.to_string());
             let visibility = options.visibility_seconds;
             tasks.spawn(async move {
                 handle_one(&pipeline, &sqs, &queue, visibility, message).await;
@@ -148,9 +246,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         );
     }
     while tasks.join_next().await.is_some() {}
-    pipeline.flush_uses().await;
-    tracing::info!(handled, "daemon stopped");
-    Ok(())
+    Ok(handled)
 }
 
 /// Handles one SQS message: parse, process, delete on success; extends its visibility

@@ -82,14 +82,16 @@ enum Command {
     },
     /// Consume an SQS queue of SES notifications (SES -> S3 + SNS -> SQS): run each message
     /// through its chains, store, relay and bounce; delete it from the queue only when all
-    /// of that succeeded. Stops cleanly on SIGTERM/SIGINT.
+    /// of that succeeded. With `[milter] listen` in the config, also serves the milter there
+    /// on the same chains (and reloads). Stops cleanly on SIGTERM/SIGINT.
     Daemon {
         /// The config: a file, or `s3://bucket/key.toml` (checked for changes while running).
         #[arg(long)]
         config: String,
-        /// The SQS queue URL.
+        /// The SQS queue URL. Optional when the config has `[milter] listen`: the daemon then
+        /// serves only the milter.
         #[arg(long)]
-        queue: String,
+        queue: Option<String>,
         /// Messages handled at once.
         #[arg(long, default_value_t = 4)]
         concurrency: usize,

@@ -103,6 +103,38 @@ async fn serve(args: MilterArgs) -> Result<()> {
     Ok(())
 }
 
+/// For `sluice daemon`: where and how to serve the milter beside the queue, from the
+/// config's `[milter]` section alone (the daemon has no milter flags); `None` without a
+/// `[milter] listen`. The server does not reload: the daemon reloads the pipeline both
+/// doors share.
+pub(crate) fn section_settings(
+    section: &MilterSection,
+    config: &str,
+) -> Result<Option<(Listen, MilterOptions)>> {
+    if section.listen.is_none() {
+        return Ok(None);
+    }
+    let no_flags = MilterArgs {
+        config: config.to_string(),
+        listen: None,
+        max_message_bytes: None,
+        max_buffered_bytes: None,
+        command_timeout: None,
+        max_connections: None,
+        default_action: None,
+        trusted_authserv_id: None,
+        grace: None,
+        reload_seconds: 0,
+        cache_dir: None,
+    };
+    let (listen, options) = settings(&no_flags, section, config)?;
+    let options = MilterOptions {
+        reload_interval: None,
+        ..options
+    };
+    Ok(Some((listen, options)))
+}
+
 /// The listen address and options: each flag, else `[milter]`, else the default.
 fn settings(
     args: &MilterArgs,
@@ -154,7 +186,7 @@ fn settings(
             .or(section.grace_s)
             .map(Duration::from_secs)
             .unwrap_or(defaults.grace),
-        reload_interval: Duration::from_secs(args.reload_seconds),
+        reload_interval: Some(Duration::from_secs(args.reload_seconds)),
         ..defaults
     };
     Ok((listen, options))

@@ -104,8 +104,10 @@ pub struct MilterOptions {
     pub trusted_authserv_id: Option<String>,
     /// On stop, how long connections may take to finish their message (default 30 s).
     pub grace: Duration,
-    /// How often the config is checked for changes (default 30 s).
-    pub reload_interval: Duration,
+    /// How often the server checks the config for changes (default 30 s). `None`: the
+    /// caller reloads the pipeline itself, as `sluice daemon` does for the pipeline its queue
+    /// and its milter share (one check, one log line per change, not one per door).
+    pub reload_interval: Option<Duration>,
 }
 
 impl Default for MilterOptions {
@@ -119,7 +121,7 @@ impl Default for MilterOptions {
             default_action: DefaultAction::Tempfail,
             trusted_authserv_id: None,
             grace: Duration::from_secs(30),
-            reload_interval: Duration::from_secs(30),
+            reload_interval: Some(Duration::from_secs(30)),
         }
     }
 }
@@ -209,7 +211,9 @@ pub async fn serve(
     // Refused connections are cheap, but not free: as many again, then they are closed.
     let refusing = Arc::new(Semaphore::new(options.max_connections));
     let mut tasks = JoinSet::new();
-    let reloader = tokio::spawn(reload_loop(pipeline.clone(), options.reload_interval));
+    let reloader = options
+        .reload_interval
+        .map(|every| tokio::spawn(reload_loop(pipeline.clone(), every)));
     tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
@@ -267,7 +271,9 @@ pub async fn serve(
         );
         tasks.shutdown().await;
     }
-    reloader.abort();
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
     pipeline.flush_uses().await;
 }
 

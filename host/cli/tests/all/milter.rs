@@ -1032,3 +1032,181 @@ fn milter_50_connections_sending_large_bodies_stay_within_the_buffer_budget() {
     let t = warm.transaction("someone@sender.example", &["alice@example.com"], &body);
     assert_eq!(t.end.last().unwrap().0, b'c');
 }
+
+/// The daemon's config: S3 in and S3 mailboxes for the queue, `[milter]` on a free loopback
+/// port, and example.com tagging external subjects with `tag`.
+fn write_daemon_config(path: &Path, tag: &str) {
+    let config = format!(
+        r#"
+[inbound]
+bucket = "inbound"
+prefix = "incoming/"
+
+[store]
+kind = "s3"
+bucket = "mail"
+prefix = "mailboxes"
+
+[milter]
+listen = "inet:127.0.0.1:0"
+grace_s = 20
+
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{alias}"
+config = {{ mailboxes = ["alice"], aliases = {{ info = "alice" }}, unknown = "bounce" }}
+[[domain.step]]
+plugin = "{tag_rule}"
+config = {{ tag = "{tag}", internal_domains = ["example.com"] }}
+"#,
+        alias = rule("alias").display(),
+        tag_rule = rule("subject-tag").display(),
+    );
+    std::fs::write(path, config).unwrap();
+}
+
+/// The subject the milter's end-of-message answer sets, if it changes it.
+fn changed_subject(end: &Packets) -> Option<String> {
+    fields(end, b'm', 4)
+        .into_iter()
+        .find(|(name, _)| name == "Subject")
+        .map(|(_, value)| value)
+}
+
+/// `sluice daemon` with a queue and `[milter] listen` serves both doors from one pipeline:
+/// a milter transaction gets the rules' edits and an SQS message is stored with them; a
+/// config edit picked up by the daemon's reload changes what the milter answers; SIGTERM
+/// closes the milter listener at once, lets the transaction in progress finish (with the
+/// reloaded rules), and ends the daemon with exit 0.
+#[test]
+fn daemon_serves_the_milter_beside_the_queue_on_one_reloaded_config() {
+    use crate::common::{notification, World};
+    let _turn = crate::turn(module_path!());
+    let rt = crate::common::rt();
+    let moto = sluice_tests::Moto::start();
+    let world = World::new(&rt, &moto, &moto);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    write_daemon_config(&config, "[EXT]");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .args([
+            "--queue",
+            &world.queue,
+            "--wait",
+            "1",
+            "--reload-seconds",
+            "1",
+        ])
+        .envs(moto.env())
+        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        BufReader::new(stderr).read_to_string(&mut text).unwrap();
+        text
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let listening = line
+        .trim()
+        .strip_prefix("sluice daemon: milter listening on ")
+        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
+        .to_string();
+    let port = listening.rsplit(':').next().unwrap().parse().unwrap();
+    // Killed if the test fails before its SIGTERM.
+    let mut daemon = Milter {
+        child,
+        port,
+        listening,
+    };
+
+    let mut mta = daemon.connect();
+    mta.open();
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["info@example.com"],
+        &message("first", ""),
+    );
+    assert_eq!(
+        changed_subject(&t.end).as_deref(),
+        Some("[EXT] first"),
+        "{:?}",
+        t.end
+    );
+    assert_eq!(fields(&t.end, b'+', 0)[0].0, "<alice@example.com>");
+
+    world.put_message(&rt, "m-queue", "alice@example.com");
+    world.enqueue(
+        &rt,
+        &notification("m-queue", &["alice@example.com"], "PASS", "inbound"),
+    );
+    let stored = wait_for("the queued message in alice's mailbox", || {
+        world.get(
+            &rt,
+            "s3://mail/mailboxes/example.com/alice/INBOX/m-queue.eml",
+        )
+    });
+    assert!(
+        text(&stored).contains("Subject: [EXT] Quarterly numbers m-queue"),
+        "{}",
+        text(&stored)
+    );
+
+    write_daemon_config(&config, "[OUTSIDE]");
+    let mut n = 0;
+    wait_for("the reloaded tag in the milter's answer", || {
+        n += 1;
+        let subject = format!("again-{n}");
+        let t = mta.transaction(
+            "someone@sender.example",
+            &["alice@example.com"],
+            &message(&subject, ""),
+        );
+        (changed_subject(&t.end)? == format!("[OUTSIDE] {subject}")).then_some(())
+    });
+
+    // A transaction in progress at SIGTERM finishes with the rules' edits.
+    mta.ask(b'M', b"<someone@sender.example>\0");
+    mta.ask(b'R', b"<alice@example.com>\0");
+    mta.ask(b'L', b"Subject\0in-progress\0");
+    mta.ask(b'N', b"");
+    assert!(Command::new("kill")
+        .args(["-TERM", &daemon.child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        TcpStream::connect(("127.0.0.1", daemon.port)).is_err(),
+        "the milter listener is closed at once"
+    );
+    mta.ask(b'B', b"Hello.\r\n");
+    let end = mta.ask(b'E', b"");
+    assert_eq!(
+        changed_subject(&end).as_deref(),
+        Some("[OUTSIDE] in-progress"),
+        "{end:?}"
+    );
+    let refused = mta.ask(b'M', b"<someone@sender.example>\0");
+    assert!(
+        reply(&refused).unwrap().starts_with("451 4.3.2 "),
+        "{refused:?}"
+    );
+    mta.send(b'Q', b"");
+    let status = daemon.child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    sluice_tests::assert_no_full_address("sluice daemon", &log);
+    for expected in ["config reloaded", "milter stopped", "daemon stopped"] {
+        assert!(log.contains(expected), "no {expected:?} in:\n{log}");
+    }
+    assert!(log.contains("handled=1"), "{log}");
+}
