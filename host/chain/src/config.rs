@@ -141,12 +141,14 @@ pub struct InboundSection {
     pub prefix: String,
 }
 
-/// `[milter]`: settings of `sluice milter` (its flags override them). Read once at start: a
-/// config reload changes the chains, not these.
+/// `[milter]`: settings of the milter door, for `sluice milter` (its flags override them) and
+/// for `sluice daemon`, which serves the milter beside its queue when `listen` is set. Read
+/// once at start: a config reload changes the chains, not these.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MilterSection {
-    /// `inet:127.0.0.1:PORT` or `unix:/path`.
+    /// `inet:127.0.0.1:PORT` or `unix:/path`. Its presence is what makes `sluice daemon`
+    /// serve the milter too (one config, one reload for both doors).
     pub listen: Option<String>,
     /// The largest message accepted, in bytes (default 40 MiB).
     pub max_message_bytes: Option<usize>,

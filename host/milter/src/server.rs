@@ -277,8 +277,16 @@ pub async fn serve(
     pipeline.flush_uses().await;
 }
 
+/// Asks the pipeline to reload when due. The tick is shorter than `every` (at most 1 s)
+/// and [`Pipeline::reload_if_due`] keeps to the interval: a tick of exactly `every` lands
+/// just short of it after each check, so only every other tick would check. Never zero
+/// (`--reload-seconds 0`), which `tokio::time::interval` refuses.
 async fn reload_loop(pipeline: Arc<Pipeline>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
+    let period = every
+        .min(Duration::from_secs(1))
+        .max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
         tick.tick().await;

@@ -1074,6 +1074,59 @@ fn changed_subject(end: &Packets) -> Option<String> {
         .map(|(_, value)| value)
 }
 
+/// `sluice daemon` with these flags and environment, its config's `[milter]` on a free port:
+/// the milter it serves (the daemon is killed if the test fails before stopping it) and a
+/// thread collecting its log.
+fn start_daemon(
+    config: &Path,
+    flags: &[&str],
+    env: Vec<(&'static str, String)>,
+) -> (Milter, std::thread::JoinHandle<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["daemon", "--config", config.to_str().unwrap()])
+        .args(flags)
+        .envs(env)
+        .env("SLUICE_CACHE_DIR", config.with_file_name("cache"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let Some(listening) = line
+        .trim()
+        .strip_prefix("sluice daemon: milter listening on ")
+        .map(str::to_string)
+    else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("no listening line: {line:?}\n{}", log.join().unwrap());
+    };
+    let port = listening.rsplit(':').next().unwrap().parse().unwrap();
+    let daemon = Milter {
+        child,
+        port,
+        listening,
+    };
+    (daemon, log)
+}
+
+fn sigterm(child: &Child) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// `sluice daemon` with a queue and `[milter] listen` serves both doors from one pipeline:
 /// a milter transaction gets the rules' edits and an SQS message is stored with them; a
 /// config edit picked up by the daemon's reload changes what the milter answers; SIGTERM
@@ -1089,45 +1142,18 @@ fn daemon_serves_the_milter_beside_the_queue_on_one_reloaded_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.toml");
     write_daemon_config(&config, "[EXT]");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["daemon", "--config", config.to_str().unwrap()])
-        .args([
+    let (mut daemon, log) = start_daemon(
+        &config,
+        &[
             "--queue",
             &world.queue,
             "--wait",
             "1",
             "--reload-seconds",
             "1",
-        ])
-        .envs(moto.env())
-        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = std::thread::spawn(move || {
-        let mut text = String::new();
-        BufReader::new(stderr).read_to_string(&mut text).unwrap();
-        text
-    });
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let listening = line
-        .trim()
-        .strip_prefix("sluice daemon: milter listening on ")
-        .unwrap_or_else(|| panic!("no listening line: {line:?}"))
-        .to_string();
-    let port = listening.rsplit(':').next().unwrap().parse().unwrap();
-    // Killed if the test fails before its SIGTERM.
-    let mut daemon = Milter {
-        child,
-        port,
-        listening,
-    };
-
+        ],
+        moto.env(),
+    );
     let mut mta = daemon.connect();
     mta.open();
     let t = mta.transaction(
@@ -1178,11 +1204,7 @@ fn daemon_serves_the_milter_beside_the_queue_on_one_reloaded_config() {
     mta.ask(b'R', b"<alice@example.com>\0");
     mta.ask(b'L', b"Subject\0in-progress\0");
     mta.ask(b'N', b"");
-    assert!(Command::new("kill")
-        .args(["-TERM", &daemon.child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
+    sigterm(&daemon.child);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         TcpStream::connect(("127.0.0.1", daemon.port)).is_err(),
@@ -1209,4 +1231,53 @@ fn daemon_serves_the_milter_beside_the_queue_on_one_reloaded_config() {
         assert!(log.contains(expected), "no {expected:?} in:\n{log}");
     }
     assert!(log.contains("handled=1"), "{log}");
+}
+
+/// Without `--queue`, `sluice daemon` serves only the milter of its `[milter]` section (no
+/// AWS needed) and stops on SIGTERM; with neither a queue nor `[milter] listen` it refuses to
+/// start, saying what is missing.
+#[test]
+fn daemon_without_a_queue_serves_only_the_milter_and_without_either_refuses_to_start() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "[milter]\nlisten = \"inet:127.0.0.1:0\"\n");
+    let no_aws = vec![
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ];
+    let (mut daemon, log) = start_daemon(&config, &[], no_aws.clone());
+    let mut mta = daemon.connect();
+    mta.open();
+    let t = mta.transaction(
+        "someone@sender.example",
+        &["alice@example.com"],
+        &message("alone", ""),
+    );
+    assert_eq!(
+        changed_subject(&t.end).as_deref(),
+        Some("[EXT] alone"),
+        "{:?}",
+        t.end
+    );
+    mta.send(b'Q', b"");
+    sigterm(&daemon.child);
+    let status = daemon.child.wait().unwrap();
+    let log = log.join().unwrap();
+    assert!(status.success(), "{status:?}\n{log}");
+    assert!(log.contains("milter stopped"), "{log}");
+    assert!(!log.contains("consuming the queue"), "{log}");
+
+    let bare = write_config(dir.path(), "");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["daemon", "--config", bare.to_str().unwrap()])
+        .envs(no_aws)
+        .env("SLUICE_CACHE_DIR", dir.path().join("cache"))
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("nothing to serve") && err.contains("[milter] listen"),
+        "{err}"
+    );
 }
