@@ -279,11 +279,12 @@ pub enum HandleFailure {
         reason: String,
     },
     /// A chain tempfailed or a delivery must be retried; what was done stays done.
-    #[error("tempfail, will be retried ({reason}); done so far: {done}")]
+    #[error("tempfail, will be retried ({reason}); what the rules decided: {done}")]
     Tempfail {
         /// The first reason.
         reason: String,
-        /// The summary of what this attempt did.
+        /// The attempt's summary: the rules' dispositions by kind (`deliver=1` is a copy the
+        /// rules asked for, not one that was made) and what the sends came to.
         done: String,
     },
 }
