@@ -4,6 +4,7 @@
 mod actions;
 mod arc;
 mod cache;
+mod catalogue;
 mod corpus;
 mod deploy;
 mod hostile;

@@ -41,10 +41,18 @@ pub fn corpus_dir() -> Option<PathBuf> {
 /// Every rule crate the tests use: the reference plugins and the hostile test rules.
 pub fn rule_crate_dirs() -> Vec<PathBuf> {
     let root = workspace_root();
-    let mut dirs: Vec<PathBuf> = ["banner", "junk", "alias", "forward", "subject-tag"]
-        .iter()
-        .map(|name| root.join("plugins").join(name))
-        .collect();
+    let mut dirs: Vec<PathBuf> = [
+        "banner",
+        "junk",
+        "alias",
+        "forward",
+        "subject-tag",
+        "size-limit",
+        "sender-lists",
+    ]
+    .iter()
+    .map(|name| root.join("plugins").join(name))
+    .collect();
     let mut rules: Vec<PathBuf> = std::fs::read_dir(root.join("tests").join("rules"))
         .expect("tests/rules exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -364,7 +372,14 @@ pub fn install_demo_plugins() -> PathBuf {
             let root = workspace_root();
             let plugins = root.join("target").join("plugins");
             std::fs::create_dir_all(&plugins).expect("target/plugins");
-            for name in ["banner", "junk", "alias", "forward"] {
+            for name in [
+                "banner",
+                "junk",
+                "alias",
+                "forward",
+                "size-limit",
+                "sender-lists",
+            ] {
                 let dest = plugins.join(format!("{name}.wasm"));
                 let tmp = plugins.join(format!(".{name}.wasm.{}", std::process::id()));
                 std::fs::copy(rule(name), &tmp).expect("copy a built rule");

@@ -388,7 +388,7 @@ impl S3 {
     }
 
     /// Writes an object with user metadata (`x-amz-meta-NAME`; give names without the
-    /// prefix), server-side encryption on. S3 limits the user metadata to 2 KB in all.
+    /// prefix), server-side encryption on (SSE-S3). S3 limits the user metadata to 2 KB in all.
     pub async fn put_with_metadata(
         &self,
         url: &S3Url,
@@ -396,13 +396,34 @@ impl S3 {
         content_type: &str,
         metadata: &[(String, String)],
     ) -> Result<Option<String>, AwsError> {
+        self.put_encrypted(url, bytes, content_type, metadata, &Encryption::S3)
+            .await
+    }
+
+    /// [`put_with_metadata`](S3::put_with_metadata) with the server-side encryption named:
+    /// SSE-S3, or SSE-KMS under the bucket's default AWS-managed key or a named key.
+    pub async fn put_encrypted(
+        &self,
+        url: &S3Url,
+        bytes: Vec<u8>,
+        content_type: &str,
+        metadata: &[(String, String)],
+        encryption: &Encryption,
+    ) -> Result<Option<String>, AwsError> {
         let mut request = self
             .client
             .put_object()
             .bucket(&url.bucket)
             .key(&url.key)
-            .content_type(content_type)
-            .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256);
+            .content_type(content_type);
+        request = match encryption {
+            Encryption::S3 => {
+                request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
+            }
+            Encryption::Kms { key_id } => request
+                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+        };
         for (name, value) in metadata {
             request = request.metadata(name, value);
         }
@@ -417,6 +438,21 @@ impl S3 {
             })?;
         Ok(out.e_tag().map(str::to_string))
     }
+}
+
+/// Server-side encryption for an object Sluice writes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// SSE-S3 (AES-256 with keys S3 manages): no KMS permission or cost.
+    #[default]
+    S3,
+    /// SSE-KMS: under `key_id` (a key id, ARN or `alias/NAME`), or S3's AWS-managed
+    /// `aws/s3` key when none is named. The writer needs `kms:GenerateDataKey` on the key,
+    /// and every reader `kms:Decrypt`.
+    Kms {
+        /// The KMS key; `None` for the AWS-managed key.
+        key_id: Option<String>,
+    },
 }
 
 #[cfg(test)]

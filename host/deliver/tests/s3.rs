@@ -1,7 +1,7 @@
 //! `[store] kind = "s3"` against a real moto server: the key layout, SSE, the trace in the
 //! object metadata, idempotent rewrites, and names that must never share a mailbox.
 
-use sluice_aws::{S3Url, S3};
+use sluice_aws::{Encryption, S3Url, S3};
 use sluice_deliver::{S3Mailboxes, TraceMeta};
 use sluice_tests::Moto;
 
@@ -33,6 +33,7 @@ async fn mailbox_store_writes_the_key_with_sse_and_trace_metadata() {
         s3: env.s3.clone(),
         bucket: BUCKET.into(),
         prefix: "mailboxes".into(),
+        encryption: Encryption::S3,
     };
     let trace = TraceMeta {
         steps: vec![("banner".into(), "ok".into()), ("junk".into(), "ok".into())],
@@ -93,6 +94,7 @@ async fn mailboxes_of_look_alike_addresses_are_distinct_objects() {
         s3: env.s3.clone(),
         bucket: BUCKET.into(),
         prefix: "mailboxes".into(),
+        encryption: Encryption::S3,
     };
     let trace = TraceMeta::default();
     let long = |c: char| format!("{}{c}@example.com", "x".repeat(200));
@@ -142,4 +144,47 @@ async fn mailboxes_of_look_alike_addresses_are_distinct_objects() {
         "{err:?}"
     );
     assert!(err.to_string().contains("local part"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mailbox_store_encrypts_with_kms_when_configured() {
+    let env = env().await;
+    let key_arn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    for (prefix, key_id) in [("named", Some(key_arn.to_string())), ("managed", None)] {
+        let boxes = S3Mailboxes {
+            s3: env.s3.clone(),
+            bucket: BUCKET.into(),
+            prefix: prefix.into(),
+            encryption: Encryption::Kms {
+                key_id: key_id.clone(),
+            },
+        };
+        let key = boxes
+            .store(
+                "team@example.com",
+                "INBOX",
+                "ses-kms",
+                ORIGINAL.as_bytes().to_vec(),
+                &TraceMeta::default(),
+            )
+            .await
+            .unwrap();
+        let head = env
+            .s3
+            .client()
+            .head_object()
+            .bucket(BUCKET)
+            .key(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.server_side_encryption(),
+            Some(&aws_sdk_s3::types::ServerSideEncryption::AwsKms),
+            "{prefix}"
+        );
+        if let Some(arn) = &key_id {
+            assert_eq!(head.ssekms_key_id(), Some(arn.as_str()));
+        }
+    }
 }

@@ -45,6 +45,8 @@ fn the_reference_rule_fixtures_pass() {
         &root.join("plugins/junk/fixtures"),
         &root.join("plugins/alias/fixtures"),
         &root.join("plugins/forward/fixtures"),
+        &root.join("plugins/size-limit/fixtures"),
+        &root.join("plugins/sender-lists/fixtures"),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -70,6 +72,16 @@ fn the_reference_rule_fixtures_pass() {
         "forward/spam",
         "forward/redirect",
         "forward/redirect-partial",
+        "size-limit/over-domain-limit",
+        "size-limit/recipient-limit",
+        "size-limit/recipient-raised",
+        "sender-lists/allowed-but-forged",
+        "sender-lists/allowed-partner",
+        "sender-lists/blocked-domain",
+        "sender-lists/blocked-envelope",
+        "sender-lists/blocked-pattern",
+        "sender-lists/blocked-subdomain",
+        "sender-lists/unlisted",
     ] {
         assert!(
             out.lines().any(|l| l == format!("ok   {name}")),
@@ -78,7 +90,7 @@ fn the_reference_rule_fixtures_pass() {
     }
     // The configs next to the fixtures are not fixtures.
     assert!(!out.contains("sluice"), "{out}");
-    assert_eq!(summary(&o), "21 passed, 0 failed");
+    assert_eq!(summary(&o), "31 passed, 0 failed");
 }
 
 /// A fixture directory in a temp dir using the junk rule.

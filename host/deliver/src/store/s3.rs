@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use serde::Deserialize;
-use sluice_aws::{S3Url, S3};
+use sluice_aws::{Encryption, S3Url, S3};
 
 use crate::config::{
     read_section, Checked, RecordsAt, StoreConfig, StoreContext, StoreKind, StoreTarget,
@@ -25,6 +25,10 @@ struct S3Section {
     bucket: String,
     /// The key prefix.
     prefix: Option<String>,
+    /// `"AES256"` (SSE-S3, the default) or `"aws:kms"`.
+    sse: Option<String>,
+    /// The KMS key for `sse = "aws:kms"` (id, ARN or `alias/NAME`).
+    kms_key_id: Option<String>,
 }
 
 /// `[store] kind = "s3"`, checked.
@@ -34,16 +38,20 @@ pub struct S3StoreConfig {
     pub bucket: String,
     /// The key prefix, without leading or trailing `/` (may be empty).
     pub prefix: String,
+    /// How stored messages are encrypted at rest.
+    pub encryption: Encryption,
 }
 
 fn read(table: toml::Table, _: &StoreContext<'_>) -> Checked<StoreConfig> {
     let section: S3Section = read_section("store", table).map_err(|e| {
-        format!("{e} (kind = \"s3\" takes `bucket = \"BUCKET\"` and optionally `prefix`)")
+        format!("{e} (kind = \"s3\" takes `bucket = \"BUCKET\"` and optionally `prefix`, `sse`, `kms_key_id`)")
     })?;
     if section.bucket.is_empty() {
         return Err("store: kind = \"s3\" needs `bucket = \"BUCKET\"`".into());
     }
+    let encryption = encryption(section.sse.as_deref(), section.kms_key_id)?;
     Ok(Arc::new(S3StoreConfig {
+        encryption,
         bucket: section.bucket,
         prefix: section
             .prefix
@@ -51,6 +59,26 @@ fn read(table: toml::Table, _: &StoreContext<'_>) -> Checked<StoreConfig> {
             .trim_matches('/')
             .to_string(),
     }))
+}
+
+/// `sse` and `kms_key_id`, checked together: a key without `sse = "aws:kms"` would be
+/// silently unused, so it is refused.
+fn encryption(sse: Option<&str>, kms_key_id: Option<String>) -> Result<Encryption, String> {
+    match (sse, kms_key_id) {
+        (None | Some("AES256"), None) => Ok(Encryption::S3),
+        (None | Some("AES256"), Some(_)) => Err(
+            "store: `kms_key_id` needs `sse = \"aws:kms\"` (SSE-S3, the default, uses no KMS key)"
+                .into(),
+        ),
+        (Some("aws:kms"), Some(key)) if key.trim().is_empty() => Err(
+            "store: `kms_key_id` is empty: name a key id, ARN or alias/NAME, or leave it out for the aws/s3 key"
+                .into(),
+        ),
+        (Some("aws:kms"), key_id) => Ok(Encryption::Kms { key_id }),
+        (Some(other), _) => Err(format!(
+            "store: sse = {other:?} is not known: \"AES256\" (SSE-S3, the default) or \"aws:kms\" (SSE-KMS, with `kms_key_id` or the aws/s3 key)"
+        )),
+    }
 }
 
 impl StoreTarget for S3StoreConfig {
@@ -78,6 +106,7 @@ impl StoreTarget for S3StoreConfig {
             s3: clients.s3.clone(),
             bucket: self.bucket.clone(),
             prefix: self.prefix.clone(),
+            encryption: self.encryption.clone(),
         }))
     }
 }
@@ -118,6 +147,8 @@ pub struct S3Mailboxes {
     pub bucket: String,
     /// The key prefix (`[store] prefix`), without a trailing `/`; may be empty.
     pub prefix: String,
+    /// Server-side encryption of each stored copy (`[store] sse`, `kms_key_id`).
+    pub encryption: Encryption,
 }
 
 impl S3Mailboxes {
@@ -181,7 +212,7 @@ impl S3Mailboxes {
             key,
         };
         self.s3
-            .put_with_metadata(&url, bytes, "message/rfc822", &metadata)
+            .put_encrypted(&url, bytes, "message/rfc822", &metadata, &self.encryption)
             .await
             .map_err(|source| MailboxError::S3 {
                 what: format!("storing message {message_id} for {recipient} in {folder}"),
@@ -253,7 +284,35 @@ mod tests {
             s3: S3::for_endpoint("http://127.0.0.1:9", "us-east-1"),
             bucket: "b".into(),
             prefix: prefix.into(),
+            encryption: Encryption::S3,
         }
+    }
+
+    fn read_s3(text: &str) -> Result<(), String> {
+        crate::config::tests::read_with(read, text).map(|_| ())
+    }
+
+    #[test]
+    fn encryption_is_sse_s3_unless_kms_is_named() {
+        assert_eq!(encryption(None, None), Ok(Encryption::S3));
+        assert_eq!(encryption(Some("AES256"), None), Ok(Encryption::S3));
+        assert_eq!(
+            encryption(Some("aws:kms"), None),
+            Ok(Encryption::Kms { key_id: None })
+        );
+        assert_eq!(
+            encryption(Some("aws:kms"), Some("alias/mail".into())),
+            Ok(Encryption::Kms {
+                key_id: Some("alias/mail".into())
+            })
+        );
+        read_s3("kind = \"s3\"\nbucket = \"b\"\nsse = \"aws:kms\"\nkms_key_id = \"k\"").unwrap();
+        let e = read_s3("bucket = \"b\"\nkms_key_id = \"alias/mail\"").unwrap_err();
+        assert!(e.contains("needs `sse = \"aws:kms\"`"), "{e}");
+        let e = read_s3("bucket = \"b\"\nsse = \"kms\"").unwrap_err();
+        assert!(e.contains("\"AES256\"") && e.contains("\"aws:kms\""), "{e}");
+        let e = read_s3("bucket = \"b\"\nsse = \"aws:kms\"\nkms_key_id = \" \"").unwrap_err();
+        assert!(e.contains("is empty"), "{e}");
     }
 
     #[test]
