@@ -306,7 +306,7 @@ mod tests {
                 key_id: Some("alias/mail".into())
             })
         );
-        read_s3("kind = \"s3\"\nbucket = \"b\"\nsse = \"aws:kms\"\nkms_key_id = \"k\"").unwrap();
+        read_s3("bucket = \"b\"\nsse = \"aws:kms\"\nkms_key_id = \"k\"").unwrap();
         let e = read_s3("bucket = \"b\"\nkms_key_id = \"alias/mail\"").unwrap_err();
         assert!(e.contains("needs `sse = \"aws:kms\"`"), "{e}");
         let e = read_s3("bucket = \"b\"\nsse = \"kms\"").unwrap_err();
