@@ -15,3 +15,4 @@ mod reference_rules;
 mod reload;
 mod routing;
 mod sandbox;
+mod stack;
