@@ -304,6 +304,14 @@ fn function_command() -> Command {
     }
 }
 
+/// Whether the function runs under an emulator (`SLUICE_LAMBDA_RUNNER`).
+fn emulated() -> bool {
+    !std::env::var("SLUICE_LAMBDA_RUNNER")
+        .unwrap_or_default()
+        .trim()
+        .is_empty()
+}
+
 /// The process's peak resident memory (`VmHWM`), while it still runs.
 fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -688,8 +696,11 @@ fn sqs_batch_routed_by_a_dynamodb_alias_directory() {
              [store]\nkind = \"s3\"\nbucket = \"sluice-mail\"\nprefix = \"mail\"\n\n\
              [directory.aliases]\nkind = \"dynamodb\"\ntable = \"aliases\"\n\n\
              [[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{}\"\n\
-             lookups = [\"aliases\"]\nconfig = {{ mailboxes = [\"dave\"], directory = \"aliases\" }}\n",
-            sluice_tests::rule("alias").display()
+             lookups = [\"aliases\"]\n{}config = {{ mailboxes = [\"dave\"], directory = \"aliases\" }}\n",
+            sluice_tests::rule("alias").display(),
+            // An emulated function (arm64 under qemu, `.ci/ship`) runs the rule and its
+            // lookup many times slower than the 100 ms default deadline allows.
+            if emulated() { "timeout_ms = 5000\n" } else { "" }
         ),
     )
     .unwrap();
@@ -731,10 +742,7 @@ fn sqs_batch_routed_by_a_dynamodb_alias_directory() {
     // address space for its slots; only what instances touch becomes resident, so the function
     // stays well inside Lambda's smallest memory size (128 MB). Under an emulator the figure is
     // the emulator's own, so it is only printed.
-    let emulated = !std::env::var("SLUICE_LAMBDA_RUNNER")
-        .unwrap_or_default()
-        .trim()
-        .is_empty();
+    let emulated = emulated();
     let peak = run.peak_rss_kib.expect("the function's /proc status");
     println!(
         "peak resident memory: {} MiB{}",
