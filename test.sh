@@ -63,6 +63,8 @@ setup() {
   fi
   /usr/sbin/postconf -d mail_version
 
+  ship_setup
+
   step "node.js and sdk/js packages (componentize-js)"
   if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     if ! command -v apt-get >/dev/null; then
@@ -81,6 +83,41 @@ setup() {
     digest sdk/js/package.json sdk/js/package-lock.json > sdk/js/node_modules/.sluice-stamp
   fi
 }
+
+# --- ship: what the `sam build` and Debian package stages need (issue 35) -------------------
+# The SAM CLI and cargo-lambda in their own venv (.venv-deploy, deploy/requirements.txt); the
+# arm64 Rust target for the Lambda's default architecture; qemu-user-static and the arm64 C
+# library to run that bootstrap here; systemd for `systemd-analyze verify`; cargo-deb.
+ship_setup() {
+  step "ship: SAM CLI + cargo-lambda (.venv-deploy), aarch64 target, qemu, systemd, cargo-deb"
+  local want
+  want="$(digest deploy/requirements.txt)"
+  if [ ! -x .venv-deploy/bin/python ]; then
+    python3 -m venv .venv-deploy
+  fi
+  if [ "$(cat .venv-deploy/.sluice-stamp 2>/dev/null)" != "$want" ]; then
+    .venv-deploy/bin/pip install --quiet --disable-pip-version-check -r deploy/requirements.txt
+    echo "$want" > .venv-deploy/.sluice-stamp
+  fi
+  .venv-deploy/bin/sam --version
+  grep -qx aarch64-unknown-linux-gnu <<<"$(rustup target list --installed)" \
+    || rustup target add aarch64-unknown-linux-gnu
+  if [ ! -x /usr/bin/qemu-aarch64-static ] || [ ! -e /usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1 ] \
+    || ! command -v systemd-analyze >/dev/null; then
+    if ! command -v apt-get >/dev/null; then
+      echo "qemu-user-static, libc6-arm64-cross and systemd are needed for the ship stage: install them and run again" >&2
+      exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      qemu-user-static libc6-arm64-cross systemd
+  fi
+  if ! cargo deb --version >/dev/null 2>&1; then
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
+  fi
+  cargo deb --version
+}
+CARGO_DEB_VERSION=3.8.0
+# --- end ship ---------------------------------------------------------------------------------
 
 case "${1:-}" in
   setup) setup ;;

@@ -586,3 +586,85 @@ fn the_function_role_grants_no_wildcards() {
     }
     assert!(s3_statements >= 3, "read, write and list statements");
 }
+
+/// The parameter table of `deploy/README.md`, which the `sam deploy --guided` walkthrough
+/// (step 2) points at, is the template's parameters in the template's order (the order the
+/// prompts come in), with their defaults; the walkthrough's `Name=value` answers name real
+/// parameters.
+#[test]
+fn the_deploy_guide_lists_the_template_parameters() {
+    let root = workspace_root();
+    let template = std::fs::read_to_string(root.join("deploy/template.yaml")).unwrap();
+    let mut in_parameters = false;
+    let mut order = Vec::new();
+    for line in template.lines() {
+        if !line.starts_with(' ') && !line.is_empty() && !line.starts_with('#') {
+            in_parameters = line == "Parameters:";
+            continue;
+        }
+        if in_parameters {
+            if let Some(name) = line.strip_prefix("  ").and_then(|l| l.strip_suffix(':')) {
+                if !name.starts_with(' ') {
+                    order.push(name.to_string());
+                }
+            }
+        }
+    }
+    let parameters = rendered()["Parameters"].as_object().unwrap();
+    let mut sorted = order.clone();
+    sorted.sort();
+    let mut names: Vec<&String> = parameters.keys().collect();
+    names.sort();
+    assert_eq!(
+        sorted.iter().collect::<Vec<_>>(),
+        names,
+        "template order read"
+    );
+
+    let readme = std::fs::read_to_string(root.join("deploy/README.md")).unwrap();
+    let table: Vec<(String, String)> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| parameter | default |"))
+        .skip(2)
+        .take_while(|l| l.starts_with("| `"))
+        .map(|l| {
+            let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+            (cells[1].trim_matches('`').to_string(), cells[2].to_string())
+        })
+        .collect();
+    let listed: Vec<&String> = table.iter().map(|(name, _)| name).collect();
+    assert_eq!(
+        listed,
+        order.iter().collect::<Vec<_>>(),
+        "deploy/README.md's parameter table, in the template's order"
+    );
+    for (name, default) in &table {
+        let expected = match &parameters[name.as_str()]["Default"] {
+            Value::Null => "(required)".to_string(),
+            Value::String(s) if s.is_empty() => "(empty)".to_string(),
+            Value::String(s) => format!("`{s}`"),
+            other => format!("`{other}`"),
+        };
+        assert_eq!(default, &expected, "{name}: default in deploy/README.md");
+    }
+
+    let step = readme
+        .split("2. **Deploy the stack**")
+        .nth(1)
+        .and_then(|s| s.split("3. **").next())
+        .expect("step 2 of the deploy guide");
+    let answers: Vec<&str> = step
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter_map(|code| code.split_once('=').map(|(name, _)| name))
+        .filter(|name| name.chars().all(|c| c.is_ascii_alphanumeric()))
+        .collect();
+    assert!(answers.len() >= 3, "{answers:?}");
+    for name in answers {
+        assert!(
+            parameters.contains_key(name),
+            "step 2 answers {name}, which the template does not have"
+        );
+    }
+}

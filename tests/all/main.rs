@@ -16,3 +16,4 @@ mod reference_rules;
 mod reload;
 mod routing;
 mod sandbox;
+mod stack;

@@ -89,8 +89,8 @@ enum Command {
         #[arg(long)]
         config: String,
         /// The SQS queue URL. Optional when the config has `[milter] listen`: the daemon then
-        /// serves only the milter.
-        #[arg(long)]
+        /// serves only the milter. The packaged unit reads it from /etc/default/sluice.
+        #[arg(long, env = "SLUICE_QUEUE")]
         queue: Option<String>,
         /// Messages handled at once.
         #[arg(long, default_value_t = 4)]

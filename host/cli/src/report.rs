@@ -226,7 +226,7 @@ pub fn text(result: &ProcessResult, deliveries: &[DeliveryRecord], envelope: &En
                     out,
                     "        {} {}: {}",
                     line.source,
-                    format!("{:?}", line.level).to_lowercase(),
+                    line.level_name(),
                     short(&line.text, 200)
                 );
             }

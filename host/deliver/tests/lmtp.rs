@@ -7,7 +7,7 @@ use std::time::Duration;
 use sluice_deliver::{
     LmtpStore, MailboxCopy, MailboxError, MailboxStore, StoreOutcome, StoreRequest, TraceMeta,
 };
-use sluice_deliver::{LmtpStoreConfig, LmtpUser, ServerConfig};
+use sluice_deliver::{LmtpStoreConfig, LmtpUser, ServerConfig, TlsMode};
 use sluice_mailservers::Dovecot;
 
 fn store_for(dovecot: &Dovecot) -> LmtpStore {
@@ -232,4 +232,78 @@ async fn connections_are_reused_and_a_stopped_server_is_transient() {
         outcomes[0].result
     );
     assert_eq!(dovecot.fetch("alice@example.com", "INBOX").len(), 4);
+}
+
+/// LMTP over TLS (STARTTLS) to a Dovecot with a certificate from a private CA, as with the SMTP
+/// store: checked against `tls_ca_file`, refused against the system roots, and the copy
+/// Dovecot stores says it came over TLS (its `Received:` field: "using TLS…", "with LMTPS").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = sluice_mailservers::private_ca(certs.path());
+    let tls = format!(
+        "ssl = yes\nssl_cert = <{0}/cert.pem\nssl_key = <{0}/key.pem\n",
+        certs.path().display()
+    );
+    let Some(dovecot) = Dovecot::start_with(&["alice@example.com"], &tls) else {
+        return;
+    };
+    let store_with = |ca_file: Option<std::path::PathBuf>| {
+        LmtpStore::new(&LmtpStoreConfig {
+            server: ServerConfig {
+                tls: TlsMode::StartTls,
+                tls_ca_file: ca_file,
+                hello_name: Some("sluice.test".into()),
+                timeout: Duration::from_secs(10),
+                ..ServerConfig::loopback(dovecot.lmtp_port)
+            },
+            user: LmtpUser::Address,
+            folder_delimiter: "+".into(),
+            markers: None,
+        })
+        .unwrap()
+    };
+    let copies = [
+        copy("alice@example.com", "INBOX"),
+        copy("alice@example.com", "Junk"),
+    ];
+
+    // The system roots do not know the private CA: nothing is delivered.
+    let untrusted = store_with(None);
+    let outcomes = store_copies(
+        &untrusted,
+        "tls-0",
+        "sender@outside.example",
+        MESSAGE,
+        &copies,
+    )
+    .await;
+    for outcome in &outcomes {
+        let error = outcome.result.as_ref().expect_err("an unknown CA");
+        assert!(!error.is_permanent(), "{error}");
+        assert!(
+            format!("{error:?} {error}")
+                .to_lowercase()
+                .contains("certificate"),
+            "{error:?}"
+        );
+    }
+    assert!(dovecot.fetch("alice@example.com", "INBOX").is_empty());
+
+    let store = store_with(Some(ca));
+    let outcomes = store_copies(&store, "tls-1", "sender@outside.example", MESSAGE, &copies).await;
+    for outcome in &outcomes {
+        assert!(outcome.result.is_ok(), "{:?}", outcome.result);
+    }
+    let inbox = dovecot.fetch("alice@example.com", "INBOX");
+    let junk = dovecot.fetch("alice@example.com", "Junk");
+    assert_eq!((inbox.len(), junk.len()), (1, 1));
+    for stored in [&inbox[0], &junk[0]] {
+        assert_stored(stored, MESSAGE);
+        let text = String::from_utf8_lossy(stored);
+        assert!(
+            text.contains("(using TLS") && text.contains("with LMTPS"),
+            "not received over TLS:\n{text}"
+        );
+    }
 }

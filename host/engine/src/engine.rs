@@ -107,6 +107,42 @@ impl Default for EngineOptions {
     }
 }
 
+/// Slots the pool keeps warm (with their memory's first [`EngineOptions::keep_resident_bytes`]
+/// resident) after their instance is gone, for the next instance of the same rule.
+pub const WARM_SLOTS: u32 = 100;
+
+impl EngineOptions {
+    /// These options for a process limited to `limit_bytes` of memory (a Lambda function's
+    /// memory size, a container's cgroup limit): what the pool keeps resident between
+    /// messages, [`WARM_SLOTS`] x `keep_resident_bytes` (400 MiB with the defaults), is held
+    /// to a quarter of it, so a 128 MB function keeps at most 32 MiB that way. The pool's
+    /// address space reservation itself is virtual and costs no memory.
+    pub fn within_memory(mut self, limit_bytes: Option<u64>) -> EngineOptions {
+        if let Some(limit) = limit_bytes {
+            let per_slot = (limit / 4 / u64::from(WARM_SLOTS)) as usize;
+            // Whole pages; 0 returns every page to the kernel as the on-demand allocator does.
+            let per_slot = per_slot / 4096 * 4096;
+            self.keep_resident_bytes = self.keep_resident_bytes.min(per_slot);
+        }
+        self
+    }
+}
+
+/// The memory this process may use, when something limits it: a Lambda function's memory
+/// size (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, MB), else a cgroup v2 limit
+/// (`/sys/fs/cgroup/memory.max`, e.g. a container's or a systemd unit's `MemoryMax=`).
+pub fn process_memory_limit() -> Option<u64> {
+    let lambda = std::env::var("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
+        .ok()
+        .and_then(|mb| mb.trim().parse::<u64>().ok())
+        .map(|mb| mb << 20);
+    lambda.or_else(|| {
+        std::fs::read_to_string("/sys/fs/cgroup/memory.max")
+            .ok()
+            .and_then(|max| max.trim().parse::<u64>().ok())
+    })
+}
+
 /// One per process: compiles and caches rule components, instantiates them per message.
 pub struct RuleEngine {
     pub(crate) engine: Engine,
@@ -165,7 +201,7 @@ impl RuleEngine {
                     .max_memory_size(opts.max_memory_bytes)
                     .max_core_instance_size(16 << 20)
                     .table_elements(100_000)
-                    .max_unused_warm_slots(100);
+                    .max_unused_warm_slots(WARM_SLOTS);
                 if scan {
                     pool.linear_memory_keep_resident(opts.keep_resident_bytes)
                         .table_keep_resident(64 << 10)
@@ -277,5 +313,33 @@ impl RuleEngine {
 impl Drop for RuleEngine {
     fn drop(&mut self) {
         self.ticker.take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_memory_limit_bounds_what_the_pool_keeps_resident() {
+        let kept = |limit_mb: Option<u64>| {
+            EngineOptions::default()
+                .within_memory(limit_mb.map(|mb| mb << 20))
+                .keep_resident_bytes
+        };
+        // No limit, or one large enough: the default 4 MiB per warm slot.
+        assert_eq!(kept(None), 4 << 20);
+        assert_eq!(kept(Some(2048)), 4 << 20);
+        // Lambda's smallest and the template's range: a quarter of the memory over all
+        // warm slots, in whole pages.
+        for mb in [128u64, 256, 512, 1024] {
+            let per_slot = kept(Some(mb)) as u64;
+            assert_eq!(per_slot % 4096, 0);
+            assert!(
+                per_slot * u64::from(WARM_SLOTS) <= (mb << 20) / 4,
+                "{mb} MB: {per_slot} x {WARM_SLOTS}"
+            );
+        }
+        assert_eq!(kept(Some(128)), 331_776);
     }
 }

@@ -35,7 +35,9 @@ pub use bindings::sluice::rules::types::{
     Verdicts,
 };
 pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
-pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
+pub use engine::{
+    process_memory_limit, EngineError, EngineOptions, PoolingChoice, RuleEngine, WARM_SLOTS,
+};
 pub use http::{
     AllowedUrl, HttpCall, HttpClient, HttpError, HttpGrant, HttpRequest, HttpResponse, HttpResult,
     DEFAULT_MAX_RESPONSE_BYTES, MAX_HTTP_CALLS,

@@ -233,6 +233,19 @@ pub struct LogLine {
     pub text: String,
 }
 
+impl LogLine {
+    /// The level as a word (`info`), for traces people read; `Level`'s `Debug` is `Level::Info`.
+    pub fn level_name(&self) -> &'static str {
+        match self.level {
+            Level::Trace => "trace",
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Warn => "warn",
+            Level::Error => "error",
+        }
+    }
+}
+
 /// A step's outcome plus what it cost and what it logged.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StepReport {

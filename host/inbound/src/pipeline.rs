@@ -209,12 +209,15 @@ fn start_blocking(
         .or_else(sluice_engine::default_cache_dir);
     let max_bytes = config.engine.cache_max_bytes();
     let engine: &'static RuleEngine = Box::leak(Box::new(
-        RuleEngine::new(EngineOptions {
-            cache_dir: cache_dir.as_ref().map(|d| d.join("compiled")),
-            cache_max_bytes: max_bytes,
-            pooling: config.engine.pooling_choice(),
-            ..Default::default()
-        })
+        RuleEngine::new(
+            EngineOptions {
+                cache_dir: cache_dir.as_ref().map(|d| d.join("compiled")),
+                cache_max_bytes: max_bytes,
+                pooling: config.engine.pooling_choice(),
+                ..Default::default()
+            }
+            .within_memory(sluice_engine::process_memory_limit()),
+        )
         .map_err(|source| StartError::Engine {
             config: name(),
             source,

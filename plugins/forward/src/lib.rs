@@ -17,7 +17,9 @@
 //! sets `From:` to the verified address (`from`, else `[relay] from`) with the original
 //! sender's name as "Name via <domain>", keeps the original `From:` as `Reply-To:` (unless
 //! one exists), removes `DKIM-Signature`, `Return-Path`, `Sender` and duplicate `Message-ID`
-//! fields, sends with an SRS-style envelope, and relays only to `[relay] allow_domains`.
+//! fields, sends with the verified address as the envelope sender too (no SRS: bounces of
+//! the copy come back to that address, not to the original sender), and relays only to
+//! `[relay] allow_domains`.
 //! `subject_prefix` applies to the relayed copy only; local copies keep their subject.
 //!
 //! # Config

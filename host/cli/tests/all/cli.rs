@@ -109,6 +109,8 @@ fn run_prints_a_readable_trace_and_is_idempotent() {
     assert!(text.contains("banner"), "{text}");
     assert!(text.contains("-> file-into Junk"), "{text}");
     assert!(text.contains("deliver"), "{text}");
+    // The junk rule's log line, its level as a word (it was `level::info`).
+    assert!(text.contains("log info: junk: "), "{text}");
     let files = walk;
     let first = files(&out);
     assert_eq!(first.len(), 1, "{first:?}");
