@@ -41,10 +41,19 @@ pub fn corpus_dir() -> Option<PathBuf> {
 /// Every rule crate the tests use: the reference plugins and the hostile test rules.
 pub fn rule_crate_dirs() -> Vec<PathBuf> {
     let root = workspace_root();
-    let mut dirs: Vec<PathBuf> = ["banner", "junk", "alias", "forward", "subject-tag"]
-        .iter()
-        .map(|name| root.join("plugins").join(name))
-        .collect();
+    let mut dirs: Vec<PathBuf> = [
+        "banner",
+        "junk",
+        "alias",
+        "forward",
+        "subject-tag",
+        "attachments",
+        "headers",
+        "bcc",
+    ]
+    .iter()
+    .map(|name| root.join("plugins").join(name))
+    .collect();
     let mut rules: Vec<PathBuf> = std::fs::read_dir(root.join("tests").join("rules"))
         .expect("tests/rules exists")
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -224,6 +233,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         recipients: recipients.iter().map(|s| s.to_string()).collect(),
         verdicts: unknown_verdicts(),
         received_at: 1_700_000_000_000,
+        flow: sluice_engine::Flow::default(),
     }
 }
 
@@ -364,7 +374,16 @@ pub fn install_demo_plugins() -> PathBuf {
             let root = workspace_root();
             let plugins = root.join("target").join("plugins");
             std::fs::create_dir_all(&plugins).expect("target/plugins");
-            for name in ["banner", "junk", "alias", "forward"] {
+            for name in [
+                "banner",
+                "junk",
+                "alias",
+                "forward",
+                "subject-tag",
+                "attachments",
+                "headers",
+                "bcc",
+            ] {
                 let dest = plugins.join(format!("{name}.wasm"));
                 let tmp = plugins.join(format!(".{name}.wasm.{}", std::process::id()));
                 std::fs::copy(rule(name), &tmp).expect("copy a built rule");

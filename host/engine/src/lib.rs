@@ -20,6 +20,7 @@
 mod bindings;
 mod cache;
 mod engine;
+mod flow;
 mod http;
 mod lookup;
 mod plugin;
@@ -36,6 +37,7 @@ pub use bindings::sluice::rules::types::{
 };
 pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{EngineError, EngineOptions, PoolingChoice, RuleEngine};
+pub use flow::{Direction, Flow};
 pub use http::{
     AllowedUrl, HttpCall, HttpClient, HttpError, HttpGrant, HttpRequest, HttpResponse, HttpResult,
     DEFAULT_MAX_RESPONSE_BYTES, MAX_HTTP_CALLS,
@@ -46,5 +48,8 @@ pub use session::MessageSession;
 pub use step::{
     LogLine, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome, StepReport,
 };
-pub use validate::{action_to_edit, MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};
+pub use validate::{
+    action_to_edit, action_to_edit_in, removes_received, MAX_BANNER_BYTES,
+    MAX_RECIPIENTS_PER_ACTION,
+};
 pub use warm::{WarmPool, WarmSettings, WarmStats};
