@@ -764,7 +764,10 @@ fn milter_runs_the_outbound_chain_for_mail_submitted_with_auth_in_a_real_postfix
         // header_checks note for hiding it).
         assert!(!data.contains("laptop.office.example.com"), "{data}");
         assert_eq!(data.matches("Received:").count(), 1, "{data}");
-        assert!(data.contains("by mx.example.com (Postfix) with ESMTPA"), "{data}");
+        assert!(
+            data.contains("by mx.example.com (Postfix) with ESMTPA"),
+            "{data}"
+        );
         assert!(!data.contains("Bcc"), "{data}");
     }
 
