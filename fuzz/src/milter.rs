@@ -52,6 +52,7 @@ pub fn run(data: &[u8]) {
         }),
         stopping: Arc::new(AtomicBool::new(false)),
         budget: Arc::new(BufferBudget::new(usize::from(limit) * 256)),
+        outbound_daemon_names: Vec::new(),
     });
     let mut session = Session::new(settings, false);
     let mut accepted: Vec<String> = Vec::new();

@@ -7,7 +7,7 @@
 // 2. Parses the entry (oxc-parser): a syntax error is reported as `file:line:column`. The
 //    entry must export `validateConfig` and `evaluate`, and may import only this SDK
 //    (`sluice.js` of this directory, by a relative or absolute path).
-// 3. Writes ONE ES module: the WIT imports (`sluice:rules/host`, `recipients`, `lookup`, `http`),
+// 3. Writes ONE ES module: the WIT imports (`sluice:rules/host`, `recipients`, `lookup`, `http`, `flow`),
 //    the SDK wrapped in a function that receives them, then the rule with its SDK imports
 //    replaced by `const { ... } = <sdk>`.
 // 4. componentize-js turns that module into a component of world `rule` with every WASI
@@ -23,7 +23,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 const SDK_FILE = join(SDK_DIR, 'sluice.js');
-const WIT_PACKAGE_VERSION = '0.1.4';
+const WIT_PACKAGE_VERSION = '0.1.5';
 const DISABLED_FEATURES = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
 
 class BuildError extends Error {}
@@ -185,7 +185,8 @@ export async function bundle(entry) {
     `import * as __sluice_recipients from 'sluice:rules/recipients@${v}'; ` +
     `import * as __sluice_lookup from 'sluice:rules/lookup@${v}'; ` +
     `import * as __sluice_http from 'sluice:rules/http@${v}'; ` +
-    'const __sluice_sdk = __sluice_sdk_factory({ host: __sluice_host, recipients: __sluice_recipients, lookup: __sluice_lookup, http: __sluice_http }); ';
+    `import * as __sluice_flow from 'sluice:rules/flow@${v}'; ` +
+    'const __sluice_sdk = __sluice_sdk_factory({ host: __sluice_host, recipients: __sluice_recipients, lookup: __sluice_lookup, http: __sluice_http, flow: __sluice_flow }); ';
   return `${prelude}${rule}\n\n// ---- the Sluice SDK (${SDK_FILE}) ----\n${await sdkFunction()}`;
 }
 

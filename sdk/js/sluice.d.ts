@@ -1,4 +1,4 @@
-// Types of the Sluice JavaScript SDK (sluice.js) and of the WIT world `sluice:rules/rule@0.1.4`
+// Types of the Sluice JavaScript SDK (sluice.js) and of the WIT world `sluice:rules/rule@0.1.5`
 // as componentize-js maps it. The WIT part follows `jco types wit -n rule` (jco 1.35.0).
 //
 // Mapping: kebab-case names -> camelCase (`text-body` -> `textBody`, `mail-from` -> `mailFrom`);
@@ -7,7 +7,7 @@
 // throw E; list<u8> -> Uint8Array; u64 -> bigint; u16/u32 -> number; resource -> class;
 // tuple -> array.
 
-// ---- sluice:rules/types@0.1.4 ------------------------------------------------------------
+// ---- sluice:rules/types@0.1.5 ------------------------------------------------------------
 export type Verdict = 'pass' | 'fail' | 'gray' | 'processing-failed' | 'disabled' | 'unknown';
 /**
  * The five SES verdicts for this message.
@@ -289,7 +289,7 @@ export declare class Message {
   raw(): Uint8Array;
 }
 
-// ---- sluice:rules/recipients@0.1.4 (added in 0.1.2) ---------------------------------------
+// ---- sluice:rules/recipients@0.1.5 (added in 0.1.2) ---------------------------------------
 export interface ForwardRequest {
   /**
    * Where the copy goes. Always relayed (through `[relay]`, subject to its
@@ -313,7 +313,7 @@ export interface ForwardRequest {
   redirect: boolean,
 }
 
-// ---- sluice:rules/http@0.1.4 (added in 0.1.4) ---------------------------------------------
+// ---- sluice:rules/http@0.1.5 (added in 0.1.4) ---------------------------------------------
 /**
  * A request. `url` is absolute (`http` or `https`); `method` is an upper-case token such
  * as `GET` or `POST`. The host sets `Host`, `Content-Length` and `Connection` itself.
@@ -395,6 +395,19 @@ export const recipients: {
   forward(request: { to: string | Iterable<string>; from?: string; subjectPrefix?: string; redirect?: boolean }): void;
   /** Under node: the requests made since the last call. */
   takeRecorded(): Recorded[];
+};
+
+/** Which way the message goes (WIT 0.1.5): received mail, or mail a local user sends (an `[[outbound]]` chain). */
+export type Direction = 'inbound' | 'outbound';
+export const flow: {
+  /** The direction of the message being evaluated. */
+  direction(): Direction;
+  /** `direction() === 'outbound'`. */
+  isOutbound(): boolean;
+  /** The SMTP AUTH login the sender used, or null (received mail, or no AUTH). */
+  authenticatedSender(): string | null;
+  /** Under node: what `direction()` and `authenticatedSender()` answer (inbound, null by default). */
+  set(direction: Direction, authenticatedSender?: string | null): void;
 };
 
 /** Granted tables (WIT 0.1.3): `lookups = ["aliases"]` in the step's config. */

@@ -1,4 +1,4 @@
-// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.4`, world `rule`).
+// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.5`, world `rule`).
 //
 // A rule is one ES module that imports this file (by relative or absolute path) and exports
 // the world's two functions:
@@ -384,6 +384,39 @@ const lookup = Object.freeze({
     const out = asked;
     asked = [];
     return out;
+  },
+});
+
+// ---------------------------------------------------------------------------------------
+// Which way the message goes (`sluice:rules/flow`, WIT 0.1.5): 'inbound' (received mail) or
+// 'outbound' (mail a local user sends, run by an [[outbound]] chain). A test double under node.
+
+let flowDouble = { direction: 'inbound', authenticatedSender: null };
+
+const flow = Object.freeze({
+  /** 'inbound' or 'outbound'. */
+  direction() {
+    if (wit) return wit.flow.messageDirection();
+    return flowDouble.direction;
+  },
+  /** Whether the message is mail a local user sends. */
+  isOutbound() {
+    return flow.direction() === 'outbound';
+  },
+  /** The SMTP AUTH login of the sender, or null (received mail, no AUTH). */
+  authenticatedSender() {
+    if (wit) {
+      const login = wit.flow.authenticatedSender();
+      return login === undefined ? null : login;
+    }
+    return flowDouble.authenticatedSender;
+  },
+  /** Under node: what `direction()` and `authenticatedSender()` answer. */
+  set(direction, authenticatedSender = null) {
+    if (direction !== 'inbound' && direction !== 'outbound') {
+      throw new TypeError(`flow.set: direction must be 'inbound' or 'outbound', not ${JSON.stringify(direction)}`);
+    }
+    flowDouble = { direction, authenticatedSender: authenticatedSender ?? null };
   },
 });
 
@@ -789,6 +822,7 @@ function mockContext({ verdicts = {}, config = {}, ...rest } = {}) {
 export {
   lookup,
   http,
+  flow,
   Action,
   addHeader,
   setHeader,

@@ -57,6 +57,7 @@ fn passing_envelope(id: &str) -> Envelope {
         recipients: vec!["bob@example.com".into(), "dave@example.com".into()],
         verdicts,
         received_at: 1_700_000_000_000,
+        flow: sluice_engine::Flow::default(),
     }
 }
 

@@ -82,6 +82,7 @@ fn pipeline(c: &mut Criterion) {
                         content: MessageContent::Inline(messages[i % messages.len()].clone()),
                         refuse_by: RefuseBy::Dsn,
                         trusted_authserv_id: None,
+                        flow: sluice_engine::Flow::default(),
                     };
                     let pipeline = pipeline.clone();
                     tasks.spawn(async move {

@@ -49,6 +49,9 @@ pub fn rule_crate_dirs() -> Vec<PathBuf> {
         "subject-tag",
         "size-limit",
         "sender-lists",
+        "attachments",
+        "headers",
+        "bcc",
     ]
     .iter()
     .map(|name| root.join("plugins").join(name))
@@ -232,6 +235,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         recipients: recipients.iter().map(|s| s.to_string()).collect(),
         verdicts: unknown_verdicts(),
         received_at: 1_700_000_000_000,
+        flow: sluice_engine::Flow::default(),
     }
 }
 
@@ -379,6 +383,10 @@ pub fn install_demo_plugins() -> PathBuf {
                 "forward",
                 "size-limit",
                 "sender-lists",
+                "subject-tag",
+                "attachments",
+                "headers",
+                "bcc",
             ] {
                 let dest = plugins.join(format!("{name}.wasm"));
                 let tmp = plugins.join(format!(".{name}.wasm.{}", std::process::id()));

@@ -7,15 +7,16 @@ use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 use sluice_engine::{
-    action_to_edit, Action, Bounce, Context, ForwardRequest, HttpClient, LookupResult,
-    LookupTables, MessageSession, RecipientRequest, RuleEngine, RulePlugin, StepGrants, StepLimits,
-    StepOutcome, StepReport, Verdicts, WarmPool,
+    action_to_edit_in, Action, Bounce, Context, Direction, Flow, ForwardRequest, HttpClient,
+    LookupResult, LookupTables, MessageSession, RecipientRequest, RuleEngine, RulePlugin,
+    StepGrants, StepLimits, StepOutcome, StepReport, Verdicts, WarmPool,
 };
 use sluice_mail::{BannerFallback, Edit, Edited, Message};
 
 use crate::breaker::CircuitBreaker;
 use crate::config::{
-    BannerFallbackSetting, ConfigError, ConfigFile, OnError, PluginLocation, StepMode,
+    BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, OnError, PluginLocation,
+    StepMode,
 };
 use crate::trace::{
     Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepTrace,
@@ -136,6 +137,8 @@ pub struct DomainChain {
 #[derive(Debug, Clone)]
 pub struct RuleChains {
     chains: Vec<DomainChain>,
+    /// The `[[outbound]]` chains, for mail local users send (by sending domain).
+    outbound: Vec<DomainChain>,
     /// The config's `[directory.*]` tables, opened, for the steps granted them.
     tables: Option<Arc<sluice_directory::Tables>>,
     /// Sends the requests of the steps granted `http` (made only when one is).
@@ -155,6 +158,8 @@ pub struct Envelope {
     pub verdicts: Verdicts,
     /// Receipt time, ms since the epoch.
     pub received_at: u64,
+    /// Received mail, or mail a local user sends (and their SMTP AUTH login).
+    pub flow: Flow,
 }
 
 impl RuleChains {
@@ -173,104 +178,35 @@ impl RuleChains {
         let mut loaded: BTreeMap<String, RulePlugin> = BTreeMap::new();
         let mut chains = Vec::new();
         for domain in &config.domains {
-            let d = domain.get_ref();
-            let mut steps = Vec::new();
-            for (i, step) in d.step.iter().enumerate() {
-                let s = step.get_ref();
-                let location = config.plugin_location(s.plugin.get_ref());
-                let (key, stem) = match &location {
-                    PluginLocation::Local(path) => (
-                        path.display().to_string(),
-                        path.file_stem().map(|n| n.to_string_lossy().into_owned()),
-                    ),
-                    PluginLocation::Remote(url) | PluginLocation::Unsupported(url) => (
-                        url.clone(),
-                        url.rsplit('/')
-                            .next()
-                            .map(|f| f.trim_end_matches(".wasm").to_string()),
-                    ),
-                };
-                let name = s
-                    .name
-                    .clone()
-                    .or(stem.filter(|n| !n.is_empty()))
-                    .unwrap_or_else(|| format!("step{}", i + 1));
-                let at = |message: String| {
-                    ConfigError::at(
-                        &config.source,
-                        Some(s.plugin.span()),
-                        format!(
-                            "domain {:?} step {} ({name}): {message}",
-                            d.name.get_ref(),
-                            i + 1
-                        ),
-                    )
-                };
-                let expected = s.sha256.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
-                let plugin = match loaded.get(&key) {
-                    Some(p) => p.clone(),
-                    None => {
-                        let p = match &location {
-                            PluginLocation::Local(path) => {
-                                RulePlugin::load_file(engine, &name, path)
-                                    .map_err(|e| at(e.to_string()))?
-                            }
-                            PluginLocation::Remote(url) => {
-                                let bytes = sources
-                                    .fetch(url, expected.as_deref().unwrap_or_default())
-                                    .map_err(at)?;
-                                RulePlugin::load_bytes(engine, &name, &bytes)
-                                    .map_err(|e| at(e.to_string()))?
-                            }
-                            PluginLocation::Unsupported(scheme) => {
-                                return Err(at(format!("{scheme}:// is not supported")))
-                            }
-                        };
-                        loaded.insert(key.clone(), p.clone());
-                        p
-                    }
-                };
-                if let Some(expected) = &expected {
-                    if *expected != plugin.sha256() {
-                        return Err(at(format!(
-                            "sha256 mismatch for {key}: expected {expected}, the file has {}",
-                            plugin.sha256()
-                        )));
-                    }
-                }
-                let config_json = s.config_json();
-                let limits = s.limits_for(plugin.runtime());
-                plugin
-                    .validate_config(engine, &config_json, &limits)
-                    .map_err(|e| at(e.to_string()))?;
-                steps.push(Step {
-                    name: name.into(),
-                    plugin,
-                    limits,
-                    on_error: s.on_error,
-                    mode: s.mode,
-                    config_json,
-                    breaker: Arc::new(CircuitBreaker::new(s.breaker)),
-                    warm: s.warm_settings().map(|w| Arc::new(WarmPool::new(w))),
-                    grants: s.grants(&limits),
-                });
-            }
-            chains.push(DomainChain {
-                domain: d.name.get_ref().to_ascii_lowercase(),
-                steps,
-                banner_fallback: match d.banner_fallback {
-                    BannerFallbackSetting::Wrap => BannerFallback::Wrap,
-                    BannerFallbackSetting::Ignore => BannerFallback::Ignore,
-                },
-            });
+            chains.push(load_chain(
+                engine,
+                config,
+                sources,
+                &mut loaded,
+                "domain",
+                domain.get_ref(),
+            )?);
+        }
+        let mut outbound = Vec::new();
+        for domain in &config.outbound {
+            outbound.push(load_chain(
+                engine,
+                config,
+                sources,
+                &mut loaded,
+                "outbound",
+                domain.get_ref(),
+            )?);
         }
         Ok(RuleChains {
             http: chains
                 .iter()
+                .chain(&outbound)
                 .flat_map(|c| &c.steps)
                 .any(|s| s.grants.http.is_some())
                 .then(|| Arc::new(sluice_http::HttpService::new())),
             chains,
+            outbound,
             tables: open_tables(config)?,
         })
     }
@@ -283,6 +219,20 @@ impl RuleChains {
     /// The chains, in config order.
     pub fn chains(&self) -> &[DomainChain] {
         &self.chains
+    }
+
+    /// The `[[outbound]]` chains, in config order.
+    pub fn outbound_chains(&self) -> &[DomainChain] {
+        &self.outbound
+    }
+
+    /// The outbound chain for mail sent from `domain`: its own, else `*`'s, else none (the
+    /// mail leaves unchanged).
+    fn outbound_chain_for(&self, domain: &str) -> Option<&DomainChain> {
+        self.outbound
+            .iter()
+            .find(|c| c.domain == domain)
+            .or_else(|| self.outbound.iter().find(|c| c.domain == "*"))
     }
 
     fn chain_for(&self, domain: &str) -> Option<&DomainChain> {
@@ -318,12 +268,18 @@ impl RuleChains {
     /// mailboxes get, whoever addressed it. A recipient that a domain's chain already handled
     /// for this message is not handed to it again, and hand-offs stop after
     /// [`MAX_HANDOFFS`] rounds (the rest bounce with 5.4.6, a routing loop).
+    ///
+    /// Mail a local user sends (`envelope.flow` outbound) runs one `[[outbound]]` chain
+    /// instead: see [`RuleChains::process_outbound`].
     pub fn process(
         &self,
         engine: &RuleEngine,
         message: Arc<Message>,
         envelope: &Envelope,
     ) -> ProcessResult {
+        if envelope.flow.is_outbound() {
+            return self.process_outbound(engine, message, envelope);
+        }
         let mut groups: Vec<(String, Vec<String>, Option<String>)> = Vec::new();
         for rcpt in &envelope.recipients {
             let key = self.group_key(domain_of(rcpt));
@@ -331,13 +287,7 @@ impl RuleChains {
         }
         // (group key, recipient) pairs a chain has already run for.
         let mut handled: Vec<(String, String)> = Vec::new();
-        let mut session = MessageSession::new(engine, message.clone());
-        if let Some(tables) = &self.tables {
-            session = session.with_tables(tables.clone() as Arc<dyn LookupTables>);
-        }
-        if let Some(http) = &self.http {
-            session = session.with_http(http.clone() as Arc<dyn HttpClient>);
-        }
+        let mut session = self.session(engine, message.clone(), &envelope.flow);
         let mut results = Vec::new();
         let mut round = 0;
         while !groups.is_empty() {
@@ -385,6 +335,56 @@ impl RuleChains {
         }
     }
 
+    /// Mail a local user sends: the chain is picked by the sending domain (the domain of the
+    /// SMTP AUTH login when it is an address, else of MAIL FROM), and every recipient, local
+    /// or not, is one group (the rules see the whole message as it leaves). Each final
+    /// recipient is a `relay` disposition: the MTA sends them all; there are no hand-offs to
+    /// `[[domain]]` chains (local recipients' copies come back in through the MTA as received
+    /// mail, and those chains see them then).
+    pub fn process_outbound(
+        &self,
+        engine: &RuleEngine,
+        message: Arc<Message>,
+        envelope: &Envelope,
+    ) -> ProcessResult {
+        let domain = domain_of(sending_address(envelope));
+        let chain = self.outbound_chain_for(&domain);
+        let key = match chain {
+            Some(c) if c.domain == "*" => "*".to_string(),
+            _ => domain,
+        };
+        let mut session = self.session(engine, message.clone(), &envelope.flow);
+        let result = self.run_group(
+            &mut session,
+            chain,
+            &key,
+            envelope.recipients.clone(),
+            envelope,
+        );
+        ProcessResult {
+            message_id: envelope.message_id.clone(),
+            size: message.size(),
+            groups: vec![result],
+        }
+    }
+
+    /// A session for one message, serving the tables, HTTP and flow its steps may use.
+    fn session<'e>(
+        &self,
+        engine: &'e RuleEngine,
+        message: Arc<Message>,
+        flow: &Flow,
+    ) -> MessageSession<'e> {
+        let mut session = MessageSession::new(engine, message).with_flow(flow.clone());
+        if let Some(tables) = &self.tables {
+            session = session.with_tables(tables.clone() as Arc<dyn LookupTables>);
+        }
+        if let Some(http) = &self.http {
+            session = session.with_http(http.clone() as Arc<dyn HttpClient>);
+        }
+        session
+    }
+
     /// Runs one recipient group through `chain` and decides each recipient's disposition.
     fn run_group(
         &self,
@@ -394,7 +394,7 @@ impl RuleChains {
         original: Vec<String>,
         envelope: &Envelope,
     ) -> GroupResult {
-        let mut run = GroupRun::new(original.clone());
+        let mut run = GroupRun::new(original.clone(), envelope.flow.direction);
         let mut ctx = group_context(domain, envelope);
         for step in chain.map(|c| c.steps.as_slice()).unwrap_or_default() {
             // `clone_from` reuses the buffers of the previous step's context: a warm step
@@ -477,7 +477,11 @@ impl RuleChains {
         let mut list = Vec::new();
         let mut handed_off = Vec::new();
         for r in &run.recipients {
-            match self.route_added(domain, original, r) {
+            let route = match run.direction {
+                Direction::Outbound => Route::Relay,
+                Direction::Inbound => self.route_added(domain, original, r),
+            };
+            match route {
                 Route::Deliver => list.push(Disposition::Deliver {
                     recipient: r.clone(),
                     folder: run.folder.clone().unwrap_or_else(|| DEFAULT_FOLDER.into()),
@@ -513,6 +517,106 @@ impl RuleChains {
     }
 }
 
+/// Loads one `[[domain]]` or `[[outbound]]` (`table`) chain: its plugins (each file once,
+/// through `loaded`), hashes, limits and configs. Errors name the file, line, chain and step.
+fn load_chain(
+    engine: &RuleEngine,
+    config: &ConfigFile,
+    sources: &PluginSources<'_>,
+    loaded: &mut BTreeMap<String, RulePlugin>,
+    table: &str,
+    d: &DomainSection,
+) -> Result<DomainChain, ConfigError> {
+    let mut steps = Vec::new();
+    for (i, step) in d.step.iter().enumerate() {
+        let s = step.get_ref();
+        let location = config.plugin_location(s.plugin.get_ref());
+        let (key, stem) = match &location {
+            PluginLocation::Local(path) => (
+                path.display().to_string(),
+                path.file_stem().map(|n| n.to_string_lossy().into_owned()),
+            ),
+            PluginLocation::Remote(url) | PluginLocation::Unsupported(url) => (
+                url.clone(),
+                url.rsplit('/')
+                    .next()
+                    .map(|f| f.trim_end_matches(".wasm").to_string()),
+            ),
+        };
+        let name = s
+            .name
+            .clone()
+            .or(stem.filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| format!("step{}", i + 1));
+        let at = |message: String| {
+            ConfigError::at(
+                &config.source,
+                Some(s.plugin.span()),
+                format!(
+                    "{table} {:?} step {} ({name}): {message}",
+                    d.name.get_ref(),
+                    i + 1
+                ),
+            )
+        };
+        let expected = s.sha256.as_ref().map(|h| h.get_ref().to_ascii_lowercase());
+        let plugin = match loaded.get(&key) {
+            Some(p) => p.clone(),
+            None => {
+                let p = match &location {
+                    PluginLocation::Local(path) => {
+                        RulePlugin::load_file(engine, &name, path).map_err(|e| at(e.to_string()))?
+                    }
+                    PluginLocation::Remote(url) => {
+                        let bytes = sources
+                            .fetch(url, expected.as_deref().unwrap_or_default())
+                            .map_err(at)?;
+                        RulePlugin::load_bytes(engine, &name, &bytes)
+                            .map_err(|e| at(e.to_string()))?
+                    }
+                    PluginLocation::Unsupported(scheme) => {
+                        return Err(at(format!("{scheme}:// is not supported")))
+                    }
+                };
+                loaded.insert(key.clone(), p.clone());
+                p
+            }
+        };
+        if let Some(expected) = &expected {
+            if *expected != plugin.sha256() {
+                return Err(at(format!(
+                    "sha256 mismatch for {key}: expected {expected}, the file has {}",
+                    plugin.sha256()
+                )));
+            }
+        }
+        let config_json = s.config_json();
+        let limits = s.limits_for(plugin.runtime());
+        plugin
+            .validate_config(engine, &config_json, &limits)
+            .map_err(|e| at(e.to_string()))?;
+        steps.push(Step {
+            name: name.into(),
+            plugin,
+            limits,
+            on_error: s.on_error,
+            mode: s.mode,
+            config_json,
+            breaker: Arc::new(CircuitBreaker::new(s.breaker)),
+            warm: s.warm_settings().map(|w| Arc::new(WarmPool::new(w))),
+            grants: s.grants(&limits),
+        });
+    }
+    Ok(DomainChain {
+        domain: d.name.get_ref().to_ascii_lowercase(),
+        steps,
+        banner_fallback: match d.banner_fallback {
+            BannerFallbackSetting::Wrap => BannerFallback::Wrap,
+            BannerFallbackSetting::Ignore => BannerFallback::Ignore,
+        },
+    })
+}
+
 /// How many rounds of hand-offs between domains' chains one message may take.
 pub const MAX_HANDOFFS: usize = 4;
 
@@ -542,6 +646,16 @@ fn add_to_group(
 enum Terminal {
     Bounce(Bounce),
     Drop,
+}
+
+/// The address whose domain picks an outbound chain: the SMTP AUTH login when it is an
+/// address (`alice@example.com`), else MAIL FROM (a bare login such as `alice` names no
+/// domain).
+fn sending_address(envelope: &Envelope) -> &str {
+    match envelope.flow.authenticated_sender.as_deref() {
+        Some(login) if login.contains('@') => login,
+        _ => &envelope.mail_from,
+    }
 }
 
 /// The part of a step's context that is the same for every step of a group's chain; each
@@ -701,10 +815,12 @@ struct GroupRun {
     discarded: Vec<String>,
     forwards: Vec<ForwardRequest>,
     steps: Vec<StepTrace>,
+    /// The chain's direction: an outbound chain may remove `Received`.
+    direction: Direction,
 }
 
 impl GroupRun {
-    fn new(recipients: Vec<String>) -> GroupRun {
+    fn new(recipients: Vec<String>, direction: Direction) -> GroupRun {
         GroupRun {
             recipients,
             folder: None,
@@ -716,6 +832,7 @@ impl GroupRun {
             discarded: Vec::new(),
             forwards: Vec::new(),
             steps: Vec::new(),
+            direction,
         }
     }
 
@@ -809,7 +926,9 @@ impl GroupRun {
                 | Action::SetHeader(_)
                 | Action::RemoveHeader(_)
                 | Action::PrefixSubject(_)
-                | Action::AddBanner(_) => self.edits.extend(action_to_edit(action)),
+                | Action::AddBanner(_) => {
+                    self.edits.extend(action_to_edit_in(action, self.direction))
+                }
             }
         }
     }
@@ -890,6 +1009,7 @@ mod tests {
                     banner_fallback: BannerFallback::Wrap,
                 })
                 .collect(),
+            outbound: Vec::new(),
             tables: None,
             http: None,
         }
@@ -954,7 +1074,7 @@ mod tests {
 
     #[test]
     fn actions_change_recipients_folder_and_edits_in_order() {
-        let mut run = GroupRun::new(strings(&["a@x.test"]));
+        let mut run = GroupRun::new(strings(&["a@x.test"]), Direction::Inbound);
         run.apply_actions(&[
             Action::AddRecipients(strings(&["B@x.test", "a@X.test", "b@x.test"])),
             Action::FileInto("Junk".into()),
@@ -987,7 +1107,7 @@ mod tests {
     fn bounce_and_drop_end_the_chain_for_the_original_recipients() {
         let rc = chains(&["x.test"]);
         let original = strings(&["a@x.test", "b@x.test"]);
-        let mut run = GroupRun::new(original.clone());
+        let mut run = GroupRun::new(original.clone(), Direction::Inbound);
         run.apply_actions(&[
             Action::SetRecipients(strings(&["c@x.test"])),
             Action::Bounce(bounce(550, "5.7.1")),
@@ -1006,7 +1126,7 @@ mod tests {
             .collect();
         assert_eq!(bounced, ["a@x.test", "b@x.test"]);
 
-        let mut run = GroupRun::new(original.clone());
+        let mut run = GroupRun::new(original.clone(), Direction::Inbound);
         run.apply_actions(&[Action::Drop]);
         let (dispositions, _) = rc.dispositions("x.test", &original, &run);
         assert!(dispositions
@@ -1019,7 +1139,7 @@ mod tests {
     fn recipients_route_to_mailboxes_other_chains_or_the_relay() {
         let rc = chains(&["x.test", "y.test"]);
         let original = strings(&["a@x.test"]);
-        let mut run = GroupRun::new(original.clone());
+        let mut run = GroupRun::new(original.clone(), Direction::Inbound);
         run.apply_actions(&[
             Action::AddRecipients(strings(&["n@x.test", "m@y.test", "o@gmail.test"])),
             Action::FileInto("Junk".into()),
@@ -1051,7 +1171,7 @@ mod tests {
         // An original recipient is delivered even when its domain is not configured (the
         // catch-all group).
         let rc = chains(&["*"]);
-        let run = GroupRun::new(strings(&["z@any.test"]));
+        let run = GroupRun::new(strings(&["z@any.test"]), Direction::Inbound);
         let (dispositions, _) = rc.dispositions("*", &strings(&["z@any.test"]), &run);
         assert!(matches!(&dispositions[..], [Disposition::Deliver { .. }]));
     }
@@ -1060,7 +1180,7 @@ mod tests {
     fn requests_refuse_discard_and_forward_single_recipients() {
         let rc = chains(&["x.test"]);
         let original = strings(&["a@x.test", "b@x.test", "c@x.test"]);
-        let mut run = GroupRun::new(original.clone());
+        let mut run = GroupRun::new(original.clone(), Direction::Inbound);
         let forward = |to: &[&str], redirect| {
             RecipientRequest::Forward(ForwardRequest {
                 to: strings(to),
@@ -1110,14 +1230,14 @@ mod tests {
 
     #[test]
     fn policies_for_failed_steps() {
-        let mut run = GroupRun::new(strings(&["a@x.test"]));
+        let mut run = GroupRun::new(strings(&["a@x.test"]), Direction::Inbound);
         run.apply_policy(OnError::Continue, "s", "why");
         assert!(!run.ended());
         run.apply_policy(OnError::Bounce, "s", "why");
         assert!(
             matches!(&run.terminal, Some(Terminal::Bounce(b)) if b.code == 554 && b.status == "5.3.0")
         );
-        let mut run = GroupRun::new(strings(&["a@x.test"]));
+        let mut run = GroupRun::new(strings(&["a@x.test"]), Direction::Inbound);
         run.apply_policy(OnError::Tempfail, "s", "why");
         assert_eq!(run.tempfail.as_deref(), Some("step s failed: why"));
         assert!(run.ended());

@@ -164,6 +164,12 @@ pub struct MilterSection {
     pub trusted_authserv_id: Option<String>,
     /// Seconds connections may take to finish their message on SIGTERM (default 30).
     pub grace_s: Option<u64>,
+    /// Postfix `{daemon_name}` values (`milter_macro_daemon_name`) whose transactions are
+    /// mail local users send even without SMTP AUTH, e.g. `["ORIGINATING"]` on an outbound
+    /// relay whose `sendmail` submissions reach the milter through `non_smtpd_milters`.
+    /// Default none: a transaction is outbound when the client authenticated.
+    #[serde(default)]
+    pub outbound_daemon_names: Vec<String>,
 }
 
 /// `[milter] default_action`.
@@ -261,7 +267,8 @@ pub struct HttpSection {
 /// it).
 pub const MAX_RESPONSE_KB: u64 = 16 * 1024;
 
-/// One `[[domain]]`.
+/// One `[[domain]]`, or one `[[outbound]]` (the same keys: `name` is then the sending
+/// domain whose users' outgoing mail the chain sees).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DomainSection {
@@ -290,6 +297,8 @@ struct RawConfig {
     directory: BTreeMap<String, Spanned<sluice_directory::DirectorySection>>,
     #[serde(default)]
     domain: Vec<Spanned<DomainSection>>,
+    #[serde(default)]
+    outbound: Vec<Spanned<DomainSection>>,
 }
 
 /// A parsed, checked configuration (plugins not loaded yet).
@@ -313,6 +322,9 @@ pub struct ConfigFile {
     pub directories: BTreeMap<String, sluice_directory::DirectorySection>,
     /// `[[domain]]` entries, in file order.
     pub domains: Vec<Spanned<DomainSection>>,
+    /// `[[outbound]]` entries, in file order: the chains for mail local users send, picked
+    /// by the sending domain (see `RuleChains::process`).
+    pub outbound: Vec<Spanned<DomainSection>>,
 }
 
 const NEEDS_MARKERS: &str = "store: kind = \"KIND\" needs `markers = \"s3://bucket/prefix\"` or `markers = \"/var/lib/sluice/delivered\"` (or [relay] markers): where delivered recipients are recorded, so a retry delivers only to those not done yet";
@@ -537,6 +549,7 @@ impl ConfigFile {
                 .map(|(name, section)| (name, section.into_inner()))
                 .collect(),
             domains: raw.domain,
+            outbound: raw.outbound,
         };
         config.check()?;
         Ok(config)
@@ -546,11 +559,13 @@ impl ConfigFile {
     /// warm settings, hash and plugin location. The first problem is the error, at its span.
     fn check(&self) -> Result<(), ConfigError> {
         self.check_engine()?;
-        let mut seen = BTreeSet::new();
-        for domain in &self.domains {
-            self.check_domain_name(domain, &mut seen)?;
-            for step in &domain.get_ref().step {
-                self.check_step(step)?;
+        for (table, chains) in [("domain", &self.domains), ("outbound", &self.outbound)] {
+            let mut seen = BTreeSet::new();
+            for domain in chains {
+                self.check_domain_name(table, domain, &mut seen)?;
+                for step in &domain.get_ref().step {
+                    self.check_step(step)?;
+                }
             }
         }
         Ok(())
@@ -573,10 +588,11 @@ impl ConfigFile {
         Ok(())
     }
 
-    /// A domain name or `*`, configured once (ASCII case-insensitive); `seen` holds the names
-    /// of the domains before it.
+    /// A domain name or `*`, configured once per table (`domain` or `outbound`, ASCII
+    /// case-insensitive); `seen` holds the names of the table's entries before it.
     fn check_domain_name(
         &self,
+        table: &str,
         domain: &Spanned<DomainSection>,
         seen: &mut BTreeSet<String>,
     ) -> Result<(), ConfigError> {
@@ -587,11 +603,16 @@ impl ConfigFile {
         {
             return err(
                 span,
-                format!("domain.name {name:?} is not a domain (e.g. \"example.com\") or \"*\""),
+                format!("{table}.name {name:?} is not a domain (e.g. \"example.com\") or \"*\""),
             );
         }
         if !seen.insert(name.to_ascii_lowercase()) {
-            return err(span, format!("domain {name:?} is configured twice"));
+            let what = if table == "domain" {
+                "domain"
+            } else {
+                "outbound chain"
+            };
+            return err(span, format!("{what} {name:?} is configured twice"));
         }
         Ok(())
     }
@@ -911,6 +932,33 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.line, 5, "{err}");
         assert!(err.message.contains("continue"), "{err}");
+    }
+
+    #[test]
+    fn outbound_chains_are_read_and_checked_like_domains() {
+        let c = parse(
+            "[[domain]]\nname = \"example.com\"\n[[outbound]]\nname = \"example.com\"\n[[outbound.step]]\nplugin = \"banner.wasm\"\nconfig = { text = \"hi\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.outbound.len(), 1);
+        assert_eq!(c.outbound[0].get_ref().step.len(), 1);
+        // The same name in both tables is fine; twice in one is not, and names its line.
+        let err = parse("[[outbound]]\nname = \"a.example\"\n[[outbound]]\nname = \"A.example\"\n")
+            .unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert!(
+            err.message
+                .contains("outbound chain \"A.example\" is configured twice"),
+            "{err}"
+        );
+        let err = parse("[[outbound]]\nname = \"nodot\"\n").unwrap_err();
+        assert!(err.message.starts_with("outbound.name \"nodot\""), "{err}");
+        // Steps are checked as in [[domain.step]]: an unknown key names its line.
+        let err = parse(
+            "[[outbound]]\nname = \"*\"\n[[outbound.step]]\nplugin = \"a.wasm\"\ntimeout = 5\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.line, 5, "{err}");
     }
 
     #[test]

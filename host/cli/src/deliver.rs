@@ -85,6 +85,7 @@ fn answer(args: &DeliverArgs) -> (Answer, Option<Handled>) {
                 content: MessageContent::Inline(raw),
                 refuse_by: RefuseBy::Reply,
                 trusted_authserv_id: args.verdicts_from_header.clone(),
+                flow: sluice_engine::Flow::default(),
             };
             match handle(&args.config, args.cache_dir.clone(), arrival) {
                 Ok((outcome, _)) => (Answer::of(&outcome), outcome.ok()),

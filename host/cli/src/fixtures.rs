@@ -3,7 +3,7 @@
 //! A fixture is a message plus a TOML file of expectations next to it:
 //! `fixtures/spam-fail.eml` + `fixtures/spam-fail.toml`. Every `*.toml` in a DIR is a fixture
 //! (sorted by name), except sluice configs: files some fixture names as its `config`, and
-//! files with `[[domain]]` but no `[expect]`. A DIR may also be one fixture `.toml`.
+//! files with `[[domain]]` or `[[outbound]]` but no `[expect]`. A DIR may also be one fixture `.toml`.
 //!
 //! ```toml
 //! config = "sluice.toml"          # the sluice config to run, relative to this file
@@ -15,6 +15,9 @@
 //! dmarc_policy = "reject"         # none, quarantine, reject (default: none given)
 //! message_id = "fixture-1"        # default: derived from the message's sha256
 //! received_at = 1704067200000     # ms since the epoch (default: 2024-01-01T00:00:00Z)
+//! direction = "outbound"          # inbound (default) | outbound: mail a local user sends,
+//!                                 # run by the sending domain's [[outbound]] chain
+//! auth_sender = "alice@example.com"  # the SMTP AUTH login of an outbound message
 //!
 //! [expect]                        # every key is optional; only the keys given are checked
 //! actions = ["file-into Junk"]    # every action of every step, in order, as `sluice run`
@@ -54,7 +57,7 @@ use serde::Deserialize;
 use sluice_chain::{
     ConfigFile, Disposition, Envelope, GroupOutcome, OutputMessage, ProcessResult, RuleChains,
 };
-use sluice_engine::{RuleEngine, Verdicts};
+use sluice_engine::{Flow, RuleEngine, Verdicts};
 use sluice_mail::Message;
 use toml::Spanned;
 
@@ -76,7 +79,29 @@ struct FixtureFile {
     dmarc_policy: Option<String>,
     message_id: Option<String>,
     received_at: Option<u64>,
+    #[serde(default)]
+    direction: FixtureDirection,
+    auth_sender: Option<String>,
     expect: Option<Expect>,
+}
+
+/// `direction` of a fixture.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FixtureDirection {
+    /// Received mail: the `[[domain]]` chains.
+    #[default]
+    Inbound,
+    /// Mail a local user sends: the sending domain's `[[outbound]]` chain.
+    Outbound,
+}
+
+/// The flow a fixture runs as.
+fn fixture_flow(direction: FixtureDirection, auth_sender: Option<String>) -> Flow {
+    match direction {
+        FixtureDirection::Inbound => Flow::inbound(),
+        FixtureDirection::Outbound => Flow::outbound(auth_sender),
+    }
 }
 
 /// `[expect]`.
@@ -220,7 +245,9 @@ fn collect(paths: &[PathBuf]) -> Vec<Entry> {
             else {
                 continue;
             };
-            if table.contains_key("domain") && !table.contains_key("expect") {
+            if (table.contains_key("domain") || table.contains_key("outbound"))
+                && !table.contains_key("expect")
+            {
                 configs.push(same_file_key(file));
             }
             let named = table.get("config").and_then(|c| c.as_str());
@@ -359,6 +386,7 @@ impl Runner<'_> {
             recipients,
             verdicts,
             received_at: fixture.received_at.unwrap_or(DEFAULT_RECEIVED_AT),
+            flow: fixture_flow(fixture.direction, fixture.auth_sender.clone()),
         };
         let engine = self
             .engine

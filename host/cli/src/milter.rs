@@ -181,6 +181,7 @@ fn settings(
             .trusted_authserv_id
             .clone()
             .or_else(|| section.trusted_authserv_id.clone()),
+        outbound_daemon_names: section.outbound_daemon_names.clone(),
         grace: args
             .grace
             .or(section.grace_s)

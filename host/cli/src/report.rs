@@ -288,9 +288,13 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{}: ok ({} domain(s), pooling allocator {})",
+        "{}: ok ({} domain(s){}, pooling allocator {})",
         config.source.name,
         chains.chains().len(),
+        match chains.outbound_chains().len() {
+            0 => String::new(),
+            n => format!(", {n} outbound"),
+        },
         if engine.pooling() { "on" } else { "off" }
     );
     for u in config.unreachable_addresses() {
@@ -329,8 +333,10 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
             sealer.selector(),
         );
     }
-    for chain in chains.chains() {
-        let _ = writeln!(out, "domain {}", chain.domain);
+    let all = chains.chains().iter().map(|c| ("domain", c));
+    let outbound = chains.outbound_chains().iter().map(|c| ("outbound", c));
+    for (table, chain) in all.chain(outbound) {
+        let _ = writeln!(out, "{table} {}", chain.domain);
         for (i, step) in chain.steps.iter().enumerate() {
             let loaded = match step.plugin.source() {
                 LoadSource::Compiled { micros } => format!("compiled in {} ms", micros / 1000),

@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use sluice_chain::{ConfigFile, Envelope, ProcessResult};
 use sluice_deliver::RecordsAt;
-use sluice_engine::{Verdict, Verdicts};
+use sluice_engine::{Flow, Verdict, Verdicts};
 use sluice_inbound::{Dispatcher, Handled};
 use sluice_mail::Message;
 
@@ -56,10 +56,29 @@ pub struct RunArgs {
     /// Print the result as JSON instead of a readable trace.
     #[arg(long)]
     pub json: bool,
+    /// Run the message as mail a local user sends: the `[[outbound]]` chain of the sending
+    /// domain (of `--auth-sender` when it is an address, else of the envelope sender) runs,
+    /// with every recipient in one group, instead of the `[[domain]]` chains.
+    #[arg(long, conflicts_with = "deliver")]
+    pub outbound: bool,
+    /// The SMTP AUTH login the sender used (what the milter reads from `{auth_authen}`).
+    #[arg(long, requires = "outbound", value_name = "LOGIN")]
+    pub auth_sender: Option<String>,
     #[command(flatten)]
     pub engine: EngineArgs,
     /// The message (RFC 5322 file).
     pub message: PathBuf,
+}
+
+impl RunArgs {
+    /// Inbound, or outbound with `--auth-sender`.
+    fn flow(&self) -> Flow {
+        if self.outbound {
+            Flow::outbound(self.auth_sender.clone())
+        } else {
+            Flow::inbound()
+        }
+    }
 }
 
 /// Runs the message, delivers locally, prints the trace; exit 75 when it must be retried,
@@ -82,6 +101,9 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
     let envelope = envelope(&args, &parsed, message_id)?;
     let result = chains.process(&engine, parsed.clone(), &envelope);
     let root = output_dir(args.out.as_deref(), &config)?;
+    if envelope.flow.is_outbound() {
+        return run_outbound(&args, &root, &envelope, &parsed, &result);
+    }
     let handled = deliver(&config, &root, &envelope, &parsed, &result)?;
     print_trace(&args, &result, &handled, &envelope);
     crate::deliver::report_kept(&handled);
@@ -89,6 +111,44 @@ pub fn run(args: RunArgs) -> Result<ExitCode> {
         ExitCode::from(sysexits::TEMPFAIL)
     } else if !handled.kept.is_empty() {
         ExitCode::from(sysexits::UNAVAILABLE)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// `sluice run --outbound`: the MTA sends outbound mail, so nothing goes through the
+/// dispatcher (no relay rewrite, no DSN); the message as it would leave is written to
+/// `OUT/outgoing/<id>.eml` when some recipient keeps it. Exit 75 when a chain tempfailed.
+fn run_outbound(
+    args: &RunArgs,
+    root: &Path,
+    envelope: &Envelope,
+    parsed: &Arc<Message>,
+    result: &ProcessResult,
+) -> Result<ExitCode> {
+    let nothing = Handled::nothing_yet(&envelope.message_id);
+    print_trace(args, result, &nothing, envelope);
+    let leaving = result.groups.iter().find_map(|g| g.output.as_ref());
+    if let Some(output) = leaving {
+        let bytes = match output {
+            sluice_chain::OutputMessage::Original => parsed.raw(),
+            sluice_chain::OutputMessage::Edited(edited) => edited.raw(),
+        };
+        let dir = root.join("outgoing");
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+        let path = dir.join(format!("{}.eml", envelope.message_id));
+        std::fs::write(&path, bytes).with_context(|| format!("cannot write {}", path.display()))?;
+        if !args.json {
+            println!("outgoing: {}", path.display());
+        }
+    }
+    let tempfailed = result
+        .groups
+        .iter()
+        .any(|g| matches!(g.outcome, sluice_chain::GroupOutcome::Tempfail { .. }));
+    Ok(if tempfailed {
+        ExitCode::from(sysexits::TEMPFAIL)
     } else {
         ExitCode::SUCCESS
     })
@@ -127,6 +187,7 @@ fn run_delivering(args: &RunArgs) -> Result<ExitCode> {
         content: MessageContent::Inline(raw),
         refuse_by: RefuseBy::Dsn,
         trusted_authserv_id: None,
+        flow: envelope.flow.clone(),
     };
     let (outcome, trace) =
         crate::deliver::handle(&args.config, args.engine.cache_dir.clone(), arrival)?;
@@ -174,6 +235,7 @@ fn envelope(args: &RunArgs, parsed: &Message, message_id: String) -> Result<Enve
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        flow: args.flow(),
     })
 }
 

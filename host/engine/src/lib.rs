@@ -20,6 +20,7 @@
 mod bindings;
 mod cache;
 mod engine;
+mod flow;
 mod http;
 mod lookup;
 mod plugin;
@@ -38,6 +39,7 @@ pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACH
 pub use engine::{
     process_memory_limit, EngineError, EngineOptions, PoolingChoice, RuleEngine, WARM_SLOTS,
 };
+pub use flow::{Direction, Flow};
 pub use http::{
     AllowedUrl, HttpCall, HttpClient, HttpError, HttpGrant, HttpRequest, HttpResponse, HttpResult,
     DEFAULT_MAX_RESPONSE_BYTES, MAX_HTTP_CALLS,
@@ -48,5 +50,8 @@ pub use session::MessageSession;
 pub use step::{
     LogLine, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome, StepReport,
 };
-pub use validate::{action_to_edit, MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};
+pub use validate::{
+    action_to_edit, action_to_edit_in, removes_received, MAX_BANNER_BYTES,
+    MAX_RECIPIENTS_PER_ACTION,
+};
 pub use warm::{WarmPool, WarmSettings, WarmStats};

@@ -10,12 +10,13 @@ use wasmtime::{Store, Trap};
 use crate::bindings::sluice::rules::types::Context;
 use crate::bindings::{MessageRef, RuleInstance};
 use crate::engine::{EngineError, RuleEngine};
+use crate::flow::Flow;
 use crate::http::HttpClient;
 use crate::lookup::{LookupTables, StepGrants};
 use crate::plugin::RulePlugin;
 use crate::state::{preview, StoreState, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_REASON};
 use crate::step::{StepFailure, StepLimits, StepOutcome, StepReport};
-use crate::validate::validate_action;
+use crate::validate::validate_action_in;
 use crate::warm::{WarmInstance, WarmPool};
 
 /// One message's run through a chain. Fresh steps share one store (made on the first fresh
@@ -30,6 +31,8 @@ pub struct MessageSession<'e> {
     tables: Option<Arc<dyn LookupTables>>,
     /// Sends the HTTP requests of steps granted HTTP.
     http: Option<Arc<dyn HttpClient>>,
+    /// The message's direction and authenticated sender, for the `flow` interface.
+    flow: Flow,
 }
 
 fn new_store(engine: &RuleEngine) -> Store<StoreState> {
@@ -48,7 +51,15 @@ impl<'e> MessageSession<'e> {
             message,
             tables: None,
             http: None,
+            flow: Flow::default(),
         }
+    }
+
+    /// Answers the `flow` interface with `flow` (received mail when not called), and lets an
+    /// outbound chain's steps remove `Received` (see [`crate::removes_received`]).
+    pub fn with_flow(mut self, flow: Flow) -> MessageSession<'e> {
+        self.flow = flow;
+        self
     }
 
     /// Serves `tables` to the steps granted them (`lookup.get`).
@@ -72,6 +83,7 @@ impl<'e> MessageSession<'e> {
         Capabilities {
             tables: &self.tables,
             http: &self.http,
+            flow: &self.flow,
         }
     }
 
@@ -88,6 +100,7 @@ impl<'e> MessageSession<'e> {
         let capabilities = Capabilities {
             tables: &self.tables,
             http: &self.http,
+            flow: &self.flow,
         };
         let store = self.store.get_or_insert_with(|| new_store(engine));
         let started = Instant::now();
@@ -172,6 +185,7 @@ impl<'e> MessageSession<'e> {
 struct Capabilities<'a> {
     tables: &'a Option<Arc<dyn LookupTables>>,
     http: &'a Option<Arc<dyn HttpClient>>,
+    flow: &'a Flow,
 }
 
 /// Prepares `store` for one step: clears what the previous step left, sets the memory cap,
@@ -190,6 +204,9 @@ fn begin(
     data.grants = grants.clone();
     data.tables = capabilities.tables.clone();
     data.http = capabilities.http.clone();
+    if data.flow != *capabilities.flow {
+        data.flow.clone_from(capabilities.flow);
+    }
     data.deadline = now + limits.timeout;
     data.limiter.memory_cap = limits.memory_bytes.min(engine.max_memory_bytes);
     data.limiter.memory_cap_hit = None;
@@ -299,8 +316,9 @@ fn call_rule(
         };
         return (StepOutcome::Failed { failure }, false);
     }
+    let direction = store.data().flow.direction;
     for (index, action) in actions.iter().enumerate() {
-        if let Err(reason) = validate_action(action) {
+        if let Err(reason) = validate_action_in(action, direction) {
             let failure = StepFailure::InvalidAction {
                 index,
                 reason: preview(&reason, MAX_REASON),

@@ -60,6 +60,8 @@ pub(crate) struct StoreState {
     pub(crate) http: Option<Arc<dyn HttpClient>>,
     /// The running step's HTTP calls, for its report.
     pub(crate) http_calls: Vec<HttpCall>,
+    /// The message's direction and authenticated sender (`flow`), set per message.
+    pub(crate) flow: crate::flow::Flow,
 }
 
 pub(crate) struct WasiState {
@@ -113,6 +115,7 @@ impl StoreState {
             lookups: Vec::new(),
             http: None,
             http_calls: Vec::new(),
+            flow: crate::flow::Flow::default(),
         }
     }
 

@@ -4,9 +4,29 @@
 use sluice_mail::{validate_address, validate_edit, validate_folder, Edit};
 
 use crate::bindings::sluice::rules::types::{Action, Position};
+use crate::flow::Direction;
 use crate::step::RecipientRequest;
 
 pub use sluice_facts::{MAX_BANNER_BYTES, MAX_RECIPIENTS_PER_ACTION};
+
+/// The message edit an action stands for in a chain of this direction: an outbound chain's
+/// `remove-header("Received")` is the dedicated [`Edit::RemoveReceived`] (see
+/// [`removes_received`]); everything else as [`action_to_edit`] says.
+pub fn action_to_edit_in(action: &Action, direction: Direction) -> Option<Edit> {
+    if removes_received(action, direction) {
+        return Some(Edit::RemoveReceived);
+    }
+    action_to_edit(action)
+}
+
+/// Whether `action` is an outbound chain removing `Received`: the one protected header a rule
+/// may touch, and only there. On mail a local user sends, the `Received` fields are internal
+/// hops (the client's address, the submission server) that leak the inside; on received mail
+/// they are the trace and stay protected.
+pub fn removes_received(action: &Action, direction: Direction) -> bool {
+    direction == Direction::Outbound
+        && matches!(action, Action::RemoveHeader(name) if name.eq_ignore_ascii_case("received"))
+}
 
 /// The message edit an action stands for, if it is an edit (header, subject, banner).
 pub fn action_to_edit(action: &Action) -> Option<Edit> {
@@ -66,6 +86,15 @@ pub(crate) fn validate_request(request: &RecipientRequest) -> Result<(), String>
             Ok(())
         }
     }
+}
+
+/// Checks one action of a step of a chain in `direction`; the error says what is wrong in
+/// words a rule author can act on.
+pub(crate) fn validate_action_in(action: &Action, direction: Direction) -> Result<(), String> {
+    if removes_received(action, direction) {
+        return Ok(());
+    }
+    validate_action(action)
 }
 
 /// Checks one action; the error says what is wrong in words a rule author can act on.
@@ -143,6 +172,24 @@ pub(crate) fn validate_action(action: &Action) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::bindings::sluice::rules::types::{Bounce, Header};
+
+    #[test]
+    fn only_an_outbound_chain_may_remove_received() {
+        let remove = Action::RemoveHeader("RECEIVED".into());
+        assert!(validate_action_in(&remove, Direction::Inbound).is_err());
+        assert!(validate_action_in(&remove, Direction::Outbound).is_ok());
+        assert_eq!(
+            action_to_edit_in(&remove, Direction::Outbound),
+            Some(Edit::RemoveReceived)
+        );
+        assert_eq!(
+            action_to_edit_in(&remove, Direction::Inbound),
+            Some(Edit::RemoveHeader("RECEIVED".into()))
+        );
+        // The other protected fields stay protected outbound too.
+        let dkim = Action::RemoveHeader("DKIM-Signature".into());
+        assert!(validate_action_in(&dkim, Direction::Outbound).is_err());
+    }
 
     #[test]
     fn bounce_status_must_match_code() {

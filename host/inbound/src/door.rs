@@ -39,6 +39,9 @@ pub struct Arrival {
     /// with this authserv-id once the pipeline has parsed it, in place of `verdicts` (which
     /// stay when there is no such header): see [`verdicts_from_authentication_results`].
     pub trusted_authserv_id: Option<String>,
+    /// Received mail (every door), or mail a local user sends (the milter, for an
+    /// authenticated or configured-outbound transaction): which chains run.
+    pub flow: sluice_engine::Flow,
 }
 
 /// Where an arrival's raw message is.

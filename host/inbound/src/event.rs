@@ -488,6 +488,7 @@ impl SesParts {
             content,
             refuse_by: RefuseBy::Dsn,
             trusted_authserv_id: None,
+            flow: sluice_engine::Flow::default(),
         })
     }
 }

@@ -463,6 +463,7 @@ impl Pipeline {
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0)
             },
+            flow: arrival.flow.clone(),
         };
         let chains = loaded.clone();
         let trusted = arrival.trusted_authserv_id.clone();

@@ -88,6 +88,7 @@ fn notice(id: &str, to: &str, verdicts: Verdicts, extra_headers: &str) -> Arriva
         content: MessageContent::Inline(raw.into_bytes()),
         refuse_by: RefuseBy::Dsn,
         trusted_authserv_id: None,
+        flow: sluice_engine::Flow::default(),
     }
 }
 

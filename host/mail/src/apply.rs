@@ -100,6 +100,7 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Mes
         .filter_map(|e| match e {
             Edit::AddHeader { name, .. } | Edit::SetHeader { name, .. } => Some(name.as_str()),
             Edit::RemoveHeader(name) => Some(name.as_str()),
+            Edit::RemoveReceived => Some("Received"),
             Edit::PrefixSubject(_) => Some("Subject"),
             Edit::AddBanner(_) => None,
         })
@@ -165,6 +166,7 @@ fn edit_top_header<'e>(top: &mut HeaderBlock<'_>, edits: &'e [Edit], le: &str) -
             Edit::AddHeader { name, value } => top.add(name, value),
             Edit::SetHeader { name, value } => top.set(name, value),
             Edit::RemoveHeader(name) => top.remove(name),
+            Edit::RemoveReceived => top.remove("Received"),
             Edit::PrefixSubject(prefix) => prefix_subject(top, prefix, le),
             Edit::AddBanner(banner) if banners.contains(&banner) => {}
             Edit::AddBanner(banner) => banners.push(banner),

@@ -39,6 +39,11 @@ pub enum Edit {
     },
     /// Remove every field with this name.
     RemoveHeader(String),
+    /// Remove every `Received` field. Only an outbound chain may ask (the chain decides, see
+    /// `sluice-chain`): on mail a local user sends, those fields are the internal hops (the
+    /// client's address, the submission server), while on received mail they are the trace
+    /// that must stay, so `RemoveHeader("Received")` stays refused.
+    RemoveReceived,
     /// Prefix the Subject; a no-op when the decoded Subject already starts with the prefix.
     PrefixSubject(String),
     /// Insert a banner into every displayed text part.
@@ -206,6 +211,7 @@ pub fn validate_edit(edit: &Edit) -> Result<(), EditError> {
             validate_value(name, value)
         }
         Edit::RemoveHeader(name) => validate_name(name, "remove"),
+        Edit::RemoveReceived => Ok(()),
         Edit::PrefixSubject(prefix) => {
             if prefix.trim().is_empty() {
                 return Err(EditError::InvalidPrefix {

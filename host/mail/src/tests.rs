@@ -222,6 +222,24 @@ fn injection_and_protected_headers_are_refused_before_anything_is_applied() {
 }
 
 #[test]
+fn remove_received_takes_every_received_field_and_nothing_else() {
+    let raw = "Received: from laptop ([10.0.0.7]) by submit.example.com\r\n\
+               From: a@example.com\r\nReceived: from [192.168.1.2] by laptop\r\n\
+               Subject: x\r\n\r\nhi\r\n";
+    let m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+    let out = apply(&m, &[Edit::RemoveReceived]);
+    assert_eq!(s(&out), "From: a@example.com\r\nSubject: x\r\n\r\nhi\r\n");
+    // The general removal stays refused: only the dedicated edit (outbound chains) may.
+    let err = apply_edits(
+        &m,
+        &[Edit::RemoveHeader("Received".into())],
+        BannerFallback::Wrap,
+    )
+    .unwrap_err();
+    assert!(matches!(err, EditError::ProtectedHeader { .. }), "{err}");
+}
+
+#[test]
 fn the_loop_header_survives_every_rule_edit() {
     let raw = format!("{LOOP_HEADER}: a.example\r\nFrom: a@b.example\r\nSubject: x\r\n\r\nhi\r\n");
     let m = Message::parse(raw.into_bytes()).unwrap();

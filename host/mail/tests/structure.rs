@@ -278,6 +278,9 @@ fn check_case(
                 )
             }
             Edit::RemoveHeader(name) => assert!(again.header(name).is_empty(), "{}", show(&out)),
+            Edit::RemoveReceived => {
+                assert!(again.header("Received").is_empty(), "{}", show(&out))
+            }
             Edit::PrefixSubject(prefix) => assert!(
                 again
                     .subject()

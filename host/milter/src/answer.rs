@@ -417,6 +417,7 @@ mod tests {
                 recipients: Vec::new(),
                 verdicts: sluice_inbound::door::unknown_verdicts(),
                 received_at: 0,
+                flow: sluice_engine::Flow::default(),
             },
         }
     }

@@ -102,6 +102,9 @@ pub struct MilterOptions {
     pub default_action: DefaultAction,
     /// Read SPF/DKIM/DMARC from this authserv-id's `Authentication-Results` header.
     pub trusted_authserv_id: Option<String>,
+    /// `{daemon_name}` values whose transactions are outbound without SMTP AUTH (default
+    /// none: only an authenticated client's mail is outbound).
+    pub outbound_daemon_names: Vec<String>,
     /// On stop, how long connections may take to finish their message (default 30 s).
     pub grace: Duration,
     /// How often the server checks the config for changes (default 30 s). `None`: the
@@ -120,6 +123,7 @@ impl Default for MilterOptions {
             max_connections: 64,
             default_action: DefaultAction::Tempfail,
             trusted_authserv_id: None,
+            outbound_daemon_names: Vec::new(),
             grace: Duration::from_secs(30),
             reload_interval: Some(Duration::from_secs(30)),
         }
@@ -205,6 +209,7 @@ pub async fn serve(
         group_key: group_key(pipeline.clone()),
         stopping: Arc::new(AtomicBool::new(false)),
         budget: Arc::new(BufferBudget::new(options.max_buffered_bytes)),
+        outbound_daemon_names: options.outbound_daemon_names.clone(),
     });
     let options = Arc::new(options);
     let serving = Arc::new(Semaphore::new(options.max_connections));

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
+use sluice_engine::Flow;
 use sluice_inbound::door::{unknown_verdicts, MessageContent, RefuseBy};
 use sluice_inbound::{Answer, Arrival, Decided, HandleError};
 
@@ -83,6 +84,9 @@ pub struct SessionSettings {
     pub stopping: Arc<AtomicBool>,
     /// The bytes all sessions may hold at once.
     pub budget: Arc<BufferBudget>,
+    /// `{daemon_name}` values (Postfix's `milter_macro_daemon_name`) whose transactions are
+    /// outbound without SMTP AUTH, e.g. `ORIGINATING` (see [`Session::flow`]).
+    pub outbound_daemon_names: Vec<String>,
 }
 
 /// What the server does after a command.
@@ -246,7 +250,12 @@ impl Session {
     /// transaction of its own, so each message runs one domain's rules and gets one answer.
     fn rcpt(&mut self, raw: &str) -> Step {
         let address = unbracket(raw);
-        let key = (self.settings.group_key)(&address);
+        // Outbound mail runs one chain (the sender's) for every recipient: no split.
+        let key = if self.flow().is_outbound() {
+            String::new()
+        } else {
+            (self.settings.group_key)(&address)
+        };
         match &self.group {
             Some(group) if *group != key => {
                 return Step::Reply(vec![reply(
@@ -333,6 +342,7 @@ impl Session {
             content: MessageContent::Inline(raw),
             refuse_by: RefuseBy::Reply,
             trusted_authserv_id: self.settings.trusted_authserv_id.clone(),
+            flow: self.flow(),
         }))
     }
 
@@ -383,6 +393,26 @@ impl Session {
         self.refused = None;
     }
 
+    /// Mail a local user sends when the client authenticated (`{auth_authen}`, which
+    /// Postfix's default `milter_mail_macros` send with MAIL) or the MTA's `{daemon_name}`
+    /// is one of `[milter] outbound_daemon_names` (mail submitted without AUTH, e.g. through
+    /// `sendmail` and `non_smtpd_milters`, on a host that sets `milter_macro_daemon_name`);
+    /// the sending domain's `[[outbound]]` chain runs it. Anything else is received mail.
+    pub fn flow(&self) -> Flow {
+        let login = self.macros.get("{auth_authen}").filter(|l| !l.is_empty());
+        let daemon = self.macros.get("{daemon_name}").is_some_and(|name| {
+            self.settings
+                .outbound_daemon_names
+                .iter()
+                .any(|n| n == name)
+        });
+        if login.is_some() || daemon {
+            Flow::outbound(login.cloned())
+        } else {
+            Flow::inbound()
+        }
+    }
+
     /// The MTA's queue id (macro `i`), for log lines.
     pub fn queue_id(&self) -> Option<&str> {
         self.macros.get("i").map(String::as_str)
@@ -421,6 +451,7 @@ mod tests {
             }),
             stopping: Arc::new(AtomicBool::new(false)),
             budget: Arc::new(BufferBudget::new(1000)),
+            outbound_daemon_names: vec!["ORIGINATING".into()],
         })
     }
 
@@ -428,6 +459,51 @@ mod tests {
         match step {
             Step::Reply(r) => r,
             other => panic!("{other:?}"),
+        }
+    }
+
+    /// The recipients and flow of one transaction on a connection with these macros.
+    fn outbound_transaction(macros: Vec<(String, String)>) -> (Vec<Vec<Response>>, Arrival) {
+        let mut s = Session::new(settings(1000), false);
+        s.command(Command::Macro {
+            stage: b'C',
+            macros,
+        });
+        s.command(Command::Mail(vec!["<alice@example.com>".into()]));
+        let rcpts = ["<bob@partner.test>", "<carol@example.com>"]
+            .map(|r| replies(s.command(Command::Rcpt(vec![r.into()]))))
+            .to_vec();
+        s.command(Command::EndOfHeaders);
+        let Step::Decide(arrival) = s.command(Command::EndOfMessage(b"hi\r\n".to_vec())) else {
+            panic!("no decision")
+        };
+        (rcpts, *arrival)
+    }
+
+    #[test]
+    fn authenticated_or_originating_transactions_are_outbound_and_not_split() {
+        let auth = vec![("{auth_authen}".to_string(), "alice@example.com".to_string())];
+        let (rcpts, arrival) = outbound_transaction(auth);
+        // Both domains in one transaction: one outbound chain decides for all.
+        assert_eq!(rcpts, vec![vec![Response::Continue]; 2]);
+        assert_eq!(
+            arrival.recipients,
+            ["bob@partner.test", "carol@example.com"]
+        );
+        assert_eq!(
+            arrival.flow,
+            Flow::outbound(Some("alice@example.com".into()))
+        );
+        let daemon = vec![("{daemon_name}".to_string(), "ORIGINATING".to_string())];
+        assert_eq!(outbound_transaction(daemon).1.flow, Flow::outbound(None));
+        // An empty login (no AUTH) or another daemon name: received mail, split by domain.
+        for macros in [
+            vec![("{auth_authen}".to_string(), String::new())],
+            vec![("{daemon_name}".to_string(), "mx.example.com".to_string())],
+        ] {
+            let (rcpts, arrival) = outbound_transaction(macros);
+            assert!(matches!(&rcpts[1][0], Response::ReplyCode(r) if r.starts_with("452 4.5.3 ")));
+            assert_eq!(arrival.flow, Flow::inbound());
         }
     }
 

@@ -22,8 +22,23 @@
 //!
 //! A message without a usable `From:` address is treated as external.
 //!
+//! # Outbound mode
+//! In an `[[outbound]]` chain (mail local users send, WIT 0.1.5 `flow`) the rule adds the
+//! `disclaimer` instead, at the **bottom** of every displayed part (text and HTML), whoever
+//! the sender; the external-sender banner is never added to outbound mail. Without a
+//! `disclaimer` the rule adds nothing to outbound mail, so one step config can sit in both
+//! kinds of chain.
+//!
+//! | key | type | default | meaning |
+//! |---|---|---|---|
+//! | `disclaimer` | table `{ text, html }` (`text` required, non-empty) | none | the disclaimer for outbound mail |
+//!
+//! `text` is required unless `disclaimer` is given (a step that only serves outbound chains).
+//!
 //! ```toml
 //! config = { text = "External sender: be careful with links.", internal_domains = ["example.com"] }
+//! # in an [[outbound]] chain:
+//! config = { disclaimer = { text = "This message is confidential.", html = "<p><small>This message is confidential.</small></p>" } }
 //! ```
 
 use sluice_sdk::prelude::*;
@@ -32,7 +47,8 @@ use sluice_sdk::prelude::*;
 #[derive(Debug, Clone, PartialEq, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Plain-text banner.
+    /// Plain-text banner (required unless `disclaimer` is given).
+    #[serde(default)]
     pub text: String,
     /// HTML banner for text/html parts.
     #[serde(default)]
@@ -46,6 +62,20 @@ pub struct Config {
     /// Treat an internal `From:` as internal without a DMARC pass.
     #[serde(default)]
     pub trust_from: bool,
+    /// The disclaimer for outbound mail (bottom of every displayed part).
+    #[serde(default)]
+    pub disclaimer: Option<Disclaimer>,
+}
+
+/// `disclaimer` in the config.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Disclaimer {
+    /// Plain text, for text/plain parts (escaped by the host for HTML parts without `html`).
+    pub text: String,
+    /// HTML for text/html parts, inserted as-is before `</body>`.
+    #[serde(default)]
+    pub html: Option<String>,
 }
 
 /// `position` in the config.
@@ -66,13 +96,26 @@ impl Rule for Banner {
     type Config = Config;
 
     fn check_config(config: &Config) -> Result<(), String> {
-        if config.text.trim().is_empty() {
-            return Err("`text` must not be empty".into());
+        match &config.disclaimer {
+            Some(d) if d.text.trim().is_empty() => {
+                Err("`disclaimer.text` must not be empty".into())
+            }
+            Some(_) => Ok(()),
+            None if config.text.trim().is_empty() => {
+                Err("`text` must not be empty (or give a `disclaimer` for outbound mail)".into())
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
+        if flow::is_outbound() {
+            return Ok(outbound_actions(config));
+        }
+        if config.text.trim().is_empty() {
+            // A disclaimer-only step in an inbound chain.
+            return Ok(vec![]);
+        }
         let authenticated = config.trust_from || ctx.verdicts.dmarc.passed();
         if !is_external(
             msg.from().as_deref(),
@@ -94,6 +137,15 @@ impl Rule for Banner {
 }
 
 sluice_sdk::export_rule!(Banner);
+
+/// What the rule asks for on outbound mail: the disclaimer at the bottom, if configured.
+pub fn outbound_actions(config: &Config) -> Vec<Action> {
+    config
+        .disclaimer
+        .iter()
+        .map(|d| Action::banner(d.text.clone(), d.html.clone(), Position::Bottom))
+        .collect()
+}
 
 /// Whether a message from `from` gets the banner: unless `from` is in an internal domain
 /// and `authenticated` (DMARC passed, or the config trusts `From:`).
@@ -119,8 +171,13 @@ mod tests {
         );
         let err = sluice_sdk::parse_config::<Config>(r#"{"txt":"x"}"#).unwrap_err();
         assert!(err.contains("unknown field `txt`"), "{err}");
-        let err = sluice_sdk::parse_config::<Config>("{}").unwrap_err();
-        assert!(err.contains("missing field `text`"), "{err}");
+        let err = Banner::check_config(&config("{}")).unwrap_err();
+        assert!(err.contains("`text` must not be empty"), "{err}");
+        let d = config(r#"{"disclaimer":{"text":"Confidential","html":"<p>Confidential</p>"}}"#);
+        assert!(Banner::check_config(&d).is_ok());
+        assert!(Banner::check_config(&config(r#"{"disclaimer":{"text":" "}}"#)).is_err());
+        let err = sluice_sdk::parse_config::<Config>(r#"{"disclaimer":{"txt":"x"}}"#).unwrap_err();
+        assert!(err.contains("unknown field `txt`"), "{err}");
         let err =
             sluice_sdk::parse_config::<Config>(r#"{"text":"x","position":"middle"}"#).unwrap_err();
         assert!(err.contains("unknown variant `middle`"), "{err}");
@@ -140,6 +197,22 @@ mod tests {
         ));
         assert!(is_external(None, &internal, true));
         assert!(is_external(Some("ann@example.com"), &[], true));
+    }
+
+    #[test]
+    fn outbound_mail_gets_the_disclaimer_at_the_bottom_and_never_the_banner() {
+        let both = config(
+            r#"{"text":"EXT","disclaimer":{"text":"Confidential","html":"<p>Confidential</p>"}}"#,
+        );
+        assert_eq!(
+            outbound_actions(&both),
+            vec![Action::banner(
+                "Confidential",
+                Some("<p>Confidential</p>".into()),
+                Position::Bottom
+            )]
+        );
+        assert!(outbound_actions(&config(r#"{"text":"EXT"}"#)).is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@ import {
   bannerTop,
   defineRule,
   fileInto,
+  flow,
   log,
   prefixSubject,
   setHeader,
@@ -65,10 +66,17 @@ export function tag(verdicts, text, config) {
   return { actions, found };
 }
 
+/** Step 0: outbound mail is tagged when some recipient is not in an internal domain. */
+export function tagOutbound(recipients, config) {
+  if (recipients.every((r) => isInternal(r, config.internal_domains))) return [];
+  return [prefixSubject(`${config.tag} `)];
+}
+
 export const { validateConfig, evaluate } = defineRule({
   defaults,
   check,
   evaluate(msg, ctx, config) {
+    if (flow.isOutbound()) return tagOutbound(ctx.recipients, config);
     const from = msg.from();
     if (isInternal(from, config.internal_domains)) return [];
     const { actions, found } = tag(ctx.verdicts, msg.textBody(4096) ?? '', config);

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { mockContext, mockMessage } from '../../../sdk/js/sluice.js';
+import { flow, mockContext, mockMessage } from '../../../sdk/js/sluice.js';
 import { evaluate, foundKeywords, isInternal, validateConfig } from './rule.js';
 
 const config = {
@@ -45,4 +45,17 @@ test('config errors', () => {
   assert.throws(() => validateConfig('{"keyword_folder": ""}'), /`keyword_folder` must not be empty/);
   assert.throws(() => validateConfig('{"keywords": ["a", ""]}'), /empty keyword/);
   assert.throws(() => validateConfig('{"keywords": "a"}'), /expected a list of strings/);
+});
+
+test('outbound mail is tagged only when some recipient is external', () => {
+  flow.set('outbound', 'a@example.com');
+  try {
+    const msg = mockMessage({ from: 'a@example.com', text: 'invoice' });
+    const inside = mockContext({ config, recipients: ['b@example.com', 'c@EXAMPLE.com'] });
+    assert.deepEqual(evaluate(msg, inside), []);
+    const mixed = mockContext({ config, recipients: ['b@example.com', 'x@partner.test'] });
+    assert.deepEqual(evaluate(msg, mixed), [{ tag: 'prefix-subject', val: '[EXTERNAL] ' }]);
+  } finally {
+    flow.set('inbound');
+  }
 });

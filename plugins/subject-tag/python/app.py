@@ -6,7 +6,7 @@ and JavaScript (`../js`); all three must return identical actions.
 """
 
 import sluice_sdk as sluice
-from sluice_sdk import log
+from sluice_sdk import flow, log
 
 AUTH_WARNING = "Warning: this message failed sender authentication."
 
@@ -53,6 +53,18 @@ def decide(sender, text, verdicts, config):
     return actions
 
 
+def decide_outbound(recipients, config):
+    """Step 0: outbound mail is tagged when some recipient is not in an internal domain."""
+    internal = [ascii_lower(d) for d in config.internal_domains]
+
+    def is_internal(address):
+        return "@" in address and ascii_lower(address.rpartition("@")[2]) in internal
+
+    if all(is_internal(r) for r in recipients):
+        return []
+    return [sluice.prefix_subject(config.tag + " ")]
+
+
 class SubjectTag(sluice.Rule):
     defaults = {
         "tag": "[EXTERNAL]",
@@ -71,6 +83,8 @@ class SubjectTag(sluice.Rule):
         return None
 
     def evaluate(self, msg, ctx, config):
+        if flow.is_outbound():
+            return decide_outbound(ctx.recipients, config)
         sender = msg.from_()
         text = msg.text_body(4096) or ""
         actions = decide(sender, text, ctx.verdicts, config)

@@ -12,6 +12,10 @@
 //! | `internal_domains` | list of strings | `[]` |
 //! | `keywords` | list of non-empty strings | `[]` |
 //! | `keyword_folder` | string, non-empty | `"Review"` |
+//!
+//! In an `[[outbound]]` chain (mail local users send, WIT 0.1.5 `flow`) the rule tags the
+//! subject only when some recipient is external (its domain is not one of
+//! `internal_domains`), and does nothing else: see `README.md`.
 
 use sluice_sdk::prelude::*;
 
@@ -63,6 +67,9 @@ impl Rule for SubjectTag {
     }
 
     fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
+        if flow::is_outbound() {
+            return Ok(decide_outbound(&ctx.recipients, config));
+        }
         let from = msg.from();
         let text = msg.text_body(4096).unwrap_or_default();
         let actions = decide(from.as_deref(), &text, &ctx.verdicts, config);
@@ -89,6 +96,27 @@ pub fn keywords_found<'a>(text: &str, keywords: &'a [String]) -> Vec<&'a str> {
         }
     }
     found
+}
+
+/// Whether `address`'s domain (after the last `@`) is one of `internal_domains`, ASCII
+/// case-insensitively.
+fn is_internal(address: &str, internal_domains: &[String]) -> bool {
+    address.rsplit_once('@').is_some_and(|(_, domain)| {
+        internal_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
+    })
+}
+
+/// The decision for outbound mail: the tag when some recipient is external.
+pub fn decide_outbound(recipients: &[String], config: &Config) -> Vec<Action> {
+    if recipients
+        .iter()
+        .all(|r| is_internal(r, &config.internal_domains))
+    {
+        return Vec::new();
+    }
+    vec![Action::prefix_subject(format!("{} ", config.tag))]
 }
 
 /// The decision over plain values, testable natively.
@@ -173,6 +201,23 @@ mod tests {
                 Action::file_into("Review"),
                 Action::banner_top(AUTH_WARNING),
             ]
+        );
+    }
+
+    #[test]
+    fn outbound_mail_is_tagged_only_with_an_external_recipient() {
+        let inside = vec![
+            "bob@example.com".to_string(),
+            "carol@EXAMPLE.com".to_string(),
+        ];
+        assert!(decide_outbound(&inside, &config()).is_empty());
+        let mixed = vec![
+            "bob@example.com".to_string(),
+            "ext@partner.test".to_string(),
+        ];
+        assert_eq!(
+            decide_outbound(&mixed, &config()),
+            vec![Action::prefix_subject("[EXTERNAL] ")]
         );
     }
 

@@ -148,6 +148,19 @@ test('lookups: the double answers what was set, refuses other tables, and can fa
   S.lookup.clear();
 });
 
+test('flow: the double is inbound until set, and refuses an unknown direction', () => {
+  assert.equal(S.flow.direction(), 'inbound');
+  assert.equal(S.flow.isOutbound(), false);
+  assert.equal(S.flow.authenticatedSender(), null);
+  S.flow.set('outbound', 'alice@example.com');
+  assert.equal(S.flow.direction(), 'outbound');
+  assert.equal(S.flow.isOutbound(), true);
+  assert.equal(S.flow.authenticatedSender(), 'alice@example.com');
+  assert.throws(() => S.flow.set('sideways'), TypeError);
+  S.flow.set('inbound');
+  assert.equal(S.flow.authenticatedSender(), null);
+});
+
 test('http: the double answers by longest prefix, fails, and refuses the rest', () => {
   S.http.clear();
   S.http.respond('https://c.internal/', 200, 'generic');
@@ -210,8 +223,9 @@ test('the bundle inlines the SDK and keeps the rule on its own lines', async () 
   const entry = new URL('../../../plugins/subject-tag/js/rule.js', import.meta.url).pathname;
   const source = await bundle(entry);
   const lines = source.split('\n');
-  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.4';/);
-  assert.match(lines[0], /import \* as __sluice_http from 'sluice:rules\/http@0\.1\.4';/);
+  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.5';/);
+  assert.match(lines[0], /import \* as __sluice_http from 'sluice:rules\/http@0\.1\.5';/);
+  assert.match(lines[0], /import \* as __sluice_flow from 'sluice:rules\/flow@0\.1\.5';/);
   assert.ok(!/from '\.\.\/\.\.\/\.\.\/sdk/.test(source));
   assert.match(source, /function __sluice_sdk_factory\(__wit\)/);
   // The rule's `export const { validateConfig, evaluate }` keeps its line number.

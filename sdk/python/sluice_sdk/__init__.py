@@ -26,7 +26,7 @@ Inside a component the WIT types are those componentize-py generates (`wit_world
 import json
 import traceback
 
-from . import _wit, http, log, lookup, recipients
+from . import _wit, flow, http, log, lookup, recipients
 
 types = _wit.types
 Err = _wit.Err
@@ -64,7 +64,7 @@ __all__ = [
     "required", "add_header", "set_header", "remove_header", "prefix_subject", "banner",
     "banner_top", "banner_bottom", "set_recipients", "add_recipients", "file_into", "bounce",
     "reject", "drop", "stop", "passed", "failed", "verdict_name", "domain_of", "local_part",
-    "is_domain_in", "is_in_domains", "ascii_lower", "first_header", "log", "lookup", "http", "recipients",
+    "is_domain_in", "is_in_domains", "ascii_lower", "first_header", "log", "lookup", "http", "recipients", "flow",
     "Verdict", "Verdicts",
     "Context", "Header", "Banner", "Position", "Bounce", "RuleError", "AttachmentInfo", "Level",
     "Message", "ACTION_TYPES", "IN_COMPONENT",

@@ -13,6 +13,7 @@ try:  # inside `componentize-py componentize` and the component it builds
     from wit_world.imports import recipients as _recipients
     from wit_world.imports import lookup as _lookup
     from wit_world.imports import http as _http
+    from wit_world.imports import flow as _flow
     from wit_world.imports import types
     from componentize_py_types import Err
 
@@ -27,6 +28,7 @@ except ImportError:  # unit tests, a REPL: no bindings
     _recipients = None
     _lookup = None
     _http = None
+    _flow = None
     WorldBase = object
     IN_COMPONENT = False
 
@@ -55,3 +57,8 @@ def host_lookup():
 def host_http():
     """The `http` import module (WIT 0.1.4), or None outside a component."""
     return _http
+
+
+def host_flow():
+    """The `flow` import module (WIT 0.1.5), or None outside a component."""
+    return _flow

@@ -303,5 +303,23 @@ class BindingsTest(unittest.TestCase):
                     del sys.modules[mod]
 
 
+class FlowTest(unittest.TestCase):
+    def test_the_double_is_inbound_until_set(self):
+        from sluice_sdk import flow
+
+        self.assertEqual(flow.direction(), "inbound")
+        self.assertFalse(flow.is_outbound())
+        self.assertIsNone(flow.authenticated_sender())
+        flow.set("outbound", "alice@example.com")
+        try:
+            self.assertTrue(flow.is_outbound())
+            self.assertEqual(flow.authenticated_sender(), "alice@example.com")
+            with self.assertRaises(ValueError):
+                flow.set("sideways")
+        finally:
+            flow.set("inbound")
+        self.assertIsNone(flow.authenticated_sender())
+
+
 if __name__ == "__main__":
     unittest.main()

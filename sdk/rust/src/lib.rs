@@ -68,6 +68,7 @@
 mod actions;
 pub mod address;
 pub mod arena;
+pub mod flow;
 pub mod http;
 pub mod log;
 pub mod lookup;
@@ -102,6 +103,7 @@ pub mod config;
 /// Everything a rule usually needs: `use sluice_sdk::prelude::*;`.
 pub mod prelude {
     pub use crate::address::{check_address, domain_of, is_in_domains, local_part};
+    pub use crate::flow::{self, Direction};
     pub use crate::http;
     pub use crate::log;
     pub use crate::lookup;

@@ -578,3 +578,106 @@ fn check_prints_the_directories_and_each_steps_grants() {
         "{out}"
     );
 }
+
+/// `sluice run --outbound`: the sending domain's `[[outbound]]` chain runs (not the
+/// `[[domain]]` one), every recipient is relayed by the MTA, the message as it leaves is
+/// written under `outgoing/`; `sluice check` lists the outbound chain.
+#[test]
+fn run_outbound_runs_the_senders_outbound_chain() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:banner}"
+config = { text = "CAUTION: external sender", internal_domains = ["example.com"] }
+
+[[outbound]]
+name = "example.com"
+[[outbound.step]]
+plugin = "{rule:banner}"
+config = { disclaimer = { text = "Sent from example.com: confidential." } }
+[[outbound.step]]
+plugin = "{rule:bcc}"
+config = { to = ["archive@example.com"] }
+"#,
+    );
+    let msg = dir.path().join("sent.eml");
+    std::fs::write(
+        &msg,
+        "Received: from laptop by submit.example.com\r\nFrom: Bob <bob@example.com>\r\n\
+         To: x@partner.test\r\nSubject: hi\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\nHello.\r\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--outbound",
+        "--auth-sender",
+        "bob@example.com",
+        "--message-id",
+        "o-1",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+        msg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("JSON on stdout");
+    let groups = v["groups"].as_array().unwrap();
+    assert_eq!(groups.len(), 1, "{v:#}");
+    assert_eq!(groups[0]["domain"], "example.com");
+    let kinds: Vec<(String, String)> = groups[0]["dispositions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["recipient"].as_str().unwrap().to_string(),
+                d["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("x@partner.test".to_string(), "relay".to_string()),
+            ("archive@example.com".to_string(), "relay".to_string())
+        ],
+        "{v:#}"
+    );
+    let sent = std::fs::read_to_string(out.join("outgoing/o-1.eml")).unwrap();
+    assert!(
+        sent.contains("Sent from example.com: confidential."),
+        "{sent}"
+    );
+    assert!(!sent.contains("CAUTION"), "{sent}");
+    // The same message received: the [[domain]] chain, the warning banner.
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--rcpt",
+        "bob@example.com",
+        "--out",
+        out.to_str().unwrap(),
+        msg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        !stdout(&o).contains("archive@example.com"),
+        "{}",
+        stdout(&o)
+    );
+    let o = sluice(&["check", "--config", config.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("(1 domain(s), 1 outbound,"), "{text}");
+    assert!(text.contains("\noutbound example.com\n"), "{text}");
+}

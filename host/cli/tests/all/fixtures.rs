@@ -47,6 +47,10 @@ fn the_reference_rule_fixtures_pass() {
         &root.join("plugins/forward/fixtures"),
         &root.join("plugins/size-limit/fixtures"),
         &root.join("plugins/sender-lists/fixtures"),
+        &root.join("plugins/subject-tag/fixtures"),
+        &root.join("plugins/attachments/fixtures"),
+        &root.join("plugins/headers/fixtures"),
+        &root.join("plugins/bcc/fixtures"),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -82,6 +86,16 @@ fn the_reference_rule_fixtures_pass() {
         "sender-lists/blocked-pattern",
         "sender-lists/blocked-subdomain",
         "sender-lists/unlisted",
+        // Outbound mail (issue 32): the reference uses for mail local users send.
+        "banner/outbound-disclaimer",
+        "banner/outbound-as-received",
+        "subject-tag/outbound-external",
+        "subject-tag/outbound-internal",
+        "attachments/executable",
+        "attachments/document",
+        "headers/outbound-received",
+        "headers/inbound-keeps-received",
+        "bcc/outbound-copy",
     ] {
         assert!(
             out.lines().any(|l| l == format!("ok   {name}")),
@@ -90,7 +104,7 @@ fn the_reference_rule_fixtures_pass() {
     }
     // The configs next to the fixtures are not fixtures.
     assert!(!out.contains("sluice"), "{out}");
-    assert_eq!(summary(&o), "31 passed, 0 failed");
+    assert_eq!(summary(&o), "40 passed, 0 failed");
 }
 
 /// A fixture directory in a temp dir using the junk rule.

@@ -457,6 +457,18 @@ fn milter_ends_only_the_connection_that_sent_a_malformed_packet() {
 /// An SMTP client's transaction: the last reply line to MAIL, each RCPT and the end of DATA
 /// (DATA is skipped when no recipient was accepted). Also the `sluice deliver` tests' client.
 pub(crate) fn smtp_send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+    smtp_submit(port, None, from, rcpts, data)
+}
+
+/// [`smtp_send`] after `AUTH PLAIN` with `(login, password)` when given; the AUTH reply is
+/// not among the replies returned (an AUTH that is refused fails the test).
+pub(crate) fn smtp_submit(
+    port: u16,
+    auth: Option<(&str, &str)>,
+    from: &str,
+    rcpts: &[&str],
+    data: &[u8],
+) -> Vec<String> {
     let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -477,6 +489,14 @@ pub(crate) fn smtp_send(port: u16, from: &str, rcpts: &[&str], data: &[u8]) -> V
     read_reply();
     say(&mut writer, "EHLO client.sender.example");
     read_reply();
+    if let Some((login, password)) = auth {
+        use base64::Engine as _;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{login}\0{password}"));
+        say(&mut writer, &format!("AUTH PLAIN {token}"));
+        let answer = read_reply();
+        assert!(answer.starts_with("235 "), "AUTH PLAIN: {answer}");
+    }
     let mut replies = Vec::new();
     say(&mut writer, &format!("MAIL FROM:<{from}>"));
     replies.push(read_reply());
@@ -589,6 +609,204 @@ fn milter_inside_a_real_postfix_edits_relayed_mail_and_refuses_at_end_of_data() 
     );
     assert!(replies.iter().any(|r| r.starts_with("451 ")), "{replies:?}");
     assert_eq!(sink.received().len(), 2);
+}
+
+/// The outbound chain of the outbound role's config: disclaimer, subject tag, internal
+/// `Received` removed, executables refused, a bcc to compliance.
+fn write_outbound_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[[outbound]]
+name = "example.com"
+[[outbound.step]]
+plugin = "{attachments}"
+config = {{ refuse_extensions = ["exe", "js", "vbs"], action = "refuse" }}
+[[outbound.step]]
+plugin = "{headers}"
+config = {{ remove = ["Received"] }}
+[[outbound.step]]
+plugin = "{tag}"
+config = {{ tag = "[EXT]", internal_domains = ["example.com"] }}
+[[outbound.step]]
+plugin = "{banner}"
+config = {{ disclaimer = {{ text = "Confidential: meant for its addressees only.", html = "<p>Confidential: meant for its addressees only.</p>" }} }}
+[[outbound.step]]
+plugin = "{bcc}"
+config = {{ to = ["compliance@example.com"] }}
+"#,
+            attachments = rule("attachments").display(),
+            headers = rule("headers").display(),
+            tag = rule("subject-tag").display(),
+            banner = rule("banner").display(),
+            bcc = rule("bcc").display(),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// What a user's mail client submits: text and HTML, with the client's own `Received`.
+fn submitted(subject: &str, attachment: Option<&str>) -> Vec<u8> {
+    let alternative = "Content-Type: multipart/alternative; boundary=\"alt\"\r\n\r\n\
+         --alt\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee you on Friday.\r\n\
+         --alt\r\nContent-Type: text/html; charset=utf-8\r\n\r\n\
+         <html><body><p>See you on Friday.</p></body></html>\r\n--alt--\r\n";
+    let body = match attachment {
+        None => alternative.to_string(),
+        Some(name) => format!(
+            "Content-Type: multipart/mixed; boundary=\"mix\"\r\n\r\n--mix\r\n{alternative}\
+             --mix\r\nContent-Type: application/octet-stream; name=\"{name}\"\r\n\
+             Content-Disposition: attachment; filename=\"{name}\"\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAAEAAAA\r\n--mix--\r\n"
+        ),
+    };
+    format!(
+        "Received: from [192.168.1.23] by laptop.office.example.com; Tue, 2 Jan 2024 11:00:00 +0000\r\n\
+         From: Alice <alice@example.com>\r\nTo: partner@partner.test\r\nSubject: {subject}\r\n\
+         Message-ID: <{subject}@example.com>\r\nMIME-Version: 1.0\r\n{body}"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn milter_runs_the_outbound_chain_for_mail_submitted_with_auth_in_a_real_postfix() {
+    let _turn = crate::turn(module_path!());
+    let Some(sink) = sluice_mailservers::SmtpSink::start() else {
+        return;
+    };
+    // Dovecot's auth service answers Postfix's SASL, on a socket Postfix's smtpd (user
+    // postfix) can reach.
+    let auth_dir = tempfile::Builder::new()
+        .prefix("sluice-auth")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let chmod = Command::new("chmod")
+        .arg("755")
+        .arg(auth_dir.path())
+        .status();
+    assert!(chmod.is_ok_and(|s| s.success()));
+    let socket = auth_dir.path().join("auth");
+    let Some(dovecot) = sluice_mailservers::Dovecot::start_with(
+        &["alice@example.com"],
+        &format!(
+            "service auth {{\n  unix_listener {} {{\n    mode = 0666\n  }}\n}}\n",
+            socket.display()
+        ),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_outbound_config(dir.path());
+    let milter = Milter::start(&config, &dir.path().join("cache"), &[]);
+    // The deploy snippet of the outbound role, pointed at this milter, this auth socket and
+    // the loopback sink instead of SES (later lines win in main.cf).
+    let snippet = std::fs::read_to_string(
+        sluice_tests::workspace_root().join("deploy/self-hosted/postfix-outbound.cf"),
+    )
+    .unwrap()
+    .replace(
+        "inet:127.0.0.1:8891",
+        &format!("inet:127.0.0.1:{}", milter.port),
+    );
+    let Some(postfix) = sluice_mailservers::Postfix::start(&format!(
+        "{snippet}\nsmtpd_sasl_path = {}\nrelayhost = [127.0.0.1]:{}\n\
+         smtp_sasl_auth_enable = no\nsmtp_tls_security_level = none\n",
+        socket.display(),
+        sink.port
+    )) else {
+        return;
+    };
+    let alice = Some(("alice@example.com", "pass"));
+    let started = std::time::Instant::now();
+    let replies = smtp_submit(
+        postfix.port,
+        alice,
+        "alice@example.com",
+        &["partner@partner.test"],
+        &submitted("offer", None),
+    );
+    let submit_ms = started.elapsed().as_millis();
+    assert!(
+        replies.last().unwrap().starts_with("250 "),
+        "{replies:?}\n{}\n{}",
+        postfix.log(),
+        dovecot.log()
+    );
+    let got = wait_for("the relayed outbound message", || {
+        let all = sink.received();
+        let mut rcpts: Vec<String> = all.iter().flat_map(|r| r.recipients.clone()).collect();
+        rcpts.sort();
+        (rcpts.len() == 2).then_some((all, rcpts))
+    });
+    let (messages, rcpts) = got;
+    // The bcc: the compliance address got the same message, added to the envelope.
+    assert_eq!(rcpts, ["compliance@example.com", "partner@partner.test"]);
+    for m in &messages {
+        let data = text(&m.data);
+        // The disclaimer at the bottom of the text and of the HTML part.
+        let plain_at = data.find("See you on Friday.\r\n").unwrap();
+        let disclaimer_at = data[plain_at..]
+            .find("Confidential: meant for its addressees only.")
+            .map(|i| i + plain_at);
+        assert!(disclaimer_at.is_some(), "{data}");
+        assert!(
+            data.contains("<p>Confidential: meant for its addressees only.</p>\r\n</body>")
+                || data.contains("<p>Confidential: meant for its addressees only.</p></body>"),
+            "{data}"
+        );
+        // An external recipient: the subject is tagged.
+        assert!(data.contains("Subject: [EXT] offer\r\n"), "{data}");
+        // The client's internal hop is gone. Postfix keeps the field it writes for this hop
+        // (`with ESMTPA`) whatever a milter asks: the only `Received` left (see the snippet's
+        // header_checks note for hiding it).
+        assert!(!data.contains("laptop.office.example.com"), "{data}");
+        assert_eq!(data.matches("Received:").count(), 1, "{data}");
+        assert!(
+            data.contains("by mx.example.com (Postfix) with ESMTPA"),
+            "{data}"
+        );
+        assert!(!data.contains("Bcc"), "{data}");
+    }
+
+    // An executable attachment: the user's client hears 550 5.7.1 at the end of DATA, and
+    // nothing is relayed.
+    let replies = smtp_submit(
+        postfix.port,
+        alice,
+        "alice@example.com",
+        &["partner@partner.test"],
+        &submitted("tool", Some("invoice.pdf.exe")),
+    );
+    let last = replies.last().unwrap();
+    assert!(last.starts_with("550 5.7.1 "), "{replies:?}");
+    assert!(last.contains("invoice.pdf.exe"), "{last}");
+
+    // Without AUTH (a loopback client Postfix lets relay) the message is received mail: no
+    // outbound chain, so no disclaimer, no tag, no bcc.
+    let replies = smtp_send(
+        postfix.port,
+        "alice@example.com",
+        &["partner@partner.test"],
+        &submitted("unauthenticated", None),
+    );
+    assert!(replies.last().unwrap().starts_with("250 "), "{replies:?}");
+    let plain = wait_for("the unauthenticated message", || {
+        sink.received()
+            .into_iter()
+            .find(|r| text(&r.data).contains("Subject: unauthenticated"))
+    });
+    assert_eq!(plain.recipients, ["partner@partner.test"]);
+    assert!(
+        !text(&plain.data).contains("Confidential"),
+        "{}",
+        text(&plain.data)
+    );
+    let total: usize = sink.received().iter().map(|r| r.recipients.len()).sum();
+    assert_eq!(total, 3, "the refused message reached nobody");
+    eprintln!("outbound: submit with AUTH through Postfix and the milter took {submit_ms} ms");
 }
 
 /// The `SMFIR_REPLBODY` chunks of an answer.
