@@ -209,6 +209,11 @@ fn dkim_verdict(outputs: &[DkimOutput<'_>]) -> Verdict {
     let rank = |r: &DkimResult| match r {
         DkimResult::Pass => (0, Verdict::Pass),
         DkimResult::Fail(_) => (1, Verdict::Fail),
+        // mail-auth says neutral for a body that changed after signing; RFC 6376 6.1.3 and
+        // OpenDKIM say fail ("body hash did not verify"): the message was altered.
+        DkimResult::Neutral(mail_auth::Error::Dkim(
+            mail_auth::dkim::DkimError::FailedBodyHashMatch,
+        )) => (1, Verdict::Fail),
         DkimResult::TempError(_) | DkimResult::PermError(_) => (2, Verdict::ProcessingFailed),
         DkimResult::Neutral(_) | DkimResult::None => (3, Verdict::Gray),
     };

@@ -154,7 +154,9 @@ fn send(mta: &mut Mta, from: &str, raw: &[u8]) -> Transaction {
 
 /// The verdicts `rule-reader` saw: (spf, dkim, dmarc, dmarc policy, spam, virus).
 fn seen(end: &Packets) -> [String; 6] {
-    let added = fields(end, b'h', 0);
+    // Added below the message's own fields: inserted at their index, or at the end.
+    let mut added = fields(end, b'i', 4);
+    added.extend(fields(end, b'h', 0));
     let get = |name: &str| {
         added
             .iter()
