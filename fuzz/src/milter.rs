@@ -53,6 +53,14 @@ pub fn run(data: &[u8]) {
         stopping: Arc::new(AtomicBool::new(false)),
         budget: Arc::new(BufferBudget::new(usize::from(limit) * 256)),
         outbound_daemon_names: Vec::new(),
+        // A trusted scanner header, so hostile header values reach its reading too.
+        scanners: vec![sluice_milter::ScannerHeader {
+            name: "spamassassin".into(),
+            verdict: sluice_milter::ScannerVerdict::Spam,
+            header: "X-Spam-Status".into(),
+            fail: vec!["Yes".into()],
+            pass: vec!["No".into()],
+        }],
     });
     let mut session = Session::new(settings, false);
     let mut accepted: Vec<String> = Vec::new();

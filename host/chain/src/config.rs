@@ -170,6 +170,59 @@ pub struct MilterSection {
     /// Default none: a transaction is outbound when the client authenticated.
     #[serde(default)]
     pub outbound_daemon_names: Vec<String>,
+    /// Where SPF/DKIM/DMARC verdicts come from (default `authentication-results`).
+    pub verdicts: Option<MilterVerdicts>,
+    /// With `verdicts = "compute"`: the DNS server to ask, `IP` or `IP:PORT` (default: the
+    /// system's resolvers, /etc/resolv.conf).
+    pub dns: Option<String>,
+    /// With `verdicts = "compute"`: seconds one message's SPF, DKIM and DMARC checks may take
+    /// in all (default 10); a check cut short is `processing-failed`.
+    pub verdicts_timeout_s: Option<u64>,
+    /// Seconds one MTA connection may last in all (default 3600).
+    pub connection_timeout_s: Option<u64>,
+    /// `[[milter.scanner]]`: headers of scanners that run before Sluice, trusted for the spam
+    /// and virus verdicts.
+    #[serde(default)]
+    pub scanner: Vec<ScannerSection>,
+}
+
+/// `[milter] verdicts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MilterVerdicts {
+    /// Read from the `Authentication-Results` header of `trusted_authserv_id` (all
+    /// `unknown` without it).
+    AuthenticationResults,
+    /// Computed by Sluice (SPF, DKIM, DMARC with mail-auth).
+    Compute,
+}
+
+/// `[[milter.scanner]]`: a header a scanner writes, and its values that mean fail and pass.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerSection {
+    /// The scanner's name, for log lines (e.g. `spamassassin`).
+    pub name: String,
+    /// The verdict it gives: `spam` or `virus`.
+    pub verdict: ScannerKind,
+    /// The header field it writes (e.g. `X-Spam-Flag`).
+    pub header: String,
+    /// Values meaning fail, matched case-insensitively against the value's first word
+    /// (e.g. `["YES"]`).
+    pub fail: Vec<String>,
+    /// Values meaning pass (e.g. `["NO"]`); others leave the verdict `unknown`.
+    #[serde(default)]
+    pub pass: Vec<String>,
+}
+
+/// `[[milter.scanner]] verdict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScannerKind {
+    /// The spam verdict.
+    Spam,
+    /// The virus verdict.
+    Virus,
 }
 
 /// `[milter] default_action`.
@@ -911,6 +964,25 @@ mod tests {
         assert_eq!(err.line, 3, "{err}");
         let err = parse("[milter]\nlisten_on = \"x\"\n").unwrap_err();
         assert!(err.message.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn milter_verdict_sources_and_scanners_are_read() {
+        let config = parse(
+            "[milter]\nverdicts = \"compute\"\ndns = \"127.0.0.1:5353\"\n\
+             [[milter.scanner]]\nname = \"clamav\"\nverdict = \"virus\"\n\
+             header = \"X-Virus-Status\"\nfail = [\"Infected\"]\n",
+        )
+        .unwrap();
+        let milter = config.milter.unwrap();
+        assert_eq!(milter.verdicts, Some(MilterVerdicts::Compute));
+        assert_eq!(milter.dns.as_deref(), Some("127.0.0.1:5353"));
+        assert_eq!(milter.scanner[0].verdict, ScannerKind::Virus);
+        assert!(milter.scanner[0].pass.is_empty());
+        let err = parse("[milter]\nverdicts = \"ses\"\n").unwrap_err();
+        assert!(err.message.contains("compute"), "{err}");
+        let err = parse("[[milter.scanner]]\nname = \"x\"\nverdict = \"spam\"\n").unwrap_err();
+        assert!(err.message.contains("header"), "{err}");
     }
 
     #[test]

@@ -21,8 +21,9 @@ pub use chain::{
 };
 pub use config::{
     BannerFallbackSetting, ConfigError, ConfigFile, DomainSection, EngineSection, InboundSection,
-    Instances, MilterDefaultAction, MilterSection, OnError, PluginLocation, SourceFile, StepMode,
-    StepSection, UnreachableAddress, WarmSection,
+    Instances, MilterDefaultAction, MilterSection, MilterVerdicts, OnError, PluginLocation,
+    ScannerKind, ScannerSection, SourceFile, StepMode, StepSection, UnreachableAddress,
+    WarmSection,
 };
 pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, ReloadOutcome};
 pub use s3_source::{S3ConfigSource, S3Plugins};

@@ -10,13 +10,17 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Args;
-use sluice_chain::{MilterDefaultAction, MilterSection};
+use sluice_chain::{MilterDefaultAction, MilterSection, MilterVerdicts, ScannerKind};
 use sluice_inbound::{Pipeline, PipelineOptions};
-use sluice_milter::{DefaultAction, Listen, Listener, MilterOptions};
+use sluice_milter::{
+    AuthVerdicts, Authenticator, DefaultAction, Listen, Listener, MilterOptions, ScannerHeader,
+    ScannerVerdict,
+};
 
 /// `sluice milter`'s arguments. Each setting but `--config` can also be set in the config's
 /// `[milter]` section (same names, `_s` for seconds: `command_timeout_s`, `grace_s`); a flag
-/// wins over the section, the section over the default.
+/// wins over the section, the section over the default. Scanner headers are set in the
+/// section only (`[[milter.scanner]]`).
 #[derive(Args)]
 pub struct MilterArgs {
     /// The config: a file, or `s3://bucket/key.toml` (checked for changes while running).
@@ -49,6 +53,22 @@ pub struct MilterArgs {
     /// authserv-id (your MTA's, e.g. `mx.example.com`); without it every verdict is `unknown`.
     #[arg(long, value_name = "AUTHSERV-ID")]
     pub trusted_authserv_id: Option<String>,
+    /// Where SPF/DKIM/DMARC verdicts come from: `authentication-results` (the header of
+    /// `--trusted-authserv-id`) or `compute` (Sluice checks them, asking `--dns`)
+    /// [default: authentication-results].
+    #[arg(long, value_enum)]
+    pub verdicts: Option<VerdictsArg>,
+    /// With `--verdicts compute`: the DNS server, `IP` or `IP:PORT` [default: the system's
+    /// resolvers, /etc/resolv.conf].
+    #[arg(long, value_name = "IP[:PORT]")]
+    pub dns: Option<String>,
+    /// With `--verdicts compute`: seconds one message's checks may take in all; a check cut
+    /// short is `processing-failed` [default: 10].
+    #[arg(long)]
+    pub verdicts_timeout: Option<u64>,
+    /// Seconds one MTA connection may last in all, however busy [default: 3600].
+    #[arg(long)]
+    pub connection_timeout: Option<u64>,
     /// On SIGTERM, seconds connections may take to finish their message [default: 30].
     #[arg(long)]
     pub grace: Option<u64>,
@@ -69,6 +89,15 @@ pub enum DefaultActionArg {
     Tempfail,
     /// Pass unchanged.
     Accept,
+}
+
+/// `--verdicts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VerdictsArg {
+    /// From the trusted `Authentication-Results` header.
+    AuthenticationResults,
+    /// Computed by Sluice.
+    Compute,
 }
 
 /// Runs the milter until SIGTERM/SIGINT.
@@ -123,6 +152,10 @@ pub(crate) fn section_settings(
         max_connections: None,
         default_action: None,
         trusted_authserv_id: None,
+        verdicts: None,
+        dns: None,
+        verdicts_timeout: None,
+        connection_timeout: None,
         grace: None,
         reload_seconds: 0,
         cache_dir: None,
@@ -187,8 +220,64 @@ fn settings(
             .or(section.grace_s)
             .map(Duration::from_secs)
             .unwrap_or(defaults.grace),
+        connection_timeout: args
+            .connection_timeout
+            .or(section.connection_timeout_s)
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.connection_timeout),
+        verdicts: auth_verdicts(args, section, config)?,
+        scanners: section.scanner.iter().map(scanner_header).collect(),
         reload_interval: Some(Duration::from_secs(args.reload_seconds)),
         ..defaults
     };
     Ok((listen, options))
+}
+
+/// Where SPF/DKIM/DMARC come from. `compute` with a trusted authserv-id is refused: one
+/// source, so nobody wonders which one a rule saw.
+fn auth_verdicts(args: &MilterArgs, section: &MilterSection, config: &str) -> Result<AuthVerdicts> {
+    let compute = match (args.verdicts, section.verdicts) {
+        (Some(v), _) => v == VerdictsArg::Compute,
+        (None, Some(v)) => v == MilterVerdicts::Compute,
+        (None, None) => false,
+    };
+    let dns = args.dns.as_ref().or(section.dns.as_ref());
+    if !compute {
+        if dns.is_some() {
+            anyhow::bail!(
+                "{config}: [milter] dns (--dns) is for verdicts = \"compute\"; the Authentication-Results mode asks no DNS"
+            );
+        }
+        return Ok(AuthVerdicts::AuthenticationResults);
+    }
+    if args.trusted_authserv_id.is_some() || section.trusted_authserv_id.is_some() {
+        anyhow::bail!(
+            "{config}: verdicts = \"compute\" and trusted_authserv_id both say where SPF/DKIM/DMARC come from: keep one"
+        );
+    }
+    let dns = dns
+        .map(|d| sluice_milter::verdicts::parse_dns_address(d))
+        .transpose()
+        .with_context(|| format!("{config}: [milter] dns"))?;
+    let timeout = Duration::from_secs(
+        args.verdicts_timeout
+            .or(section.verdicts_timeout_s)
+            .unwrap_or(10)
+            .max(1),
+    );
+    let authenticator = Authenticator::new(dns, timeout).context("verdicts = \"compute\"")?;
+    Ok(AuthVerdicts::Compute(Arc::new(authenticator)))
+}
+
+fn scanner_header(s: &sluice_chain::ScannerSection) -> ScannerHeader {
+    ScannerHeader {
+        name: s.name.clone(),
+        verdict: match s.verdict {
+            ScannerKind::Spam => ScannerVerdict::Spam,
+            ScannerKind::Virus => ScannerVerdict::Virus,
+        },
+        header: s.header.clone(),
+        fail: s.fail.clone(),
+        pass: s.pass.clone(),
+    }
 }

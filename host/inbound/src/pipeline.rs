@@ -473,7 +473,15 @@ impl Pipeline {
             let mut envelope = envelope;
             if let Some(id) = &trusted {
                 match verdicts_from_authentication_results(&message, id) {
-                    Some(verdicts) => envelope.verdicts = verdicts,
+                    // SPF, DKIM and DMARC only: spam and virus come from elsewhere (the
+                    // milter's trusted scanner headers) and stay.
+                    Some(read) => {
+                        envelope.verdicts = sluice_engine::Verdicts {
+                            spam: envelope.verdicts.spam,
+                            virus: envelope.verdicts.virus,
+                            ..read
+                        }
+                    }
                     None => tracing::warn!(
                         authserv_id = %id,
                         "no Authentication-Results header with this authserv-id; verdicts as given"

@@ -129,13 +129,16 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Mes
             is_root: true,
             boundaries: Vec::new(),
             open_end: false,
+            header_room: header_room(header_start, body_start),
         };
-        let Some(body) = rewrite_part(root, 0, &mut top, &banners, &at)? else {
+        let Some(mut body) = rewrite_part(root, 0, &mut top, &banners, &at)? else {
             return checked(unchanged_body(out, &top), BodyChange::Parts(&[]));
         };
         top.emit(&mut out, !body.is_empty());
-        out.extend_from_slice(&body);
-        return checked(out, BodyChange::Parts(&displayed));
+        // The header block goes in front of the new body where it lies (in its spare room):
+        // a large body is not copied again.
+        body.splice(0..0, out);
+        return checked(body, BodyChange::Parts(&displayed));
     }
 
     // Sub-parts: replace each part's [header start, body end) range in place.
@@ -155,6 +158,12 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Mes
     }
     out.extend_from_slice(&raw[pos..]);
     checked(out, BodyChange::Parts(&rewritten))
+}
+
+/// Room for a header block now `header_start..body_start` long, once rewritten (a charset or
+/// Content-Transfer-Encoding changed, fields added): what a new body is made with in front.
+fn header_room(header_start: usize, body_start: usize) -> usize {
+    body_start.saturating_sub(header_start) + 1024
 }
 
 /// Applies the header edits to the top header block, in order; returns the banners (each
@@ -216,15 +225,17 @@ fn rewrite_sub_parts(
             is_root: false,
             boundaries,
             open_end,
+            header_room: header_room(h, b),
         };
         let mut block = HeaderBlock::parse(raw, &part.headers, h, b, le)?;
         let Some(body) = rewrite_part(part, id, &mut block, banners, &at)? else {
             continue;
         };
         rewritten.push(id);
-        let mut bytes = Vec::with_capacity(b - h + body.len() + 64);
-        block.emit(&mut bytes, true);
-        bytes.extend_from_slice(&body);
+        let mut head = Vec::with_capacity(b - h + 64);
+        block.emit(&mut head, true);
+        let mut bytes = body;
+        bytes.splice(0..0, head);
         // The line break before a boundary delimiter belongs to the delimiter. A part whose
         // body is empty (`Content-Type: text/plain\r\n\r\n--b`: the empty line doubles as
         // that line break) or that ends without one (`text--b`) has none after its range,
@@ -333,7 +344,7 @@ fn wrap(raw: &[u8], mut top: HeaderBlock<'_>, banners: &[&Banner], le: &'static 
     });
     let mut text = String::new();
     for banner in banners {
-        text = insert_text(&text, &banner.text, banner.position, le, true);
+        text = insert_text(&text, &banner.text, banner.position, le, true, 0);
     }
     let (text_cte, text_body) = if text.is_ascii() && longest_line(text.as_bytes()) <= 998 {
         ("7bit", text.into_bytes())

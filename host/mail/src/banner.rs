@@ -7,7 +7,9 @@ use mail_parser::{
 };
 
 use crate::edit::{Banner, EditError, Position};
-use crate::encoding::{base64_lines, longest_line, normalize_line_endings, quoted_printable};
+use crate::encoding::{
+    base64_lines, longest_line, normalize_line_endings, quoted_printable, with_line_endings,
+};
 use crate::header::HeaderBlock;
 
 /// RFC 5322 line limit (without the line ending).
@@ -137,6 +139,10 @@ pub(crate) struct Placement<'a> {
     /// mail-parser cannot decode quoted-printable or base64 in it, so a 7bit part that needs
     /// more than 7 bits becomes 8bit, not quoted-printable.
     pub(crate) open_end: bool,
+    /// Spare capacity the new body is made with, so the caller can put the part's header
+    /// block in front of it in place (`Vec::splice` at 0) instead of copying a large body
+    /// once more.
+    pub(crate) header_room: usize,
 }
 
 /// Inserts `banners` into the displayed part `part` (index `id`): rewrites its Content-Type
@@ -193,22 +199,33 @@ pub(crate) fn rewrite_part(
     } else {
         le
     };
+    // Borrowed until the first banner: a large body is copied once, into the text with the
+    // banner, which becomes the new body when it needs no re-encoding.
     let mut text = if transfer == Transfer::Base64 {
-        text.into_owned()
+        text
     } else {
-        normalize_line_endings(&text, le)
+        match text {
+            std::borrow::Cow::Borrowed(t) => with_line_endings(t, le),
+            std::borrow::Cow::Owned(t) => std::borrow::Cow::Owned(normalize_line_endings(&t, le)),
+        }
     };
-    for banner in &banners {
-        text = if is_html {
-            insert_html(&text, &banner_html(banner), banner.position)
+    for (i, banner) in banners.iter().enumerate() {
+        let room = if i + 1 == banners.len() {
+            at.header_room
         } else {
-            insert_text(&text, &banner.text, banner.position, text_le, is_root)
+            0
         };
+        text = std::borrow::Cow::Owned(if is_html {
+            insert_html(&text, &banner_html(banner), banner.position, room)
+        } else {
+            insert_text(&text, &banner.text, banner.position, text_le, is_root, room)
+        });
     }
-    let (body, new_transfer) = encode_body(&text, transfer, id, at)?;
+    let text_non_ascii = !text.is_ascii();
+    let (body, new_transfer) = encode_body(text.into_owned(), transfer, id, at)?;
     let mime = MimeChange {
         is_html,
-        text_non_ascii: !text.is_ascii(),
+        text_non_ascii,
         new_transfer,
         transfer,
         canonical_cte,
@@ -280,26 +297,32 @@ fn decode_part<'t>(
 /// non-ASCII 7bit lines, base64 when the text contains the multipart's boundary), and the
 /// new Content-Transfer-Encoding when it changed.
 fn encode_body(
-    text: &str,
+    text: String,
     transfer: Transfer,
     id: usize,
     at: &Placement<'_>,
 ) -> Result<(Vec<u8>, Option<&'static str>), EditError> {
     let (le, is_root) = (at.le, at.is_root);
-    let mut new_transfer = None;
-    let mut body = match transfer {
+    // The text, when the body is an encoding of it; `None` when the body is the text itself
+    // (7bit/8bit that needs no re-encoding: moved, not copied, its spare room kept).
+    let mut encoded_from: Option<String> = None;
+    let (mut body, mut new_transfer) = match transfer {
         Transfer::Base64 => {
             let mut b = base64_lines(text.as_bytes(), le);
             if is_root {
                 b.extend_from_slice(le.as_bytes());
             }
-            b
+            (b, None)
         }
-        Transfer::QuotedPrintable => quoted_printable(text.as_bytes(), le),
+        Transfer::QuotedPrintable => {
+            let b = quoted_printable(text.as_bytes(), le);
+            encoded_from = Some(text);
+            (b, None)
+        }
         Transfer::SevenBit | Transfer::EightBit => {
             let fits = longest_line(text.as_bytes()) <= MAX_LINE;
             if fits && (text.is_ascii() || transfer == Transfer::EightBit) {
-                text.as_bytes().to_vec()
+                (text.into_bytes(), None)
             } else if at.open_end {
                 // Quoted-printable here would not decode (see `Placement::open_end`).
                 if !fits {
@@ -307,11 +330,11 @@ fn encode_body(
                         "part {id} would need quoted-printable for a line over {MAX_LINE} characters, which does not decode in a multipart that is never closed"
                     )));
                 }
-                new_transfer = Some("8bit");
-                text.as_bytes().to_vec()
+                (text.into_bytes(), Some("8bit"))
             } else {
-                new_transfer = Some("quoted-printable");
-                quoted_printable(text.as_bytes(), le)
+                let b = quoted_printable(text.as_bytes(), le);
+                encoded_from = Some(text);
+                (b, Some("quoted-printable"))
             }
         }
     };
@@ -322,7 +345,8 @@ fn encode_body(
         )));
     }
     if transfer != Transfer::Base64 && contains_boundary {
-        body = base64_lines(text.as_bytes(), le);
+        let plain = encoded_from.as_deref().map_or(&body[..], str::as_bytes);
+        body = base64_lines(plain, le);
         new_transfer = Some("base64");
     }
     Ok((body, new_transfer))
@@ -579,35 +603,44 @@ pub(crate) fn carries_banner(text: &str, is_html: bool, banner: &Banner) -> bool
 
 /// A plain-text banner: `banner`, an empty line, the body (top) or the body, an empty line,
 /// the banner (bottom). `ends_with_break` adds a final line break after a bottom banner.
+/// `room`: spare capacity to make the result with (see `Placement::header_room`).
 pub(crate) fn insert_text(
     body: &str,
     banner: &str,
     position: Position,
     le: &str,
     ends_with_break: bool,
+    room: usize,
 ) -> String {
     let banner = normalize_line_endings(banner.trim_end_matches(['\r', '\n']), le);
     let tail = if ends_with_break { le } else { "" };
-    if body.trim().is_empty() {
-        return format!("{banner}{tail}");
-    }
-    match position {
-        Position::Top => format!("{banner}{le}{le}{body}"),
-        Position::Bottom => {
-            let sep = if body.ends_with('\n') { "" } else { le };
-            format!("{body}{sep}{le}{banner}{tail}")
+    let pieces: [&str; 5] = if body.trim().is_empty() {
+        [banner.as_str(), tail, "", "", ""]
+    } else {
+        match position {
+            Position::Top => [banner.as_str(), le, le, body, ""],
+            Position::Bottom => {
+                let sep = if body.ends_with('\n') { "" } else { le };
+                [body, sep, le, banner.as_str(), tail]
+            }
         }
+    };
+    let mut out = String::with_capacity(pieces.iter().map(|p| p.len()).sum::<usize>() + room);
+    for piece in pieces {
+        out.push_str(piece);
     }
+    out
 }
 
 /// Inserts `banner` right after the opening `<body ...>` tag (top) or right before `</body>`
 /// (bottom), case-insensitively; at the start or end of the document when there is no such tag.
-pub(crate) fn insert_html(html: &str, banner: &str, position: Position) -> String {
+/// `room`: spare capacity to make the result with (see `Placement::header_room`).
+pub(crate) fn insert_html(html: &str, banner: &str, position: Position, room: usize) -> String {
     let at = match position {
         Position::Top => body_open_end(html).unwrap_or(0),
         Position::Bottom => body_close_start(html).unwrap_or(html.len()),
     };
-    let mut out = String::with_capacity(html.len() + banner.len());
+    let mut out = String::with_capacity(html.len() + banner.len() + room);
     out.push_str(&html[..at]);
     out.push_str(banner);
     out.push_str(&html[at..]);
@@ -692,24 +725,27 @@ mod tests {
     fn html_positions() {
         let html = "<html><BODY class=\"a>b\" bgcolor='x'><p>hi</p></Body ></html>";
         assert_eq!(
-            insert_html(html, "[B]", Position::Top),
+            insert_html(html, "[B]", Position::Top, 0),
             "<html><BODY class=\"a>b\" bgcolor='x'>[B]<p>hi</p></Body ></html>"
         );
         assert_eq!(
-            insert_html(html, "[B]", Position::Bottom),
+            insert_html(html, "[B]", Position::Bottom, 0),
             "<html><BODY class=\"a>b\" bgcolor='x'><p>hi</p>[B]</Body ></html>"
         );
-        assert_eq!(insert_html("<p>x</p>", "[B]", Position::Top), "[B]<p>x</p>");
         assert_eq!(
-            insert_html("<p>x</p>", "[B]", Position::Bottom),
+            insert_html("<p>x</p>", "[B]", Position::Top, 0),
+            "[B]<p>x</p>"
+        );
+        assert_eq!(
+            insert_html("<p>x</p>", "[B]", Position::Bottom, 0),
             "<p>x</p>[B]"
         );
         // <bodyguard> is not a body tag.
         assert_eq!(
-            insert_html("<bodyguard>x", "[B]", Position::Top),
+            insert_html("<bodyguard>x", "[B]", Position::Top, 0),
             "[B]<bodyguard>x"
         );
-        assert_eq!(insert_html("<body>", "[B]", Position::Top), "<body>[B]");
+        assert_eq!(insert_html("<body>", "[B]", Position::Top, 0), "<body>[B]");
     }
 
     #[test]
@@ -776,17 +812,17 @@ mod tests {
     #[test]
     fn text_positions() {
         assert_eq!(
-            insert_text("body\n", "B", Position::Top, "\n", true),
+            insert_text("body\n", "B", Position::Top, "\n", true, 0),
             "B\n\nbody\n"
         );
         assert_eq!(
-            insert_text("body", "B", Position::Bottom, "\r\n", true),
+            insert_text("body", "B", Position::Bottom, "\r\n", true, 0),
             "body\r\n\r\nB\r\n"
         );
         assert_eq!(
-            insert_text("body\n", "B\n", Position::Bottom, "\n", false),
+            insert_text("body\n", "B\n", Position::Bottom, "\n", false, 0),
             "body\n\nB"
         );
-        assert_eq!(insert_text("", "B", Position::Top, "\n", true), "B\n");
+        assert_eq!(insert_text("", "B", Position::Top, "\n", true, 0), "B\n");
     }
 }

@@ -65,6 +65,22 @@ pub(crate) fn normalize_line_endings(text: &str, le: &str) -> String {
     out
 }
 
+/// [`normalize_line_endings`] without a copy when every line break is `le` already (a large
+/// body usually is: it came in with the message's own line ending).
+pub(crate) fn with_line_endings<'t>(text: &'t str, le: &str) -> std::borrow::Cow<'t, str> {
+    let bytes = text.as_bytes();
+    let crlf = le == "\r\n";
+    let uniform = bytes
+        .iter()
+        .enumerate()
+        .all(|(i, &b)| b != b'\n' || (i > 0 && bytes[i - 1] == b'\r') == crlf);
+    if uniform {
+        std::borrow::Cow::Borrowed(text)
+    } else {
+        std::borrow::Cow::Owned(normalize_line_endings(text, le))
+    }
+}
+
 /// The length of the longest line (without its line ending).
 pub(crate) fn longest_line(text: &[u8]) -> usize {
     text.split(|&b| b == b'\n')
@@ -175,6 +191,16 @@ mod tests {
     fn line_endings() {
         assert_eq!(normalize_line_endings("a\r\nb\nc", "\r\n"), "a\r\nb\r\nc");
         assert_eq!(normalize_line_endings("a\r\nb\n", "\n"), "a\nb\n");
+        for (text, le) in [("a\r\nb\nc", "\r\n"), ("a\r\nb\n", "\n"), ("\nx", "\r\n")] {
+            let cow = with_line_endings(text, le);
+            assert_eq!(cow, normalize_line_endings(text, le));
+            assert!(matches!(cow, std::borrow::Cow::Owned(_)), "{text:?}");
+        }
+        for (text, le) in [("a\r\nb\r\n", "\r\n"), ("a\nb", "\n"), ("a\rb", "\n")] {
+            let cow = with_line_endings(text, le);
+            assert_eq!(cow, normalize_line_endings(text, le));
+            assert!(matches!(cow, std::borrow::Cow::Borrowed(_)), "{text:?}");
+        }
         assert_eq!(longest_line(b"ab\r\nabcd\nx"), 4);
     }
 }

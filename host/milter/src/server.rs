@@ -1,8 +1,8 @@
 //! The milter server: accepts MTA connections on TCP (loopback or a private address) or a
 //! Unix socket and runs one [`Session`] per connection, with limits.
 //!
-//! Limits: a packet size, a message size (552 5.3.4), a per-command read timeout, and a
-//! number of connections served at once (one more is answered 421 4.3.2 on every command,
+//! Limits: a packet size, a message size (552 5.3.4), a per-command read timeout, an overall
+//! time limit per connection, and a number of connections served at once (one more is answered 421 4.3.2 on every command,
 //! so the MTA applies its own tempfail rather than queueing on a busy filter). On stop, new
 //! transactions are refused 451 and each connection may finish its message within a grace
 //! period; what is still open after it is closed, and the MTA applies its
@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use crate::codec::{self, Command, ProtocolError, Response};
 pub use crate::session::DefaultAction;
 use crate::session::{BufferBudget, GroupKey, Session, SessionSettings, Step};
+use crate::verdicts::{AuthVerdicts, ScannerHeader};
 
 /// Where to listen: `inet:HOST:PORT` (an IP address or `localhost`) or `unix:PATH`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +106,15 @@ pub struct MilterOptions {
     /// `{daemon_name}` values whose transactions are outbound without SMTP AUTH (default
     /// none: only an authenticated client's mail is outbound).
     pub outbound_daemon_names: Vec<String>,
+    /// Where SPF/DKIM/DMARC come from (default: the trusted header above).
+    pub verdicts: AuthVerdicts,
+    /// Scanner headers trusted for the spam and virus verdicts (default: none, both
+    /// `unknown`).
+    pub scanners: Vec<ScannerHeader>,
+    /// How long one connection may last in all, however busy (default 1 hour); then it is
+    /// closed and the MTA applies its `milter_default_action` to a message in progress.
+    /// Bounds what a client trickling commands just inside `command_timeout` can hold.
+    pub connection_timeout: Duration,
     /// On stop, how long connections may take to finish their message (default 30 s).
     pub grace: Duration,
     /// How often the server checks the config for changes (default 30 s). `None`: the
@@ -124,6 +134,9 @@ impl Default for MilterOptions {
             default_action: DefaultAction::Tempfail,
             trusted_authserv_id: None,
             outbound_daemon_names: Vec::new(),
+            verdicts: AuthVerdicts::AuthenticationResults,
+            scanners: Vec::new(),
+            connection_timeout: Duration::from_secs(3600),
             grace: Duration::from_secs(30),
             reload_interval: Some(Duration::from_secs(30)),
         }
@@ -210,6 +223,7 @@ pub async fn serve(
         stopping: Arc::new(AtomicBool::new(false)),
         budget: Arc::new(BufferBudget::new(options.max_buffered_bytes)),
         outbound_daemon_names: options.outbound_daemon_names.clone(),
+        scanners: options.scanners.clone(),
     });
     let options = Arc::new(options);
     let serving = Arc::new(Semaphore::new(options.max_connections));
@@ -325,8 +339,17 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(
     options: &MilterOptions,
 ) {
     let (mut reader, mut writer) = tokio::io::split(stream);
-    if let Err(e) = converse(&mut reader, &mut writer, &mut session, &pipeline, options).await {
-        tracing::warn!(queue_id = session.queue_id(), error = %e, "milter connection ended");
+    let conversation = converse(&mut reader, &mut writer, &mut session, &pipeline, options);
+    match tokio::time::timeout(options.connection_timeout, conversation).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(queue_id = session.queue_id(), error = %e, "milter connection ended")
+        }
+        Err(_) => tracing::warn!(
+            queue_id = session.queue_id(),
+            limit = ?options.connection_timeout,
+            "milter connection closed: it lasted longer than connection_timeout"
+        ),
     }
 }
 
@@ -356,7 +379,9 @@ async fn converse<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             Step::Reply(r) => r,
             Step::Silent => continue,
             Step::Close => return Ok(()),
-            Step::Decide(arrival) => decide(*arrival, session, pipeline, writer).await?,
+            Step::Decide(arrival) => {
+                decide(*arrival, session, pipeline, &options.verdicts, writer).await?
+            }
         };
         codec::write_responses(writer, &responses).await?;
     }
@@ -367,11 +392,20 @@ async fn decide<W: AsyncWrite + Unpin>(
     arrival: sluice_inbound::Arrival,
     session: &mut Session,
     pipeline: &Pipeline,
+    verdicts: &AuthVerdicts,
     writer: &mut W,
 ) -> Result<Vec<Response>, ProtocolError> {
     let id = arrival.message_id.clone();
     let started = std::time::Instant::now();
-    let decision = pipeline.decide(arrival);
+    let client = session.client();
+    // Computing the verdicts (DNS) is part of deciding: the MTA hears progress meanwhile.
+    let decision = async {
+        let mut arrival = arrival;
+        if let AuthVerdicts::Compute(authenticator) = verdicts {
+            computed_verdicts(authenticator, &mut arrival, &client).await;
+        }
+        pipeline.decide(arrival).await
+    };
     tokio::pin!(decision);
     let mut progress = tokio::time::interval(PROGRESS_EVERY);
     progress.tick().await;
@@ -389,6 +423,36 @@ async fn decide<W: AsyncWrite + Unpin>(
         "milter message decided"
     );
     Ok(responses)
+}
+
+/// Replaces the arrival's SPF/DKIM/DMARC verdicts with computed ones (spam and virus, from
+/// the scanners, stay).
+async fn computed_verdicts(
+    authenticator: &crate::verdicts::Authenticator,
+    arrival: &mut sluice_inbound::Arrival,
+    client: &crate::verdicts::SmtpClient,
+) {
+    let sluice_inbound::door::MessageContent::Inline(raw) = &arrival.content else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    let computed = authenticator
+        .verdicts(raw, &arrival.mail_from, client)
+        .await;
+    tracing::debug!(
+        message_id = %arrival.message_id,
+        spf = ?computed.spf,
+        dkim = ?computed.dkim,
+        dmarc = ?computed.dmarc,
+        dmarc_policy = ?computed.dmarc_policy,
+        micros = started.elapsed().as_micros() as u64,
+        "verdicts computed"
+    );
+    arrival.verdicts = sluice_engine::Verdicts {
+        spam: arrival.verdicts.spam,
+        virus: arrival.verdicts.virus,
+        ..computed
+    };
 }
 
 /// The log line's answer: the reply, or the modifications' kinds.

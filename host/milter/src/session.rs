@@ -12,11 +12,13 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use sluice_engine::Flow;
+use sluice_engine::Verdicts;
 use sluice_inbound::door::{unknown_verdicts, MessageContent, RefuseBy};
 use sluice_inbound::{Answer, Arrival, Decided, HandleError};
 
 use crate::answer::{self, reply, Recipient};
-use crate::codec::{actions, steps, Command, Response, PROTOCOL_VERSION};
+use crate::codec::{actions, steps, ClientAddress, Command, Response, PROTOCOL_VERSION};
+use crate::verdicts::{Scanned, ScannerHeader, SmtpClient};
 
 /// What to answer when the chain cannot run (a panic, an engine failure): Postfix's
 /// `milter_default_action` for Sluice's own failures.
@@ -87,6 +89,8 @@ pub struct SessionSettings {
     /// `{daemon_name}` values (Postfix's `milter_macro_daemon_name`) whose transactions are
     /// outbound without SMTP AUTH, e.g. `ORIGINATING` (see [`Session::flow`]).
     pub outbound_daemon_names: Vec<String>,
+    /// Scanner headers whose spam/virus verdicts are trusted.
+    pub scanners: Vec<ScannerHeader>,
 }
 
 /// What the server does after a command.
@@ -121,6 +125,10 @@ pub struct Session {
     /// Set once the message passed the size limit or the budget: the rest is not kept, and
     /// every later command of the transaction gets this answer.
     refused: Option<Response>,
+    /// The SMTP client, from CONNECT and HELO (the macros are added when asked for).
+    client: SmtpClient,
+    /// The transaction's spam/virus verdicts from the configured scanners' headers.
+    scanned: Scanned,
 }
 
 /// The actions Sluice asks for: header, body and recipient edits.
@@ -130,8 +138,9 @@ const WANTED_ACTIONS: u32 = actions::ADD_HEADERS
     | actions::ADD_RCPT
     | actions::DELETE_RCPT;
 
-/// The steps Sluice does not need (it answers them anyway if they come).
-const UNNEEDED_STEPS: u32 = steps::NO_HELO | steps::NO_UNKNOWN | steps::NO_DATA;
+/// The steps Sluice does not need (it answers them anyway if they come). HELO is wanted:
+/// SPF checks the HELO name (and a null sender as postmaster@ it).
+const UNNEEDED_STEPS: u32 = steps::NO_UNKNOWN | steps::NO_DATA;
 
 impl Session {
     /// A new connection's session; `refuse`: over the connection limit.
@@ -148,6 +157,8 @@ impl Session {
             in_body: false,
             held: 0,
             refused: None,
+            client: SmtpClient::default(),
+            scanned: Scanned::default(),
         }
     }
 
@@ -185,6 +196,7 @@ impl Session {
             Command::Rcpt(args) => return self.rcpt(&args[0]),
             Command::Header { .. } if self.refused.is_some() => return self.check_size(),
             Command::Header { name, value } => {
+                self.scanned.header(&self.settings.scanners, &name, &value);
                 self.raw.extend_from_slice(name.as_bytes());
                 self.raw.extend_from_slice(b": ");
                 // Folded lines come with bare LFs: the message has CRLF line ends.
@@ -224,12 +236,49 @@ impl Session {
             Command::QuitNewConnection => {
                 self.reset_transaction();
                 self.macros.clear();
+                self.client = SmtpClient::default();
                 return Step::Silent;
             }
             Command::Quit => return Step::Close,
-            Command::Connect { .. } | Command::Helo(_) | Command::Data | Command::Unknown(_) => {}
+            Command::Connect { hostname, address } => self.connect(hostname, address),
+            Command::Helo(name) => self.client.helo = Some(name),
+            Command::Data | Command::Unknown(_) => {}
         }
         Step::Reply(vec![Response::Continue])
+    }
+
+    fn connect(&mut self, hostname: String, address: ClientAddress) {
+        self.client = SmtpClient {
+            hostname: Some(hostname),
+            ..SmtpClient::default()
+        };
+        if let ClientAddress::Known {
+            family: '4' | '6',
+            port,
+            address,
+        } = address
+        {
+            self.client.port = Some(port);
+            // Postfix writes an IPv6 client as `ipv6:2001:db8::1` in some versions.
+            let bare = address
+                .trim_start_matches("ipv6:")
+                .trim_start_matches("IPv6:");
+            self.client.ip = bare.parse().ok();
+        }
+    }
+
+    /// The SMTP client as the MTA described it: CONNECT and HELO, completed from the
+    /// macros (`{client_addr}`, `j`, `{auth_authen}`, `{daemon_name}`).
+    pub fn client(&self) -> SmtpClient {
+        let macro_value = |name: &str| self.macros.get(name).filter(|v| !v.is_empty()).cloned();
+        let mut client = self.client.clone();
+        if client.ip.is_none() {
+            client.ip = macro_value("{client_addr}").and_then(|a| a.parse().ok());
+        }
+        client.receiver = macro_value("j");
+        client.auth_authen = macro_value("{auth_authen}");
+        client.daemon_name = macro_value("{daemon_name}");
+        client
     }
 
     fn mail(&mut self, from: &str) -> Step {
@@ -320,6 +369,23 @@ impl Session {
     }
 
     fn end_of_message(&mut self) -> Step {
+        // Deciding makes about one more copy of the message (the edited one: a banner
+        // rewrites the whole body), held until the answer is made: counted against the
+        // shared budget too, so many large messages edited at once cannot exhaust memory.
+        let copy = self.raw.len();
+        if !self.settings.budget.take(copy) {
+            tracing::warn!(
+                held = self.settings.budget.used(),
+                "no room in the mail filter's budget to edit this message: answering 452 4.3.1"
+            );
+            self.reset_transaction();
+            return Step::Reply(vec![reply(
+                452,
+                "4.3.1",
+                "the mail filter is busy, try again later",
+            )]);
+        }
+        self.held += copy;
         let mut raw = std::mem::take(&mut self.raw);
         // The message is held until the answer: without the growth slack (a large buffer
         // shrinks in place).
@@ -337,7 +403,11 @@ impl Session {
             message_id,
             mail_from: self.mail_from.clone().unwrap_or_default(),
             recipients: self.rcpts.iter().map(|r| r.address.clone()).collect(),
-            verdicts: unknown_verdicts(),
+            verdicts: Verdicts {
+                spam: self.scanned.spam,
+                virus: self.scanned.virus,
+                ..unknown_verdicts()
+            },
             received_at: 0,
             content: MessageContent::Inline(raw),
             refuse_by: RefuseBy::Reply,
@@ -391,6 +461,7 @@ impl Session {
         self.in_body = false;
         self.release();
         self.refused = None;
+        self.scanned = Scanned::default();
     }
 
     /// Mail a local user sends when the client authenticated (`{auth_authen}`, which
@@ -438,6 +509,7 @@ fn unbracket(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sluice_engine::Verdict;
 
     fn settings(max: usize) -> Arc<SessionSettings> {
         Arc::new(SessionSettings {
@@ -452,6 +524,13 @@ mod tests {
             stopping: Arc::new(AtomicBool::new(false)),
             budget: Arc::new(BufferBudget::new(1000)),
             outbound_daemon_names: vec!["ORIGINATING".into()],
+            scanners: vec![crate::verdicts::ScannerHeader {
+                name: "clamav".into(),
+                verdict: crate::verdicts::ScannerVerdict::Virus,
+                header: "X-Virus-Status".into(),
+                fail: vec!["Infected".into()],
+                pass: vec!["Clean".into()],
+            }],
         })
     }
 
@@ -556,6 +635,62 @@ mod tests {
     }
 
     #[test]
+    fn the_client_is_kept_for_spf_and_a_named_scanner_header_gives_the_virus_verdict() {
+        let mut s = Session::new(settings(1000), false);
+        s.command(Command::Connect {
+            hostname: "mail.sender.test".into(),
+            address: ClientAddress::Known {
+                family: '4',
+                port: 4321,
+                address: "192.0.2.7".into(),
+            },
+        });
+        s.command(Command::Helo("mail.sender.test".into()));
+        s.command(Command::Macro {
+            stage: b'M',
+            macros: vec![
+                ("j".into(), "mx.example.com".into()),
+                ("{auth_authen}".into(), String::new()),
+            ],
+        });
+        let client = s.client();
+        assert_eq!(client.ip, Some("192.0.2.7".parse().unwrap()));
+        assert_eq!(client.helo.as_deref(), Some("mail.sender.test"));
+        assert_eq!(client.receiver.as_deref(), Some("mx.example.com"));
+        assert_eq!(client.auth_authen, None, "an empty macro is no login");
+        let mut arrival = |virus_status: &str| {
+            s.command(Command::Mail(vec!["<a@sender.test>".into()]));
+            s.command(Command::Rcpt(vec!["<b@example.com>".into()]));
+            s.command(Command::Header {
+                name: "X-Virus-Status".into(),
+                value: virus_status.as_bytes().to_vec(),
+            });
+            s.command(Command::Header {
+                name: "X-Spam-Flag".into(),
+                value: b"YES".to_vec(),
+            });
+            match s.command(Command::EndOfMessage(b"x\r\n".to_vec())) {
+                Step::Decide(arrival) => arrival,
+                other => panic!("{other:?}"),
+            }
+        };
+        let infected = arrival("Infected (Eicar-Signature)");
+        assert_eq!(infected.verdicts.virus, Verdict::Fail);
+        assert_eq!(
+            infected.verdicts.spam,
+            Verdict::Unknown,
+            "no spam scanner named"
+        );
+        assert_eq!(infected.verdicts.spf, Verdict::Unknown);
+        let next = arrival("Clean");
+        assert_eq!(
+            next.verdicts.virus,
+            Verdict::Pass,
+            "verdicts are per transaction"
+        );
+    }
+
+    #[test]
     fn a_message_over_the_limit_is_refused_552_and_not_kept() {
         let mut s = Session::new(settings(20), false);
         s.command(Command::Mail(vec!["<>".into()]));
@@ -600,6 +735,39 @@ mod tests {
             [Response::Continue]
         );
         drop(b);
+        assert_eq!(set.budget.used(), 0);
+    }
+
+    #[test]
+    fn the_edited_copy_is_counted_against_the_budget_until_the_answer() {
+        let set = settings(1000);
+        let mut s = Session::new(set.clone(), false);
+        let mut end = |size: usize| {
+            s.command(Command::Mail(vec!["<a@sender.test>".into()]));
+            s.command(Command::Rcpt(vec!["<b@example.com>".into()]));
+            s.command(Command::EndOfHeaders);
+            s.command(Command::Body(vec![b'x'; size]));
+            s.command(Command::EndOfMessage(Vec::new()))
+        };
+        // 402 bytes received, 402 more for the edit: within 1000, held until decided.
+        assert!(matches!(end(400), Step::Decide(_)));
+        assert_eq!(set.budget.used(), 804);
+        s.decided(Err(HandleError {
+            message_id: "x".into(),
+            failure: sluice_inbound::HandleFailure::Tempfail {
+                reason: "x".into(),
+                done: String::new(),
+            },
+        }));
+        assert_eq!(set.budget.used(), 0, "given back with the answer");
+        // 602 received fits, 602 more does not: 452, and nothing stays held.
+        let mut s = Session::new(set.clone(), false);
+        s.command(Command::Mail(vec!["<a@sender.test>".into()]));
+        s.command(Command::Rcpt(vec!["<b@example.com>".into()]));
+        s.command(Command::EndOfHeaders);
+        s.command(Command::Body(vec![b'x'; 600]));
+        let r = replies(s.command(Command::EndOfMessage(Vec::new())));
+        assert!(matches!(&r[0], Response::ReplyCode(t) if t.starts_with("452 4.3.1 ")));
         assert_eq!(set.budget.used(), 0);
     }
 

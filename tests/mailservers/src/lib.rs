@@ -768,3 +768,108 @@ pub fn private_ca(dir: &Path) -> PathBuf {
     ]);
     dir.join("ca.pem")
 }
+
+/// An authoritative DNS server on a loopback UDP port (Python's dnspython, from the test
+/// venv) answering TXT queries from a fixed table: SPF, DKIM key and DMARC records for
+/// computed verdicts. A name not in the table is NXDOMAIN; another type at a known name
+/// is an empty answer.
+pub struct DnsServer {
+    _dir: tempfile::TempDir,
+    child: Child,
+    /// Its UDP port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl DnsServer {
+    /// Serves `records` (name, TXT value; a name may repeat). `None` when dnspython is not
+    /// installed (outside CI).
+    pub fn start(records: &[(&str, &str)]) -> Option<DnsServer> {
+        let python = python();
+        let has = Command::new(&python)
+            .args(["-c", "import dns.message"])
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has && missing("dnspython") {
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut zone = serde_json::Map::new();
+        for (name, value) in records {
+            let name = format!("{}.", name.trim_end_matches('.').to_ascii_lowercase());
+            zone.entry(name)
+                .or_insert_with(|| serde_json::Value::Array(Vec::new()))
+                .as_array_mut()
+                .expect("an array")
+                .push(serde_json::Value::from(*value));
+        }
+        let zone_file = dir.path().join("zone.json");
+        std::fs::write(&zone_file, serde_json::Value::Object(zone).to_string()).unwrap();
+        let script = r#"
+import json, socket, sys
+import dns.flags, dns.message, dns.rcode, dns.rdataclass, dns.rdatatype, dns.rrset
+from dns.rdtypes.ANY.TXT import TXT
+zone = json.load(open(sys.argv[1]))
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("127.0.0.1", 0))
+print(sock.getsockname()[1], flush=True)
+while True:
+    data, peer = sock.recvfrom(65535)
+    try:
+        query = dns.message.from_wire(data)
+    except Exception:
+        continue
+    answer = dns.message.make_response(query)
+    answer.flags |= dns.flags.AA
+    if query.question:
+        q = query.question[0]
+        name = q.name.to_text().lower()
+        if name not in zone:
+            answer.set_rcode(dns.rcode.NXDOMAIN)
+        elif q.rdtype == dns.rdatatype.TXT:
+            # One TXT record per value, split into the 255-byte strings a record holds.
+            records = []
+            for value in zone[name]:
+                raw = value.encode()
+                chunks = [raw[i:i + 255] for i in range(0, len(raw), 255)] or [b""]
+                records.append(TXT(dns.rdataclass.IN, dns.rdatatype.TXT, chunks))
+            answer.answer.append(dns.rrset.from_rdata_list(q.name, 60, records))
+    sock.sendto(answer.to_wire(), peer)
+"#;
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(script)
+            .arg(&zone_file)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start the DNS server");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("the DNS server's port");
+        let port = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("the DNS server printed {line:?}, not its port"));
+        Some(DnsServer {
+            _dir: dir,
+            child,
+            port,
+        })
+    }
+
+    /// `127.0.0.1:PORT`, for `[milter] dns`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for DnsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -20,6 +20,7 @@ mod faults;
 mod fixtures;
 mod lmtp;
 mod milter;
+mod milter_verdicts;
 mod package;
 mod plugin_new;
 mod plugin_new_js;

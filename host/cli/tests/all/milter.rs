@@ -12,10 +12,10 @@ use sluice_tests::rule;
 
 /// `sluice milter` on a free loopback port (or the Unix socket `--listen` names), stopped
 /// (SIGKILL) when dropped.
-struct Milter {
-    child: Child,
+pub(crate) struct Milter {
+    pub(crate) child: Child,
     /// The TCP port (0 on a Unix socket).
-    port: u16,
+    pub(crate) port: u16,
     /// What it printed it listens on.
     listening: String,
 }
@@ -25,7 +25,7 @@ trait Socket: std::io::Read + std::io::Write {}
 impl<S: std::io::Read + std::io::Write> Socket for S {}
 
 impl Milter {
-    fn start(config: &Path, cache: &Path, extra: &[&str]) -> Milter {
+    pub(crate) fn start(config: &Path, cache: &Path, extra: &[&str]) -> Milter {
         let in_section = std::fs::read_to_string(config)
             .unwrap()
             .contains("\nlisten = ");
@@ -68,7 +68,7 @@ impl Milter {
         }
     }
 
-    fn connect(&self) -> Mta {
+    pub(crate) fn connect(&self) -> Mta {
         let timeout = Some(Duration::from_secs(30));
         let stream: Box<dyn Socket> = match self.listening.strip_prefix("unix:") {
             Some(path) => {
@@ -96,15 +96,15 @@ impl Drop for Milter {
 }
 
 /// The MTA side of one milter connection.
-struct Mta {
+pub(crate) struct Mta {
     stream: Box<dyn Socket>,
 }
 
 /// What the milter answered to one command: `(command byte, data)` packets.
-type Packets = Vec<(u8, Vec<u8>)>;
+pub(crate) type Packets = Vec<(u8, Vec<u8>)>;
 
 impl Mta {
-    fn send(&mut self, code: u8, data: &[u8]) {
+    pub(crate) fn send(&mut self, code: u8, data: &[u8]) {
         let mut packet = ((data.len() + 1) as u32).to_be_bytes().to_vec();
         packet.push(code);
         packet.extend_from_slice(data);
@@ -112,7 +112,7 @@ impl Mta {
     }
 
     /// One packet, or `None` when the milter closed the connection.
-    fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
+    pub(crate) fn recv(&mut self) -> Option<(u8, Vec<u8>)> {
         let mut len = [0u8; 4];
         self.stream.read_exact(&mut len).ok()?;
         let mut packet = vec![0u8; u32::from_be_bytes(len) as usize];
@@ -122,7 +122,7 @@ impl Mta {
     }
 
     /// Sends a command and reads up to its final answer (modifications first).
-    fn ask(&mut self, code: u8, data: &[u8]) -> Packets {
+    pub(crate) fn ask(&mut self, code: u8, data: &[u8]) -> Packets {
         self.send(code, data);
         let mut got = Vec::new();
         while let Some((c, d)) = self.recv() {
@@ -136,7 +136,7 @@ impl Mta {
     }
 
     /// Negotiation and connect, as Postfix opens a connection.
-    fn open(&mut self) {
+    pub(crate) fn open(&mut self) {
         let mut neg = Vec::new();
         for w in [6u32, 0x1ff, 0x1f_ffff] {
             neg.extend_from_slice(&w.to_be_bytes());
@@ -151,7 +151,12 @@ impl Mta {
     }
 
     /// One transaction: the final answer's packets for MAIL, each RCPT, and end of message.
-    fn transaction(&mut self, from: &str, rcpts: &[&str], message: &[u8]) -> Transaction {
+    pub(crate) fn transaction(
+        &mut self,
+        from: &str,
+        rcpts: &[&str],
+        message: &[u8],
+    ) -> Transaction {
         self.send(b'D', b"Mi\x004F2AB3C\0");
         let mail = self.ask(b'M', format!("<{from}>\0").as_bytes());
         let rcpt = rcpts
@@ -186,10 +191,10 @@ impl Mta {
     }
 }
 
-struct Transaction {
-    mail: Packets,
-    rcpt: Vec<Packets>,
-    end: Packets,
+pub(crate) struct Transaction {
+    pub(crate) mail: Packets,
+    pub(crate) rcpt: Vec<Packets>,
+    pub(crate) end: Packets,
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -197,7 +202,7 @@ fn text(bytes: &[u8]) -> String {
 }
 
 /// The REPLYCODE text in an answer, if any.
-fn reply(answer: &Packets) -> Option<String> {
+pub(crate) fn reply(answer: &Packets) -> Option<String> {
     answer
         .iter()
         .find(|(c, _)| *c == b'y')
@@ -206,7 +211,7 @@ fn reply(answer: &Packets) -> Option<String> {
 
 /// The `name\0value\0` of the packets with this command byte (after `skip` bytes: the index
 /// of CHGHEADER/INSHEADER).
-fn fields(answer: &Packets, code: u8, skip: usize) -> Vec<(String, String)> {
+pub(crate) fn fields(answer: &Packets, code: u8, skip: usize) -> Vec<(String, String)> {
     answer
         .iter()
         .filter(|(c, _)| *c == code)
@@ -266,7 +271,7 @@ config = {{ unknown = "drop" }}
     path
 }
 
-fn started(extra: &[&str]) -> (tempfile::TempDir, Milter) {
+pub(crate) fn started(extra: &[&str]) -> (tempfile::TempDir, Milter) {
     started_with(
         "",
         &[&["--trusted-authserv-id", "mx.example.com"], extra].concat(),
@@ -908,7 +913,7 @@ fn milter_handles_large_bodies_many_headers_aborts_and_the_connection_limit() {
 }
 
 /// The milter process's peak resident memory so far (VmHWM), in bytes.
-fn peak_rss(milter: &Milter) -> u64 {
+pub(crate) fn peak_rss(milter: &Milter) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{}/status", milter.child.id())).unwrap();
     let kb: u64 = status
         .lines()
@@ -971,10 +976,11 @@ fn milter_memory_for_a_25_mb_message_is_bounded() {
          {edited:.2}x with a banner edit and REPLBODY ({edited_ms} ms)"
     );
     assert!(unedited <= 3.0, "receiving and deciding: {unedited:.2}x");
-    // The edit engine (sluice-mail's apply_edits: decoding, splicing, re-reading the output)
-    // holds the original, its parse and the edited copy at once: bounded, but above 3x
-    // (4.6x measured; README "Not done yet"). A guard against it growing.
-    assert!(edited <= 5.5, "with a banner: {edited:.2}x");
+    // The original, the edit (the banner's text becomes the new body in place, but the edit
+    // engine's checks read input and output: 2.89x allocated beside the original, see
+    // host/mail/tests/edit_memory.rs) and what the allocator keeps: 4.35x measured, above
+    // the 3x goal (README "Not done yet"). A guard against it growing.
+    assert!(edited <= 5.0, "with a banner: {edited:.2}x");
 }
 
 /// `n` messages to alice@ through a Postfix on loopback relaying to a sink, one SMTP
