@@ -23,6 +23,7 @@ mod milter;
 mod plugin_new;
 mod plugin_new_js;
 mod plugin_new_python;
+mod precompile;
 mod remote;
 
 use std::sync::{Condvar, Mutex};
