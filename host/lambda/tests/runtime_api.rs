@@ -974,7 +974,8 @@ fn write_rule_config(dir: &Path, steps: &[(&str, &Path, &str)]) -> PathBuf {
             sluice_tests::reference::json_to_inline_toml(config)
         ));
     }
-    let path = dir.join("sluice.toml");
+    // Not `sluice.toml`, which `offline_env` writes.
+    let path = dir.join("rules.toml");
     std::fs::write(&path, toml).unwrap();
     path
 }
