@@ -143,8 +143,8 @@ fn sdk_context() -> Context {
 /// rewrites the recipient); `banner` cannot put text into the body in Sieve (no RFC extension
 /// edits a body part), so it adds a header where the banner would go; `junk` files by the score
 /// header; `subject-tag` prefixes the Subject, adds `X-Sluice-Auth` (the verdicts are unknown
-/// here, as in the Wasm chain) and files by keyword. sieve-rs applies the header edits and hands
-/// back the edited message, as Sluice's host does.
+/// here, as in the Wasm chain) and files by keyword. sieve-rs applies the header edits to its
+/// own copy of the message; a new message it builds (`CreatedMessage`) is collected.
 const SIEVE_RULES: [(&str, &str); 4] = [
     (
         "alias",
@@ -261,12 +261,10 @@ fn bench_reference_chain(c: &mut Criterion) {
     let fresh = chains(&reference_chain("fresh"));
     let warm = chains(&reference_chain("warm"));
     let sieve = SieveChain::new();
-    // The scripts decide as the rules do: every message gets some action, and the external
-    // ones an edited copy.
-    let edited = msgs.iter().filter(|raw| sieve.run(raw).1.is_some()).count();
+    // Every message ends with at least one action (a keep, file or redirect).
     assert!(
-        msgs.iter().all(|raw| sieve.run(raw).0 > 0) && edited > 0,
-        "the Sieve chain acts on every message ({edited} edited)"
+        msgs.iter().all(|raw| sieve.run(raw).0 > 0),
+        "the Sieve chain acts on every message"
     );
 
     let mut g = c.benchmark_group("reference chain (alias, banner, junk, subject-tag)");
