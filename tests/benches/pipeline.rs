@@ -35,6 +35,7 @@ fn start(dir: &std::path::Path, instances: &str, rt: &tokio::runtime::Runtime) -
         reload_interval: Duration::from_secs(3600),
         cache_dir: Some(dir.join("cache")),
         metrics: false,
+        precompiled_dirs: Vec::new(),
     };
     Arc::new(
         rt.block_on(Pipeline::start(options))

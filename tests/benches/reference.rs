@@ -5,6 +5,9 @@
 //!
 //! The native chain is the floor the sandbox is measured against: the same rule crates'
 //! decision functions, the same configs parsed once, the same edits applied by the host.
+//! Beside it, the same four rules as Sieve scripts run by sieve-rs (Stalwart's interpreter,
+//! a bench-only dependency), over the same messages in the same run: the yardstick of what a
+//! mail server's built-in filter language costs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,6 +138,121 @@ fn sdk_context() -> Context {
     }
 }
 
+/// The four reference rules in Sieve, with the configs of `sluice_tests::reference` written
+/// in: the same decisions on the same inputs. `alias` redirects `info@` to `bob@` (Sluice
+/// rewrites the recipient); `banner` cannot put text into the body in Sieve (no RFC extension
+/// edits a body part), so it adds a header where the banner would go; `junk` files by the score
+/// header; `subject-tag` prefixes the Subject, adds `X-Sluice-Auth` (the verdicts are unknown
+/// here, as in the Wasm chain) and files by keyword. sieve-rs applies the header edits to its
+/// own copy of the message; a new message it builds (`CreatedMessage`) is collected.
+const SIEVE_RULES: [(&str, &str); 4] = [
+    (
+        "alias",
+        r#"require ["envelope"];
+if envelope :localpart :is "to" "info" { redirect "bob@example.com"; }
+"#,
+    ),
+    (
+        "banner",
+        r#"require ["editheader"];
+if not address :domain :is "from" "example.com" {
+  addheader :last "X-Sluice-Banner" "External sender: be careful with links.";
+}
+"#,
+    ),
+    (
+        "junk",
+        r#"require ["fileinto", "relational", "comparator-i;ascii-numeric"];
+if header :value "ge" :comparator "i;ascii-numeric" "X-Spam-Score" "5" { fileinto "Junk"; }
+"#,
+    ),
+    (
+        "subject-tag",
+        r#"require ["editheader", "variables", "body", "fileinto"];
+if not address :domain :is "from" "example.com" {
+  set "subject" "";
+  if header :matches "Subject" "*" { set "subject" "${1}"; }
+  deleteheader "Subject";
+  addheader :last "Subject" "[EXT] ${subject}";
+  addheader :last "X-Sluice-Auth" "spf=unknown dkim=unknown dmarc=unknown";
+  if body :text :contains ["invoice", "unsubscribe"] {
+    addheader :last "X-Sluice-Keywords" "found";
+    fileinto "Review";
+  }
+}
+"#,
+    ),
+];
+
+/// The four scripts compiled once, and the main script that includes them in chain order
+/// (RFC 6609), as a user's active script would.
+struct SieveChain {
+    runtime: sieve::Runtime,
+    main: Arc<sieve::Sieve>,
+    rules: Vec<(&'static str, Arc<sieve::Sieve>)>,
+}
+
+impl SieveChain {
+    fn new() -> SieveChain {
+        let compiler = sieve::Compiler::new();
+        let compile = |text: &str| Arc::new(compiler.compile(text.as_bytes()).unwrap());
+        let mut main = String::from("require [\"include\"];\n");
+        for (name, _) in SIEVE_RULES {
+            main.push_str(&format!("include :personal \"{name}\";\n"));
+        }
+        SieveChain {
+            runtime: sieve::Runtime::new(),
+            main: compile(&main),
+            rules: SIEVE_RULES
+                .iter()
+                .map(|(name, text)| (*name, compile(text)))
+                .collect(),
+        }
+    }
+
+    /// Parses `raw` (sieve-rs parses with mail-parser too) and runs the chain; returns how
+    /// many actions it took, and the edited message if there is one.
+    fn run(&self, raw: &[u8]) -> (usize, Option<Vec<u8>>) {
+        use sieve::{Envelope, Event, Input, Script};
+        let mut instance = self.runtime.filter(raw);
+        instance.set_envelope(Envelope::From, "a@outside.example");
+        instance.set_envelope(Envelope::To, RECIPIENT);
+        let mut input = Input::script("main", self.main.clone());
+        let (mut actions, mut edited) = (0, None);
+        while let Some(result) = instance.run(input) {
+            input = match result.expect("the reference scripts run") {
+                Event::IncludeScript { name, .. } => {
+                    let wanted = match &name {
+                        Script::Personal(n) | Script::Global(n) => n.as_str(),
+                    };
+                    let (_, script) = self
+                        .rules
+                        .iter()
+                        .find(|(n, _)| *n == wanted)
+                        .expect("an included rule");
+                    Input::script(name.clone(), script.clone())
+                }
+                Event::CreatedMessage { message, .. } => {
+                    edited = Some(message);
+                    true.into()
+                }
+                Event::Keep { .. }
+                | Event::Discard
+                | Event::Reject { .. }
+                | Event::FileInto { .. }
+                | Event::SendMessage { .. }
+                | Event::Notify { .. } => {
+                    actions += 1;
+                    true.into()
+                }
+                // No mailbox, list, duplicate or function lookups in these scripts.
+                _ => false.into(),
+            };
+        }
+        (actions, edited)
+    }
+}
+
 fn bench_reference_chain(c: &mut Criterion) {
     let msgs = sluice_tests::corpus_messages();
     let env = envelope(&[RECIPIENT]);
@@ -142,6 +260,12 @@ fn bench_reference_chain(c: &mut Criterion) {
     let ctx = sdk_context();
     let fresh = chains(&reference_chain("fresh"));
     let warm = chains(&reference_chain("warm"));
+    let sieve = SieveChain::new();
+    // Every message ends with at least one action (a keep, file or redirect).
+    assert!(
+        msgs.iter().all(|raw| sieve.run(raw).0 > 0),
+        "the Sieve chain acts on every message"
+    );
 
     let mut g = c.benchmark_group("reference chain (alias, banner, junk, subject-tag)");
     g.throughput(Throughput::Elements(msgs.len() as u64));
@@ -157,6 +281,13 @@ fn bench_reference_chain(c: &mut Criterion) {
             for raw in &msgs {
                 let m = Message::parse(raw.clone()).unwrap();
                 std::hint::black_box(run_native(&native, &m, &ctx));
+            }
+        })
+    });
+    g.bench_function("sieve-rs: parse + 4 Sieve scripts + header edits", |b| {
+        b.iter(|| {
+            for raw in &msgs {
+                std::hint::black_box(sieve.run(raw));
             }
         })
     });

@@ -82,6 +82,7 @@ async fn serve(options: DaemonOptions) -> Result<()> {
         reload_interval: Duration::from_secs(options.reload_seconds),
         cache_dir: options.cache_dir.clone(),
         metrics: options.metrics,
+        precompiled_dirs: Vec::new(),
     });
     let pipeline = tokio::select! {
         _ = &mut shutdown => {

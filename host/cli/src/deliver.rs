@@ -146,6 +146,7 @@ pub fn handle(
             reload_interval: Duration::from_secs(3600),
             cache_dir,
             metrics: false,
+            precompiled_dirs: Vec::new(),
         })
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -13,6 +13,7 @@ mod daemon;
 mod deliver;
 mod fixtures;
 mod milter;
+mod precompile;
 mod remote;
 mod report;
 mod run;
@@ -156,6 +157,11 @@ enum PluginCommand {
         /// Where to put it: `s3://bucket/key.wasm`.
         url: String,
     },
+    /// Compile components ahead of time for the machine that runs them (`--target
+    /// aarch64-unknown-linux-gnu` for an arm64 Lambda) into a directory shipped with the
+    /// host (the Lambda's package or a layer): its cold start then loads them instead of
+    /// compiling. Prints one line per artifact.
+    Precompile(precompile::PrecompileArgs),
     /// Create a new rule project from a template (`--lang rust`).
     New {
         /// The template's language: rust, js or python.
@@ -296,6 +302,7 @@ fn run(command: Command) -> Result<ExitCode> {
             print!("{}", remote::push(&engine, &file, &url, &remote)?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Plugin(PluginCommand::Precompile(args)) => precompile::run(args),
         Command::Plugin(PluginCommand::New {
             lang,
             name,

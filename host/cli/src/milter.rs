@@ -118,6 +118,7 @@ async fn serve(args: MilterArgs) -> Result<()> {
         reload_interval: Duration::from_secs(args.reload_seconds),
         cache_dir: args.cache_dir.clone(),
         metrics: false,
+        precompiled_dirs: Vec::new(),
     })
     .await
     .map_err(|e| anyhow::anyhow!("{e}"))?;

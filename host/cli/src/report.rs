@@ -341,6 +341,7 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
             let loaded = match step.plugin.source() {
                 LoadSource::Compiled { micros } => format!("compiled in {} ms", micros / 1000),
                 LoadSource::Cache { micros } => format!("from cache in {micros} µs"),
+                LoadSource::Precompiled { micros } => format!("precompiled, loaded in {micros} µs"),
             };
             let warm = step
                 .warm

@@ -7,10 +7,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use crate::bindings::Rule;
 use crate::cache::CompiledCache;
+use crate::precompiled::{base_config, check_not_writable, PrecompiledDirs};
 use crate::state::StoreState;
 
 /// Errors from building the engine or loading a plugin. Each names the plugin it is about.
@@ -91,6 +92,11 @@ pub struct EngineOptions {
     pub max_memory_bytes: usize,
     /// Bytes of each pooled linear memory kept resident between messages (default 4 MiB).
     pub keep_resident_bytes: usize,
+    /// Directories of artifacts made by `sluice plugin precompile`, shipped with the host
+    /// (a Lambda's `/var/task/rules`, a layer's `/opt/sluice/rules`), searched in order before
+    /// the cache; default none. Never a directory anyone but the operator's build writes:
+    /// see `precompiled.rs`. One that overlaps `cache_dir` is refused.
+    pub precompiled_dirs: Vec<PathBuf>,
 }
 
 impl Default for EngineOptions {
@@ -103,6 +109,7 @@ impl Default for EngineOptions {
             pool_instances: 1000,
             max_memory_bytes: 512 * 1024 * 1024,
             keep_resident_bytes: 4 << 20,
+            precompiled_dirs: Vec::new(),
         }
     }
 }
@@ -148,6 +155,7 @@ pub struct RuleEngine {
     pub(crate) engine: Engine,
     pub(crate) linker: Linker<StoreState>,
     pub(crate) cache: Option<CompiledCache>,
+    pub(crate) precompiled: Option<PrecompiledDirs>,
     pub(crate) epoch_tick: Duration,
     pub(crate) max_memory_bytes: usize,
     pooling: bool,
@@ -173,16 +181,14 @@ impl Drop for Ticker {
     }
 }
 
-fn base_config() -> Config {
-    let mut config = Config::new();
-    config.wasm_component_model(true);
-    config.epoch_interruption(true);
-    config
-}
-
 impl RuleEngine {
     /// Builds the engine, trying the pooling allocator first when `opts.pooling` is `Auto`.
     pub fn new(opts: EngineOptions) -> Result<RuleEngine, EngineError> {
+        if let Some(cache) = &opts.cache_dir {
+            for dir in &opts.precompiled_dirs {
+                check_not_writable(dir, cache).map_err(EngineError::Config)?;
+            }
+        }
         let mut engine = None;
         if opts.pooling == PoolingChoice::Auto {
             // First choice: reset a returning slot's dirty pages with memset, found with
@@ -241,6 +247,9 @@ impl RuleEngine {
             CompiledCache::new(dir.clone(), &engine).with_max_bytes(opts.cache_max_bytes)
         });
 
+        let precompiled = (!opts.precompiled_dirs.is_empty())
+            .then(|| PrecompiledDirs::new(opts.precompiled_dirs.clone()));
+
         let stop = Arc::new(AtomicBool::new(false));
         let epoch_start = Instant::now();
         let epoch_given = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -275,6 +284,7 @@ impl RuleEngine {
             engine,
             linker,
             cache,
+            precompiled,
             epoch_tick: opts.epoch_tick,
             max_memory_bytes: opts.max_memory_bytes,
             pooling,
@@ -295,6 +305,11 @@ impl RuleEngine {
     /// The compiled-component cache, if enabled.
     pub fn cache(&self) -> Option<&CompiledCache> {
         self.cache.as_ref()
+    }
+
+    /// The directories searched for precompiled artifacts (empty: none).
+    pub fn precompiled_dirs(&self) -> &[PathBuf] {
+        self.precompiled.as_ref().map_or(&[], |p| p.dirs())
     }
 
     /// Epoch ticks for a deadline, counted from the epoch as it is at `now` (the caller's

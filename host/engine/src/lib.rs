@@ -12,7 +12,7 @@
 //!   that serve many messages, so an interpreter starts once, not per message.
 //!
 //! Modules depend in one direction: `bindings` <- `step` (limits, outcomes, reports) <-
-//! `validate` <- `state` <- `cache`, `engine` <- `plugin`, `warm` <- `session`.
+//! `validate` <- `state` <- `cache`, `precompiled`, `engine` <- `plugin`, `warm` <- `session`.
 //!
 //! The host never trusts what a plugin returns: every outcome of [`MessageSession::run_step`] is
 //! a [`StepOutcome`] value (actions, a rule error, or a [`StepFailure`]), never a panic.
@@ -24,6 +24,7 @@ mod flow;
 mod http;
 mod lookup;
 mod plugin;
+mod precompiled;
 mod session;
 mod state;
 mod step;
@@ -46,6 +47,9 @@ pub use http::{
 };
 pub use lookup::{LookupCall, LookupError, LookupResult, LookupTables, StepGrants};
 pub use plugin::{LoadSource, RulePlugin};
+pub use precompiled::{
+    check_not_writable, host_target, Artifact, PrecompileError, Precompiler, ARTIFACT_EXTENSION,
+};
 pub use session::MessageSession;
 pub use step::{
     LogLine, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome, StepReport,

@@ -9,8 +9,8 @@ use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::Store;
 
 use crate::bindings::{RuleInstance, RulePre};
-use crate::cache::CacheMiss;
 use crate::engine::{EngineError, RuleEngine};
+use crate::precompiled::Lookup;
 use crate::state::StoreState;
 use crate::step::RuleRuntime;
 
@@ -26,6 +26,11 @@ pub enum LoadSource {
     /// Read back from the compiled cache.
     Cache {
         /// Load time in microseconds.
+        micros: u64,
+    },
+    /// Loaded from an artifact of `sluice plugin precompile` shipped with the host.
+    Precompiled {
+        /// Load time in microseconds (reading, checking and loading the artifact).
         micros: u64,
     },
 }
@@ -65,43 +70,15 @@ impl RulePlugin {
         RulePlugin::load_bytes(engine, name, &bytes)
     }
 
-    /// Loads a component from bytes: from the compiled cache when a sound entry exists,
-    /// else compiled (and cached).
+    /// Loads a component from bytes: from a shipped precompiled artifact or the compiled
+    /// cache when a sound one exists, else compiled (and cached).
     pub fn load_bytes(
         engine: &RuleEngine,
         name: &str,
         bytes: &[u8],
     ) -> Result<RulePlugin, EngineError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
-        let started = Instant::now();
-        let cached = match &engine.cache {
-            Some(cache) => cache.get(&engine.engine, &sha256),
-            None => Err(CacheMiss::Absent),
-        };
-        let (component, source) = match cached {
-            Ok(component) => (
-                component,
-                LoadSource::Cache {
-                    micros: started.elapsed().as_micros() as u64,
-                },
-            ),
-            Err(_) => {
-                let component = Component::new(&engine.engine, bytes).map_err(|e| {
-                    EngineError::InvalidComponent {
-                        plugin: name.to_string(),
-                        reason: format!("{e:#}"),
-                    }
-                })?;
-                let micros = started.elapsed().as_micros() as u64;
-                if let Some(cache) = &engine.cache {
-                    match component.serialize() {
-                        Ok(serialized) => cache.put(&sha256, &serialized),
-                        Err(e) => tracing::warn!(plugin = name, "cannot serialize: {e:#}"),
-                    }
-                }
-                (component, LoadSource::Compiled { micros })
-            }
-        };
+        let (component, source) = load_component(engine, name, &sha256, bytes)?;
 
         let uses_wasi = component
             .component_type()
@@ -189,6 +166,87 @@ impl RulePlugin {
             .ok_or_else(|| wasmtime::format_err!("the instance has no `evaluate` function"))?;
         Ok(RuleInstance::new(evaluate))
     }
+}
+
+/// The compiled component for `bytes`: from a shipped precompiled artifact, else from the
+/// compiled cache, else compiled now (and cached). Each load is logged with where it came from;
+/// a refused artifact is logged with why.
+fn load_component(
+    engine: &RuleEngine,
+    name: &str,
+    sha256: &str,
+    bytes: &[u8],
+) -> Result<(Component, LoadSource), EngineError> {
+    let started = Instant::now();
+    let micros = || started.elapsed().as_micros() as u64;
+    let ms = |micros: u64| micros as f64 / 1e3;
+    let mut missing = None;
+    if let Some(precompiled) = &engine.precompiled {
+        match precompiled.get(&engine.engine, sha256) {
+            Lookup::Loaded(component, path) => {
+                let micros = micros();
+                tracing::info!(
+                    plugin = name,
+                    from = "precompiled",
+                    ms = ms(micros),
+                    path = %path.display(),
+                    "plugin loaded"
+                );
+                return Ok((component, LoadSource::Precompiled { micros }));
+            }
+            Lookup::Refused(why) => {
+                tracing::warn!(
+                    plugin = name,
+                    sha256,
+                    "precompiled artifact refused, using the cache or compiling: {why}"
+                );
+                missing = Some(why);
+            }
+            Lookup::Absent => missing = Some("no precompiled artifact".to_string()),
+        }
+    }
+    if let Some(cache) = &engine.cache {
+        if let Ok(component) = cache.get(&engine.engine, sha256) {
+            let micros = micros();
+            tracing::info!(
+                plugin = name,
+                from = "cache",
+                ms = ms(micros),
+                "plugin loaded"
+            );
+            return Ok((component, LoadSource::Cache { micros }));
+        }
+    }
+    let component =
+        Component::new(&engine.engine, bytes).map_err(|e| EngineError::InvalidComponent {
+            plugin: name.to_string(),
+            reason: format!("{e:#}"),
+        })?;
+    let micros = micros();
+    match &missing {
+        // With shipped artifacts, a compile is what they were meant to avoid: say why.
+        Some(why) => tracing::info!(
+            plugin = name,
+            sha256,
+            from = "compiled",
+            ms = ms(micros),
+            dirs = ?engine.precompiled_dirs(),
+            "plugin compiled with Cranelift ({why})"
+        ),
+        None => tracing::info!(
+            plugin = name,
+            from = "compiled",
+            ms = ms(micros),
+            "plugin compiled with Cranelift"
+        ),
+    }
+    if let Some(cache) = &engine.cache {
+        match component.serialize() {
+            Ok(serialized) => cache.put(sha256, &serialized),
+            Err(e) => tracing::warn!(plugin = name, "cannot serialize: {e:#}"),
+        }
+    }
+    Ok((component, LoadSource::Compiled { micros }))
 }
 
 impl std::fmt::Debug for RulePlugin {

@@ -124,6 +124,10 @@ pub struct PipelineOptions {
     /// Print per-message and per-step metrics in CloudWatch Embedded Metric Format on stdout
     /// (see `sluice_telemetry::metrics`).
     pub metrics: bool,
+    /// Directories of precompiled rule artifacts shipped with the host (the Lambda's package
+    /// or a layer; see `sluice_engine::Precompiler`), searched before the cache. Refused when
+    /// inside the cache directory.
+    pub precompiled_dirs: Vec<PathBuf>,
 }
 
 /// The loaded config, chains and AWS clients. One per process: the engine and the live
@@ -208,12 +212,22 @@ fn start_blocking(
         })
         .or_else(sluice_engine::default_cache_dir);
     let max_bytes = config.engine.cache_max_bytes();
+    if let Some(cache) = &cache_dir {
+        // The whole cache (fetched plugin bytes too), not only its compiled part.
+        for dir in &options.precompiled_dirs {
+            sluice_engine::check_not_writable(dir, cache).map_err(|reason| StartError::Engine {
+                config: name(),
+                source: EngineError::Config(reason),
+            })?;
+        }
+    }
     let engine: &'static RuleEngine = Box::leak(Box::new(
         RuleEngine::new(
             EngineOptions {
                 cache_dir: cache_dir.as_ref().map(|d| d.join("compiled")),
                 cache_max_bytes: max_bytes,
                 pooling: config.engine.pooling_choice(),
+                precompiled_dirs: options.precompiled_dirs.clone(),
                 ..Default::default()
             }
             .within_memory(sluice_engine::process_memory_limit()),

@@ -120,6 +120,7 @@ impl World {
                 reload_interval: Duration::from_secs(3600),
                 cache_dir: Some(self.dir.path().join("cache")),
                 metrics: false,
+                precompiled_dirs: Vec::new(),
             },
             S3::for_endpoint(&self.moto.endpoint, "us-east-1"),
             Ses::for_endpoint(&self.moto.endpoint, "us-east-1"),

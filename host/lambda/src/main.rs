@@ -84,10 +84,31 @@ async fn main() -> ExitCode {
 
 async fn start() -> Result<(Pipeline, usize), String> {
     let settings = settings::from_env(|name| std::env::var(name).ok())?;
+    log_precompiled_dirs(&settings.pipeline.precompiled_dirs);
     let pipeline = Pipeline::start(settings.pipeline)
         .await
         .map_err(|e| format!("SLUICE_CONFIG: {e}"))?;
     Ok((pipeline, settings.concurrency))
+}
+
+/// Says which shipped directories of precompiled rules this start reads, and how many
+/// artifacts each has: a rule compiled at start (logged per plugin) should have been one.
+fn log_precompiled_dirs(dirs: &[std::path::PathBuf]) {
+    for dir in dirs {
+        match std::fs::read_dir(dir) {
+            Ok(entries) => {
+                let artifacts = entries
+                    .filter_map(|e| e.ok())
+                    .filter(|e| {
+                        e.path().extension().and_then(|x| x.to_str())
+                            == Some(sluice_engine::ARTIFACT_EXTENSION)
+                    })
+                    .count();
+                tracing::info!(dir = %dir.display(), artifacts, "precompiled rules directory");
+            }
+            Err(e) => tracing::debug!(dir = %dir.display(), "no precompiled rules here: {e}"),
+        }
+    }
 }
 
 /// Tells the operator and the Lambda service why the function cannot start. The line on

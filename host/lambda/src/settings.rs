@@ -12,6 +12,9 @@ pub const DEFAULT_RELOAD_SECONDS: u64 = 60;
 /// set: SQS batches hold up to 10 records, and each message mostly waits on S3 and SES.
 pub const DEFAULT_CONCURRENCY: usize = 10;
 
+/// Where a layer's precompiled rules are (layers are unpacked under `/opt`).
+pub const LAYER_PRECOMPILED_DIR: &str = "/opt/sluice/rules";
+
 /// The most `SLUICE_CONCURRENCY` accepts.
 pub const MAX_CONCURRENCY: usize = 256;
 
@@ -25,8 +28,8 @@ pub struct Settings {
 }
 
 /// Reads `SLUICE_CONFIG` (required: a path or `s3://bucket/key.toml`), `SLUICE_RELOAD_SECONDS`
-/// (default 60), `SLUICE_CACHE_DIR` (optional; the pipeline picks `/tmp/sluice` otherwise) and
-/// `SLUICE_CONCURRENCY` (default 10).
+/// (default 60), `SLUICE_CACHE_DIR` (optional; the pipeline picks `/tmp/sluice` otherwise),
+/// `SLUICE_CONCURRENCY` (default 10) and `SLUICE_PRECOMPILED_DIR` (see [`precompiled_dirs`]).
 pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String> {
     let config = var("SLUICE_CONFIG")
         .filter(|c| !c.trim().is_empty())
@@ -61,6 +64,7 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String
             ))
         }
     };
+    let precompiled_dirs = precompiled_dirs(&var)?;
     Ok(Settings {
         pipeline: PipelineOptions {
             config,
@@ -69,9 +73,46 @@ pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Settings, String
                 .filter(|d| !d.is_empty())
                 .map(PathBuf::from),
             metrics,
+            precompiled_dirs,
         },
         concurrency,
     })
+}
+
+/// Where `sluice plugin precompile`'s artifacts are looked for: `SLUICE_PRECOMPILED_DIR`
+/// (directories separated by `:`; `off` for none), else `$LAMBDA_TASK_ROOT/rules` (the
+/// function's package, beside `bootstrap`) and `/opt/sluice/rules` (a layer). These are the
+/// read-only parts of a Lambda, as trusted as the bootstrap itself; precompiled code is never
+/// fetched from S3, so a URL is refused.
+pub fn precompiled_dirs(var: impl Fn(&str) -> Option<String>) -> Result<Vec<PathBuf>, String> {
+    match var("SLUICE_PRECOMPILED_DIR") {
+        Some(value) => {
+            let value = value.trim();
+            if value.is_empty() || value == "off" {
+                return Ok(Vec::new());
+            }
+            if value.contains("://") {
+                return Err(format!(
+                    "SLUICE_PRECOMPILED_DIR={value:?}: precompiled rules are read only from a \
+                     directory shipped with the function (its package or a layer), never fetched"
+                ));
+            }
+            Ok(value
+                .split(':')
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+                .collect())
+        }
+        None => {
+            let mut dirs: Vec<PathBuf> = var("LAMBDA_TASK_ROOT")
+                .filter(|r| !r.is_empty())
+                .map(|root| PathBuf::from(root).join("rules"))
+                .into_iter()
+                .collect();
+            dirs.push(PathBuf::from(LAYER_PRECOMPILED_DIR));
+            Ok(dirs)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,6 +135,10 @@ mod tests {
         assert_eq!(s.pipeline.cache_dir, None);
         assert_eq!(s.concurrency, DEFAULT_CONCURRENCY);
         assert!(s.pipeline.metrics, "EMF is on by default in the Lambda");
+        assert_eq!(
+            s.pipeline.precompiled_dirs,
+            vec![PathBuf::from(LAYER_PRECOMPILED_DIR)]
+        );
         let s = from_env(env(&[
             ("SLUICE_CONFIG", "/etc/sluice.toml"),
             ("SLUICE_RELOAD_SECONDS", "5"),
@@ -106,6 +151,25 @@ mod tests {
         assert_eq!(s.pipeline.reload_interval, Duration::from_secs(5));
         assert_eq!(s.pipeline.cache_dir, Some(PathBuf::from("/tmp/c")));
         assert_eq!(s.concurrency, 3);
+    }
+
+    #[test]
+    fn precompiled_dirs_default_to_the_package_and_a_layer() {
+        let dirs = precompiled_dirs(env(&[("LAMBDA_TASK_ROOT", "/var/task")])).unwrap();
+        assert_eq!(
+            dirs,
+            vec![
+                PathBuf::from("/var/task/rules"),
+                PathBuf::from("/opt/sluice/rules")
+            ]
+        );
+        let dirs = precompiled_dirs(env(&[("SLUICE_PRECOMPILED_DIR", "/a:/b")])).unwrap();
+        assert_eq!(dirs, vec![PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert!(precompiled_dirs(env(&[("SLUICE_PRECOMPILED_DIR", "off")]))
+            .unwrap()
+            .is_empty());
+        let e = precompiled_dirs(env(&[("SLUICE_PRECOMPILED_DIR", "s3://b/rules")])).unwrap_err();
+        assert!(e.contains("never fetched"), "{e}");
     }
 
     #[test]

@@ -234,12 +234,24 @@ impl Run {
 /// Runs the built binary with `env` against a Runtime API that serves `events`, until every
 /// event is answered, the function exits, or `timeout` passes.
 fn run_function(env: &[(&str, String)], events: &[String], timeout: Duration) -> Run {
+    run_binary(
+        Path::new(env!("CARGO_BIN_EXE_sluice-lambda")),
+        env,
+        events,
+        timeout,
+    )
+}
+
+/// [`run_function`] with another build of the function (a release `bootstrap`).
+fn run_binary(binary: &Path, env: &[(&str, String)], events: &[String], timeout: Duration) -> Run {
     let api = RuntimeApi::start(events);
-    let mut command = function_command();
+    let mut command = function_command(binary);
     for name in [
         "SLUICE_CONFIG",
         "SLUICE_RELOAD_SECONDS",
         "SLUICE_CACHE_DIR",
+        "SLUICE_PRECOMPILED_DIR",
+        "LAMBDA_TASK_ROOT",
         "AWS_PROFILE",
     ] {
         command.env_remove(name);
@@ -287,11 +299,11 @@ fn run_function(env: &[(&str, String)], events: &[String], timeout: Duration) ->
 /// names (`.ci/run` points it at the `bootstrap` that `sam build` wrote), started through
 /// `SLUICE_LAMBDA_RUNNER` when set (`qemu-aarch64-static -L /usr/aarch64-linux-gnu` for the
 /// arm64 one). The whole suite then runs against that bootstrap.
-fn function_command() -> Command {
+fn function_command(binary: &Path) -> Command {
     let bootstrap = std::env::var("SLUICE_LAMBDA_BOOTSTRAP")
         .ok()
         .filter(|b| !b.is_empty())
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_sluice-lambda").to_string());
+        .unwrap_or_else(|| binary.display().to_string());
     let runner = std::env::var("SLUICE_LAMBDA_RUNNER").unwrap_or_default();
     let mut words = runner.split_whitespace();
     match words.next() {
@@ -1014,4 +1026,322 @@ fn sqs_batch_into_an_smtp_server() {
     assert_eq!(dsns[0].mail_from, "<>");
     assert!(String::from_utf8_lossy(&dsns[0].data).contains("reject-hal@example.com"));
     assert_eq!(received.len(), 3, "{received:?}");
+}
+
+/// A config of `example.com` whose steps are these (name, component, JSON config), in order.
+fn write_rule_config(dir: &Path, steps: &[(&str, &Path, &str)]) -> PathBuf {
+    let mut toml = String::from(
+        "[inbound]\nbucket = \"sluice-inbound\"\nprefix = \"incoming/\"\n\n\
+         [store]\nkind = \"s3\"\nbucket = \"sluice-mail\"\nprefix = \"mail\"\n\n\
+         [[domain]]\nname = \"example.com\"\n",
+    );
+    for (name, plugin, config) in steps {
+        toml.push_str(&format!(
+            "[[domain.step]]\nname = \"{name}\"\nplugin = \"{}\"\nconfig = {}\n",
+            plugin.display(),
+            sluice_tests::reference::json_to_inline_toml(config)
+        ));
+    }
+    // Not `sluice.toml`, which `offline_env` writes.
+    let path = dir.join("rules.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
+
+/// Precompiles `component` for this machine into `dir` (what `sluice plugin precompile` does);
+/// returns the artifact's path.
+fn precompile_into(dir: &Path, component: &Path) -> PathBuf {
+    let artifact = sluice_engine::Precompiler::new(None)
+        .unwrap()
+        .precompile("rule", &std::fs::read(component).unwrap())
+        .unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(artifact.file_name());
+    std::fs::write(&path, &artifact.bytes).unwrap();
+    path
+}
+
+/// The function's JSON log events (stderr and stdout lines that parse).
+fn log_events(output: &str) -> Vec<Value> {
+    output
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e.is_object())
+        .collect()
+}
+
+/// How the plugin `name` was loaded, from its log event: `precompiled`, `cache` or `compiled`.
+fn loaded_from(output: &str, name: &str) -> Vec<String> {
+    log_events(output)
+        .into_iter()
+        .filter(|e| e["plugin"] == name && e["from"].is_string())
+        .map(|e| e["from"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_cold_start_loads_precompiled_rules_and_compiles_only_what_is_missing() {
+    if emulated() {
+        // The artifacts here are made for this machine's target; an emulated arm64 bootstrap
+        // refuses them by design (wrong target). Loading arm64 artifacts under qemu is not
+        // checked yet (README "Not done yet").
+        println!("skipped under SLUICE_LAMBDA_RUNNER: precompiled artifacts are for this machine's target");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (banner, tag) = (
+        sluice_tests::rule("banner"),
+        sluice_tests::rule("subject-tag"),
+    );
+    let rules = dir.path().join("rules");
+    let artifact = precompile_into(&rules, &banner);
+    let config = write_rule_config(
+        dir.path(),
+        &[
+            ("banner", &banner, sluice_tests::reference::BANNER),
+            ("tag", &tag, sluice_tests::reference::SUBJECT_TAG),
+        ],
+    );
+    let env = |cache: &str| {
+        let mut env = offline_env(dir.path());
+        env.retain(|(k, _)| *k != "SLUICE_CONFIG" && *k != "SLUICE_CACHE_DIR");
+        env.push(("SLUICE_CONFIG", config.display().to_string()));
+        env.push((
+            "SLUICE_CACHE_DIR",
+            dir.path().join(cache).display().to_string(),
+        ));
+        env.push(("SLUICE_PRECOMPILED_DIR", rules.display().to_string()));
+        env
+    };
+    let event = [json!({"hello": "world"}).to_string()];
+
+    // An empty cache, as in a new Lambda: the shipped banner loads, the missing tag compiles.
+    let run = run_function(&env("cache1"), &event, Duration::from_secs(120));
+    assert_eq!(
+        run.error(1)["errorType"],
+        "Sluice.BadEvent",
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        loaded_from(&run.output, "banner"),
+        ["precompiled"],
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        loaded_from(&run.output, "tag"),
+        ["compiled"],
+        "{}",
+        run.output
+    );
+    let events = log_events(&run.output);
+    assert!(
+        events.iter().any(|e| e["plugin"] == "tag"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("no precompiled artifact"))),
+        "the compile says why\n{}",
+        run.output
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"] == "precompiled rules directory" && e["artifacts"] == 1),
+        "{}",
+        run.output
+    );
+
+    // A modified artifact: refused with the reason, compiled as without it.
+    let mut bytes = std::fs::read(&artifact).unwrap();
+    let last = bytes.len() - 100;
+    bytes[last] ^= 0x55;
+    std::fs::write(&artifact, &bytes).unwrap();
+    let run = run_function(&env("cache2"), &event, Duration::from_secs(120));
+    assert_eq!(
+        run.error(1)["errorType"],
+        "Sluice.BadEvent",
+        "{}",
+        run.output
+    );
+    assert_eq!(
+        loaded_from(&run.output, "banner"),
+        ["compiled"],
+        "{}",
+        run.output
+    );
+    let refused = log_events(&run.output)
+        .into_iter()
+        .find(|e| e["level"] == "WARN" && e["plugin"] == "banner")
+        .unwrap_or_else(|| panic!("no warning for the refused artifact\n{}", run.output));
+    let message = refused["message"].as_str().unwrap();
+    assert!(
+        message.contains("precompiled artifact refused")
+            && message.contains("payload checksum mismatch")
+            && message.contains(&artifact.display().to_string()),
+        "{refused}"
+    );
+}
+
+#[test]
+fn a_precompiled_directory_in_the_cache_or_in_s3_stops_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (value, expected) in [
+        (
+            dir.path().join("cache").join("rules").display().to_string(),
+            "which this host writes",
+        ),
+        ("s3://bucket/rules".to_string(), "never fetched"),
+    ] {
+        let mut env = offline_env(dir.path());
+        env.push(("SLUICE_PRECOMPILED_DIR", value));
+        let run = run_function(&env, &[json!({}).to_string()], Duration::from_secs(60));
+        assert!(
+            run.exit.is_some_and(|s| !s.success()),
+            "{:?}\n{}",
+            run.exit,
+            run.output
+        );
+        let init = run
+            .api
+            .posts()
+            .into_iter()
+            .find(|p| p.path == "/2018-06-01/runtime/init/error")
+            .unwrap_or_else(|| panic!("no /init/error\n{}", run.output));
+        assert!(init.body.contains(expected), "{}", init.body);
+    }
+}
+
+/// The cold-start figures of the README (`cargo test -p sluice-lambda --release --test
+/// runtime_api cold_start_figures -- --ignored --nocapture`; `SLUICE_LAMBDA_BIN` picks another
+/// build of the function): one Rust and one Python rule, each start answering one direct
+/// invoke against moto, with the rules precompiled, compiled into an empty cache, and read
+/// from a cache a previous start filled.
+#[test]
+#[ignore = "measures; prints the figures"]
+fn cold_start_figures() {
+    let binary = std::env::var_os("SLUICE_LAMBDA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice-lambda")));
+    let runs: usize = std::env::var("SLUICE_COLD_RUNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(5);
+    let rust = sluice_tests::rule("subject-tag");
+    let python = sluice_tests::foreign_rules()
+        .iter()
+        .find(|(name, _)| name.contains("python"))
+        .map(|(_, path)| path.clone())
+        .expect("the Python subject-tag");
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    for rule in [&rust, &python] {
+        let started = Instant::now();
+        let artifact = precompile_into(&rules, rule);
+        println!(
+            "precompiled {} in {:.0} ms: {} bytes",
+            rule.display(),
+            started.elapsed().as_secs_f64() * 1e3,
+            std::fs::metadata(&artifact).unwrap().len()
+        );
+    }
+    let config = write_rule_config(
+        dir.path(),
+        &[
+            ("tag-rust", &rust, sluice_tests::reference::SUBJECT_TAG),
+            ("tag-python", &python, sluice_tests::reference::SUBJECT_TAG),
+        ],
+    );
+    let moto = sluice_tests::Moto::start();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let s3 = sluice_aws::S3::for_endpoint(&moto.endpoint, "us-east-1");
+    let ids: Vec<String> = (0..runs * 3 + 1)
+        .map(|i| format!("coldstart{i:012}"))
+        .collect();
+    store_incoming(
+        &rt,
+        &s3,
+        &ids.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let mut next_id = ids.iter();
+    let mut start = |cache: &Path, precompiled: bool| -> (f64, f64, Vec<String>) {
+        let mut invoke = fixture("ses-invoke.json");
+        invoke["Records"][0]["ses"]["mail"]["messageId"] = next_id.next().unwrap().as_str().into();
+        invoke["Records"][0]["ses"]["receipt"]["recipients"] = json!(["erin@example.com"]);
+        let mut env = moto.env();
+        env.push(("SLUICE_CONFIG", config.display().to_string()));
+        env.push(("SLUICE_CACHE_DIR", cache.display().to_string()));
+        env.push((
+            "SLUICE_PRECOMPILED_DIR",
+            if precompiled {
+                rules.display().to_string()
+            } else {
+                "off".to_string()
+            },
+        ));
+        let run = run_binary(
+            &binary,
+            &env,
+            &[invoke.to_string()],
+            Duration::from_secs(300),
+        );
+        assert_eq!(
+            run.response(1),
+            json!({"disposition": "CONTINUE"}),
+            "{}",
+            run.output
+        );
+        let events = log_events(&run.output);
+        let field = |message: &str, name: &str| {
+            events
+                .iter()
+                .find(|e| e["message"] == message)
+                .and_then(|e| e[name].as_f64())
+                .unwrap_or_else(|| panic!("no {message:?}\n{}", run.output))
+        };
+        let mut from = loaded_from(&run.output, "tag-rust");
+        from.extend(loaded_from(&run.output, "tag-python"));
+        (
+            field("started: config, rules and clients ready", "init_ms"),
+            field("cold start: first invocation handled", "since_start_ms"),
+            from,
+        )
+    };
+    let shared_cache = dir.path().join("shared-cache");
+    start(&shared_cache, false); // fills it
+    for (mode, precompiled, fresh_cache) in [
+        ("precompiled, empty cache", true, true),
+        ("compiled, empty cache", false, true),
+        ("from the cache", false, false),
+    ] {
+        let mut figures = Vec::new();
+        for i in 0..runs {
+            let cache = if fresh_cache {
+                dir.path().join(format!("cache-{mode}-{i}"))
+            } else {
+                shared_cache.clone()
+            };
+            let (init, first, from) = start(&cache, precompiled);
+            let expected = match mode {
+                "precompiled, empty cache" => "precompiled",
+                "compiled, empty cache" => "compiled",
+                _ => "cache",
+            };
+            assert!(from.iter().all(|f| f == expected), "{mode}: {from:?}");
+            figures.push((init, first));
+        }
+        let list = |f: fn(&(f64, f64)) -> f64| {
+            let mut v: Vec<f64> = figures.iter().map(f).collect();
+            v.sort_by(f64::total_cmp);
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        println!(
+            "{mode}: init {} ms; first message answered {} ms after start",
+            list(|f| f.0),
+            list(|f| f.1)
+        );
+    }
 }

@@ -25,6 +25,7 @@ mod package;
 mod plugin_new;
 mod plugin_new_js;
 mod plugin_new_python;
+mod precompile;
 mod remote;
 
 use std::sync::{Condvar, Mutex};
