@@ -97,6 +97,7 @@ fn serve(rt: &tokio::runtime::Runtime, dir: &std::path::Path, options: MilterOpt
             reload_interval: Duration::from_secs(3600),
             cache_dir: Some(dir.join("cache")),
             metrics: false,
+            precompiled_dirs: Vec::new(),
         }))
         .expect("the pipeline starts");
     let listen: Listen = "inet:127.0.0.1:0".parse().expect("an address");
