@@ -707,7 +707,16 @@ fn milter_runs_the_outbound_chain_for_mail_submitted_with_auth_in_a_real_postfix
     let config = write_outbound_config(dir.path());
     let milter = Milter::start(&config, &dir.path().join("cache"), &[]);
     // The deploy snippet of the outbound role, pointed at this milter, this auth socket and
-    // the loopback sink instead of SES (later lines win in main.cf).
+    // the loopback sink instead of SES. The replaced keys are taken out of the snippet rather
+    // than repeated: every Postfix process warns about a repeated key at start, and a flood
+    // of such warnings can fill postlogd's socket while postlogd itself is writing one to
+    // it (seen here: `postfix stop` hung on that full socket).
+    let overrides = [
+        ("smtpd_sasl_path", socket.display().to_string()),
+        ("relayhost", format!("[127.0.0.1]:{}", sink.port)),
+        ("smtp_sasl_auth_enable", "no".to_string()),
+        ("smtp_tls_security_level", "none".to_string()),
+    ];
     let snippet = std::fs::read_to_string(
         sluice_tests::workspace_root().join("deploy/self-hosted/postfix-outbound.cf"),
     )
@@ -716,12 +725,18 @@ fn milter_runs_the_outbound_chain_for_mail_submitted_with_auth_in_a_real_postfix
         "inet:127.0.0.1:8891",
         &format!("inet:127.0.0.1:{}", milter.port),
     );
-    let Some(postfix) = sluice_mailservers::Postfix::start(&format!(
-        "{snippet}\nsmtpd_sasl_path = {}\nrelayhost = [127.0.0.1]:{}\n\
-         smtp_sasl_auth_enable = no\nsmtp_tls_security_level = none\n",
-        socket.display(),
-        sink.port
-    )) else {
+    let mut main_cf: String = snippet
+        .lines()
+        .filter(|line| {
+            let key = line.split('=').next().unwrap_or("").trim();
+            !overrides.iter().any(|(k, _)| *k == key)
+        })
+        .map(|line| format!("{line}\n"))
+        .collect();
+    for (key, value) in &overrides {
+        main_cf.push_str(&format!("{key} = {value}\n"));
+    }
+    let Some(postfix) = sluice_mailservers::Postfix::start(&main_cf) else {
         return;
     };
     let alice = Some(("alice@example.com", "pass"));
