@@ -270,14 +270,15 @@ impl Session {
     /// The SMTP client as the MTA described it: CONNECT and HELO, completed from the
     /// macros (`{client_addr}`, `j`, `{auth_authen}`, `{daemon_name}`).
     pub fn client(&self) -> SmtpClient {
-        let macro_value = |name: &str| self.macros.get(name).filter(|v| !v.is_empty()).cloned();
         let mut client = self.client.clone();
         if client.ip.is_none() {
-            client.ip = macro_value("{client_addr}").and_then(|a| a.parse().ok());
+            client.ip = self
+                .macro_value("{client_addr}")
+                .and_then(|a| a.parse().ok());
         }
-        client.receiver = macro_value("j");
-        client.auth_authen = macro_value("{auth_authen}");
-        client.daemon_name = macro_value("{daemon_name}");
+        client.receiver = self.macro_value("j");
+        client.auth_authen = self.macro_value("{auth_authen}");
+        client.daemon_name = self.macro_value("{daemon_name}");
         client
     }
 
@@ -470,18 +471,22 @@ impl Session {
     /// `sendmail` and `non_smtpd_milters`, on a host that sets `milter_macro_daemon_name`);
     /// the sending domain's `[[outbound]]` chain runs it. Anything else is received mail.
     pub fn flow(&self) -> Flow {
-        let login = self.macros.get("{auth_authen}").filter(|l| !l.is_empty());
-        let daemon = self.macros.get("{daemon_name}").is_some_and(|name| {
-            self.settings
-                .outbound_daemon_names
-                .iter()
-                .any(|n| n == name)
-        });
+        // The same macros `client()` reads, through the same reading (an empty value is none).
+        let login = self.macro_value("{auth_authen}");
+        let daemon = self
+            .macro_value("{daemon_name}")
+            .is_some_and(|name| self.settings.outbound_daemon_names.contains(&name));
         if login.is_some() || daemon {
-            Flow::outbound(login.cloned())
+            Flow::outbound(login)
         } else {
             Flow::inbound()
         }
+    }
+
+    /// A macro's value, `None` when absent or empty (Postfix sends `{auth_authen}` empty for
+    /// a client that did not authenticate).
+    fn macro_value(&self, name: &str) -> Option<String> {
+        self.macros.get(name).filter(|v| !v.is_empty()).cloned()
     }
 
     /// The MTA's queue id (macro `i`), for log lines.
