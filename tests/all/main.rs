@@ -7,6 +7,7 @@ mod cache;
 mod catalogue;
 mod corpus;
 mod deploy;
+mod docs;
 mod hostile;
 mod http;
 mod languages;

@@ -325,7 +325,9 @@ struct RelayKeys {
     sends: Option<String>,
 }
 
-const RELAY_KEYS: [&str; 6] = [
+/// The keys of [`RelayKeys`], taken out of `[relay]` before its kind reads the rest (public
+/// for the test that every key the parser accepts is documented).
+pub const RELAY_KEYS: [&str; 6] = [
     "from",
     "allow_domains",
     "bounce_from",

@@ -38,8 +38,8 @@ pub use names::{
 };
 pub use relay::{Outbound, Outbox, SendFailure, SendLimits, Transport};
 pub use server::{
-    Credentials, ServerAddress, ServerConfig, TlsMode, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_SERVER_TIMEOUT,
+    Credentials, ServerAddress, ServerConfig, TlsMode, AUTH_KEYS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_SERVER_TIMEOUT, SERVER_KEYS,
 };
 pub use session::{dot_stuffed, Protocol};
 pub use store::dir::{DirMailboxes, DirStore, DirStoreError};

@@ -129,8 +129,9 @@ struct ServerKeys {
     auth_file: Option<String>,
 }
 
-/// Keys every server takes.
-const SERVER_KEYS: [&str; 6] = [
+/// Keys every server takes (taken out of the section before its kind reads the rest; public
+/// for the test that every key the parser accepts is documented).
+pub const SERVER_KEYS: [&str; 6] = [
     "tls",
     "tls_verify",
     "tls_ca_file",
@@ -140,7 +141,7 @@ const SERVER_KEYS: [&str; 6] = [
 ];
 
 /// Keys of servers that may ask for `AUTH` (SMTP; an LMTP server trusts its clients).
-const AUTH_KEYS: [&str; 2] = ["auth_env", "auth_file"];
+pub const AUTH_KEYS: [&str; 2] = ["auth_env", "auth_file"];
 
 /// What a section's server may be.
 #[derive(Debug, Clone, Copy)]
