@@ -8,7 +8,8 @@
 # Needs Rust (rustup) and, on a machine without Node.js, apt-get. Installs: the wasm32 rule
 # targets, a Python venv .venv with moto / cfn-lint / aiosmtpd / componentize-py
 # (requirements-test.txt), Dovecot (apt),
-# Node.js 20 + npm if missing, and sdk/js's node packages (componentize-js). Each step is
+# Node.js 20 + npm if missing, sdk/js's node packages (componentize-js), and mdbook (cargo
+# install, for the docs book). Each step is
 # skipped when what it installs is already there and its inputs did not change (stamps in
 # .venv/ and sdk/js/node_modules/).
 set -euo pipefail
@@ -62,6 +63,12 @@ setup() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postfix dovecot-sieve
   fi
   /usr/sbin/postconf -d mail_version
+
+  step "mdbook (the book in docs/, built by tests/all/docs.rs)"
+  if [ "$(mdbook --version 2>/dev/null || "${CARGO_HOME:-$HOME/.cargo}/bin/mdbook" --version 2>/dev/null)" \
+    != "mdbook v$MDBOOK_VERSION" ]; then
+    cargo install mdbook --version "$MDBOOK_VERSION" --locked
+  fi
 
   ship_setup
 
@@ -117,6 +124,8 @@ ship_setup() {
   cargo deb --version
 }
 CARGO_DEB_VERSION=3.8.0
+# About 6 min to build on 2 cores, once.
+MDBOOK_VERSION=0.5.4
 # --- end ship ---------------------------------------------------------------------------------
 
 case "${1:-}" in
