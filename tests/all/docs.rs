@@ -581,3 +581,17 @@ fn the_key_test_reads_keys_as_written() {
     let step = refused_probe(SECTIONS[14].1);
     assert!(step.contains(&"timeout_ms".to_string()), "{step:?}");
 }
+
+#[test]
+fn the_readme_config_example_parses() {
+    let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
+    let block = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("README.md has a ```toml example");
+    let config = ConfigFile::parse("README.md", PathBuf::from("."), block.to_string())
+        .unwrap_or_else(|e| panic!("README.md's config example: {e}"));
+    assert_eq!(config.domains.len(), 1);
+    assert_eq!(config.domains[0].get_ref().step.len(), 1);
+}
