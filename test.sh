@@ -118,6 +118,17 @@ ship_setup() {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
       qemu-user-static libc6-arm64-cross systemd
   fi
+  step "ship: the container stage (musl target and musl-gcc, podman with runc)"
+  grep -qx x86_64-unknown-linux-musl <<<"$(rustup target list --installed)" \
+    || rustup target add x86_64-unknown-linux-musl
+  if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v musl-gcc >/dev/null; then
+    if ! command -v apt-get >/dev/null; then
+      echo "podman, runc and musl-tools are needed for the container stage: install them and run again" >&2
+      exit 1
+    fi
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc musl-tools
+  fi
+  podman --version
   if ! cargo deb --version >/dev/null 2>&1; then
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked
   fi
