@@ -415,7 +415,7 @@ fn warm_hint(runtime: RuleRuntime, warm: bool) -> Option<String> {
         format!(
             "note: a {language} rule starts its interpreter in every fresh instance; \
              instances = \"warm\" starts it once (5-30x less per message) if the rule keeps \
-             nothing about a message between calls (README: Sandbox)"
+             nothing about a message between calls (docs/sandbox.md)"
         )
     })
 }
