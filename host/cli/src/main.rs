@@ -9,6 +9,7 @@ use sluice_chain::ConfigFile;
 use sluice_engine::{EngineOptions, RuleEngine};
 
 mod alias;
+mod archive;
 mod daemon;
 mod deliver;
 mod fixtures;
@@ -123,6 +124,9 @@ enum Command {
     /// Edit the alias directory (`[directory.NAME]` of a config): add, list, pause and
     /// remove aliases, import and export them, and set the domains it serves.
     Alias(alias::AliasArgs),
+    /// Search and read the message archive (`[archive]` of a config): `find` lists archived
+    /// messages of a domain by sender, recipient, subject and days; `get` prints one.
+    Archive(archive::ArchiveArgs),
 }
 
 /// `--metrics`.
@@ -275,6 +279,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
         Command::Alias(args) => alias::run(args),
+        Command::Archive(args) => archive::run(args),
         Command::Plugin(PluginCommand::Build {
             dirs,
             out,

@@ -15,6 +15,7 @@
 //! Adding a target: one module (its section, checks, constructor and implementation), one
 //! line in [`config::STORE_KINDS`] or [`config::RELAY_KINDS`], one test file.
 
+pub mod archive;
 pub mod config;
 mod delivered;
 mod error;
@@ -27,6 +28,9 @@ pub mod store;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use archive::{
+    read_archive, Archive, ArchiveConfig, ArchiveError, ArchiveQuery, ArchiveRecord, ArchiveTarget,
+};
 pub use config::{
     read_relay, read_store, relay_allows, RecordsAt, RelayConfig, RelayTarget, SendGuarantee,
     StoreConfig, StoreContext, StoreTarget, TargetClients, DEFAULT_MAX_HOPS,

@@ -278,6 +278,10 @@ pub enum HandleFailure {
         /// Why the first was refused.
         reason: String,
     },
+    /// `[archive] required = true` and the message could not be archived: nothing was
+    /// delivered, and a retry archives it first.
+    #[error("not archived, so not delivered ({0}); will be retried")]
+    Archive(#[source] sluice_deliver::ArchiveError),
     /// A chain tempfailed or a delivery must be retried; what was done stays done.
     #[error("tempfail, will be retried ({reason}); what the rules decided: {done}")]
     Tempfail {
@@ -300,7 +304,9 @@ impl HandleFailure {
             | HandleFailure::Undeliverable { .. } => true,
             HandleFailure::Fetch(e) => matches!(e, AwsError::S3NotFound { .. }),
             HandleFailure::Deliver(e) => e.is_permanent(),
-            HandleFailure::ChainPanicked(_) | HandleFailure::Tempfail { .. } => false,
+            HandleFailure::ChainPanicked(_)
+            | HandleFailure::Archive(_)
+            | HandleFailure::Tempfail { .. } => false,
         }
     }
 }

@@ -528,6 +528,7 @@ impl Pipeline {
             RefuseBy::Reply => refusal_of_every_recipient(&result),
             RefuseBy::Dsn => None,
         };
+        let mut archive_failed = false;
         let mut handled = match refusal {
             // The sender's server hears the refusal: nothing to deliver, no DSN to send.
             Some(reply) => Handled {
@@ -536,6 +537,7 @@ impl Pipeline {
                 ..Handled::nothing_yet(&id)
             },
             None => {
+                archive_failed = self.archive(&loaded.config, &envelope, &message).await?;
                 self.dispatcher_for(&loaded.config)
                     .deliver(&loaded.config, &envelope, &message, &result)
                     .await?
@@ -550,6 +552,9 @@ impl Pipeline {
             };
             if !delivery.is_zero() {
                 lines.push(sluice_telemetry::metrics::delivery_line(&delivery));
+            }
+            if archive_failed {
+                lines.push(sluice_telemetry::metrics::archive_failed_line(1));
             }
             sluice_telemetry::metrics::emit(&lines);
         }
@@ -588,6 +593,61 @@ impl Pipeline {
             }
         }
         Ok(handled)
+    }
+
+    /// Archives the message as received, before any delivery, when `[archive]` takes its
+    /// domains. `Ok(true)`: the write failed and `required = false` let the message go on
+    /// (logged, and counted as `ArchiveFailed`); with `required = true` it is an `Err`, and
+    /// nothing is delivered.
+    async fn archive(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> Result<bool, HandleError> {
+        let Some(archive) = &config.archive else {
+            return Ok(false);
+        };
+        let outbound = envelope.flow.is_outbound();
+        let domains = archive.domains_of(&envelope.mail_from, &envelope.recipients, outbound);
+        if domains.is_empty() {
+            return Ok(false);
+        }
+        let date = sluice_deliver::archive::day_of(envelope.received_at);
+        let mut records: Vec<sluice_deliver::ArchiveRecord> = domains
+            .into_iter()
+            .map(|domain| sluice_deliver::ArchiveRecord {
+                id: envelope.message_id.clone(),
+                domain,
+                date: date.clone(),
+                received_at: envelope.received_at,
+                from: envelope.mail_from.clone(),
+                to: envelope.recipients.clone(),
+                subject: message.subject().unwrap_or_default(),
+                size: message.size(),
+                location: String::new(),
+            })
+            .collect();
+        let target = archive.build(&self.s3);
+        match target.put(message.raw(), &mut records).await {
+            Ok(location) => {
+                tracing::info!(message_id = %envelope.message_id, %location, "archived");
+                Ok(false)
+            }
+            Err(e) if archive.required => Err(HandleError::new(
+                &envelope.message_id,
+                HandleFailure::Archive(e),
+            )),
+            Err(e) => {
+                tracing::warn!(
+                    message_id = %envelope.message_id,
+                    archive = %target.describe(),
+                    error = %e,
+                    "ARCHIVE FAILED: delivering anyway ([archive] required = false)"
+                );
+                Ok(true)
+            }
+        }
     }
 
     /// Writes the alias uses counted since the last write to the directory (the daemon does

@@ -69,6 +69,12 @@ pub fn delivery_line(d: &DeliveryMetrics) -> String {
     )
 }
 
+/// One EMF object, no dimensions: `ArchiveFailed` (Count): messages delivered without
+/// their archive copy (`[archive] required = false` and the write failed).
+pub fn archive_failed_line(failed: u64) -> String {
+    line(&[], &[("ArchiveFailed", "Count", failed)])
+}
+
 /// How a step ended, as counted: one metric each (the chain's `StepStatus`, mapped by the
 /// pipeline with an exhaustive match, so a new status cannot be miscounted silently).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

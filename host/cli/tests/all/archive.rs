@@ -1,0 +1,436 @@
+//! `[archive]`: messages kept as received before delivery, through `sluice deliver` (the same
+//! pipeline as the daemon and the Lambda), searched with `sluice archive find` and read back
+//! with `sluice archive get`; on moto, S3 Object Lock retention that refuses an early delete;
+//! and a failed archive write tempfailing the message (`required = true`) or counted and
+//! delivered past (`required = false`).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use sluice_aws::S3;
+use sluice_tests::Moto;
+
+/// A dir store and the given `[archive]` body, one domain with no steps.
+fn config(dir: &Path, archive: &str) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[store]\nkind = \"dir\"\npath = \"{}\"\n\n[archive]\n{archive}\n\n[[domain]]\nname = \"example.com\"\n",
+            dir.join("mail").display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn message(from: &str, to: &str, subject: &str) -> Vec<u8> {
+    format!(
+        "From: <{from}>\r\nTo: <{to}>\r\nSubject: {subject}\r\nMessage-ID: <{}@x.example>\r\n\
+         Date: Mon, 30 Nov 2026 10:00:00 +0000\r\nX-Odd:  kept   as sent \r\n\r\nBody of {subject}.\r\n",
+        subject.replace(' ', ".")
+    )
+    .into_bytes()
+}
+
+fn sluice(args: &[&str], env: &[(&'static str, String)], stdin: &[u8]) -> Output {
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .envs(env.iter().cloned())
+        .env("SLUICE_CACHE_DIR", cache.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn deliver(config: &Path, id: &str, from: &str, to: &str, raw: &[u8]) -> Output {
+    deliver_env(config, id, from, to, raw, &[])
+}
+
+fn deliver_env(
+    config: &Path,
+    id: &str,
+    from: &str,
+    to: &str,
+    raw: &[u8],
+    env: &[(&'static str, String)],
+) -> Output {
+    let from = format!("--mail-from={from}");
+    let args = [
+        "deliver",
+        "--config",
+        config.to_str().unwrap(),
+        &from,
+        "--rcpt",
+        to,
+        "--message-id",
+        id,
+    ];
+    sluice(&args, env, raw)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn find(config: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "archive",
+        "find",
+        "--config",
+        config.to_str().unwrap(),
+        "--domain",
+        "example.com",
+    ];
+    args.extend_from_slice(extra);
+    let out = sluice(&args, &[], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect()
+}
+
+fn today() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    sluice_deliver_day(now)
+}
+
+/// The UTC day of `ms`, computed here without the code under test (civil-from-days).
+fn sluice_deliver_day(ms: u64) -> String {
+    let z = (ms / 86_400_000) as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[test]
+fn dir_archive_keeps_messages_as_received_once_and_finds_them() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let config = config(
+        dir.path(),
+        &format!(
+            "kind = \"dir\"\npath = \"{}\"\ndomains = [\"example.com\"]",
+            archive.display()
+        ),
+    );
+    let m1 = message(
+        "alice@sender.example",
+        "carol@example.com",
+        "Quarterly numbers",
+    );
+    let m2 = message("bob@other.example", "dave@example.com", "Lunch");
+    for (id, from, to, raw) in [
+        ("m1", "alice@sender.example", "carol@example.com", &m1),
+        ("m2", "bob@other.example", "dave@example.com", &m2),
+    ] {
+        let out = deliver(&config, id, from, to, raw);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    // Archived byte for byte, and delivered.
+    assert_eq!(std::fs::read(archive.join("m1.eml")).unwrap(), m1);
+    assert!(dir
+        .path()
+        .join("mail/example.com/carol/INBOX/m1.eml")
+        .exists());
+    let record = archive
+        .join("_index")
+        .join(today())
+        .join("example.com")
+        .join("m1.json");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(record["from"], "alice@sender.example");
+    assert_eq!(record["to"][0], "carol@example.com");
+    assert_eq!(record["subject"], "Quarterly numbers");
+    assert_eq!(record["size"], m1.len());
+
+    // The MTA hands m1 over again: nothing is written twice.
+    let before = std::fs::metadata(archive.join("m1.eml"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = deliver(
+        &config,
+        "m1",
+        "alice@sender.example",
+        "carol@example.com",
+        &m1,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let after = std::fs::metadata(archive.join("m1.eml"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(before, after, "the archived copy was rewritten");
+
+    assert_eq!(find(&config, &[]), ["m1", "m2"]);
+    assert_eq!(find(&config, &["--from", "ALICE@"]), ["m1"]);
+    assert_eq!(find(&config, &["--to", "dave"]), ["m2"]);
+    assert_eq!(find(&config, &["--subject", "lunch"]), ["m2"]);
+    assert_eq!(
+        find(&config, &["--since", &today(), "--until", &today()]),
+        ["m1", "m2"]
+    );
+    assert!(find(&config, &["--until", "2000-01-01"]).is_empty());
+    assert!(find(&config, &["--since", "2999-01-01"]).is_empty());
+    let out = sluice(
+        &[
+            "archive",
+            "find",
+            "--config",
+            config.to_str().unwrap(),
+            "--domain",
+            "example.com",
+            "--json",
+        ],
+        &[],
+        b"",
+    );
+    assert!(text(&out.stdout)
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+
+    let out = sluice(
+        &["archive", "get", "--config", config.to_str().unwrap(), "m1"],
+        &[],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.stdout, m1);
+    let out = sluice(
+        &[
+            "archive",
+            "get",
+            "--config",
+            config.to_str().unwrap(),
+            "nope",
+        ],
+        &[],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no message \"nope\""),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_failed_archive_write_tempfails_when_required_and_is_counted_past_when_not() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the archive directory should be: every write fails.
+    let blocked = dir.path().join("blocked");
+    std::fs::write(&blocked, b"not a directory").unwrap();
+    let raw = message("alice@sender.example", "carol@example.com", "Hello");
+    let inbox = dir.path().join("mail/example.com/carol/INBOX/h1.eml");
+
+    let required = config(
+        dir.path(),
+        &format!(
+            "kind = \"dir\"\npath = \"{}\"\ndomains = [\"*\"]",
+            blocked.display()
+        ),
+    );
+    let out = deliver(
+        &required,
+        "h1",
+        "alice@sender.example",
+        "carol@example.com",
+        &raw,
+    );
+    assert_eq!(out.status.code(), Some(75), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).starts_with("4.3.0 "),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stderr).contains("not archived"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!inbox.exists(), "delivered without an archive copy");
+
+    let optional = config(
+        dir.path(),
+        &format!(
+            "kind = \"dir\"\npath = \"{}\"\ndomains = [\"*\"]\nrequired = false",
+            blocked.display()
+        ),
+    );
+    // Its log says so (`deliver` logs nothing unless asked).
+    let log = [
+        ("SLUICE_LOG", "warn".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let out = deliver_env(
+        &optional,
+        "h1",
+        "alice@sender.example",
+        "carol@example.com",
+        &raw,
+        &log,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("ARCHIVE FAILED"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&inbox).unwrap(), raw);
+}
+
+#[test]
+fn s3_archive_locks_each_message_and_refuses_an_early_delete() {
+    let _turn = crate::turn(module_path!());
+    let moto = Moto::start();
+    let rt = crate::common::rt();
+    let s3 = S3::for_endpoint(&moto.endpoint, "us-east-1");
+    rt.block_on(async {
+        s3.client()
+            .create_bucket()
+            .bucket("vault")
+            .object_lock_enabled_for_bucket(true)
+            .send()
+            .await
+            .unwrap();
+        s3.create_bucket("plain").await.unwrap();
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let archive = |bucket: &str, required: bool| {
+        format!(
+            "kind = \"s3\"\nbucket = \"{bucket}\"\nprefix = \"journal\"\ndomains = [\"example.com\"]\nrequired = {required}\nretention = {{ mode = \"compliance\", days = 30 }}"
+        )
+    };
+    let raw = message("alice@sender.example", "carol@example.com", "Audit me");
+    let config = config(dir.path(), &archive("vault", true));
+    for _ in 0..2 {
+        // The second run is a redelivery: no second locked version, no error.
+        let out = deliver_env(
+            &config,
+            "s1",
+            "alice@sender.example",
+            "carol@example.com",
+            &raw,
+            &moto.env(),
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    rt.block_on(async {
+        let c = s3.client();
+        let head = c
+            .head_object()
+            .bucket("vault")
+            .key("journal/s1.eml")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.object_lock_mode().map(|m| m.as_str()),
+            Some("COMPLIANCE")
+        );
+        let until = head.object_lock_retain_until_date().unwrap().secs();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(
+            (until - now - 30 * 86_400).abs() < 600,
+            "retained until {until}, now {now}"
+        );
+        let versions = c
+            .list_object_versions()
+            .bucket("vault")
+            .prefix("journal/s1.eml")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(versions.versions().len(), 1, "written once");
+        let version = versions.versions()[0].version_id().unwrap().to_string();
+        let refused = c
+            .delete_object()
+            .bucket("vault")
+            .key("journal/s1.eml")
+            .version_id(&version)
+            .send()
+            .await;
+        assert!(refused.is_err(), "a locked version was deleted");
+        let body = s3
+            .get(&sluice_aws::S3Url::parse("s3://vault/journal/s1.eml").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(body.bytes, raw);
+    });
+    let out = sluice(
+        &[
+            "archive",
+            "find",
+            "--config",
+            config.to_str().unwrap(),
+            "--domain",
+            "example.com",
+            "--subject",
+            "audit",
+        ],
+        &moto.env(),
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).starts_with("s1\t"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = sluice(
+        &["archive", "get", "--config", config.to_str().unwrap(), "s1"],
+        &moto.env(),
+        b"",
+    );
+    assert_eq!(out.stdout, raw);
+
+    // A bucket that is missing, or has no Object Lock for the retention asked: tempfail,
+    // nothing delivered.
+    for bucket in ["missing", "plain"] {
+        let dir = tempfile::tempdir().unwrap();
+        let config = self::config(dir.path(), &archive(bucket, true));
+        let out = deliver_env(
+            &config,
+            "s2",
+            "alice@sender.example",
+            "carol@example.com",
+            &raw,
+            &moto.env(),
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(75),
+            "{bucket}: {}",
+            text(&out.stderr)
+        );
+        assert!(!dir
+            .path()
+            .join("mail/example.com/carol/INBOX/s2.eml")
+            .exists());
+    }
+}
