@@ -207,6 +207,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn archive_failures_are_one_count() {
+        let v: serde_json::Value = serde_json::from_str(&archive_failed_line(2)).unwrap();
+        assert_eq!(v["ArchiveFailed"], 2);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "ArchiveFailed"
+        );
+    }
+
+    #[test]
     fn a_message_line_is_emf_with_the_domain_dimension() {
         let line = message_line(&MessageMetrics {
             domain: "exa\"mple.com".into(),

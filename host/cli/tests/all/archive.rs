@@ -434,3 +434,21 @@ fn s3_archive_locks_each_message_and_refuses_an_early_delete() {
             .exists());
     }
 }
+
+/// docs/archive.md's configuration block is a config Sluice reads.
+#[test]
+fn the_documented_archive_section_reads() {
+    let doc =
+        std::fs::read_to_string(sluice_tests::workspace_root().join("docs/archive.md")).unwrap();
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block");
+    let text = format!("{block}\n[[domain]]\nname = \"example.com\"\n");
+    let config = sluice_chain::ConfigFile::parse("archive.md", PathBuf::from("/etc/sluice"), text)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let archive = config.archive.expect("[archive]");
+    assert!(archive.required);
+    assert_eq!(archive.domains, ["example.com"]);
+}
