@@ -342,6 +342,7 @@ struct RawConfig {
     store: Option<Spanned<toml::Table>>,
     relay: Option<Spanned<toml::Table>>,
     archive: Option<Spanned<toml::Table>>,
+    quarantine: Option<Spanned<toml::Table>>,
     inbound: Option<InboundSection>,
     milter: Option<MilterSection>,
     arc: Option<Spanned<crate::sealing::ArcSection>>,
@@ -367,6 +368,8 @@ pub struct ConfigFile {
     /// `[archive]`: where every message of the chosen domains is kept as received, before
     /// delivery.
     pub archive: Option<sluice_deliver::ArchiveConfig>,
+    /// `[quarantine]`: where copies filed into its folder are kept instead of the mailbox.
+    pub quarantine: Option<sluice_deliver::QuarantineConfig>,
     /// `[inbound]`, if any.
     pub inbound: Option<InboundSection>,
     /// `[milter]`, if any.
@@ -592,6 +595,15 @@ impl ConfigFile {
             })
             .transpose()
             .map_err(at)?;
+        let quarantine = raw
+            .quarantine
+            .as_ref()
+            .map(|q| {
+                sluice_deliver::read_quarantine(q.get_ref().clone(), &resolve)
+                    .map_err(|m| (q.span(), m))
+            })
+            .transpose()
+            .map_err(at)?;
         let arc = raw
             .arc
             .as_ref()
@@ -606,6 +618,7 @@ impl ConfigFile {
             store,
             relay,
             archive,
+            quarantine,
             inbound: raw.inbound,
             milter: raw.milter,
             arc,

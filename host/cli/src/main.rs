@@ -15,6 +15,7 @@ mod deliver;
 mod fixtures;
 mod milter;
 mod precompile;
+mod quarantine;
 mod remote;
 mod report;
 mod run;
@@ -127,6 +128,9 @@ enum Command {
     /// Search and read the message archive (`[archive]` of a config): `find` lists archived
     /// messages of a domain by sender, recipient, subject and days; `get` prints one.
     Archive(archive::ArchiveArgs),
+    /// The copies `[quarantine]` kept out of the mailboxes: list, show, release into the
+    /// `[store]`, delete, purge those older than `days`.
+    Quarantine(quarantine::QuarantineArgs),
 }
 
 /// `--metrics`.
@@ -280,6 +284,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
         Command::Alias(args) => alias::run(args),
         Command::Archive(args) => archive::run(args),
+        Command::Quarantine(args) => quarantine::run(args),
         Command::Plugin(PluginCommand::Build {
             dirs,
             out,

@@ -20,6 +20,7 @@ pub mod config;
 mod delivered;
 mod error;
 mod names;
+pub mod quarantine;
 pub mod relay;
 mod server;
 mod session;
@@ -39,6 +40,9 @@ pub use delivered::{copy_digest, DeliveredLog, DirDeliveredLog};
 pub use error::{MailboxError, Reply, SetupError};
 pub use names::{
     escape_segment, mailbox_segments, unescape_segment, SegmentError, MAX_SEGMENT_BYTES,
+};
+pub use quarantine::{
+    read_quarantine, Quarantine, QuarantineConfig, QuarantineError, QuarantineRecord, Release,
 };
 pub use relay::{Outbound, Outbox, SendFailure, SendLimits, Transport};
 pub use server::{

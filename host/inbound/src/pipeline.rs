@@ -553,6 +553,12 @@ impl Pipeline {
             if !delivery.is_zero() {
                 lines.push(sluice_telemetry::metrics::delivery_line(&delivery));
             }
+            if !handled.quarantined.is_empty() {
+                lines.push(sluice_telemetry::metrics::quarantine_line(
+                    handled.quarantined.len() as u64,
+                    0,
+                ));
+            }
             if archive_failed {
                 lines.push(sluice_telemetry::metrics::archive_failed_line(1));
             }
@@ -795,6 +801,10 @@ impl Pipeline {
             outbound,
             markers,
             kept,
+            quarantine: config
+                .quarantine
+                .as_ref()
+                .map(|q| (q.build(&self.s3), q.folder.clone())),
         }
     }
 }

@@ -27,6 +27,7 @@ mod plugin_new;
 mod plugin_new_js;
 mod plugin_new_python;
 mod precompile;
+mod quarantine;
 mod remote;
 
 use std::sync::{Condvar, Mutex};
