@@ -12,12 +12,17 @@ use sluice_tests::rule;
 /// Runs `sluice` with the compiled-plugin cache shared by this file's runs (a fresh cache
 /// compiles the rule again each time).
 fn sluice(args: &[&str], stdin: &[u8]) -> Output {
+    sluice_env(args, stdin, &[])
+}
+
+fn sluice_env(args: &[&str], stdin: &[u8], env: &[(&'static str, String)]) -> Output {
     static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(|| tempfile::tempdir().unwrap());
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .env("SLUICE_CACHE_DIR", cache.path())
         .env("AWS_REGION", "us-east-1")
+        .envs(env.iter().cloned())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -205,4 +210,83 @@ config = {{ folder = "Quarantine", score_header = "X-Spam-Score", score_threshol
         left.starts_with("q3.") && left.lines().count() == 1,
         "{left}"
     );
+}
+
+#[test]
+fn s3_quarantine_keeps_releases_and_deletes() {
+    let _turn = crate::turn(module_path!());
+    let moto = sluice_tests::Moto::start();
+    let rt = crate::common::rt();
+    let s3 = sluice_aws::S3::for_endpoint(&moto.endpoint, "us-east-1");
+    rt.block_on(s3.create_bucket("held")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[store]
+kind = "dir"
+path = "{mail}"
+
+[quarantine]
+kind = "s3"
+bucket = "held"
+prefix = "quarantine"
+folder = "Held"
+
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{junk}"
+config = {{ folder = "Held", score_header = "X-Spam-Score", score_threshold = 5.0 }}
+"#,
+            mail = mail.display(),
+            junk = rule("junk").display()
+        ),
+    )
+    .unwrap();
+    let env = moto.env();
+    let cfg = config.to_str().unwrap();
+    let spam = message("s3offer", "8");
+    let out = sluice_env(
+        &[
+            "deliver",
+            "--config",
+            cfg,
+            "--mail-from=mallory@spam.example",
+            "--rcpt",
+            "alice@example.com",
+            "--message-id",
+            "s1",
+        ],
+        &spam,
+        &env,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!mail.join("example.com/alice").exists());
+    let keys = crate::common::sent::list_keys(&rt, &s3, "held");
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(
+        keys.iter().all(|k| k.starts_with("quarantine/s1.")),
+        "{keys:?}"
+    );
+    let out = sluice_env(&["quarantine", "--config", cfg, "list"], b"", &env);
+    let id = text(&out.stdout).split('\t').next().unwrap().to_string();
+    assert!(
+        id.starts_with("s1."),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let out = sluice_env(&["quarantine", "--config", cfg, "release", &id], b"", &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(mail.join("example.com/alice/INBOX/s1.eml")).unwrap(),
+        spam
+    );
+    let out = sluice_env(&["quarantine", "--config", cfg, "delete", &id], b"", &env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(crate::common::sent::list_keys(&rt, &s3, "held").is_empty());
 }
