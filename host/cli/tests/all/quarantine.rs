@@ -290,3 +290,23 @@ config = {{ folder = "Held", score_header = "X-Spam-Score", score_threshold = 5.
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(crate::common::sent::list_keys(&rt, &s3, "held").is_empty());
 }
+
+/// docs/quarantine.md's configuration block is a config Sluice reads.
+#[test]
+fn the_documented_quarantine_section_reads() {
+    let doc =
+        std::fs::read_to_string(sluice_tests::workspace_root().join("docs/quarantine.md")).unwrap();
+    let block = doc
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("a toml block");
+    let config = sluice_chain::ConfigFile::parse(
+        "quarantine.md",
+        std::path::PathBuf::from("/etc/sluice"),
+        block.to_string(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let q = config.quarantine.expect("[quarantine]");
+    assert_eq!((q.folder.as_str(), q.days), ("Quarantine", 30));
+}
