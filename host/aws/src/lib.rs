@@ -485,6 +485,35 @@ impl S3 {
         Ok(out.e_tag().map(str::to_string))
     }
 
+    /// Whether the bucket has Object Lock enabled (`GetObjectLockConfiguration`): `false`
+    /// when S3 answers that it has none; every other failure is an error.
+    pub async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, AwsError> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled")),
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s))
+                    == Some("ObjectLockConfigurationNotFoundError") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(AwsError::S3 {
+                op: "GetObjectLockConfiguration",
+                url: format!("s3://{bucket}"),
+                source: SdkFailure::of(e),
+            }),
+        }
+    }
+
     /// Every key under `prefix` (`delimiter = None`), or the next level of "directories"
     /// under it (`Some('/')`: the common prefixes, each ending in `/`), across pages.
     pub async fn list(

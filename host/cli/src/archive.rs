@@ -139,3 +139,37 @@ fn line(record: &ArchiveRecord) -> String {
     };
     format!("{}\t{when}\t{from}\t{}", record.id, record.subject)
 }
+
+/// For `sluice check`: an S3 `[archive]` with `retention` needs a bucket with Object Lock
+/// enabled (S3 refuses every write otherwise). A bucket that answers it has none is a problem
+/// to report; one that cannot be asked (no credentials on this machine) is only a warning.
+pub fn check_object_lock(config: &sluice_chain::ConfigFile) -> Option<String> {
+    let archive = config.archive.as_ref()?;
+    let sluice_deliver::ArchiveTarget::S3 {
+        bucket,
+        retention: Some(_),
+        ..
+    } = &archive.target
+    else {
+        return None;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    match rt.block_on(async {
+        sluice_aws::S3::from_env()
+            .await
+            .object_lock_enabled(bucket)
+            .await
+    }) {
+        Ok(true) => None,
+        Ok(false) => Some(format!(
+            "archive: bucket {bucket:?} has no Object Lock, so no message can be archived with `retention` (create the bucket with --object-lock-enabled-for-bucket, or drop `retention`)"
+        )),
+        Err(e) => {
+            eprintln!("warning: cannot check Object Lock on the archive bucket {bucket:?}: {e}");
+            None
+        }
+    }
+}

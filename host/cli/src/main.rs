@@ -269,13 +269,17 @@ fn run(command: Command) -> Result<ExitCode> {
             let chains = remote::load_chains(&engine, &config, &remote, cache.as_deref())?;
             print!("{}", report::chains(&config, &chains, &engine));
             let missing = config.missing_markers();
+            let archive_problem = archive::check_object_lock(&config);
+            if let Some(problem) = &archive_problem {
+                eprintln!("error: {}: {problem}", config.source.name);
+            }
             for problem in &missing {
                 eprintln!(
                     "error: {}: {problem} (the daemon, the Lambda and `sluice deliver` refuse to start; `sluice run` can still preview)",
                     config.source.name
                 );
             }
-            Ok(if missing.is_empty() {
+            Ok(if missing.is_empty() && archive_problem.is_none() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

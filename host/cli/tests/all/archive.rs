@@ -325,6 +325,7 @@ fn s3_archive_locks_each_message_and_refuses_an_early_delete() {
     };
     let raw = message("alice@sender.example", "carol@example.com", "Audit me");
     let config = config(dir.path(), &archive("vault", true));
+    let locked = config.clone();
     for _ in 0..2 {
         // The second run is a redelivery: no second locked version, no error.
         let out = deliver_env(
@@ -428,6 +429,28 @@ fn s3_archive_locks_each_message_and_refuses_an_early_delete() {
             "{bucket}: {}",
             text(&out.stderr)
         );
+        if bucket == "plain" {
+            assert!(
+                text(&out.stderr).contains("ObjectLockConfiguration"),
+                "{}",
+                text(&out.stderr)
+            );
+            // `sluice check` says so before any mail does; the locked bucket passes.
+            for (config, ok) in [(&config, false), (&locked, true)] {
+                let check = sluice(
+                    &["check", "--config", config.to_str().unwrap()],
+                    &moto.env(),
+                    b"",
+                );
+                assert_eq!(check.status.success(), ok, "{}", text(&check.stderr));
+                assert_eq!(
+                    text(&check.stderr).contains("has no Object Lock"),
+                    !ok,
+                    "{}",
+                    text(&check.stderr)
+                );
+            }
+        }
         assert!(!dir
             .path()
             .join("mail/example.com/carol/INBOX/s2.eml")
