@@ -285,7 +285,8 @@ fn utc(secs: u64) -> String {
     )
 }
 
-fn when(secs: Option<u64>) -> String {
+/// [`utc`], or `-` for an unknown time.
+pub(crate) fn when(secs: Option<u64>) -> String {
     match secs {
         Some(s) if s > 0 => utc(s),
         _ => "-".into(),

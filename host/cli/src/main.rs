@@ -12,6 +12,7 @@ mod alias;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod mailbox;
 mod milter;
 mod precompile;
 mod remote;
@@ -123,6 +124,9 @@ enum Command {
     /// Edit the alias directory (`[directory.NAME]` of a config): add, list, pause and
     /// remove aliases, import and export them, and set the domains it serves.
     Alias(alias::AliasArgs),
+    /// Read what an S3 or dir `[store]` holds: list mailboxes and messages, print one, or
+    /// mirror a mailbox into a Maildir an IMAP server (Dovecot) serves.
+    Mailbox(mailbox::MailboxArgs),
 }
 
 /// `--metrics`.
@@ -275,6 +279,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
         Command::Alias(args) => alias::run(args),
+        Command::Mailbox(args) => mailbox::run(args),
         Command::Plugin(PluginCommand::Build {
             dirs,
             out,

@@ -18,6 +18,8 @@
 pub mod config;
 mod delivered;
 mod error;
+pub mod mailboxes;
+pub mod maildir;
 mod names;
 pub mod relay;
 mod server;
@@ -34,7 +36,8 @@ pub use config::{
 pub use delivered::{copy_digest, DeliveredLog, DirDeliveredLog};
 pub use error::{MailboxError, Reply, SetupError};
 pub use names::{
-    escape_segment, mailbox_segments, unescape_segment, SegmentError, MAX_SEGMENT_BYTES,
+    escape_segment, mailbox_segments, parse_mailbox_segments, unescape_segment, CopyName,
+    SegmentError, MAX_SEGMENT_BYTES,
 };
 pub use relay::{Outbound, Outbox, SendFailure, SendLimits, Transport};
 pub use server::{

@@ -19,6 +19,7 @@ mod deliver;
 mod faults;
 mod fixtures;
 mod lmtp;
+mod mailbox;
 mod milter;
 mod milter_verdicts;
 mod package;
