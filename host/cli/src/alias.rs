@@ -90,6 +90,17 @@ enum AliasCommand {
         #[arg(long, default_value = "toml")]
         format: FormatArg,
     },
+    /// Serve these verbs (add, list, show, pause/resume/ignore, rm) as a JSON API over HTTP,
+    /// each request authorized by `Authorization: Bearer <token>` (see docs/alias-api.md).
+    /// Runs until stopped.
+    Api {
+        /// Where to listen (plain HTTP: loopback, or behind a TLS proxy).
+        #[arg(long, default_value = "127.0.0.1:8025")]
+        listen: std::net::SocketAddr,
+        /// The bearer token's file (first line; at least 16 characters; mode 600).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+    },
     /// Let the directory hold aliases of a domain.
     Serve {
         /// The domain.
@@ -138,6 +149,57 @@ struct AddArgs {
     /// Overwrite an existing alias (its creation time and use count are kept).
     #[arg(long)]
     replace: bool,
+}
+
+/// What `add` makes, from the command line or the HTTP API (`sluice alias api`).
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AddRequest {
+    /// The alias, unless `random` names the domain of an unguessable one.
+    pub address: Option<String>,
+    /// Make an unguessable alias in this domain.
+    pub random: Option<String>,
+    /// The random alias' prefix.
+    pub prefix: Option<String>,
+    /// Destinations; none: the alias is a mailbox itself.
+    pub to: Vec<String>,
+    /// Its status (default active).
+    pub status: Option<Status>,
+    /// Overwrite an existing alias.
+    pub replace: bool,
+}
+
+impl From<AddArgs> for AddRequest {
+    fn from(a: AddArgs) -> AddRequest {
+        AddRequest {
+            address: a.address,
+            random: a.random,
+            prefix: a.prefix,
+            to: a.to,
+            status: a.status.map(Status::from),
+            replace: a.replace,
+        }
+    }
+}
+
+/// What `add` did.
+pub(crate) struct Added {
+    /// The record as stored.
+    pub record: AliasRecord,
+    /// An existing alias was replaced.
+    pub replaced: bool,
+}
+
+/// A refusal the HTTP API answers with its own status (404, 409); the command line prints it
+/// like any error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Refusal {
+    /// No such alias.
+    #[error("{0}")]
+    NotFound(String),
+    /// The alias exists and `replace` was not asked.
+    #[error("{0}")]
+    Exists(String),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -209,23 +271,34 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
     };
     match command {
         AliasCommand::Init => {}
-        AliasCommand::Add(add) => dir.add(add)?,
+        AliasCommand::Add(add) => {
+            let random = add.random.is_some();
+            let Added { record, replaced } = dir.add(add.into())?;
+            if random {
+                println!("{}", record.address);
+            } else {
+                println!(
+                    "{} {} -> {}{}",
+                    if replaced { "replaced" } else { "added" },
+                    record.address,
+                    destinations(&record.to),
+                    match record.status {
+                        Status::Active => String::new(),
+                        other => format!(" ({other})"),
+                    }
+                );
+            }
+        }
         AliasCommand::List {
             domain,
             status,
             json,
         } => dir.list(&domain, status.map(Status::from), json)?,
         AliasCommand::Show { address, json } => dir.show(&address, json)?,
-        AliasCommand::Pause { address } => dir.set_status(&address, Status::Paused)?,
-        AliasCommand::Resume { address } => dir.set_status(&address, Status::Active)?,
-        AliasCommand::Ignore { address } => dir.set_status(&address, Status::Ignored)?,
-        AliasCommand::Rm { address } => {
-            let address = normalize_address(&address)?;
-            if !dir.store.remove(&address)? {
-                bail!("{}", dir.no_such(&address));
-            }
-            println!("removed {address}");
-        }
+        AliasCommand::Pause { address } => dir.print_status(&address, Status::Paused)?,
+        AliasCommand::Resume { address } => dir.print_status(&address, Status::Active)?,
+        AliasCommand::Ignore { address } => dir.print_status(&address, Status::Ignored)?,
+        AliasCommand::Rm { address } => println!("removed {}", dir.remove(&address)?),
         AliasCommand::Import { file } => dir.import(&file)?,
         AliasCommand::Export { domain, format } => dir.export(domain.as_deref(), format.into())?,
         AliasCommand::Serve { domain } => dir.serve(&domain, true)?,
@@ -233,11 +306,16 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
         AliasCommand::Allow { destination } => dir.allow(&destination, true)?,
         AliasCommand::Disallow { destination } => dir.allow(&destination, false)?,
         AliasCommand::Settings => dir.print_settings()?,
+        AliasCommand::Api { listen, token_file } => {
+            let token = crate::alias_api::read_token(&token_file)?;
+            crate::alias_api::serve(dir, listen, token)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-struct Directory {
+/// A directory opened for editing: the checks every edit goes through, whoever asks.
+pub(crate) struct Directory {
     name: String,
     section: DirectorySection,
     store: Arc<dyn AliasStore>,
@@ -345,14 +423,14 @@ impl Directory {
         Ok(out)
     }
 
-    fn add(&self, args: AddArgs) -> Result<()> {
+    pub(crate) fn add(&self, req: AddRequest) -> Result<Added> {
         let settings = self.settings()?;
-        let to = Directory::destinations_of(&args.to)?;
+        let to = Directory::destinations_of(&req.to)?;
         let now = now_epoch();
-        let status = args.status.map(Status::from).unwrap_or_default();
-        if let Some(domain) = &args.random {
+        let status = req.status.unwrap_or_default();
+        if let Some(domain) = &req.random {
             let domain = normalize_domain(domain)?;
-            let prefix = match args.prefix.as_deref().map(str::to_lowercase) {
+            let prefix = match req.prefix.as_deref().map(str::to_lowercase) {
                 Some(p)
                     if p.is_empty()
                         || !p.bytes().all(|b| {
@@ -372,55 +450,56 @@ impl Directory {
                 record.status = status;
                 self.check(&settings, &record)?;
                 self.store.put(&record)?;
-                println!("{}", record.address);
-                return Ok(());
+                return Ok(Added {
+                    record,
+                    replaced: false,
+                });
             }
             bail!("five random aliases in a row were taken: is the random source broken?");
         }
-        let address = normalize_address(args.address.as_deref().unwrap_or_default())?;
+        let Some(address) = req.address.as_deref() else {
+            bail!("name the alias (`address`), or ask for a random one in a domain (`random`)");
+        };
+        let address = normalize_address(address)?;
         let mut record = AliasRecord::new(address, to, now);
         record.status = status;
         self.check(&settings, &record)?;
         let existing = self.store.get(&record.address)?;
         if let Some(old) = &existing {
-            if !args.replace {
-                bail!(
+            if !req.replace {
+                return Err(Refusal::Exists(format!(
                     "{} already exists ({}, to {}): add --replace to overwrite it",
                     old.address,
                     old.status,
                     destinations(&old.to)
-                );
+                ))
+                .into());
             }
             record.created = old.created;
             record.uses = old.uses;
             record.last_used = old.last_used;
         }
         self.store.put(&record)?;
-        println!(
-            "{} {} -> {}{}",
-            if existing.is_some() {
-                "replaced"
-            } else {
-                "added"
-            },
-            record.address,
-            destinations(&record.to),
-            match record.status {
-                Status::Active => String::new(),
-                other => format!(" ({other})"),
-            }
-        );
-        Ok(())
+        Ok(Added {
+            record,
+            replaced: existing.is_some(),
+        })
     }
 
-    fn list(&self, domain: &str, status: Option<Status>, json: bool) -> Result<()> {
+    /// A domain's aliases, with `status` only if given.
+    pub(crate) fn records(&self, domain: &str, status: Option<Status>) -> Result<Vec<AliasRecord>> {
         let domain = normalize_domain(domain)?;
-        let records: Vec<AliasRecord> = self
+        Ok(self
             .store
             .list(&domain)?
             .into_iter()
             .filter(|r| status.is_none_or(|s| r.status == s))
-            .collect();
+            .collect())
+    }
+
+    fn list(&self, domain: &str, status: Option<Status>, json: bool) -> Result<()> {
+        let records = self.records(domain, status)?;
+        let domain = normalize_domain(domain)?;
         if json {
             println!("{}", serde_json::to_string_pretty(&records)?);
             return Ok(());
@@ -466,12 +545,21 @@ impl Directory {
         Ok(())
     }
 
-    fn get(&self, address: &str) -> Result<AliasRecord> {
+    pub(crate) fn get(&self, address: &str) -> Result<AliasRecord> {
         let address = normalize_address(address)?;
         match self.store.get(&address)? {
             Some(record) => Ok(record),
-            None => bail!("{}", self.no_such(&address)),
+            None => Err(Refusal::NotFound(self.no_such(&address)).into()),
         }
+    }
+
+    /// Removes an alias; returns its (normalized) address.
+    pub(crate) fn remove(&self, address: &str) -> Result<String> {
+        let address = normalize_address(address)?;
+        if !self.store.remove(&address)? {
+            return Err(Refusal::NotFound(self.no_such(&address)).into());
+        }
+        Ok(address)
     }
 
     fn show(&self, address: &str, json: bool) -> Result<()> {
@@ -490,15 +578,24 @@ impl Directory {
         Ok(())
     }
 
-    fn set_status(&self, address: &str, status: Status) -> Result<()> {
+    /// Sets an alias' status; returns the record and whether it changed.
+    pub(crate) fn set_status(&self, address: &str, status: Status) -> Result<(AliasRecord, bool)> {
         let mut record = self.get(address)?;
         if record.status == status {
-            println!("{} is already {status}", record.address);
-            return Ok(());
+            return Ok((record, false));
         }
         record.status = status;
         record.modified = now_epoch();
         self.store.put(&record)?;
+        Ok((record, true))
+    }
+
+    fn print_status(&self, address: &str, status: Status) -> Result<()> {
+        let (record, changed) = self.set_status(address, status)?;
+        if !changed {
+            println!("{} is already {status}", record.address);
+            return Ok(());
+        }
         let done = match status {
             Status::Active => "resumed",
             Status::Paused => "paused",

@@ -9,6 +9,7 @@ use sluice_chain::ConfigFile;
 use sluice_engine::{EngineOptions, RuleEngine};
 
 mod alias;
+mod alias_api;
 mod daemon;
 mod deliver;
 mod fixtures;

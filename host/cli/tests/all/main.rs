@@ -12,6 +12,7 @@ mod common;
 mod scaffold;
 
 mod alias;
+mod alias_api;
 mod cli;
 mod crash;
 mod daemon;
