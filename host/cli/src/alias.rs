@@ -6,17 +6,16 @@
 //! says which command changes the list.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use sluice_chain::ConfigFile;
+use sluice_directory::admin::{destinations, AddRequest, Added, Admin};
 use sluice_directory::{
-    normalize_address, normalize_destination, normalize_domain, now_epoch, AliasRecord, AliasStore,
-    DirectoryFile, DirectoryKind, DirectorySection, DirectorySettings, FileFormat, Status,
+    normalize_destination, normalize_domain, now_epoch, AliasRecord, DirectoryFile, DirectoryKind,
+    DirectorySection, DirectorySettings, FileFormat, Status,
 };
 
 /// `sluice alias ...`.
@@ -151,24 +150,6 @@ struct AddArgs {
     replace: bool,
 }
 
-/// What `add` makes, from the command line or the HTTP API (`sluice alias api`).
-#[derive(Debug, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct AddRequest {
-    /// The alias, unless `random` names the domain of an unguessable one.
-    pub address: Option<String>,
-    /// Make an unguessable alias in this domain.
-    pub random: Option<String>,
-    /// The random alias' prefix.
-    pub prefix: Option<String>,
-    /// Destinations; none: the alias is a mailbox itself.
-    pub to: Vec<String>,
-    /// Its status (default active).
-    pub status: Option<Status>,
-    /// Overwrite an existing alias.
-    pub replace: bool,
-}
-
 impl From<AddArgs> for AddRequest {
     fn from(a: AddArgs) -> AddRequest {
         AddRequest {
@@ -180,26 +161,6 @@ impl From<AddArgs> for AddRequest {
             replace: a.replace,
         }
     }
-}
-
-/// What `add` did.
-pub(crate) struct Added {
-    /// The record as stored.
-    pub record: AliasRecord,
-    /// An existing alias was replaced.
-    pub replaced: bool,
-}
-
-/// A refusal the HTTP API answers with its own status (404, 409); the command line prints it
-/// like any error.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum Refusal {
-    /// No such alias.
-    #[error("{0}")]
-    NotFound(String),
-    /// The alias exists and `replace` was not asked.
-    #[error("{0}")]
-    Exists(String),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -265,8 +226,10 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
         command => command,
     };
     let dir = Directory {
-        store: sluice_directory::open(&name, section, base_dir)?,
-        name,
+        admin: Admin {
+            store: sluice_directory::open(&name, section, base_dir)?,
+            name,
+        },
         section: section.clone(),
     };
     match command {
@@ -308,38 +271,23 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
         AliasCommand::Settings => dir.print_settings()?,
         AliasCommand::Api { listen, token_file } => {
             let token = crate::alias_api::read_token(&token_file)?;
-            crate::alias_api::serve(dir, listen, token)?;
+            crate::alias_api::serve(dir.admin, listen, token)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// A directory opened for editing: the checks every edit goes through, whoever asks.
+/// A directory opened for editing ([`Admin`] holds the edits and checks the API shares).
 pub(crate) struct Directory {
-    name: String,
+    admin: Admin,
     section: DirectorySection,
-    store: Arc<dyn AliasStore>,
 }
 
-/// Characters of random aliases: lower case without look-alikes (0/o, 1/l); 32 of them, so
-/// a byte's low five bits pick one without bias.
-const RANDOM_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
-/// Random characters per alias: 50 bits, unguessable for a spammer.
-const RANDOM_LEN: usize = 10;
-
-fn random_local(prefix: Option<&str>) -> Result<String> {
-    let mut bytes = [0u8; RANDOM_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("cannot read random bytes from /dev/urandom")?;
-    let random: String = bytes
-        .iter()
-        .map(|b| char::from(RANDOM_ALPHABET[usize::from(b & 31)]))
-        .collect();
-    Ok(match prefix {
-        Some(prefix) => format!("{prefix}-{random}"),
-        None => random,
-    })
+impl std::ops::Deref for Directory {
+    type Target = Admin;
+    fn deref(&self) -> &Admin {
+        &self.admin
+    }
 }
 
 /// `2026-11-23 10:05` (UTC) for seconds since the Unix epoch.
@@ -371,132 +319,11 @@ pub(crate) fn when(secs: Option<u64>) -> String {
     }
 }
 
-fn destinations(to: &[String]) -> String {
-    if to.is_empty() {
-        "(itself)".into()
-    } else {
-        to.join(", ")
-    }
-}
-
-/// Same destinations, in any order.
 fn same_to(a: &[String], b: &[String]) -> bool {
     a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
 }
 
 impl Directory {
-    fn settings(&self) -> Result<DirectorySettings> {
-        Ok(self.store.settings()?)
-    }
-
-    fn no_such(&self, address: &str) -> String {
-        format!(
-            "no alias {address} in directory \"{}\": add it with `sluice alias add {address} --to DEST`",
-            self.name
-        )
-    }
-
-    /// Checks an alias and its destinations against `settings` (not for a CSV file, which
-    /// has none).
-    fn check(&self, settings: &DirectorySettings, record: &AliasRecord) -> Result<()> {
-        if !self.store.keeps_settings() {
-            return Ok(());
-        }
-        settings.check_alias(&self.name, &record.address)?;
-        for dest in &record.to {
-            settings.check_destination(&self.name, dest)?;
-        }
-        Ok(())
-    }
-
-    fn destinations_of(to: &[String]) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for dest in to {
-            let dest = normalize_address(dest).context("--to")?;
-            if dest.starts_with("*@") {
-                bail!("--to {dest}: a catch-all is not a destination: name a full address");
-            }
-            if !out.contains(&dest) {
-                out.push(dest);
-            }
-        }
-        Ok(out)
-    }
-
-    pub(crate) fn add(&self, req: AddRequest) -> Result<Added> {
-        let settings = self.settings()?;
-        let to = Directory::destinations_of(&req.to)?;
-        let now = now_epoch();
-        let status = req.status.unwrap_or_default();
-        if let Some(domain) = &req.random {
-            let domain = normalize_domain(domain)?;
-            let prefix = match req.prefix.as_deref().map(str::to_lowercase) {
-                Some(p)
-                    if p.is_empty()
-                        || !p.bytes().all(|b| {
-                            b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                        }) =>
-                {
-                    bail!("--prefix {p:?}: use letters, digits, `.`, `_` and `-`")
-                }
-                p => p,
-            };
-            for _ in 0..5 {
-                let address = format!("{}@{domain}", random_local(prefix.as_deref())?);
-                if self.store.get(&address)?.is_some() {
-                    continue;
-                }
-                let mut record = AliasRecord::new(address, to, now);
-                record.status = status;
-                self.check(&settings, &record)?;
-                self.store.put(&record)?;
-                return Ok(Added {
-                    record,
-                    replaced: false,
-                });
-            }
-            bail!("five random aliases in a row were taken: is the random source broken?");
-        }
-        let Some(address) = req.address.as_deref() else {
-            bail!("name the alias (`address`), or ask for a random one in a domain (`random`)");
-        };
-        let address = normalize_address(address)?;
-        let mut record = AliasRecord::new(address, to, now);
-        record.status = status;
-        self.check(&settings, &record)?;
-        let existing = self.store.get(&record.address)?;
-        if let Some(old) = &existing {
-            if !req.replace {
-                return Err(Refusal::Exists(format!(
-                    "{} already exists ({}, to {}): add --replace to overwrite it",
-                    old.address,
-                    old.status,
-                    destinations(&old.to)
-                ))
-                .into());
-            }
-            record.created = old.created;
-            record.uses = old.uses;
-            record.last_used = old.last_used;
-        }
-        self.store.put(&record)?;
-        Ok(Added {
-            record,
-            replaced: existing.is_some(),
-        })
-    }
-
-    /// A domain's aliases, with `status` only if given.
-    pub(crate) fn records(&self, domain: &str, status: Option<Status>) -> Result<Vec<AliasRecord>> {
-        let domain = normalize_domain(domain)?;
-        Ok(self
-            .store
-            .list(&domain)?
-            .into_iter()
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .collect())
-    }
-
     fn list(&self, domain: &str, status: Option<Status>, json: bool) -> Result<()> {
         let records = self.records(domain, status)?;
         let domain = normalize_domain(domain)?;
@@ -545,23 +372,6 @@ impl Directory {
         Ok(())
     }
 
-    pub(crate) fn get(&self, address: &str) -> Result<AliasRecord> {
-        let address = normalize_address(address)?;
-        match self.store.get(&address)? {
-            Some(record) => Ok(record),
-            None => Err(Refusal::NotFound(self.no_such(&address)).into()),
-        }
-    }
-
-    /// Removes an alias; returns its (normalized) address.
-    pub(crate) fn remove(&self, address: &str) -> Result<String> {
-        let address = normalize_address(address)?;
-        if !self.store.remove(&address)? {
-            return Err(Refusal::NotFound(self.no_such(&address)).into());
-        }
-        Ok(address)
-    }
-
     fn show(&self, address: &str, json: bool) -> Result<()> {
         let r = self.get(address)?;
         if json {
@@ -576,18 +386,6 @@ impl Directory {
         println!("uses:      {}", r.uses);
         println!("last used: {}", when(r.last_used));
         Ok(())
-    }
-
-    /// Sets an alias' status; returns the record and whether it changed.
-    pub(crate) fn set_status(&self, address: &str, status: Status) -> Result<(AliasRecord, bool)> {
-        let mut record = self.get(address)?;
-        if record.status == status {
-            return Ok((record, false));
-        }
-        record.status = status;
-        record.modified = now_epoch();
-        self.store.put(&record)?;
-        Ok((record, true))
     }
 
     fn print_status(&self, address: &str, status: Status) -> Result<()> {
@@ -837,14 +635,5 @@ mod tests {
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00");
         assert_eq!(when(None), "-");
-    }
-
-    #[test]
-    fn random_aliases_use_the_alphabet() {
-        let a = random_local(Some("shop")).unwrap();
-        let b = random_local(None).unwrap();
-        assert_ne!(a, b);
-        assert!(a.starts_with("shop-") && a.len() == 5 + RANDOM_LEN, "{a}");
-        assert!(b.bytes().all(|c| RANDOM_ALPHABET.contains(&c)), "{b}");
     }
 }

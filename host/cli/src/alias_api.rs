@@ -7,17 +7,9 @@
 //! a read deadline, so a slow or hostile client holds one thread for at most that long.
 //! Edits go through the same checks as the command line (`alias::Directory`).
 //!
-//! | request | answer |
-//! |---|---|
-//! | `GET /v1/aliases?domain=D[&status=S]` | 200, the domain's records |
-//! | `GET /v1/aliases/{address}` | 200 the record, 404 |
-//! | `POST /v1/aliases` `{"address"` or `"random": DOMAIN, "prefix", "to": [..], "status", "replace"}` | 201 (200 replaced), 409 exists |
-//! | `POST /v1/aliases/{address}/pause` (`resume`, `ignore`) | 200 `{"record", "changed"}` |
-//! | `DELETE /v1/aliases/{address}` | 200 `{"removed"}`, 404 |
-//!
-//! Errors are `{"error": "..."}` with 400 (bad input), 401 (token), 404, 405, 409, 413 (body
-//! over 64 KB), 422 (a domain not served, a destination not allowed), 503 (the directory's
-//! backend is down: try again).
+//! The routes and answers are `sluice_directory::admin`'s (shared with the alias API Lambda);
+//! this module adds the transport: HTTP/1.1 parsing with bounds, the bearer token, and
+//! 401, 408, 411, 413 and 431 for requests that never reach a route.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -26,10 +18,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
-use sluice_directory::{DirectoryError, Status};
-
-use crate::alias::{AddRequest, Added, Directory, Refusal};
+use serde_json::json;
+use sluice_directory::admin::{answer, percent_decode, route_name, Admin};
 
 /// The largest request body taken (an alias with its destinations is well under 1 KB).
 const MAX_BODY: usize = 64 * 1024;
@@ -65,7 +55,7 @@ pub(crate) fn read_token(path: &Path) -> Result<String> {
 }
 
 /// Serves the API on `listen` until the process is stopped; prints the address bound first.
-pub(crate) fn serve(directory: Directory, listen: SocketAddr, token: String) -> Result<()> {
+pub(crate) fn serve(directory: Admin, listen: SocketAddr, token: String) -> Result<()> {
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     println!("serving the alias API on http://{}", listener.local_addr()?);
     std::io::stdout().flush()?;
@@ -87,12 +77,12 @@ pub(crate) fn serve(directory: Directory, listen: SocketAddr, token: String) -> 
 struct Request {
     method: String,
     path: String,
-    query: Vec<(String, String)>,
+    query: String,
     authorization: Option<String>,
     body: Vec<u8>,
 }
 
-fn connection(stream: TcpStream, directory: &Directory, token: &str) -> Result<()> {
+fn connection(stream: TcpStream, directory: &Admin, token: &str) -> Result<()> {
     stream.set_read_timeout(Some(READ_DEADLINE))?;
     let mut out = stream.try_clone()?;
     let (status, body, route) = match read_request(&mut BufReader::new(stream)) {
@@ -101,7 +91,13 @@ fn connection(stream: TcpStream, directory: &Directory, token: &str) -> Result<(
             let (status, body) = if !authorized(request.authorization.as_deref(), token) {
                 (401, json!({"error": "missing or wrong bearer token"}))
             } else {
-                answer(directory, &request)
+                answer(
+                    directory,
+                    &request.method,
+                    &request.path,
+                    &request.query,
+                    &request.body,
+                )
             };
             (status, body, route)
         }
@@ -173,47 +169,15 @@ fn read_request(reader: &mut impl BufRead) -> Result<Request, (u16, String)> {
         .read_exact(&mut body)
         .map_err(|e| (408, format!("reading the body: {e}")))?;
     let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-    let query = query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(k)?, percent_decode(v)?))
-        })
-        .collect::<Result<Vec<_>, (u16, String)>>()?;
+    // The path is decoded per segment by the route (an address may hold an escaped `/`).
+    percent_decode(path).map_err(|e| (400, e.to_string()))?;
     Ok(Request {
         method,
         path: path.to_string(),
-        query,
+        query: query.to_string(),
         authorization,
         body,
     })
-}
-
-fn percent_decode(s: &str) -> Result<String, (u16, String)> {
-    let mut out = Vec::with_capacity(s.len());
-    let bytes = s.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' => {
-                let hex = s
-                    .get(i + 1..i + 3)
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                out.push(hex.ok_or((400, "bad %-escape in the URL".to_string()))?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| (400, "the URL is not UTF-8".into()))
 }
 
 /// Compares in time independent of where the two differ.
@@ -223,102 +187,6 @@ fn authorized(header: Option<&str>, token: &str) -> bool {
     };
     let (a, b) = (given.trim().as_bytes(), token.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// The route for the log: the path with the address left out.
-fn route_name(method: &str, path: &str) -> String {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match segments.as_slice() {
-        ["v1", "aliases"] => format!("{method} /v1/aliases"),
-        ["v1", "aliases", _] => format!("{method} /v1/aliases/{{address}}"),
-        ["v1", "aliases", _, verb] => format!("{method} /v1/aliases/{{address}}/{verb}"),
-        _ => format!("{method} (unknown path)"),
-    }
-}
-
-fn answer(directory: &Directory, request: &Request) -> (u16, Value) {
-    match route(directory, request) {
-        Ok(answer) => answer,
-        Err(e) => (status_of(&e), json!({"error": format!("{e:#}")})),
-    }
-}
-
-fn route(directory: &Directory, request: &Request) -> Result<(u16, Value)> {
-    let segments: Vec<&str> = request.path.trim_matches('/').split('/').collect();
-    let address = |raw: &str| percent_decode(raw).map_err(|(_, why)| anyhow::anyhow!(why));
-    let method = request.method.as_str();
-    Ok(match (method, segments.as_slice()) {
-        ("GET", ["v1", "aliases"]) => {
-            let param = |name: &str| {
-                request
-                    .query
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v)
-            };
-            let Some(domain) = param("domain") else {
-                return Ok((
-                    400,
-                    json!({"error": "name the domain: /v1/aliases?domain=example.com"}),
-                ));
-            };
-            let status = match param("status") {
-                None => None,
-                Some(s) => Some(
-                    serde_json::from_value::<Status>(json!(s))
-                        .map_err(|_| anyhow::anyhow!("status {s:?}: active, paused or ignored"))?,
-                ),
-            };
-            (200, json!(directory.records(domain, status)?))
-        }
-        ("POST", ["v1", "aliases"]) => {
-            let req: AddRequest = serde_json::from_slice(&request.body)
-                .map_err(|e| anyhow::anyhow!("the body is not an alias to add: {e}"))?;
-            let Added { record, replaced } = directory.add(req)?;
-            (if replaced { 200 } else { 201 }, json!(record))
-        }
-        ("GET", ["v1", "aliases", a]) => (200, json!(directory.get(&address(a)?)?)),
-        ("DELETE", ["v1", "aliases", a]) => {
-            (200, json!({"removed": directory.remove(&address(a)?)?}))
-        }
-        ("POST", ["v1", "aliases", a, verb]) => {
-            let status = match *verb {
-                "pause" => Status::Paused,
-                "resume" => Status::Active,
-                "ignore" => Status::Ignored,
-                other => {
-                    return Ok((
-                        404,
-                        json!({"error": format!("no action {other:?}: pause, resume or ignore")}),
-                    ))
-                }
-            };
-            let (record, changed) = directory.set_status(&address(a)?, status)?;
-            (200, json!({"record": record, "changed": changed}))
-        }
-        (_, ["v1", "aliases"] | ["v1", "aliases", _] | ["v1", "aliases", _, _]) => (
-            405,
-            json!({"error": format!("{method} is not served here")}),
-        ),
-        _ => (
-            404,
-            json!({"error": "no such path: the API is under /v1/aliases"}),
-        ),
-    })
-}
-
-fn status_of(e: &anyhow::Error) -> u16 {
-    if let Some(refusal) = e.downcast_ref::<Refusal>() {
-        return match refusal {
-            Refusal::NotFound(_) => 404,
-            Refusal::Exists(_) => 409,
-        };
-    }
-    match e.downcast_ref::<DirectoryError>() {
-        Some(DirectoryError::Unavailable(_)) => 503,
-        Some(DirectoryError::Refused(_)) => 422,
-        Some(DirectoryError::Invalid(_)) | None => 400,
-    }
 }
 
 fn reason(status: u16) -> &'static str {
@@ -361,7 +229,7 @@ mod tests {
             (r.method.as_str(), r.path.as_str()),
             ("POST", "/v1/aliases/a%40b.example/pause")
         );
-        assert_eq!(r.query, vec![("x".to_string(), "1".to_string())]);
+        assert_eq!(r.query, "x=1");
         assert_eq!(r.body, b"{}");
         let big = format!(
             "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
