@@ -132,6 +132,17 @@ pub struct S3Object {
     pub etag: Option<String>,
 }
 
+/// One object of a listing ([`S3::list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The key.
+    pub key: String,
+    /// The size in bytes.
+    pub size: u64,
+    /// When it was last written, milliseconds since the Unix epoch (0 if S3 did not say).
+    pub modified_ms: i64,
+}
+
 /// What [`S3::put_if_absent`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -294,6 +305,43 @@ impl S3 {
             .into_bytes()
             .to_vec();
         Ok(S3Object { bytes, etag })
+    }
+
+    /// Every object under `prefix` in `bucket` (`ListObjectsV2`, all pages), in key order.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::S3 {
+                    op: "ListObjectsV2",
+                    url: format!("s3://{bucket}/{prefix}"),
+                    source: SdkFailure::of(e),
+                })?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                out.push(Listed {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified_ms: object
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or(0),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
     }
 
     /// The object's ETag without reading it (`HeadObject`).
@@ -514,14 +562,9 @@ impl S3 {
         }
     }
 
-    /// Every key under `prefix` (`delimiter = None`), or the next level of "directories"
-    /// under it (`Some('/')`: the common prefixes, each ending in `/`), across pages.
-    pub async fn list(
-        &self,
-        bucket: &str,
-        prefix: &str,
-        delimiter: Option<char>,
-    ) -> Result<Vec<String>, AwsError> {
+    /// The next level of "directories" under `prefix`: the common prefixes of
+    /// `ListObjectsV2` with delimiter `/` (each ending in `/`), all pages, in key order.
+    pub async fn list_prefixes(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -530,7 +573,7 @@ impl S3 {
                 .list_objects_v2()
                 .bucket(bucket)
                 .prefix(prefix)
-                .set_delimiter(delimiter.map(String::from))
+                .delimiter("/")
                 .set_continuation_token(token.take())
                 .send()
                 .await
@@ -539,19 +582,11 @@ impl S3 {
                     url: format!("s3://{bucket}/{prefix}"),
                     source: SdkFailure::of(e),
                 })?;
-            if delimiter.is_some() {
-                out.extend(
-                    page.common_prefixes()
-                        .iter()
-                        .filter_map(|p| p.prefix().map(str::to_string)),
-                );
-            } else {
-                out.extend(
-                    page.contents()
-                        .iter()
-                        .filter_map(|o| o.key().map(str::to_string)),
-                );
-            }
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
                 _ => return Ok(out),

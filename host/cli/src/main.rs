@@ -9,10 +9,12 @@ use sluice_chain::ConfigFile;
 use sluice_engine::{EngineOptions, RuleEngine};
 
 mod alias;
+mod alias_api;
 mod archive;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod mailbox;
 mod milter;
 mod precompile;
 mod quarantine;
@@ -131,6 +133,9 @@ enum Command {
     /// The copies `[quarantine]` kept out of the mailboxes: list, show, release into the
     /// `[store]`, delete, purge those older than `days`.
     Quarantine(quarantine::QuarantineArgs),
+    /// Read what an S3 or dir `[store]` holds: list mailboxes and messages, print one, or
+    /// mirror a mailbox into a Maildir an IMAP server (Dovecot) serves.
+    Mailbox(mailbox::MailboxArgs),
 }
 
 /// `--metrics`.
@@ -289,6 +294,7 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::Alias(args) => alias::run(args),
         Command::Archive(args) => archive::run(args),
         Command::Quarantine(args) => quarantine::run(args),
+        Command::Mailbox(args) => mailbox::run(args),
         Command::Plugin(PluginCommand::Build {
             dirs,
             out,

@@ -19,6 +19,8 @@ pub mod archive;
 pub mod config;
 mod delivered;
 mod error;
+pub mod mailboxes;
+pub mod maildir;
 mod names;
 pub mod quarantine;
 pub mod relay;
@@ -39,7 +41,8 @@ pub use config::{
 pub use delivered::{copy_digest, DeliveredLog, DirDeliveredLog};
 pub use error::{MailboxError, Reply, SetupError};
 pub use names::{
-    escape_segment, mailbox_segments, unescape_segment, SegmentError, MAX_SEGMENT_BYTES,
+    escape_segment, mailbox_segments, parse_mailbox_segments, unescape_segment, CopyName,
+    SegmentError, MAX_SEGMENT_BYTES,
 };
 pub use quarantine::{
     read_quarantine, Quarantine, QuarantineConfig, QuarantineError, QuarantineRecord, Release,

@@ -390,9 +390,10 @@ impl Quarantine {
                 } else {
                     format!("{prefix}/")
                 };
-                s3.list(bucket, &under, None)
+                s3.list(bucket, &under)
                     .await?
                     .into_iter()
+                    .map(|l| l.key)
                     .filter_map(|k| {
                         k.strip_prefix(&under)
                             .filter(|r| !r.contains('/'))

@@ -12,6 +12,7 @@ mod common;
 mod scaffold;
 
 mod alias;
+mod alias_api;
 mod archive;
 mod cli;
 mod crash;
@@ -20,6 +21,7 @@ mod deliver;
 mod faults;
 mod fixtures;
 mod lmtp;
+mod mailbox;
 mod milter;
 mod milter_verdicts;
 mod package;

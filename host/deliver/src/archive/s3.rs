@@ -114,16 +114,17 @@ impl S3Archive {
         let index = format!("{}/", self.key("_index"));
         let domain = domain_segment(&query.domain)?;
         let mut out = Vec::new();
-        for day in self.s3.list(&self.bucket, &index, Some('/')).await? {
+        for day in self.s3.list_prefixes(&self.bucket, &index).await? {
             let name = day[index.len()..].trim_end_matches('/');
             if !query.wants_day(name) {
                 continue;
             }
-            for key in self
+            for listed in self
                 .s3
-                .list(&self.bucket, &format!("{day}{domain}/"), None)
+                .list(&self.bucket, &format!("{day}{domain}/"))
                 .await?
             {
+                let key = listed.key;
                 let url = S3Url {
                     bucket: self.bucket.clone(),
                     key,
