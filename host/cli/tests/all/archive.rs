@@ -475,3 +475,75 @@ fn the_documented_archive_section_reads() {
     assert!(archive.required);
     assert_eq!(archive.domains, ["example.com"]);
 }
+
+/// The SES door: `sluice daemon` gets the same notification twice (SQS delivers at least
+/// once); the message is archived once, under Object Lock, before its mailbox copy.
+#[test]
+fn the_daemon_archives_a_redelivered_notification_once() {
+    let _turn = crate::turn(module_path!());
+    let rt = crate::common::rt();
+    let moto = Moto::start();
+    let world = crate::common::World::new(&rt, &moto, &moto);
+    rt.block_on(
+        world
+            .s3
+            .client()
+            .create_bucket()
+            .bucket("journal")
+            .object_lock_enabled_for_bucket(true)
+            .send(),
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[store]\nkind = \"s3\"\nbucket = \"mail\"\nprefix = \"mailboxes\"\n\n\
+         [archive]\nkind = \"s3\"\nbucket = \"journal\"\ndomains = [\"*\"]\n\
+         retention = { mode = \"governance\", days = 1 }\n\n\
+         [[domain]]\nname = \"example.com\"\n",
+    )
+    .unwrap();
+    world.put_message(&rt, "d1", "alice@example.com");
+    let notice = crate::common::notification("d1", &["alice@example.com"], "PASS", "inbound");
+    world.enqueue(&rt, &notice);
+    world.enqueue(&rt, &notice);
+    let out = crate::common::daemon(
+        &moto.env(),
+        &config,
+        &world.queue,
+        &["--max-messages", "2", "--visibility", "30"],
+    );
+    assert!(out.status.success(), "{}", crate::common::stderr(&out));
+    let received = crate::common::message("d1", "alice@example.com");
+    assert_eq!(world.get(&rt, "s3://journal/d1.eml").unwrap(), received);
+    assert!(world
+        .get(&rt, "s3://mail/mailboxes/example.com/alice/INBOX/d1.eml")
+        .is_some());
+    rt.block_on(async {
+        let versions = world
+            .s3
+            .client()
+            .list_object_versions()
+            .bucket("journal")
+            .prefix("d1.eml")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(versions.versions().len(), 1, "archived twice");
+        let head = world
+            .s3
+            .client()
+            .head_object()
+            .bucket("journal")
+            .key("d1.eml")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            head.object_lock_mode().map(|m| m.as_str()),
+            Some("GOVERNANCE")
+        );
+    });
+    assert_eq!(world.left_in_queue(&rt), 0);
+}
