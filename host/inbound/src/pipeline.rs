@@ -624,11 +624,26 @@ impl Pipeline {
             .into_iter()
             .map(|domain| sluice_deliver::ArchiveRecord {
                 id: envelope.message_id.clone(),
-                domain,
                 date: date.clone(),
                 received_at: envelope.received_at,
                 from: envelope.mail_from.clone(),
-                to: envelope.recipients.clone(),
+                // A domain's record names its own recipients only: on a host serving
+                // several domains, one domain's search shows nothing of another's mail.
+                to: if outbound {
+                    envelope.recipients.clone()
+                } else {
+                    envelope
+                        .recipients
+                        .iter()
+                        .filter(|r| {
+                            r.rsplit_once('@').is_some_and(|(_, d)| {
+                                d.trim_end_matches('.').eq_ignore_ascii_case(&domain)
+                            })
+                        })
+                        .cloned()
+                        .collect()
+                },
+                domain,
                 subject: message.subject().unwrap_or_default(),
                 size: message.size(),
                 location: String::new(),

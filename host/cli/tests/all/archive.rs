@@ -547,3 +547,59 @@ fn the_daemon_archives_a_redelivered_notification_once() {
     });
     assert_eq!(world.left_in_queue(&rt), 0);
 }
+
+/// On a host serving several domains, each domain's index record names only its own
+/// recipients; the message is archived once.
+#[test]
+fn each_domain_sees_its_own_recipients() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let config = config(
+        dir.path(),
+        &format!(
+            "kind = \"dir\"\npath = \"{}\"\ndomains = [\"*\"]\n\n[[domain]]\nname = \"example.org\"",
+            archive.display()
+        ),
+    );
+    let raw = message("alice@sender.example", "carol@example.com", "Both");
+    let out = sluice(
+        &[
+            "deliver",
+            "--config",
+            config.to_str().unwrap(),
+            "--mail-from=alice@sender.example",
+            "--rcpt",
+            "carol@example.com",
+            "--rcpt",
+            "erin@example.org",
+            "--message-id",
+            "b1",
+        ],
+        &[],
+        &raw,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record = |domain: &str| -> serde_json::Value {
+        let path = archive
+            .join("_index")
+            .join(today())
+            .join(domain)
+            .join("b1.json");
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    assert_eq!(
+        record("example.com")["to"],
+        serde_json::json!(["carol@example.com"])
+    );
+    assert_eq!(
+        record("example.org")["to"],
+        serde_json::json!(["erin@example.org"])
+    );
+    let files: Vec<_> = std::fs::read_dir(&archive)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".eml"))
+        .collect();
+    assert_eq!(files, ["b1.eml"]);
+}
