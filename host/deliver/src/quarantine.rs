@@ -178,12 +178,18 @@ impl QuarantineRecord {
     /// The entry id of a group's copy: the message id, `.`, and 12 hex digits of the
     /// domain and sorted recipients.
     pub fn entry_id(message_id: &str, domain: &str, recipients: &[String]) -> String {
-        use sha2::Digest as _;
-        let mut sorted = recipients.to_vec();
-        sorted.sort();
-        let digest = sha2::Sha256::digest(format!("{domain}\n{}", sorted.join("\n")));
-        format!("{message_id}.{}", &hex::encode(digest)[..12])
+        format!("{message_id}.{}", group_digest(domain, recipients))
     }
+}
+
+/// 12 hex digits naming a recipient group: its domain and sorted recipients (the same group
+/// of a retried message gets the same name).
+pub fn group_digest(domain: &str, recipients: &[String]) -> String {
+    use sha2::Digest as _;
+    let mut sorted = recipients.to_vec();
+    sorted.sort();
+    let digest = sha2::Sha256::digest(format!("{domain}\n{}", sorted.join("\n")));
+    hex::encode(digest)[..12].to_string()
 }
 
 /// Why a quarantine read or write failed.

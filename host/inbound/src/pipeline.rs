@@ -529,6 +529,7 @@ impl Pipeline {
             RefuseBy::Dsn => None,
         };
         let mut archive_failed = false;
+        let mut archived_as_delivered = false;
         let mut handled = match refusal {
             // The sender's server hears the refusal: nothing to deliver, no DSN to send.
             Some(reply) => Handled {
@@ -537,10 +538,16 @@ impl Pipeline {
                 ..Handled::nothing_yet(&id)
             },
             None => {
-                archive_failed = self.archive(&loaded.config, &envelope, &message).await?;
-                self.dispatcher_for(&loaded.config)
+                let archived = self.archive(&loaded.config, &envelope, &message).await?;
+                archive_failed = archived.failed;
+                let handled = self
+                    .dispatcher_for(&loaded.config)
                     .deliver(&loaded.config, &envelope, &message, &result)
-                    .await?
+                    .await?;
+                archived_as_delivered = self
+                    .archive_delivered(&loaded.config, &envelope, &result, archived)
+                    .await;
+                handled
             }
         };
         if self.metrics {
@@ -559,7 +566,7 @@ impl Pipeline {
                     0,
                 ));
             }
-            if archive_failed {
+            if archive_failed || archived_as_delivered {
                 lines.push(sluice_telemetry::metrics::archive_failed_line(1));
             }
             sluice_telemetry::metrics::emit(&lines);
@@ -601,8 +608,59 @@ impl Pipeline {
         Ok(handled)
     }
 
+    /// With `[archive] as_delivered`: keeps each copy the chain changed and a group
+    /// delivered to a mailbox, as `<id>.delivered-<hex>` (after the deliveries; a failure is
+    /// logged and counted, never a tempfail: the mail is delivered already). `true`: failed.
+    async fn archive_delivered(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        result: &ProcessResult,
+        archived: Archived,
+    ) -> bool {
+        let (Some(settings), Some((target, mut records))) = (&config.archive, archived.records)
+        else {
+            return false;
+        };
+        if !settings.as_delivered {
+            return false;
+        }
+        for group in &result.groups {
+            let Some(sluice_chain::OutputMessage::Edited(edited)) = &group.output else {
+                continue;
+            };
+            if !group
+                .dispositions
+                .iter()
+                .any(|d| matches!(d, Disposition::Deliver { .. }))
+            {
+                continue;
+            }
+            let name = format!(
+                "{}.delivered-{}",
+                envelope.message_id,
+                sluice_deliver::quarantine::group_digest(&group.domain, &group.recipients)
+            );
+            for record in records.iter_mut() {
+                if !record.delivered.contains(&name) {
+                    record.delivered.push(name.clone());
+                }
+            }
+            if let Err(e) = target.put_delivered(&name, edited.raw(), &records).await {
+                tracing::warn!(
+                    message_id = %envelope.message_id,
+                    archive = %target.describe(),
+                    error = %e,
+                    "ARCHIVE FAILED: the copy as delivered was not archived"
+                );
+                return true;
+            }
+        }
+        false
+    }
+
     /// Archives the message as received, before any delivery, when `[archive]` takes its
-    /// domains. `Ok(true)`: the write failed and `required = false` let the message go on
+    /// domains. `failed`: the write failed and `required = false` let the message go on
     /// (logged, and counted as `ArchiveFailed`); with `required = true` it is an `Err`, and
     /// nothing is delivered.
     async fn archive(
@@ -610,14 +668,14 @@ impl Pipeline {
         config: &ConfigFile,
         envelope: &Envelope,
         message: &Message,
-    ) -> Result<bool, HandleError> {
+    ) -> Result<Archived, HandleError> {
         let Some(archive) = &config.archive else {
-            return Ok(false);
+            return Ok(Archived::default());
         };
         let outbound = envelope.flow.is_outbound();
         let domains = archive.domains_of(&envelope.mail_from, &envelope.recipients, outbound);
         if domains.is_empty() {
-            return Ok(false);
+            return Ok(Archived::default());
         }
         let date = sluice_deliver::archive::day_of(envelope.received_at);
         let mut records: Vec<sluice_deliver::ArchiveRecord> = domains
@@ -647,13 +705,17 @@ impl Pipeline {
                 subject: message.subject().unwrap_or_default(),
                 size: message.size(),
                 location: String::new(),
+                delivered: Vec::new(),
             })
             .collect();
         let target = archive.build(&self.s3);
         match target.put(message.raw(), &mut records).await {
             Ok(location) => {
                 tracing::info!(message_id = %envelope.message_id, %location, "archived");
-                Ok(false)
+                Ok(Archived {
+                    failed: false,
+                    records: Some((target, records)),
+                })
             }
             Err(e) if archive.required => Err(HandleError::new(
                 &envelope.message_id,
@@ -666,7 +728,10 @@ impl Pipeline {
                     error = %e,
                     "ARCHIVE FAILED: delivering anyway ([archive] required = false)"
                 );
-                Ok(true)
+                Ok(Archived {
+                    failed: true,
+                    records: None,
+                })
             }
         }
     }
@@ -822,6 +887,14 @@ impl Pipeline {
                 .map(|q| (q.build(&self.s3), q.folder.clone())),
         }
     }
+}
+
+/// What [`Pipeline::archive`] did: whether the write failed (`required = false`), and the
+/// archive and its index records when it succeeded (for the copies as delivered).
+#[derive(Default)]
+struct Archived {
+    failed: bool,
+    records: Option<(sluice_deliver::Archive, Vec<sluice_deliver::ArchiveRecord>)>,
 }
 
 /// The reply for a message whose rules bounced every recipient (the first bounce's code,

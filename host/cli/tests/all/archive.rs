@@ -603,3 +603,70 @@ fn each_domain_sees_its_own_recipients() {
         .collect();
     assert_eq!(files, ["b1.eml"]);
 }
+
+/// `as_delivered = true`: the copy a rule changed is kept too, after delivery, named in the
+/// index record; the message as received stays as it came.
+#[test]
+fn as_delivered_keeps_the_changed_copy_beside_the_received_one() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("archive");
+    let config = config(
+        dir.path(),
+        &format!(
+            "kind = \"dir\"\npath = \"{}\"\ndomains = [\"example.com\"]\nas_delivered = true",
+            archive.display()
+        ),
+    );
+    let mut text_config = std::fs::read_to_string(&config).unwrap();
+    text_config.push_str(&format!(
+        "[[domain.step]]\nplugin = \"{}\"\nconfig = {{ tag = \"[EXT]\" }}\n",
+        sluice_tests::rule("subject-tag").display()
+    ));
+    std::fs::write(&config, text_config).unwrap();
+    let raw = message("alice@sender.example", "carol@example.com", "Tagged");
+    let out = deliver(
+        &config,
+        "t1",
+        "alice@sender.example",
+        "carol@example.com",
+        &raw,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(std::fs::read(archive.join("t1.eml")).unwrap(), raw);
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            archive
+                .join("_index")
+                .join(today())
+                .join("example.com")
+                .join("t1.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let name = record["delivered"][0]
+        .as_str()
+        .expect("a delivered copy")
+        .to_string();
+    assert!(name.starts_with("t1.delivered-"), "{name}");
+    let got = sluice(
+        &[
+            "archive",
+            "get",
+            "--config",
+            config.to_str().unwrap(),
+            &name,
+        ],
+        &[],
+        b"",
+    );
+    assert!(got.status.success(), "{}", text(&got.stderr));
+    let delivered = std::fs::read(dir.path().join("mail/example.com/carol/INBOX/t1.eml")).unwrap();
+    assert_eq!(got.stdout, delivered);
+    assert!(
+        text(&delivered).contains("Subject: [EXT] Tagged"),
+        "{}",
+        text(&delivered)
+    );
+}

@@ -43,28 +43,44 @@ impl DirArchive {
         bytes: &[u8],
         records: &mut [ArchiveRecord],
     ) -> Result<String, ArchiveError> {
-        let (eml, json) = names(id)?;
-        let path = self.root.join(&eml);
+        let path = self.root.join(names(id)?.0);
         let location = path.display().to_string();
         if path.exists() {
             return Ok(location);
         }
         for record in records.iter_mut() {
             record.location = location.clone();
+        }
+        self.put_records(records)?;
+        write_atomic(&path, bytes)?;
+        Ok(location)
+    }
+
+    /// Writes `<name>.eml` unless it exists.
+    pub fn put_message(&self, name: &str, bytes: &[u8]) -> Result<String, ArchiveError> {
+        let path = self.root.join(names(name)?.0);
+        if !path.exists() {
+            write_atomic(&path, bytes)?;
+        }
+        Ok(path.display().to_string())
+    }
+
+    /// Writes (or rewrites) each index record of message `records[..].id`.
+    pub fn put_records(&self, records: &[ArchiveRecord]) -> Result<(), ArchiveError> {
+        for record in records {
             let at = self
                 .root
                 .join("_index")
                 .join(&record.date)
                 .join(domain_segment(&record.domain)?)
-                .join(&json);
+                .join(names(&record.id)?.1);
             let text = serde_json::to_vec(record).map_err(|e| ArchiveError::Index {
                 path: at.display().to_string(),
                 reason: e.to_string(),
             })?;
             write_atomic(&at, &text)?;
         }
-        write_atomic(&path, bytes)?;
-        Ok(location)
+        Ok(())
     }
 
     /// The records of the days and domain asked, filtered.

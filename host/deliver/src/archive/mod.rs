@@ -31,6 +31,8 @@ pub struct ArchiveConfig {
     pub domains: Vec<String>,
     /// Also archive mail local users send (`[[outbound]]` chains), under the sender's domain.
     pub outbound: bool,
+    /// Also keep each copy the chain changed, as delivered (after the message as received).
+    pub as_delivered: bool,
 }
 
 /// `[archive] kind`.
@@ -79,6 +81,8 @@ struct ArchiveSection {
     domains: Vec<String>,
     #[serde(default)]
     outbound: bool,
+    #[serde(default)]
+    as_delivered: bool,
 }
 
 fn yes() -> bool {
@@ -166,6 +170,7 @@ pub fn read_archive(table: toml::Table, resolve: Resolve<'_>) -> Checked<Archive
             .map(|d| d.trim().to_ascii_lowercase())
             .collect(),
         outbound: s.outbound,
+        as_delivered: s.as_delivered,
     })
 }
 
@@ -241,6 +246,10 @@ pub struct ArchiveRecord {
     pub size: u64,
     /// Where the message is (`s3://...` or a path).
     pub location: String,
+    /// With `as_delivered`: the names of the copies as delivered (one per recipient group
+    /// the chain changed), for `sluice archive get NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delivered: Vec<String>,
 }
 
 /// `sluice archive find`'s filters; text filters match case-insensitively as substrings.
@@ -378,6 +387,41 @@ impl Archive {
                 Ok(location)
             }
             Archive::S3(a) => a.put(&id, bytes, records).await,
+        }
+    }
+
+    /// Keeps a copy as delivered under `name` (`<id>.delivered-<hex>`), once, with the same
+    /// retention; then rewrites `records` (which name it) in the index.
+    pub async fn put_delivered(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        records: &[ArchiveRecord],
+    ) -> Result<String, ArchiveError> {
+        match self {
+            Archive::Dir(a) => {
+                let (a, name, bytes, recs) = (
+                    a.clone(),
+                    name.to_string(),
+                    bytes.to_vec(),
+                    records.to_vec(),
+                );
+                tokio::task::spawn_blocking(move || {
+                    let at = a.put_message(&name, &bytes)?;
+                    a.put_records(&recs)?;
+                    Ok(at)
+                })
+                .await
+                .map_err(|e| ArchiveError::Io {
+                    path: "archive".into(),
+                    reason: format!("the archive task failed: {e}"),
+                })?
+            }
+            Archive::S3(a) => {
+                let at = a.put_message(name, bytes).await?;
+                a.put_records(records).await?;
+                Ok(at)
+            }
         }
     }
 
@@ -530,6 +574,7 @@ mod tests {
             subject: "Quarterly Numbers".into(),
             size: 1,
             location: String::new(),
+            delivered: Vec::new(),
         };
         assert!(q.matches(&r));
         assert!(!ArchiveQuery {

@@ -47,18 +47,67 @@ impl S3Archive {
         bytes: &[u8],
         records: &mut [ArchiveRecord],
     ) -> Result<String, ArchiveError> {
-        let (eml, json) = names(id)?;
-        let url = self.url(&eml);
+        let url = self.url(&names(id)?.0);
         let location = url.to_string();
         if self.s3.exists(&url).await? {
             return Ok(location);
         }
         for record in records.iter_mut() {
             record.location = location.clone();
+        }
+        self.put_records(records).await?;
+        self.write_message(&url, bytes).await?;
+        Ok(location)
+    }
+
+    /// Writes `<name>.eml` unless it exists.
+    pub async fn put_message(&self, name: &str, bytes: &[u8]) -> Result<String, ArchiveError> {
+        let url = self.url(&names(name)?.0);
+        if !self.s3.exists(&url).await? {
+            self.write_message(&url, bytes).await?;
+        }
+        Ok(url.to_string())
+    }
+
+    /// The message object, under Object Lock when `retention` is set.
+    async fn write_message(&self, url: &S3Url, bytes: &[u8]) -> Result<(), ArchiveError> {
+        match self.retention {
+            Some(r) => {
+                let now = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| d.as_secs() as i64)
+                    .unwrap_or(0);
+                let lock = ObjectLock {
+                    mode: r.mode,
+                    until_epoch_s: now + i64::from(r.days) * 86_400,
+                };
+                self.s3
+                    .put_locked(
+                        url,
+                        bytes.to_vec(),
+                        "message/rfc822",
+                        &self.encryption,
+                        &lock,
+                    )
+                    .await?;
+            }
+            None => {
+                self.s3
+                    .put_encrypted(url, bytes.to_vec(), "message/rfc822", &[], &self.encryption)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes (or rewrites) each index record.
+    pub async fn put_records(&self, records: &[ArchiveRecord]) -> Result<(), ArchiveError> {
+        for record in records {
             let rest = format!(
-                "_index/{}/{}/{json}",
+                "_index/{}/{}/{}",
                 record.date,
-                domain_segment(&record.domain)?
+                domain_segment(&record.domain)?,
+                names(&record.id)?.1
             );
             let text = serde_json::to_vec(record).map_err(|e| ArchiveError::Index {
                 path: rest.clone(),
@@ -74,39 +123,7 @@ impl S3Archive {
                 )
                 .await?;
         }
-        match self.retention {
-            Some(r) => {
-                let now = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| d.as_secs() as i64)
-                    .unwrap_or(0);
-                let lock = ObjectLock {
-                    mode: r.mode,
-                    until_epoch_s: now + i64::from(r.days) * 86_400,
-                };
-                self.s3
-                    .put_locked(
-                        &url,
-                        bytes.to_vec(),
-                        "message/rfc822",
-                        &self.encryption,
-                        &lock,
-                    )
-                    .await?;
-            }
-            None => {
-                self.s3
-                    .put_encrypted(
-                        &url,
-                        bytes.to_vec(),
-                        "message/rfc822",
-                        &[],
-                        &self.encryption,
-                    )
-                    .await?;
-            }
-        }
-        Ok(location)
+        Ok(())
     }
 
     /// The records of the days and domain asked, filtered.
