@@ -629,11 +629,11 @@ impl Pipeline {
             let Some(sluice_chain::OutputMessage::Edited(edited)) = &group.output else {
                 continue;
             };
-            if !group
-                .dispositions
-                .iter()
-                .any(|d| matches!(d, Disposition::Deliver { .. }))
-            {
+            // A copy filed into the quarantine folder reached no mailbox.
+            let quarantine = config.quarantine.as_ref().map(|q| q.folder.as_str());
+            if !group.dispositions.iter().any(|d| {
+                matches!(d, Disposition::Deliver { folder, .. } if Some(folder.as_str()) != quarantine)
+            }) {
                 continue;
             }
             let name = format!(
