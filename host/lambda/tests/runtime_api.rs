@@ -1345,3 +1345,103 @@ fn cold_start_figures() {
         );
     }
 }
+
+/// A function URL event (payload format 2.0), as Lambda delivers one.
+fn url_event(method: &str, path: &str, query: &str, body: Option<Value>) -> String {
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": query,
+        "headers": {"content-type": "application/json"},
+        "requestContext": {
+            "accountId": "123456789012",
+            "domainName": "abc.lambda-url.us-east-1.on.aws",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1"},
+            "requestId": "r",
+            "timeEpoch": 1_796_649_102_000u64,
+        },
+        "body": body.map(|b| b.to_string()),
+        "isBase64Encoded": false,
+    })
+    .to_string()
+}
+
+#[test]
+fn the_alias_api_mode_answers_function_url_events_from_the_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("aliases.toml"),
+        "[settings]\ndomains = [\"example.com\"]\ndestinations = [\"@example.net\"]\n\n\
+         [aliases]\n\"sales@example.com\" = { to = [\"bob@example.net\"] }\n",
+    )
+    .unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[directory.aliases]\nkind = \"file\"\npath = \"aliases.toml\"\n",
+    )
+    .unwrap();
+    let events = [
+        url_event(
+            "POST",
+            "/v1/aliases",
+            "",
+            Some(json!({"address": "info@example.com", "to": ["alice@example.net"]})),
+        ),
+        url_event("POST", "/v1/aliases/sales%40example.com/pause", "", None),
+        url_event("GET", "/v1/aliases", "domain=example.com", None),
+        url_event(
+            "POST",
+            "/v1/aliases",
+            "",
+            Some(json!({"address": "x@example.com", "to": ["eve@elsewhere.example"]})),
+        ),
+        fixture("ses-invoke.json").to_string(),
+    ];
+    let env = [
+        ("SLUICE_MODE", "alias-api".to_string()),
+        ("SLUICE_CONFIG", config.display().to_string()),
+    ];
+    let run = run_function(&env, &events, Duration::from_secs(60));
+    let body = |n: usize| -> (u64, Value) {
+        let r = run.response(n);
+        assert_eq!(r["headers"]["content-type"], "application/json");
+        (
+            r["statusCode"].as_u64().unwrap(),
+            serde_json::from_str(r["body"].as_str().unwrap()).unwrap(),
+        )
+    };
+    let (status, added) = body(1);
+    assert_eq!(
+        (status, added["address"].clone()),
+        (201, json!("info@example.com"))
+    );
+    let (status, paused) = body(2);
+    assert_eq!(
+        (status, paused["record"]["status"].clone()),
+        (200, json!("paused"))
+    );
+    let (status, list) = body(3);
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().unwrap().len(), 2, "{list}");
+    let (status, refused) = body(4);
+    assert_eq!(status, 422, "{refused}");
+    // Not a function URL event: an error that says what the function takes.
+    let error = run.error(5);
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("function URL events"),
+        "{error}"
+    );
+    // The file now holds what the API did (the same file `sluice alias` edits).
+    let file = std::fs::read_to_string(dir.path().join("aliases.toml")).unwrap();
+    assert!(file.contains("info@example.com"), "{file}");
+    assert!(
+        run.output.contains("POST /v1/aliases/{address}/pause"),
+        "{}",
+        run.output
+    );
+}
