@@ -509,7 +509,11 @@ fn the_function_role_grants_no_wildcards() {
         .filter(|(_, r)| r["Type"] == "AWS::IAM::Role")
         .map(|(name, _)| name)
         .collect();
-    assert_eq!(roles, ["SluiceRole"], "SAM must not generate a role");
+    assert_eq!(
+        roles,
+        ["AliasApiRole", "SluiceRole"],
+        "SAM must not generate a role"
+    );
     let function = properties(t, "SluiceFunction", "AWS::Lambda::Function");
     assert_eq!(
         function["Role"],
@@ -603,6 +607,82 @@ fn the_function_role_grants_no_wildcards() {
         }
     }
     assert!(s3_statements >= 3, "read, write and list statements");
+}
+
+/// The alias API function exists only with `AliasApiTable`, sits behind a function URL with
+/// IAM auth (never public), runs the same bootstrap in alias-api mode, and its role may read
+/// the config and edit that table: nothing of the mail path, no wildcard.
+#[test]
+fn the_alias_api_is_optional_signed_and_confined_to_its_table() {
+    let t = rendered();
+    for name in [
+        "AliasApiFunction",
+        "AliasApiRole",
+        "AliasApiLogGroup",
+        "AliasApiFunctionUrl",
+    ] {
+        assert_eq!(t["Resources"][name]["Condition"], "HasAliasApi", "{name}");
+    }
+    let url = properties(t, "AliasApiFunctionUrl", "AWS::Lambda::Url");
+    assert_eq!(url["AuthType"], "AWS_IAM");
+    assert_eq!(url["TargetFunctionArn"], json!({"Ref": "AliasApiFunction"}));
+    let public = t["Resources"].as_object().unwrap().values().any(|r| {
+        r["Type"] == "AWS::Lambda::Permission" && r["Properties"]["FunctionUrlAuthType"] == "NONE"
+    });
+    assert!(!public, "no public function URL permission");
+
+    let function = properties(t, "AliasApiFunction", "AWS::Lambda::Function");
+    assert_eq!(
+        function["Role"],
+        json!({"Fn::GetAtt": ["AliasApiRole", "Arn"]})
+    );
+    let env = &function["Environment"]["Variables"];
+    assert_eq!(env["SLUICE_MODE"], "alias-api");
+    assert_eq!(
+        env["SLUICE_CONFIG"],
+        properties(t, "SluiceFunction", "AWS::Lambda::Function")["Environment"]["Variables"]
+            ["SLUICE_CONFIG"]
+    );
+
+    let role = properties(t, "AliasApiRole", "AWS::IAM::Role");
+    assert!(role.get("ManagedPolicyArns").is_none());
+    let statements = role["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_array()
+        .unwrap();
+    let mut actions: Vec<String> = Vec::new();
+    for statement in statements {
+        assert_eq!(statement["Effect"], "Allow");
+        for action in one_or_many(&statement["Action"]) {
+            let action = action.as_str().unwrap();
+            assert!(!action.contains('*'), "{action}");
+            actions.push(action.to_string());
+        }
+        for resource in one_or_many(&statement["Resource"]) {
+            assert!(!resource.to_string().contains("/*"), "{resource}");
+        }
+    }
+    actions.sort();
+    assert_eq!(
+        actions,
+        [
+            "dynamodb:DeleteItem",
+            "dynamodb:DescribeTable",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:Query",
+            "logs:CreateLogStream",
+            "logs:PutLogEvents",
+            "s3:GetObject",
+        ]
+    );
+    let dynamo = statements
+        .iter()
+        .find(|s| s["Sid"] == "EditAliases")
+        .unwrap();
+    assert_eq!(
+        dynamo["Resource"],
+        json!({"Fn::Sub": "arn:${AWS::Partition}:dynamodb:${AWS::Region}:${AWS::AccountId}:table/${AliasApiTable}"})
+    );
 }
 
 /// The parameter table of `deploy/README.md`, which the `sam deploy --guided` walkthrough

@@ -282,6 +282,12 @@ const SECTIONS: &[(&str, &str)] = &[
         "[relay]\nkind = \"smtp\"\nhost = \"mx.example.com\"\nzz_probe = 1\n",
     ),
     ("inbound", "[inbound]\nbucket = \"b\"\nzz_probe = 1\n"),
+    ("archive", "[archive]\nkind = \"dir\"\nzz_probe = 1\n"),
+    (
+        "archive.retention",
+        "[archive]\nkind = \"s3\"\nretention = { zz_probe = 1 }\n",
+    ),
+    ("quarantine", "[quarantine]\nkind = \"dir\"\nzz_probe = 1\n"),
     ("milter", "[milter]\nzz_probe = 1\n"),
     (
         "milter.scanner",

@@ -21,6 +21,7 @@ fn create_stack(moto: &sluice_tests::Moto) -> Value {
         "BucketName": BUCKET,
         "RelayIdentity": "example.com",
         "AlarmEmail": "ops@example.com",
+        "AliasApiTable": "sluice-aliases",
     });
     let output = Command::new(&python)
         .current_dir(workspace_root())
@@ -85,6 +86,20 @@ fn the_stack_is_created_and_wired_for_the_mail_path() {
             u["name"].as_str().unwrap(),
             u["created"].as_str().unwrap()
         );
+    }
+
+    // The alias API: its own function in alias-api mode, behind an IAM-signed function URL.
+    let url = answered(&report, "alias_api_url");
+    assert_eq!(url["AuthType"], "AWS_IAM", "{url}");
+    let api = answered(&report, "alias_api_function");
+    assert_eq!(api["Environment"]["Variables"]["SLUICE_MODE"], "alias-api");
+    assert_eq!(
+        api["Role"].as_str().unwrap().rsplit('/').next().unwrap(),
+        id("AliasApiRole")
+    );
+
+    for output in report["dropped_outputs"].as_array().unwrap() {
+        println!("moto's CloudFormation cannot read the attribute output {output} names: left out");
     }
 
     let topic = id("InboundTopic");

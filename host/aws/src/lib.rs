@@ -132,6 +132,17 @@ pub struct S3Object {
     pub etag: Option<String>,
 }
 
+/// One object of a listing ([`S3::list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// The key.
+    pub key: String,
+    /// The size in bytes.
+    pub size: u64,
+    /// When it was last written, milliseconds since the Unix epoch (0 if S3 did not say).
+    pub modified_ms: i64,
+}
+
 /// What [`S3::put_if_absent`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Created {
@@ -296,6 +307,43 @@ impl S3 {
         Ok(S3Object { bytes, etag })
     }
 
+    /// Every object under `prefix` in `bucket` (`ListObjectsV2`, all pages), in key order.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, AwsError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::S3 {
+                    op: "ListObjectsV2",
+                    url: format!("s3://{bucket}/{prefix}"),
+                    source: SdkFailure::of(e),
+                })?;
+            for object in page.contents() {
+                let Some(key) = object.key() else { continue };
+                out.push(Listed {
+                    key: key.to_string(),
+                    size: object.size().unwrap_or(0).max(0) as u64,
+                    modified_ms: object
+                        .last_modified()
+                        .and_then(|t| t.to_millis().ok())
+                        .unwrap_or(0),
+                });
+            }
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
     /// The object's ETag without reading it (`HeadObject`).
     pub async fn etag(&self, url: &S3Url) -> Result<Option<String>, AwsError> {
         let out = self
@@ -438,6 +486,131 @@ impl S3 {
             })?;
         Ok(out.e_tag().map(str::to_string))
     }
+}
+
+impl S3 {
+    /// [`put_encrypted`](S3::put_encrypted) under Object Lock: the object version cannot be
+    /// deleted or overwritten before `lock.until_epoch_s` (compliance: by nobody; governance:
+    /// only with `s3:BypassGovernanceRetention`). The bucket must have Object Lock enabled;
+    /// S3 refuses the write otherwise (`InvalidRequest`).
+    pub async fn put_locked(
+        &self,
+        url: &S3Url,
+        bytes: Vec<u8>,
+        content_type: &str,
+        encryption: &Encryption,
+        lock: &ObjectLock,
+    ) -> Result<Option<String>, AwsError> {
+        use aws_sdk_s3::types::{ObjectLockMode, ServerSideEncryption};
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .content_type(content_type)
+            .object_lock_mode(match lock.mode {
+                LockMode::Compliance => ObjectLockMode::Compliance,
+                LockMode::Governance => ObjectLockMode::Governance,
+            })
+            .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
+                lock.until_epoch_s,
+            ));
+        request = match encryption {
+            Encryption::S3 => request.server_side_encryption(ServerSideEncryption::Aes256),
+            Encryption::Kms { key_id } => request
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+        };
+        let out = request
+            .body(ByteStream::from(bytes))
+            .send()
+            .await
+            .map_err(|e| AwsError::S3 {
+                op: "PutObject(ObjectLock)",
+                url: url.to_string(),
+                source: SdkFailure::of(e),
+            })?;
+        Ok(out.e_tag().map(str::to_string))
+    }
+
+    /// Whether the bucket has Object Lock enabled (`GetObjectLockConfiguration`): `false`
+    /// when S3 answers that it has none; every other failure is an error.
+    pub async fn object_lock_enabled(&self, bucket: &str) -> Result<bool, AwsError> {
+        match self
+            .client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .object_lock_configuration()
+                .and_then(|c| c.object_lock_enabled())
+                .is_some_and(|e| e.as_str() == "Enabled")),
+            Err(e)
+                if e.as_service_error()
+                    .and_then(|s| aws_sdk_s3::error::ProvideErrorMetadata::code(s))
+                    == Some("ObjectLockConfigurationNotFoundError") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(AwsError::S3 {
+                op: "GetObjectLockConfiguration",
+                url: format!("s3://{bucket}"),
+                source: SdkFailure::of(e),
+            }),
+        }
+    }
+
+    /// The next level of "directories" under `prefix`: the common prefixes of
+    /// `ListObjectsV2` with delimiter `/` (each ending in `/`), all pages, in key order.
+    pub async fn list_prefixes(&self, bucket: &str, prefix: &str) -> Result<Vec<String>, AwsError> {
+        let mut out = Vec::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .delimiter("/")
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| AwsError::S3 {
+                    op: "ListObjectsV2",
+                    url: format!("s3://{bucket}/{prefix}"),
+                    source: SdkFailure::of(e),
+                })?;
+            out.extend(
+                page.common_prefixes()
+                    .iter()
+                    .filter_map(|p| p.prefix().map(str::to_string)),
+            );
+            match page.next_continuation_token() {
+                Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// S3 Object Lock retention for one object version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ObjectLock {
+    /// Compliance or governance.
+    pub mode: LockMode,
+    /// Retained until this time (seconds since the epoch).
+    pub until_epoch_s: i64,
+}
+
+/// S3 Object Lock's two modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Nobody, the root account included, can delete the version before the date.
+    Compliance,
+    /// Users with `s3:BypassGovernanceRetention` can delete it (with the bypass header).
+    Governance,
 }
 
 /// Server-side encryption for an object Sluice writes.

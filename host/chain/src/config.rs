@@ -341,6 +341,8 @@ pub struct DomainSection {
 struct RawConfig {
     store: Option<Spanned<toml::Table>>,
     relay: Option<Spanned<toml::Table>>,
+    archive: Option<Spanned<toml::Table>>,
+    quarantine: Option<Spanned<toml::Table>>,
     inbound: Option<InboundSection>,
     milter: Option<MilterSection>,
     arc: Option<Spanned<crate::sealing::ArcSection>>,
@@ -363,6 +365,11 @@ pub struct ConfigFile {
     pub store: Option<StoreConfig>,
     /// `[relay]`, if any.
     pub relay: Option<RelayConfig>,
+    /// `[archive]`: where every message of the chosen domains is kept as received, before
+    /// delivery.
+    pub archive: Option<sluice_deliver::ArchiveConfig>,
+    /// `[quarantine]`: where copies filed into its folder are kept instead of the mailbox.
+    pub quarantine: Option<sluice_deliver::QuarantineConfig>,
     /// `[inbound]`, if any.
     pub inbound: Option<InboundSection>,
     /// `[milter]`, if any.
@@ -579,6 +586,24 @@ impl ConfigFile {
             })
             .transpose()
             .map_err(at)?;
+        let archive = raw
+            .archive
+            .as_ref()
+            .map(|a| {
+                sluice_deliver::read_archive(a.get_ref().clone(), &resolve)
+                    .map_err(|m| (a.span(), m))
+            })
+            .transpose()
+            .map_err(at)?;
+        let quarantine = raw
+            .quarantine
+            .as_ref()
+            .map(|q| {
+                sluice_deliver::read_quarantine(q.get_ref().clone(), &resolve)
+                    .map_err(|m| (q.span(), m))
+            })
+            .transpose()
+            .map_err(at)?;
         let arc = raw
             .arc
             .as_ref()
@@ -592,6 +617,8 @@ impl ConfigFile {
             source,
             store,
             relay,
+            archive,
+            quarantine,
             inbound: raw.inbound,
             milter: raw.milter,
             arc,

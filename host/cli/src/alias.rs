@@ -6,17 +6,16 @@
 //! says which command changes the list.
 
 use std::collections::BTreeSet;
-use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
 use sluice_chain::ConfigFile;
+use sluice_directory::admin::{destinations, AddRequest, Added, Admin};
 use sluice_directory::{
-    normalize_address, normalize_destination, normalize_domain, now_epoch, AliasRecord, AliasStore,
-    DirectoryFile, DirectoryKind, DirectorySection, DirectorySettings, FileFormat, Status,
+    normalize_destination, normalize_domain, now_epoch, AliasRecord, DirectoryFile, DirectoryKind,
+    DirectorySection, DirectorySettings, FileFormat, Status,
 };
 
 /// `sluice alias ...`.
@@ -90,6 +89,17 @@ enum AliasCommand {
         #[arg(long, default_value = "toml")]
         format: FormatArg,
     },
+    /// Serve these verbs (add, list, show, pause/resume/ignore, rm) as a JSON API over HTTP,
+    /// each request authorized by `Authorization: Bearer <token>` (see docs/alias-api.md).
+    /// Runs until stopped.
+    Api {
+        /// Where to listen (plain HTTP: loopback, or behind a TLS proxy).
+        #[arg(long, default_value = "127.0.0.1:8025")]
+        listen: std::net::SocketAddr,
+        /// The bearer token's file (first line; at least 16 characters; mode 600).
+        #[arg(long, value_name = "FILE")]
+        token_file: PathBuf,
+    },
     /// Let the directory hold aliases of a domain.
     Serve {
         /// The domain.
@@ -138,6 +148,19 @@ struct AddArgs {
     /// Overwrite an existing alias (its creation time and use count are kept).
     #[arg(long)]
     replace: bool,
+}
+
+impl From<AddArgs> for AddRequest {
+    fn from(a: AddArgs) -> AddRequest {
+        AddRequest {
+            address: a.address,
+            random: a.random,
+            prefix: a.prefix,
+            to: a.to,
+            status: a.status.map(Status::from),
+            replace: a.replace,
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -203,29 +226,42 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
         command => command,
     };
     let dir = Directory {
-        store: sluice_directory::open(&name, section, base_dir)?,
-        name,
+        admin: Admin {
+            store: sluice_directory::open(&name, section, base_dir)?,
+            name,
+        },
         section: section.clone(),
     };
     match command {
         AliasCommand::Init => {}
-        AliasCommand::Add(add) => dir.add(add)?,
+        AliasCommand::Add(add) => {
+            let random = add.random.is_some();
+            let Added { record, replaced } = dir.add(add.into())?;
+            if random {
+                println!("{}", record.address);
+            } else {
+                println!(
+                    "{} {} -> {}{}",
+                    if replaced { "replaced" } else { "added" },
+                    record.address,
+                    destinations(&record.to),
+                    match record.status {
+                        Status::Active => String::new(),
+                        other => format!(" ({other})"),
+                    }
+                );
+            }
+        }
         AliasCommand::List {
             domain,
             status,
             json,
         } => dir.list(&domain, status.map(Status::from), json)?,
         AliasCommand::Show { address, json } => dir.show(&address, json)?,
-        AliasCommand::Pause { address } => dir.set_status(&address, Status::Paused)?,
-        AliasCommand::Resume { address } => dir.set_status(&address, Status::Active)?,
-        AliasCommand::Ignore { address } => dir.set_status(&address, Status::Ignored)?,
-        AliasCommand::Rm { address } => {
-            let address = normalize_address(&address)?;
-            if !dir.store.remove(&address)? {
-                bail!("{}", dir.no_such(&address));
-            }
-            println!("removed {address}");
-        }
+        AliasCommand::Pause { address } => dir.print_status(&address, Status::Paused)?,
+        AliasCommand::Resume { address } => dir.print_status(&address, Status::Active)?,
+        AliasCommand::Ignore { address } => dir.print_status(&address, Status::Ignored)?,
+        AliasCommand::Rm { address } => println!("removed {}", dir.remove(&address)?),
         AliasCommand::Import { file } => dir.import(&file)?,
         AliasCommand::Export { domain, format } => dir.export(domain.as_deref(), format.into())?,
         AliasCommand::Serve { domain } => dir.serve(&domain, true)?,
@@ -233,35 +269,25 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
         AliasCommand::Allow { destination } => dir.allow(&destination, true)?,
         AliasCommand::Disallow { destination } => dir.allow(&destination, false)?,
         AliasCommand::Settings => dir.print_settings()?,
+        AliasCommand::Api { listen, token_file } => {
+            let token = crate::alias_api::read_token(&token_file)?;
+            crate::alias_api::serve(dir.admin, listen, token)?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-struct Directory {
-    name: String,
+/// A directory opened for editing ([`Admin`] holds the edits and checks the API shares).
+pub(crate) struct Directory {
+    admin: Admin,
     section: DirectorySection,
-    store: Arc<dyn AliasStore>,
 }
 
-/// Characters of random aliases: lower case without look-alikes (0/o, 1/l); 32 of them, so
-/// a byte's low five bits pick one without bias.
-const RANDOM_ALPHABET: &[u8; 32] = b"abcdefghijkmnpqrstuvwxyz23456789";
-/// Random characters per alias: 50 bits, unguessable for a spammer.
-const RANDOM_LEN: usize = 10;
-
-fn random_local(prefix: Option<&str>) -> Result<String> {
-    let mut bytes = [0u8; RANDOM_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("cannot read random bytes from /dev/urandom")?;
-    let random: String = bytes
-        .iter()
-        .map(|b| char::from(RANDOM_ALPHABET[usize::from(b & 31)]))
-        .collect();
-    Ok(match prefix {
-        Some(prefix) => format!("{prefix}-{random}"),
-        None => random,
-    })
+impl std::ops::Deref for Directory {
+    type Target = Admin;
+    fn deref(&self) -> &Admin {
+        &self.admin
+    }
 }
 
 /// `2026-11-23 10:05` (UTC) for seconds since the Unix epoch.
@@ -285,141 +311,22 @@ fn utc(secs: u64) -> String {
     )
 }
 
-fn when(secs: Option<u64>) -> String {
+/// [`utc`], or `-` for an unknown time.
+pub(crate) fn when(secs: Option<u64>) -> String {
     match secs {
         Some(s) if s > 0 => utc(s),
         _ => "-".into(),
     }
 }
 
-fn destinations(to: &[String]) -> String {
-    if to.is_empty() {
-        "(itself)".into()
-    } else {
-        to.join(", ")
-    }
-}
-
-/// Same destinations, in any order.
 fn same_to(a: &[String], b: &[String]) -> bool {
     a.iter().collect::<BTreeSet<_>>() == b.iter().collect::<BTreeSet<_>>()
 }
 
 impl Directory {
-    fn settings(&self) -> Result<DirectorySettings> {
-        Ok(self.store.settings()?)
-    }
-
-    fn no_such(&self, address: &str) -> String {
-        format!(
-            "no alias {address} in directory \"{}\": add it with `sluice alias add {address} --to DEST`",
-            self.name
-        )
-    }
-
-    /// Checks an alias and its destinations against `settings` (not for a CSV file, which
-    /// has none).
-    fn check(&self, settings: &DirectorySettings, record: &AliasRecord) -> Result<()> {
-        if !self.store.keeps_settings() {
-            return Ok(());
-        }
-        settings.check_alias(&self.name, &record.address)?;
-        for dest in &record.to {
-            settings.check_destination(&self.name, dest)?;
-        }
-        Ok(())
-    }
-
-    fn destinations_of(to: &[String]) -> Result<Vec<String>> {
-        let mut out = Vec::new();
-        for dest in to {
-            let dest = normalize_address(dest).context("--to")?;
-            if dest.starts_with("*@") {
-                bail!("--to {dest}: a catch-all is not a destination: name a full address");
-            }
-            if !out.contains(&dest) {
-                out.push(dest);
-            }
-        }
-        Ok(out)
-    }
-
-    fn add(&self, args: AddArgs) -> Result<()> {
-        let settings = self.settings()?;
-        let to = Directory::destinations_of(&args.to)?;
-        let now = now_epoch();
-        let status = args.status.map(Status::from).unwrap_or_default();
-        if let Some(domain) = &args.random {
-            let domain = normalize_domain(domain)?;
-            let prefix = match args.prefix.as_deref().map(str::to_lowercase) {
-                Some(p)
-                    if p.is_empty()
-                        || !p.bytes().all(|b| {
-                            b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b)
-                        }) =>
-                {
-                    bail!("--prefix {p:?}: use letters, digits, `.`, `_` and `-`")
-                }
-                p => p,
-            };
-            for _ in 0..5 {
-                let address = format!("{}@{domain}", random_local(prefix.as_deref())?);
-                if self.store.get(&address)?.is_some() {
-                    continue;
-                }
-                let mut record = AliasRecord::new(address, to, now);
-                record.status = status;
-                self.check(&settings, &record)?;
-                self.store.put(&record)?;
-                println!("{}", record.address);
-                return Ok(());
-            }
-            bail!("five random aliases in a row were taken: is the random source broken?");
-        }
-        let address = normalize_address(args.address.as_deref().unwrap_or_default())?;
-        let mut record = AliasRecord::new(address, to, now);
-        record.status = status;
-        self.check(&settings, &record)?;
-        let existing = self.store.get(&record.address)?;
-        if let Some(old) = &existing {
-            if !args.replace {
-                bail!(
-                    "{} already exists ({}, to {}): add --replace to overwrite it",
-                    old.address,
-                    old.status,
-                    destinations(&old.to)
-                );
-            }
-            record.created = old.created;
-            record.uses = old.uses;
-            record.last_used = old.last_used;
-        }
-        self.store.put(&record)?;
-        println!(
-            "{} {} -> {}{}",
-            if existing.is_some() {
-                "replaced"
-            } else {
-                "added"
-            },
-            record.address,
-            destinations(&record.to),
-            match record.status {
-                Status::Active => String::new(),
-                other => format!(" ({other})"),
-            }
-        );
-        Ok(())
-    }
-
     fn list(&self, domain: &str, status: Option<Status>, json: bool) -> Result<()> {
+        let records = self.records(domain, status)?;
         let domain = normalize_domain(domain)?;
-        let records: Vec<AliasRecord> = self
-            .store
-            .list(&domain)?
-            .into_iter()
-            .filter(|r| status.is_none_or(|s| r.status == s))
-            .collect();
         if json {
             println!("{}", serde_json::to_string_pretty(&records)?);
             return Ok(());
@@ -465,14 +372,6 @@ impl Directory {
         Ok(())
     }
 
-    fn get(&self, address: &str) -> Result<AliasRecord> {
-        let address = normalize_address(address)?;
-        match self.store.get(&address)? {
-            Some(record) => Ok(record),
-            None => bail!("{}", self.no_such(&address)),
-        }
-    }
-
     fn show(&self, address: &str, json: bool) -> Result<()> {
         let r = self.get(address)?;
         if json {
@@ -489,15 +388,12 @@ impl Directory {
         Ok(())
     }
 
-    fn set_status(&self, address: &str, status: Status) -> Result<()> {
-        let mut record = self.get(address)?;
-        if record.status == status {
+    fn print_status(&self, address: &str, status: Status) -> Result<()> {
+        let (record, changed) = self.set_status(address, status)?;
+        if !changed {
             println!("{} is already {status}", record.address);
             return Ok(());
         }
-        record.status = status;
-        record.modified = now_epoch();
-        self.store.put(&record)?;
         let done = match status {
             Status::Active => "resumed",
             Status::Paused => "paused",
@@ -739,14 +635,5 @@ mod tests {
         assert_eq!(utc(1_700_000_000), "2023-11-14 22:13");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00");
         assert_eq!(when(None), "-");
-    }
-
-    #[test]
-    fn random_aliases_use_the_alphabet() {
-        let a = random_local(Some("shop")).unwrap();
-        let b = random_local(None).unwrap();
-        assert_ne!(a, b);
-        assert!(a.starts_with("shop-") && a.len() == 5 + RANDOM_LEN, "{a}");
-        assert!(b.bytes().all(|c| RANDOM_ALPHABET.contains(&c)), "{b}");
     }
 }

@@ -9,11 +9,15 @@ use sluice_chain::ConfigFile;
 use sluice_engine::{EngineOptions, RuleEngine};
 
 mod alias;
+mod alias_api;
+mod archive;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod mailbox;
 mod milter;
 mod precompile;
+mod quarantine;
 mod remote;
 mod report;
 mod run;
@@ -123,6 +127,15 @@ enum Command {
     /// Edit the alias directory (`[directory.NAME]` of a config): add, list, pause and
     /// remove aliases, import and export them, and set the domains it serves.
     Alias(alias::AliasArgs),
+    /// Search and read the message archive (`[archive]` of a config): `find` lists archived
+    /// messages of a domain by sender, recipient, subject and days; `get` prints one.
+    Archive(archive::ArchiveArgs),
+    /// The copies `[quarantine]` kept out of the mailboxes: list, show, release into the
+    /// `[store]`, delete, purge those older than `days`.
+    Quarantine(quarantine::QuarantineArgs),
+    /// Read what an S3 or dir `[store]` holds: list mailboxes and messages, print one, or
+    /// mirror a mailbox into a Maildir an IMAP server (Dovecot) serves.
+    Mailbox(mailbox::MailboxArgs),
 }
 
 /// `--metrics`.
@@ -261,13 +274,17 @@ fn run(command: Command) -> Result<ExitCode> {
             let chains = remote::load_chains(&engine, &config, &remote, cache.as_deref())?;
             print!("{}", report::chains(&config, &chains, &engine));
             let missing = config.missing_markers();
+            let archive_problem = archive::check_object_lock(&config);
+            if let Some(problem) = &archive_problem {
+                eprintln!("error: {}: {problem}", config.source.name);
+            }
             for problem in &missing {
                 eprintln!(
                     "error: {}: {problem} (the daemon, the Lambda and `sluice deliver` refuse to start; `sluice run` can still preview)",
                     config.source.name
                 );
             }
-            Ok(if missing.is_empty() {
+            Ok(if missing.is_empty() && archive_problem.is_none() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
@@ -275,6 +292,9 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
         Command::Alias(args) => alias::run(args),
+        Command::Archive(args) => archive::run(args),
+        Command::Quarantine(args) => quarantine::run(args),
+        Command::Mailbox(args) => mailbox::run(args),
         Command::Plugin(PluginCommand::Build {
             dirs,
             out,

@@ -15,10 +15,14 @@
 //! Adding a target: one module (its section, checks, constructor and implementation), one
 //! line in [`config::STORE_KINDS`] or [`config::RELAY_KINDS`], one test file.
 
+pub mod archive;
 pub mod config;
 mod delivered;
 mod error;
+pub mod mailboxes;
+pub mod maildir;
 mod names;
+pub mod quarantine;
 pub mod relay;
 mod server;
 mod session;
@@ -27,6 +31,9 @@ pub mod store;
 use std::future::Future;
 use std::pin::Pin;
 
+pub use archive::{
+    read_archive, Archive, ArchiveConfig, ArchiveError, ArchiveQuery, ArchiveRecord, ArchiveTarget,
+};
 pub use config::{
     read_relay, read_store, relay_allows, RecordsAt, RelayConfig, RelayTarget, SendGuarantee,
     StoreConfig, StoreContext, StoreTarget, TargetClients, DEFAULT_MAX_HOPS,
@@ -34,7 +41,11 @@ pub use config::{
 pub use delivered::{copy_digest, DeliveredLog, DirDeliveredLog};
 pub use error::{MailboxError, Reply, SetupError};
 pub use names::{
-    escape_segment, mailbox_segments, unescape_segment, SegmentError, MAX_SEGMENT_BYTES,
+    escape_segment, mailbox_segments, parse_mailbox_segments, unescape_segment, CopyName,
+    SegmentError, MAX_SEGMENT_BYTES,
+};
+pub use quarantine::{
+    read_quarantine, Quarantine, QuarantineConfig, QuarantineError, QuarantineRecord, Release,
 };
 pub use relay::{Outbound, Outbox, SendFailure, SendLimits, Transport};
 pub use server::{

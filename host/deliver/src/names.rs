@@ -106,6 +106,42 @@ pub fn mailbox_segments(
     ])
 }
 
+/// A mailbox copy named by its four segments, read back from a path or key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyName {
+    /// The recipient, `local@domain` (as stored: lower case).
+    pub recipient: String,
+    /// The folder (`INBOX`, `Junk`, ...).
+    pub folder: String,
+    /// The message id.
+    pub message_id: String,
+}
+
+/// Reverses [`mailbox_segments`]: the four segments of a stored copy (relative to the
+/// store's root or prefix), or `None` for anything else the store holds (records under
+/// `_sent/`, temporary files, foreign objects).
+pub fn parse_mailbox_segments(segments: &[&str]) -> Option<CopyName> {
+    let [domain, local, folder, file] = segments else {
+        return None;
+    };
+    let message_id = unescape_segment(file.strip_suffix(".eml")?)?;
+    let domain = unescape_segment(domain)?;
+    let local = unescape_segment(local)?;
+    let folder = unescape_segment(folder)?;
+    if domain.starts_with('_')
+        || [&domain, &local, &folder, &message_id]
+            .iter()
+            .any(|s| s.is_empty())
+    {
+        return None;
+    }
+    Some(CopyName {
+        recipient: format!("{local}@{domain}"),
+        folder,
+        message_id,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,5 +220,26 @@ mod tests {
         assert!(mailbox_segments("bob@example.com", "INBOX", &"m".repeat(251)).is_ok());
         assert_eq!(unescape_segment("%zz"), None);
         assert_eq!(unescape_segment("%4"), None);
+    }
+
+    #[test]
+    fn stored_names_read_back() {
+        let segments =
+            mailbox_segments("Bob.Smith+x@Example.COM", "Junk/2026", "0100abc=").unwrap();
+        let refs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        assert_eq!(
+            parse_mailbox_segments(&refs),
+            Some(CopyName {
+                recipient: "bob.smith+x@example.com".into(),
+                folder: "Junk/2026".into(),
+                message_id: "0100abc=".into(),
+            })
+        );
+        assert_eq!(parse_mailbox_segments(&["_sent", "a", "b", "c.eml"]), None);
+        assert_eq!(
+            parse_mailbox_segments(&["example.com", "a", "INBOX", "c.tmp"]),
+            None
+        );
+        assert_eq!(parse_mailbox_segments(&["example.com", "a", "INBOX"]), None);
     }
 }

@@ -307,3 +307,65 @@ async fn starttls_with_a_private_ca() {
         );
     }
 }
+
+/// LMTP with TLS from the first byte (`tls = "implicit"`), to a Dovecot listener with
+/// `ssl = yes`: the certificate is checked before anything is said (a store that trusts only
+/// the system roots delivers nothing), and with the private CA the copy arrives over TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn implicit_tls_with_a_private_ca() {
+    let certs = tempfile::tempdir().unwrap();
+    let ca = sluice_mailservers::private_ca(certs.path());
+    let port = sluice_mailservers::free_port();
+    let tls = format!(
+        "ssl = yes\nssl_cert = <{0}/cert.pem\nssl_key = <{0}/key.pem\n\
+         service lmtp {{\n  inet_listener lmtps {{\n    address = 127.0.0.1\n    port = {port}\n    ssl = yes\n  }}\n}}\n",
+        certs.path().display()
+    );
+    let Some(dovecot) = Dovecot::start_with(&["alice@example.com"], &tls) else {
+        return;
+    };
+    let store_with = |ca_file: Option<std::path::PathBuf>| {
+        LmtpStore::new(&LmtpStoreConfig {
+            server: ServerConfig {
+                tls: TlsMode::Implicit,
+                tls_ca_file: ca_file,
+                hello_name: Some("sluice.test".into()),
+                timeout: Duration::from_secs(10),
+                ..ServerConfig::loopback(port)
+            },
+            user: LmtpUser::Address,
+            folder_delimiter: "+".into(),
+            markers: None,
+        })
+        .unwrap()
+    };
+    let copies = [copy("alice@example.com", "INBOX")];
+    let untrusted = store_with(None);
+    let outcomes = store_copies(&untrusted, "itls-0", "s@outside.example", MESSAGE, &copies).await;
+    let error = outcomes[0].result.as_ref().expect_err("an unknown CA");
+    assert!(!error.is_permanent(), "{error}");
+    assert!(
+        format!("{error:?} {error}")
+            .to_lowercase()
+            .contains("certificate"),
+        "{error:?}"
+    );
+    assert!(dovecot.fetch("alice@example.com", "INBOX").is_empty());
+
+    let store = store_with(Some(ca));
+    let outcomes = store_copies(&store, "itls-1", "s@outside.example", MESSAGE, &copies).await;
+    assert!(
+        outcomes[0].result.is_ok(),
+        "{:?}\n{}",
+        outcomes[0].result,
+        dovecot.log()
+    );
+    let inbox = dovecot.fetch("alice@example.com", "INBOX");
+    assert_eq!(inbox.len(), 1);
+    assert_stored(&inbox[0], MESSAGE);
+    let text = String::from_utf8_lossy(&inbox[0]);
+    assert!(
+        text.contains("(using TLS") && text.contains("with LMTPS"),
+        "not received over TLS:\n{text}"
+    );
+}

@@ -23,6 +23,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+pub mod admin;
 #[cfg(feature = "dynamodb")]
 mod dynamo;
 mod file;

@@ -34,6 +34,8 @@ pub struct Handled {
     pub all_refused: bool,
     /// One line for the log: counts per delivery kind.
     pub summary: String,
+    /// Copies kept in `[quarantine]` instead of the mailbox: (recipient, entry id).
+    pub quarantined: Vec<(String, String)>,
     /// Every mailbox copy stored (now or by an earlier attempt).
     pub stored: Vec<Stored>,
     /// Every recipient a copy was to be relayed to, and what happened (sent, sent before,
@@ -140,6 +142,7 @@ impl Handled {
     /// The record of a message nothing was done for yet.
     pub fn nothing_yet(message_id: &str) -> Handled {
         Handled {
+            quarantined: Vec::new(),
             message_id: message_id.to_string(),
             all_refused: true,
             summary: String::new(),
@@ -278,6 +281,10 @@ pub enum HandleFailure {
         /// Why the first was refused.
         reason: String,
     },
+    /// `[archive] required = true` and the message could not be archived: nothing was
+    /// delivered, and a retry archives it first.
+    #[error("not archived, so not delivered ({0}); will be retried")]
+    Archive(#[source] sluice_deliver::ArchiveError),
     /// A chain tempfailed or a delivery must be retried; what was done stays done.
     #[error("tempfail, will be retried ({reason}); what the rules decided: {done}")]
     Tempfail {
@@ -300,7 +307,9 @@ impl HandleFailure {
             | HandleFailure::Undeliverable { .. } => true,
             HandleFailure::Fetch(e) => matches!(e, AwsError::S3NotFound { .. }),
             HandleFailure::Deliver(e) => e.is_permanent(),
-            HandleFailure::ChainPanicked(_) | HandleFailure::Tempfail { .. } => false,
+            HandleFailure::ChainPanicked(_)
+            | HandleFailure::Archive(_)
+            | HandleFailure::Tempfail { .. } => false,
         }
     }
 }
@@ -321,6 +330,8 @@ pub struct Dispatcher {
     /// claims, else beside the S3 or directory mailboxes. `None` when there is no such place
     /// (an LMTP or SMTP store and no `[relay]`): such a message fails, for the DLQ.
     pub(crate) kept: Option<Markers>,
+    /// `[quarantine]` and its folder: copies filed there are kept in it, not stored.
+    pub(crate) quarantine: Option<(sluice_deliver::Quarantine, String)>,
 }
 
 impl Dispatcher {
@@ -345,6 +356,9 @@ impl Dispatcher {
                 .as_ref()
                 .map(|_| Markers::in_dir(claims.to_path_buf(), Markers::new_owner_id())),
             kept: Some(Markers::in_dir(out.to_path_buf(), Markers::new_owner_id())),
+            // The preview writes copies filed into the quarantine folder like any other
+            // folder, under `out`.
+            quarantine: None,
         }
     }
 
@@ -441,6 +455,35 @@ impl Dispatcher {
                 .iter()
                 .map(|s| (s.step.to_string(), s.outcome.to_string()))
                 .collect(),
+        };
+        let rest: Vec<MailboxCopy>;
+        let copies = match &self.quarantine {
+            Some((quarantine, folder)) if copies.iter().any(|c| c.folder == *folder) => {
+                let (held, others): (Vec<MailboxCopy>, Vec<MailboxCopy>) =
+                    copies.iter().cloned().partition(|c| c.folder == *folder);
+                let record = quarantine_record(envelope, out, &held, folder, &trace);
+                match quarantine.put(&record, bytes).await {
+                    Ok(at) => {
+                        tracing::info!(message_id = %id, entry = %record.id, %at, step = %record.step, "quarantined");
+                        for copy in held {
+                            progress
+                                .handled
+                                .quarantined
+                                .push((copy.recipient, record.id.clone()));
+                        }
+                    }
+                    Err(e) => {
+                        progress.tempfail(out.group, &format!("quarantine: {e}"));
+                        return;
+                    }
+                }
+                rest = others;
+                if rest.is_empty() {
+                    return;
+                }
+                &rest[..]
+            }
+            _ => copies,
         };
         let request = StoreRequest {
             message_id: id,
@@ -921,6 +964,7 @@ impl Progress {
             ("unconfirmed", handled.unconfirmed().len()),
             ("resent", handled.resent().len()),
             ("undeliverable", undeliverable),
+            ("quarantined", handled.quarantined.len()),
         ] {
             if n > 0 {
                 summary.push(format!("{name}={n}"));
@@ -965,4 +1009,73 @@ fn bounce_for_refusal(id: &str, refusal: Refusal) -> Result<BounceJob, String> {
         status: status.into(),
         text: format!("not relayed: {reason}"),
     })
+}
+
+/// The record of a group's quarantined copy: the last step that filed it into `folder`, what
+/// that step logged (its reason), the verdicts and the trace.
+fn quarantine_record(
+    envelope: &Envelope,
+    out: &GroupOutput<'_>,
+    held: &[MailboxCopy],
+    folder: &str,
+    trace: &TraceMeta,
+) -> sluice_deliver::QuarantineRecord {
+    use sluice_engine::Action;
+    let recipients: Vec<String> = held.iter().map(|c| c.recipient.clone()).collect();
+    let step = out.group.steps.iter().rev().find(|s| {
+        s.actions
+            .iter()
+            .any(|a| matches!(a, Action::FileInto(f) if f == folder))
+    });
+    let reason = match step {
+        Some(s) if !s.logs.is_empty() => s
+            .logs
+            .iter()
+            .map(|l| l.text.as_str())
+            .collect::<Vec<_>>()
+            .join("; "),
+        Some(s) => format!("step {} filed it into {folder}", s.step),
+        None => format!("filed into {folder}"),
+    };
+    let v = &envelope.verdicts;
+    let word = |d: String| {
+        d.rsplit("::")
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase()
+    };
+    let mut verdicts: BTreeMap<String, String> = [
+        ("spf", v.spf),
+        ("dkim", v.dkim),
+        ("dmarc", v.dmarc),
+        ("spam", v.spam),
+        ("virus", v.virus),
+    ]
+    .into_iter()
+    .map(|(k, x)| (k.to_string(), word(format!("{x:?}"))))
+    .collect();
+    if let Some(p) = &v.dmarc_policy {
+        verdicts.insert("dmarc_policy".into(), p.clone());
+    }
+    sluice_deliver::QuarantineRecord {
+        id: sluice_deliver::QuarantineRecord::entry_id(
+            &envelope.message_id,
+            &out.group.domain,
+            &recipients,
+        ),
+        message_id: envelope.message_id.clone(),
+        domain: out.group.domain.clone(),
+        quarantined_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        from: envelope.mail_from.clone(),
+        recipients,
+        subject: out.message.subject().unwrap_or_default(),
+        step: step.map(|s| s.step.to_string()).unwrap_or_default(),
+        reason,
+        verdicts,
+        trace: trace.steps.clone(),
+        released: Vec::new(),
+    }
 }

@@ -528,6 +528,8 @@ impl Pipeline {
             RefuseBy::Reply => refusal_of_every_recipient(&result),
             RefuseBy::Dsn => None,
         };
+        let mut archive_failed = false;
+        let mut archived_as_delivered = false;
         let mut handled = match refusal {
             // The sender's server hears the refusal: nothing to deliver, no DSN to send.
             Some(reply) => Handled {
@@ -536,9 +538,16 @@ impl Pipeline {
                 ..Handled::nothing_yet(&id)
             },
             None => {
-                self.dispatcher_for(&loaded.config)
+                let archived = self.archive(&loaded.config, &envelope, &message).await?;
+                archive_failed = archived.failed;
+                let handled = self
+                    .dispatcher_for(&loaded.config)
                     .deliver(&loaded.config, &envelope, &message, &result)
-                    .await?
+                    .await?;
+                archived_as_delivered = self
+                    .archive_delivered(&loaded.config, &envelope, &result, archived)
+                    .await;
+                handled
             }
         };
         if self.metrics {
@@ -550,6 +559,15 @@ impl Pipeline {
             };
             if !delivery.is_zero() {
                 lines.push(sluice_telemetry::metrics::delivery_line(&delivery));
+            }
+            if !handled.quarantined.is_empty() {
+                lines.push(sluice_telemetry::metrics::quarantine_line(
+                    handled.quarantined.len() as u64,
+                    0,
+                ));
+            }
+            if archive_failed || archived_as_delivered {
+                lines.push(sluice_telemetry::metrics::archive_failed_line(1));
             }
             sluice_telemetry::metrics::emit(&lines);
         }
@@ -588,6 +606,134 @@ impl Pipeline {
             }
         }
         Ok(handled)
+    }
+
+    /// With `[archive] as_delivered`: keeps each copy the chain changed and a group
+    /// delivered to a mailbox, as `<id>.delivered-<hex>` (after the deliveries; a failure is
+    /// logged and counted, never a tempfail: the mail is delivered already). `true`: failed.
+    async fn archive_delivered(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        result: &ProcessResult,
+        archived: Archived,
+    ) -> bool {
+        let (Some(settings), Some((target, mut records))) = (&config.archive, archived.records)
+        else {
+            return false;
+        };
+        if !settings.as_delivered {
+            return false;
+        }
+        for group in &result.groups {
+            let Some(sluice_chain::OutputMessage::Edited(edited)) = &group.output else {
+                continue;
+            };
+            // A copy filed into the quarantine folder reached no mailbox.
+            let quarantine = config.quarantine.as_ref().map(|q| q.folder.as_str());
+            if !group.dispositions.iter().any(|d| {
+                matches!(d, Disposition::Deliver { folder, .. } if Some(folder.as_str()) != quarantine)
+            }) {
+                continue;
+            }
+            let name = format!(
+                "{}.delivered-{}",
+                envelope.message_id,
+                sluice_deliver::quarantine::group_digest(&group.domain, &group.recipients)
+            );
+            for record in records.iter_mut() {
+                if !record.delivered.contains(&name) {
+                    record.delivered.push(name.clone());
+                }
+            }
+            if let Err(e) = target.put_delivered(&name, edited.raw(), &records).await {
+                tracing::warn!(
+                    message_id = %envelope.message_id,
+                    archive = %target.describe(),
+                    error = %e,
+                    "ARCHIVE FAILED: the copy as delivered was not archived"
+                );
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Archives the message as received, before any delivery, when `[archive]` takes its
+    /// domains. `failed`: the write failed and `required = false` let the message go on
+    /// (logged, and counted as `ArchiveFailed`); with `required = true` it is an `Err`, and
+    /// nothing is delivered.
+    async fn archive(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        message: &Message,
+    ) -> Result<Archived, HandleError> {
+        let Some(archive) = &config.archive else {
+            return Ok(Archived::default());
+        };
+        let outbound = envelope.flow.is_outbound();
+        let domains = archive.domains_of(&envelope.mail_from, &envelope.recipients, outbound);
+        if domains.is_empty() {
+            return Ok(Archived::default());
+        }
+        let date = sluice_deliver::archive::day_of(envelope.received_at);
+        let mut records: Vec<sluice_deliver::ArchiveRecord> = domains
+            .into_iter()
+            .map(|domain| sluice_deliver::ArchiveRecord {
+                id: envelope.message_id.clone(),
+                date: date.clone(),
+                received_at: envelope.received_at,
+                from: envelope.mail_from.clone(),
+                // A domain's record names its own recipients only: on a host serving
+                // several domains, one domain's search shows nothing of another's mail.
+                to: if outbound {
+                    envelope.recipients.clone()
+                } else {
+                    envelope
+                        .recipients
+                        .iter()
+                        .filter(|r| {
+                            r.rsplit_once('@').is_some_and(|(_, d)| {
+                                d.trim_end_matches('.').eq_ignore_ascii_case(&domain)
+                            })
+                        })
+                        .cloned()
+                        .collect()
+                },
+                domain,
+                subject: message.subject().unwrap_or_default(),
+                size: message.size(),
+                location: String::new(),
+                delivered: Vec::new(),
+            })
+            .collect();
+        let target = archive.build(&self.s3);
+        match target.put(message.raw(), &mut records).await {
+            Ok(location) => {
+                tracing::info!(message_id = %envelope.message_id, %location, "archived");
+                Ok(Archived {
+                    failed: false,
+                    records: Some((target, records)),
+                })
+            }
+            Err(e) if archive.required => Err(HandleError::new(
+                &envelope.message_id,
+                HandleFailure::Archive(e),
+            )),
+            Err(e) => {
+                tracing::warn!(
+                    message_id = %envelope.message_id,
+                    archive = %target.describe(),
+                    error = %e,
+                    "ARCHIVE FAILED: delivering anyway ([archive] required = false)"
+                );
+                Ok(Archived {
+                    failed: true,
+                    records: None,
+                })
+            }
+        }
     }
 
     /// Writes the alias uses counted since the last write to the directory (the daemon does
@@ -735,8 +881,20 @@ impl Pipeline {
             outbound,
             markers,
             kept,
+            quarantine: config
+                .quarantine
+                .as_ref()
+                .map(|q| (q.build(&self.s3), q.folder.clone())),
         }
     }
+}
+
+/// What [`Pipeline::archive`] did: whether the write failed (`required = false`), and the
+/// archive and its index records when it succeeded (for the copies as delivered).
+#[derive(Default)]
+struct Archived {
+    failed: bool,
+    records: Option<(sluice_deliver::Archive, Vec<sluice_deliver::ArchiveRecord>)>,
 }
 
 /// The reply for a message whose rules bounced every recipient (the first bounce's code,

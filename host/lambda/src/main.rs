@@ -1,4 +1,5 @@
-//! Sluice as an AWS Lambda function: SES direct invoke, SNS and SQS events.
+//! Sluice as an AWS Lambda function: SES direct invoke, SNS and SQS events; or, with
+//! `SLUICE_MODE=alias-api`, the alias API behind a function URL ([`alias_api`]).
 //!
 //! Lifecycle: the [`Pipeline`] (config, chains, AWS clients) starts once per cold start; each
 //! invocation checks for a config reload, then [`respond::respond`] handles the event (an SQS
@@ -7,6 +8,7 @@
 //! failure is reported to the Runtime API's `/init/error` and the process exits non-zero, so
 //! Lambda shows the reason instead of a timeout.
 
+mod alias_api;
 mod init_error;
 mod respond;
 mod settings;
@@ -43,6 +45,15 @@ async fn main() -> ExitCode {
         return init_failed(&e.to_string());
     }
     sluice_telemetry::init(format, sluice_telemetry::LogSink::CloudWatch, filter);
+    match std::env::var("SLUICE_MODE").as_deref() {
+        Err(_) | Ok("" | "mail") => {}
+        Ok("alias-api") => return serve_alias_api().await,
+        Ok(other) => {
+            return init_failed(&format!(
+                "SLUICE_MODE={other:?}: \"mail\" (the default: SES, SNS and SQS events) or \"alias-api\" (function URL events)"
+            ))
+        }
+    }
     let (pipeline, concurrency) = match start().await {
         Ok(started) => started,
         Err(message) => {
@@ -72,6 +83,42 @@ async fn main() -> ExitCode {
             );
         }
         answer
+    });
+    match lambda_runtime::run(handler).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "the Lambda runtime stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The alias API mode: the directory opens once per cold start; each function URL event is
+/// answered on a blocking thread (the directory's clients are synchronous).
+async fn serve_alias_api() -> ExitCode {
+    let config = std::env::var("SLUICE_CONFIG").unwrap_or_default();
+    if config.trim().is_empty() {
+        return init_failed(
+            "SLUICE_CONFIG is not set: set it to the config's path or s3://bucket/key.toml",
+        );
+    }
+    let directory = std::env::var("SLUICE_DIRECTORY").unwrap_or_else(|_| "aliases".into());
+    let admin =
+        match tokio::task::spawn_blocking(move || alias_api::start(&config, &directory)).await {
+            Ok(Ok(admin)) => admin,
+            Ok(Err(message)) => return init_failed(&message),
+            Err(e) => return init_failed(&format!("opening the directory: {e}")),
+        };
+    let admin: &'static sluice_directory::admin::Admin = Box::leak(Box::new(admin));
+    let handler = service_fn(move |event: LambdaEvent<Value>| async move {
+        tokio::task::spawn_blocking(move || alias_api::respond(admin, &event.payload))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|answer| answer)
+            .map_err(|message| Diagnostic {
+                error_type: "Sluice.NotAFunctionUrlEvent".into(),
+                error_message: message,
+            })
     });
     match lambda_runtime::run(handler).await {
         Ok(()) => ExitCode::SUCCESS,

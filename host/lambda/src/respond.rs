@@ -221,6 +221,7 @@ mod tests {
                 all_refused: self.refused.contains(&id.as_str()),
                 message_id: id,
                 summary: "1 mailbox".into(),
+                quarantined: vec![],
                 stored: vec![],
                 relayed: vec![],
                 bounces: vec![],

@@ -69,6 +69,24 @@ pub fn delivery_line(d: &DeliveryMetrics) -> String {
     )
 }
 
+/// One EMF object, no dimensions: `ArchiveFailed` (Count): messages delivered without
+/// their archive copy (`[archive] required = false` and the write failed).
+pub fn archive_failed_line(failed: u64) -> String {
+    line(&[], &[("ArchiveFailed", "Count", failed)])
+}
+
+/// One EMF object, no dimensions: `Quarantined` and `Released` (Count): copies kept in
+/// `[quarantine]` by the pipeline, and copies `sluice quarantine release` delivered.
+pub fn quarantine_line(quarantined: u64, released: u64) -> String {
+    line(
+        &[],
+        &[
+            ("Quarantined", "Count", quarantined),
+            ("Released", "Count", released),
+        ],
+    )
+}
+
 /// How a step ended, as counted: one metric each (the chain's `StepStatus`, mapped by the
 /// pipeline with an exhaustive match, so a new status cannot be miscounted silently).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -199,6 +217,21 @@ fn line(dimensions: &[(&str, &str)], metrics: &[(&str, &str, u64)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn archive_failures_are_one_count() {
+        let v: serde_json::Value = serde_json::from_str(&archive_failed_line(2)).unwrap();
+        assert_eq!(v["ArchiveFailed"], 2);
+        let q: serde_json::Value = serde_json::from_str(&quarantine_line(3, 1)).unwrap();
+        assert_eq!(
+            (q["Quarantined"].as_u64(), q["Released"].as_u64()),
+            (Some(3), Some(1))
+        );
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"][0]["Name"],
+            "ArchiveFailed"
+        );
+    }
 
     #[test]
     fn a_message_line_is_emf_with_the_domain_dimension() {

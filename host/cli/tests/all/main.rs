@@ -12,6 +12,8 @@ mod common;
 mod scaffold;
 
 mod alias;
+mod alias_api;
+mod archive;
 mod cli;
 mod crash;
 mod daemon;
@@ -19,6 +21,7 @@ mod deliver;
 mod faults;
 mod fixtures;
 mod lmtp;
+mod mailbox;
 mod milter;
 mod milter_verdicts;
 mod package;
@@ -26,6 +29,7 @@ mod plugin_new;
 mod plugin_new_js;
 mod plugin_new_python;
 mod precompile;
+mod quarantine;
 mod remote;
 
 use std::sync::{Condvar, Mutex};

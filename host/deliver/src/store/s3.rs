@@ -63,7 +63,10 @@ fn read(table: toml::Table, _: &StoreContext<'_>) -> Checked<StoreConfig> {
 
 /// `sse` and `kms_key_id`, checked together: a key without `sse = "aws:kms"` would be
 /// silently unused, so it is refused.
-fn encryption(sse: Option<&str>, kms_key_id: Option<String>) -> Result<Encryption, String> {
+pub(crate) fn encryption(
+    sse: Option<&str>,
+    kms_key_id: Option<String>,
+) -> Result<Encryption, String> {
     match (sse, kms_key_id) {
         (None | Some("AES256"), None) => Ok(Encryption::S3),
         (None | Some("AES256"), Some(_)) => Err(
