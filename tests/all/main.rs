@@ -17,3 +17,4 @@ mod reload;
 mod routing;
 mod sandbox;
 mod stack;
+mod wit_tracks;
