@@ -33,7 +33,8 @@ function fail(message) {
 }
 
 function parseArgs(argv) {
-  const opts = { wit: join(SDK_DIR, '..', '..', 'wit') };
+  // The JavaScript SDK is still written against the 0.1 world (WIT 0.1.5); the host loads 0.1 rules.
+  const opts = { wit: join(SDK_DIR, '..', '..', 'wit', 'released', 'sluice-rules-0.1.5.wit') };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {

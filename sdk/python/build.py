@@ -10,7 +10,8 @@ builds: it must define `WitWorld` (`WitWorld = sluice_sdk.export(MyRule)`). This
 
 so `app` and its sibling modules come from DIR and `sluice_sdk` from this SDK (packages
 installed in the Python environment componentize-py runs in are found too). WITDIR defaults
-to the `wit/` of the checkout this script sits in (`sdk/python/../../wit`).
+to the WIT 0.1.5 snapshot of the checkout this script sits in
+(`sdk/python/../../wit/released/sluice-rules-0.1.5.wit`: the Python SDK is on the 0.1 world).
 
 componentize-py is found as `$SLUICE_COMPONENTIZE_PY`, else next to the running Python
 (`.venv/bin/componentize-py`), else on PATH. `sluice plugin build DIR --out OUTDIR` runs this
@@ -25,7 +26,9 @@ import subprocess
 import sys
 
 SDK_DIR = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_WIT = os.path.normpath(os.path.join(SDK_DIR, "..", "..", "wit"))
+# The Python SDK is still written against the 0.1 world (WIT 0.1.5); the host loads 0.1 rules.
+DEFAULT_WIT = os.path.normpath(
+    os.path.join(SDK_DIR, "..", "..", "wit", "released", "sluice-rules-0.1.5.wit"))
 WORLD = "rule"
 APP_MODULE = "app"
 INSTALL_HINT = "pip install -r sdk/python/requirements.txt"
@@ -104,8 +107,8 @@ def build(rule_dir, out, wit_dir):
     app = os.path.join(rule_dir, APP_MODULE + ".py")
     if not os.path.isfile(app):
         raise BuildFailure(f"{rule_dir}: no {APP_MODULE}.py (the module componentize-py builds)")
-    if not os.path.isdir(wit_dir):
-        raise BuildFailure(f"no WIT directory at {wit_dir} (pass --wit)")
+    if not os.path.exists(wit_dir):
+        raise BuildFailure(f"no WIT directory or file at {wit_dir} (pass --wit)")
     tool = find_componentize_py()
     out = os.path.abspath(out)
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

@@ -18,3 +18,4 @@ mod reload;
 mod routing;
 mod sandbox;
 mod stack;
+mod wit_tracks;

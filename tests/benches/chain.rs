@@ -12,8 +12,8 @@ fn messages() -> Vec<Vec<u8>> {
     sluice_tests::corpus_messages()
 }
 
-fn context() -> Context {
-    Context {
+fn context() -> Arc<Context> {
+    Arc::new(Context {
         domain: "example.com".into(),
         recipients: vec!["bob@example.com".into()],
         mail_from: "a@outside.example".into(),
@@ -21,7 +21,7 @@ fn context() -> Context {
         received_at: 0,
         message_id: "bench".into(),
         config: "{}".into(),
-    }
+    })
 }
 
 fn bench(c: &mut Criterion) {

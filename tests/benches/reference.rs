@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, Position};
-use sluice_sdk::{Action, Context, Verdict, Verdicts};
+use sluice_sdk::{Action, Context, ContextData, Verdicts};
 use sluice_tests::reference::{
     json_to_inline_toml, reference_chain, ALIAS, BANNER, JUNK, SUBJECT_TAG,
 };
@@ -24,7 +24,7 @@ const RECIPIENT: &str = "info@example.com";
 
 /// A rule compiled into the host: what a Wasm step does, without the sandbox.
 trait NativeRule {
-    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action>;
+    fn evaluate(&self, msg: &Message, ctx: &Context<'_>) -> Vec<Action>;
 }
 
 struct NativeAlias(alias::Config);
@@ -33,15 +33,15 @@ struct NativeJunk(junk::Config);
 struct NativeSubjectTag(subject_tag::Config);
 
 impl NativeRule for NativeAlias {
-    fn evaluate(&self, _msg: &Message, ctx: &Context) -> Vec<Action> {
-        alias::route(&ctx.recipients, &self.0).unwrap()
+    fn evaluate(&self, _msg: &Message, ctx: &Context<'_>) -> Vec<Action> {
+        alias::route(ctx.recipients(), &self.0).unwrap()
     }
 }
 
 impl NativeRule for NativeBanner {
-    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action> {
+    fn evaluate(&self, msg: &Message, ctx: &Context<'_>) -> Vec<Action> {
         let c = &self.0;
-        let authenticated = c.trust_from || ctx.verdicts.dmarc.passed();
+        let authenticated = c.trust_from || ctx.verdicts().dmarc.passed();
         if !banner::is_external(
             msg.from_address().as_deref(),
             &c.internal_domains,
@@ -58,20 +58,25 @@ impl NativeRule for NativeBanner {
 }
 
 impl NativeRule for NativeJunk {
-    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action> {
+    fn evaluate(&self, msg: &Message, ctx: &Context<'_>) -> Vec<Action> {
         let score = self
             .0
             .score_header
             .as_deref()
             .and_then(|h| msg.header(h).first().and_then(|v| junk::first_number(v)));
-        junk::decide(&ctx.verdicts, score, &self.0).0
+        junk::decide(ctx.verdicts(), score, &self.0).0
     }
 }
 
 impl NativeRule for NativeSubjectTag {
-    fn evaluate(&self, msg: &Message, ctx: &Context) -> Vec<Action> {
+    fn evaluate(&self, msg: &Message, ctx: &Context<'_>) -> Vec<Action> {
         let text = msg.text_body(4096).unwrap_or_default();
-        subject_tag::decide(msg.from_address().as_deref(), &text, &ctx.verdicts, &self.0)
+        subject_tag::decide(
+            msg.from_address().as_deref(),
+            &text,
+            ctx.verdicts(),
+            &self.0,
+        )
     }
 }
 
@@ -87,7 +92,7 @@ fn native_rules() -> Vec<Box<dyn NativeRule>> {
 
 /// The native chain: every rule in order (a `stop` or a disposition that ends the group ends
 /// it), then the collected edits applied once, as the host does.
-fn run_native(rules: &[Box<dyn NativeRule>], msg: &Message, ctx: &Context) -> Vec<u8> {
+fn run_native(rules: &[Box<dyn NativeRule>], msg: &Message, ctx: &Context<'_>) -> Vec<u8> {
     let mut edits = Vec::new();
     'steps: for rule in rules {
         for action in rule.evaluate(msg, ctx) {
@@ -118,24 +123,16 @@ fn run_native(rules: &[Box<dyn NativeRule>], msg: &Message, ctx: &Context) -> Ve
     apply_edits(msg, &edits, BannerFallback::Wrap).unwrap_or_else(|_| msg.raw().to_vec())
 }
 
-fn sdk_context() -> Context {
-    let unknown = Verdict::Unknown;
-    Context {
+fn sdk_context() -> Context<'static> {
+    Context::from(ContextData {
         domain: "example.com".into(),
         recipients: vec![RECIPIENT.into()],
         mail_from: "a@outside.example".into(),
-        verdicts: Verdicts {
-            spf: unknown,
-            dkim: unknown,
-            dmarc: unknown,
-            spam: unknown,
-            virus: unknown,
-            dmarc_policy: None,
-        },
+        verdicts: Verdicts::unknown(),
         received_at: 0,
         message_id: "bench".into(),
         config: String::new(),
-    }
+    })
 }
 
 /// The four reference rules in Sieve, with the configs of `sluice_tests::reference` written

@@ -31,8 +31,9 @@ pub const TARGET: &str = "js (componentize-js)";
 /// The environment variable naming the `node` binary.
 pub const NODE_ENV: &str = "SLUICE_NODE";
 
-/// The WIT this crate was built with, handed to componentize-js.
-const RULES_WIT: &str = include_str!("../../../wit/rules.wit");
+/// The WIT handed to componentize-js: the JavaScript SDK still implements the 0.1 world
+/// (0.1.5), which the host keeps loading beside 0.2.
+const RULES_WIT: &str = include_str!("../../../wit/released/sluice-rules-0.1.5.wit");
 
 /// How many trailing lines of the build script's stderr an error keeps.
 const STDERR_TAIL_LINES: usize = 30;

@@ -5,7 +5,7 @@
 //! `WitWorld = sluice_sdk.export(MyRule)`). [`build`] runs the SDK's build script:
 //!
 //! ```text
-//! <python> <sdk>/build.py --rule <dir> --out <out_dir>/<name>.wasm [--wit <checkout>/wit]
+//! <python> <sdk>/build.py --rule <dir> --out <out_dir>/<name>.wasm [--wit <checkout>/wit/released/sluice-rules-0.1.5.wit]
 //! ```
 //!
 //! which runs `componentize-py -d WIT -w rule componentize app -p <dir> -p <sdk>`.
@@ -30,6 +30,10 @@ pub const INSTALL_HINT: &str = "pip install -r sdk/python/requirements.txt";
 
 /// The root of the checkout this crate was compiled from (`host/build/../..`).
 const CHECKOUT_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+
+/// The WIT Python rules are built against: the SDK still implements the 0.1 world, which
+/// the host keeps loading beside 0.2.
+const PYTHON_WIT: &str = "wit/released/sluice-rules-0.1.5.wit";
 
 /// Builds the Python rule in `dir` into `<opts.out_dir>/<name>.wasm`.
 pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
@@ -66,9 +70,9 @@ pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
         .arg(dir)
         .arg("--out")
         .arg(&out);
-    let wit = Path::new(CHECKOUT_ROOT).join("wit");
-    if wit.is_dir() {
-        // The contract of the host this crate belongs to.
+    let wit = Path::new(CHECKOUT_ROOT).join(PYTHON_WIT);
+    if wit.is_file() {
+        // The 0.1 contract of the host this crate belongs to (the Python SDK is on 0.1).
         cmd.arg("--wit").arg(wit);
     }
     let output = cmd.output().map_err(|e| {

@@ -1,12 +1,14 @@
 //! The WIT compatibility rule (wit/README.md, "Versioning"), checked.
 //!
 //! `wit/released/sluice-rules-<version>.wit` is a verbatim copy of `wit/rules.wit` as each
-//! version was released. Every rule built against a released `0.1.x` must keep loading, so
-//! the current `wit/` must still be `sluice:rules@0.1.*` and still hold everything of each
-//! snapshot with the same shape: every interface, every type (records, variants, enums,
-//! resources, exactly as they were), every function (same parameters and result) and every
-//! world import. It may add interfaces, types, functions and imports. A world may not gain
-//! exports: a rule built earlier does not export them, and would stop loading.
+//! version was released. Every rule built against a released version must keep loading. The
+//! host serves each track (`0.1`, `0.2`) with the newest WIT of that track: `wit/rules.wit`
+//! for the current one (`0.2`), the newest snapshot for an older one (`0.1.5`, which the
+//! host's 0.1 bindings are generated from). That WIT must still hold everything of each
+//! snapshot of its track with the same shape: every interface, every type (records, variants,
+//! enums, resources, exactly as they were), every function (same parameters and result) and
+//! every world import. It may add interfaces, types, functions and imports. A world may not
+//! gain exports: a rule built earlier does not export them, and would stop loading.
 
 use std::path::{Path, PathBuf};
 
@@ -293,18 +295,34 @@ fn released_0_1_0() -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The `(major, minor)` track of a package version.
+fn track(wit: &Wit) -> (u64, u64) {
+    let v = wit.resolve.packages[wit.pkg]
+        .name
+        .version
+        .as_ref()
+        .expect("a versioned package");
+    (v.major, v.minor)
+}
+
 #[test]
-fn the_current_wit_is_still_sluice_rules_0_1() {
+fn the_current_wit_is_sluice_rules_0_2_and_released() {
     let current = Wit::dir(&wit_dir());
     let name = &current.resolve.packages[current.pkg].name;
     assert_eq!(
         (name.namespace.as_str(), name.name.as_str()),
         ("sluice", "rules")
     );
-    let version = name.version.as_ref().expect("a versioned package");
-    assert_eq!((version.major, version.minor), (0, 1), "{name}");
+    assert_eq!(track(&current), (0, 2), "{name}");
     let text = std::fs::read_to_string(wit_dir().join("rules.wit")).unwrap();
-    assert!(text.contains("package sluice:rules@0.1."), "rules.wit");
+    let version = name.version.as_ref().unwrap();
+    let snapshot = wit_dir().join(format!("released/sluice-rules-{version}.wit"));
+    assert_eq!(
+        std::fs::read_to_string(&snapshot).ok().as_deref(),
+        Some(text.as_str()),
+        "{} must be a verbatim copy of rules.wit",
+        snapshot.display()
+    );
 }
 
 #[test]
@@ -315,6 +333,29 @@ fn every_released_version_is_still_served() {
         snapshots.iter().any(|(n, _)| n == "sluice-rules-0.1.0.wit"),
         "{snapshots:?}"
     );
+    // The host's 0.1 bindings: the newest 0.1 snapshot.
+    let bindings = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../engine/src/bindings.rs"),
+    )
+    .unwrap();
+    let served_0_1 = "sluice-rules-0.1.5.wit";
+    assert!(
+        bindings.contains(&format!("wit/released/{served_0_1}")),
+        "the host's 0.1 bindings are generated from {served_0_1}"
+    );
+    let newest_0_1 = snapshots
+        .iter()
+        .filter(|(n, _)| n.starts_with("sluice-rules-0.1."))
+        .map(|(n, _)| n.clone())
+        .max_by_key(|n| {
+            n.trim_start_matches("sluice-rules-0.1.")
+                .trim_end_matches(".wit")
+                .parse::<u32>()
+                .unwrap()
+        });
+    assert_eq!(newest_0_1.as_deref(), Some(served_0_1));
+    let (_, text_0_1) = snapshots.iter().find(|(n, _)| n == served_0_1).unwrap();
+    let host_0_1 = Wit::text(served_0_1, text_0_1);
     for (name, text) in &snapshots {
         let old = Wit::text(name, text);
         let version = old.resolve.packages[old.pkg].name.to_string();
@@ -326,10 +367,17 @@ fn every_released_version_is_still_served() {
             *name,
             "a snapshot's file name is its version"
         );
-        let problems = incompatibilities(&old, &current);
+        let serving = if track(&old) == track(&current) {
+            &current
+        } else if track(&old) == (0, 1) {
+            &host_0_1
+        } else {
+            panic!("{name}: the host serves no WIT of this track")
+        };
+        let problems = incompatibilities(&old, serving);
         assert!(
             problems.is_empty(),
-            "wit/ breaks rules built against {name}:\n- {}\n(see wit/README.md, Versioning)",
+            "the host's WIT breaks rules built against {name}:\n- {}\n(see wit/README.md, Versioning)",
             problems.join("\n- ")
         );
     }

@@ -240,6 +240,8 @@ impl RuleEngine {
         let mut linker = Linker::<StoreState>::new(&engine);
         Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
+        crate::bindings::v0_2::Rule::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| EngineError::Config(format!("{e:#}")))?;
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| EngineError::Config(format!("{e:#}")))?;
 

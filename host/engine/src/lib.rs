@@ -28,6 +28,7 @@ mod precompiled;
 mod session;
 mod state;
 mod step;
+mod track02;
 mod validate;
 mod warm;
 
@@ -36,6 +37,7 @@ pub use bindings::sluice::rules::types::{
     Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Position, RuleError, Verdict,
     Verdicts,
 };
+pub use bindings::WitTrack;
 pub use cache::{default_cache_dir, evict_lru, touch, CompiledCache, DEFAULT_CACHE_BYTES};
 pub use engine::{
     process_memory_limit, EngineError, EngineOptions, PoolingChoice, RuleEngine, WARM_SLOTS,
@@ -52,7 +54,8 @@ pub use precompiled::{
 };
 pub use session::MessageSession;
 pub use step::{
-    LogLine, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome, StepReport,
+    ContextReads, LogLine, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome,
+    StepReport,
 };
 pub use validate::{
     action_to_edit, action_to_edit_in, removes_received, MAX_BANNER_BYTES,

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::Store;
 
-use crate::bindings::{RuleInstance, RulePre};
+use crate::bindings::{v0_2, RuleInstance, RulePre, WitTrack};
 use crate::engine::{EngineError, RuleEngine};
 use crate::precompiled::Lookup;
 use crate::state::StoreState;
@@ -35,6 +35,28 @@ pub enum LoadSource {
     },
 }
 
+/// A component pre-linked against the world of the track it implements.
+pub(crate) enum TrackPre {
+    V0_1(RulePre<StoreState>),
+    V0_2(v0_2::RulePre<StoreState>),
+}
+
+impl TrackPre {
+    fn instance_pre(&self) -> &wasmtime::component::InstancePre<StoreState> {
+        match self {
+            TrackPre::V0_1(pre) => pre.instance_pre(),
+            TrackPre::V0_2(pre) => pre.instance_pre(),
+        }
+    }
+
+    pub(crate) fn track(&self) -> WitTrack {
+        match self {
+            TrackPre::V0_1(_) => WitTrack::V0_1,
+            TrackPre::V0_2(_) => WitTrack::V0_2,
+        }
+    }
+}
+
 /// A rule component ready to instantiate. Cheap to clone.
 #[derive(Clone)]
 pub struct RulePlugin {
@@ -46,10 +68,12 @@ struct PluginInner {
     // than two string copies per step.
     name: Arc<str>,
     sha256: Arc<str>,
-    pre: RulePre<StoreState>,
+    pre: TrackPre,
     /// Where `evaluate` is among the component's exports.
     evaluate: ComponentExportIndex,
     uses_wasi: bool,
+    /// Set once `evaluate` passed [`RuleInstance::check_type`] (on the first instance).
+    evaluate_checked: std::sync::atomic::AtomicBool,
     source: LoadSource,
     size: u64,
     runtime: RuleRuntime,
@@ -80,10 +104,11 @@ impl RulePlugin {
         let sha256 = hex::encode(Sha256::digest(bytes));
         let (component, source) = load_component(engine, name, &sha256, bytes)?;
 
-        let uses_wasi = component
-            .component_type()
+        let component_type = component.component_type();
+        let uses_wasi = component_type
             .imports(&engine.engine)
             .any(|(import, _)| import.starts_with("wasi:"));
+        let track = WitTrack::of_imports(component_type.imports(&engine.engine).map(|(i, _)| i));
         let wrong_world = |e: wasmtime::Error| EngineError::WrongWorld {
             plugin: name.to_string(),
             reason: format!("{e:#}"),
@@ -92,7 +117,11 @@ impl RulePlugin {
             .linker
             .instantiate_pre(&component)
             .map_err(wrong_world)?;
-        let pre = RulePre::new(pre).map_err(wrong_world)?;
+        // The 0.2 and 0.1 worlds differ in `evaluate`'s type: check against the rule's own.
+        let pre = match track {
+            WitTrack::V0_1 => TrackPre::V0_1(RulePre::new(pre).map_err(wrong_world)?),
+            WitTrack::V0_2 => TrackPre::V0_2(v0_2::RulePre::new(pre).map_err(wrong_world)?),
+        };
         // `RulePre::new` found and type-checked it, so it is there.
         let evaluate = component
             .get_export_index(None, "evaluate")
@@ -104,6 +133,7 @@ impl RulePlugin {
                 pre,
                 evaluate,
                 uses_wasi,
+                evaluate_checked: std::sync::atomic::AtomicBool::new(false),
                 source,
                 size: bytes.len() as u64,
                 runtime: RuleRuntime::detect(bytes),
@@ -151,8 +181,13 @@ impl RulePlugin {
         self.inner.size
     }
 
-    pub(crate) fn pre(&self) -> &RulePre<StoreState> {
+    pub(crate) fn pre(&self) -> &TrackPre {
         &self.inner.pre
+    }
+
+    /// The version of the rule world the component implements (`0.1` or `0.2`).
+    pub fn wit_track(&self) -> WitTrack {
+        self.inner.pre.track()
     }
 
     /// A new instance of the rule in `store`.
@@ -164,7 +199,13 @@ impl RulePlugin {
         let evaluate = instance
             .get_func(&mut *store, self.inner.evaluate)
             .ok_or_else(|| wasmtime::format_err!("the instance has no `evaluate` function"))?;
-        Ok(RuleInstance::new(evaluate))
+        let rule = RuleInstance::new(evaluate, self.inner.pre.track());
+        let checked = &self.inner.evaluate_checked;
+        if !checked.load(std::sync::atomic::Ordering::Acquire) {
+            rule.check_type(&*store)?;
+            checked.store(true, std::sync::atomic::Ordering::Release);
+        }
+        Ok(rule)
     }
 }
 
@@ -255,6 +296,7 @@ impl std::fmt::Debug for RulePlugin {
             .field("name", &self.inner.name)
             .field("sha256", &self.inner.sha256)
             .field("uses_wasi", &self.inner.uses_wasi)
+            .field("wit_track", &self.inner.pre.track())
             .finish()
     }
 }

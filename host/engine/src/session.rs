@@ -13,7 +13,7 @@ use crate::engine::{EngineError, RuleEngine};
 use crate::flow::Flow;
 use crate::http::HttpClient;
 use crate::lookup::{LookupTables, StepGrants};
-use crate::plugin::RulePlugin;
+use crate::plugin::{RulePlugin, TrackPre};
 use crate::state::{preview, StoreState, MAX_LOG_BYTES, MAX_LOG_LINES, MAX_REASON};
 use crate::step::{StepFailure, StepLimits, StepOutcome, StepReport};
 use crate::validate::validate_action_in;
@@ -94,7 +94,7 @@ impl<'e> MessageSession<'e> {
         plugin: &RulePlugin,
         limits: &StepLimits,
         grants: &StepGrants,
-        ctx: &Context,
+        ctx: &Arc<Context>,
     ) -> StepReport {
         let engine = self.engine;
         let capabilities = Capabilities {
@@ -124,7 +124,7 @@ impl<'e> MessageSession<'e> {
         plugin: &RulePlugin,
         limits: &StepLimits,
         grants: &StepGrants,
-        ctx: &Context,
+        ctx: &Arc<Context>,
         pool: &WarmPool,
     ) -> StepReport {
         let started = Instant::now();
@@ -239,6 +239,7 @@ fn finish(
         dropped_logs: data.dropped_logs,
         lookups: std::mem::take(&mut data.lookups),
         http: std::mem::take(&mut data.http_calls),
+        context_reads: data.context_reads,
     }
 }
 
@@ -280,7 +281,7 @@ fn call_rule(
     rule: &RuleInstance,
     message: &Arc<Message>,
     limits: &StepLimits,
-    ctx: &Context,
+    ctx: &Arc<Context>,
 ) -> (StepOutcome, bool) {
     let handle = match store.data_mut().table.push(MessageRef(message.clone())) {
         Ok(h) => h,
@@ -351,8 +352,15 @@ impl RulePlugin {
             plugin: self.name().to_string(),
             reason: format!("{e:#}"),
         };
-        let rule = self.pre().instantiate(&mut store).map_err(failed)?;
-        match rule.call_validate_config(&mut store, config_json) {
+        let answer = match self.pre() {
+            TrackPre::V0_1(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|rule| rule.call_validate_config(&mut store, config_json)),
+            TrackPre::V0_2(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|rule| rule.call_validate_config(&mut store, config_json)),
+        };
+        match answer {
             Err(e) => Err(failed(e)),
             Ok(Err(reason)) => Err(EngineError::ConfigRefused {
                 plugin: self.name().to_string(),

@@ -62,6 +62,8 @@ pub(crate) struct StoreState {
     pub(crate) http_calls: Vec<HttpCall>,
     /// The message's direction and authenticated sender (`flow`), set per message.
     pub(crate) flow: crate::flow::Flow,
+    /// The running step's `context` getter calls (0.2 rules), for its report.
+    pub(crate) context_reads: crate::step::ContextReads,
 }
 
 pub(crate) struct WasiState {
@@ -116,6 +118,7 @@ impl StoreState {
             http: None,
             http_calls: Vec::new(),
             flow: crate::flow::Flow::default(),
+            context_reads: crate::step::ContextReads::default(),
         }
     }
 
@@ -133,6 +136,7 @@ impl StoreState {
         self.request_error = None;
         self.lookups.clear();
         self.http_calls.clear();
+        self.context_reads = crate::step::ContextReads::default();
     }
 
     /// Keeps and prints a rule's log line while the step is within its line and byte budget

@@ -263,4 +263,34 @@ pub struct StepReport {
     /// The HTTP calls the step made (`http.send`), in order.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub http: Vec<crate::http::HttpCall>,
+    /// How often a 0.2 rule read each `context` field (all zero for a 0.1 rule, which gets
+    /// the whole record): shows what a step pays for, e.g. `config` once per warm instance.
+    #[serde(skip_serializing_if = "ContextReads::is_empty", default)]
+    pub context_reads: ContextReads,
+}
+
+/// How many times a step called each getter of the 0.2 `context` resource.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ContextReads {
+    /// `domain()`.
+    pub domain: u32,
+    /// `recipients()`.
+    pub recipients: u32,
+    /// `mail-from()`.
+    pub mail_from: u32,
+    /// `verdicts()`.
+    pub verdicts: u32,
+    /// `received-at()`.
+    pub received_at: u32,
+    /// `message-id()`.
+    pub message_id: u32,
+    /// `config()`.
+    pub config: u32,
+}
+
+impl ContextReads {
+    /// No getter was called.
+    pub fn is_empty(&self) -> bool {
+        *self == ContextReads::default()
+    }
 }

@@ -239,7 +239,7 @@ impl Rule for AliasRule {
 
     fn evaluate(_msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         let directory = config.directory().map_err(RuleError::permanent)?;
-        directory.route(&ctx.recipients)
+        directory.route(ctx.recipients())
     }
 }
 

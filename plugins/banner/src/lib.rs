@@ -116,7 +116,7 @@ impl Rule for Banner {
             // A disclaimer-only step in an inbound chain.
             return Ok(vec![]);
         }
-        let authenticated = config.trust_from || ctx.verdicts.dmarc.passed();
+        let authenticated = config.trust_from || ctx.verdicts().dmarc.passed();
         if !is_external(
             msg.from().as_deref(),
             &config.internal_domains,

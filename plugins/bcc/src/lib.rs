@@ -44,7 +44,7 @@ impl Rule for Bcc {
     }
 
     fn evaluate(_msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
-        Ok(copies(&ctx.recipients, &config.to))
+        Ok(copies(ctx.recipients(), &config.to))
     }
 }
 

@@ -178,7 +178,7 @@ fn listed(rcpt: &str, list: &[String]) -> bool {
 /// Makes the rule's requests for the group in `ctx` (through [`recipients`]); separate from
 /// the message so it can be tested natively with `recipients::take_recorded`.
 pub fn decide(ctx: &Context, config: &Config) {
-    let v = &ctx.verdicts;
+    let v = ctx.verdicts();
     if config.skip_if_spam && (v.spam.failed() || v.virus.failed()) {
         let which = if v.virus.failed() { "virus" } else { "spam" };
         log::info!(
@@ -188,14 +188,18 @@ pub fn decide(ctx: &Context, config: &Config) {
         return;
     }
     let matched: Vec<&String> = match &config.recipients {
-        None => ctx.recipients.iter().collect(),
-        Some(list) => ctx.recipients.iter().filter(|r| listed(r, list)).collect(),
+        None => ctx.recipients().iter().collect(),
+        Some(list) => ctx
+            .recipients()
+            .iter()
+            .filter(|r| listed(r, list))
+            .collect(),
     };
     if matched.is_empty() {
         log::debug!("forward: no matching recipient in the group; nothing forwarded");
         return;
     }
-    let every = matched.len() == ctx.recipients.len();
+    let every = matched.len() == ctx.recipients().len();
     let mut request = match (config.mode, every) {
         (Mode::Redirect, true) => Forward::redirect_to(config.to.iter().cloned()),
         _ => Forward::copy_to(config.to.iter().cloned()),
@@ -245,8 +249,12 @@ mod tests {
         }
     }
 
-    fn ctx(rcpts: &[&str]) -> Context {
-        Context {
+    fn ctx(rcpts: &[&str]) -> Context<'static> {
+        Context::from(data(rcpts))
+    }
+
+    fn data(rcpts: &[&str]) -> ContextData {
+        ContextData {
             domain: "example.com".into(),
             recipients: rcpts.iter().map(|s| s.to_string()).collect(),
             mail_from: "sender@outside.example".into(),
@@ -341,17 +349,17 @@ mod tests {
             (Verdict::Fail, Verdict::Pass),
             (Verdict::Pass, Verdict::Fail),
         ] {
-            let mut x = ctx(&["bob@example.com"]);
+            let mut x = data(&["bob@example.com"]);
             x.verdicts.spam = spam;
             x.verdicts.virus = virus;
-            assert!(run(&x, &c).is_empty());
+            assert!(run(&x.into(), &c).is_empty());
         }
-        let mut x = ctx(&["bob@example.com"]);
+        let mut x = data(&["bob@example.com"]);
         x.verdicts.spam = Verdict::Gray;
-        assert_eq!(run(&x, &c).len(), 1);
+        assert_eq!(run(&x.clone().into(), &c).len(), 1);
         let c = config(r#"{"to":["me@gmail.example"],"skip_if_spam":false}"#);
         x.verdicts.spam = Verdict::Fail;
-        assert_eq!(run(&x, &c).len(), 1);
+        assert_eq!(run(&x.into(), &c).len(), 1);
     }
 
     #[test]

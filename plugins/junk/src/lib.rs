@@ -98,7 +98,7 @@ impl Rule for Junk {
             .as_deref()
             .and_then(|name| msg.first_header(name))
             .and_then(|value| first_number(&value));
-        let (actions, reason) = decide(&ctx.verdicts, score, config);
+        let (actions, reason) = decide(ctx.verdicts(), score, config);
         if let Some(reason) = reason {
             log::info!("junk: {reason}");
         }

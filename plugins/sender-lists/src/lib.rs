@@ -360,10 +360,10 @@ impl Rule for SenderLists {
         let lists = Lists::from_config(config).map_err(RuleError::permanent)?;
         let from = msg.from();
         let senders = Senders {
-            envelope: &ctx.mail_from,
+            envelope: ctx.mail_from(),
             from: from.as_deref(),
         };
-        let decision = decide(&senders, &ctx.verdicts, config, &lists);
+        let decision = decide(&senders, ctx.verdicts(), config, &lists);
         if let Some(why) = &decision.why {
             log::info!("{why}");
         }

@@ -91,7 +91,7 @@ impl Rule for SizeLimit {
     }
 
     fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
-        let decision = decide(msg.size(), &ctx.recipients, config);
+        let decision = decide(msg.size(), ctx.recipients(), config);
         for (recipient, bounce) in &decision.refused {
             log::info!("refused one recipient: {}", bounce.text);
             recipients::refuse(recipient, bounce.code, &bounce.status, &bounce.text);

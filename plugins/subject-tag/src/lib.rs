@@ -68,11 +68,11 @@ impl Rule for SubjectTag {
 
     fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         if flow::is_outbound() {
-            return Ok(decide_outbound(&ctx.recipients, config));
+            return Ok(decide_outbound(ctx.recipients(), config));
         }
         let from = msg.from();
         let text = msg.text_body(4096).unwrap_or_default();
-        let actions = decide(from.as_deref(), &text, &ctx.verdicts, config);
+        let actions = decide(from.as_deref(), &text, ctx.verdicts(), config);
         if !actions.is_empty() {
             log::info!(
                 "tagged {}: {} keyword(s)",

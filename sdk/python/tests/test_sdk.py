@@ -19,7 +19,7 @@ from sluice_sdk import _fallback, http, lookup, recipients
 from sluice_sdk.testing import FakeMessage, context
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit"))
+WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit", "released", "sluice-rules-0.1.5.wit"))
 
 
 class ActionsTest(unittest.TestCase):

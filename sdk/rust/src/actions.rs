@@ -1,6 +1,6 @@
 //! Constructors and predicates on the generated WIT types.
 
-use crate::{Action, Banner, Bounce, Header, Message, Position, RuleError, Verdict};
+use crate::{Action, Banner, Bounce, Header, Message, Position, RuleError, Verdict, Verdicts};
 
 /// Constructors, so a rule writes `Action::add_header("X-Tag", "1")`.
 impl Action {
@@ -102,6 +102,21 @@ impl RuleError {
         RuleError {
             message: message.into(),
             temporary: true,
+        }
+    }
+}
+
+impl Verdicts {
+    /// Every verdict `unknown` and no DMARC policy: what the host reports for a message with
+    /// no SES verdicts (e.g. one run from a file), and a starting point in native tests.
+    pub fn unknown() -> Verdicts {
+        Verdicts {
+            spf: Verdict::Unknown,
+            dkim: Verdict::Unknown,
+            dmarc: Verdict::Unknown,
+            spam: Verdict::Unknown,
+            virus: Verdict::Unknown,
+            dmarc_policy: None,
         }
     }
 }

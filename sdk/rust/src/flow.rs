@@ -5,7 +5,7 @@
 //! ```no_run
 //! use sluice_sdk::flow::{self, Direction};
 //! if flow::direction() == Direction::Outbound {
-//!     // mail a local user sends: `ctx.domain` is the sending domain
+//!     // mail a local user sends: `ctx.domain()` is the sending domain
 //! }
 //! ```
 //!

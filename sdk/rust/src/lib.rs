@@ -18,7 +18,7 @@
 //!     type Config = Config;
 //!     fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
 //!         let from = msg.from().unwrap_or_default();
-//!         if is_in_domains(&from, &config.internal_domains) || ctx.verdicts.spf.failed() {
+//!         if is_in_domains(&from, &config.internal_domains) || ctx.verdicts().spf.failed() {
 //!             return Ok(vec![]);
 //!         }
 //!         log::info!("tagging mail from {from}");
@@ -41,10 +41,13 @@
 //! * **Config.** The step's `config` table arrives as JSON. [`export_rule!`] makes
 //!   `validate-config` deserialize it into [`Rule::Config`] (then run [`Rule::check_config`])
 //!   and return serde_json's message — which names the key and position — on failure, so a
-//!   typo fails `sluice check`. `evaluate` deserializes it once per instance: a fresh
-//!   instance (the default) parses it for its one message, a warm one (`instances = "warm"`)
-//!   keeps the parsed config while the step's config text stays the same, so a large table
-//!   is not parsed again for every message. A failure is a permanent [`RuleError`].
+//!   typo fails `sluice check`. `evaluate` reads it from the host (`context.config`, WIT 0.2)
+//!   and deserializes it once per instance: a fresh instance (the default) for its one
+//!   message, a warm one (`instances = "warm"`) once for its life, so a large table is
+//!   neither copied into the rule nor parsed again for every message. A failure is a
+//!   permanent [`RuleError`].
+//! * **Context.** [`Context`] reads each field from the host on first use
+//!   (`ctx.verdicts().spf`, `ctx.recipients()`), so a rule pays only for what it reads.
 //! * **Allocation.** On wasm32 the default `arena` feature installs [`arena::RuleAllocator`]:
 //!   the first 256 KiB a rule allocates per message come from the module's own zeroed data,
 //!   so a fresh instance never has to grow its memory (which costs the host syscalls on every
@@ -68,6 +71,7 @@
 mod actions;
 pub mod address;
 pub mod arena;
+pub mod context;
 pub mod flow;
 pub mod http;
 pub mod log;
@@ -89,9 +93,10 @@ pub mod bindings {
 
 pub use address::{check_address, domain_of, is_in_domains, local_part};
 pub use bindings::sluice::rules::types::{
-    Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Message, Position, RuleError,
-    Verdict, Verdicts,
+    Action, AttachmentInfo, Banner, Bounce, Header, Level, Message, Position, RuleError, Verdict,
+    Verdicts,
 };
+pub use context::{Context, ContextData};
 /// Re-exported so rules can use `sluice_sdk::serde_json::Value` as a free-form config.
 pub use serde_json;
 /// The host's limits on actions (`facts::MAX_RECIPIENTS_PER_ACTION`, `facts::MAX_BANNER_BYTES`,
@@ -109,8 +114,8 @@ pub mod prelude {
     pub use crate::lookup;
     pub use crate::recipients::{self, Forward};
     pub use crate::{
-        Action, AttachmentInfo, Banner, Bounce, Context, Header, Level, Message, NoConfig,
-        Position, Rule, RuleError, Verdict, Verdicts,
+        Action, AttachmentInfo, Banner, Bounce, Context, ContextData, Header, Level, Message,
+        NoConfig, Position, Rule, RuleError, Verdict, Verdicts,
     };
     pub use serde::Deserialize;
 }
@@ -133,7 +138,7 @@ pub trait Rule {
     /// borrowed because a warm instance keeps it for the next message.
     fn evaluate(
         msg: &Message,
-        ctx: &Context,
+        ctx: &Context<'_>,
         config: &Self::Config,
     ) -> Result<Vec<Action>, RuleError>;
 }
@@ -191,7 +196,7 @@ macro_rules! export_rule {
 
                 fn evaluate(
                     msg: &$crate::Message,
-                    ctx: $crate::Context,
+                    ctx: &$crate::bindings::sluice::rules::types::Context,
                 ) -> ::core::result::Result<::std::vec::Vec<$crate::Action>, $crate::RuleError>
                 {
                     __SLUICE_CONFIG
@@ -213,6 +218,7 @@ pub mod __private {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    use crate::bindings::sluice::rules::types::Context as ContextHandle;
     use crate::{Action, Context, Level, Message, Rule, RuleError};
 
     pub fn validate_config<R: Rule>(json: &str) -> Result<(), String> {
@@ -223,47 +229,50 @@ pub mod __private {
 
     pub fn evaluate<R: Rule>(
         msg: &Message,
-        ctx: Context,
+        handle: &ContextHandle,
         cache: &ConfigCache<R::Config>,
     ) -> Result<Vec<Action>, RuleError> {
         install_panic_hook();
+        let ctx = Context::from_host(handle);
         let config = cache
-            .get_or_parse(&ctx.config, |json| {
-                let config = crate::parse_config::<R::Config>(json)?;
-                R::check_config(&config).map(|()| config)
-            })
+            .get_or_parse(
+                || ctx.config_json(),
+                |json| {
+                    let config = crate::parse_config::<R::Config>(json)?;
+                    R::check_config(&config).map(|()| config)
+                },
+            )
             .map_err(|e| RuleError::permanent(format!("invalid config: {e}")))?;
         R::evaluate(msg, &ctx, &config)
     }
 
-    /// The parsed config of the instance's last message, with the JSON it came from. A warm
-    /// instance serves many messages of one step, whose config text is the same each time,
-    /// so it parses (and checks) once; a fresh instance fills it for its only message.
+    /// The instance's parsed config. The host never runs one instance for two steps (WIT
+    /// 0.2, `context.config`), so the config text is the same on every call: it is read
+    /// from the host and parsed (and checked) on the first call only — once per message for
+    /// a fresh instance, once per life for a warm one.
     pub struct ConfigCache<C> {
-        last: RefCell<Option<(String, Rc<C>)>>,
+        parsed: RefCell<Option<Rc<C>>>,
     }
 
     impl<C> ConfigCache<C> {
         pub const fn new() -> Self {
             ConfigCache {
-                last: RefCell::new(None),
+                parsed: RefCell::new(None),
             }
         }
 
-        /// The config parsed from `json`: the kept one when `json` is the text it was parsed
-        /// from, else `parse(json)` (kept when it succeeds; an error is not kept).
-        pub fn get_or_parse(
+        /// The kept config, else `parse(read())` (kept when it succeeds; an error is not
+        /// kept, so the next call reads and reports it again).
+        pub fn get_or_parse<'t>(
             &self,
-            json: &str,
+            read: impl FnOnce() -> &'t str,
             parse: impl FnOnce(&str) -> Result<C, String>,
         ) -> Result<Rc<C>, String> {
-            if let Some((text, config)) = self.last.borrow().as_ref() {
-                if text == json {
-                    return Ok(config.clone());
-                }
+            if let Some(config) = self.parsed.borrow().as_ref() {
+                return Ok(config.clone());
             }
-            let config = Rc::new(parse(json)?);
-            *self.last.borrow_mut() = Some((json.to_owned(), config.clone()));
+            let config = Rc::new(parse(read())?);
+            *self.parsed.borrow_mut() = Some(config.clone());
             Ok(config)
         }
     }
@@ -299,9 +308,16 @@ mod tests {
     use std::cell::Cell;
 
     #[test]
-    fn the_config_cache_parses_again_only_when_the_text_changes() {
-        let cache = ConfigCache::<usize>::new();
+    fn the_config_cache_reads_and_parses_once_per_instance() {
+        let reads = Cell::new(0);
         let parses = Cell::new(0);
+        let read = |text: &'static str| {
+            let reads = &reads;
+            move || {
+                reads.set(reads.get() + 1);
+                text
+            }
+        };
         let parse = |json: &str| {
             parses.set(parses.get() + 1);
             if json == "bad" {
@@ -310,14 +326,20 @@ mod tests {
                 Ok(json.len())
             }
         };
-        assert_eq!(*cache.get_or_parse("{}", parse).unwrap(), 2);
-        assert_eq!(*cache.get_or_parse("{}", parse).unwrap(), 2);
-        assert_eq!(parses.get(), 1, "the same text is not parsed twice");
-        assert_eq!(*cache.get_or_parse("{\"a\":1}", parse).unwrap(), 7);
-        assert_eq!(parses.get(), 2, "another text is parsed");
-        assert_eq!(cache.get_or_parse("bad", parse).unwrap_err(), "not JSON");
-        assert!(cache.get_or_parse("bad", parse).is_err());
-        assert_eq!(parses.get(), 4, "an error is not kept");
-        assert_eq!(*cache.get_or_parse("{\"a\":1}", parse).unwrap(), 7);
+        let cache = ConfigCache::<usize>::new();
+        assert_eq!(
+            cache.get_or_parse(read("bad"), parse).unwrap_err(),
+            "not JSON"
+        );
+        assert!(cache.get_or_parse(read("bad"), parse).is_err());
+        assert_eq!((reads.get(), parses.get()), (2, 2), "an error is not kept");
+        assert_eq!(*cache.get_or_parse(read("{}"), parse).unwrap(), 2);
+        assert_eq!(*cache.get_or_parse(read("{}"), parse).unwrap(), 2);
+        assert_eq!(*cache.get_or_parse(read("{}"), parse).unwrap(), 2);
+        assert_eq!(
+            (reads.get(), parses.get()),
+            (3, 3),
+            "the text is read from the host and parsed once"
+        );
     }
 }

@@ -53,7 +53,7 @@ impl Rule for Reader {
         let html = msg.html_body(0);
         let attachments = msg.attachments();
         let raw_len = msg.raw().len();
-        let v = &ctx.verdicts;
+        let v = ctx.verdicts();
         let len = |s: &Option<String>| s.as_ref().map_or("<none>".into(), |s| s.len().to_string());
         let seen = [
             ("Subject", opt(msg.subject())),
@@ -76,18 +76,18 @@ impl Rule for Reader {
             ("Html-Len", len(&html)),
             ("Attachments", describe_attachments(&attachments)),
             ("Raw-Len", raw_len.to_string()),
-            ("Recipients", ctx.recipients.join(",")),
-            ("Domain", ctx.domain.clone()),
-            ("Mail-From", ctx.mail_from.clone()),
-            ("Message-Id", ctx.message_id.clone()),
-            ("Received-At", ctx.received_at.to_string()),
+            ("Recipients", ctx.recipients().join(",")),
+            ("Domain", ctx.domain().to_string()),
+            ("Mail-From", ctx.mail_from().to_string()),
+            ("Message-Id", ctx.message_id().to_string()),
+            ("Received-At", ctx.received_at().to_string()),
             ("Spf", v.spf.as_str().into()),
             ("Dkim", v.dkim.as_str().into()),
             ("Dmarc", v.dmarc.as_str().into()),
             ("Spam", v.spam.as_str().into()),
             ("Virus", v.virus.as_str().into()),
             ("Dmarc-Policy", opt(v.dmarc_policy.clone())),
-            ("Config", ctx.config.clone()),
+            ("Config", ctx.config_json().to_string()),
         ];
         Ok(seen
             .into_iter()
