@@ -240,6 +240,11 @@ pub enum Quarantine {
     },
 }
 
+/// [`crate::store::dir::write_atomic`], its failure as this module's error.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), QuarantineError> {
+    crate::store::dir::write_atomic(path, bytes).map_err(|(at, e)| io(&at)(e))
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> QuarantineError + '_ {
     move |e| match e.kind() {
         std::io::ErrorKind::NotFound => QuarantineError::NotFound(
@@ -252,19 +257,6 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> QuarantineError + '_ {
             reason: e.to_string(),
         },
     }
-}
-
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), QuarantineError> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 impl Quarantine {

@@ -12,26 +12,16 @@ pub struct DirArchive {
     pub root: PathBuf,
 }
 
+/// [`crate::store::dir::write_atomic`], its failure as this module's error.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
+    crate::store::dir::write_atomic(path, bytes).map_err(|(at, e)| io(&at)(e))
+}
+
 fn io(path: &Path) -> impl Fn(std::io::Error) -> ArchiveError + '_ {
     move |e| ArchiveError::Io {
         path: path.display().to_string(),
         reason: e.to_string(),
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, synced: a reader (or a
-/// retry after a crash) sees the whole file or none.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ArchiveError> {
-    use std::io::Write as _;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    drop(f);
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 impl DirArchive {

@@ -97,20 +97,24 @@ pub struct DirStore {
     root: PathBuf,
 }
 
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), DirStoreError> {
-    let err = |source| DirStoreError::Write {
-        path: path.to_path_buf(),
-        source,
+/// Writes `bytes` to `path` through a temporary file beside it, synced, then a rename: a
+/// reader (or a retry after a crash) sees the whole file or none. The error names the path
+/// that failed (the directory, the temporary file or the target). Shared by the directory
+/// store, the directory archive and the quarantine.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    let at = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| (p, e)
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(err)?;
+        std::fs::create_dir_all(dir).map_err(at(dir))?;
     }
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut f = std::fs::File::create(&tmp).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
+    let mut f = std::fs::File::create(&tmp).map_err(at(&tmp))?;
+    f.write_all(bytes).map_err(at(&tmp))?;
+    f.sync_all().map_err(at(&tmp))?;
     drop(f);
-    std::fs::rename(&tmp, path).map_err(err)
+    std::fs::rename(&tmp, path).map_err(at(path))
 }
 
 impl DirStore {
@@ -135,7 +139,8 @@ impl DirStore {
     ) -> Result<PathBuf, DirStoreError> {
         let mut path = self.root.clone();
         path.extend(mailbox_segments(recipient, folder, message_id)?);
-        write_atomic(&path, bytes)?;
+        write_atomic(&path, bytes)
+            .map_err(|(path, source)| DirStoreError::Write { path, source })?;
         Ok(path)
     }
 }
