@@ -458,20 +458,7 @@ impl S3 {
         metadata: &[(String, String)],
         encryption: &Encryption,
     ) -> Result<Option<String>, AwsError> {
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&url.bucket)
-            .key(&url.key)
-            .content_type(content_type);
-        request = match encryption {
-            Encryption::S3 => {
-                request.server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::Aes256)
-            }
-            Encryption::Kms { key_id } => request
-                .server_side_encryption(aws_sdk_s3::types::ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
-        };
+        let mut request = self.encrypted_put(url, content_type, encryption);
         for (name, value) in metadata {
             request = request.metadata(name, value);
         }
@@ -489,6 +476,29 @@ impl S3 {
 }
 
 impl S3 {
+    /// A `PutObject` of `url` with its content type and server-side encryption set: what
+    /// every encrypted write shares.
+    fn encrypted_put(
+        &self,
+        url: &S3Url,
+        content_type: &str,
+        encryption: &Encryption,
+    ) -> aws_sdk_s3::operation::put_object::builders::PutObjectFluentBuilder {
+        use aws_sdk_s3::types::ServerSideEncryption;
+        let request = self
+            .client
+            .put_object()
+            .bucket(&url.bucket)
+            .key(&url.key)
+            .content_type(content_type);
+        match encryption {
+            Encryption::S3 => request.server_side_encryption(ServerSideEncryption::Aes256),
+            Encryption::Kms { key_id } => request
+                .server_side_encryption(ServerSideEncryption::AwsKms)
+                .set_ssekms_key_id(key_id.clone()),
+        }
+    }
+
     /// [`put_encrypted`](S3::put_encrypted) under Object Lock: the object version cannot be
     /// deleted or overwritten before `lock.until_epoch_s` (compliance: by nobody; governance:
     /// only with `s3:BypassGovernanceRetention`). The bucket must have Object Lock enabled;
@@ -501,13 +511,9 @@ impl S3 {
         encryption: &Encryption,
         lock: &ObjectLock,
     ) -> Result<Option<String>, AwsError> {
-        use aws_sdk_s3::types::{ObjectLockMode, ServerSideEncryption};
-        let mut request = self
-            .client
-            .put_object()
-            .bucket(&url.bucket)
-            .key(&url.key)
-            .content_type(content_type)
+        use aws_sdk_s3::types::ObjectLockMode;
+        let request = self
+            .encrypted_put(url, content_type, encryption)
             .object_lock_mode(match lock.mode {
                 LockMode::Compliance => ObjectLockMode::Compliance,
                 LockMode::Governance => ObjectLockMode::Governance,
@@ -515,12 +521,6 @@ impl S3 {
             .object_lock_retain_until_date(aws_sdk_s3::primitives::DateTime::from_secs(
                 lock.until_epoch_s,
             ));
-        request = match encryption {
-            Encryption::S3 => request.server_side_encryption(ServerSideEncryption::Aes256),
-            Encryption::Kms { key_id } => request
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .set_ssekms_key_id(key_id.clone()),
-        };
         let out = request
             .body(ByteStream::from(bytes))
             .send()
