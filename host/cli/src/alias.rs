@@ -205,18 +205,7 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
     };
     let config = ConfigFile::read(&config_path)?;
     let name = args.directory;
-    let Some(section) = config.directories.get(&name) else {
-        let known: Vec<&str> = config.directories.keys().map(String::as_str).collect();
-        let known = if known.is_empty() {
-            String::new()
-        } else {
-            format!(" (it has: {})", known.join(", "))
-        };
-        bail!(
-            "{} has no [directory.{name}] section{known}: add one with kind = \"dynamodb\" and table = \"...\", or kind = \"file\" and path = \"{name}.toml\" (or pick one with --directory)",
-            config_path.display()
-        );
-    };
+    let section = directory_section(&config, &config_path, &name)?;
     let base_dir = &config.source.base_dir;
     let command = match args.command {
         AliasCommand::Init => {
@@ -275,6 +264,28 @@ pub fn run(args: AliasArgs) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The `[directory.NAME]` section of a config, or an error that lists the sections it has
+/// and says how to add one.
+pub(crate) fn directory_section<'a>(
+    config: &'a ConfigFile,
+    config_path: &std::path::Path,
+    name: &str,
+) -> Result<&'a DirectorySection> {
+    let Some(section) = config.directories.get(name) else {
+        let known: Vec<&str> = config.directories.keys().map(String::as_str).collect();
+        let known = if known.is_empty() {
+            String::new()
+        } else {
+            format!(" (it has: {})", known.join(", "))
+        };
+        bail!(
+            "{} has no [directory.{name}] section{known}: add one with kind = \"dynamodb\" and table = \"...\", or kind = \"file\" and path = \"{name}.toml\" (or pick one with --directory)",
+            config_path.display()
+        );
+    };
+    Ok(section)
 }
 
 /// A directory opened for editing ([`Admin`] holds the edits and checks the API shares).
@@ -498,6 +509,23 @@ impl Directory {
             }
         }
         println!("added {added}, changed {changed}, unchanged {unchanged}");
+        if !file.senders.is_empty() {
+            let mut moved = 0;
+            for (entry, list) in &file.senders {
+                if self
+                    .store
+                    .put_sender(entry, *list)?
+                    .is_some_and(|old| old != *list)
+                {
+                    moved += 1;
+                }
+            }
+            println!(
+                "sender lists: {} entr{} ({moved} moved between lists)",
+                file.senders.len(),
+                if file.senders.len() == 1 { "y" } else { "ies" }
+            );
+        }
         Ok(())
     }
 
@@ -506,6 +534,7 @@ impl Directory {
             Some(domain) => DirectoryFile {
                 settings: DirectorySettings::default(),
                 aliases: self.store.list(&normalize_domain(domain)?)?,
+                senders: Default::default(),
             },
             None => {
                 if !self.store.keeps_settings() {
@@ -519,7 +548,18 @@ impl Directory {
                 for domain in &settings.domains {
                     aliases.extend(self.store.list(domain)?);
                 }
-                DirectoryFile { settings, aliases }
+                // The whole directory: its sender lists too (`sluice list`), so an export
+                // is a backup `import` restores.
+                let senders = if format == FileFormat::Csv {
+                    Default::default()
+                } else {
+                    self.store.senders()?.into_iter().collect()
+                };
+                DirectoryFile {
+                    settings,
+                    aliases,
+                    senders,
+                }
             }
         };
         print!("{}", file.render(format));

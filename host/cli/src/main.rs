@@ -14,6 +14,7 @@ mod archive;
 mod daemon;
 mod deliver;
 mod fixtures;
+mod list;
 mod mailbox;
 mod milter;
 mod precompile;
@@ -127,6 +128,9 @@ enum Command {
     /// Edit the alias directory (`[directory.NAME]` of a config): add, list, pause and
     /// remove aliases, import and export them, and set the domains it serves.
     Alias(alias::AliasArgs),
+    /// Edit the sender allow and block lists a directory keeps beside its aliases, which the
+    /// `sender-lists` rule reads with `table = "NAME"`: add, rm, show.
+    List(list::ListArgs),
     /// Search and read the message archive (`[archive]` of a config): `find` lists archived
     /// messages of a domain by sender, recipient, subject and days; `get` prints one.
     Archive(archive::ArchiveArgs),
@@ -292,6 +296,7 @@ fn run(command: Command) -> Result<ExitCode> {
         }
         Command::Test { dirs, engine } => fixtures::run(&dirs, &engine),
         Command::Alias(args) => alias::run(args),
+        Command::List(args) => list::run(args),
         Command::Archive(args) => archive::run(args),
         Command::Quarantine(args) => quarantine::run(args),
         Command::Mailbox(args) => mailbox::run(args),

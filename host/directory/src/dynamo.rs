@@ -4,7 +4,9 @@
 //! `*` for the catch-all); `status` (S), `to` (L of S; absent or empty: the alias is a
 //! mailbox itself), `created`, `modified`, `uses`, `last_used` (N, seconds since the Unix
 //! epoch). The settings are the reserved item `domain = "#directory"`, `alias = "settings"`
-//! with `domains` and `destinations` (L of S).
+//! with `domains` and `destinations` (L of S). Sender lists live in the reserved partition
+//! `domain = "#senders"`, one item per entry (`alias` = the entry, `list` = `allow` or
+//! `block`), so one table and one grant serve both.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,12 +20,16 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodb::Client;
 
-use crate::{split_address, AliasRecord, AliasStore, DirectoryError, DirectorySettings};
+use crate::{
+    split_address, AliasRecord, AliasStore, DirectoryError, DirectorySettings, SenderList,
+};
 
 /// The reserved partition of the settings item (no domain starts with `#`).
 const SETTINGS_DOMAIN: &str = "#directory";
 /// The settings item's sort key.
 const SETTINGS_ALIAS: &str = "settings";
+/// The reserved partition of the sender lists.
+const SENDERS_DOMAIN: &str = "#senders";
 
 /// How long a call without a deadline of its own may take (admin commands, use counts),
 /// SDK retries included.
@@ -376,6 +382,92 @@ impl DynamoStore {
         })
     }
 
+    /// Every item of one partition (a domain's aliases, or the sender lists).
+    fn partition(&self, domain: &str) -> Result<Vec<Item>, DirectoryError> {
+        let client = self.client.clone();
+        let table = self.table.clone();
+        let domain = domain.to_string();
+        self.run("Query", self.deadline(), async move {
+            let mut items = Vec::new();
+            let mut start = None;
+            loop {
+                let page = client
+                    .query()
+                    .table_name(&table)
+                    .key_condition_expression("#d = :d")
+                    .expression_attribute_names("#d", "domain")
+                    .expression_attribute_values(":d", s(&domain))
+                    .consistent_read(true)
+                    .set_exclusive_start_key(start)
+                    .send()
+                    .await
+                    .map_err(|e| sdk_error(&table, "Query", &e))?;
+                start = page.last_evaluated_key.clone();
+                items.extend(page.items.unwrap_or_default());
+                if start.is_none() {
+                    return Ok(items);
+                }
+            }
+        })
+    }
+
+    /// The entry and list of a sender item; an item without a valid `list` is an error that
+    /// names it.
+    fn sender_list_of(&self, item: &Item) -> Result<(String, SenderList), DirectoryError> {
+        let entry = match item.get("alias") {
+            Some(AttributeValue::S(entry)) => entry.clone(),
+            _ => String::new(),
+        };
+        let list = match item.get("list") {
+            Some(AttributeValue::S(list)) => list.parse().ok(),
+            _ => None,
+        };
+        list.map(|l| (entry.clone(), l)).ok_or_else(|| {
+            DirectoryError::Invalid(format!(
+                "DynamoDB table {}: sender item `{entry}` needs `list` = \"allow\" or \"block\" (S): fix or remove the item",
+                self.table
+            ))
+        })
+    }
+
+    /// Puts or deletes one item, returning the old one.
+    fn replace_item(&self, item: Option<Item>, key: Item) -> Result<Option<Item>, DirectoryError> {
+        let client = self.client.clone();
+        let table = self.table.clone();
+        let op = if item.is_some() {
+            "PutItem"
+        } else {
+            "DeleteItem"
+        };
+        self.run(op, self.deadline(), async move {
+            let old = match item {
+                Some(item) => {
+                    client
+                        .put_item()
+                        .table_name(&table)
+                        .set_item(Some(item))
+                        .return_values(ReturnValue::AllOld)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(&table, "PutItem", &e))?
+                        .attributes
+                }
+                None => {
+                    client
+                        .delete_item()
+                        .table_name(&table)
+                        .set_key(Some(key))
+                        .return_values(ReturnValue::AllOld)
+                        .send()
+                        .await
+                        .map_err(|e| sdk_error(&table, "DeleteItem", &e))?
+                        .attributes
+                }
+            };
+            Ok(old.filter(|a| !a.is_empty()))
+        })
+    }
+
     fn put_item(&self, item: Item) -> Result<(), DirectoryError> {
         let client = self.client.clone();
         let table = self.table.clone();
@@ -421,31 +513,7 @@ impl AliasStore for DynamoStore {
         if domain.starts_with('#') {
             return Ok(Vec::new());
         }
-        let client = self.client.clone();
-        let table = self.table.clone();
-        let domain = domain.to_string();
-        let items = self.run("Query", self.deadline(), async move {
-            let mut items = Vec::new();
-            let mut start = None;
-            loop {
-                let page = client
-                    .query()
-                    .table_name(&table)
-                    .key_condition_expression("#d = :d")
-                    .expression_attribute_names("#d", "domain")
-                    .expression_attribute_values(":d", s(&domain))
-                    .consistent_read(true)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(|e| sdk_error(&table, "Query", &e))?;
-                start = page.last_evaluated_key.clone();
-                items.extend(page.items.unwrap_or_default());
-                if start.is_none() {
-                    return Ok(items);
-                }
-            }
-        })?;
+        let items = self.partition(domain)?;
         let mut records = items
             .iter()
             .map(|item| record_of(&self.table, item))
@@ -499,6 +567,47 @@ impl AliasStore for DynamoStore {
             destinations: field("destinations")?,
         }
         .normalized())
+    }
+
+    fn sender_before(
+        &self,
+        entry: &str,
+        deadline: Instant,
+    ) -> Result<Option<SenderList>, DirectoryError> {
+        match self.get_item(key(SENDERS_DOMAIN, entry), deadline)? {
+            Some(item) => self.sender_list_of(&item).map(|(_, list)| Some(list)),
+            None => Ok(None),
+        }
+    }
+
+    fn senders(&self) -> Result<Vec<(String, SenderList)>, DirectoryError> {
+        let mut entries = self
+            .partition(SENDERS_DOMAIN)?
+            .iter()
+            .map(|item| self.sender_list_of(item))
+            .collect::<Result<Vec<_>, _>>()?;
+        entries.sort();
+        Ok(entries)
+    }
+
+    fn put_sender(
+        &self,
+        entry: &str,
+        list: SenderList,
+    ) -> Result<Option<SenderList>, DirectoryError> {
+        let mut item = key(SENDERS_DOMAIN, entry);
+        item.insert("list".into(), s(list.as_str()));
+        match self.replace_item(Some(item), key(SENDERS_DOMAIN, entry))? {
+            Some(old) => self.sender_list_of(&old).map(|(_, l)| Some(l)),
+            None => Ok(None),
+        }
+    }
+
+    fn remove_sender(&self, entry: &str) -> Result<Option<SenderList>, DirectoryError> {
+        match self.replace_item(None, key(SENDERS_DOMAIN, entry))? {
+            Some(old) => self.sender_list_of(&old).map(|(_, l)| Some(l)),
+            None => Ok(None),
+        }
     }
 
     fn put_settings(&self, settings: &DirectorySettings) -> Result<(), DirectoryError> {

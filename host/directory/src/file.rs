@@ -7,7 +7,7 @@ use std::sync::{Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::format::{DirectoryFile, FileFormat};
-use crate::{AliasRecord, AliasStore, DirectoryError, DirectorySettings};
+use crate::{AliasRecord, AliasStore, DirectoryError, DirectorySettings, SenderList};
 
 /// How often reads look whether the file changed on disk (an edit by `sluice alias` or by
 /// hand), so a running host picks it up without a restart.
@@ -34,6 +34,7 @@ pub struct FileStore {
 struct Contents {
     settings: DirectorySettings,
     aliases: BTreeMap<String, AliasRecord>,
+    senders: BTreeMap<String, SenderList>,
     /// The file's modification time and length when read, to notice changes.
     stamp: Option<(SystemTime, u64)>,
 }
@@ -47,6 +48,7 @@ impl Contents {
                 .into_iter()
                 .map(|r| (r.address.clone(), r))
                 .collect(),
+            senders: file.senders,
             stamp,
         }
     }
@@ -55,6 +57,7 @@ impl Contents {
         DirectoryFile {
             settings: self.settings.clone(),
             aliases: self.aliases.values().cloned().collect(),
+            senders: self.senders.clone(),
         }
     }
 }
@@ -253,6 +256,43 @@ impl AliasStore for FileStore {
     fn keeps_settings(&self) -> bool {
         self.format.keeps_settings()
     }
+
+    fn sender_before(
+        &self,
+        entry: &str,
+        _deadline: Instant,
+    ) -> Result<Option<SenderList>, DirectoryError> {
+        self.refresh();
+        Ok(self.read().senders.get(entry).copied())
+    }
+
+    fn senders(&self) -> Result<Vec<(String, SenderList)>, DirectoryError> {
+        self.refresh();
+        Ok(self
+            .read()
+            .senders
+            .iter()
+            .map(|(e, l)| (e.clone(), *l))
+            .collect())
+    }
+
+    fn put_sender(
+        &self,
+        entry: &str,
+        list: SenderList,
+    ) -> Result<Option<SenderList>, DirectoryError> {
+        if !self.format.keeps_settings() {
+            return Err(DirectoryError::Refused(format!(
+                "{}: a CSV directory holds aliases only: keep sender lists in a .toml or .json directory",
+                self.path.display()
+            )));
+        }
+        self.update(|c| Ok(c.senders.insert(entry.to_string(), list)))
+    }
+
+    fn remove_sender(&self, entry: &str) -> Result<Option<SenderList>, DirectoryError> {
+        self.update(|c| Ok(c.senders.remove(entry)))
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +348,43 @@ mod tests {
                     FileStore::open(&path).unwrap().settings().unwrap(),
                     settings()
                 );
+            }
+            let far = Instant::now() + Duration::from_secs(5);
+            if ext == "csv" {
+                let err = store
+                    .put_sender("spam.example", SenderList::Block)
+                    .unwrap_err();
+                assert!(err.to_string().contains(".toml or .json"), "{err}");
+            } else {
+                assert_eq!(
+                    store.put_sender("spam.example", SenderList::Block).unwrap(),
+                    None
+                );
+                assert_eq!(
+                    store
+                        .put_sender("partner.example", SenderList::Allow)
+                        .unwrap(),
+                    None
+                );
+                assert_eq!(
+                    store.put_sender("spam.example", SenderList::Allow).unwrap(),
+                    Some(SenderList::Block),
+                    "moving an entry says where it was"
+                );
+                assert_eq!(
+                    store.remove_sender("partner.example").unwrap(),
+                    Some(SenderList::Allow)
+                );
+                assert_eq!(store.remove_sender("partner.example").unwrap(), None);
+                let reopened = FileStore::open(&path).unwrap();
+                assert_eq!(
+                    reopened.sender_before("spam.example", far).unwrap(),
+                    Some(SenderList::Allow),
+                    "{ext}"
+                );
+                assert_eq!(reopened.senders().unwrap().len(), 1, "{ext}");
+                // An alias edit keeps the lists, and the lists keep the aliases.
+                assert!(reopened.get("info@example.com").unwrap().is_some());
             }
             let leftovers: Vec<_> = std::fs::read_dir(dir.path())
                 .unwrap()

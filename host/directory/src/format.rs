@@ -13,6 +13,14 @@
 //! "*@example.com" = { to = "catchall@example.net" }
 //! ```
 //!
+//! ```toml
+//! [senders]
+//! block = ["spam.example", ".spam.example", "someone@bulk.example"]
+//! allow = ["partner.example"]
+//! ```
+//!
+//! `[senders]` (optional) holds the sender lists the `sender-lists` rule reads with
+//! `table = "NAME"` (addresses, domains, `.domain` for subdomains; no `*` patterns).
 //! `status` defaults to `active`; `to` is an address or a list (absent: the alias is a mailbox
 //! itself); `created`, `modified`, `uses` and `last_used` (seconds since the Unix epoch) are
 //! optional. JSON has the same shape (`{"settings": {...}, "aliases": {"info@example.com":
@@ -28,8 +36,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    normalize_address, normalize_destination, normalize_domain, AliasRecord, DirectoryError,
-    DirectorySettings, Status,
+    normalize_address, normalize_destination, normalize_domain, normalize_sender_entry,
+    AliasRecord, DirectoryError, DirectorySettings, SenderList, Status,
 };
 
 /// A directory file's format.
@@ -96,6 +104,8 @@ pub struct DirectoryFile {
     pub settings: DirectorySettings,
     /// Its aliases, by address.
     pub aliases: Vec<AliasRecord>,
+    /// Its sender lists, by entry (always empty for CSV).
+    pub senders: BTreeMap<String, SenderList>,
 }
 
 impl DirectoryFile {
@@ -163,6 +173,35 @@ struct RawSettings {
     destinations: Vec<String>,
 }
 
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct RawSenders {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    allow: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    block: Vec<String>,
+}
+
+impl RawSenders {
+    fn is_empty(&self) -> bool {
+        self.allow.is_empty() && self.block.is_empty()
+    }
+
+    fn of(senders: &BTreeMap<String, SenderList>) -> RawSenders {
+        let on = |list| {
+            senders
+                .iter()
+                .filter(|(_, l)| **l == list)
+                .map(|(entry, _)| entry.clone())
+                .collect()
+        };
+        RawSenders {
+            allow: on(SenderList::Allow),
+            block: on(SenderList::Block),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile<A> {
@@ -170,6 +209,28 @@ struct RawFile<A> {
     settings: RawSettings,
     #[serde(default = "BTreeMap::new")]
     aliases: BTreeMap<String, A>,
+    #[serde(default, skip_serializing_if = "RawSenders::is_empty")]
+    senders: RawSenders,
+}
+
+/// The `[senders]` lists, checked: each entry normalized and on one list only.
+fn senders_from(raw: RawSenders) -> Result<BTreeMap<String, SenderList>, DirectoryError> {
+    let mut senders = BTreeMap::new();
+    for (list, entries) in [
+        (SenderList::Allow, raw.allow),
+        (SenderList::Block, raw.block),
+    ] {
+        for entry in entries {
+            let entry = normalize_sender_entry(&entry)
+                .map_err(|e| e.within(format_args!("[senders] {list}")))?;
+            if let Some(other) = senders.insert(entry.clone(), list) {
+                return Err(DirectoryError::Invalid(format!(
+                    "[senders]: {entry} is listed twice ({other} and {list}): keep one"
+                )));
+            }
+        }
+    }
+    Ok(senders)
 }
 
 /// `to = "a@x"` or `to = ["a@x", "b@y"]`.
@@ -280,6 +341,7 @@ fn parse_toml(text: &str) -> Result<DirectoryFile, DirectoryError> {
         ))
     })?;
     let settings = settings_from(raw.settings)?;
+    let senders = senders_from(raw.senders)?;
     let mut aliases = BTreeMap::new();
     for (address, spanned) in raw.aliases {
         let line = line_of(text, spanned.span().start);
@@ -290,6 +352,7 @@ fn parse_toml(text: &str) -> Result<DirectoryFile, DirectoryError> {
     Ok(DirectoryFile {
         settings,
         aliases: aliases.into_values().collect(),
+        senders,
     })
 }
 
@@ -297,6 +360,7 @@ fn parse_json(text: &str) -> Result<DirectoryFile, DirectoryError> {
     let raw: RawFile<RawAlias> = serde_json::from_str(text)
         .map_err(|e| DirectoryError::Invalid(format!("line {}: {e}", e.line())))?;
     let settings = settings_from(raw.settings)?;
+    let senders = senders_from(raw.senders)?;
     let mut aliases = BTreeMap::new();
     for (address, alias) in raw.aliases {
         record_from(&address, alias)
@@ -306,6 +370,7 @@ fn parse_json(text: &str) -> Result<DirectoryFile, DirectoryError> {
     Ok(DirectoryFile {
         settings,
         aliases: aliases.into_values().collect(),
+        senders,
     })
 }
 
@@ -350,6 +415,15 @@ fn render_toml(file: &DirectoryFile) -> String {
             fields.join(", ")
         );
     }
+    let senders = RawSenders::of(&file.senders);
+    if !senders.is_empty() {
+        out += "\n[senders]\n";
+        for (key, entries) in [("allow", &senders.allow), ("block", &senders.block)] {
+            if !entries.is_empty() {
+                out += &format!("{key} = {}\n", toml_list(entries));
+            }
+        }
+    }
     out
 }
 
@@ -364,6 +438,7 @@ fn render_json(file: &DirectoryFile) -> String {
             .iter()
             .map(|r| (r.address.clone(), raw_from(r)))
             .collect(),
+        senders: RawSenders::of(&file.senders),
     };
     // Plain data (strings, numbers, maps with string keys): serialising cannot fail.
     let mut text = serde_json::to_string_pretty(&raw).unwrap_or_default();
@@ -537,6 +612,7 @@ fn parse_csv(text: &str) -> Result<DirectoryFile, DirectoryError> {
     Ok(DirectoryFile {
         settings: DirectorySettings::default(),
         aliases: aliases.into_values().collect(),
+        senders: BTreeMap::new(),
     })
 }
 
@@ -581,6 +657,10 @@ destinations = ["alice@example.net", "@gmail.example"]
 "Info@example.com" = { to = ["alice@example.net", "bob@gmail.example"], status = "active" }
 "shop-x7k2@example.com" = { status = "paused", created = 100, uses = 3, last_used = 200 }
 "*@example.com" = { to = "catchall@example.net" }
+
+[senders]
+block = ["Spam.example", ".spam.example", "promo@bulk.example"]
+allow = ["partner.example"]
 "#;
 
     fn sample() -> DirectoryFile {
@@ -609,6 +689,37 @@ destinations = ["alice@example.net", "@gmail.example"]
             (shop.created, shop.modified, shop.uses, shop.last_used),
             (100, 100, 3, Some(200))
         );
+        let senders: Vec<(&str, SenderList)> =
+            file.senders.iter().map(|(e, l)| (e.as_str(), *l)).collect();
+        assert_eq!(
+            senders,
+            [
+                (".spam.example", SenderList::Block),
+                ("partner.example", SenderList::Allow),
+                ("promo@bulk.example", SenderList::Block),
+                ("spam.example", SenderList::Block),
+            ]
+        );
+    }
+
+    #[test]
+    fn sender_lists_refuse_patterns_and_entries_on_both_lists() {
+        for (text, want) in [
+            (
+                "[senders]\nblock = [\"*@x.example\"]\n",
+                "[senders] block: `*@x.example`: a `*` pattern",
+            ),
+            (
+                "[senders]\nblock = [\"x.example\"]\nallow = [\"X.example\"]\n",
+                "x.example is listed twice (allow and block)",
+            ),
+            ("[senders]\ndeny = []\n", "unknown field `deny`"),
+        ] {
+            let err = DirectoryFile::parse(text, FileFormat::Toml)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
     }
 
     #[test]

@@ -28,12 +28,14 @@ pub mod admin;
 mod dynamo;
 mod file;
 pub mod format;
+mod senders;
 mod tables;
 
 #[cfg(feature = "dynamodb")]
 pub use dynamo::DynamoStore;
 pub use file::FileStore;
 pub use format::{DirectoryFile, FileFormat};
+pub use senders::{normalize_sender_entry, SenderList, SENDER_KEY_PREFIX};
 pub use tables::{Tables, DEFAULT_TTL, MAX_CACHED};
 
 /// `[directory.NAME]` in the config.
@@ -153,6 +155,42 @@ pub trait AliasStore: Send + Sync {
     /// addresses against them.
     fn keeps_settings(&self) -> bool {
         true
+    }
+
+    /// The list a sender entry (normalized, [`normalize_sender_entry`]) is on, giving up at
+    /// `deadline` where the backend is remote. Stores that cannot keep sender lists (a CSV
+    /// file) have none.
+    fn sender_before(
+        &self,
+        entry: &str,
+        deadline: Instant,
+    ) -> Result<Option<SenderList>, DirectoryError> {
+        let _ = (entry, deadline);
+        Ok(None)
+    }
+
+    /// Every sender entry with its list, sorted by entry.
+    fn senders(&self) -> Result<Vec<(String, SenderList)>, DirectoryError> {
+        Ok(Vec::new())
+    }
+
+    /// Puts a sender entry on a list (moving it from the other one); the previous list, if
+    /// it was on one.
+    fn put_sender(
+        &self,
+        entry: &str,
+        list: SenderList,
+    ) -> Result<Option<SenderList>, DirectoryError> {
+        let _ = (entry, list);
+        Err(DirectoryError::Refused(
+            "this directory cannot keep sender lists (a CSV file holds aliases only): keep it in a .toml or .json file, or in DynamoDB".into(),
+        ))
+    }
+
+    /// Takes a sender entry off its list; the list it was on, if any.
+    fn remove_sender(&self, entry: &str) -> Result<Option<SenderList>, DirectoryError> {
+        let _ = entry;
+        Ok(None)
     }
 }
 

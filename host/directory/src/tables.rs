@@ -23,7 +23,8 @@ pub const MAX_CACHED: usize = 100_000;
 ///
 /// Lookups are keyed by address (`local@domain`, or `*@domain` for the catch-all; compared
 /// in lower case) and answer JSON `{"status": "active", "to": ["a@example.net"]}` (`to`
-/// empty: deliver to the alias itself). Records and misses are cached for the table's TTL;
+/// empty: deliver to the alias itself); keys `sender:ENTRY` ask the directory's sender lists
+/// and answer `{"list": "block"}` ([`crate::SenderList`]). Records and misses are cached for the table's TTL;
 /// failures are not. Safe to share between threads: no lock is held while a backend is
 /// asked.
 ///
@@ -192,9 +193,15 @@ impl Tables {
                 "no directory named \"{table_name}\""
             )));
         };
-        let key = crate::normalize_address(key).map_err(|e| {
+        let sender = key.strip_prefix(crate::SENDER_KEY_PREFIX);
+        let key = match sender {
+            Some(entry) => crate::normalize_sender_entry(entry)
+                .map(|entry| format!("{}{entry}", crate::SENDER_KEY_PREFIX)),
+            None => crate::normalize_address(key),
+        }
+        .map_err(|e| {
             LookupError::permanent(format!(
-                "directory \"{table_name}\": {e} (look up local@domain, or *@domain for the catch-all)"
+                "directory \"{table_name}\": {e} (look up local@domain, *@domain for the catch-all, or sender:ENTRY for the sender lists)"
             ))
         })?;
         if let Some(hit) = lock(&table.cache).get(&key) {
@@ -207,9 +214,18 @@ impl Tables {
                 "directory \"{table_name}\": the step's deadline passed before the lookup of {key}"
             )));
         }
-        match table.store.get_before(&key, deadline) {
-            Ok(record) => {
-                let value = record.map(|r| r.lookup_value());
+        let answer = match key.strip_prefix(crate::SENDER_KEY_PREFIX) {
+            Some(entry) => table
+                .store
+                .sender_before(entry, deadline)
+                .map(|list| list.map(|l| l.lookup_value())),
+            None => table
+                .store
+                .get_before(&key, deadline)
+                .map(|record| record.map(|r| r.lookup_value())),
+        };
+        match answer {
+            Ok(value) => {
                 table.remember(key, value.clone(), now);
                 Ok(value)
             }
@@ -396,6 +412,40 @@ mod tests {
             .lookup("aliases", "info@example.com", deadline, after)
             .unwrap();
         assert_eq!(fake.reads.load(Ordering::SeqCst), 5);
+    }
+
+    #[test]
+    fn sender_keys_ask_the_sender_lists_of_the_same_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("aliases.toml");
+        std::fs::write(
+            &path,
+            "[aliases]\n\"info@example.com\" = {}\n[senders]\nblock = [\"spam.example\", \".spam.example\"]\nallow = [\"ceo@spam.example\"]\n",
+        )
+        .unwrap();
+        let store = Arc::new(crate::FileStore::open(&path).unwrap());
+        let tables = Tables::new().with("aliases", store, Duration::from_secs(60));
+        let now = Instant::now();
+        let deadline = now + Duration::from_secs(5);
+        let ask = |key: &str| tables.lookup("aliases", key, deadline, now);
+        assert_eq!(
+            ask("sender:Spam.Example").unwrap().as_deref(),
+            Some(r#"{"list":"block"}"#)
+        );
+        assert_eq!(
+            ask("sender:.spam.example").unwrap().as_deref(),
+            Some(r#"{"list":"block"}"#)
+        );
+        assert_eq!(
+            ask("sender:ceo@spam.example").unwrap().as_deref(),
+            Some(r#"{"list":"allow"}"#)
+        );
+        assert_eq!(ask("sender:other.example").unwrap(), None);
+        // The namespaces stay apart: an alias is not a sender entry and back.
+        assert_eq!(ask("sender:info@example.com").unwrap(), None);
+        assert!(ask("info@example.com").unwrap().unwrap().contains("active"));
+        let err = ask("sender:*@spam.example").unwrap_err();
+        assert!(!err.temporary && err.message.contains("pattern"), "{err}");
     }
 
     #[test]

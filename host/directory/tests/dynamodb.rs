@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sluice_directory::{
-    AliasRecord, AliasStore, DirectoryError, DirectorySettings, DynamoStore, Status, Tables,
+    AliasRecord, AliasStore, DirectoryError, DirectorySettings, DynamoStore, SenderList, Status,
+    Tables,
 };
 use sluice_engine::LookupTables;
 use sluice_tests::Moto;
@@ -71,6 +72,60 @@ fn a_table_holds_aliases_settings_and_use_counts() {
         .unwrap();
     assert_eq!(store.get("shop-k3x9@example.com").unwrap(), None);
     assert_eq!(store.list("example.com").unwrap().len(), 2);
+}
+
+#[test]
+fn sender_lists_live_in_their_own_partition_of_the_alias_table() {
+    let moto = Moto::start();
+    let store = Arc::new(store(&moto, "senders"));
+    store
+        .put(&AliasRecord::new("info@spam.example", vec![], 1))
+        .unwrap();
+    assert_eq!(
+        store.put_sender("spam.example", SenderList::Block).unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .put_sender(".spam.example", SenderList::Block)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.put_sender("spam.example", SenderList::Allow).unwrap(),
+        Some(SenderList::Block)
+    );
+    assert_eq!(
+        store.senders().unwrap(),
+        [
+            (".spam.example".to_string(), SenderList::Block),
+            ("spam.example".to_string(), SenderList::Allow),
+        ]
+    );
+    // Aliases and lists do not see each other.
+    assert_eq!(store.list("spam.example").unwrap().len(), 1);
+    assert!(store.list("#senders").unwrap().is_empty());
+
+    // Through the cache with `sender:` keys, as the sender-lists rule asks.
+    let tables = Tables::new().with("aliases", store.clone(), Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let get = |key: &str| tables.get("aliases", key, deadline).unwrap();
+    assert_eq!(
+        get("sender:.Spam.example").as_deref(),
+        Some(r#"{"list":"block"}"#)
+    );
+    assert_eq!(
+        get("sender:spam.example").as_deref(),
+        Some(r#"{"list":"allow"}"#)
+    );
+    assert_eq!(get("sender:other.example"), None);
+
+    assert_eq!(
+        store.remove_sender("spam.example").unwrap(),
+        Some(SenderList::Allow)
+    );
+    assert_eq!(store.remove_sender("spam.example").unwrap(), None);
+    assert_eq!(store.senders().unwrap().len(), 1);
 }
 
 #[test]

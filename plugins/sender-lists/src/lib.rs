@@ -40,10 +40,22 @@
 //! | `folder` | string | `"Junk"` | the folder for `on_block = "junk"` |
 //! | `on_allow` | `"stop"` \| `"continue"` | `"stop"` | what an allow does |
 //! | `allow_needs_auth` | bool | `true` | an allow counts only for an SPF (envelope) or DMARC (`From:`) pass |
+//! | `table` | string | none | a directory whose `[senders]` lists are read too (grant it: `lookups = ["NAME"]`) |
 //!
 //! ```toml
 //! config = { block = ["spam.example", ".spam.example", "*@*.bulk.example"], allow = ["partner.example"] }
 //! ```
+//!
+//! # Lists in a directory
+//! With `table = "aliases"` (and `lookups = ["aliases"]` on the step) the rule also reads the
+//! sender lists kept in that directory (the file's `[senders]` section, or the DynamoDB
+//! table's `#senders` partition), which `sluice list add|rm|show` edits without a config
+//! change. For each sender it asks for the address, then the domain, then each parent
+//! `.domain` (`sender:x@mx.spam.example`, `sender:mx.spam.example`, `sender:.spam.example`,
+//! `sender:.example`), stopping at the first answer, and ranks that answer like a config
+//! entry: the most specific match over both places wins, block on a tie. A directory holds no
+//! `*` patterns. A directory that cannot answer (DynamoDB throttled or down) is a temporary
+//! error: the message is retried, never let through on a guess.
 
 use sluice_sdk::prelude::*;
 
@@ -65,6 +77,8 @@ pub struct Config {
     pub on_allow: OnAllow,
     /// An allow needs an SPF (envelope) or DMARC (`From:`) pass.
     pub allow_needs_auth: bool,
+    /// A directory whose sender lists are read too.
+    pub table: Option<String>,
 }
 
 impl Default for Config {
@@ -77,6 +91,7 @@ impl Default for Config {
             folder: "Junk".into(),
             on_allow: OnAllow::Stop,
             allow_needs_auth: true,
+            table: None,
         }
     }
 }
@@ -242,13 +257,76 @@ impl Lists {
 
     /// The list of the most specific entry matching `addr` (block on a tie), if any.
     pub fn lookup(&self, addr: &str) -> Option<List> {
+        self.best(addr).map(|(_, list)| list)
+    }
+
+    /// The most specific match for `addr` with its rank (block on a tie).
+    pub fn best(&self, addr: &str) -> Option<(usize, List)> {
         let addr = addr.trim().to_ascii_lowercase();
         self.entries
             .iter()
             .filter_map(|(list, entry)| entry.rank(&addr).map(|rank| (rank, *list)))
             .max()
-            .map(|(_, list)| list)
     }
+}
+
+/// The keys a directory is asked for `addr` (lower case), most specific first, each with the
+/// rank its entry has in [`Entry::rank`]: the address, the domain, then each parent
+/// `.domain`.
+pub fn table_keys(addr: &str) -> Vec<(String, usize)> {
+    let Some((_, domain)) = addr.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let mut keys = vec![(addr.to_string(), 3_000), (domain.to_string(), 1_000)];
+    let mut rest = domain;
+    while let Some((_, parent)) = rest.split_once('.') {
+        if parent.is_empty() {
+            break;
+        }
+        keys.push((format!(".{parent}"), parent.len().min(999)));
+        rest = parent;
+    }
+    keys
+}
+
+/// The most specific match for `addr` in directory `table`'s sender lists, with its rank.
+pub fn table_best(table: &str, addr: &str) -> Result<Option<(usize, List)>, RuleError> {
+    #[derive(Deserialize)]
+    struct Answer {
+        list: String,
+    }
+    let addr = addr.trim().to_ascii_lowercase();
+    for (key, rank) in table_keys(&addr) {
+        let Some(json) = lookup::get(table, &format!("sender:{key}"))? else {
+            continue;
+        };
+        let answer: Answer = sluice_sdk::serde_json::from_str(&json).map_err(|e| {
+            RuleError::permanent(format!(
+                "directory {table:?}: the sender entry {key} is not a list answer ({e}): is the table a Sluice directory?"
+            ))
+        })?;
+        let list = match answer.list.as_str() {
+            "allow" => List::Allow,
+            "block" => List::Block,
+            other => {
+                return Err(RuleError::permanent(format!(
+                    "directory {table:?}: the sender entry {key} is on an unknown list {other:?}"
+                )))
+            }
+        };
+        return Ok(Some((rank, list)));
+    }
+    Ok(None)
+}
+
+/// The list `addr` is on over the config's lists and directory `table`'s: the most specific
+/// entry of either wins, block on a tie.
+pub fn list_of(lists: &Lists, table: Option<&str>, addr: &str) -> Result<Option<List>, RuleError> {
+    let mut best = lists.best(addr);
+    if let Some(table) = table {
+        best = best.max(table_best(table, addr)?);
+    }
+    Ok(best.map(|(_, list)| list))
 }
 
 /// What the rule decided for one group, and why (for the log).
@@ -268,13 +346,27 @@ pub struct Senders<'a> {
     pub from: Option<&'a str>,
 }
 
-/// Decides for one group.
+/// Decides for one group, with the config's lists only.
 pub fn decide(
     senders: &Senders<'_>,
     verdicts: &Verdicts,
     config: &Config,
     lists: &Lists,
 ) -> Decision {
+    let list_of = |addr: &str| Ok::<_, std::convert::Infallible>(lists.lookup(addr));
+    match decide_with(senders, verdicts, config, &list_of) {
+        Ok(decision) => decision,
+        Err(never) => match never {},
+    }
+}
+
+/// Decides for one group; `list_of` says which list a sender is on (config and directory).
+pub fn decide_with<E>(
+    senders: &Senders<'_>,
+    verdicts: &Verdicts,
+    config: &Config,
+    list_of: &dyn Fn(&str) -> Result<Option<List>, E>,
+) -> Result<Decision, E> {
     let mut blocked = None;
     let mut allowed = None;
     let mut ignored_allow = None;
@@ -293,7 +385,7 @@ pub fn decide(
             Sender::Envelope => "envelope sender",
             Sender::From => "From:",
         };
-        match lists.lookup(addr) {
+        match list_of(addr)? {
             Some(List::Block) => blocked = blocked.or(Some(label)),
             Some(List::Allow) if authenticated || !config.allow_needs_auth => {
                 allowed = allowed.or(Some(label))
@@ -311,27 +403,27 @@ pub fn decide(
             OnBlock::Junk => vec![Action::file_into(config.folder.clone())],
             OnBlock::Drop => vec![Action::Drop, Action::Stop],
         };
-        return Decision {
+        return Ok(Decision {
             actions,
             why: Some(format!("{label} on the block list")),
-        };
+        });
     }
     if let Some(label) = allowed {
         let actions = match config.on_allow {
             OnAllow::Stop => vec![Action::Stop],
             OnAllow::Continue => Vec::new(),
         };
-        return Decision {
+        return Ok(Decision {
             actions,
             why: Some(format!("{label} on the allow list")),
-        };
+        });
     }
-    Decision {
+    Ok(Decision {
         actions: Vec::new(),
         why: ignored_allow.map(|label| {
             format!("{label} on the allow list but not authenticated (allow_needs_auth): ignored")
         }),
-    }
+    })
 }
 
 /// The rule.
@@ -342,8 +434,15 @@ impl Rule for SenderLists {
 
     fn check_config(config: &Config) -> Result<(), String> {
         Lists::from_config(config)?;
-        if config.allow.is_empty() && config.block.is_empty() {
-            return Err("both `allow` and `block` are empty: list some senders".into());
+        if config.allow.is_empty() && config.block.is_empty() && config.table.is_none() {
+            return Err(
+                "both `allow` and `block` are empty and no `table` is named: list some senders, or name the directory that holds them (`table = \"aliases\"` with `lookups = [\"aliases\"]`)".into(),
+            );
+        }
+        if config.table.as_deref().is_some_and(|t| t.trim().is_empty()) {
+            return Err(
+                "`table` is empty: name a directory the step is granted (`lookups`)".into(),
+            );
         }
         if config.check.is_empty() {
             return Err("`check` is empty: name \"envelope\", \"from\" or both".into());
@@ -363,7 +462,8 @@ impl Rule for SenderLists {
             envelope: ctx.mail_from(),
             from: from.as_deref(),
         };
-        let decision = decide(&senders, ctx.verdicts(), config, &lists);
+        let list_of = |addr: &str| list_of(&lists, config.table.as_deref(), addr);
+        let decision = decide_with(&senders, ctx.verdicts(), config, &list_of)?;
         if let Some(why) = &decision.why {
             log::info!("{why}");
         }
@@ -547,9 +647,70 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_is_asked_most_specific_first_and_ranks_like_the_config() {
+        assert_eq!(
+            table_keys("x@mx.eu.spam.example"),
+            [
+                ("x@mx.eu.spam.example".to_string(), 3_000),
+                ("mx.eu.spam.example".to_string(), 1_000),
+                (".eu.spam.example".to_string(), 15),
+                (".spam.example".to_string(), 12),
+                (".example".to_string(), 7),
+            ]
+        );
+        lookup::clear();
+        lookup::set("aliases", "sender:spam.example", r#"{"list":"block"}"#);
+        lookup::set("aliases", "sender:.spam.example", r#"{"list":"block"}"#);
+        lookup::set("aliases", "sender:ceo@spam.example", r#"{"list":"allow"}"#);
+        let none = Lists::default();
+        let on = |addr: &str| list_of(&none, Some("aliases"), addr).unwrap();
+        assert_eq!(on("bob@spam.example"), Some(List::Block));
+        assert_eq!(on("bob@mx.spam.example"), Some(List::Block));
+        assert_eq!(on("CEO@spam.example"), Some(List::Allow));
+        assert_eq!(on("bob@other.example"), None);
+        // The first answer ends the questions: an address hit asks nothing else.
+        lookup::take_asked();
+        on("ceo@spam.example");
+        assert_eq!(lookup::take_asked().len(), 1);
+
+        // Config and directory together: the more specific entry wins wherever it is.
+        let lists = Lists::from_config(&config(
+            r#"{"allow": ["bob@spam.example"], "block": ["*@*.example"]}"#,
+        ))
+        .unwrap();
+        assert_eq!(
+            list_of(&lists, Some("aliases"), "bob@spam.example").unwrap(),
+            Some(List::Allow)
+        );
+        assert_eq!(
+            list_of(&lists, Some("aliases"), "carol@spam.example").unwrap(),
+            Some(List::Block)
+        );
+        assert_eq!(
+            list_of(&lists, None, "ceo@spam.example").unwrap(),
+            Some(List::Block)
+        );
+
+        // A directory that cannot answer is passed on (temporary: retried), not ignored.
+        lookup::fail("aliases", RuleError::temporary("throttled"));
+        let err = list_of(&none, Some("aliases"), "bob@spam.example").unwrap_err();
+        assert!(err.temporary, "{err:?}");
+        lookup::clear();
+        lookup::set(
+            "aliases",
+            "sender:odd.example",
+            r#"{"status":"active","to":[]}"#,
+        );
+        let err = list_of(&none, Some("aliases"), "a@odd.example").unwrap_err();
+        assert!(err.message.contains("not a list answer"), "{err:?}");
+        lookup::clear();
+    }
+
+    #[test]
     fn config_errors_say_what_to_fix() {
         for (bad, says) in [
-            ("{}", "both `allow` and `block` are empty"),
+            ("{}", "both `allow` and `block` are empty and no `table`"),
+            (r#"{"table": " "}"#, "`table` is empty"),
             (r#"{"block": [""]}"#, "`block`: an empty entry"),
             (r#"{"allow": ["bad entry"]}"#, "`allow`"),
             (r#"{"block": ["*.example"]}"#, "whole address pattern"),

@@ -85,6 +85,7 @@ fn the_reference_rule_fixtures_pass() {
         "sender-lists/blocked-envelope",
         "sender-lists/blocked-pattern",
         "sender-lists/blocked-subdomain",
+        "sender-lists/blocked-by-directory",
         "sender-lists/unlisted",
         // Outbound mail (issue 32): the reference uses for mail local users send.
         "banner/outbound-disclaimer",
@@ -104,7 +105,7 @@ fn the_reference_rule_fixtures_pass() {
     }
     // The configs next to the fixtures are not fixtures.
     assert!(!out.contains("sluice"), "{out}");
-    assert_eq!(summary(&o), "40 passed, 0 failed");
+    assert_eq!(summary(&o), "41 passed, 0 failed");
 }
 
 /// A fixture directory in a temp dir using the junk rule.

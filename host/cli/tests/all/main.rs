@@ -20,6 +20,7 @@ mod daemon;
 mod deliver;
 mod faults;
 mod fixtures;
+mod list;
 mod lmtp;
 mod mailbox;
 mod milter;
