@@ -58,6 +58,7 @@ fn passing_envelope(id: &str) -> Envelope {
         verdicts,
         received_at: 1_700_000_000_000,
         flow: sluice_engine::Flow::default(),
+        skip_step: None,
     }
 }
 

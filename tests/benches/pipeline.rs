@@ -84,6 +84,7 @@ fn pipeline(c: &mut Criterion) {
                         refuse_by: RefuseBy::Dsn,
                         trusted_authserv_id: None,
                         flow: sluice_engine::Flow::default(),
+                        skip_step: None,
                     };
                     let pipeline = pipeline.clone();
                     tasks.spawn(async move {

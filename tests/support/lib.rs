@@ -236,6 +236,7 @@ pub fn envelope(recipients: &[&str]) -> Envelope {
         verdicts: unknown_verdicts(),
         received_at: 1_700_000_000_000,
         flow: sluice_engine::Flow::default(),
+        skip_step: None,
     }
 }
 

@@ -160,6 +160,10 @@ pub struct Envelope {
     pub received_at: u64,
     /// Received mail, or mail a local user sends (and their SMTP AUTH login).
     pub flow: Flow,
+    /// A step (by name) that does not run for this message: the one that quarantined it, when
+    /// `sluice quarantine release` runs it through the chain again. Its trace says so; its
+    /// `on_error` does not apply.
+    pub skip_step: Option<String>,
 }
 
 impl RuleChains {
@@ -401,6 +405,13 @@ impl RuleChains {
             // costs about a microsecond, and seven fresh strings per step were a tenth of it.
             // The session hands a 0.2 rule a clone of the `Arc` and drops it when the step
             // returns, so `make_mut` never copies.
+            if envelope.skip_step.as_deref() == Some(&*step.name) {
+                run.pass_over(
+                    step,
+                    "released from quarantine: this step quarantined it".into(),
+                );
+                continue;
+            }
             let step_ctx = Arc::make_mut(&mut ctx);
             step_ctx.recipients.clone_from(&run.recipients);
             step_ctx.config.clone_from(&step.config_json);
@@ -850,6 +861,17 @@ impl GroupRun {
         trace.policy = Some(step.on_error);
         self.apply_policy(step.on_error, &step.name, &reason);
         self.steps.push(trace);
+    }
+
+    /// Records a step that was not asked (a quarantine release skips the step that
+    /// quarantined the message): no policy applies, nothing else changes.
+    fn pass_over(&mut self, step: &Step, reason: String) {
+        self.steps.push(StepTrace::skipped(
+            &step.name,
+            &step.plugin,
+            step.mode,
+            reason,
+        ));
     }
 
     /// Records a step's answer: its actions and requests when enforced, its policy when it

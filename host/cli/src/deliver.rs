@@ -86,6 +86,7 @@ fn answer(args: &DeliverArgs) -> (Answer, Option<Handled>) {
                 refuse_by: RefuseBy::Reply,
                 trusted_authserv_id: args.verdicts_from_header.clone(),
                 flow: sluice_engine::Flow::default(),
+                skip_step: None,
             };
             match handle(&args.config, args.cache_dir.clone(), arrival) {
                 Ok((outcome, _)) => (Answer::of(&outcome), outcome.ok()),

@@ -387,6 +387,7 @@ impl Runner<'_> {
             verdicts,
             received_at: fixture.received_at.unwrap_or(DEFAULT_RECEIVED_AT),
             flow: fixture_flow(fixture.direction, fixture.auth_sender.clone()),
+            skip_step: None,
         };
         let engine = self
             .engine

@@ -42,14 +42,20 @@ enum QuarantineCommand {
         #[arg(long)]
         message: bool,
     },
-    /// Deliver the quarantined copy into INBOX through the config's `[store]`: to the
-    /// original recipients, or to `--to`. The release is added to the record.
+    /// Deliver the message: to its recipients, the message as received runs through the
+    /// domain's chain again without the step that quarantined it, and goes wherever the chain
+    /// sends it (`[store]`, relay, bounces); with `--to` or `--as-kept`, the quarantined copy
+    /// goes into INBOX through `[store]`. The release is added to the record.
     Release {
         /// The entry id.
         id: String,
-        /// Deliver to this address instead (repeatable).
+        /// Deliver the quarantined copy to this address instead (repeatable).
         #[arg(long, value_name = "ADDR")]
         to: Vec<String>,
+        /// Deliver the quarantined copy (what the chain made) into INBOX without running the
+        /// chain again.
+        #[arg(long)]
+        as_kept: bool,
         /// Print an EMF `Released` count on stdout (CloudWatch Embedded Metric Format).
         #[arg(long)]
         emf: bool,
@@ -79,7 +85,9 @@ pub fn run(args: QuarantineArgs) -> Result<ExitCode> {
     let Some(settings) = config.quarantine.clone() else {
         bail!("{} has no [quarantine] section", config.source.name);
     };
-    let rt = tokio::runtime::Builder::new_current_thread()
+    // Two workers: a release runs the pipeline (rules on blocking threads, deliveries).
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()?;
     rt.block_on(async move {
@@ -131,9 +139,14 @@ pub fn run(args: QuarantineArgs) -> Result<ExitCode> {
                 }
                 Ok(ExitCode::SUCCESS)
             }
-            QuarantineCommand::Release { id, to, emf } => {
+            QuarantineCommand::Release {
+                id,
+                to,
+                emf,
+                as_kept,
+            } => {
                 let mut record = quarantine.record(&id).await?;
-                let bytes = quarantine.message(&id).await?;
+                let run_again = to.is_empty() && !as_kept;
                 let to = if to.is_empty() {
                     record.recipients.clone()
                 } else {
@@ -150,7 +163,29 @@ pub fn run(args: QuarantineArgs) -> Result<ExitCode> {
                         earlier.at
                     );
                 }
-                let stored = release(&config, &s3, &record, &to, &bytes).await?;
+                let received = if run_again {
+                    quarantine.received(&record).await?
+                } else {
+                    None
+                };
+                let stored = match received {
+                    Some(raw) => {
+                        let stored = run_chain_again(&config_arg, &record, raw).await?;
+                        // The run may have quarantined it again (another step), which
+                        // rewrote the record: keep this release in the new one.
+                        record = quarantine.record(&id).await?;
+                        stored
+                    }
+                    None => {
+                        if run_again {
+                            println!(
+                                "{id} was quarantined before Sluice kept the message as received: delivering the quarantined copy"
+                            );
+                        }
+                        let bytes = quarantine.message(&id).await?;
+                        release(&config, &s3, &record, &to, &bytes).await?
+                    }
+                };
                 for at in &stored {
                     println!("released {id} -> {at}");
                 }
@@ -193,6 +228,105 @@ pub fn run(args: QuarantineArgs) -> Result<ExitCode> {
             }
         }
     })
+}
+
+/// Runs the message as received through the config's pipeline again, as the door that took
+/// it in would have (its envelope and verdicts from the record), without the step that
+/// quarantined it; delivers wherever the chain says. Returns where copies went (stored
+/// copies and relayed sends); an error when the chain tempfailed, could not deliver, or
+/// quarantined the message again (another step did).
+async fn run_chain_again(
+    config: &str,
+    record: &QuarantineRecord,
+    raw: Vec<u8>,
+) -> Result<Vec<String>> {
+    use sluice_inbound::door::{Arrival, MessageContent, RefuseBy};
+    let pipeline = sluice_inbound::Pipeline::start(sluice_inbound::PipelineOptions {
+        config: config.to_string(),
+        // One message: never reloaded.
+        reload_interval: std::time::Duration::from_secs(3600),
+        cache_dir: None,
+        metrics: false,
+        precompiled_dirs: Vec::new(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let arrival = Arrival {
+        message_id: record.message_id.clone(),
+        mail_from: record.from.clone(),
+        recipients: record.recipients.clone(),
+        verdicts: verdicts_of(record)?,
+        received_at: record.quarantined_at,
+        content: MessageContent::Inline(raw),
+        refuse_by: RefuseBy::Dsn,
+        trusted_authserv_id: None,
+        flow: sluice_engine::Flow::default(),
+        skip_step: Some(record.step.clone()),
+    };
+    let (outcome, trace) = pipeline.handle_traced(arrival).await;
+    if let Some(trace) = &trace {
+        for group in &trace.groups {
+            for step in &group.steps {
+                println!(
+                    "  step {} ({}): {}{}",
+                    step.step,
+                    group.domain,
+                    step.outcome,
+                    step.error
+                        .as_deref()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    let handled = outcome.map_err(|e| {
+        anyhow::anyhow!("running {} through the chain again failed: {e}", record.id)
+    })?;
+    crate::deliver::report_kept(&handled);
+    if let Some((_, entry)) = handled.quarantined.first() {
+        bail!(
+            "the chain quarantined {} again without step {:?} (another step filed it into the quarantine folder): see `sluice quarantine show {entry}`; `--as-kept` delivers the copy anyway",
+            record.id,
+            record.step
+        );
+    }
+    let mut went: Vec<String> = handled.stored.iter().map(|s| s.at.clone()).collect();
+    went.extend(handled.relayed.iter().map(|r| {
+        format!(
+            "relay {} ({:?}{})",
+            r.recipient,
+            r.status,
+            r.id.as_deref()
+                .map(|i| format!(", {i}"))
+                .unwrap_or_default()
+        )
+    }));
+    went.extend(
+        handled
+            .bounces
+            .iter()
+            .map(|b| format!("bounce to the sender for {}", b.recipients.join(", "))),
+    );
+    Ok(went)
+}
+
+/// The verdicts a record keeps (lower-case words of `sluice_engine::Verdict`), back.
+fn verdicts_of(record: &QuarantineRecord) -> Result<sluice_engine::Verdicts> {
+    let list: Vec<String> = ["spf", "dkim", "dmarc", "spam", "virus"]
+        .iter()
+        .filter_map(|k| {
+            let word = record.verdicts.get(*k)?;
+            let word = if word == "processingfailed" {
+                "processing-failed"
+            } else {
+                word
+            };
+            Some(format!("{k}={word}"))
+        })
+        .collect();
+    crate::run::parse_verdicts(&list, record.verdicts.get("dmarc_policy").cloned())
+        .with_context(|| format!("the verdicts of quarantine entry {}", record.id))
 }
 
 /// Stores the quarantined copy into each recipient's INBOX through `[store]`, as it was kept

@@ -188,6 +188,7 @@ fn run_delivering(args: &RunArgs) -> Result<ExitCode> {
         refuse_by: RefuseBy::Dsn,
         trusted_authserv_id: None,
         flow: envelope.flow.clone(),
+        skip_step: None,
     };
     let (outcome, trace) =
         crate::deliver::handle(&args.config, args.engine.cache_dir.clone(), arrival)?;
@@ -236,6 +237,7 @@ fn envelope(args: &RunArgs, parsed: &Message, message_id: String) -> Result<Enve
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         flow: args.flow(),
+        skip_step: None,
     })
 }
 

@@ -45,7 +45,8 @@ pub use names::{
     SegmentError, MAX_SEGMENT_BYTES,
 };
 pub use quarantine::{
-    read_quarantine, Quarantine, QuarantineConfig, QuarantineError, QuarantineRecord, Release,
+    read_quarantine, Quarantine, QuarantineConfig, QuarantineError, QuarantineRecord, ReceivedCopy,
+    Release,
 };
 pub use relay::{Outbound, Outbox, SendFailure, SendLimits, Transport};
 pub use server::{

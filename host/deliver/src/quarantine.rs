@@ -5,7 +5,9 @@
 //! `[store]`) and deletes them, and purges those older than `days`.
 //!
 //! Layout: `<root>/<entry-id>.eml` (the copy as the chain left it, what would have been
-//! delivered) and `<root>/<entry-id>.json` (a [`QuarantineRecord`]). The entry id is the
+//! delivered), `<root>/<entry-id>.received.eml` (the message as received, which a release
+//! runs through the chain again without the quarantining step) and `<root>/<entry-id>.json`
+//! (a [`QuarantineRecord`]). The entry id is the
 //! message id and a digest of the group's domain and recipients, so a retried message writes
 //! the same entry again instead of a second one.
 
@@ -17,6 +19,9 @@ use sluice_aws::{AwsError, Encryption, S3Url, S3};
 
 use crate::config::{read_section, resolve_dir, Checked, Resolve};
 use crate::names::{escape_segment, SegmentError};
+
+/// The extension of the message as received, beside the copy (`<id>.eml`).
+const RECEIVED_EXT: &str = "received.eml";
 
 /// The folder that means "quarantine" unless `folder` says otherwise.
 pub const DEFAULT_QUARANTINE_FOLDER: &str = "Quarantine";
@@ -161,6 +166,20 @@ pub struct QuarantineRecord {
     /// Releases so far.
     #[serde(default)]
     pub released: Vec<Release>,
+    /// Where the message as received is (absent in entries kept before Sluice kept it: their
+    /// release delivers the copy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub received: Option<ReceivedCopy>,
+}
+
+/// Where a quarantine entry keeps the message as received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReceivedCopy {
+    /// The chain changed nothing: the copy is the message as received.
+    Same,
+    /// Beside the copy, in `<id>.received.eml`.
+    Beside,
 }
 
 /// One `sluice quarantine release`.
@@ -326,13 +345,27 @@ impl Quarantine {
         }
     }
 
-    /// Keeps `bytes` and its record (the message first, so a record never names a missing
-    /// message). Returns where the message is.
+    /// Keeps `bytes` (the copy the chain made), `received` (the message as it came in) and
+    /// the record, noting where the message as received is (the messages first, so a record
+    /// never names a missing message). Returns where the copy is.
     pub async fn put(
         &self,
         record: &QuarantineRecord,
         bytes: &[u8],
+        received: &[u8],
     ) -> Result<String, QuarantineError> {
+        let mut record = record.clone();
+        record.received = Some(if received == bytes {
+            ReceivedCopy::Same
+        } else {
+            self.write(
+                &Self::name(&record.id, RECEIVED_EXT)?,
+                received.to_vec(),
+                "message/rfc822",
+            )
+            .await?;
+            ReceivedCopy::Beside
+        });
         let at = self
             .write(
                 &Self::name(&record.id, "eml")?,
@@ -340,8 +373,24 @@ impl Quarantine {
                 "message/rfc822",
             )
             .await?;
-        self.save(record).await?;
+        self.save(&record).await?;
         Ok(at)
+    }
+
+    /// The message of `record` as received, or `None` for an entry kept before Sluice kept
+    /// it (its release can only deliver the copy).
+    pub async fn received(
+        &self,
+        record: &QuarantineRecord,
+    ) -> Result<Option<Vec<u8>>, QuarantineError> {
+        match record.received {
+            None => Ok(None),
+            Some(ReceivedCopy::Same) => self.message(&record.id).await.map(Some),
+            Some(ReceivedCopy::Beside) => self
+                .read(&Self::name(&record.id, RECEIVED_EXT)?, &record.id)
+                .await
+                .map(Some),
+        }
     }
 
     /// Writes `record` (again, after a release).
@@ -418,7 +467,7 @@ impl Quarantine {
     pub async fn delete(&self, id: &str) -> Result<(), QuarantineError> {
         // The record must exist: deleting an unknown id is an error, not a silent no-op.
         self.record(id).await?;
-        for ext in ["eml", "json"] {
+        for ext in ["eml", RECEIVED_EXT, "json"] {
             let name = Self::name(id, ext)?;
             match self {
                 Quarantine::Dir(root) => {
@@ -516,13 +565,29 @@ mod tests {
             verdicts: BTreeMap::new(),
             trace: vec![("junk".into(), "ok".into())],
             released: Vec::new(),
+            received: None,
         };
         assert!(q.list().await.unwrap().is_empty());
-        q.put(&record, b"raw").await.unwrap();
-        assert_eq!(q.list().await.unwrap(), std::slice::from_ref(&record));
+        q.put(&record, b"raw", b"raw").await.unwrap();
+        let listed = q.list().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].received, Some(ReceivedCopy::Same));
         assert_eq!(q.message("m1.abc").await.unwrap(), b"raw");
+        assert_eq!(q.received(&listed[0]).await.unwrap().unwrap(), b"raw");
+        // A copy the chain changed: the message as received is kept beside it.
+        q.put(&record, b"edited", b"raw").await.unwrap();
+        let kept = q.record("m1.abc").await.unwrap();
+        assert_eq!(kept.received, Some(ReceivedCopy::Beside));
+        assert_eq!(q.message("m1.abc").await.unwrap(), b"edited");
+        assert_eq!(q.received(&kept).await.unwrap().unwrap(), b"raw");
+        // An entry from before: no message as received.
+        assert_eq!(q.received(&record).await.unwrap(), None);
         q.delete("m1.abc").await.unwrap();
         assert!(q.list().await.unwrap().is_empty());
+        assert!(std::fs::read_dir(dir.path().join("q"))
+            .unwrap()
+            .next()
+            .is_none());
         assert!(matches!(
             q.delete("m1.abc").await,
             Err(QuarantineError::NotFound(_))

@@ -405,6 +405,7 @@ impl Dispatcher {
             let out = GroupOutput {
                 group,
                 message: output,
+                original,
                 stamp: stamp.as_ref(),
             };
             self.store_group(envelope, &out, &plan.copies, &mut progress)
@@ -462,7 +463,7 @@ impl Dispatcher {
                 let (held, others): (Vec<MailboxCopy>, Vec<MailboxCopy>) =
                     copies.iter().cloned().partition(|c| c.folder == *folder);
                 let record = quarantine_record(envelope, out, &held, folder, &trace);
-                match quarantine.put(&record, bytes).await {
+                match quarantine.put(&record, bytes, out.original.raw()).await {
                     Ok(at) => {
                         tracing::info!(message_id = %id, entry = %record.id, %at, step = %record.step, "quarantined");
                         for copy in held {
@@ -844,6 +845,8 @@ struct GroupOutput<'a> {
     group: &'a GroupResult,
     /// The message the group's deliveries carry (edited or as received).
     message: &'a Message,
+    /// The message as received (a quarantine keeps it, so a release can run the chain again).
+    original: &'a Message,
     /// The ARC stamp, when `[arc]` is configured.
     stamp: Option<&'a ArcStamp>,
 }
@@ -1077,5 +1080,6 @@ fn quarantine_record(
         verdicts,
         trace: trace.steps.clone(),
         released: Vec::new(),
+        received: None,
     }
 }

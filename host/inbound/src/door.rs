@@ -42,6 +42,9 @@ pub struct Arrival {
     /// Received mail (every door), or mail a local user sends (the milter, for an
     /// authenticated or configured-outbound transaction): which chains run.
     pub flow: sluice_engine::Flow,
+    /// A step (by name) not to run: set only by `sluice quarantine release`, for the step
+    /// that quarantined the message ([`sluice_chain::Envelope::skip_step`]).
+    pub skip_step: Option<String>,
 }
 
 /// Where an arrival's raw message is.

@@ -489,6 +489,7 @@ impl SesParts {
             refuse_by: RefuseBy::Dsn,
             trusted_authserv_id: None,
             flow: sluice_engine::Flow::default(),
+            skip_step: None,
         })
     }
 }

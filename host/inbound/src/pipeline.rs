@@ -478,6 +478,7 @@ impl Pipeline {
                     .unwrap_or(0)
             },
             flow: arrival.flow.clone(),
+            skip_step: arrival.skip_step.clone(),
         };
         let chains = loaded.clone();
         let trusted = arrival.trusted_authserv_id.clone();

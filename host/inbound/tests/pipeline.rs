@@ -89,6 +89,7 @@ fn notice(id: &str, to: &str, verdicts: Verdicts, extra_headers: &str) -> Arriva
         refuse_by: RefuseBy::Dsn,
         trusted_authserv_id: None,
         flow: sluice_engine::Flow::default(),
+        skip_step: None,
     }
 }
 

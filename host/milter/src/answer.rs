@@ -418,6 +418,7 @@ mod tests {
                 verdicts: sluice_inbound::door::unknown_verdicts(),
                 received_at: 0,
                 flow: sluice_engine::Flow::default(),
+                skip_step: None,
             },
         }
     }

@@ -414,6 +414,7 @@ impl Session {
             refuse_by: RefuseBy::Reply,
             trusted_authserv_id: self.settings.trusted_authserv_id.clone(),
             flow: self.flow(),
+            skip_step: None,
         }))
     }
 

@@ -1,7 +1,7 @@
 //! `[quarantine]` end to end through `sluice deliver`: the junk rule files a high-score message
 //! into `Quarantine`, which keeps it out of the mailbox in the quarantine directory with its
-//! record; `sluice quarantine list`, `show`, `release` (into the dir store's INBOX, once),
-//! `delete` and `purge`.
+//! record; `sluice quarantine list`, `show`, `release` (the chain again without the
+//! quarantining step, once; or the kept copy elsewhere), `delete` and `purge`.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -209,6 +209,123 @@ config = {{ folder = "Quarantine", score_header = "X-Spam-Score", score_threshol
     assert!(
         left.starts_with("q3.") && left.lines().count() == 1,
         "{left}"
+    );
+}
+
+/// A release runs the message as received through the chain as it is now, without the step
+/// that quarantined it: a step the operator added since applies, the quarantining step is
+/// skipped (said in the output), and the copy the first run made (with its banner) is not
+/// what is delivered. `--as-kept` delivers that copy instead.
+#[test]
+fn a_release_runs_the_chain_again_without_the_quarantining_step() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let held = dir.path().join("held");
+    let config = dir.path().join("sluice.toml");
+    let write_config = |extra: &str| {
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[store]
+kind = "dir"
+path = "{mail}"
+
+[quarantine]
+kind = "dir"
+path = "{held}"
+
+[[domain]]
+name = "example.com"
+[[domain.step]]
+name = "spam-score"
+plugin = "{junk}"
+config = {{ folder = "Quarantine", score_header = "X-Spam-Score", score_threshold = 5.0 }}
+[[domain.step]]
+name = "warn"
+plugin = "{banner}"
+config = {{ text = "EXTERNAL SENDER", internal_domains = ["example.com"] }}
+{extra}"#,
+                mail = mail.display(),
+                held = held.display(),
+                junk = rule("junk").display(),
+                banner = rule("banner").display(),
+            ),
+        )
+        .unwrap()
+    };
+    write_config("");
+    let spam = message("deal", "8");
+    let out = sluice(
+        &[
+            "deliver",
+            "--config",
+            config.to_str().unwrap(),
+            "--mail-from=mallory@spam.example",
+            "--rcpt",
+            "alice@example.com",
+            "--message-id",
+            "r1",
+        ],
+        &spam,
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let listed = text(&quarantine(&config, &["list"]).stdout);
+    let id = listed.split('\t').next().unwrap().to_string();
+    // The kept copy is the chain's (bannered); the message as received is kept beside it.
+    let kept = quarantine(&config, &["show", &id, "--message"]).stdout;
+    assert!(text(&kept).contains("EXTERNAL SENDER"));
+    assert_eq!(
+        std::fs::read(held.join(format!("{id}.received.eml"))).unwrap(),
+        spam
+    );
+
+    // The operator adds a subject tag, then releases: the chain runs again without the
+    // quarantining step; the banner and the new tag are both applied to the message as
+    // received.
+    write_config(&format!(
+        "[[domain.step]]\nname = \"tag\"\nplugin = \"{}\"\nconfig = {{ tag = \"[RELEASED]\", internal_domains = [\"example.com\"] }}\n",
+        rule("subject-tag").display()
+    ));
+    let out = quarantine(&config, &["release", &id]);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    assert!(
+        said.contains("step spam-score (example.com): skipped (released from quarantine"),
+        "{said}"
+    );
+    assert!(said.contains("step tag (example.com): ok"), "{said}");
+    let inbox = mail.join("example.com/alice/INBOX/r1.eml");
+    let delivered = text(&std::fs::read(&inbox).unwrap());
+    assert!(
+        delivered.contains("Subject: [RELEASED] deal"),
+        "{delivered}"
+    );
+    assert_eq!(
+        delivered.matches("EXTERNAL SENDER").count(),
+        1,
+        "{delivered}"
+    );
+    assert!(!mail.join("example.com/alice/Quarantine").exists());
+    let record: serde_json::Value =
+        serde_json::from_slice(&quarantine(&config, &["show", &id]).stdout).unwrap();
+    assert_eq!(
+        record["released"][0]["to"][0], "alice@example.com",
+        "{record}"
+    );
+
+    // --as-kept (to another address, as --to implies): the first run's copy, untagged.
+    let out = quarantine(&config, &["release", &id, "--to", "bob@example.com"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bob = std::fs::read(mail.join("example.com/bob/INBOX/r1.eml")).unwrap();
+    assert_eq!(bob, kept);
+
+    // Deleting the entry removes all three files.
+    assert!(quarantine(&config, &["delete", &id]).status.success());
+    assert!(
+        std::fs::read_dir(&held).unwrap().next().is_none(),
+        "files left behind"
     );
 }
 
