@@ -16,12 +16,12 @@ use crate::message::Message;
 /// Most entry names one listing returns (all nesting levels together); more make it
 /// incomplete.
 pub const MAX_ZIP_ENTRIES: usize = 1000;
-/// Most bytes of entry names one listing returns.
+/// Most bytes of entry names the listings of one message return.
 pub const MAX_ZIP_NAME_BYTES: usize = 64 * 1024;
 /// Zips inside zips are listed to this depth (1: the attached zip only).
 pub const MAX_ZIP_DEPTH: usize = 3;
-/// Most bytes inflated to list nested zips, per attachment: a deflated nested zip beyond it is
-/// not opened and the listing is incomplete (a zip bomb stops here).
+/// Most bytes inflated to list nested zips, per message: a deflated nested zip beyond it is
+/// not opened and the listing is incomplete (a zip bomb stops here, and so do a hundred).
 pub const MAX_ZIP_INFLATE: usize = 8 * 1024 * 1024;
 
 /// One leaf part of the message (not a multipart container).
@@ -65,6 +65,8 @@ impl Message {
     /// part: its own parts are not listed.
     pub fn parts(&self) -> Vec<PartInfo> {
         let m = self.parsed();
+        // One budget for the whole message: a hundred zip bombs cost what one does.
+        let mut budget = Budget::new();
         m.parts
             .iter()
             .enumerate()
@@ -87,7 +89,8 @@ impl Message {
                     size: part.len() as u64,
                     disposition,
                     sniffed,
-                    archive: (sniffed == Some("archive/zip")).then(|| list_zip(bytes)),
+                    archive: (sniffed == Some("archive/zip"))
+                        .then(|| list_zip_within(bytes, &mut budget)),
                 }
             })
             .collect()
@@ -134,21 +137,32 @@ pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
 
 /// Lists a zip archive's entry names (see [`ArchiveInfo`]), within the caps.
 pub fn list_zip(bytes: &[u8]) -> ArchiveInfo {
+    list_zip_within(bytes, &mut Budget::new())
+}
+
+fn list_zip_within(bytes: &[u8], budget: &mut Budget) -> ArchiveInfo {
     let mut out = ArchiveInfo {
         complete: true,
         ..ArchiveInfo::default()
     };
-    let mut budget = Budget {
-        name_bytes: MAX_ZIP_NAME_BYTES,
-        inflate: MAX_ZIP_INFLATE,
-    };
-    list_into(bytes, "", 1, &mut budget, &mut out);
+    list_into(bytes, "", 1, budget, &mut out);
     out
 }
 
+/// What listing may still spend: name bytes and inflated bytes ([`MAX_ZIP_NAME_BYTES`] and
+/// [`MAX_ZIP_INFLATE`] per message).
 struct Budget {
     name_bytes: usize,
     inflate: usize,
+}
+
+impl Budget {
+    fn new() -> Budget {
+        Budget {
+            name_bytes: MAX_ZIP_NAME_BYTES,
+            inflate: MAX_ZIP_INFLATE,
+        }
+    }
 }
 
 fn u16_at(b: &[u8], at: usize) -> Option<usize> {
@@ -252,7 +266,14 @@ fn entry_data(
     let data = b.get(start..start.checked_add(packed)?)?;
     let inner = match method {
         0 => data.to_vec(),
-        8 => miniz_oxide::inflate::decompress_to_vec_with_limit(data, budget.inflate).ok()?,
+        8 => match miniz_oxide::inflate::decompress_to_vec_with_limit(data, budget.inflate) {
+            Ok(inner) => inner,
+            Err(e) => {
+                // What a bomb inflated before the limit stopped it is spent.
+                budget.inflate = budget.inflate.saturating_sub(e.output.len());
+                return None;
+            }
+        },
         _ => return None,
     };
     budget.inflate = budget.inflate.checked_sub(inner.len())?;
