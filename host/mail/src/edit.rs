@@ -18,7 +18,7 @@ pub const MAX_ADDRESS: usize = sluice_facts::MAX_ADDRESS_BYTES;
 /// Longest folder name (a common file-name limit).
 pub const MAX_FOLDER: usize = sluice_facts::MAX_FOLDER_BYTES;
 /// Longest note that replaces a part, in bytes: a sentence or two, not a document.
-pub const MAX_NOTE: usize = 4096;
+pub const MAX_NOTE: usize = sluice_facts::MAX_NOTE_BYTES;
 
 /// One edit of the message, as asked for by a rule. Edits are applied in order by
 /// [`crate::apply_edits`], each seeing the result of the ones before it.

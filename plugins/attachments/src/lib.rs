@@ -166,8 +166,14 @@ impl Rule for Attachments {
         if config.text.trim().is_empty() || config.text.contains(['\r', '\n']) {
             return Err("`text` must be one non-empty line".into());
         }
-        if config.note.trim().is_empty() || config.note.len() > 1000 {
-            return Err("`note` must be non-empty and at most 1000 bytes".into());
+        // The note's file name and reason fit in what is left of the host's limit.
+        if config.note.trim().is_empty()
+            || config.note.len() > sluice_sdk::facts::MAX_NOTE_BYTES / 2
+        {
+            return Err(format!(
+                "`note` must be non-empty and at most {} bytes",
+                sluice_sdk::facts::MAX_NOTE_BYTES / 2
+            ));
         }
         let folder = config.quarantine_folder.trim();
         if folder.is_empty() || folder.contains(['/', '\\']) {
@@ -326,12 +332,19 @@ pub fn refusal(name: &str, config: &Config) -> Action {
     Action::bounce(550, "5.7.1", text)
 }
 
-/// The note left in place of a stripped `name`.
+/// The note left in place of a stripped `name`, cut to the host's limit on a character
+/// boundary (a template naming `{reason}` many times must not fail the step).
 pub fn note(name: &str, reason: &str, config: &Config) -> String {
-    config
+    let mut note = config
         .note
         .replace("{name}", &clean(name))
-        .replace("{reason}", reason)
+        .replace("{reason}", reason);
+    let mut cut = note.len().min(sluice_sdk::facts::MAX_NOTE_BYTES);
+    while !note.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    note.truncate(cut);
+    note
 }
 
 #[cfg(test)]
@@ -459,6 +472,16 @@ mod tests {
         assert!(judge(&zip, &c).is_none());
         c.incomplete_zip = ZipPolicy::Refuse;
         assert_eq!(judge(&zip, &c).unwrap().action, AttachmentAction::Refuse);
+    }
+
+    #[test]
+    fn a_long_note_is_cut_to_the_host_limit() {
+        let c = Config {
+            note: "{reason} ".repeat(200) + "é",
+            ..Config::default()
+        };
+        let n = note("a.exe", "an executable file type, as its name says", &c);
+        assert!(n.len() <= sluice_sdk::facts::MAX_NOTE_BYTES && !n.is_empty());
     }
 
     #[test]
