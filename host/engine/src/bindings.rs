@@ -9,6 +9,10 @@
 //! variant shape of 0.1.5, and the component model checks those types structurally, so a 0.2
 //! rule's `evaluate` answer lifts straight into the 0.1 `Action` (see
 //! [`RuleInstance::call_evaluate`]) and the 0.2 imports only convert a few small records.
+//! 0.2.1 appended `replace-part` to `action`: a 0.2.1 rule's answer lifts into the 0.2.1 type
+//! and is split into those same actions plus its replacements (`track02::split_actions`),
+//! and a rule built against 0.2.0 is type-checked against the frozen 0.2.0 world
+//! ([`v0_2_0`]).
 
 use std::sync::Arc;
 
