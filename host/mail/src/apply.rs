@@ -63,9 +63,15 @@ pub fn edit_message(
         .cloned()
         .collect();
     let out = match (replacements.is_empty(), rest.is_empty()) {
-        (true, _) => splice(msg, edits, fallback)?,
+        (true, _) => splice(msg, edits, fallback, &[])?,
         (false, true) => replace_parts(msg, &replacements)?,
-        (false, false) => splice(&replace_parts(msg, &replacements)?, &rest, fallback)?,
+        (false, false) => {
+            // A replacement keeps the part tree, so the ids still name the notes: no banner
+            // goes into them (they are the host's words, not the sender's).
+            let notes: Vec<usize> = replacements.iter().map(|r| r.id as usize).collect();
+            let replaced = replace_parts(msg, &replacements)?;
+            splice(&replaced, &rest, fallback, &notes)?
+        }
     };
     // Edits that change nothing leave the message as received (bare CRs included).
     if out.raw() == msg.read_bytes() {
@@ -93,7 +99,13 @@ pub fn apply_edits(
 }
 
 /// [`apply_edits`] on a message every reader reads the same way.
-fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Message, EditError> {
+/// `notes`: parts that are notes of `replace-part`, which take no banner.
+fn splice(
+    msg: &Message,
+    edits: &[Edit],
+    fallback: BannerFallback,
+    notes: &[usize],
+) -> Result<Message, EditError> {
     let raw = msg.read_bytes();
     let m = msg.parsed();
     let le = msg.line_ending();
@@ -135,7 +147,8 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Mes
         return checked(unchanged_body(out, &top), BodyChange::Parts(&[]));
     }
 
-    let displayed = displayed_parts(m)?;
+    let mut displayed = displayed_parts(m)?;
+    displayed.retain(|id| !notes.contains(id));
     if displayed.is_empty() {
         return match fallback {
             BannerFallback::Ignore => checked(unchanged_body(out, &top), BodyChange::Parts(&[])),

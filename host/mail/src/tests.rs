@@ -1536,6 +1536,9 @@ fn replace_part_with_header_edits_and_a_banner() {
         "{texts:?}"
     );
     assert!(texts.iter().any(|t| t.contains("CAUTION")));
+    // The note is the host's text: no banner in it.
+    let note_text = texts.iter().find(|t| t.contains("Second line.")).unwrap();
+    assert!(!note_text.contains("CAUTION"), "{note_text}");
     assert!(!s(&out).contains("chart@example.net"));
 }
 
