@@ -309,3 +309,30 @@ plugin = "{rule:rule-reader}"
         "{seen}"
     );
 }
+
+/// `replace-part` (WIT 0.2.1) through the chain: enforced, the PDF of
+/// `alternative-attachment.eml` becomes the note; in audit mode it is in the trace only.
+#[test]
+fn replace_part_strips_when_enforced_and_only_records_in_audit() {
+    for (mode, applied) in [("enforce", true), ("audit", false)] {
+        let chains = chains(&format!(
+            r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{{rule:rule-replace-part}}"
+mode = "{mode}"
+config = {{ ids = [4], note = "menu.pdf was removed." }}
+"#
+        ));
+        let r = process(&chains, "alternative-attachment.eml", &["bob@example.com"]);
+        let g = &r.groups[0];
+        assert_eq!(g.steps[0].outcome, StepStatus::Ok, "{:?}", g.steps[0].error);
+        assert_eq!(g.steps[0].replacements.len(), 1, "{mode}: in the trace");
+        let out = output_of(&r, 0, &fixture("alternative-attachment.eml"));
+        let out = String::from_utf8_lossy(&out);
+        assert_eq!(out.contains("menu.pdf was removed."), applied, "{mode}");
+        assert_eq!(out.contains("filename=\"menu.pdf\""), !applied, "{mode}");
+        assert_eq!(g.dispositions, vec![deliver("bob@example.com", "INBOX")]);
+    }
+}

@@ -192,3 +192,108 @@ config = {{ text = "{BANNER}" }}
         "most of the corpus must be processed"
     );
 }
+
+/// Decoded bodies of the leaf parts, in order, per mailparse (independent of mail-parser).
+fn mailparse_leaves(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    fn walk(p: &mailparse::ParsedMail<'_>, out: &mut Vec<(String, Vec<u8>)>) {
+        if p.subparts.is_empty() {
+            out.push((
+                p.ctype.mimetype.clone(),
+                p.get_body_raw().unwrap_or_default(),
+            ));
+        }
+        for sp in &p.subparts {
+            walk(sp, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&mailparse::parse_mail(raw).unwrap(), &mut out);
+    out
+}
+
+/// Every corpus message with an attachment has its first attachment stripped
+/// (`replace-part`): the output parses with mail-parser, mailparse and the strict reader,
+/// has the same parts, every other part byte-identical (strict ranges) and decoding the same
+/// (mailparse), the note in place of the attachment and the attachment's bytes gone. A
+/// message that two readers read differently is declined with the reason, never edited.
+#[test]
+fn corpus_strips_the_first_attachment() {
+    use sluice_mail::{apply_edits, strict, BannerFallback, Edit, EditError, PartReplacement};
+    let Some(dir) = corpus_dir() else { return };
+    let mut files: Vec<_> = std::fs::read_dir(dir.join("eml"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+        .collect();
+    files.sort();
+    let (mut stripped, mut declined) = (0, Vec::new());
+    for path in &files {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let Ok(m) = Message::parse(std::fs::read(path).unwrap()) else {
+            continue;
+        };
+        let Some(part) = m.parts().into_iter().find(|p| {
+            p.id != 0 && (p.disposition.as_deref() == Some("attachment") || p.name.is_some())
+        }) else {
+            continue;
+        };
+        let note = format!("The attachment {} was removed by policy.", part.id);
+        let edit = Edit::ReplacePart(PartReplacement {
+            id: part.id,
+            text: note.clone(),
+        });
+        let out = match apply_edits(&m, &[edit], BannerFallback::Wrap) {
+            Ok(out) => out,
+            Err(e @ (EditError::Ambiguous(_) | EditError::Malformed(_))) => {
+                declined.push(format!("{name}: {e}"));
+                continue;
+            }
+            Err(e) => panic!("{name}: {e}"),
+        };
+        let raw = m.read_bytes();
+        let (before, after) = (strict::split(raw), strict::split(&out));
+        assert!(
+            after.ambiguities.is_empty(),
+            "{name}: {:?}",
+            after.ambiguities
+        );
+        assert_eq!(before.parts.len(), after.parts.len(), "{name}");
+        let (was_leaves, is_leaves) = (mailparse_leaves(raw), mailparse_leaves(&out));
+        assert_eq!(was_leaves.len(), is_leaves.len(), "{name}");
+        let again = Message::parse(out.clone()).unwrap();
+        assert_eq!(again.parts().len(), m.parts().len(), "{name}");
+        let mut leaf = 0;
+        for (k, (was, is)) in before.parts.iter().zip(&after.parts).enumerate() {
+            assert_eq!(was.children, is.children, "{name}: part {k}");
+            if was.children.is_some() {
+                continue;
+            }
+            if k == part.id as usize {
+                assert_eq!(is.content_type, "text/plain", "{name}");
+                let text = String::from_utf8(is_leaves[leaf].1.clone()).unwrap();
+                assert_eq!(text.trim_end(), note, "{name}");
+                let body = &raw[was.body.clone()];
+                if body.len() >= 32 {
+                    assert!(
+                        !out.windows(body.len()).any(|w| w == body),
+                        "{name}: the stripped part's bytes are still there"
+                    );
+                }
+            } else {
+                assert_eq!(
+                    raw[was.header.start..was.body.end],
+                    out[is.header.start..is.body.end],
+                    "{name}: part {k} changed"
+                );
+                assert_eq!(was_leaves[leaf], is_leaves[leaf], "{name}: leaf {leaf}");
+            }
+            leaf += 1;
+        }
+        stripped += 1;
+    }
+    eprintln!(
+        "stripped the first attachment of {stripped} corpus messages; declined {}: {declined:#?}",
+        declined.len()
+    );
+    assert!(stripped > 0);
+}

@@ -32,6 +32,97 @@ fn each_rule_is_loaded_on_the_track_it_was_built_for() {
     assert_eq!(plugin("rule-legacy-015").wit_track(), WitTrack::V0_1);
     assert_eq!(plugin("rule-context-02").wit_track(), WitTrack::V0_2);
     assert_eq!(plugin("rule-empty").wit_track(), WitTrack::V0_2);
+    // 0.2.0 (no `replace-part` in its `action`) and 0.2.1 are one track.
+    assert_eq!(plugin("rule-legacy-020").wit_track(), WitTrack::V0_2);
+    assert_eq!(plugin("rule-replace-part").wit_track(), WitTrack::V0_2);
+}
+
+/// A rule built against 0.2.0 and one built against 0.2.1 that strips the PDF, in one chain:
+/// both answers land (the 0.2.0 rule's header and subject prefix, the 0.2.1 rule's note in
+/// place of the attachment).
+#[test]
+fn a_0_2_0_rule_and_a_0_2_1_strip_run_in_one_chain() {
+    let chains = chains(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-legacy-020}"
+[[domain.step]]
+plugin = "{rule:rule-replace-part}"
+config = { ids = [4], note = "menu.pdf was removed by policy." }
+"#,
+    );
+    let result = chains.process(
+        engine(),
+        message(&fixture("alternative-attachment.eml")),
+        &envelope(&["bob@example.com"]),
+    );
+    let group = &result.groups[0];
+    for s in &group.steps {
+        assert_eq!(s.outcome, StepStatus::Ok, "{:?}", s.error);
+    }
+    assert_eq!(
+        added(&group.steps[0].actions, "X-Legacy-020"),
+        "domain=example.com attachments=1"
+    );
+    let parts = added(&group.steps[1].actions, "X-Parts");
+    assert!(
+        parts.contains("4:application/pdf:document/pdf:0"),
+        "{parts}"
+    );
+    assert_eq!(group.steps[1].replacements.len(), 1);
+    assert_eq!(group.edit_error, None);
+    let Some(sluice_chain::OutputMessage::Edited(out)) = &group.output else {
+        panic!("not edited: {:?}", group.output)
+    };
+    let text = String::from_utf8_lossy(out.raw()).replace("\r\n", "\n");
+    assert!(
+        text.contains("\nmenu.pdf was removed by policy.\n"),
+        "{text}"
+    );
+    assert!(!text.contains("filename=\"menu.pdf\""), "{text}");
+    assert_eq!(out.header("X-Legacy-020").len(), 1);
+    assert!(out.subject().is_some_and(|s| s.starts_with("[020] ")));
+    assert_eq!(
+        out.parts().len(),
+        message(&fixture("alternative-attachment.eml"))
+            .parts()
+            .len()
+    );
+}
+
+/// A `replace-part` of the whole message, of a multipart or of a part the message lacks
+/// fails the step that made it, naming the action by its index in the rule's list.
+#[test]
+fn a_replace_part_of_no_leaf_fails_its_step() {
+    for (id, says) in [
+        (0, "part 0 is the whole message"),
+        (1, "no leaf part 1"),
+        (99, "no leaf part 99"),
+    ] {
+        let chains = chains(&format!(
+            r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{{rule:rule-replace-part}}"
+config = {{ ids = [{id}], note = "gone" }}
+"#
+        ));
+        let result = chains.process(
+            engine(),
+            message(&fixture("alternative-attachment.eml")),
+            &envelope(&["bob@example.com"]),
+        );
+        let step = &result.groups[0].steps[0];
+        assert_eq!(step.outcome, StepStatus::Failed, "{id}");
+        let error = step.error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("#1") && error.contains(says),
+            "{id}: {error}"
+        );
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, Position};
+use sluice_mail::{apply_edits, Banner, BannerFallback, Edit, Message, PartReplacement, Position};
 use sluice_sdk::{Action, Context, ContextData, Verdicts};
 use sluice_tests::reference::{
     json_to_inline_toml, reference_chain, ALIAS, BANNER, JUNK, SUBJECT_TAG,
@@ -114,6 +114,10 @@ fn run_native(rules: &[Box<dyn NativeRule>], msg: &Message, ctx: &Context<'_>) -
                         sluice_sdk::Position::Top => Position::Top,
                         sluice_sdk::Position::Bottom => Position::Bottom,
                     },
+                })),
+                Action::ReplacePart(r) => edits.push(Edit::ReplacePart(PartReplacement {
+                    id: r.id,
+                    text: r.text,
                 })),
                 Action::SetRecipients(_) | Action::AddRecipients(_) | Action::FileInto(_) => {}
                 Action::Bounce(_) | Action::Drop | Action::Stop => break 'steps,

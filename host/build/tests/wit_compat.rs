@@ -168,6 +168,19 @@ impl Wit {
 
 /// Everything of `old` that `new` no longer serves the same way; empty when `new` is a
 /// compatible successor.
+/// Types only rules produce (in the results of the world's exports), which may gain cases
+/// appended at the end within a track: the host type-checks a rule's exports against the
+/// snapshot it was built with (`host/engine/src/bindings.rs` has bindings of that snapshot,
+/// checked in [`every_released_version_is_still_served`]), so both shapes load. 0.2.1
+/// appended `replace-part` to `action`.
+const APPENDABLE: &[&str] = &["types.action"];
+
+/// `now` is the variant `was` with cases appended.
+fn appended_cases(was: &str, now: &str) -> bool {
+    let head = was.trim_end_matches(" }");
+    was.starts_with("variant {") && now.starts_with(head) && now[head.len()..].starts_with(", ")
+}
+
 fn incompatibilities(old: &Wit, new: &Wit) -> Vec<String> {
     let mut problems = Vec::new();
     let (op, np) = (
@@ -207,7 +220,8 @@ fn incompatibilities(old: &Wit, new: &Wit) -> Vec<String> {
                 None => problems.push(format!("type `{name}.{tname}` is gone")),
                 Some(&ntid) => {
                     let now = new.kind(&new.resolve.types[ntid].kind);
-                    if was != now {
+                    let appendable = APPENDABLE.contains(&format!("{name}.{tname}").as_str());
+                    if was != now && !(appendable && appended_cases(&was, &now)) {
                         problems.push(format!(
                             "type `{name}.{tname}` changed:\n  was {was}\n  now {now}"
                         ));
@@ -375,6 +389,22 @@ fn every_released_version_is_still_served() {
             panic!("{name}: the host serves no WIT of this track")
         };
         let problems = incompatibilities(&old, serving);
+        let widened = APPENDABLE.iter().any(|t| {
+            let (iface, ty) = t.split_once('.').unwrap();
+            let kind = |w: &Wit| {
+                let p = &w.resolve.packages[w.pkg];
+                let i = &w.resolve.interfaces[*p.interfaces.get(iface)?];
+                Some(w.kind(&w.resolve.types[*i.types.get(ty)?].kind))
+            };
+            kind(&old) != kind(serving)
+        });
+        if widened {
+            assert!(
+                bindings.contains(&format!("wit/released/{name}")),
+                "{name}: a type rules produce gained cases since, so the host needs bindings of \
+                 {name} to type-check rules built against it"
+            );
+        }
         assert!(
             problems.is_empty(),
             "the host's WIT breaks rules built against {name}:\n- {}\n(see wit/README.md, Versioning)",
@@ -485,5 +515,41 @@ fn the_check_tells_additions_from_breaking_changes() {
             problems.iter().any(|p| p.contains(expected)),
             "{expected:?} not in {problems:#?}"
         );
+    }
+}
+
+/// The one exception (0.2.1): cases appended to `action`, and nothing else of the kind.
+#[test]
+fn only_cases_appended_to_action_pass() {
+    let path = wit_dir().join("released/sluice-rules-0.2.0.wit");
+    let base = std::fs::read_to_string(&path).unwrap();
+    let old = Wit::text("old.wit", &base);
+    let edit = |from: &str, to: &str| {
+        assert!(base.contains(from), "{from:?} not in the snapshot");
+        let text =
+            base.replacen(from, to, 1)
+                .replacen("sluice:rules@0.2.0;", "sluice:rules@0.2.1;", 1);
+        Wit::text("new.wit", &text)
+    };
+    let appended = edit(
+        "        stop,\n    }",
+        "        stop,\n        strip(u32),\n    }",
+    );
+    assert_eq!(incompatibilities(&old, &appended), Vec::<String>::new());
+    for breaking in [
+        // A case in front of the others moves every later one.
+        edit(
+            "        add-header(header),",
+            "        strip(u32),\n        add-header(header),",
+        ),
+        // A case of an enum the host passes to rules.
+        edit(
+            "        unknown,\n    }",
+            "        unknown,\n        maybe,\n    }",
+        ),
+        // A case removed.
+        edit("        stop,\n    }", "    }"),
+    ] {
+        assert!(!incompatibilities(&old, &breaking).is_empty());
     }
 }

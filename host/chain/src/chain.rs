@@ -878,10 +878,16 @@ impl GroupRun {
     /// failed.
     fn record(&mut self, step: &Step, report: StepReport) {
         let policy = match &report.outcome {
-            StepOutcome::Actions { actions, requests } => {
+            StepOutcome::Actions {
+                actions,
+                requests,
+                replacements,
+            } => {
                 if step.mode == StepMode::Enforce {
                     self.apply_requests(requests);
                     self.apply_actions(actions);
+                    let parts = replacements.iter().cloned().map(Edit::ReplacePart);
+                    self.edits.extend(parts);
                 }
                 None
             }

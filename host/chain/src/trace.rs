@@ -139,6 +139,9 @@ pub struct StepTrace {
     /// Its per-recipient requests (`recipients` interface).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub requests: Vec<RecipientRequest>,
+    /// The parts it replaced by notes (`replace-part`, WIT 0.2.1).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replacements: Vec<sluice_mail::PartReplacement>,
     /// The rule error or failure, in words.
     pub error: Option<String>,
     /// The `on_error` policy that was applied, if the step failed.
@@ -209,6 +212,7 @@ impl StepTrace {
             micros: 0,
             actions: Vec::new(),
             requests: Vec::new(),
+            replacements: Vec::new(),
             error: Some(reason),
             policy: None,
             logs: Vec::new(),
@@ -225,8 +229,16 @@ impl StepTrace {
         mode: StepMode,
         report: StepReport,
     ) -> StepTrace {
+        let mut replacements = Vec::new();
         let (outcome, actions, requests, error) = match report.outcome {
-            StepOutcome::Actions { actions, requests } => (StepStatus::Ok, actions, requests, None),
+            StepOutcome::Actions {
+                actions,
+                requests,
+                replacements: parts,
+            } => {
+                replacements = parts;
+                (StepStatus::Ok, actions, requests, None)
+            }
             StepOutcome::RuleError { error } => (
                 StepStatus::RuleError,
                 Vec::new(),
@@ -253,6 +265,7 @@ impl StepTrace {
             micros: report.micros,
             actions,
             requests,
+            replacements,
             error,
             policy: None,
             logs: report.logs,

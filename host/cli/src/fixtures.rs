@@ -35,6 +35,9 @@
 //!                                 # delivered message (whitespace runs count as one
 //!                                 # space; in an HTML part, as written or as the text the
 //!                                 # HTML shows once tags are removed and entities decoded)
+//! text = "was removed by policy"  # this text is in some displayed text part of each
+//!                                 # delivered message (e.g. the note a stripped attachment
+//!                                 # left; compared like `banner`)
 //! modified = true                 # whether the chain changed the message
 //! tempfail = false                # whether a group tempfailed
 //! ```
@@ -114,6 +117,7 @@ struct Expect {
     headers: Option<BTreeMap<String, String>>,
     absent_headers: Option<Vec<String>>,
     banner: Option<String>,
+    text: Option<String>,
     modified: Option<bool>,
     tempfail: Option<bool>,
 }
@@ -429,6 +433,7 @@ impl Expect {
             && self.headers.is_none()
             && self.absent_headers.is_none()
             && self.banner.is_none()
+            && self.text.is_none()
             && self.modified.is_none()
             && self.tempfail.is_none()
     }
@@ -477,8 +482,7 @@ fn compare_actions(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismat
             .groups
             .iter()
             .flat_map(|g| &g.steps)
-            .flat_map(|s| &s.actions)
-            .map(crate::report::describe)
+            .flat_map(crate::report::step_actions)
             .collect();
         let same = expected.len() == actual.len()
             && expected
@@ -593,7 +597,7 @@ fn compare_modified(expect: &Expect, result: &ProcessResult, out: &mut Vec<Misma
     }
 }
 
-/// `headers`, `absent_headers` and `banner`: checked on every delivered message.
+/// `headers`, `absent_headers`, `banner` and `text`: checked on every delivered message.
 fn compare_messages(
     expect: &Expect,
     result: &ProcessResult,
@@ -613,8 +617,10 @@ fn compare_messages(
             Some((g.domain.as_str(), bytes))
         })
         .collect();
-    let wants_message =
-        expect.headers.is_some() || expect.absent_headers.is_some() || expect.banner.is_some();
+    let wants_message = expect.headers.is_some()
+        || expect.absent_headers.is_some()
+        || expect.banner.is_some()
+        || expect.text.is_some();
     if wants_message && delivered.is_empty() {
         out.push(Mismatch::new(
             "headers/banner",
@@ -701,6 +707,19 @@ fn compare_messages(
                     field("banner".into()),
                     vec![format!("{banner:?} in every displayed text part")],
                     actual,
+                ));
+            }
+        }
+        if let Some(text) = &expect.text {
+            let parts = displayed_parts(bytes);
+            if !parts.iter().any(|p| has_banner(p, text)) {
+                out.push(Mismatch::new(
+                    field("text".into()),
+                    vec![format!("{text:?} in a displayed text part")],
+                    parts
+                        .iter()
+                        .map(|p| format!("{} part: starts {:?}", p.content_type, preview(&p.text)))
+                        .collect(),
                 ));
             }
         }

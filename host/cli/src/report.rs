@@ -167,6 +167,19 @@ pub fn describe(action: &Action) -> String {
     }
 }
 
+/// One `replace-part`, the way a person reads it (listed after the step's other actions).
+pub fn describe_replacement(r: &sluice_mail::PartReplacement) -> String {
+    format!("replace-part {} {:?}", r.id, short(&r.text, 60))
+}
+
+/// Every action of a step as [`describe`] and [`describe_replacement`] write them.
+pub fn step_actions(step: &sluice_chain::StepTrace) -> impl Iterator<Item = String> + '_ {
+    step.actions
+        .iter()
+        .map(describe)
+        .chain(step.replacements.iter().map(describe_replacement))
+}
+
 /// The readable trace of `sluice run`.
 pub fn text(result: &ProcessResult, deliveries: &[DeliveryRecord], envelope: &Envelope) -> String {
     let mut out = String::new();
@@ -211,8 +224,8 @@ pub fn text(result: &ProcessResult, deliveries: &[DeliveryRecord], envelope: &En
                 step.outcome,
                 step.micros
             );
-            for action in &step.actions {
-                let _ = writeln!(out, "        -> {}", describe(action));
+            for action in step_actions(step) {
+                let _ = writeln!(out, "        -> {action}");
             }
             if let Some(error) = &step.error {
                 let policy = step

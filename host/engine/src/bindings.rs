@@ -9,6 +9,10 @@
 //! variant shape of 0.1.5, and the component model checks those types structurally, so a 0.2
 //! rule's `evaluate` answer lifts straight into the 0.1 `Action` (see
 //! [`RuleInstance::call_evaluate`]) and the 0.2 imports only convert a few small records.
+//! 0.2.1 appended `replace-part` to `action`: a 0.2.1 rule's answer lifts into the 0.2.1 type
+//! and is split into those same actions plus its replacements (`track02::split_actions`),
+//! and a rule built against 0.2.0 is type-checked against the frozen 0.2.0 world
+//! ([`v0_2_0`]).
 
 use std::sync::Arc;
 
@@ -35,6 +39,21 @@ pub mod v0_2 {
     wasmtime::component::bindgen!({
         world: "rule",
         path: "../../wit/rules.wit",
+        with: {
+            "sluice:rules/types.message": super::MessageRef,
+            "sluice:rules/types.context": super::ContextRef,
+        },
+        imports: { default: trappable },
+    });
+}
+
+/// The `sluice:rules@0.2.0` world, frozen: only to type-check the exports of rules built
+/// against 0.2.0, whose `action` has no `replace-part` case (added in 0.2.1). Their imports
+/// are served by [`v0_2`]'s (the linker serves an `@0.2.0` import with `@0.2.1` by semver).
+pub mod v0_2_0 {
+    wasmtime::component::bindgen!({
+        world: "rule",
+        path: "../../wit/released/sluice-rules-0.2.0.wit",
         with: {
             "sluice:rules/types.message": super::MessageRef,
             "sluice:rules/types.context": super::ContextRef,
@@ -81,17 +100,46 @@ impl WitTrack {
 pub(crate) struct RuleInstance {
     evaluate: wasmtime::component::Func,
     track: WitTrack,
+    /// The rule's `action` has the `replace-part` case (built against 0.2.1 or later).
+    replace_part: bool,
 }
 
-type Answer = wasmtime::Result<Result<Vec<Action>, RuleError>>;
+/// A rule's valid-shaped answer in the host's types.
+#[derive(Debug, Default)]
+pub(crate) struct Answered {
+    /// Every action but `replace-part`, in order.
+    pub(crate) actions: Vec<Action>,
+    /// Each `replace-part`, with its index in the rule's list.
+    pub(crate) replacements: Vec<(usize, sluice_mail::PartReplacement)>,
+}
+
+impl From<Vec<Action>> for Answered {
+    fn from(actions: Vec<Action>) -> Answered {
+        Answered {
+            actions,
+            replacements: Vec::new(),
+        }
+    }
+}
+
+type Answer = wasmtime::Result<Result<Answered, RuleError>>;
+
+/// What `evaluate` returns, as the 0.2.1 Rust types lift it.
+type Answer021 = Result<Vec<v0_2::sluice::rules::types::Action>, RuleError>;
 
 impl RuleInstance {
-    /// `func` is the `evaluate` export of an instance of a component of `track`; call
+    /// `func` is the `evaluate` export of an instance of a component of `track`, whose
+    /// `action` has the 0.2.1 `replace-part` case when `replace_part`; call
     /// [`RuleInstance::check_type`] before the first call for each component.
-    pub(crate) fn new(func: wasmtime::component::Func, track: WitTrack) -> RuleInstance {
+    pub(crate) fn new(
+        func: wasmtime::component::Func,
+        track: WitTrack,
+        replace_part: bool,
+    ) -> RuleInstance {
         RuleInstance {
             evaluate: func,
             track,
+            replace_part,
         }
     }
 
@@ -104,12 +152,17 @@ impl RuleInstance {
         ctx: &Arc<Context>,
     ) -> Answer {
         match self.track {
-            WitTrack::V0_1 => self.call_v0_1(store, message, ctx),
+            WitTrack::V0_1 => Ok(self.call_v0_1(store, message, ctx)?.map(Answered::from)),
             WitTrack::V0_2 => {
                 let handle = store.data_mut().table.push(ContextRef(Arc::clone(ctx)))?;
                 let borrowed =
                     wasmtime::component::Resource::<ContextRef>::new_borrow(handle.rep());
-                let answer = self.call_v0_2(&mut *store, message, borrowed);
+                let answer = if self.replace_part {
+                    self.call_v0_2_1(&mut *store, message, borrowed)
+                } else {
+                    self.call_v0_2(&mut *store, message, borrowed)
+                        .map(|a| a.map(Answered::from))
+                };
                 store.data_mut().table.delete(handle)?;
                 answer
             }
@@ -128,6 +181,10 @@ impl RuleInstance {
                         store,
                     )?;
             }
+            WitTrack::V0_2 if self.replace_part => {
+                self.evaluate
+                    .typed::<(Resource<MessageRef>, Resource<ContextRef>), (Answer021,)>(store)?;
+            }
             WitTrack::V0_2 => {
                 self.evaluate.typed::<
                     (Resource<MessageRef>, Resource<ContextRef>),
@@ -144,7 +201,7 @@ impl RuleInstance {
         store: S,
         message: wasmtime::component::Resource<MessageRef>,
         ctx: &Context,
-    ) -> Answer {
+    ) -> wasmtime::Result<Result<Vec<Action>, RuleError>> {
         // SAFETY: `check_type` checked the export against exactly these types on the
         // plugin's first instance (see `RulePlugin::instantiate`).
         let typed = unsafe {
@@ -163,7 +220,7 @@ impl RuleInstance {
         store: S,
         message: wasmtime::component::Resource<MessageRef>,
         ctx: wasmtime::component::Resource<ContextRef>,
-    ) -> Answer {
+    ) -> wasmtime::Result<Result<Vec<Action>, RuleError>> {
         // SAFETY: `check_type` checked the export against exactly these types on the
         // plugin's first instance (see `RulePlugin::instantiate`). The result names 0.2's
         // `action` and `rule-error`; they have the cases, fields and payloads of 0.1.5's, and
@@ -179,5 +236,28 @@ impl RuleInstance {
         };
         let (answer,) = typed.call(store, (message, ctx))?;
         Ok(answer)
+    }
+
+    #[allow(unsafe_code)] // See the SAFETY note.
+    fn call_v0_2_1<S: wasmtime::AsContextMut>(
+        &self,
+        store: S,
+        message: wasmtime::component::Resource<MessageRef>,
+        ctx: wasmtime::component::Resource<ContextRef>,
+    ) -> Answer {
+        // SAFETY: `check_type` checked the export against exactly these types on the
+        // plugin's first instance (see `RulePlugin::instantiate`). The 0.2.1 `action` has
+        // one case more than 0.1.5's, so it lifts into its own Rust type and is split here.
+        let typed = unsafe {
+            wasmtime::component::TypedFunc::<
+                (
+                    wasmtime::component::Resource<MessageRef>,
+                    wasmtime::component::Resource<ContextRef>,
+                ),
+                (Answer021,),
+            >::new_unchecked(self.evaluate)
+        };
+        let (answer,) = typed.call(store, (message, ctx))?;
+        Ok(answer.map(crate::track02::split_actions))
     }
 }

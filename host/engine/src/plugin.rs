@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, ComponentExportIndex};
 use wasmtime::Store;
 
-use crate::bindings::{v0_2, RuleInstance, RulePre, WitTrack};
+use crate::bindings::{v0_2, v0_2_0, RuleInstance, RulePre, WitTrack};
 use crate::engine::{EngineError, RuleEngine};
 use crate::precompiled::Lookup;
 use crate::state::StoreState;
@@ -39,6 +39,8 @@ pub enum LoadSource {
 pub(crate) enum TrackPre {
     V0_1(RulePre<StoreState>),
     V0_2(v0_2::RulePre<StoreState>),
+    /// A rule built against 0.2.0: its `action` lacks 0.2.1's `replace-part`.
+    V0_2_0(v0_2_0::RulePre<StoreState>),
 }
 
 impl TrackPre {
@@ -46,13 +48,14 @@ impl TrackPre {
         match self {
             TrackPre::V0_1(pre) => pre.instance_pre(),
             TrackPre::V0_2(pre) => pre.instance_pre(),
+            TrackPre::V0_2_0(pre) => pre.instance_pre(),
         }
     }
 
     pub(crate) fn track(&self) -> WitTrack {
         match self {
             TrackPre::V0_1(_) => WitTrack::V0_1,
-            TrackPre::V0_2(_) => WitTrack::V0_2,
+            TrackPre::V0_2(_) | TrackPre::V0_2_0(_) => WitTrack::V0_2,
         }
     }
 }
@@ -120,7 +123,15 @@ impl RulePlugin {
         // The 0.2 and 0.1 worlds differ in `evaluate`'s type: check against the rule's own.
         let pre = match track {
             WitTrack::V0_1 => TrackPre::V0_1(RulePre::new(pre).map_err(wrong_world)?),
-            WitTrack::V0_2 => TrackPre::V0_2(v0_2::RulePre::new(pre).map_err(wrong_world)?),
+            // 0.2.1 added a case to `action`: a rule built against 0.2.0 type-checks against
+            // the frozen 0.2.0 world instead (the error names today's world when neither fits).
+            WitTrack::V0_2 => match v0_2::RulePre::new(pre.clone()) {
+                Ok(pre) => TrackPre::V0_2(pre),
+                Err(e) => match v0_2_0::RulePre::new(pre) {
+                    Ok(pre) => TrackPre::V0_2_0(pre),
+                    Err(_) => return Err(wrong_world(e)),
+                },
+            },
         };
         // `RulePre::new` found and type-checked it, so it is there.
         let evaluate = component
@@ -199,7 +210,8 @@ impl RulePlugin {
         let evaluate = instance
             .get_func(&mut *store, self.inner.evaluate)
             .ok_or_else(|| wasmtime::format_err!("the instance has no `evaluate` function"))?;
-        let rule = RuleInstance::new(evaluate, self.inner.pre.track());
+        let replace_part = matches!(self.inner.pre, TrackPre::V0_2(_));
+        let rule = RuleInstance::new(evaluate, self.inner.pre.track(), replace_part);
         let checked = &self.inner.evaluate_checked;
         if !checked.load(std::sync::atomic::Ordering::Acquire) {
             rule.check_type(&*store)?;

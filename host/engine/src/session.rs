@@ -8,7 +8,7 @@ use wasmtime::component::Resource;
 use wasmtime::{Store, Trap};
 
 use crate::bindings::sluice::rules::types::Context;
-use crate::bindings::{MessageRef, RuleInstance};
+use crate::bindings::{Answered, MessageRef, RuleInstance};
 use crate::engine::{EngineError, RuleEngine};
 use crate::flow::Flow;
 use crate::http::HttpClient;
@@ -299,7 +299,7 @@ fn call_rule(
         let failure = StepFailure::InvalidRequest { index, reason };
         return (StepOutcome::Failed { failure }, answer.is_err());
     }
-    let actions = match answer {
+    let answered = match answer {
         Err(err) => {
             let failure = classify(store, err, limits);
             return (StepOutcome::Failed { failure }, true);
@@ -308,17 +308,26 @@ fn call_rule(
             error.message = preview(&error.message, MAX_REASON);
             return (StepOutcome::RuleError { error }, false);
         }
-        Ok(Ok(actions)) => actions,
+        Ok(Ok(answered)) => answered,
     };
-    if actions.len() > limits.max_actions {
+    let Answered {
+        actions,
+        replacements,
+    } = answered;
+    let count = actions.len() + replacements.len();
+    if count > limits.max_actions {
         let failure = StepFailure::TooManyActions {
-            count: actions.len(),
+            count,
             limit: limits.max_actions,
         };
         return (StepOutcome::Failed { failure }, false);
     }
     let direction = store.data().flow.direction;
-    for (index, action) in actions.iter().enumerate() {
+    // Indexes as in the rule's list, which had the replacements among the actions.
+    let positions = replacements.iter().map(|(at, _)| *at).collect::<Vec<_>>();
+    let mut index_of = (0..count).filter(|i| !positions.contains(i));
+    for action in &actions {
+        let index = index_of.next().unwrap_or(count);
         if let Err(reason) = validate_action_in(action, direction) {
             let failure = StepFailure::InvalidAction {
                 index,
@@ -327,9 +336,48 @@ fn call_rule(
             return (StepOutcome::Failed { failure }, false);
         }
     }
+    let mut parts = Vec::with_capacity(replacements.len());
+    for (index, replacement) in replacements {
+        let edit = sluice_mail::Edit::ReplacePart(replacement);
+        if let Err(reason) = validate_part_edit(&edit, message) {
+            let failure = StepFailure::InvalidAction {
+                index,
+                reason: preview(&reason, MAX_REASON),
+            };
+            return (StepOutcome::Failed { failure }, false);
+        }
+        if let sluice_mail::Edit::ReplacePart(r) = edit {
+            parts.push(r);
+        }
+    }
     // Each request was validated when it was made (StoreState::request).
     let requests = std::mem::take(&mut store.data_mut().requests);
-    (StepOutcome::Actions { actions, requests }, false)
+    let outcome = StepOutcome::Actions {
+        actions,
+        requests,
+        replacements: parts,
+    };
+    (outcome, false)
+}
+
+/// Checks a `replace-part` when the step returns: the note, and that the id is a leaf part of
+/// this message other than the message itself, so a wrong id fails the step that made it
+/// (with its `on_error`) rather than every edit of the chain later.
+fn validate_part_edit(edit: &sluice_mail::Edit, message: &Message) -> Result<(), String> {
+    sluice_mail::validate_edit(edit).map_err(|e| format!("replace-part: {e}"))?;
+    let sluice_mail::Edit::ReplacePart(r) = edit else {
+        return Ok(());
+    };
+    let leaf = message.is_leaf_part(r.id);
+    match (r.id, leaf) {
+        (0, _) => {
+            Err("replace-part: part 0 is the whole message; refuse or quarantine it instead".into())
+        }
+        (_, true) => Ok(()),
+        (id, false) => Err(format!(
+            "replace-part: the message has no leaf part {id}; use an id from message.parts"
+        )),
+    }
 }
 
 impl RulePlugin {
@@ -357,6 +405,9 @@ impl RulePlugin {
                 .instantiate(&mut store)
                 .and_then(|rule| rule.call_validate_config(&mut store, config_json)),
             TrackPre::V0_2(pre) => pre
+                .instantiate(&mut store)
+                .and_then(|rule| rule.call_validate_config(&mut store, config_json)),
+            TrackPre::V0_2_0(pre) => pre
                 .instantiate(&mut store)
                 .and_then(|rule| rule.call_validate_config(&mut store, config_json)),
         };

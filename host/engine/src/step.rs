@@ -189,6 +189,9 @@ pub enum StepOutcome {
         /// Per-recipient requests made through the `recipients` interface (0.1.2), in order.
         #[serde(skip_serializing_if = "Vec::is_empty", default)]
         requests: Vec<RecipientRequest>,
+        /// The parts to replace by notes (`replace-part`, 0.2.1), in order; validated.
+        #[serde(skip_serializing_if = "Vec::is_empty", default)]
+        replacements: Vec<sluice_mail::PartReplacement>,
     },
     /// The rule returned its own error.
     RuleError {

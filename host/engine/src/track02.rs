@@ -153,6 +153,29 @@ impl v2::types::HostMessage for StoreState {
             .collect())
     }
 
+    fn parts(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Vec<v2::types::PartInfo>> {
+        Ok(self
+            .table
+            .get(&msg)?
+            .0
+            .parts()
+            .into_iter()
+            .map(|p| v2::types::PartInfo {
+                id: p.id,
+                name: p.name,
+                content_type: p.content_type,
+                size: p.size,
+                disposition: p.disposition,
+                sniffed: p.sniffed.map(str::to_owned),
+                archive: p.archive.map(|a| v2::types::ArchiveInfo {
+                    names: a.names,
+                    encrypted: a.encrypted,
+                    complete: a.complete,
+                }),
+            })
+            .collect())
+    }
+
     fn raw(&mut self, msg: Resource<MessageRef>) -> wasmtime::Result<Vec<u8>> {
         v1::types::HostMessage::raw(self, msg)
     }
@@ -241,4 +264,53 @@ impl v2::flow::Host for StoreState {
     fn authenticated_sender(&mut self) -> wasmtime::Result<Option<String>> {
         v1::flow::Host::authenticated_sender(self)
     }
+}
+
+/// A 0.2.1 rule's answer in the host's types: the actions 0.1.5 has as [`v1::types::Action`],
+/// and each `replace-part` (0.2.1 only) with its position in the rule's list, so an invalid
+/// one is reported by the index the rule used.
+pub(crate) fn split_actions(list: Vec<v2::types::Action>) -> crate::bindings::Answered {
+    use v1::types::Action as B;
+    use v2::types::Action as A;
+    let header = |h: v2::types::Header| v1::types::Header {
+        name: h.name,
+        value: h.value,
+    };
+    let mut answered = crate::bindings::Answered {
+        actions: Vec::with_capacity(list.len()),
+        replacements: Vec::new(),
+    };
+    for (index, action) in list.into_iter().enumerate() {
+        answered.actions.push(match action {
+            A::AddHeader(h) => B::AddHeader(header(h)),
+            A::SetHeader(h) => B::SetHeader(header(h)),
+            A::RemoveHeader(name) => B::RemoveHeader(name),
+            A::PrefixSubject(prefix) => B::PrefixSubject(prefix),
+            A::AddBanner(b) => B::AddBanner(v1::types::Banner {
+                text: b.text,
+                html: b.html,
+                position: match b.position {
+                    v2::types::Position::Top => v1::types::Position::Top,
+                    v2::types::Position::Bottom => v1::types::Position::Bottom,
+                },
+            }),
+            A::SetRecipients(list) => B::SetRecipients(list),
+            A::AddRecipients(list) => B::AddRecipients(list),
+            A::FileInto(folder) => B::FileInto(folder),
+            A::Bounce(b) => B::Bounce(bounce(b)),
+            A::Drop => B::Drop,
+            A::Stop => B::Stop,
+            A::ReplacePart(r) => {
+                answered.replacements.push((
+                    index,
+                    sluice_mail::PartReplacement {
+                        id: r.id,
+                        text: r.text,
+                    },
+                ));
+                continue;
+            }
+        });
+    }
+    answered
 }

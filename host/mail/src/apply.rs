@@ -8,8 +8,8 @@
 use mail_parser::{MimeHeaders, PartType};
 
 use crate::banner::{displayed_parts, insert_text, rewrite_part, Placement};
-use crate::edit::{validate_edit, Banner, BannerFallback, Edit, EditError};
-use crate::encoding::{longest_line, quoted_printable};
+use crate::edit::{validate_edit, Banner, BannerFallback, Edit, EditError, PartReplacement};
+use crate::encoding::{base64_lines, longest_line, normalize_line_endings, quoted_printable};
 use crate::header::{prefix_raw_value, HeaderBlock};
 use crate::message::Message;
 use crate::structure::{self, BodyChange};
@@ -42,11 +42,37 @@ pub fn edit_message(
     for edit in edits {
         validate_edit(edit)?;
     }
-    let body = edits.iter().any(|e| matches!(e, Edit::AddBanner(_)));
+    let body = edits
+        .iter()
+        .any(|e| matches!(e, Edit::AddBanner(_) | Edit::ReplacePart(_)));
     if let Some(why) = msg.ambiguity(body) {
         return Err(EditError::Ambiguous(why));
     }
-    let out = splice(msg, edits, fallback)?;
+    // Parts are replaced first, by the ids of the message as received (what the rules saw);
+    // the other edits then apply to that result, so a banner never moves a part's id.
+    let replacements: Vec<&PartReplacement> = edits
+        .iter()
+        .filter_map(|e| match e {
+            Edit::ReplacePart(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let rest: Vec<Edit> = edits
+        .iter()
+        .filter(|e| !matches!(e, Edit::ReplacePart(_)))
+        .cloned()
+        .collect();
+    let out = match (replacements.is_empty(), rest.is_empty()) {
+        (true, _) => splice(msg, edits, fallback, &[])?,
+        (false, true) => replace_parts(msg, &replacements)?,
+        (false, false) => {
+            // A replacement keeps the part tree, so the ids still name the notes: no banner
+            // goes into them (they are the host's words, not the sender's).
+            let notes: Vec<usize> = replacements.iter().map(|r| r.id as usize).collect();
+            let replaced = replace_parts(msg, &replacements)?;
+            splice(&replaced, &rest, fallback, &notes)?
+        }
+    };
     // Edits that change nothing leave the message as received (bare CRs included).
     if out.raw() == msg.read_bytes() {
         return Ok(Edited::Unchanged);
@@ -73,7 +99,13 @@ pub fn apply_edits(
 }
 
 /// [`apply_edits`] on a message every reader reads the same way.
-fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Message, EditError> {
+/// `notes`: parts that are notes of `replace-part`, which take no banner.
+fn splice(
+    msg: &Message,
+    edits: &[Edit],
+    fallback: BannerFallback,
+    notes: &[usize],
+) -> Result<Message, EditError> {
     let raw = msg.read_bytes();
     let m = msg.parsed();
     let le = msg.line_ending();
@@ -102,7 +134,7 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Mes
             Edit::RemoveHeader(name) => Some(name.as_str()),
             Edit::RemoveReceived => Some("Received"),
             Edit::PrefixSubject(_) => Some("Subject"),
-            Edit::AddBanner(_) => None,
+            Edit::AddBanner(_) | Edit::ReplacePart(_) => None,
         })
         .map(|name| (name, top.count(name)))
         .collect();
@@ -115,7 +147,8 @@ fn splice(msg: &Message, edits: &[Edit], fallback: BannerFallback) -> Result<Mes
         return checked(unchanged_body(out, &top), BodyChange::Parts(&[]));
     }
 
-    let displayed = displayed_parts(m)?;
+    let mut displayed = displayed_parts(m)?;
+    displayed.retain(|id| !notes.contains(id));
     if displayed.is_empty() {
         return match fallback {
             BannerFallback::Ignore => checked(unchanged_body(out, &top), BodyChange::Parts(&[])),
@@ -179,6 +212,7 @@ fn edit_top_header<'e>(top: &mut HeaderBlock<'_>, edits: &'e [Edit], le: &str) -
             Edit::PrefixSubject(prefix) => prefix_subject(top, prefix, le),
             Edit::AddBanner(banner) if banners.contains(&banner) => {}
             Edit::AddBanner(banner) => banners.push(banner),
+            Edit::ReplacePart(_) => {}
         }
     }
     banners
@@ -246,6 +280,94 @@ fn rewrite_sub_parts(
         replacements.push((h, e, bytes));
     }
     Ok((replacements, rewritten))
+}
+
+/// Replaces each named leaf part, header block and body, by a text/plain note; every other
+/// byte is copied. A part named twice (two steps stripping the same file) is replaced once,
+/// with the first note.
+fn replace_parts(msg: &Message, asked: &[&PartReplacement]) -> Result<Message, EditError> {
+    let (raw, m, le) = (msg.read_bytes(), msg.parsed(), msg.line_ending());
+    let parents = parent_ids(m);
+    let mut replacements: Vec<Replacement> = Vec::with_capacity(asked.len());
+    let mut ids: Vec<usize> = Vec::with_capacity(asked.len());
+    for r in asked {
+        let id = r.id as usize;
+        if ids.contains(&id) {
+            continue;
+        }
+        let refuse = |reason: String| EditError::NoSuchPart { id: r.id, reason };
+        let part = m.parts.get(id).ok_or_else(|| {
+            refuse(format!(
+                "the message has parts 0 to {}; use an id from message.parts",
+                m.parts.len().saturating_sub(1)
+            ))
+        })?;
+        if id == 0 {
+            return Err(refuse(
+                "it is the whole message (refuse or quarantine it instead)".into(),
+            ));
+        }
+        if matches!(part.body, PartType::Multipart(_)) {
+            return Err(refuse(
+                "it is a multipart container; replace its leaf parts".into(),
+            ));
+        }
+        if parents.get(id).copied().flatten().is_none() {
+            return Err(EditError::Malformed(format!(
+                "MIME part {id} is in no multipart"
+            )));
+        }
+        let (h, e) = (part.offset_header as usize, part.offset_end as usize);
+        if !(h <= part.offset_body as usize && part.offset_body as usize <= e && e <= raw.len()) {
+            return Err(EditError::Malformed(format!(
+                "MIME part {id} has offsets {h}..{e}, out of order or outside the message"
+            )));
+        }
+        let boundaries = enclosing_boundaries(m, &parents, id);
+        let mut bytes = note_part(&r.text, le, &boundaries);
+        // As for a banner: the line break before the next delimiter belongs to it.
+        if e < raw.len() && !raw[e..].starts_with(b"\n") && !raw[e..].starts_with(b"\r\n") {
+            bytes.extend_from_slice(le.as_bytes());
+        }
+        replacements.push((h, e, bytes));
+        ids.push(id);
+    }
+    replacements.sort_by_key(|r| r.0);
+    let mut out = Vec::with_capacity(raw.len());
+    let mut pos = 0;
+    for (start, end, bytes) in replacements {
+        if start < pos {
+            return Err(EditError::Malformed(format!(
+                "MIME parts overlap at byte {start} (the previous part ends at {pos})"
+            )));
+        }
+        out.extend_from_slice(&raw[pos..start]);
+        out.extend_from_slice(&bytes);
+        pos = end;
+    }
+    out.extend_from_slice(&raw[pos..]);
+    structure::check(m, raw, out, BodyChange::Replaced(&ids))
+}
+
+/// A text/plain part (header block and body) holding `text`: 7bit when it is short-lined
+/// ASCII that contains none of the enclosing boundaries, else base64 (which cannot contain a
+/// delimiter).
+fn note_part(text: &str, le: &str, boundaries: &[&str]) -> Vec<u8> {
+    let text = normalize_line_endings(text.trim_end(), le);
+    let plain = text.is_ascii()
+        && longest_line(text.as_bytes()) <= 998
+        && !boundaries.iter().any(|b| text.contains(b));
+    let (cte, body) = if plain {
+        ("7bit", text.into_bytes())
+    } else {
+        ("base64", base64_lines(text.as_bytes(), le))
+    };
+    let mut out = format!(
+        "Content-Type: text/plain; charset=utf-8{le}Content-Transfer-Encoding: {cte}{le}{le}"
+    )
+    .into_bytes();
+    out.extend_from_slice(&body);
+    out
 }
 
 /// For each part index, the multipart it is a child of.

@@ -17,6 +17,8 @@ pub const MAX_BANNER: usize = sluice_facts::MAX_BANNER_BYTES;
 pub const MAX_ADDRESS: usize = sluice_facts::MAX_ADDRESS_BYTES;
 /// Longest folder name (a common file-name limit).
 pub const MAX_FOLDER: usize = sluice_facts::MAX_FOLDER_BYTES;
+/// Longest note that replaces a part, in bytes: a sentence or two, not a document.
+pub const MAX_NOTE: usize = sluice_facts::MAX_NOTE_BYTES;
 
 /// One edit of the message, as asked for by a rule. Edits are applied in order by
 /// [`crate::apply_edits`], each seeing the result of the ones before it.
@@ -48,6 +50,18 @@ pub enum Edit {
     PrefixSubject(String),
     /// Insert a banner into every displayed text part.
     AddBanner(Banner),
+    /// Replace one leaf part (its header block and body) by a `text/plain; charset=utf-8`
+    /// part holding a short note, keeping every other byte (WIT 0.2.1 `replace-part`).
+    ReplacePart(PartReplacement),
+}
+
+/// A part to replace by a note: the attachment stripped, the note saying why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartReplacement {
+    /// The part's id as `Message::parts` lists it, in the message as received.
+    pub id: u32,
+    /// The note, plain text (UTF-8, line breaks allowed), at most [`MAX_NOTE`] bytes.
+    pub text: String,
 }
 
 /// A banner for every displayed text part that does not show it already (see
@@ -163,6 +177,17 @@ pub enum EditError {
     /// original is delivered.
     #[error("edits declined: the message can be read two ways ({0})")]
     Ambiguous(String),
+    /// The note for `replace-part` is empty, too long or contains NUL.
+    #[error("invalid replace-part note: {0}")]
+    InvalidNote(String),
+    /// `replace-part` names a part this message does not have as a leaf part.
+    #[error("cannot replace part {id}: {reason}")]
+    NoSuchPart {
+        /// The id as given.
+        id: u32,
+        /// Why it cannot be replaced (no such part, the whole message, a multipart).
+        reason: String,
+    },
     /// A displayed text part cannot be decoded faithfully (broken transfer encoding, unknown
     /// charset or transfer encoding), so re-encoding it with a banner would change its text.
     #[error("cannot add a banner to part {part}: {reason}")]
@@ -228,7 +253,26 @@ pub fn validate_edit(edit: &Edit) -> Result<(), EditError> {
             })
         }
         Edit::AddBanner(banner) => validate_banner(banner),
+        Edit::ReplacePart(r) => validate_note(&r.text),
     }
+}
+
+fn validate_note(text: &str) -> Result<(), EditError> {
+    if text.trim().is_empty() {
+        return Err(EditError::InvalidNote(
+            "it is empty; say what was removed and why".into(),
+        ));
+    }
+    if text.contains('\0') {
+        return Err(EditError::InvalidNote("it contains NUL".into()));
+    }
+    if text.len() > MAX_NOTE {
+        return Err(EditError::InvalidNote(format!(
+            "it is {} bytes long, the limit is {MAX_NOTE}",
+            text.len()
+        )));
+    }
+    Ok(())
 }
 
 fn validate_name(name: &str, action: &'static str) -> Result<(), EditError> {

@@ -31,6 +31,7 @@ mod encoding;
 mod forward;
 mod header;
 mod message;
+mod parts;
 mod reading;
 pub mod strict;
 mod structure;
@@ -38,10 +39,15 @@ mod structure;
 pub use apply::{apply_edits, edit_message, Edited};
 pub use edit::{
     validate_address, validate_edit, validate_folder, Banner, BannerFallback, Edit, EditError,
-    Position, MAX_ADDRESS, MAX_BANNER, MAX_FOLDER, MAX_HEADER_NAME, MAX_HEADER_VALUE,
+    PartReplacement, Position, MAX_ADDRESS, MAX_BANNER, MAX_FOLDER, MAX_HEADER_NAME,
+    MAX_HEADER_VALUE, MAX_NOTE,
 };
 pub use forward::{hop_count, rewrite_for_relay, RelayRewrite, LOOP_HEADER};
 pub use message::{AttachmentInfo, Message, ParseError};
+pub use parts::{
+    list_zip, sniff, ArchiveInfo, PartInfo, MAX_ZIP_DEPTH, MAX_ZIP_ENTRIES, MAX_ZIP_INFLATE,
+    MAX_ZIP_NAME_BYTES,
+};
 
 #[cfg(test)]
 mod tests;

@@ -243,14 +243,7 @@ impl Message {
             .filter_map(|&id| m.parts.get(id as usize))
             .map(|part| AttachmentInfo {
                 name: part.attachment_name().map(str::to_owned),
-                content_type: match part.content_type() {
-                    Some(ct) => match ct.subtype() {
-                        Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
-                        None => ct.ctype().to_ascii_lowercase(),
-                    },
-                    None if matches!(part.body, PartType::Message(_)) => "message/rfc822".into(),
-                    None => "text/plain".into(),
-                },
+                content_type: content_type_of(part),
                 size: part.len() as u64,
             })
             .collect()
@@ -259,6 +252,18 @@ impl Message {
     /// The line ending of the header block: `"\r\n"` or `"\n"` (CRLF when there is none).
     pub fn line_ending(&self) -> &'static str {
         self.line_ending
+    }
+}
+
+/// A part's `type/subtype`, lower case; the RFC 2045 default when it declares none.
+pub(crate) fn content_type_of(part: &mail_parser::MessagePart<'_>) -> String {
+    match part.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None if matches!(part.body, PartType::Message(_)) => "message/rfc822".into(),
+        None => "text/plain".into(),
     }
 }
 

@@ -21,6 +21,9 @@ pub(crate) enum BodyChange<'a> {
     /// The message was wrapped: a multipart/mixed of a text/plain part and the input, byte for
     /// byte, as message/rfc822.
     Wrapped,
+    /// These leaf parts were replaced by text/plain notes (`replace-part`); everything else,
+    /// the top header block included, is the input's.
+    Replaced(&'a [usize]),
 }
 
 /// The shape of one part: what the tree comparison looks at.
@@ -84,7 +87,8 @@ pub(crate) fn check(
     })?;
     let (tree, out) = (parsed.parsed(), parsed.read_bytes());
     match change {
-        BodyChange::Parts(rewritten) => same_tree(input, raw, tree, out, rewritten),
+        BodyChange::Parts(rewritten) => same_tree(input, raw, tree, out, rewritten, false),
+        BodyChange::Replaced(replaced) => same_tree(input, raw, tree, out, replaced, true),
         BodyChange::Wrapped => wraps(tree, out, raw),
     }
     .map_err(refuse)?;
@@ -97,6 +101,7 @@ fn same_tree(
     output: &mail_parser::Message<'_>,
     out: &[u8],
     rewritten: &[usize],
+    replaced: bool,
 ) -> Result<(), String> {
     if input.parts.len() != output.parts.len() {
         return Err(format!(
@@ -109,11 +114,16 @@ fn same_tree(
         let (want, got) = (shape(before), shape(after));
         // mail-parser files an empty text/html part as text: a banner may make it html.
         let text_kinds = |s: &Shape| matches!(s.kind, "text" | "html");
-        let same = want == got
-            || (rewritten.contains(&id)
-                && text_kinds(&want)
-                && text_kinds(&got)
-                && want.content_type == got.content_type);
+        let same = if replaced && rewritten.contains(&id) {
+            // A replaced part is a text/plain note now.
+            got.kind == "text" && got.content_type == "text/plain"
+        } else {
+            want == got
+                || (rewritten.contains(&id)
+                    && text_kinds(&want)
+                    && text_kinds(&got)
+                    && want.content_type == got.content_type)
+        };
         if !same {
             return Err(format!(
                 "part {id} would become {got:?} instead of {want:?}"

@@ -1435,3 +1435,308 @@ Content-Type: text/html; charset=utf-8\r\n\r\n<html><body><p>thanks</p>\
     let html = out.parsed().body_html(0).unwrap().into_owned();
     assert_eq!(html.matches("EXT").count(), 1, "{html}");
 }
+
+// ---- replace-part ----------------------------------------------------------------------
+
+fn replace(id: u32, text: &str) -> Edit {
+    Edit::ReplacePart(PartReplacement {
+        id,
+        text: text.into(),
+    })
+}
+
+/// The independent checks of a stripped message: mail-parser, mailparse and the strict reader
+/// all read it; it has the input's part tree; every part but the replaced ones is byte for
+/// byte the input's (by the strict reader's ranges); each replaced part is a text/plain note
+/// whose decoded text is `note`, and the bytes of its original body are gone.
+pub(crate) fn assert_stripped(input: &Message, out: &[u8], ids: &[u32], note: &str) {
+    let raw = input.read_bytes();
+    let (before, after) = (strict::split(raw), strict::split(out));
+    assert!(after.ambiguities.is_empty(), "{:?}", after.ambiguities);
+    assert_eq!(before.parts.len(), after.parts.len(), "{}", s(out));
+    let again = Message::parse(out.to_vec()).unwrap();
+    assert_eq!(again.parsed().parts.len(), input.parsed().parts.len());
+    let before_leaves = mailparse_leaves(raw);
+    let after_leaves = mailparse_leaves(out);
+    assert_eq!(before_leaves.len(), after_leaves.len());
+    let mut leaf = 0;
+    for (k, (was, is)) in before.parts.iter().zip(&after.parts).enumerate() {
+        assert_eq!(was.children, is.children, "part {k}");
+        if was.children.is_some() {
+            continue;
+        }
+        if ids.contains(&(k as u32)) {
+            assert_eq!(is.content_type, "text/plain");
+            assert_eq!(after_leaves[leaf].0, "text/plain");
+            let text = String::from_utf8(after_leaves[leaf].1.clone()).unwrap();
+            assert_eq!(text.replace("\r\n", "\n").trim_end(), note.trim_end());
+            assert_eq!(again.parsed().parts[k].text_contents(), Some(text.as_str()));
+            let body = &raw[was.body.clone()];
+            if body.len() >= 16 {
+                assert!(
+                    !out.windows(body.len()).any(|w| w == body),
+                    "the body of part {k} is still in the output"
+                );
+            }
+        } else {
+            assert_eq!(
+                raw[was.header.start..was.body.end],
+                out[is.header.start..is.body.end]
+            );
+            assert_eq!(before_leaves[leaf], after_leaves[leaf], "leaf {leaf}");
+        }
+        leaf += 1;
+    }
+}
+
+#[test]
+fn replace_part_strips_one_attachment_and_keeps_every_other_byte() {
+    let m = fixture("alternative-attachments.eml");
+    let parts = m.parts();
+    let pdf = parts
+        .iter()
+        .find(|p| p.name.as_deref() == Some("report.pdf"))
+        .unwrap();
+    assert_eq!(pdf.sniffed, Some("document/pdf"));
+    assert_eq!(pdf.disposition.as_deref(), Some("attachment"));
+    let note = "The attachment report.pdf was removed by policy: PDF file type.";
+    let out = apply(&m, &[replace(pdf.id, note)]);
+    assert_stripped(&m, &out, &[pdf.id], note);
+    // The top header block and the multipart preamble are the input's.
+    let body_start = m.parsed().parts[0].offset_body as usize;
+    assert_eq!(out[..body_start], m.read_bytes()[..body_start]);
+    // Stripping twice (two steps) replaces once, with the first note.
+    let twice = apply(&m, &[replace(pdf.id, note), replace(pdf.id, "other")]);
+    assert_eq!(twice, out);
+}
+
+#[test]
+fn replace_part_with_header_edits_and_a_banner() {
+    let m = fixture("alternative-attachments.eml");
+    let png = m
+        .parts()
+        .into_iter()
+        .find(|p| p.content_type == "image/png")
+        .unwrap();
+    let note = "Ein Bild wurde entfernt: chart.png\nSecond line.";
+    let out = apply(
+        &m,
+        &[
+            add("X-Stripped", "1"),
+            replace(png.id, note),
+            banner("CAUTION", None, Position::Top),
+        ],
+    );
+    let again = Message::parse(out.clone()).unwrap();
+    assert_eq!(again.header("X-Stripped"), ["1"]);
+    // Non-ASCII: base64, decoded back by both parsers.
+    let texts = mailparse_text(&out, "text/plain");
+    assert!(
+        texts.iter().any(|t| t.replace("\r\n", "\n").contains(note)),
+        "{texts:?}"
+    );
+    assert!(texts.iter().any(|t| t.contains("CAUTION")));
+    // The note is the host's text: no banner in it.
+    let note_text = texts.iter().find(|t| t.contains("Second line.")).unwrap();
+    assert!(!note_text.contains("CAUTION"), "{note_text}");
+    assert!(!s(&out).contains("chart@example.net"));
+}
+
+#[test]
+fn replace_part_is_refused_precisely() {
+    let m = fixture("alternative-attachments.eml");
+    let err = |edit: Edit| apply_edits(&m, &[edit], BannerFallback::Wrap).unwrap_err();
+    let n = m.parsed().parts.len() as u32;
+    assert!(matches!(err(replace(n, "x")), EditError::NoSuchPart { id, .. } if id == n));
+    assert!(err(replace(0, "x"))
+        .to_string()
+        .contains("the whole message"));
+    assert!(err(replace(1, "x"))
+        .to_string()
+        .contains("multipart container"));
+    assert!(matches!(err(replace(3, " \n")), EditError::InvalidNote(_)));
+    assert!(matches!(
+        err(replace(3, &"a".repeat(MAX_NOTE + 1))),
+        EditError::InvalidNote(_)
+    ));
+    assert!(matches!(err(replace(3, "a\0b")), EditError::InvalidNote(_)));
+    // A single-part message has no part to strip but itself.
+    let single = Message::parse(b"From: a@b\r\n\r\nhi\r\n".to_vec()).unwrap();
+    assert!(apply_edits(&single, &[replace(0, "x")], BannerFallback::Wrap).is_err());
+}
+
+#[test]
+fn a_note_containing_a_boundary_is_written_in_base64() {
+    let m = fixture("alternative-attachments.eml");
+    let pdf = m.parts().into_iter().find(|p| p.name.is_some()).unwrap();
+    let note = "removed\n--outer-boundary--\nreally";
+    let out = apply(&m, &[replace(pdf.id, note)]);
+    assert_stripped(&m, &out, &[pdf.id], note);
+}
+
+#[test]
+fn every_leaf_of_every_fixture_can_be_stripped() {
+    for entry in std::fs::read_dir(fixture_path("")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "eml") {
+            continue;
+        }
+        let m = Message::parse(std::fs::read(&path).unwrap()).unwrap();
+        for part in m.parts().into_iter().filter(|p| p.id != 0) {
+            let note = format!("part {} removed", part.id);
+            let out = apply(&m, &[replace(part.id, &note)]);
+            assert_stripped(&m, &out, &[part.id], &note);
+        }
+    }
+}
+
+#[test]
+fn sniffing_reads_magic_bytes_not_names() {
+    assert_eq!(sniff(b"MZ\x90\x00"), Some("executable/pe"));
+    assert_eq!(sniff(b"\x7fELF\x02"), Some("executable/elf"));
+    assert_eq!(sniff(b"\xcf\xfa\xed\xfe"), Some("executable/mach-o"));
+    assert_eq!(sniff(b"Rar!\x1a\x07\x01\x00"), Some("archive/rar"));
+    assert_eq!(sniff(b"7z\xbc\xaf\x27\x1c"), Some("archive/7z"));
+    assert_eq!(sniff(b"\x1f\x8b\x08"), Some("archive/gzip"));
+    assert_eq!(sniff(b"MSCF\0\0"), Some("archive/cab"));
+    assert_eq!(
+        sniff(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"),
+        Some("document/ole")
+    );
+    assert_eq!(sniff(b"%PDF-1.7"), Some("document/pdf"));
+    let mut iso = vec![0u8; 0x8010];
+    iso[0x8001..0x8006].copy_from_slice(b"CD001");
+    assert_eq!(sniff(&iso), Some("archive/iso"));
+    assert_eq!(sniff(b"hello"), None);
+    assert_eq!(sniff(b""), None);
+}
+
+/// A zip archive of `entries` (name, stored data, encrypted flag), method 0, built by hand.
+pub(crate) fn zip(entries: &[(&str, &[u8], bool)]) -> Vec<u8> {
+    let (mut out, mut dir) = (Vec::new(), Vec::new());
+    for (name, data, encrypted) in entries {
+        let offset = out.len() as u32;
+        let flags: u16 = u16::from(*encrypted);
+        let len = data.len() as u32;
+        out.extend_from_slice(b"PK\x03\x04\x14\x00");
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&[0; 10]); // method 0, time, date, crc (unchecked)
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        dir.extend_from_slice(b"PK\x01\x02\x14\x00\x14\x00");
+        dir.extend_from_slice(&flags.to_le_bytes());
+        dir.extend_from_slice(&[0; 10]);
+        dir.extend_from_slice(&len.to_le_bytes());
+        dir.extend_from_slice(&len.to_le_bytes());
+        dir.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        dir.extend_from_slice(&[0; 12]);
+        dir.extend_from_slice(&offset.to_le_bytes());
+        dir.extend_from_slice(name.as_bytes());
+    }
+    let (count, at) = (entries.len() as u16, out.len() as u32);
+    let size = dir.len() as u32;
+    out.extend_from_slice(&dir);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&size.to_le_bytes());
+    out.extend_from_slice(&at.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+#[test]
+fn zip_names_nested_and_encrypted() {
+    let inner = zip(&[("tool.exe", b"MZ", false)]);
+    let outer = zip(&[("a.txt", b"hi", false), ("inner.zip", &inner, false)]);
+    let info = list_zip(&outer);
+    assert_eq!(info.names, ["a.txt", "inner.zip", "inner.zip/tool.exe"]);
+    assert!(info.complete && !info.encrypted);
+    let locked = list_zip(&zip(&[("secret.docx", b"xx", true)]));
+    assert_eq!(locked.names, ["secret.docx"]);
+    assert!(locked.encrypted && locked.complete);
+    // Nested past the depth bound: listed down to it, then incomplete.
+    let mut z = zip(&[("x.exe", b"MZ", false)]);
+    for _ in 0..MAX_ZIP_DEPTH {
+        z = zip(&[("n.zip", &z, false)]);
+    }
+    let deep = list_zip(&z);
+    assert!(!deep.complete);
+    assert_eq!(deep.names.len(), MAX_ZIP_DEPTH);
+    // Not a zip at all, or cut short.
+    assert!(!list_zip(b"PK\x03\x04 not really").complete);
+    assert!(!list_zip(&outer[..outer.len() - 30]).complete);
+}
+
+#[test]
+fn a_zip_with_100000_entries_costs_bounded_time() {
+    let names: Vec<String> = (0..100_000).map(|i| format!("f{i}.txt")).collect();
+    let entries: Vec<(&str, &[u8], bool)> = names
+        .iter()
+        .map(|n| (n.as_str(), &b""[..], false))
+        .collect();
+    // 100,000 entries overflow the u16 count: a real one says 0xffff (Zip64) or wraps. Either
+    // way the listing stops at the cap.
+    let z = zip(&entries[..65_000]);
+    let started = std::time::Instant::now();
+    let info = list_zip(&z);
+    let took = started.elapsed();
+    println!("65,000-entry zip ({} bytes) listed in {took:?}", z.len());
+    assert!(!info.complete);
+    assert_eq!(info.names.len(), MAX_ZIP_ENTRIES);
+    assert!(took < std::time::Duration::from_millis(200));
+}
+
+#[test]
+fn a_deflated_zip_bomb_stops_at_the_inflate_budget() {
+    // A nested zip that inflates to 12 MiB of zeros: only MAX_ZIP_INFLATE is ever inflated.
+    let zeros = vec![0u8; 12 * 1024 * 1024];
+    let packed = miniz_oxide::deflate::compress_to_vec(&zeros, 6);
+    let mut z = zip(&[("bomb.zip", &packed, false)]);
+    // Method 8 (deflate) in the local header and the central directory entry.
+    z[8] = 8;
+    let cd = z.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    z[cd + 10] = 8;
+    let started = std::time::Instant::now();
+    let info = list_zip(&z);
+    let took = started.elapsed();
+    println!(
+        "deflate bomb ({} bytes packed) refused in {took:?}",
+        z.len()
+    );
+    assert_eq!(info.names, ["bomb.zip"]);
+    assert!(!info.complete);
+    assert!(took < std::time::Duration::from_secs(2));
+
+    // The budget is the message's: after a bomb, a second attachment's harmless deflated
+    // nested zip is not opened either (a hundred bombs cost what one does).
+    let inner = zip(&[("tool.exe", b"MZ", false)]);
+    let mut benign = zip(&[(
+        "inner.zip",
+        &miniz_oxide::deflate::compress_to_vec(&inner, 6),
+        false,
+    )]);
+    benign[8] = 8;
+    let cd = benign.windows(4).position(|w| w == b"PK\x01\x02").unwrap();
+    benign[cd + 10] = 8;
+    assert_eq!(list_zip(&benign).names, ["inner.zip", "inner.zip/tool.exe"]);
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    let raw = format!(
+        "From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\
+         Content-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --x\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --x--\r\n",
+        b64(&z),
+        b64(&benign)
+    );
+    let m = Message::parse(raw.into_bytes()).unwrap();
+    let archives: Vec<ArchiveInfo> = m.parts().into_iter().filter_map(|p| p.archive).collect();
+    assert_eq!(archives.len(), 2);
+    assert_eq!(archives[1].names, ["inner.zip"]);
+    assert!(!archives[1].complete);
+}

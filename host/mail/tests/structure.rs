@@ -289,7 +289,7 @@ fn check_case(
                 again.subject(),
                 show(&out)
             ),
-            Edit::AddBanner(_) => {}
+            Edit::AddBanner(_) | Edit::ReplacePart(_) => {}
         }
     }
 }

@@ -17,6 +17,8 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 pub const MAX_BANNER_BYTES: usize = 64 * 1024;
 /// The longest folder name, in bytes (one directory or key segment).
 pub const MAX_FOLDER_BYTES: usize = 255;
+/// Longest note that replaces a stripped part (`replace-part`), in bytes: a sentence or two.
+pub const MAX_NOTE_BYTES: usize = 4096;
 /// The most addresses one `set-recipients`, `add-recipients` or forward may name.
 pub const MAX_RECIPIENTS_PER_ACTION: usize = 100;
 

@@ -1,6 +1,9 @@
 //! Constructors and predicates on the generated WIT types.
 
-use crate::{Action, Banner, Bounce, Header, Message, Position, RuleError, Verdict, Verdicts};
+use crate::{
+    Action, Banner, Bounce, Header, Message, PartReplacement, Position, RuleError, Verdict,
+    Verdicts,
+};
 
 /// Constructors, so a rule writes `Action::add_header("X-Tag", "1")`.
 impl Action {
@@ -85,6 +88,18 @@ impl Action {
     /// A policy refusal: `bounce` 550 5.7.1 with `text`.
     pub fn reject(text: impl Into<String>) -> Self {
         Self::bounce(550, "5.7.1", text)
+    }
+
+    /// `replace-part` (WIT 0.2.1): strip the part `id` (from [`Message::parts`]) and put a
+    /// text/plain note in its place; every other byte of the message is kept. A host older
+    /// than 0.2.1 refuses to load a rule built with this SDK.
+    ///
+    /// [`Message::parts`]: crate::Message::parts
+    pub fn replace_part(id: u32, note: impl Into<String>) -> Self {
+        Action::ReplacePart(PartReplacement {
+            id,
+            text: note.into(),
+        })
     }
 }
 

@@ -93,8 +93,8 @@ pub mod bindings {
 
 pub use address::{check_address, domain_of, is_in_domains, local_part};
 pub use bindings::sluice::rules::types::{
-    Action, AttachmentInfo, Banner, Bounce, Header, Level, Message, Position, RuleError, Verdict,
-    Verdicts,
+    Action, ArchiveInfo, AttachmentInfo, Banner, Bounce, Header, Level, Message, PartInfo,
+    PartReplacement, Position, RuleError, Verdict, Verdicts,
 };
 pub use context::{Context, ContextData};
 /// Re-exported so rules can use `sluice_sdk::serde_json::Value` as a free-form config.
@@ -114,8 +114,8 @@ pub mod prelude {
     pub use crate::lookup;
     pub use crate::recipients::{self, Forward};
     pub use crate::{
-        Action, AttachmentInfo, Banner, Bounce, Context, ContextData, Header, Level, Message,
-        NoConfig, Position, Rule, RuleError, Verdict, Verdicts,
+        Action, ArchiveInfo, AttachmentInfo, Banner, Bounce, Context, ContextData, Header, Level,
+        Message, NoConfig, PartInfo, PartReplacement, Position, Rule, RuleError, Verdict, Verdicts,
     };
     pub use serde::Deserialize;
 }
