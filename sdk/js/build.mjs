@@ -1,17 +1,22 @@
 #!/usr/bin/env node
 // Builds a JavaScript Sluice rule into a WebAssembly component.
 //
-//   node sdk/js/build.mjs --rule DIR --out FILE.wasm [--wit WITDIR] [--keep-source FILE.js]
+//   node sdk/js/build.mjs --rule DIR --out FILE.wasm [--wit WIT] [--keep-source FILE.js]
 //
 // 1. Reads DIR/package.json: `name` and the entry module `main` (default `rule.js`).
 // 2. Parses the entry (oxc-parser): a syntax error is reported as `file:line:column`. The
 //    entry must export `validateConfig` and `evaluate`, and may import only this SDK
 //    (`sluice.js` of this directory, by a relative or absolute path).
-// 3. Writes ONE ES module: the WIT imports (`sluice:rules/host`, `recipients`, `lookup`, `http`, `flow`),
-//    the SDK wrapped in a function that receives them, then the rule with its SDK imports
-//    replaced by `const { ... } = <sdk>`.
+// 3. Writes ONE ES module: the WIT imports (`sluice:rules/host`, `recipients`, `lookup`, `http`, `flow`,
+//    at the version the WIT declares), the SDK wrapped in a function that receives them, then
+//    the rule with its SDK imports replaced by `const { ... } = <sdk>`.
 // 4. componentize-js turns that module into a component of world `rule` with every WASI
 //    feature disabled, so the component imports only `sluice:rules/*`.
+//
+// The WIT (a `.wit` file, or a directory holding `rules.wit`) defaults to the frozen
+// `wit/released/sluice-rules-0.2.0.wit` of this checkout. The SDK also builds against 0.1.5
+// (`--wit wit/released/sluice-rules-0.1.5.wit`): the host loads both tracks, and `Context`
+// reads a 0.1 record as it reads a 0.2 resource.
 //
 // Errors are one line on stderr, starting with `error: `, then exit status 1.
 
@@ -23,7 +28,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 const SDK_FILE = join(SDK_DIR, 'sluice.js');
-const WIT_PACKAGE_VERSION = '0.1.5';
+const DEFAULT_WIT = join(SDK_DIR, '..', '..', 'wit', 'released', 'sluice-rules-0.2.0.wit');
+const DEFAULT_WIT_VERSION = '0.2.0';
 const DISABLED_FEATURES = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
 
 class BuildError extends Error {}
@@ -33,8 +39,7 @@ function fail(message) {
 }
 
 function parseArgs(argv) {
-  // The JavaScript SDK is still written against the 0.1 world (WIT 0.1.5); the host loads 0.1 rules.
-  const opts = { wit: join(SDK_DIR, '..', '..', 'wit', 'released', 'sluice-rules-0.1.5.wit') };
+  const opts = { wit: DEFAULT_WIT };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     const value = () => {
@@ -46,13 +51,40 @@ function parseArgs(argv) {
     else if (arg === '--wit') opts.wit = value();
     else if (arg === '--keep-source') opts.keepSource = value();
     else if (arg === '-h' || arg === '--help') {
-      process.stdout.write('usage: node build.mjs --rule DIR --out FILE.wasm [--wit WITDIR] [--keep-source FILE.js]\n');
+      process.stdout.write('usage: node build.mjs --rule DIR --out FILE.wasm [--wit WIT] [--keep-source FILE.js]\n');
       process.exit(0);
-    } else fail(`unknown argument ${JSON.stringify(arg)} (usage: --rule DIR --out FILE.wasm [--wit WITDIR])`);
+    } else fail(`unknown argument ${JSON.stringify(arg)} (usage: --rule DIR --out FILE.wasm [--wit WIT])`);
   }
   if (!opts.rule) fail('--rule DIR is required');
   if (!opts.out) fail('--out FILE.wasm is required');
   return opts;
+}
+
+/**
+ * The `sluice:rules` version a WIT declares (`package sluice:rules@X.Y.Z;`): the imports
+ * carry it. `wit` is a `.wit` file or a directory holding `rules.wit`. Only the versions this
+ * SDK knows are accepted: 0.1.5 and later 0.1.x (the context as a record, with `flow`) and
+ * 0.2.x (the context as a resource).
+ */
+export async function witVersion(wit) {
+  const info = await stat(wit).catch(() => null);
+  if (info === null) fail(`no WIT at ${wit} (pass --wit with a .wit file or the wit/ directory of a Sluice checkout)`);
+  const file = info.isDirectory() ? join(wit, 'rules.wit') : wit;
+  let text;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (e) {
+    fail(`${file}: cannot read the WIT: ${e.message}`);
+  }
+  const m = /^\s*package\s+sluice:rules@(\d+)\.(\d+)\.(\d+)\s*;/m.exec(text);
+  if (!m) fail(`${file}: no \`package sluice:rules@X.Y.Z;\` line (not the Sluice rule world)`);
+  const [major, minor, patch] = m.slice(1).map(Number);
+  const version = `${major}.${minor}.${patch}`;
+  const known = major === 0 && ((minor === 1 && patch >= 5) || minor === 2);
+  if (!known) {
+    fail(`${file}: sluice:rules@${version}: this SDK builds against 0.1.5 or later 0.1.x and 0.2.x`);
+  }
+  return version;
 }
 
 /** `name` and entry file of the rule directory. */
@@ -112,9 +144,10 @@ async function sdkFunction() {
 }
 
 /**
- * Turns the rule's entry module into one ES module with the SDK inlined. Returns the source.
+ * Turns the rule's entry module into one ES module with the SDK inlined, importing the
+ * `sluice:rules` interfaces at `version` (see `witVersion`). Returns the source.
  */
-export async function bundle(entry) {
+export async function bundle(entry, version = DEFAULT_WIT_VERSION) {
   const oxc = await loadParser();
   const source = await readFile(entry, 'utf8');
   const result = await oxc.parseAsync(entry, source, { sourceType: 'module' });
@@ -180,7 +213,7 @@ export async function bundle(entry) {
   }
   // The prelude goes on the rule's first line and the SDK (a hoisted function declaration)
   // after the rule, so line numbers in errors and traces are those of the rule file.
-  const v = WIT_PACKAGE_VERSION;
+  const v = version;
   const prelude =
     `import * as __sluice_host from 'sluice:rules/host@${v}'; ` +
     `import * as __sluice_recipients from 'sluice:rules/recipients@${v}'; ` +
@@ -196,11 +229,9 @@ async function main() {
   const ruleDir = resolve(opts.rule);
   const { entry } = await readRulePackage(ruleDir);
   const witPath = resolve(opts.wit);
-  if (!existsSync(join(witPath, 'rules.wit')) && !(await stat(witPath).catch(() => null))?.isFile()) {
-    fail(`no WIT at ${witPath} (pass --wit DIR, the wit/ directory of a Sluice checkout)`);
-  }
+  const version = await witVersion(witPath);
   const componentize = await loadComponentize();
-  const source = await bundle(entry);
+  const source = await bundle(entry, version);
   const work = await mkdtemp(join(tmpdir(), 'sluice-js-'));
   try {
     const sourcePath = join(work, 'rule.js');

@@ -1,4 +1,4 @@
-// Types of the Sluice JavaScript SDK (sluice.js) and of the WIT world `sluice:rules/rule@0.1.5`
+// Types of the Sluice JavaScript SDK (sluice.js) and of the WIT world `sluice:rules/rule@0.2.0`
 // as componentize-js maps it. The WIT part follows `jco types wit -n rule` (jco 1.35.0).
 //
 // Mapping: kebab-case names -> camelCase (`text-body` -> `textBody`, `mail-from` -> `mailFrom`);
@@ -7,7 +7,7 @@
 // throw E; list<u8> -> Uint8Array; u64 -> bigint; u16/u32 -> number; resource -> class;
 // tuple -> array.
 
-// ---- sluice:rules/types@0.1.5 ------------------------------------------------------------
+// ---- sluice:rules/types@0.2.0 ------------------------------------------------------------
 export type Verdict = 'pass' | 'fail' | 'gray' | 'processing-failed' | 'disabled' | 'unknown';
 /**
  * The five SES verdicts for this message.
@@ -25,38 +25,59 @@ export interface Verdicts {
   dmarcPolicy?: string,
 }
 /**
- * What the host knows about this message and this step.
+ * The host's `context` resource (WIT 0.2; a record in 0.1.x): one getter per field, each
+ * call copying the value into the rule. The handle is borrowed for one `evaluate` call.
+ * Rules do not see it: `defineRule` wraps it in a `Context`.
  */
-export interface Context {
-  /**
-   * The configured domain whose chain is running (`*` for the catch-all chain).
-   */
-  domain: string,
+export interface ContextHandle {
+  domain(): string;
+  recipients(): Array<string>;
+  mailFrom(): string;
+  verdicts(): Verdicts;
+  receivedAt(): bigint;
+  messageId(): string;
+  config(): string;
+}
+/**
+ * What a rule's `evaluate(msg, ctx, config)` gets as `ctx`: the step's context, read lazily
+ * (each field is asked of the host on first use and kept for the rest of the call). Valid
+ * during that call only.
+ */
+export class Context {
+  /** Wraps the host's handle (or a `mockContext()`, or a 0.1 record). */
+  constructor(handle: ContextHandle | ContextRecord);
+  /** The configured domain whose chain is running (`*` for the catch-all chain). */
+  readonly domain: string;
   /**
    * The group's current recipients (after earlier steps' `set-recipients` /
    * `add-recipients`), as bare addresses `local@domain`.
    */
-  recipients: Array<string>,
-  /**
-   * The envelope sender (MAIL FROM); empty for a null sender (bounces).
-   */
-  mailFrom: string,
-  /**
-   * SES verdicts.
-   */
-  verdicts: Verdicts,
-  /**
-   * Receipt time, milliseconds since the Unix epoch.
-   */
-  receivedAt: bigint,
-  /**
-   * The SES message id (or the host's id for a message read from a file).
-   */
-  messageId: string,
+  readonly recipients: Array<string>;
+  /** The envelope sender (MAIL FROM); empty for a null sender (bounces). */
+  readonly mailFrom: string;
+  /** SES verdicts. */
+  readonly verdicts: Verdicts;
+  /** Receipt time, milliseconds since the Unix epoch. */
+  readonly receivedAt: bigint;
+  /** The SES message id (or the host's id for a message read from a file). */
+  readonly messageId: string;
   /**
    * This step's `config` table from the host's configuration, as JSON (`{}` if none).
+   * `evaluate` already gets it parsed, read from the host once per instance.
    */
-  config: string,
+  readonly config: string;
+  /** Every field (read from the host if not yet). */
+  toJSON(): ContextRecord;
+}
+/** The context as a WIT 0.1.x record (a rule built with `--wit sluice-rules-0.1.5.wit`). */
+export interface ContextRecord {
+  domain: string;
+  recipients: Array<string>;
+  mailFrom: string;
+  verdicts: Verdicts;
+  receivedAt: bigint;
+  messageId: string;
+  config: string;
 }
 /**
  * One attachment (a part that is not displayed text, or is marked as an attachment).
@@ -289,7 +310,7 @@ export declare class Message {
   raw(): Uint8Array;
 }
 
-// ---- sluice:rules/recipients@0.1.5 (added in 0.1.2) ---------------------------------------
+// ---- sluice:rules/recipients@0.2.0 (added in 0.1.2) ---------------------------------------
 export interface ForwardRequest {
   /**
    * Where the copy goes. Always relayed (through `[relay]`, subject to its
@@ -313,7 +334,7 @@ export interface ForwardRequest {
   redirect: boolean,
 }
 
-// ---- sluice:rules/http@0.1.5 (added in 0.1.4) ---------------------------------------------
+// ---- sluice:rules/http@0.2.0 (added in 0.1.4) ---------------------------------------------
 /**
  * A request. `url` is absolute (`http` or `https`); `method` is an upper-case token such
  * as `GET` or `POST`. The host sets `Host`, `Content-Length` and `Connection` itself.
@@ -477,7 +498,7 @@ export interface RuleExports<C> {
   /** The world's `validate-config`: throws the error message. */
   validateConfig(config: string): void;
   /** The world's `evaluate`: throws a `RuleError` record. */
-  evaluate(msg: Message, ctx: Context): Action[];
+  evaluate(msg: Message, ctx: ContextHandle | ContextRecord | Context): Action[];
   /** The parsed config (for tests); throws a `ConfigError`. */
   config(json: string): C;
 }
@@ -494,9 +515,13 @@ export interface MockMessage {
   raw?: Uint8Array;
 }
 export function mockMessage(spec?: MockMessage): Message;
+/** A stand-in for the host's `context` resource; `reads` counts the calls per field. */
+export interface MockContext extends ContextHandle {
+  reads: Record<keyof ContextRecord, number>;
+}
 export function mockContext(
-  overrides?: Partial<Omit<Context, 'verdicts' | 'config'>> & {
+  overrides?: Partial<Omit<ContextRecord, 'verdicts' | 'config'>> & {
     verdicts?: Partial<Verdicts>;
     config?: string | Record<string, unknown>;
   },
-): Context;
+): MockContext;

@@ -1,4 +1,4 @@
-// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.1.5`, world `rule`).
+// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.2.0`, world `rule`).
 //
 // A rule is one ES module that imports this file (by relative or absolute path) and exports
 // the world's two functions:
@@ -14,6 +14,11 @@
 // `lookup` and `http` imports. Under plain node (unit tests) there is no host: `log` writes to
 // stderr, the `recipients` calls are recorded (see `recipients.takeRecorded`), and `lookup`
 // and `http` answer from test doubles (`lookup.set`, `http.respond`).
+//
+// The rule's `evaluate` gets `ctx`, a `Context`: `ctx.domain`, `ctx.recipients`,
+// `ctx.verdicts.spf`, `ctx.config`, ... are getters that ask the host (WIT 0.2 hands over a
+// `context` resource) on first use and keep the answer for the rest of the call. The same
+// SDK also builds against WIT 0.1.5 (`build.mjs --wit`), where the context is a record.
 //
 // Keep this file free of `import` statements and of `export` keywords except the single
 // `export { ... }` list at the end: build.mjs turns that list into the return value of a
@@ -244,6 +249,85 @@ function isDomainIn(domain, domains) {
 function isInDomains(addr, domains) {
   const domain = domainOf(addr);
   return domain !== undefined && isDomainIn(domain, domains);
+}
+
+// ---------------------------------------------------------------------------------------
+// The step's context.
+
+/** The context's fields, as the JavaScript bindings name them. */
+const CONTEXT_FIELDS = Object.freeze(['domain', 'recipients', 'mailFrom', 'verdicts', 'receivedAt', 'messageId', 'config']);
+
+/**
+ * What `evaluate` gets as `ctx`: the step's context, read lazily. Each getter asks the host
+ * on first use (a call into the `context` resource, which copies the value into the rule's
+ * memory) and keeps the answer for the rest of the call, so a rule pays only for the fields
+ * it reads, and for each once. Wraps the WIT 0.2 resource, a WIT 0.1 record (a build against
+ * 0.1.5) or `mockContext()` alike. Valid during one `evaluate` call only: the host's handle
+ * is borrowed for that call.
+ */
+class Context {
+  /** Wraps the `context` the host passed to `evaluate` (or a `mockContext()`). */
+  constructor(handle) {
+    if (!handle || typeof handle !== 'object') throw new TypeError('Context wraps the context the host passed to evaluate');
+    this.#handle = handle;
+  }
+
+  #handle;
+  #kept = new Map();
+
+  /** A field from the host (a resource getter) or the record, kept after the first read. */
+  #read(field) {
+    if (this.#kept.has(field)) return this.#kept.get(field);
+    const v = this.#handle[field];
+    const value = typeof v === 'function' ? v.call(this.#handle) : v;
+    this.#kept.set(field, value);
+    return value;
+  }
+
+  /** Every field (each read from the host if not yet): `log.info(ctx)` shows them all. */
+  toJSON() {
+    const out = {};
+    for (const field of CONTEXT_FIELDS) out[field] = this[field];
+    return out;
+  }
+
+  /** The configured domain whose chain is running (`*` for the catch-all chain). */
+  get domain() {
+    return this.#read('domain');
+  }
+
+  /** The group's current recipients, bare `local@domain`. */
+  get recipients() {
+    return this.#read('recipients');
+  }
+
+  /** The envelope sender (MAIL FROM); empty for a null sender. */
+  get mailFrom() {
+    return this.#read('mailFrom');
+  }
+
+  /** The SES verdicts: `{ spf, dkim, dmarc, spam, virus, dmarcPolicy? }`. */
+  get verdicts() {
+    return this.#read('verdicts');
+  }
+
+  /** Receipt time, milliseconds since the Unix epoch (a BigInt). */
+  get receivedAt() {
+    return this.#read('receivedAt');
+  }
+
+  /** The SES message id (or the host's id for a message read from a file). */
+  get messageId() {
+    return this.#read('messageId');
+  }
+
+  /**
+   * The step's config as JSON text. `evaluate` already gets it parsed (and, in the sandbox,
+   * read from the host once per instance); this is for rules that want the text itself.
+   */
+  get config() {
+    return this.#read('config');
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -687,9 +771,10 @@ function checkActions(actions) {
  * - `evaluate(msg, ctx, config)`: returns a list of actions (or nothing); throw a `RuleError`
  *   to fail the step.
  *
- * `evaluate` parses the config once per instance and passes the same frozen object to every
- * message a warm instance serves (`instances = "warm"`), so a rule cannot change it by
- * accident and carry that into the next message.
+ * `evaluate` wraps the host's `context` in a `Context` (lazy getters: `ctx.domain`,
+ * `ctx.verdicts.spf`, ...), parses the config once per instance and passes the same frozen
+ * object to every message a warm instance serves (`instances = "warm"`), so a rule cannot
+ * change it by accident and carry that into the next message.
  *
  * Returns `{ validateConfig, evaluate }`, the functions componentize-js exports:
  * `export const { validateConfig, evaluate } = defineRule({ ... })`. `validateConfig`
@@ -722,16 +807,21 @@ function defineRule({ defaults = {}, check, evaluate } = {}) {
     }
     return config;
   };
-  // The config text and parsed config of the last message: a warm instance
-  // (`instances = "warm"`) serves many messages of one step, with the same config text.
-  let lastJson;
-  let lastConfig;
-  const configFor = (json) => {
-    if (lastConfig === undefined || json !== lastJson) {
-      lastConfig = deepFreeze(load(json));
-      lastJson = json;
+  // The parsed config and the text it came from. The host never runs one instance for two
+  // steps (WIT 0.2, `context.config`), so in the sandbox the first successful parse serves
+  // every later message of a warm instance (`instances = "warm"`) without asking the host for
+  // the text again. Under node (tests) one rule serves many mock contexts: parse again when
+  // the text differs. A config that fails is not kept: the next message tries again.
+  let keptJson;
+  let keptConfig;
+  const configFor = (ctx) => {
+    if (wit && keptConfig !== undefined) return keptConfig;
+    const json = ctx.config;
+    if (keptConfig === undefined || json !== keptJson) {
+      keptConfig = deepFreeze(load(json));
+      keptJson = json;
     }
-    return lastConfig;
+    return keptConfig;
   };
   return Object.freeze({
     validateConfig(json) {
@@ -742,9 +832,10 @@ function defineRule({ defaults = {}, check, evaluate } = {}) {
         throw messageOf(e);
       }
     },
-    evaluate(msg, ctx) {
+    evaluate(msg, handle) {
       try {
-        return checkActions(evaluate(msg, ctx, configFor(ctx.config)));
+        const ctx = handle instanceof Context ? handle : new Context(handle);
+        return checkActions(evaluate(msg, ctx, configFor(ctx)));
       } catch (e) {
         // result<list<action>, rule-error>: the thrown value is the `err` payload.
         throw toRuleError(e);
@@ -756,7 +847,7 @@ function defineRule({ defaults = {}, check, evaluate } = {}) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Testing under node: stand-ins for the host's `message` resource and the `context` record.
+// Testing under node: stand-ins for the host's `message` and `context` resources.
 
 function utf8Truncate(text, maxBytes) {
   if (text === undefined || !maxBytes) return text;
@@ -798,9 +889,18 @@ function mockMessage({ from, fromName, subject, headers = [], text, html, attach
   };
 }
 
-/** A `context` record with defaults (verdicts `unknown`, config `{}`) and your overrides. */
+/**
+ * A stand-in for the host's `context` resource (WIT 0.2: one method per field, `ctx.domain()`,
+ * `ctx.config()`, ...) with defaults (verdicts `unknown`, config `{}`) and your overrides.
+ * Pass it to the exported `evaluate`, which wraps it as the host's; `new Context(mockContext())`
+ * is what a rule's own `evaluate(msg, ctx, config)` gets. `reads` counts the calls per field.
+ */
 function mockContext({ verdicts = {}, config = {}, ...rest } = {}) {
-  return {
+  const unknown = Object.keys(rest).filter((k) => !CONTEXT_FIELDS.includes(k));
+  if (unknown.length > 0) {
+    throw new TypeError(`mockContext: unknown field ${JSON.stringify(unknown[0])} (fields: ${CONTEXT_FIELDS.join(', ')})`);
+  }
+  const fields = {
     domain: 'example.com',
     recipients: ['bob@example.com'],
     mailFrom: 'sender@outside.example',
@@ -817,6 +917,17 @@ function mockContext({ verdicts = {}, config = {}, ...rest } = {}) {
     },
     config: typeof config === 'string' ? config : JSON.stringify(config),
   };
+  const reads = Object.fromEntries(CONTEXT_FIELDS.map((f) => [f, 0]));
+  const handle = { reads };
+  for (const field of CONTEXT_FIELDS) {
+    handle[field] = () => {
+      reads[field] += 1;
+      // A copy, as the host lowers a fresh value into the rule on every call.
+      const v = fields[field];
+      return Array.isArray(v) ? [...v] : v && typeof v === 'object' ? { ...v } : v;
+    };
+  }
+  return handle;
 }
 
 export {
@@ -856,4 +967,5 @@ export {
   defineRule,
   mockMessage,
   mockContext,
+  Context,
 };

@@ -9,9 +9,10 @@ builds: it must define `WitWorld` (`WitWorld = sluice_sdk.export(MyRule)`). This
     componentize-py -d WITDIR -w rule componentize app -o FILE.wasm -p DIR -p <this directory>
 
 so `app` and its sibling modules come from DIR and `sluice_sdk` from this SDK (packages
-installed in the Python environment componentize-py runs in are found too). WITDIR defaults
-to the WIT 0.1.5 snapshot of the checkout this script sits in
-(`sdk/python/../../wit/released/sluice-rules-0.1.5.wit`: the Python SDK is on the 0.1 world).
+installed in the Python environment componentize-py runs in are found too). WITDIR (a `.wit`
+file or a directory) defaults to the frozen WIT 0.2.0 of the checkout this script sits in
+(`sdk/python/../../wit/released/sluice-rules-0.2.0.wit`). The SDK also builds against 0.1.5
+(`--wit .../sluice-rules-0.1.5.wit`, the context as a record): the host loads both tracks.
 
 componentize-py is found as `$SLUICE_COMPONENTIZE_PY`, else next to the running Python
 (`.venv/bin/componentize-py`), else on PATH. `sluice plugin build DIR --out OUTDIR` runs this
@@ -26,9 +27,8 @@ import subprocess
 import sys
 
 SDK_DIR = os.path.dirname(os.path.abspath(__file__))
-# The Python SDK is still written against the 0.1 world (WIT 0.1.5); the host loads 0.1 rules.
 DEFAULT_WIT = os.path.normpath(
-    os.path.join(SDK_DIR, "..", "..", "wit", "released", "sluice-rules-0.1.5.wit"))
+    os.path.join(SDK_DIR, "..", "..", "wit", "released", "sluice-rules-0.2.0.wit"))
 WORLD = "rule"
 APP_MODULE = "app"
 INSTALL_HINT = "pip install -r sdk/python/requirements.txt"

@@ -95,6 +95,41 @@ pub fn foreign_rules() -> &'static Vec<(String, PathBuf)> {
     })
 }
 
+/// `plugins/subject-tag/js` and `plugins/subject-tag/python` built against WIT 0.1.5
+/// (`wit/released/sluice-rules-0.1.5.wit`, the context as a record) into
+/// `target/test-rules-0.1/`: interpreted components of the 0.1 track, which the host keeps
+/// loading now that the SDKs build for 0.2. Built once per test process.
+pub fn foreign_rules_0_1() -> &'static Vec<(String, PathBuf)> {
+    static BUILT: OnceLock<Vec<(String, PathBuf)>> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let root = workspace_root();
+        let opts = sluice_build::BuildOptions {
+            out_dir: root.join("target").join("test-rules-0.1"),
+            ..Default::default()
+        };
+        let wit = root.join("wit/released/sluice-rules-0.1.5.wit");
+        let js = sluice_build::js::build_against(
+            &root.join("plugins/subject-tag/js"),
+            &opts,
+            Some(&wit),
+        );
+        let python = sluice_build::python::build_against(
+            &root.join("plugins/subject-tag/python"),
+            &opts,
+            Some(&wit),
+        );
+        [js, python]
+            .into_iter()
+            .map(|built| {
+                let built = built.unwrap_or_else(|e| {
+                    panic!("building subject-tag in JavaScript and Python against WIT 0.1.5 failed: {e}")
+                });
+                (built.name, built.path)
+            })
+            .collect()
+    })
+}
+
 /// The probe rules of `tests/foreign-rules/` (`probe-js`, `probe-python`: `lookup.get` then
 /// `http.send`, see its README), built once per test process like [`foreign_rules`].
 pub fn probe_rules() -> &'static Vec<(String, PathBuf)> {

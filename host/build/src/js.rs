@@ -31,9 +31,8 @@ pub const TARGET: &str = "js (componentize-js)";
 /// The environment variable naming the `node` binary.
 pub const NODE_ENV: &str = "SLUICE_NODE";
 
-/// The WIT handed to componentize-js: the JavaScript SDK still implements the 0.1 world
-/// (0.1.5), which the host keeps loading beside 0.2.
-const RULES_WIT: &str = include_str!("../../../wit/released/sluice-rules-0.1.5.wit");
+/// The WIT handed to componentize-js: the frozen 0.2.0 (the `context` resource).
+const RULES_WIT: &str = include_str!("../../../wit/released/sluice-rules-0.2.0.wit");
 
 /// How many trailing lines of the build script's stderr an error keeps.
 const STDERR_TAIL_LINES: usize = 30;
@@ -142,6 +141,17 @@ pub fn sdk_dir() -> Result<PathBuf, String> {
 
 /// Builds the JavaScript rule in `dir` into `<opts.out_dir>/<name>.wasm`.
 pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
+    build_against(dir, opts, None)
+}
+
+/// [`build`] against the WIT at `wit` (a `.wit` file or a directory holding `rules.wit`)
+/// instead of the embedded one: e.g. `wit/released/sluice-rules-0.1.5.wit`, for a component
+/// of the 0.1 track the host keeps loading (the SDK builds against 0.1.5 and 0.2).
+pub fn build_against(
+    dir: &Path,
+    opts: &BuildOptions,
+    wit: Option<&Path>,
+) -> Result<BuiltRule, BuildError> {
     let foreign = |message: String| BuildError::Foreign {
         dir: dir.to_path_buf(),
         message,
@@ -159,10 +169,18 @@ pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
             source,
         },
     )?;
-    let wit = WitDir::write().map_err(|source| BuildError::Io {
-        path: std::env::temp_dir(),
-        source,
-    })?;
+    // The embedded WIT goes to a temporary directory, removed when `embedded` drops.
+    let embedded;
+    let wit_path: &Path = match wit {
+        Some(path) => path,
+        None => {
+            embedded = WitDir::write().map_err(|source| BuildError::Io {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            &embedded.0
+        }
+    };
     let node = node();
     let output = Command::new(&node)
         .arg(sdk.join("build.mjs"))
@@ -171,7 +189,7 @@ pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
         .arg("--out")
         .arg(&out)
         .arg("--wit")
-        .arg(&wit.0)
+        .arg(wit_path)
         .output()
         .map_err(|e| {
             foreign(if e.kind() == std::io::ErrorKind::NotFound {
@@ -183,7 +201,6 @@ pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
                 format!("could not run {}: {e}", node.display())
             })
         })?;
-    drop(wit);
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(foreign(failure_message(

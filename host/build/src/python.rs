@@ -5,7 +5,7 @@
 //! `WitWorld = sluice_sdk.export(MyRule)`). [`build`] runs the SDK's build script:
 //!
 //! ```text
-//! <python> <sdk>/build.py --rule <dir> --out <out_dir>/<name>.wasm [--wit <checkout>/wit/released/sluice-rules-0.1.5.wit]
+//! <python> <sdk>/build.py --rule <dir> --out <out_dir>/<name>.wasm [--wit <checkout>/wit/released/sluice-rules-0.2.0.wit]
 //! ```
 //!
 //! which runs `componentize-py -d WIT -w rule componentize app -p <dir> -p <sdk>`.
@@ -31,12 +31,22 @@ pub const INSTALL_HINT: &str = "pip install -r sdk/python/requirements.txt";
 /// The root of the checkout this crate was compiled from (`host/build/../..`).
 const CHECKOUT_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-/// The WIT Python rules are built against: the SDK still implements the 0.1 world, which
-/// the host keeps loading beside 0.2.
-const PYTHON_WIT: &str = "wit/released/sluice-rules-0.1.5.wit";
+/// The WIT Python rules are built against: the frozen 0.2.0 (the `context` resource).
+const PYTHON_WIT: &str = "wit/released/sluice-rules-0.2.0.wit";
 
 /// Builds the Python rule in `dir` into `<opts.out_dir>/<name>.wasm`.
 pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
+    build_against(dir, opts, None)
+}
+
+/// [`build`] against the WIT at `wit` (a `.wit` file or a directory) instead of the
+/// checkout's 0.2.0: e.g. `wit/released/sluice-rules-0.1.5.wit`, for a component of the 0.1
+/// track the host keeps loading (the SDK builds against 0.1.5 and 0.2).
+pub fn build_against(
+    dir: &Path,
+    opts: &BuildOptions,
+    wit: Option<&Path>,
+) -> Result<BuiltRule, BuildError> {
     let foreign = |message: String| BuildError::Foreign {
         dir: dir.to_path_buf(),
         message,
@@ -70,10 +80,17 @@ pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
         .arg(dir)
         .arg("--out")
         .arg(&out);
-    let wit = Path::new(CHECKOUT_ROOT).join(PYTHON_WIT);
-    if wit.is_file() {
-        // The 0.1 contract of the host this crate belongs to (the Python SDK is on 0.1).
-        cmd.arg("--wit").arg(wit);
+    match wit {
+        Some(wit) => {
+            cmd.arg("--wit").arg(wit);
+        }
+        None => {
+            let wit = Path::new(CHECKOUT_ROOT).join(PYTHON_WIT);
+            if wit.is_file() {
+                // The contract of the host this crate belongs to.
+                cmd.arg("--wit").arg(wit);
+            }
+        }
     }
     let output = cmd.output().map_err(|e| {
         foreign(format!(

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import * as S from '../sluice.js';
-import { bundle } from '../build.mjs';
+import { bundle, witVersion } from '../build.mjs';
 
 test('action constructors build the WIT variants', () => {
   assert.deepEqual(S.addHeader('X-A', 1), { tag: 'add-header', val: { name: 'X-A', value: '1' } });
@@ -223,9 +223,13 @@ test('the bundle inlines the SDK and keeps the rule on its own lines', async () 
   const entry = new URL('../../../plugins/subject-tag/js/rule.js', import.meta.url).pathname;
   const source = await bundle(entry);
   const lines = source.split('\n');
-  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.5';/);
-  assert.match(lines[0], /import \* as __sluice_http from 'sluice:rules\/http@0\.1\.5';/);
-  assert.match(lines[0], /import \* as __sluice_flow from 'sluice:rules\/flow@0\.1\.5';/);
+  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.2\.0';/);
+  assert.match(lines[0], /import \* as __sluice_http from 'sluice:rules\/http@0\.2\.0';/);
+  assert.match(lines[0], /import \* as __sluice_flow from 'sluice:rules\/flow@0\.2\.0';/);
+  // Built against 0.1.5 (`--wit`), the imports name that version.
+  const legacy = (await bundle(entry, '0.1.5')).split('\n')[0];
+  assert.match(legacy, /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.5';/);
+  assert.ok(!legacy.includes('@0.2.0'), legacy);
   assert.ok(!/from '\.\.\/\.\.\/\.\.\/sdk/.test(source));
   assert.match(source, /function __sluice_sdk_factory\(__wit\)/);
   // The rule's `export const { validateConfig, evaluate }` keeps its line number.
@@ -233,4 +237,88 @@ test('the bundle inlines the SDK and keeps the rule on its own lines', async () 
   const original = (await readFile(entry, 'utf8')).split('\n');
   const n = original.findIndex((l) => l.startsWith('export const { validateConfig'));
   assert.equal(lines[n], original[n]);
+});
+
+test('the WIT version the imports carry comes from the WIT, and only known tracks build', async () => {
+  const wit = new URL('../../../wit/', import.meta.url).pathname;
+  assert.equal(await witVersion(`${wit}released/sluice-rules-0.2.0.wit`), '0.2.0');
+  assert.equal(await witVersion(`${wit}released/sluice-rules-0.1.5.wit`), '0.1.5');
+  // A directory: its rules.wit (the host hands its embedded WIT over that way).
+  assert.equal(await witVersion(wit), '0.2.0');
+  // 0.1.4 has no `flow`, which the SDK imports.
+  await assert.rejects(witVersion(`${wit}released/sluice-rules-0.1.4.wit`), /0\.1\.4: this SDK builds against 0\.1\.5/);
+  await assert.rejects(witVersion(`${wit}nonexistent.wit`), /no WIT at/);
+  await assert.rejects(witVersion(new URL('../package.json', import.meta.url).pathname), /no `package sluice:rules@/);
+});
+
+test('Context reads each field from the host on first use, once', () => {
+  const handle = S.mockContext({ domain: 'x.test', recipients: ['a@x.test'], verdicts: { spf: 'fail' }, config: { k: 1 } });
+  const ctx = new S.Context(handle);
+  assert.deepEqual(handle.reads, { domain: 0, recipients: 0, mailFrom: 0, verdicts: 0, receivedAt: 0, messageId: 0, config: 0 });
+  assert.equal(ctx.domain, 'x.test');
+  assert.equal(ctx.domain, 'x.test');
+  assert.equal(ctx.verdicts.spf, 'fail');
+  assert.equal(ctx.verdicts.dkim, 'unknown');
+  assert.equal(ctx.verdicts, ctx.verdicts, 'the kept answer, not a new copy');
+  assert.deepEqual(handle.reads, { domain: 1, recipients: 0, mailFrom: 0, verdicts: 1, receivedAt: 0, messageId: 0, config: 0 });
+  // Every field, for a log line.
+  assert.equal(
+    JSON.stringify(ctx, (_, v) => (typeof v === 'bigint' ? `${v}n` : v)),
+    '{"domain":"x.test","recipients":["a@x.test"],"mailFrom":"sender@outside.example","verdicts":{"spf":"fail","dkim":"unknown","dmarc":"unknown","spam":"unknown","virus":"unknown"},"receivedAt":"0n","messageId":"test-message","config":"{\\"k\\":1}"}',
+  );
+  assert.ok(Object.values(handle.reads).every((n) => n === 1), JSON.stringify(handle.reads));
+  // A 0.1 record (a rule built against 0.1.5) reads the same.
+  const record = new S.Context({ domain: 'r.test', recipients: [], mailFrom: '', verdicts: { spf: 'pass' }, receivedAt: 5n, messageId: 'm', config: '{}' });
+  assert.equal(record.domain, 'r.test');
+  assert.equal(record.receivedAt, 5n);
+  assert.equal(record.verdicts.spf, 'pass');
+  assert.throws(() => new S.Context(undefined), TypeError);
+  assert.throws(() => S.mockContext({ mail_from: 'x' }), /unknown field "mail_from"/);
+});
+
+test('evaluate hands the rule a lazy Context and reads only what the rule reads', () => {
+  const rule = S.defineRule({
+    defaults: { tag: '[x]' },
+    evaluate(msg, ctx, config) {
+      assert.ok(ctx instanceof S.Context);
+      return S.failed(ctx.verdicts.spf) ? [S.prefixSubject(config.tag)] : [];
+    },
+  });
+  const handle = S.mockContext({ verdicts: { spf: 'fail' }, config: { tag: '[t]' } });
+  assert.deepEqual(rule.evaluate(S.mockMessage({}), handle), [S.prefixSubject('[t]')]);
+  assert.deepEqual(handle.reads, { domain: 0, recipients: 0, mailFrom: 0, verdicts: 1, receivedAt: 0, messageId: 0, config: 1 });
+  // A Context passed in is used as it is; a 0.1 record is wrapped like a handle.
+  const ctx = new S.Context(S.mockContext({ verdicts: { spf: 'pass' } }));
+  assert.deepEqual(rule.evaluate(S.mockMessage({}), ctx), []);
+  const record = { domain: 'd', recipients: [], mailFrom: '', verdicts: { spf: 'fail' }, receivedAt: 0n, messageId: 'm', config: '{}' };
+  assert.deepEqual(rule.evaluate(S.mockMessage({}), record), [S.prefixSubject('[x]')]);
+});
+
+test('in the sandbox the config is read from the host once per instance', async () => {
+  // A second instance of the SDK module that sees `__wit`, as the bundled component does.
+  const logs = [];
+  globalThis.__wit = { host: { log: (level, msg) => logs.push([level, msg]) } };
+  let sandboxed;
+  try {
+    sandboxed = await import('../sluice.js?sandbox');
+  } finally {
+    delete globalThis.__wit;
+  }
+  let checks = 0;
+  const rule = sandboxed.defineRule({
+    defaults: { tag: '[x]' },
+    check: (c) => {
+      checks += 1;
+      return c.tag === '' ? '`tag` must not be empty' : undefined;
+    },
+    evaluate: (msg, ctx, config) => [sandboxed.prefixSubject(config.tag)],
+  });
+  // A config that fails is not kept: the next message asks again.
+  const bad = sandboxed.mockContext({ config: { tag: '' } });
+  assert.throws(() => rule.evaluate(sandboxed.mockMessage({}), bad), (e) => /must not be empty/.test(e.message));
+  const handles = [1, 2, 3].map(() => sandboxed.mockContext({ config: { tag: '[w]' } }));
+  for (const h of handles) assert.deepEqual(rule.evaluate(sandboxed.mockMessage({}), h), [sandboxed.prefixSubject('[w]')]);
+  assert.deepEqual(handles.map((h) => h.reads.config), [1, 0, 0]);
+  assert.equal(checks, 2);
+  assert.deepEqual(logs, []);
 });

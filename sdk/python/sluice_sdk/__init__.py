@@ -18,15 +18,18 @@ turns it into the `WitWorld` class componentize-py needs:
 
     WitWorld = sluice.export(TagExternal)
 
-Inside a component the WIT types are those componentize-py generates (`wit_world`); outside
-(unit tests) stand-ins with the same names and fields, so a rule's logic runs under plain
-`python -m unittest`. See `sdk/python/README.md`.
+`ctx` is a `Context`: `ctx.domain`, `ctx.recipients`, `ctx.verdicts`, `ctx.config`, ... ask
+the host (WIT 0.2 hands over a `context` resource) on first use and keep the answer for the
+call. Inside a component the WIT types are those componentize-py generates (`wit_world`);
+outside (unit tests) stand-ins with the same names and fields, so a rule's logic runs under
+plain `python -m unittest`. See `sdk/python/README.md`.
 """
 
 import json
 import traceback
 
 from . import _wit, flow, http, log, lookup, recipients
+from .context import Context
 
 types = _wit.types
 Err = _wit.Err
@@ -34,7 +37,6 @@ IN_COMPONENT = _wit.IN_COMPONENT
 
 Verdict = types.Verdict
 Verdicts = types.Verdicts
-Context = types.Context
 Header = types.Header
 Banner = types.Banner
 Position = types.Position
@@ -409,7 +411,8 @@ class Rule:
         return None
 
     def evaluate(self, msg, ctx, config):
-        """Returns the list of actions for `msg` (a `Message`) and `ctx` (a `Context`)."""
+        """Returns the list of actions for `msg` (a `Message`) and `ctx` (a `Context`: read
+        `ctx.verdicts`, `ctx.recipients`, ... as attributes)."""
         return []
 
 
@@ -428,25 +431,31 @@ def export(rule):
     `WitWorld = sluice_sdk.export(MyRule)`.
 
     - `validate_config(json)`: `rule.parse(json)`; a `ConfigError` becomes the `err` string.
-    - `evaluate(msg, ctx)`: parses `ctx.config` (a bad config is a permanent `rule-error`,
-      "invalid config: ...") unless it is the text the last message of this instance had: a
-      warm instance (`instances = "warm"`) parses its step's config once and passes the same
-      `Config` to every message it serves, so treat it as read-only. Then calls
-      `rule.evaluate`; `RuleFailure` becomes a
+    - `evaluate(msg, ctx)`: wraps the host's `context` in a `Context` (lazy attributes) and
+      parses the step's config (a bad config is a permanent `rule-error`, "invalid config:
+      ..."). The host never runs one instance for two steps (WIT 0.2), so inside a component
+      the config is read and parsed on the instance's first message only: a warm instance
+      (`instances = "warm"`) passes the same `Config` to every message it serves, so treat it
+      as read-only. Outside a component (tests, where one `WitWorld` sees many contexts) it is
+      parsed again whenever its text differs. Then calls `rule.evaluate`; `RuleFailure`
+      becomes a
       `rule-error`, any other exception is logged with its traceback at `error` level and
       becomes a permanent `rule-error` naming it. The returned list must hold actions.
 
     Outside a component the class derives from `object` and can be called from tests."""
     instance = rule() if isinstance(rule, type) else rule
-    # (config text, parsed Config) of the last message: a warm instance's step config does
-    # not change between messages.
-    last = [None, None]
+    # (config text, parsed Config) once one parsed; a config that fails is not kept (the next
+    # message tries again).
+    kept = []
 
-    def config_for(text):
-        if last[0] is None or last[0] != text:
+    def config_for(ctx):
+        if kept and _wit.IN_COMPONENT:
+            return kept[1]
+        text = ctx.config
+        if not kept or kept[0] != text:
             config = instance.parse(text)
-            last[0], last[1] = text, config
-        return last[1]
+            kept[:] = [text, config]
+        return kept[1]
 
     class WitWorld(_wit.WorldBase):
         def validate_config(self, config):
@@ -459,8 +468,10 @@ def export(rule):
                 raise Err(f"checking the config raised {type(e).__name__}: {e}") from None
 
         def evaluate(self, msg, ctx):
+            if not isinstance(ctx, Context):
+                ctx = Context(ctx)
             try:
-                config = config_for(ctx.config)
+                config = config_for(ctx)
             except ConfigError as e:
                 raise Err(types.RuleError(f"invalid config: {e}", False)) from None
             try:

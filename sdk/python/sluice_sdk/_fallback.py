@@ -1,12 +1,14 @@
 """Stand-ins for the generated bindings, used outside the sandbox (unit tests, a REPL).
 
-Inside a component, `componentize-py` generates the module `wit_world` from `wit/rules.wit`
-and `sluice_sdk` uses its types. Outside, there is no `wit_world`, so these classes take its
-place: the same names, fields and enum values as the generated `wit_world.imports.types`
-and `wit_world.imports.recipients` (checked by `sdk/python/tests/test_sdk.py` against
-`componentize-py bindings` when componentize-py is installed).
+Inside a component, `componentize-py` generates the module `wit_world` from the WIT
+(`wit/released/sluice-rules-0.2.0.wit`) and `sluice_sdk` uses its types. Outside, there is no
+`wit_world`, so these classes take its place: the same names, fields, methods and enum values
+as the generated `wit_world.imports.types` and `wit_world.imports.recipients` (checked by
+`sdk/python/tests/test_sdk.py` against `componentize-py bindings` when componentize-py is
+installed).
 """
 
+import dataclasses
 from dataclasses import dataclass
 from enum import Enum
 from typing import Generic, List, Optional, TypeVar, Union
@@ -40,15 +42,63 @@ class Verdicts:
     dmarc_policy: Optional[str]
 
 
-@dataclass
 class Context:
-    domain: str
-    recipients: List[str]
-    mail_from: str
-    verdicts: Verdicts
-    received_at: int
-    message_id: str
-    config: str
+    """The WIT 0.2 `context` resource: one method per field, as the generated class has.
+    Built from plain values (`sluice_sdk.testing.context()` fills in defaults); `reads`
+    counts the calls per field, so a test can see what a rule asked the host for."""
+
+    FIELDS = ("domain", "recipients", "mail_from", "verdicts", "received_at", "message_id",
+              "config")
+
+    def __init__(self, domain, recipients, mail_from, verdicts, received_at, message_id,
+                 config):
+        self._values = {
+            "domain": domain, "recipients": list(recipients), "mail_from": mail_from,
+            "verdicts": verdicts, "received_at": received_at, "message_id": message_id,
+            "config": config,
+        }
+        self.reads = {field: 0 for field in self.FIELDS}
+
+    def _get(self, field):
+        self.reads[field] += 1
+        value = self._values[field]
+        # A copy, as the host lowers a fresh value into the rule on every call.
+        if isinstance(value, list):
+            return list(value)
+        if isinstance(value, Verdicts):
+            return dataclasses.replace(value)
+        return value
+
+    def domain(self) -> str:
+        return self._get("domain")
+
+    def recipients(self) -> List[str]:
+        return self._get("recipients")
+
+    def mail_from(self) -> str:
+        return self._get("mail_from")
+
+    def verdicts(self) -> Verdicts:
+        return self._get("verdicts")
+
+    def received_at(self) -> int:
+        return self._get("received_at")
+
+    def message_id(self) -> str:
+        return self._get("message_id")
+
+    def config(self) -> str:
+        return self._get("config")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._values.items() if k != "config")
+        return f"Context({fields}, config=<{len(self._values['config'])} chars>)"
 
 
 @dataclass

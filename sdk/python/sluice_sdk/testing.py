@@ -1,9 +1,14 @@
-"""Test helpers: a `Message` stand-in and a `Context` builder, for `python -m unittest`.
+"""Test helpers: a `Message` stand-in and a `context` builder, for `python -m unittest`.
 
     from sluice_sdk.testing import FakeMessage, context
     msg = FakeMessage.from_file("fixtures/external.eml")      # or FakeMessage(headers=[...], text="...")
     ctx = context(config={"tag": "[EXT]"}, spf="fail")
     actions = app.WitWorld().evaluate(msg, ctx)                # the exported entry point itself
+    actions = MyRule().evaluate(msg, sluice.Context(ctx), config)   # the rule's own method
+
+`context()` stands in for the host's WIT 0.2 `context` resource (methods, as the host's
+handle has; `ctx.reads` counts the calls); `WitWorld().evaluate` wraps it in the
+`sluice_sdk.Context` a rule's `evaluate` reads attributes from.
 
 `FakeMessage.from_bytes` parses with Python's `email` package: close to the host's parser
 for ordinary mail (decoded headers, first From address, text/HTML bodies, attachments), not
@@ -130,7 +135,9 @@ def verdict(name):
 def context(config=None, domain="example.com", recipients=("bob@example.com",), mail_from="",
             spf="unknown", dkim="unknown", dmarc="unknown", spam="unknown", virus="unknown",
             dmarc_policy=None, received_at=0, message_id="test"):
-    """A `Context`; `config` may be a dict (dumped to JSON) or a JSON string."""
+    """A stand-in for the host's `context` resource (`sluice_sdk.types.Context`: `ctx.domain()`,
+    `ctx.config()`, ...); `config` may be a dict (dumped to JSON) or a JSON string. Wrap it in
+    `sluice_sdk.Context(...)` to call a rule's own `evaluate(msg, ctx, config)`."""
     if config is None:
         config = "{}"
     elif not isinstance(config, str):

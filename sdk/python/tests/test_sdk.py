@@ -15,11 +15,11 @@ import tempfile
 import unittest
 
 import sluice_sdk as sluice
-from sluice_sdk import _fallback, http, lookup, recipients
+from sluice_sdk import _fallback, _wit, http, lookup, recipients
 from sluice_sdk.testing import FakeMessage, context
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit", "released", "sluice-rules-0.1.5.wit"))
+WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit", "released", "sluice-rules-0.2.0.wit"))
 
 
 class ActionsTest(unittest.TestCase):
@@ -247,6 +247,83 @@ class ExportTest(unittest.TestCase):
         self.assertIn("unknown field `tga`", caught.exception.value)
 
 
+class ContextTest(unittest.TestCase):
+    def test_each_field_is_asked_of_the_host_on_first_use_once(self):
+        handle = context(domain="x.test", recipients=["a@x.test"], spf="fail", config={"k": 1})
+        ctx = sluice.Context(handle)
+        self.assertEqual(set(handle.reads.values()), {0})
+        self.assertEqual((ctx.domain, ctx.domain), ("x.test", "x.test"))
+        self.assertTrue(sluice.failed(ctx.verdicts.spf))
+        self.assertIs(ctx.verdicts, ctx.verdicts)
+        self.assertEqual(ctx.recipients, ["a@x.test"])
+        self.assertEqual(handle.reads, {"domain": 1, "recipients": 1, "mail_from": 0,
+                                        "verdicts": 1, "received_at": 0, "message_id": 0,
+                                        "config": 0})
+        self.assertEqual((ctx.mail_from, ctx.received_at, ctx.message_id, ctx.config),
+                         ("", 0, "test", '{"k": 1}'))
+        self.assertEqual(set(handle.reads.values()), {1})
+        self.assertIn("domain='x.test'", repr(ctx))
+        with self.assertRaises(TypeError):
+            sluice.Context(None)
+
+    def test_a_0_1_record_reads_the_same(self):
+        # A rule built against WIT 0.1.5 gets the context as a record (a dataclass).
+        record = dataclasses.make_dataclass("Record", [
+            "domain", "recipients", "mail_from", "verdicts", "received_at", "message_id",
+            "config"])("r.test", ["b@r.test"], "s@o.test", context(spf="pass").verdicts(), 7,
+                       "m", "{}")
+        ctx = sluice.Context(record)
+        self.assertEqual((ctx.domain, ctx.recipients, ctx.received_at), ("r.test", ["b@r.test"], 7))
+        self.assertTrue(sluice.passed(ctx.verdicts.spf))
+        world = sluice.export(Tagger)()
+        self.assertEqual(world.evaluate(FakeMessage([("Subject", "hi")]), record),
+                         [sluice.prefix_subject("[ext]")])
+
+    def test_evaluate_reads_only_what_the_rule_reads(self):
+        seen = []
+
+        class SpfOnly(sluice.Rule):
+            def evaluate(self, msg, ctx, config):
+                seen.append(ctx)
+                return [sluice.file_into("Junk")] if sluice.failed(ctx.verdicts.spf) else []
+
+        world = sluice.export(SpfOnly)()
+        handle = context(spf="fail")
+        self.assertEqual(world.evaluate(FakeMessage([]), handle), [sluice.file_into("Junk")])
+        self.assertIsInstance(seen[0], sluice.Context)
+        self.assertEqual({k: n for k, n in handle.reads.items() if n},
+                         {"verdicts": 1, "config": 1})
+        # A Context passed in is used as it is.
+        ctx = sluice.Context(context(spf="pass"))
+        self.assertEqual(world.evaluate(FakeMessage([]), ctx), [])
+        self.assertIs(seen[1], ctx)
+
+    def test_in_a_component_the_config_is_read_once_per_instance(self):
+        checks = []
+
+        class Counting(Tagger):
+            def check(self, config):
+                checks.append(config.tag)
+                return super().check(config)
+
+        saved = _wit.IN_COMPONENT
+        _wit.IN_COMPONENT = True
+        try:
+            world = sluice.export(Counting)()
+            # A config that fails is not kept: the next message asks again.
+            bad = context(config={"tag": ""})
+            with self.assertRaises(sluice.Err):
+                world.evaluate(FakeMessage([("Subject", "hi")]), bad)
+            handles = [context(config={"tag": "[w]"}) for _ in range(3)]
+            for handle in handles:
+                self.assertEqual(world.evaluate(FakeMessage([("Subject", "hi")]), handle),
+                                 [sluice.prefix_subject("[w]")])
+        finally:
+            _wit.IN_COMPONENT = saved
+        self.assertEqual([h.reads["config"] for h in handles], [1, 0, 0])
+        self.assertEqual(checks, ["", "[w]"])
+
+
 class FakeMessageTest(unittest.TestCase):
     def test_parses_an_eml(self):
         raw = (b"From: =?utf-8?q?Ann_=C3=85?= <ann@example.com>\r\nSubject: Hi\r\n"
@@ -286,6 +363,12 @@ class BindingsTest(unittest.TestCase):
                     elif issubclass(real, enum.Enum):
                         self.assertEqual([(m.name, m.value) for m in real],
                                          [(m.name, m.value) for m in fake], name)
+                    elif name == "Context":  # a resource (0.2): the same getters
+                        def methods(cls):
+                            return sorted(m for m in vars(cls) if not m.startswith("_")
+                                          and callable(getattr(cls, m)))
+                        self.assertEqual(methods(real), methods(fake))
+                        self.assertEqual(methods(real), sorted(fake.FIELDS))
                 self.assertEqual(
                     [f.name for f in dataclasses.fields(recips.ForwardRequest)],
                     [f.name for f in dataclasses.fields(_fallback.ForwardRequest)])

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::scaffold::{assert_ok, run, text, workspace};
 
-use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
+use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits, WitTrack};
 
 fn sdk() -> PathBuf {
     workspace().join("sdk/js")
@@ -123,6 +123,8 @@ fn a_new_js_rule_tests_builds_and_runs() {
     })
     .unwrap();
     let plugin = RulePlugin::load_file(&engine, "tag-external", &wasm).unwrap();
+    // The template builds for the current track: the `context` resource of WIT 0.2.
+    assert_eq!(plugin.wit_track(), WitTrack::V0_2);
     assert!(
         !plugin.uses_wasi(),
         "componentize-js with every feature disabled imports no WASI"

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::scaffold::{assert_ok, run, text, workspace};
 
-use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits};
+use sluice_engine::{EngineOptions, PoolingChoice, RuleEngine, RulePlugin, StepLimits, WitTrack};
 
 fn test_dir() -> PathBuf {
     workspace().join("target/plugin-new-python-test")
@@ -118,6 +118,8 @@ fn a_new_python_rule_tests_builds_and_runs() {
     })
     .unwrap();
     let plugin = RulePlugin::load_file(&engine, "tag-external", &wasm).unwrap();
+    // The template builds for the current track: the `context` resource of WIT 0.2.
+    assert_eq!(plugin.wit_track(), WitTrack::V0_2);
     let limits = StepLimits {
         timeout: std::time::Duration::from_secs(5),
         memory_bytes: 256 << 20,
