@@ -242,3 +242,18 @@ impl v2::flow::Host for StoreState {
         v1::flow::Host::authenticated_sender(self)
     }
 }
+
+impl v2::reply::Host for StoreState {
+    fn send(
+        &mut self,
+        req: v2::reply::ReplyRequest,
+    ) -> wasmtime::Result<Result<(), v2::types::RuleError>> {
+        let asked = crate::reply::ReplyRequest {
+            recipient: req.recipient,
+            text: req.text,
+            subject: req.subject,
+            once_per_days: req.once_per_days,
+        };
+        Ok(self.reply(asked)?.map_err(rule_error))
+    }
+}

@@ -32,6 +32,7 @@ mod forward;
 mod header;
 mod message;
 mod reading;
+mod reply;
 pub mod strict;
 mod structure;
 
@@ -42,6 +43,7 @@ pub use edit::{
 };
 pub use forward::{hop_count, rewrite_for_relay, RelayRewrite, LOOP_HEADER};
 pub use message::{AttachmentInfo, Message, ParseError};
+pub use reply::{build_auto_reply, no_auto_reply, AutoReply, NoAutoReply, ReplyError};
 
 #[cfg(test)]
 mod tests;

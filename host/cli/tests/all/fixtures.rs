@@ -51,6 +51,7 @@ fn the_reference_rule_fixtures_pass() {
         &root.join("plugins/attachments/fixtures"),
         &root.join("plugins/headers/fixtures"),
         &root.join("plugins/bcc/fixtures"),
+        &root.join("plugins/auto-reply/fixtures"),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -96,6 +97,10 @@ fn the_reference_rule_fixtures_pass() {
         "headers/outbound-received",
         "headers/inbound-keeps-received",
         "bcc/outbound-copy",
+        "auto-reply/away",
+        "auto-reply/mailing-list",
+        "auto-reply/outside-window",
+        "auto-reply/dropped",
     ] {
         assert!(
             out.lines().any(|l| l == format!("ok   {name}")),
