@@ -109,7 +109,7 @@ fn the_reference_rule_fixtures_pass() {
     }
     // The configs next to the fixtures are not fixtures.
     assert!(!out.contains("sluice"), "{out}");
-    assert_eq!(summary(&o), "40 passed, 0 failed");
+    assert_eq!(summary(&o), "44 passed, 0 failed");
 }
 
 /// A fixture directory in a temp dir using the junk rule.
