@@ -117,3 +117,18 @@ mod double {
         SENT.with(|s| std::mem::take(&mut *s.borrow_mut()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_double_keeps_what_was_asked() {
+        let ask = Reply::new("bob@example.com", "Away")
+            .subject("Out of office")
+            .once_per_days(3);
+        send(&ask).unwrap();
+        assert_eq!(take_sent(), [ask]);
+        assert!(take_sent().is_empty());
+    }
+}
