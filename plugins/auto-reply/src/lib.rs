@@ -13,8 +13,7 @@
 //! # Config
 //! | key | type | default | meaning |
 //! |---|---|---|---|
-//! | `recipients` | table: address -> entry | `{}` | who is away: `local@domain`, or `*@domain` for every recipient of that domain without an entry of its own |
-//! | `lookup` | string | none | a table the step is granted (`lookups = [...]`) holding entries as JSON, keyed like `recipients`; an entry there wins over the config's |
+//! | `recipients` | table: address -> entry | none (required) | who is away: `local@domain`, or `*@domain` for every recipient of that domain without an entry of its own |
 //! | `once_per_days` | integer 0..=366 | 0 | the default interval for entries without one (0: the step's grant) |
 //!
 //! An entry is `{ text, subject, from, until, once_per_days }`: `text` (required, at most
@@ -27,7 +26,11 @@
 //! config = { recipients = { "bob@example.com" = { text = "I am away until 4 January.", from = "2026-12-20", until = "2027-01-03" } } }
 //! ```
 //!
-//! Mail a local user sends (an `[[outbound]]` chain) is never answered.
+//! Mail a local user sends (an `[[outbound]]` chain) is never answered. The rule asks for
+//! every active recipient and leaves the never-answer list to the host (which says in the
+//! trace why it did not answer); a rule with costly work per message would call
+//! `reply::never_answer` first. Entries live in the config: today's `[directory.NAME]`
+//! tables hold alias records only, so per-user settings from a directory are not offered.
 
 use std::collections::BTreeMap;
 
@@ -60,8 +63,6 @@ pub struct Entry {
 pub struct Config {
     /// Entries by address (`local@domain` or `*@domain`), compared in lower case.
     pub recipients: BTreeMap<String, Entry>,
-    /// A granted table with entries as JSON.
-    pub lookup: Option<String>,
     /// The default interval.
     pub once_per_days: u32,
 }
@@ -185,7 +186,7 @@ impl Entry {
     }
 
     /// Whether the reply is active at `at` (ms since the epoch). A checked entry's times
-    /// parse; an unchecked one (from a lookup table) that does not is inactive.
+    /// parse; one that does not is inactive (never answered on a guess).
     pub fn active_at(&self, at: u64) -> bool {
         let at = at as i64;
         let after_start = match self.from.as_deref().map(|f| parse_time(f, false)) {
@@ -229,48 +230,17 @@ impl Config {
     }
 }
 
-/// The entry for `recipient` in the lookup table: its own key, else `*@domain`. A malformed
-/// value is a permanent error naming the key (the operator's data is wrong).
-fn lookup_entry(table: &str, recipient: &str) -> Result<Option<Entry>, RuleError> {
-    let lower = recipient.to_ascii_lowercase();
-    for key in [
-        lower.clone(),
-        format!("*@{}", domain_of(&lower).unwrap_or_default()),
-    ] {
-        if let Some(json) = lookup::get(table, &key)? {
-            let entry: Entry = serde_json::from_str(&json).map_err(|e| {
-                RuleError::permanent(format!("{table}[{key}]: not an auto-reply entry: {e}"))
-            })?;
-            entry
-                .check(&format!("{table}[{key}]"))
-                .map_err(RuleError::permanent)?;
-            return Ok(Some(entry));
-        }
-    }
-    Ok(None)
-}
-
 /// The replies to ask for, for recipients with an active entry: (recipient, entry).
 pub fn replies_for<'c>(
     config: &'c Config,
     recipients: &[String],
     received_at: u64,
-    mut looked_up: impl FnMut(&str) -> Result<Option<Entry>, RuleError>,
-) -> Result<Vec<(String, std::borrow::Cow<'c, Entry>)>, RuleError> {
-    let mut out = Vec::new();
-    for r in recipients {
-        let entry = match looked_up(r)? {
-            Some(e) => std::borrow::Cow::Owned(e),
-            None => match config.entry_for(r) {
-                Some(e) => std::borrow::Cow::Borrowed(e),
-                None => continue,
-            },
-        };
-        if entry.active_at(received_at) {
-            out.push((r.clone(), entry));
-        }
-    }
-    Ok(out)
+) -> Vec<(String, &'c Entry)> {
+    recipients
+        .iter()
+        .filter_map(|r| Some((r.clone(), config.entry_for(r)?)))
+        .filter(|(_, e)| e.active_at(received_at))
+        .collect()
 }
 
 /// The rule.
@@ -280,8 +250,8 @@ impl Rule for AutoReply {
     type Config = Config;
 
     fn check_config(config: &Config) -> Result<(), String> {
-        if config.recipients.is_empty() && config.lookup.is_none() {
-            return Err("set `recipients` (who is away and what to answer) or `lookup` (a table of such entries)".into());
+        if config.recipients.is_empty() {
+            return Err("set `recipients`: who is away and what to answer".into());
         }
         check_days(config.once_per_days)?;
         for (key, entry) in &config.recipients {
@@ -295,27 +265,11 @@ impl Rule for AutoReply {
         Ok(())
     }
 
-    fn evaluate(msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
+    fn evaluate(_msg: &Message, ctx: &Context, config: &Config) -> Result<Vec<Action>, RuleError> {
         if flow::is_outbound() {
             return Ok(vec![]);
         }
-        let recipients = ctx.recipients();
-        let table = config.lookup.as_deref();
-        if table.is_some() {
-            // The host would not send these anyway: spare the table the lookups.
-            if let Some(why) = recipients
-                .first()
-                .and_then(|r| reply::never_answer(msg, ctx, r))
-            {
-                log::info!("not answering: {why}");
-                return Ok(vec![]);
-            }
-        }
-        let replies = replies_for(config, recipients, ctx.received_at(), |r| match table {
-            Some(t) => lookup_entry(t, r),
-            None => Ok(None),
-        })?;
-        for (recipient, entry) in replies {
+        for (recipient, entry) in replies_for(config, ctx.recipients(), ctx.received_at()) {
             let mut ask = Reply::new(recipient, entry.text.clone())
                 .once_per_days(entry.once_per_days.unwrap_or(config.once_per_days));
             if let Some(s) = &entry.subject {
@@ -409,10 +363,10 @@ mod tests {
         let rcpts: Vec<String> = ["Bob@example.com", "carol@example.com", "dan@other.example"]
             .map(String::from)
             .to_vec();
-        let before = replies_for(&c, &rcpts, 1_000, |_| Ok(None)).unwrap();
+        let before = replies_for(&c, &rcpts, 1_000);
         let who: Vec<&str> = before.iter().map(|(r, _)| r.as_str()).collect();
         assert_eq!(who, ["carol@example.com"], "bob's window has not started");
-        let during = replies_for(&c, &rcpts, 1_704_067_200_000, |_| Ok(None)).unwrap();
+        let during = replies_for(&c, &rcpts, 1_704_067_200_000);
         let who: Vec<(&str, &str)> = during
             .iter()
             .map(|(r, e)| (r.as_str(), e.text.as_str()))
@@ -424,15 +378,5 @@ mod tests {
                 ("carol@example.com", "Team away")
             ]
         );
-        // A lookup table's entry wins.
-        let looked = replies_for(&c, &rcpts, 0, |r| {
-            Ok((r == "dan@other.example").then(|| Entry {
-                text: "Dan away".into(),
-                ..Entry::default()
-            }))
-        })
-        .unwrap();
-        let who: Vec<&str> = looked.iter().map(|(r, _)| r.as_str()).collect();
-        assert_eq!(who, ["carol@example.com", "dan@other.example"]);
     }
 }
