@@ -291,3 +291,41 @@ fn the_grant_is_checked_when_the_config_loads() {
     assert!(unknown.message.contains("days"), "{unknown}");
     assert!(sluice_tests::try_chains(&step(relay, "{ once_per_days = 7 }")).is_ok());
 }
+
+#[test]
+fn a_warm_instance_asks_for_every_message_and_an_audit_step_for_none() {
+    let config = |extra: &str| {
+        format!(
+            "[relay]\nkind = \"ses\"\nfrom = \"f@example.com\"\nmarkers = \"claims\"\n\
+             [[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"{{rule:auto-reply}}\"\n\
+             reply = {{ once_per_days = 7 }}\n{extra}\
+             config = {{ recipients = {{ \"*@example.com\" = {{ text = \"Away\" }} }} }}\n"
+        )
+    };
+    let warm = sluice_tests::chains(&config("instances = \"warm\"\n"));
+    for rcpt in ["bob@example.com", "carol@example.com"] {
+        let env = sluice_tests::envelope(&[rcpt]);
+        let raw = original("alice@outside.example", "w1", "");
+        let result = warm.process(engine(), sluice_tests::message(&raw), &env);
+        let replies = &result.groups[0].replies;
+        assert_eq!(replies.len(), 1, "{rcpt}: {:?}", result.groups[0].steps);
+        assert_eq!(
+            replies[0].from, rcpt,
+            "the group of this message, not the last one"
+        );
+        assert_eq!(replies[0].request.once_per_days, 7);
+    }
+    let audit = sluice_tests::chains(&config("mode = \"audit\"\n"));
+    let env = sluice_tests::envelope(&["bob@example.com"]);
+    let raw = original("alice@outside.example", "a1", "");
+    let result = audit.process(engine(), sluice_tests::message(&raw), &env);
+    assert_eq!(
+        result.groups[0].steps[0].requests.len(),
+        1,
+        "asked, in the trace"
+    );
+    assert!(
+        result.groups[0].replies.is_empty(),
+        "an audit step sends nothing"
+    );
+}
