@@ -243,10 +243,24 @@ fn one_reply_per_sender_and_interval_never_to_lists_bulk_or_bounces() {
             "{id}: the message is still delivered"
         );
     }
+    // Sluice's own sending address ([relay] from: its forwards) is never answered either.
+    let own = "forwarder@example.com";
+    let (_, handled) = s.handle("m-8", own, original(own, "m8", ""));
+    assert!(
+        matches!(
+            only_reply(&handled),
+            ReplyStatus::Suppressed {
+                kind: "own-address",
+                ..
+            }
+        ),
+        "{:?}",
+        handled.replies
+    );
     assert_eq!(s.sink.received().len(), 1, "still the one reply");
     assert_eq!(
         bobs_copies(s.out.path()),
-        7,
+        8,
         "every message was delivered once"
     );
 }

@@ -443,7 +443,7 @@ impl Dispatcher {
                 .await;
             self.relay_group(config, envelope, &out, &plan.relays, &mut progress)
                 .await?;
-            self.send_replies(envelope, original, group, &mut progress)
+            self.send_replies(config, envelope, original, group, &mut progress)
                 .await;
         }
         self.send_bounces(config, envelope, original, &mut progress)
@@ -597,6 +597,7 @@ impl Dispatcher {
     /// reported, never a reason to retry the message: the copy itself is delivered.
     async fn send_replies(
         &self,
+        config: &ConfigFile,
         envelope: &Envelope,
         original: &Message,
         group: &GroupResult,
@@ -618,6 +619,16 @@ impl Dispatcher {
                 ReplyStatus::Suppressed {
                     kind: "not-delivered",
                     reason: format!("{}'s copy is not stored (yet)", planned.from),
+                }
+            } else if config.relay.as_ref().is_some_and(|r| {
+                [&r.from, &r.bounce_from]
+                    .iter()
+                    .any(|own| own.eq_ignore_ascii_case(&planned.to))
+            }) {
+                // Sluice's own forwards and bounces come from these: never answer itself.
+                ReplyStatus::Suppressed {
+                    kind: "own-address",
+                    reason: format!("{} is Sluice's own sending address", planned.to),
                 }
             } else {
                 match (self.outbound(), &self.markers) {

@@ -50,7 +50,7 @@ pub enum ReplyStatus {
     /// Claimed by an attempt that never confirmed it: not sent again (at most once).
     Unconfirmed,
     /// Not sent, and why (`kind`: a [`sluice_mail::NoAutoReply`] name, `not-delivered`,
-    /// `answered-recently`, `no-relay`).
+    /// `own-address`, `answered-recently`, `no-relay`).
     Suppressed {
         /// A short name, for counts and tests.
         kind: &'static str,
