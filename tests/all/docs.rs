@@ -316,6 +316,10 @@ const SECTIONS: &[(&str, &str)] = &[
         "domain.step.http",
         "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"p.wasm\"\nhttp = { allow = [], zz_probe = 1 }\n",
     ),
+    (
+        "domain.step.reply",
+        "[[domain]]\nname = \"example.com\"\n[[domain.step]]\nplugin = \"p.wasm\"\nreply = { once_per_days = 1, zz_probe = 1 }\n",
+    ),
     ("outbound", "[[outbound]]\nname = \"example.com\"\nzz_probe = 1\n"),
     (
         "outbound.step",
@@ -332,6 +336,10 @@ const SECTIONS: &[(&str, &str)] = &[
     (
         "outbound.step.http",
         "[[outbound]]\nname = \"example.com\"\n[[outbound.step]]\nplugin = \"p.wasm\"\nhttp = { allow = [], zz_probe = 1 }\n",
+    ),
+    (
+        "outbound.step.reply",
+        "[[outbound]]\nname = \"example.com\"\n[[outbound.step]]\nplugin = \"p.wasm\"\nreply = { once_per_days = 1, zz_probe = 1 }\n",
     ),
 ];
 

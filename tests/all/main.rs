@@ -3,6 +3,7 @@
 
 mod actions;
 mod arc;
+mod auto_reply;
 mod cache;
 mod catalogue;
 mod corpus;

@@ -32,7 +32,7 @@ fn each_rule_is_loaded_on_the_track_it_was_built_for() {
     assert_eq!(plugin("rule-legacy-015").wit_track(), WitTrack::V0_1);
     assert_eq!(plugin("rule-context-02").wit_track(), WitTrack::V0_2);
     assert_eq!(plugin("rule-empty").wit_track(), WitTrack::V0_2);
-    // 0.2.0 (no `replace-part` in its `action`) and 0.2.1 are one track.
+    // 0.2.0 (no `replace-part` in its `action`, no `reply` import) and 0.2.1 are one track.
     assert_eq!(plugin("rule-legacy-020").wit_track(), WitTrack::V0_2);
     assert_eq!(plugin("rule-replace-part").wit_track(), WitTrack::V0_2);
 }
@@ -64,7 +64,7 @@ config = { ids = [4], note = "menu.pdf was removed by policy." }
     }
     assert_eq!(
         added(&group.steps[0].actions, "X-Legacy-020"),
-        "domain=example.com attachments=1"
+        "0.2.0 saw example.com bob@example.com attachments=1"
     );
     let parts = added(&group.steps[1].actions, "X-Parts");
     assert!(
@@ -123,6 +123,50 @@ config = {{ ids = [{id}], note = "gone" }}
             "{id}: {error}"
         );
     }
+}
+
+/// 0.2.1 added the `reply` import: a component built against 0.2.0 (which imports
+/// `sluice:rules/*@0.2.0` and no `reply`) still loads and runs beside one built against
+/// 0.2.1 (the reference `auto-reply`, which imports `reply@0.2.1`).
+#[test]
+fn a_rule_built_against_0_2_0_still_loads_beside_0_2_1() {
+    let bytes = std::fs::read(sluice_tests::rule("rule-legacy-020")).unwrap();
+    let has = |needle: &str| bytes.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(has("sluice:rules/types@0.2.0"), "built against 0.2.0");
+    assert!(!has("sluice:rules/reply@"), "0.2.0 has no reply import");
+    let newer = std::fs::read(sluice_tests::rule("auto-reply")).unwrap();
+    let has_newer = |needle: &str| newer.windows(needle.len()).any(|w| w == needle.as_bytes());
+    assert!(
+        has_newer("sluice:rules/reply@0.2.1"),
+        "auto-reply imports reply@0.2.1"
+    );
+    let chains = chains(
+        r#"
+[relay]
+kind = "ses"
+from = "forwarder@example.com"
+markers = "unused-claims"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:rule-legacy-020}"
+[[domain.step]]
+plugin = "{rule:auto-reply}"
+reply = { once_per_days = 1 }
+config = { recipients = { "bob@example.com" = { text = "Away" } } }
+"#,
+    );
+    let env = envelope(&["bob@example.com"]);
+    let result = chains.process(engine(), message(&fixture("plain-lf.eml")), &env);
+    let steps = &result.groups[0].steps;
+    for s in steps {
+        assert_eq!(s.outcome, StepStatus::Ok, "{:?}", s.error);
+    }
+    assert_eq!(
+        added(&steps[0].actions, "X-Legacy-020"),
+        "0.2.0 saw example.com bob@example.com attachments=0"
+    );
+    assert_eq!(result.groups[0].replies.len(), 1, "the 0.2.1 rule asked");
 }
 
 #[test]

@@ -52,6 +52,7 @@ pub fn rule_crate_dirs() -> Vec<PathBuf> {
         "attachments",
         "headers",
         "bcc",
+        "auto-reply",
     ]
     .iter()
     .map(|name| root.join("plugins").join(name))
@@ -423,6 +424,7 @@ pub fn install_demo_plugins() -> PathBuf {
                 "attachments",
                 "headers",
                 "bcc",
+                "auto-reply",
             ] {
                 let dest = plugins.join(format!("{name}.wasm"));
                 let tmp = plugins.join(format!(".{name}.wasm.{}", std::process::id()));

@@ -8,8 +8,8 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use sluice_engine::{
     action_to_edit_in, Action, Bounce, Context, Direction, Flow, ForwardRequest, HttpClient,
-    LookupResult, LookupTables, MessageSession, RecipientRequest, RuleEngine, RulePlugin,
-    StepGrants, StepLimits, StepOutcome, StepReport, Verdicts, WarmPool,
+    LookupResult, LookupTables, MessageSession, RecipientRequest, ReplyRequest, RuleEngine,
+    RulePlugin, StepGrants, StepLimits, StepOutcome, StepReport, Verdicts, WarmPool,
 };
 use sluice_mail::{BannerFallback, Edit, Edited, Message};
 
@@ -19,7 +19,8 @@ use crate::config::{
     StepMode,
 };
 use crate::trace::{
-    Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepTrace,
+    Disposition, GroupOutcome, GroupResult, OutputMessage, PlannedReply, ProcessResult,
+    ReplySuppressed, StepTrace,
 };
 
 use sluice_deliver::DEFAULT_FOLDER;
@@ -436,9 +437,11 @@ impl RuleChains {
                 output: None,
                 handed_off: Vec::new(),
                 handed_from: None,
+                replies: Vec::new(),
             };
         }
         let (dispositions, handed_off) = self.dispositions(domain, &original, &run);
+        let replies = plan_replies(session.message(), envelope, &run.replies, &dispositions);
         let fallback = chain
             .map(|c| c.banner_fallback)
             .unwrap_or(BannerFallback::Wrap);
@@ -461,6 +464,7 @@ impl RuleChains {
             output,
             handed_off,
             handed_from: None,
+            replies,
         }
     }
 
@@ -828,6 +832,9 @@ struct GroupRun {
     refused: Vec<(String, Bounce)>,
     discarded: Vec<String>,
     forwards: Vec<ForwardRequest>,
+    /// Automatic replies asked for (`reply.send`), with the step that asked; one per
+    /// recipient (the first step's).
+    replies: Vec<(Arc<str>, ReplyRequest)>,
     steps: Vec<StepTrace>,
     /// The chain's direction: an outbound chain may remove `Received`.
     direction: Direction,
@@ -845,6 +852,7 @@ impl GroupRun {
             refused: Vec::new(),
             discarded: Vec::new(),
             forwards: Vec::new(),
+            replies: Vec::new(),
             steps: Vec::new(),
             direction,
         }
@@ -884,7 +892,7 @@ impl GroupRun {
                 replacements,
             } => {
                 if step.mode == StepMode::Enforce {
-                    self.apply_requests(requests);
+                    self.apply_requests_of(&step.name, requests);
                     self.apply_actions(actions);
                     let parts = replacements.iter().cloned().map(Edit::ReplacePart);
                     self.edits.extend(parts);
@@ -918,7 +926,12 @@ impl GroupRun {
         self.steps.push(trace);
     }
 
+    #[cfg(test)]
     fn apply_requests(&mut self, requests: &[RecipientRequest]) {
+        self.apply_requests_of(&Arc::from("test"), requests)
+    }
+
+    fn apply_requests_of(&mut self, step: &Arc<str>, requests: &[RecipientRequest]) {
         for request in requests {
             match request {
                 RecipientRequest::Refuse { recipient, bounce } => {
@@ -936,6 +949,14 @@ impl GroupRun {
                         self.recipients.clear();
                     }
                     self.forwards.push(f.clone());
+                }
+                RecipientRequest::Reply(r) => {
+                    let same = |(_, e): &(Arc<str>, ReplyRequest)| {
+                        e.recipient.eq_ignore_ascii_case(&r.recipient)
+                    };
+                    if !self.replies.iter().any(same) {
+                        self.replies.push((Arc::clone(step), r.clone()));
+                    }
                 }
             }
         }
@@ -1016,6 +1037,48 @@ fn push_unique(list: &mut Vec<String>, add: &[String]) {
             list.push(a.clone());
         }
     }
+}
+
+/// The replies the rules asked for, each marked with why it is not sent: the recipient's copy
+/// is not delivered to its mailbox (bounced, dropped, relayed, filed nowhere), or the message
+/// is one RFC 3834 says never to answer (checked by the host whatever the rule checked).
+fn plan_replies(
+    message: &Message,
+    envelope: &Envelope,
+    asked: &[(Arc<str>, ReplyRequest)],
+    dispositions: &[Disposition],
+) -> Vec<PlannedReply> {
+    asked
+        .iter()
+        .map(|(step, r)| {
+            let delivered = dispositions.iter().any(|d| {
+                matches!(d, Disposition::Deliver { recipient, .. } if recipient.eq_ignore_ascii_case(&r.recipient))
+            });
+            let suppressed = if !delivered {
+                Some(ReplySuppressed {
+                    kind: "not-delivered",
+                    reason: format!(
+                        "the message is not delivered to {}'s mailbox",
+                        r.recipient
+                    ),
+                })
+            } else {
+                sluice_mail::no_auto_reply(message, &envelope.mail_from, &r.recipient).map(|why| {
+                    ReplySuppressed {
+                        kind: why.as_str(),
+                        reason: why.to_string(),
+                    }
+                })
+            };
+            PlannedReply {
+                step: Arc::clone(step),
+                from: r.recipient.clone(),
+                to: envelope.mail_from.clone(),
+                request: r.clone(),
+                suppressed,
+            }
+        })
+        .collect()
 }
 
 /// The lower-case domain of an address (empty when it has none).

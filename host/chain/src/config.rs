@@ -300,6 +300,9 @@ pub struct StepSection {
     pub lookups: Vec<String>,
     /// The services the rule may call through `http.send`; none by default.
     pub http: Option<HttpSection>,
+    /// Whether the rule may answer senders automatically through `reply.send`
+    /// (`reply = { once_per_days = 7 }`); not by default.
+    pub reply: Option<ReplySection>,
     /// The rule's own configuration, handed to it as JSON.
     pub config: Option<toml::Table>,
 }
@@ -314,6 +317,16 @@ pub struct HttpSection {
     pub timeout_ms: Option<u64>,
     /// Largest response body in KiB (default 64).
     pub max_response_kb: Option<u64>,
+}
+
+/// A step's `reply = { once_per_days = N }`: it may ask the host to answer senders (an
+/// out-of-office reply), each sender at most once per recipient in N days.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplySection {
+    /// The shortest interval between two replies to one sender from one recipient, in days
+    /// (1..=366); a rule may ask for a longer one.
+    pub once_per_days: u32,
 }
 
 /// Most `max_response_kb` a step may set (a response is held in memory while the rule reads
@@ -708,6 +721,24 @@ impl ConfigFile {
         if let Some(http) = &step.get_ref().http {
             self.check_http_grant(step, http)?;
         }
+        if let Some(reply) = &step.get_ref().reply {
+            let days = reply.once_per_days;
+            if days == 0 || days > sluice_engine::MAX_ONCE_PER_DAYS {
+                return Err(self.error_at(
+                    step.span(),
+                    format!(
+                        "step.reply.once_per_days = {days}: must be 1..={} (a sender gets at most one reply per recipient in that many days)",
+                        sluice_engine::MAX_ONCE_PER_DAYS
+                    ),
+                ));
+            }
+            if self.relay.is_none() {
+                return Err(self.error_at(
+                    step.span(),
+                    "step.reply: replies are sent through [relay], and this config has none; add a [relay] section or remove `reply`".to_string(),
+                ));
+            }
+        }
         for table in &step.get_ref().lookups {
             if !self.directories.contains_key(table) {
                 let known: Vec<&str> = self.directories.keys().map(String::as_str).collect();
@@ -932,7 +963,12 @@ impl StepSection {
     /// What the step may use besides the message: its tables and its HTTP grant. Call after
     /// [`ConfigFile::parse`], which checked the `http` entries.
     pub fn grants(&self, limits: &sluice_engine::StepLimits) -> sluice_engine::StepGrants {
-        let grants = sluice_engine::StepGrants::lookups(self.lookups.iter().cloned());
+        let mut grants = sluice_engine::StepGrants::lookups(self.lookups.iter().cloned());
+        if let Some(reply) = &self.reply {
+            grants = grants.with_reply(sluice_engine::ReplyGrant {
+                once_per_days: reply.once_per_days,
+            });
+        }
         match &self.http {
             None => grants,
             Some(http) => grants.with_http(sluice_engine::HttpGrant {

@@ -29,5 +29,6 @@ pub use reload::{ConfigSource, FileConfigSource, LiveChains, LoadedChains, Reloa
 pub use s3_source::{S3ConfigSource, S3Plugins};
 pub use sealing::ArcSection;
 pub use trace::{
-    Disposition, GroupOutcome, GroupResult, OutputMessage, ProcessResult, StepStatus, StepTrace,
+    Disposition, GroupOutcome, GroupResult, OutputMessage, PlannedReply, ProcessResult,
+    ReplySuppressed, StepStatus, StepTrace,
 };

@@ -85,6 +85,38 @@ pub struct GroupResult {
     /// For a group of handed-off recipients: the domain whose chain added them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub handed_from: Option<String>,
+    /// The automatic replies the rules asked for (`reply.send`), each with why the host will
+    /// not send it, if it will not. The dispatcher sends the others after the delivery.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub replies: Vec<PlannedReply>,
+}
+
+/// An automatic reply a rule asked for, as the chain leaves it for the dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedReply {
+    /// The step that asked.
+    pub step: Arc<str>,
+    /// The recipient it answers for (the reply's `From:`).
+    pub from: String,
+    /// The envelope sender it goes to (empty for a null sender).
+    pub to: String,
+    /// What the rule asked (text, subject, interval; the interval already at least the
+    /// grant's).
+    #[serde(flatten)]
+    pub request: sluice_engine::ReplyRequest,
+    /// Why the host will not send it; `None`: it goes out after the delivery unless the
+    /// sender was answered within the interval.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<ReplySuppressed>,
+}
+
+/// Why a reply is not sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReplySuppressed {
+    /// A short name: one of [`sluice_mail::NoAutoReply::as_str`], or `not-delivered`.
+    pub kind: &'static str,
+    /// In words.
+    pub reason: String,
 }
 
 impl GroupResult {
@@ -115,6 +147,7 @@ impl GroupResult {
             output: None,
             handed_off: Vec::new(),
             handed_from: from,
+            replies: Vec::new(),
         }
     }
 }

@@ -40,6 +40,13 @@
 //!                                 # left; compared like `banner`)
 //! modified = true                 # whether the chain changed the message
 //! tempfail = false                # whether a group tempfailed
+//! replies = ["reply from bob@example.com to alice@outside.example: Auto: Lunch"]
+//!                                 # the automatic replies the rules asked for, in order:
+//!                                 # `reply from R to S: SUBJECT` (SUBJECT `Auto: …` when
+//!                                 # the rule gave none) or `reply from R suppressed KIND`
+//!                                 # (list-mail, bulk, auto-submitted, null-sender,
+//!                                 # daemon-sender, to-itself, not-delivered); an entry may be
+//!                                 # a prefix, like `actions`; [] = none
 //! ```
 //!
 //! Each distinct config is loaded once, with one engine for the whole run (its `[engine]`
@@ -120,6 +127,7 @@ struct Expect {
     text: Option<String>,
     modified: Option<bool>,
     tempfail: Option<bool>,
+    replies: Option<Vec<String>>,
 }
 
 /// One entry of `expect.deliveries`.
@@ -436,6 +444,7 @@ impl Expect {
             && self.text.is_none()
             && self.modified.is_none()
             && self.tempfail.is_none()
+            && self.replies.is_none()
     }
 }
 
@@ -460,6 +469,7 @@ fn compare(expect: &Expect, result: &ProcessResult, original: &Message) -> Vec<M
     let mut out = Vec::new();
     let actual_deliveries = deliveries(result);
     compare_actions(expect, result, &mut out);
+    compare_replies(expect, result, original, &mut out);
     compare_steps(expect, result, &mut out);
     compare_deliveries(expect, &actual_deliveries, &mut out);
     compare_tempfail(expect, result, &mut out);
@@ -491,6 +501,39 @@ fn compare_actions(expect: &Expect, result: &ProcessResult, out: &mut Vec<Mismat
                 .all(|(e, a)| action_matches(e, a));
         if !same {
             out.push(Mismatch::new("actions", expected.clone(), actual));
+        }
+    }
+}
+
+/// `replies`: every automatic reply the rules asked for, as the chain left it.
+fn compare_replies(
+    expect: &Expect,
+    result: &ProcessResult,
+    original: &Message,
+    out: &mut Vec<Mismatch>,
+) {
+    if let Some(expected) = &expect.replies {
+        let actual: Vec<String> = result
+            .groups
+            .iter()
+            .flat_map(|g| &g.replies)
+            .map(|r| match &r.suppressed {
+                Some(s) => format!("reply from {} suppressed {}", r.from, s.kind),
+                None => {
+                    let subject = r.request.subject.clone().unwrap_or_else(|| {
+                        format!("Auto: {}", original.subject().unwrap_or_default().trim())
+                    });
+                    format!("reply from {} to {}: {subject}", r.from, r.to)
+                }
+            })
+            .collect();
+        let same = expected.len() == actual.len()
+            && expected
+                .iter()
+                .zip(&actual)
+                .all(|(e, a)| a.starts_with(e.as_str()));
+        if !same {
+            out.push(Mismatch::new("replies", expected.clone(), actual));
         }
     }
 }

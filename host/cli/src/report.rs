@@ -8,7 +8,7 @@ use sluice_chain::{
     StepMode,
 };
 use sluice_engine::{Action, LoadSource, Position, RuleEngine, RuleRuntime};
-use sluice_inbound::deliver::BounceReport;
+use sluice_inbound::deliver::{BounceReport, ReplyStatus};
 use sluice_inbound::{Handled, RelayStatus};
 
 /// What was done for one recipient, as `sluice run` reports it.
@@ -16,7 +16,8 @@ use sluice_inbound::{Handled, RelayStatus};
 pub struct DeliveryRecord {
     /// The recipient.
     pub recipient: String,
-    /// `deliver`, `relay`, `bounce`, `drop` or `tempfail`.
+    /// `deliver`, `relay`, `bounce`, `drop`, `tempfail` or `reply` (an automatic reply to
+    /// the sender, `recipient` being the sender).
     pub kind: &'static str,
     /// The folder, for `deliver`.
     pub folder: Option<String>,
@@ -128,6 +129,18 @@ pub fn deliveries(result: &ProcessResult, handled: &Handled) -> Vec<DeliveryReco
             };
             records.push(record);
         }
+    }
+    for r in &handled.replies {
+        records.push(DeliveryRecord {
+            recipient: r.to.clone(),
+            kind: "reply",
+            folder: None,
+            path: match &r.status {
+                ReplyStatus::Sent { id } | ReplyStatus::Resent { id } => Some(id.clone()),
+                _ => None,
+            },
+            status: format!("auto-reply from {}: {}", r.from, r.status),
+        });
     }
     records
 }
@@ -402,6 +415,9 @@ pub fn chains(config: &ConfigFile, chains: &RuleChains, engine: &RuleEngine) -> 
                     http.timeout.as_millis(),
                     http.max_response_bytes >> 10
                 ));
+            }
+            if let Some(reply) = &step.grants.reply {
+                grants.push(format!("reply=once-per-{}-days", reply.once_per_days));
             }
             let grants = if grants.is_empty() {
                 "none".to_string()

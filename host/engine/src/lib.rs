@@ -25,6 +25,7 @@ mod http;
 mod lookup;
 mod plugin;
 mod precompiled;
+mod reply;
 mod session;
 mod state;
 mod step;
@@ -52,6 +53,7 @@ pub use plugin::{LoadSource, RulePlugin};
 pub use precompiled::{
     check_not_writable, host_target, Artifact, PrecompileError, Precompiler, ARTIFACT_EXTENSION,
 };
+pub use reply::{ReplyGrant, ReplyRequest, MAX_ONCE_PER_DAYS, MAX_REPLY_SUBJECT, MAX_REPLY_TEXT};
 pub use session::MessageSession;
 pub use step::{
     ContextReads, LogLine, RecipientRequest, RuleRuntime, StepFailure, StepLimits, StepOutcome,

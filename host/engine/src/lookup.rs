@@ -52,6 +52,8 @@ pub struct StepGrants {
     pub lookups: Arc<[String]>,
     /// What the step may call through `http.send` (nothing when `None`).
     pub http: Option<Arc<crate::http::HttpGrant>>,
+    /// Whether, and how often, the step may answer senders through `reply.send`.
+    pub reply: Option<crate::reply::ReplyGrant>,
 }
 
 impl StepGrants {
@@ -64,12 +66,19 @@ impl StepGrants {
         StepGrants {
             lookups: tables.into_iter().map(Into::into).collect(),
             http: None,
+            reply: None,
         }
     }
 
     /// These grants, plus HTTP as `grant` says.
     pub fn with_http(mut self, grant: crate::http::HttpGrant) -> StepGrants {
         self.http = Some(Arc::new(grant));
+        self
+    }
+
+    /// These grants, plus `reply` as `grant` says.
+    pub fn with_reply(mut self, grant: crate::reply::ReplyGrant) -> StepGrants {
+        self.reply = Some(grant);
         self
     }
 

@@ -293,7 +293,11 @@ fn call_rule(
         }
     };
     let borrowed = Resource::<MessageRef>::new_borrow(handle.rep());
+    if store.data().grants.reply.is_some() {
+        store.data_mut().reply_context = Some(Arc::clone(ctx));
+    }
     let answer = rule.call_evaluate(&mut *store, borrowed, ctx);
+    store.data_mut().reply_context = None;
     let _ = store.data_mut().table.delete(handle);
     if let Some((index, reason)) = store.data_mut().request_error.take() {
         let failure = StepFailure::InvalidRequest { index, reason };

@@ -64,6 +64,9 @@ pub(crate) struct StoreState {
     pub(crate) flow: crate::flow::Flow,
     /// The running step's `context` getter calls (0.2 rules), for its report.
     pub(crate) context_reads: crate::step::ContextReads,
+    /// The running step's context while it runs, when the step is granted `reply` (a reply
+    /// must be from one of the group's recipients); `None` otherwise and between steps.
+    pub(crate) reply_context: Option<Arc<types::Context>>,
 }
 
 pub(crate) struct WasiState {
@@ -119,6 +122,7 @@ impl StoreState {
             http_calls: Vec::new(),
             flow: crate::flow::Flow::default(),
             context_reads: crate::step::ContextReads::default(),
+            reply_context: None,
         }
     }
 
@@ -373,6 +377,9 @@ fn request_bytes(request: &RecipientRequest) -> usize {
                 + f.from.as_ref().map_or(0, String::len)
                 + f.subject_prefix.as_ref().map_or(0, String::len)
         }
+        RecipientRequest::Reply(r) => {
+            r.recipient.len() + r.text.len() + r.subject.as_ref().map_or(0, String::len)
+        }
     }
 }
 
@@ -397,6 +404,45 @@ pub(crate) fn preview(text: &str, max: usize) -> String {
         tail += 1;
     }
     format!("{}{marker}{}", &text[..head], &text[tail..])
+}
+
+impl StoreState {
+    /// `reply.send` (0.2.1): checks the request against the step's grant and its group, and
+    /// records it like a `recipients` request. `Err` inside is the rule error the rule gets.
+    pub(crate) fn reply(
+        &mut self,
+        asked: crate::reply::ReplyRequest,
+    ) -> wasmtime::Result<Result<(), types::RuleError>> {
+        let no_recipients: &[String] = &[];
+        let recipients = self
+            .reply_context
+            .as_ref()
+            .map_or(no_recipients, |c| c.recipients.as_slice());
+        let earlier: Vec<crate::reply::ReplyRequest> = self
+            .requests
+            .iter()
+            .filter_map(|r| match r {
+                RecipientRequest::Reply(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        match crate::reply::check_reply(
+            self.grants.reply.as_ref(),
+            &self.step,
+            recipients,
+            &earlier,
+            asked,
+        ) {
+            Ok(request) => {
+                self.request(RecipientRequest::Reply(request))?;
+                Ok(Ok(()))
+            }
+            Err(message) => Ok(Err(types::RuleError {
+                message: preview(&message, MAX_REASON),
+                temporary: false,
+            })),
+        }
+    }
 }
 
 impl recipients::Host for StoreState {

@@ -223,6 +223,8 @@ pub enum RecipientRequest {
     },
     /// Relay a re-originated copy.
     Forward(ForwardRequest),
+    /// Answer the envelope sender on behalf of one recipient (`reply.send`, 0.2.1).
+    Reply(crate::reply::ReplyRequest),
 }
 
 /// One log line a rule wrote (through `host.log`, or stdout/stderr for WASI rules).

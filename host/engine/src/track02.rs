@@ -314,3 +314,18 @@ pub(crate) fn split_actions(list: Vec<v2::types::Action>) -> crate::bindings::An
     }
     answered
 }
+
+impl v2::reply::Host for StoreState {
+    fn send(
+        &mut self,
+        req: v2::reply::ReplyRequest,
+    ) -> wasmtime::Result<Result<(), v2::types::RuleError>> {
+        let asked = crate::reply::ReplyRequest {
+            recipient: req.recipient,
+            text: req.text,
+            subject: req.subject,
+            once_per_days: req.once_per_days,
+        };
+        Ok(self.reply(asked)?.map_err(rule_error))
+    }
+}

@@ -85,6 +85,8 @@ pub(crate) fn validate_request(request: &RecipientRequest) -> Result<(), String>
             }
             Ok(())
         }
+        // Checked against the grant and the group when it was made (`reply::check_reply`).
+        RecipientRequest::Reply(_) => Ok(()),
     }
 }
 

@@ -20,7 +20,7 @@ use sluice_mail::Message;
 
 use crate::deliver::{
     ArcStamp, BounceJob, BounceReport, Bouncer, Markers, Refusal, RefusalKind, Relay, RelayJob,
-    Sealed, SendError, Suppression, TargetError, TraceMeta,
+    Replier, ReplyOutcome, ReplyStatus, Sealed, SendError, Suppression, TargetError, TraceMeta,
 };
 use sluice_telemetry::{Address, Addresses};
 
@@ -60,6 +60,9 @@ pub struct Handled {
     pub chain_micros: u64,
     /// Time for the whole message (fetch, chains, deliveries), in µs.
     pub total_micros: u64,
+    /// Every automatic reply the rules asked for (`reply.send`): sent, sent before, or not
+    /// sent and why (the never-answer list, answered recently, not delivered, failed).
+    pub replies: Vec<ReplyOutcome>,
     /// The rules refused every recipient and the door answers refusals itself
     /// ([`crate::door::RefuseBy::Reply`]): nothing was delivered and no DSN sent; this is
     /// the reply to give (the first recipient's bounce).
@@ -155,7 +158,29 @@ impl Handled {
             chain_micros: 0,
             total_micros: 0,
             refused: None,
+            replies: Vec::new(),
         }
+    }
+
+    /// Automatic replies sent now (or again), and those not sent by the host's choice
+    /// (suppressed): the `AutoReplySent` and `AutoReplySuppressed` metrics and the summary.
+    pub fn reply_counts(&self) -> (u64, u64) {
+        let sent = self
+            .replies
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r.status,
+                    ReplyStatus::Sent { .. } | ReplyStatus::Resent { .. }
+                )
+            })
+            .count();
+        let suppressed = self
+            .replies
+            .iter()
+            .filter(|r| matches!(r.status, ReplyStatus::Suppressed { .. }))
+            .count();
+        (sent as u64, suppressed as u64)
     }
 
     /// Recipients whose bounce was suppressed, counted by reason.
@@ -362,6 +387,13 @@ impl Dispatcher {
         }
     }
 
+    /// This dispatcher, sending relayed copies, DSNs and replies through `via` instead (a
+    /// local dispatcher that talks to a real smarthost, as the tests do).
+    pub fn with_outbound(mut self, via: Outbound) -> Dispatcher {
+        self.outbound = Some(Ok(via));
+        self
+    }
+
     /// The way out for relays and DSNs.
     fn outbound(&self) -> Result<Outbound, SendError> {
         match &self.outbound {
@@ -412,6 +444,8 @@ impl Dispatcher {
                 .await;
             self.relay_group(config, envelope, &out, &plan.relays, &mut progress)
                 .await?;
+            self.send_replies(config, envelope, original, group, &mut progress)
+                .await;
         }
         self.send_bounces(config, envelope, original, &mut progress)
             .await?;
@@ -557,6 +591,77 @@ impl Dispatcher {
             });
         }
         Ok(())
+    }
+
+    /// Sends the group's automatic replies for the recipients whose copy is stored (now or by
+    /// an earlier attempt; a quarantined or refused copy gets none). A reply that fails is
+    /// reported, never a reason to retry the message: the copy itself is delivered.
+    async fn send_replies(
+        &self,
+        config: &ConfigFile,
+        envelope: &Envelope,
+        original: &Message,
+        group: &GroupResult,
+        progress: &mut Progress,
+    ) {
+        let id = &envelope.message_id;
+        for planned in &group.replies {
+            let stored = progress
+                .handled
+                .stored
+                .iter()
+                .any(|s| s.recipient.eq_ignore_ascii_case(&planned.from));
+            let status = if let Some(s) = &planned.suppressed {
+                ReplyStatus::Suppressed {
+                    kind: s.kind,
+                    reason: s.reason.clone(),
+                }
+            } else if !stored {
+                ReplyStatus::Suppressed {
+                    kind: "not-delivered",
+                    reason: format!("{}'s copy is not stored (yet)", planned.from),
+                }
+            } else if config.relay.as_ref().is_some_and(|r| {
+                [&r.from, &r.bounce_from]
+                    .iter()
+                    .any(|own| own.eq_ignore_ascii_case(&planned.to))
+            }) {
+                // Sluice's own forwards and bounces come from these: never answer itself.
+                ReplyStatus::Suppressed {
+                    kind: "own-address",
+                    reason: format!("{} is Sluice's own sending address", planned.to),
+                }
+            } else {
+                match (self.outbound(), &self.markers) {
+                    (Ok(via), Some(markers)) => {
+                        match (Replier { via })
+                            .reply(id, original, planned, markers)
+                            .await
+                        {
+                            Ok(status) => status,
+                            Err(e) => {
+                                tracing::warn!(message_id = %id, from = %Address(&planned.from), error = %e, "auto-reply failed");
+                                ReplyStatus::Failed {
+                                    error: e.to_string(),
+                                }
+                            }
+                        }
+                    }
+                    _ => ReplyStatus::Suppressed {
+                        kind: "no-relay",
+                        reason: "the config has no usable [relay] to send replies through".into(),
+                    },
+                }
+            };
+            if let ReplyStatus::Suppressed { kind, reason } = &status {
+                tracing::info!(message_id = %id, from = %Address(&planned.from), kind, "auto-reply not sent: {reason}");
+            }
+            progress.handled.replies.push(ReplyOutcome {
+                from: planned.from.clone(),
+                to: planned.to.clone(),
+                status,
+            });
+        }
     }
 
     /// Sends the DSNs: one for the rules' bounces and the relays' refusals, and one per copy
@@ -961,6 +1066,7 @@ impl Progress {
             summary.push(format!("bounce_suppressed={total}({})", by.join(",")));
         }
         let undeliverable: usize = handled.kept.iter().map(|k| k.refused.len()).sum();
+        let (replied, reply_suppressed) = handled.reply_counts();
         for (name, n) in [
             ("arc_sealed", handled.arc.sealed),
             ("arc_unsealed", handled.arc.unsealed.len()),
@@ -968,6 +1074,8 @@ impl Progress {
             ("resent", handled.resent().len()),
             ("undeliverable", undeliverable),
             ("quarantined", handled.quarantined.len()),
+            ("replied", replied as usize),
+            ("reply_suppressed", reply_suppressed as usize),
         ] {
             if n > 0 {
                 summary.push(format!("{name}={n}"));

@@ -570,6 +570,10 @@ impl Pipeline {
             if archive_failed || archived_as_delivered {
                 lines.push(sluice_telemetry::metrics::archive_failed_line(1));
             }
+            if !handled.replies.is_empty() {
+                let (sent, suppressed) = handled.reply_counts();
+                lines.push(sluice_telemetry::metrics::reply_line(sent, suppressed));
+            }
             sluice_telemetry::metrics::emit(&lines);
         }
         if want_trace {

@@ -184,3 +184,79 @@ async fn relays_and_bounces_through_a_smarthost_once() {
         "{text}"
     );
 }
+
+/// Automatic replies through the smarthost with their memory in moto's S3 (what the Lambda
+/// and a daemon on a queue use): one reply, none again for the same message or within the
+/// interval, one again once the interval has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_replies_remembered_in_s3_answer_a_sender_once_per_interval() {
+    use sluice_inbound::deliver::{memory_key, Replier, ReplyStatus};
+    let Some(sink) = SmtpSink::start() else {
+        return;
+    };
+    let moto = Moto::start();
+    let s3 = S3::for_endpoint(&moto.endpoint, "us-east-1");
+    s3.create_bucket("acme-mail").await.unwrap();
+    let markers = Markers::new(
+        s3.clone(),
+        "acme-mail".into(),
+        "sent".into(),
+        "consumer-a".into(),
+    );
+    let replier = Replier {
+        via: smarthost(&sink),
+    };
+    let msg = Message::parse(ORIGINAL.as_bytes().to_vec()).unwrap();
+    let planned = sluice_chain::PlannedReply {
+        step: "auto-reply".into(),
+        from: "team@example.com".into(),
+        to: "alice@outside.example".into(),
+        request: sluice_engine::ReplyRequest {
+            recipient: "team@example.com".into(),
+            text: "We answer within a working day.".into(),
+            subject: Some("We got your message".into()),
+            once_per_days: 7,
+        },
+        suppressed: None,
+    };
+    let reply = |id: &'static str| replier.reply(id, &msg, &planned, &markers);
+
+    assert!(matches!(
+        reply("m-1").await.unwrap(),
+        ReplyStatus::Sent { .. }
+    ));
+    assert_eq!(reply("m-1").await.unwrap(), ReplyStatus::AlreadySent);
+    match reply("m-2").await.unwrap() {
+        ReplyStatus::Suppressed { kind, .. } => assert_eq!(kind, "answered-recently"),
+        other => panic!("{other:?}"),
+    }
+    let received = sink.received();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].mail_from, "<>");
+    assert_eq!(received[0].recipients, ["alice@outside.example"]);
+    let text = String::from_utf8_lossy(&received[0].data);
+    assert!(
+        text.contains("Subject: We got your message")
+            && text.contains("In-Reply-To: <q1@outside.example>"),
+        "{text}"
+    );
+
+    // The memory is one object in the bucket; eight days later the sender is answered again.
+    let url = sluice_aws::S3Url {
+        bucket: "acme-mail".into(),
+        key: memory_key(&markers, "team@example.com", "alice@outside.example"),
+    };
+    let record: serde_json::Value =
+        serde_json::from_slice(&s3.get(&url).await.unwrap().bytes).unwrap();
+    assert_eq!(record["message_id"], "m-1");
+    let mut old = record.clone();
+    old["sent_at_ms"] = serde_json::json!(record["sent_at_ms"].as_u64().unwrap() - 8 * 86_400_000);
+    s3.put(&url, old.to_string().into_bytes(), "application/json")
+        .await
+        .unwrap();
+    assert!(matches!(
+        reply("m-3").await.unwrap(),
+        ReplyStatus::Sent { .. }
+    ));
+    assert_eq!(sink.received().len(), 2);
+}

@@ -231,6 +231,7 @@ mod tests {
                 chain_micros: 0,
                 total_micros: 0,
                 refused: None,
+                replies: vec![],
             })
         }
     }

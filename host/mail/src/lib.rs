@@ -33,6 +33,7 @@ mod header;
 mod message;
 mod parts;
 mod reading;
+mod reply;
 pub mod strict;
 mod structure;
 
@@ -48,6 +49,7 @@ pub use parts::{
     list_zip, sniff, ArchiveInfo, PartInfo, MAX_ZIP_DEPTH, MAX_ZIP_ENTRIES, MAX_ZIP_INFLATE,
     MAX_ZIP_NAME_BYTES,
 };
+pub use reply::{build_auto_reply, no_auto_reply, AutoReply, NoAutoReply, ReplyError};
 
 #[cfg(test)]
 mod tests;

@@ -401,6 +401,7 @@ mod tests {
                     }),
                     handed_off: Vec::new(),
                     handed_from: None,
+                    replies: Vec::new(),
                 },
             )
             .collect();

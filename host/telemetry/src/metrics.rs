@@ -87,6 +87,19 @@ pub fn quarantine_line(quarantined: u64, released: u64) -> String {
     )
 }
 
+/// One EMF object, no dimensions: `AutoReplySent`, `AutoReplySuppressed` (Count): automatic
+/// replies sent for a message, and those the host would not send (the never-answer list,
+/// answered within the interval, not delivered). A sudden rise of either is worth a look.
+pub fn reply_line(sent: u64, suppressed: u64) -> String {
+    line(
+        &[],
+        &[
+            ("AutoReplySent", "Count", sent),
+            ("AutoReplySuppressed", "Count", suppressed),
+        ],
+    )
+}
+
 /// How a step ended, as counted: one metric each (the chain's `StepStatus`, mapped by the
 /// pipeline with an exhaustive match, so a new status cannot be miscounted silently).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -222,6 +235,14 @@ mod tests {
     fn archive_failures_are_one_count() {
         let v: serde_json::Value = serde_json::from_str(&archive_failed_line(2)).unwrap();
         assert_eq!(v["ArchiveFailed"], 2);
+        let r: serde_json::Value = serde_json::from_str(&reply_line(1, 2)).unwrap();
+        assert_eq!(
+            (
+                r["AutoReplySent"].as_u64(),
+                r["AutoReplySuppressed"].as_u64()
+            ),
+            (Some(1), Some(2))
+        );
         let q: serde_json::Value = serde_json::from_str(&quarantine_line(3, 1)).unwrap();
         assert_eq!(
             (q["Quarantined"].as_u64(), q["Released"].as_u64()),

@@ -77,6 +77,7 @@ pub mod http;
 pub mod log;
 pub mod lookup;
 pub mod recipients;
+pub mod reply;
 
 /// The `wit-bindgen` bindings of the `rule` world. Use the names in [`prelude`] instead.
 #[doc(hidden)]
@@ -113,6 +114,7 @@ pub mod prelude {
     pub use crate::log;
     pub use crate::lookup;
     pub use crate::recipients::{self, Forward};
+    pub use crate::reply::{self, Reply};
     pub use crate::{
         Action, ArchiveInfo, AttachmentInfo, Banner, Bounce, Context, ContextData, Header, Level,
         Message, NoConfig, PartInfo, PartReplacement, Position, Rule, RuleError, Verdict, Verdicts,

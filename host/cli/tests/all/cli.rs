@@ -681,3 +681,64 @@ config = { to = ["archive@example.com"] }
     assert!(text.contains("(1 domain(s), 1 outbound,"), "{text}");
     assert!(text.contains("\noutbound example.com\n"), "{text}");
 }
+
+/// `sluice run` shows an automatic reply as a `reply` record, and writes it to the outbox
+/// with a null envelope sender and the RFC 3834 fields.
+#[test]
+fn an_auto_reply_goes_to_the_outbox_with_a_null_sender() {
+    let _turn = crate::turn(module_path!());
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        r#"
+[relay]
+kind = "ses"
+from = "fwd@example.com"
+markers = "sent"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = "{rule:auto-reply}"
+reply = { once_per_days = 7 }
+config = { recipients = { "bob@example.com" = { text = "Away until Monday." } } }
+"#,
+    );
+    let out = dir.path().join("out");
+    let msg = fixtures().join("plain-lf.eml");
+    let o = sluice(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--rcpt",
+        "bob@example.com",
+        "--mail-from",
+        "alice@sender.example",
+        "--message-id",
+        "m-r",
+        "--json",
+        msg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        delivery(&v, "bob@example.com", "deliver")["status"],
+        "stored"
+    );
+    let reply = delivery(&v, "alice@sender.example", "reply");
+    let status = reply["status"].as_str().unwrap();
+    assert!(
+        status.starts_with("auto-reply from bob@example.com: sent"),
+        "{reply:#}"
+    );
+    let eml = std::path::PathBuf::from(reply["path"].as_str().unwrap());
+    let text = std::fs::read_to_string(&eml).unwrap();
+    assert!(text.contains("Auto-Submitted: auto-replied"), "{text}");
+    assert!(text.contains("Away until Monday."), "{text}");
+    let envelope: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(eml.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(envelope["mail_from"], "<>", "MAIL FROM:<>");
+    assert_eq!(envelope["recipients"][0], "alice@sender.example");
+}

@@ -51,6 +51,7 @@ fn the_reference_rule_fixtures_pass() {
         &root.join("plugins/attachments/fixtures"),
         &root.join("plugins/headers/fixtures"),
         &root.join("plugins/bcc/fixtures"),
+        &root.join("plugins/auto-reply/fixtures"),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
@@ -102,6 +103,10 @@ fn the_reference_rule_fixtures_pass() {
         "headers/outbound-received",
         "headers/inbound-keeps-received",
         "bcc/outbound-copy",
+        "auto-reply/away",
+        "auto-reply/mailing-list",
+        "auto-reply/outside-window",
+        "auto-reply/dropped",
     ] {
         assert!(
             out.lines().any(|l| l == format!("ok   {name}")),
@@ -110,7 +115,7 @@ fn the_reference_rule_fixtures_pass() {
     }
     // The configs next to the fixtures are not fixtures.
     assert!(!out.contains("sluice"), "{out}");
-    assert_eq!(summary(&o), "45 passed, 0 failed");
+    assert_eq!(summary(&o), "49 passed, 0 failed");
 }
 
 /// A fixture directory in a temp dir using the junk rule.

@@ -214,7 +214,7 @@ impl Markers {
     }
 
     /// Where `key` is, for messages.
-    fn describe(&self, key: &str) -> String {
+    pub(crate) fn describe(&self, key: &str) -> String {
         match &self.at {
             ClaimsAt::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
             ClaimsAt::Dir(dir) => dir.join(key).display().to_string(),
@@ -266,7 +266,12 @@ impl Markers {
     }
 
     /// Writes `key` (replacing it), a JSON record.
-    async fn write(&self, what: &str, key: &str, bytes: Vec<u8>) -> Result<(), SendError> {
+    pub(crate) async fn write(
+        &self,
+        what: &str,
+        key: &str,
+        bytes: Vec<u8>,
+    ) -> Result<(), SendError> {
         self.write_as(what, key, bytes, "application/json").await
     }
 
@@ -303,7 +308,7 @@ impl Markers {
     }
 
     /// The bytes at `key`; `None` when there is none (only "not found" means none).
-    async fn read(&self, what: &str, key: &str) -> Result<Option<Vec<u8>>, SendError> {
+    pub(crate) async fn read(&self, what: &str, key: &str) -> Result<Option<Vec<u8>>, SendError> {
         match &self.at {
             ClaimsAt::S3 { s3, bucket } => {
                 let url = S3Url {

@@ -1,5 +1,5 @@
 //! Deliveries: S3 mailboxes, SES relay (with the forward rewrite and the loop guard), DSN
-//! bounces, and the claims that make each send happen at most once per message and recipient.
+//! bounces, automatic replies, and the claims that make each send happen at most once per message and recipient.
 //!
 //! Each delivery is idempotent, because SQS delivers a notification at least once:
 //! - a mailbox copy goes to a key derived from the recipient, folder and SES message id
@@ -17,12 +17,14 @@ mod arc;
 mod dsn;
 mod markers;
 mod relay;
+mod reply;
 
 pub use arc::{ArcStamp, Sealed};
 pub use dsn::{build_dsn, BounceJob, BounceReport, Bouncer, Suppression};
 pub use markers::S3DeliveredLog;
 pub use markers::{send_name, Claim, ClaimsAt, Markers, DEFAULT_LEASE};
 pub use relay::{Refusal, RefusalKind, Relay, RelayJob, RelayReport};
+pub use reply::{memory_key, Replier, ReplyOutcome, ReplyStatus};
 pub use sluice_deliver::TraceMeta;
 
 use sluice_aws::AwsError;

@@ -1,7 +1,9 @@
 //! `rule-legacy-020`: built against the released `sluice:rules@0.2.0` snapshot
 //! (`wit/released/sluice-rules-0.2.0.wit`) with plain wit-bindgen, as every 0.2 rule was
-//! before 0.2.1 appended `replace-part` to `action`. It adds `X-Legacy-020` with the domain
-//! and the number of attachments, and prefixes the subject, so a test sees its actions land.
+//! before 0.2.1 appended `replace-part` to `action` and added the `reply` import (so it imports
+//! `sluice:rules/*@0.2.0` only). It adds `X-Legacy-020` with the domain, the recipients and
+//! the number of attachments its handles gave, and prefixes the subject, so a test sees its
+//! actions land.
 
 #[allow(missing_docs, clippy::all)]
 mod bindings {
@@ -26,8 +28,9 @@ impl bindings::Guest for Legacy020 {
             Action::AddHeader(Header {
                 name: "X-Legacy-020".into(),
                 value: format!(
-                    "domain={} attachments={}",
+                    "0.2.0 saw {} {} attachments={}",
                     ctx.domain(),
+                    ctx.recipients().join(","),
                     msg.attachments().len()
                 ),
             }),
