@@ -14,7 +14,7 @@
 //    feature disabled, so the component imports only `sluice:rules/*`.
 //
 // The WIT (a `.wit` file, or a directory holding `rules.wit`) defaults to the frozen
-// `wit/released/sluice-rules-0.2.0.wit` of this checkout. The SDK also builds against 0.1.5
+// `wit/released/sluice-rules-0.2.1.wit` of this checkout. The SDK also builds against 0.1.5
 // (`--wit wit/released/sluice-rules-0.1.5.wit`): the host loads both tracks, and `Context`
 // reads a 0.1 record as it reads a 0.2 resource.
 //
@@ -28,8 +28,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const SDK_DIR = dirname(fileURLToPath(import.meta.url));
 const SDK_FILE = join(SDK_DIR, 'sluice.js');
-const DEFAULT_WIT = join(SDK_DIR, '..', '..', 'wit', 'released', 'sluice-rules-0.2.0.wit');
-const DEFAULT_WIT_VERSION = '0.2.0';
+const DEFAULT_WIT = join(SDK_DIR, '..', '..', 'wit', 'released', 'sluice-rules-0.2.1.wit');
+const DEFAULT_WIT_VERSION = '0.2.1';
 const DISABLED_FEATURES = ['stdio', 'random', 'clocks', 'http', 'fetch-event'];
 
 class BuildError extends Error {}

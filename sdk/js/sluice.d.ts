@@ -149,7 +149,7 @@ export interface Bounce {
  * (one invalid action fails the whole step, see `on_error`), collects the edits of all
  * steps and applies them once, in order, after the chain.
  */
-export type Action = ActionAddHeader | ActionSetHeader | ActionRemoveHeader | ActionPrefixSubject | ActionAddBanner | ActionSetRecipients | ActionAddRecipients | ActionFileInto | ActionBounce | ActionDrop | ActionStop;
+export type Action = ActionAddHeader | ActionSetHeader | ActionRemoveHeader | ActionPrefixSubject | ActionAddBanner | ActionSetRecipients | ActionAddRecipients | ActionFileInto | ActionBounce | ActionDrop | ActionStop | ActionReplacePart;
 /**
  * Add a header field at the top of the header block.
  */
@@ -224,6 +224,45 @@ export interface ActionDrop {
 /**
  * Run no further steps of this chain for this group.
  */
+export interface ActionReplacePart {
+  tag: 'replace-part',
+  val: PartReplacement,
+}
+/**
+ * Strip one part (WIT 0.2.1): the host puts a `text/plain; charset=utf-8` part holding `text`
+ * in its place and keeps every other byte of the message.
+ */
+export interface PartReplacement {
+  /** The part's `id` from `msg.parts()`. */
+  id: number,
+  /** The note, one short paragraph (at most 4,096 bytes). */
+  text: string,
+}
+/** What the host read of a zip archive's central directory (bounded). */
+export interface ArchiveInfo {
+  /** Entry names, in archive order. */
+  names: Array<string>,
+  /** Some entry is encrypted. */
+  encrypted: boolean,
+  /** Every entry was listed (false past the host's bounds, or for an archive it could not read). */
+  complete: boolean,
+}
+/** One MIME part of the message as received (WIT 0.2.1 `part-info`). */
+export interface PartInfo {
+  /** Its index in a depth-first walk of the MIME tree (0: the message itself). */
+  id: number,
+  name?: string,
+  /** The declared `type/subtype`, lower case. */
+  contentType: string,
+  /** Decoded size in bytes. */
+  size: bigint,
+  /** `attachment` or `inline`, when the part says. */
+  disposition?: string,
+  /** What the host's magic-byte table says the bytes are. */
+  sniffed?: string,
+  /** For a zip archive: the names inside. */
+  archive?: ArchiveInfo,
+}
 export interface ActionStop {
   tag: 'stop',
 }
@@ -305,6 +344,10 @@ export declare class Message {
   */
   attachments(): Array<AttachmentInfo>;
   /**
+  * Every MIME part with its id, sniffed type and, for zips, the names inside (WIT 0.2.1).
+  */
+  parts(): Array<PartInfo>;
+  /**
   * The raw RFC 5322 bytes. Copies the whole message: call only when you must.
   */
   raw(): Uint8Array;
@@ -364,12 +407,14 @@ export function bounce(code: number, status: string, text: string): ActionBounce
 export function reject(text: string): ActionBounce;
 export function drop(): ActionDrop;
 export function stop(): ActionStop;
+/** `replace-part` (WIT 0.2.1): strip part `id` of `msg.parts()`, a text note in its place. */
+export function replacePart(id: number, note: string): ActionReplacePart;
 export const Action: {
   addHeader: typeof addHeader; setHeader: typeof setHeader; removeHeader: typeof removeHeader;
   prefixSubject: typeof prefixSubject; banner: typeof banner; bannerTop: typeof bannerTop;
   bannerBottom: typeof bannerBottom; setRecipients: typeof setRecipients;
   addRecipients: typeof addRecipients; fileInto: typeof fileInto; bounce: typeof bounce;
-  reject: typeof reject; drop: typeof drop; stop: typeof stop;
+  reject: typeof reject; drop: typeof drop; stop: typeof stop; replacePart: typeof replacePart;
 };
 
 /** Throw from `evaluate` to fail the step (the WIT `rule-error`). */
@@ -512,6 +557,8 @@ export interface MockMessage {
   text?: string;
   html?: string;
   attachments?: { name?: string; contentType: string; size?: number | bigint }[];
+  /** The parts `parts()` answers (default: one per attachment, ids from 1). */
+  parts?: (Omit<PartInfo, 'size'> & { size?: number | bigint })[];
   raw?: Uint8Array;
 }
 export function mockMessage(spec?: MockMessage): Message;

@@ -1,4 +1,4 @@
-// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.2.0`, world `rule`).
+// Sluice rules SDK for JavaScript (WIT package `sluice:rules@0.2.1`, world `rule`).
 //
 // A rule is one ES module that imports this file (by relative or absolute path) and exports
 // the world's two functions:
@@ -115,6 +115,17 @@ function stop() {
   return { tag: 'stop' };
 }
 
+/**
+ * `replace-part` (WIT 0.2.1): strip the part `id` (a `msg.parts()` id) and put a short
+ * `text/plain` note in its place; every other byte of the message is kept.
+ */
+function replacePart(id, note) {
+  if (!Number.isInteger(id) || id < 0 || id > 0xffffffff) {
+    throw new TypeError(`replacePart id must be a part id from msg.parts(), not ${JSON.stringify(id)}`);
+  }
+  return { tag: 'replace-part', val: { id, text: String(note) } };
+}
+
 function bounceRecord(code, status, text) {
   if (!Number.isInteger(code) || code < 0 || code > 65535) {
     throw new TypeError(`bounce code must be an integer (an SMTP code), not ${JSON.stringify(code)}`);
@@ -138,6 +149,7 @@ const Action = Object.freeze({
   reject,
   drop,
   stop,
+  replacePart,
 });
 
 // ---------------------------------------------------------------------------------------
@@ -867,7 +879,7 @@ function utf8Truncate(text, maxBytes) {
  * A stand-in for the `message` resource, for unit tests under node:
  * `mockMessage({ from: 'a@x.test', subject: 'Hi', text: 'body', headers: [['X-A', '1']] })`.
  */
-function mockMessage({ from, fromName, subject, headers = [], text, html, attachments = [], raw } = {}) {
+function mockMessage({ from, fromName, subject, headers = [], text, html, attachments = [], parts, raw } = {}) {
   const all = headers.map(([n, v]) => [String(n), String(v)]);
   if (subject !== undefined && !all.some(([n]) => asciiLower(n) === 'subject')) all.push(['Subject', subject]);
   if (from !== undefined && !all.some(([n]) => asciiLower(n) === 'from')) {
@@ -885,6 +897,12 @@ function mockMessage({ from, fromName, subject, headers = [], text, html, attach
     textBody: (maxBytes) => utf8Truncate(text, maxBytes),
     htmlBody: (maxBytes) => utf8Truncate(html, maxBytes),
     attachments: () => attachments.map((a) => ({ ...a, size: BigInt(a.size ?? 0) })),
+    // Without `parts`, one part per attachment, numbered from 1 (0 is the message itself).
+    parts: () =>
+      (parts ?? attachments.map((a, i) => ({ id: i + 1, disposition: 'attachment', ...a }))).map((p) => ({
+        ...p,
+        size: BigInt(p.size ?? 0),
+      })),
     raw: () => rawBytes,
   };
 }
@@ -949,6 +967,7 @@ export {
   reject,
   drop,
   stop,
+  replacePart,
   RuleError,
   ConfigError,
   VERDICTS,

@@ -10,8 +10,8 @@ builds: it must define `WitWorld` (`WitWorld = sluice_sdk.export(MyRule)`). This
 
 so `app` and its sibling modules come from DIR and `sluice_sdk` from this SDK (packages
 installed in the Python environment componentize-py runs in are found too). WITDIR (a `.wit`
-file or a directory) defaults to the frozen WIT 0.2.0 of the checkout this script sits in
-(`sdk/python/../../wit/released/sluice-rules-0.2.0.wit`). The SDK also builds against 0.1.5
+file or a directory) defaults to the frozen WIT 0.2.1 of the checkout this script sits in
+(`sdk/python/../../wit/released/sluice-rules-0.2.1.wit`). The SDK also builds against 0.1.5
 (`--wit .../sluice-rules-0.1.5.wit`, the context as a record): the host loads both tracks.
 
 componentize-py is found as `$SLUICE_COMPONENTIZE_PY`, else next to the running Python
@@ -28,7 +28,7 @@ import sys
 
 SDK_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_WIT = os.path.normpath(
-    os.path.join(SDK_DIR, "..", "..", "wit", "released", "sluice-rules-0.2.0.wit"))
+    os.path.join(SDK_DIR, "..", "..", "wit", "released", "sluice-rules-0.2.1.wit"))
 WORLD = "rule"
 APP_MODULE = "app"
 INSTALL_HINT = "pip install -r sdk/python/requirements.txt"

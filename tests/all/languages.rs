@@ -424,3 +424,84 @@ fn a_javascript_rule_calls_lookup_and_http() {
 fn a_python_rule_calls_lookup_and_http() {
     the_probe_calls_lookup_and_http("python", RuleRuntime::Python);
 }
+
+/// `replace-part` and `msg.parts()` from JavaScript and Python (WIT 0.2.1): the probe strips
+/// the executable of `plugins/attachments/fixtures/strip-exe.eml`; the output, read by an
+/// independent parser (mailparse), has the note where the program was, the text part and
+/// every header as before, and none of the program's bytes.
+fn the_probe_strips_a_part(lang: &str) {
+    let (_, plugin) = probe_rules()
+        .iter()
+        .find(|(name, _)| name == &format!("probe-{lang}"))
+        .unwrap_or_else(|| panic!("no probe-{lang} in {:?}", probe_rules()));
+    let chains = sluice_tests::chains(&format!(
+        r#"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = {plugin:?}
+timeout_ms = 10000
+memory_mb = 256
+config = {{ strip = true }}
+"#,
+        plugin = plugin.display().to_string()
+    ));
+    let raw = std::fs::read(
+        sluice_tests::workspace_root().join("plugins/attachments/fixtures/strip-exe.eml"),
+    )
+    .unwrap();
+    let result = chains.process(engine(), message(&raw), &envelope(&["bob@example.com"]));
+    let group = &result.groups[0];
+    let step = &group.steps[0];
+    assert_eq!(step.outcome, StepStatus::Ok, "{lang}: {step:#?}");
+    assert_eq!(
+        header(&step.actions, "X-Probe-Parts"),
+        Some("1:- 2:executable/pe"),
+        "{lang}"
+    );
+    let out = output_of(&result, 0, &raw);
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        !text.contains("TVqQAAMAAAAEAAAA"),
+        "{lang}: the program is still there:\n{text}"
+    );
+    let parsed = mailparse::parse_mail(&out).expect("the output parses");
+    assert_eq!(parsed.subparts.len(), 2, "{lang}: {text}");
+    assert_eq!(
+        parsed.subparts[0].get_body().unwrap().trim(),
+        "The invoice is attached.",
+        "{lang}"
+    );
+    let note = &parsed.subparts[1];
+    assert_eq!(note.ctype.mimetype, "text/plain", "{lang}: {text}");
+    assert_eq!(
+        note.get_body().unwrap().trim(),
+        "invoice.exe was removed by the probe.",
+        "{lang}"
+    );
+    // Below the rule's own header, everything above the replaced part is byte for byte what
+    // came in.
+    let cut = raw
+        .windows(b"--mix-s1\nContent-Type: application".len())
+        .position(|w| w == b"--mix-s1\nContent-Type: application")
+        .expect("the fixture's second part");
+    let added = b"X-Probe-Parts: 1:- 2:executable/pe\r\n";
+    let rest = out.strip_prefix(&added[..]).or_else(|| {
+        out.strip_prefix(&added[..added.len() - 2])
+            .and_then(|r| r.strip_prefix(b"\n"))
+    });
+    assert!(
+        rest.is_some_and(|r| r.starts_with(&raw[..cut])),
+        "{lang}: {text}"
+    );
+}
+
+#[test]
+fn a_javascript_rule_strips_a_part() {
+    the_probe_strips_a_part("js");
+}
+
+#[test]
+fn a_python_rule_strips_a_part() {
+    the_probe_strips_a_part("python");
+}

@@ -31,8 +31,8 @@ pub const TARGET: &str = "js (componentize-js)";
 /// The environment variable naming the `node` binary.
 pub const NODE_ENV: &str = "SLUICE_NODE";
 
-/// The WIT handed to componentize-js: the frozen 0.2.0 (the `context` resource).
-const RULES_WIT: &str = include_str!("../../../wit/released/sluice-rules-0.2.0.wit");
+/// The WIT handed to componentize-js: the frozen 0.2.1 (the `context` resource, `parts()`, `replace-part`).
+const RULES_WIT: &str = include_str!("../../../wit/released/sluice-rules-0.2.1.wit");
 
 /// How many trailing lines of the build script's stderr an error keeps.
 const STDERR_TAIL_LINES: usize = 30;

@@ -5,7 +5,7 @@
 //! `WitWorld = sluice_sdk.export(MyRule)`). [`build`] runs the SDK's build script:
 //!
 //! ```text
-//! <python> <sdk>/build.py --rule <dir> --out <out_dir>/<name>.wasm [--wit <checkout>/wit/released/sluice-rules-0.2.0.wit]
+//! <python> <sdk>/build.py --rule <dir> --out <out_dir>/<name>.wasm [--wit <checkout>/wit/released/sluice-rules-0.2.1.wit]
 //! ```
 //!
 //! which runs `componentize-py -d WIT -w rule componentize app -p <dir> -p <sdk>`.
@@ -31,8 +31,8 @@ pub const INSTALL_HINT: &str = "pip install -r sdk/python/requirements.txt";
 /// The root of the checkout this crate was compiled from (`host/build/../..`).
 const CHECKOUT_ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
 
-/// The WIT Python rules are built against: the frozen 0.2.0 (the `context` resource).
-const PYTHON_WIT: &str = "wit/released/sluice-rules-0.2.0.wit";
+/// The WIT Python rules are built against: the frozen 0.2.1 (the `context` resource, `parts()`, `replace-part`).
+const PYTHON_WIT: &str = "wit/released/sluice-rules-0.2.1.wit";
 
 /// Builds the Python rule in `dir` into `<opts.out_dir>/<name>.wasm`.
 pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
@@ -40,7 +40,7 @@ pub fn build(dir: &Path, opts: &BuildOptions) -> Result<BuiltRule, BuildError> {
 }
 
 /// [`build`] against the WIT at `wit` (a `.wit` file or a directory) instead of the
-/// checkout's 0.2.0: e.g. `wit/released/sluice-rules-0.1.5.wit`, for a component of the 0.1
+/// checkout's 0.2.1: e.g. `wit/released/sluice-rules-0.1.5.wit`, for a component of the 0.1
 /// track the host keeps loading (the SDK builds against 0.1.5 and 0.2).
 pub fn build_against(
     dir: &Path,

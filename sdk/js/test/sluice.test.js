@@ -223,13 +223,13 @@ test('the bundle inlines the SDK and keeps the rule on its own lines', async () 
   const entry = new URL('../../../plugins/subject-tag/js/rule.js', import.meta.url).pathname;
   const source = await bundle(entry);
   const lines = source.split('\n');
-  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.2\.0';/);
-  assert.match(lines[0], /import \* as __sluice_http from 'sluice:rules\/http@0\.2\.0';/);
-  assert.match(lines[0], /import \* as __sluice_flow from 'sluice:rules\/flow@0\.2\.0';/);
+  assert.match(lines[0], /^import \* as __sluice_host from 'sluice:rules\/host@0\.2\.1';/);
+  assert.match(lines[0], /import \* as __sluice_http from 'sluice:rules\/http@0\.2\.1';/);
+  assert.match(lines[0], /import \* as __sluice_flow from 'sluice:rules\/flow@0\.2\.1';/);
   // Built against 0.1.5 (`--wit`), the imports name that version.
   const legacy = (await bundle(entry, '0.1.5')).split('\n')[0];
   assert.match(legacy, /^import \* as __sluice_host from 'sluice:rules\/host@0\.1\.5';/);
-  assert.ok(!legacy.includes('@0.2.0'), legacy);
+  assert.ok(!legacy.includes('@0.2.'), legacy);
   assert.ok(!/from '\.\.\/\.\.\/\.\.\/sdk/.test(source));
   assert.match(source, /function __sluice_sdk_factory\(__wit\)/);
   // The rule's `export const { validateConfig, evaluate }` keeps its line number.
@@ -242,9 +242,10 @@ test('the bundle inlines the SDK and keeps the rule on its own lines', async () 
 test('the WIT version the imports carry comes from the WIT, and only known tracks build', async () => {
   const wit = new URL('../../../wit/', import.meta.url).pathname;
   assert.equal(await witVersion(`${wit}released/sluice-rules-0.2.0.wit`), '0.2.0');
+  assert.equal(await witVersion(`${wit}released/sluice-rules-0.2.1.wit`), '0.2.1');
   assert.equal(await witVersion(`${wit}released/sluice-rules-0.1.5.wit`), '0.1.5');
   // A directory: its rules.wit (the host hands its embedded WIT over that way).
-  assert.equal(await witVersion(wit), '0.2.0');
+  assert.equal(await witVersion(wit), '0.2.1');
   // 0.1.4 has no `flow`, which the SDK imports.
   await assert.rejects(witVersion(`${wit}released/sluice-rules-0.1.4.wit`), /0\.1\.4: this SDK builds against 0\.1\.5/);
   await assert.rejects(witVersion(`${wit}nonexistent.wit`), /no WIT at/);
@@ -321,4 +322,19 @@ test('in the sandbox the config is read from the host once per instance', async 
   assert.deepEqual(handles.map((h) => h.reads.config), [1, 0, 0]);
   assert.equal(checks, 2);
   assert.deepEqual(logs, []);
+});
+
+test('replacePart strips a part by its parts() id; mockMessage lists one part per attachment', () => {
+  assert.deepEqual(S.replacePart(2, 'removed'), { tag: 'replace-part', val: { id: 2, text: 'removed' } });
+  assert.deepEqual(S.Action.replacePart(0, 'x').tag, 'replace-part');
+  for (const bad of [-1, 1.5, '2', 2 ** 32, undefined]) {
+    assert.throws(() => S.replacePart(bad, 'x'), TypeError);
+  }
+  const msg = S.mockMessage({ attachments: [{ name: 'a.exe', contentType: 'application/octet-stream', size: 3 }] });
+  assert.deepEqual(msg.parts(), [
+    { id: 1, disposition: 'attachment', name: 'a.exe', contentType: 'application/octet-stream', size: 3n },
+  ]);
+  const given = S.mockMessage({ parts: [{ id: 4, contentType: 'application/zip', sniffed: 'archive/zip', archive: { names: ['x.exe'], encrypted: false, complete: true } }] });
+  assert.equal(given.parts()[0].archive.names[0], 'x.exe');
+  assert.equal(given.parts()[0].size, 0n);
 });

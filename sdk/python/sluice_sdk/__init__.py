@@ -43,6 +43,10 @@ Position = types.Position
 Bounce = types.Bounce
 RuleError = types.RuleError
 AttachmentInfo = types.AttachmentInfo
+# WIT 0.2.1; absent from a build against an older WIT (`build.py --wit ...0.1.5.wit`).
+PartInfo = getattr(types, "PartInfo", None)
+ArchiveInfo = getattr(types, "ArchiveInfo", None)
+PartReplacement = getattr(types, "PartReplacement", None)
 Level = types.Level
 Message = types.Message
 
@@ -59,16 +63,17 @@ ACTION_TYPES = (
     types.Action_Bounce,
     types.Action_Drop,
     types.Action_Stop,
-)
+) + tuple(t for t in (getattr(types, "Action_ReplacePart", None),) if t is not None)
 
 __all__ = [
     "Rule", "export", "RuleFailure", "ConfigError", "Config", "parse_config", "list_of",
     "required", "add_header", "set_header", "remove_header", "prefix_subject", "banner",
     "banner_top", "banner_bottom", "set_recipients", "add_recipients", "file_into", "bounce",
-    "reject", "drop", "stop", "passed", "failed", "verdict_name", "domain_of", "local_part",
+    "reject", "drop", "stop", "replace_part", "passed", "failed", "verdict_name", "domain_of", "local_part",
     "is_domain_in", "is_in_domains", "ascii_lower", "first_header", "log", "lookup", "http", "recipients", "flow",
     "Verdict", "Verdicts",
-    "Context", "Header", "Banner", "Position", "Bounce", "RuleError", "AttachmentInfo", "Level",
+    "Context", "Header", "Banner", "Position", "Bounce", "RuleError", "AttachmentInfo",
+    "PartInfo", "ArchiveInfo", "PartReplacement", "Level",
     "Message", "ACTION_TYPES", "IN_COMPONENT",
 ]
 
@@ -147,6 +152,16 @@ def drop():
 def stop():
     """`stop`: run no further steps of this chain for this group."""
     return types.Action_Stop()
+
+
+def replace_part(part_id, note):
+    """`replace-part` (WIT 0.2.1): strip part `part_id` (an id from `msg.parts()`) and put a
+    short text/plain note in its place; every other byte of the message is kept."""
+    if isinstance(part_id, bool) or not isinstance(part_id, int) or not 0 <= part_id <= 0xFFFFFFFF:
+        raise TypeError(f"replace_part id must be a part id from msg.parts(), not {part_id!r}")
+    if PartReplacement is None:
+        raise RuleFailure("replace-part needs WIT 0.2.1: build the rule against it (the default)")
+    return types.Action_ReplacePart(types.PartReplacement(id=part_id, text=str(note)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -109,6 +109,30 @@ class AttachmentInfo:
 
 
 @dataclass
+class ArchiveInfo:
+    names: List[str]
+    encrypted: bool
+    complete: bool
+
+
+@dataclass
+class PartInfo:
+    id: int
+    name: Optional[str]
+    content_type: str
+    size: int
+    disposition: Optional[str]
+    sniffed: Optional[str]
+    archive: Optional[ArchiveInfo]
+
+
+@dataclass
+class PartReplacement:
+    id: int
+    text: str
+
+
+@dataclass
 class Header:
     name: str
     value: str
@@ -188,6 +212,11 @@ class Action_Stop:
     pass
 
 
+@dataclass
+class Action_ReplacePart:
+    value: PartReplacement
+
+
 Action = Union[
     Action_AddHeader,
     Action_SetHeader,
@@ -200,6 +229,7 @@ Action = Union[
     Action_Bounce,
     Action_Drop,
     Action_Stop,
+    Action_ReplacePart,
 ]
 
 

@@ -37,12 +37,17 @@ def _truncate(text, max_bytes):
 class FakeMessage:
     """The accessors of the WIT `message` resource, over given values."""
 
-    def __init__(self, headers=(), text=None, html=None, attachments=(), raw=b""):
+    def __init__(self, headers=(), text=None, html=None, attachments=(), raw=b"", parts=None):
         self._headers = [(str(n), str(v)) for n, v in headers]
         self._text = text
         self._html = html
         self._attachments = list(attachments)
         self._raw = bytes(raw)
+        # Without `parts`, one part per attachment, numbered from 1 (0 is the message).
+        self._parts = list(parts) if parts is not None else [
+            types.PartInfo(id=i + 1, name=a.name, content_type=a.content_type, size=a.size,
+                           disposition="attachment", sniffed=None, archive=None)
+            for i, a in enumerate(self._attachments)]
 
     @classmethod
     def from_bytes(cls, raw):
@@ -112,6 +117,9 @@ class FakeMessage:
 
     def attachments(self):
         return list(self._attachments)
+
+    def parts(self):
+        return list(self._parts)
 
     def raw(self):
         return self._raw

@@ -19,7 +19,7 @@ from sluice_sdk import _fallback, _wit, http, lookup, recipients
 from sluice_sdk.testing import FakeMessage, context
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit", "released", "sluice-rules-0.2.0.wit"))
+WIT = os.path.normpath(os.path.join(HERE, "..", "..", "wit", "released", "sluice-rules-0.2.1.wit"))
 
 
 class ActionsTest(unittest.TestCase):
@@ -34,6 +34,12 @@ class ActionsTest(unittest.TestCase):
         self.assertEqual(sluice.banner("t", "<b>t</b>").value.html, "<b>t</b>")
         self.assertIsInstance(sluice.drop(), sluice.ACTION_TYPES)
         self.assertIsInstance(sluice.stop(), sluice.ACTION_TYPES)
+        self.assertEqual(sluice.replace_part(2, "removed"),
+                         sluice.types.Action_ReplacePart(sluice.PartReplacement(2, "removed")))
+        self.assertIsInstance(sluice.replace_part(0, "x"), sluice.ACTION_TYPES)
+        for bad in (-1, 1.5, True, "2", 2**32):
+            with self.assertRaises(TypeError):
+                sluice.replace_part(bad, "x")
 
     def test_verdicts(self):
         self.assertTrue(sluice.failed(sluice.Verdict.FAIL))

@@ -1,5 +1,7 @@
 """`probe-python`: calls the host's two granted capabilities, `lookup.get` and `http.send`,
-for tests/all/languages.rs (the same rule as ../probe-js; see ../README.md)."""
+for tests/all/languages.rs (the same rule as ../probe-js; see ../README.md). With
+`strip = true` it instead lists `msg.parts()` and strips every executable part
+(`replace-part`, WIT 0.2.1)."""
 
 import json
 
@@ -8,9 +10,18 @@ from sluice_sdk import http, lookup
 
 
 class Probe(sluice.Rule):
-    defaults = {"table": "", "key": "", "url": ""}
+    defaults = {"table": "", "key": "", "url": "", "strip": False}
 
     def evaluate(self, msg, ctx, config):
+        if config.strip:
+            parts = msg.parts()
+            listed = " ".join(f"{p.id}:{p.sniffed or '-'}" for p in parts)
+            actions = [sluice.add_header("X-Probe-Parts", listed)]
+            for p in parts:
+                if (p.sniffed or "").startswith("executable/"):
+                    actions.append(sluice.replace_part(
+                        p.id, f"{p.name or 'a file'} was removed by the probe."))
+            return actions
         # A RuleFailure from either call propagates as it is (message and `temporary`).
         value = lookup.get(config.table, config.key)
         actions = [sluice.add_header("X-Probe-Lookup", "none" if value is None else value)]
