@@ -214,13 +214,19 @@ export async function bundle(entry, version = DEFAULT_WIT_VERSION) {
   // The prelude goes on the rule's first line and the SDK (a hoisted function declaration)
   // after the rule, so line numbers in errors and traces are those of the rule file.
   const v = version;
+  // `reply` exists from 0.2.1 on.
+  const [, minor, patch] = v.split('.').map(Number);
+  const hasReply = minor > 2 || (minor === 2 && patch >= 1);
   const prelude =
     `import * as __sluice_host from 'sluice:rules/host@${v}'; ` +
     `import * as __sluice_recipients from 'sluice:rules/recipients@${v}'; ` +
     `import * as __sluice_lookup from 'sluice:rules/lookup@${v}'; ` +
     `import * as __sluice_http from 'sluice:rules/http@${v}'; ` +
     `import * as __sluice_flow from 'sluice:rules/flow@${v}'; ` +
-    'const __sluice_sdk = __sluice_sdk_factory({ host: __sluice_host, recipients: __sluice_recipients, lookup: __sluice_lookup, http: __sluice_http, flow: __sluice_flow }); ';
+    (hasReply ? `import * as __sluice_reply from 'sluice:rules/reply@${v}'; ` : '') +
+    'const __sluice_sdk = __sluice_sdk_factory({ host: __sluice_host, recipients: __sluice_recipients, lookup: __sluice_lookup, http: __sluice_http, flow: __sluice_flow' +
+    (hasReply ? ', reply: __sluice_reply' : '') +
+    ' }); ';
   return `${prelude}${rule}\n\n// ---- the Sluice SDK (${SDK_FILE}) ----\n${await sdkFunction()}`;
 }
 

@@ -407,6 +407,23 @@ export function bounce(code: number, status: string, text: string): ActionBounce
 export function reject(text: string): ActionBounce;
 export function drop(): ActionDrop;
 export function stop(): ActionStop;
+/** An automatic reply to ask the host for (WIT 0.2.1 `reply-request`). */
+export interface ReplyRequest {
+  /** The group recipient the reply is from. */
+  recipient: string;
+  /** The plain-text body (at most 8 KiB). */
+  text: string;
+  /** The Subject; undefined gives `Auto: <original subject>`. */
+  subject?: string;
+  /** Answer one sender at most once in this many days (0: the step's grant). */
+  oncePerDays?: number;
+}
+/** Automatic replies (`sluice:rules/reply`, WIT 0.2.1), granted per step. */
+export const reply: {
+  send(req: ReplyRequest): void;
+  /** Under node: the requests made since the last call. */
+  take(): ReplyRequest[];
+};
 /** `replace-part` (WIT 0.2.1): strip part `id` of `msg.parts()`, a text note in its place. */
 export function replacePart(id: number, note: string): ActionReplacePart;
 export const Action: {

@@ -517,6 +517,52 @@ const flow = Object.freeze({
 });
 
 // ---------------------------------------------------------------------------------------
+// Automatic replies (`sluice:rules/reply`, WIT 0.2.1): an out-of-office answer to the sender,
+// sent by the host on behalf of one group recipient, when the step is granted it
+// (`reply = { once_per_days = N }`). The host picks who gets it, builds it (RFC 3834), sends
+// it after delivery and never answers lists, bulk, automatic or bounce mail. A test double
+// under node.
+
+let repliesAsked = [];
+
+const reply = Object.freeze({
+  /**
+   * Asks the host to answer the sender on behalf of `recipient` with `text`; `subject`
+   * undefined gives `Auto: <original subject>`; `oncePerDays` 0 takes the step's grant.
+   * Throws a `RuleError` when the step is not granted it or the host refuses the request.
+   */
+  send({ recipient, text, subject, oncePerDays = 0 }) {
+    if (!Number.isInteger(oncePerDays) || oncePerDays < 0 || oncePerDays > 0xffffffff) {
+      throw new TypeError(`reply.send: oncePerDays must be a whole number of days, not ${JSON.stringify(oncePerDays)}`);
+    }
+    const req = {
+      recipient: String(recipient),
+      text: String(text),
+      subject: subject === undefined || subject === null ? undefined : String(subject),
+      oncePerDays,
+    };
+    if (wit) {
+      if (!wit.reply) throw RuleError.permanent('reply needs WIT 0.2.1: build the rule against it (the default)');
+      try {
+        wit.reply.send(req);
+      } catch (e) {
+        const p = e && e.payload;
+        if (p && typeof p.message === 'string') throw new RuleError(p.message, { temporary: p.temporary });
+        throw e;
+      }
+      return;
+    }
+    repliesAsked.push(req);
+  },
+  /** Under node: the requests made since the last call. */
+  take() {
+    const out = repliesAsked;
+    repliesAsked = [];
+    return out;
+  },
+});
+
+// ---------------------------------------------------------------------------------------
 // Outgoing HTTP to the services the step is granted (`sluice:rules/http`, WIT 0.1.4). A test
 // double under node.
 
@@ -952,6 +998,7 @@ export {
   lookup,
   http,
   flow,
+  reply,
   Action,
   addHeader,
   setHeader,

@@ -505,3 +505,68 @@ fn a_javascript_rule_strips_a_part() {
 fn a_python_rule_strips_a_part() {
     the_probe_strips_a_part("python");
 }
+
+/// `reply.send` from JavaScript and Python (WIT 0.2.1): the probe asks for an automatic answer
+/// from the first recipient; the host plans it with the step's grant as the interval. Without
+/// the grant the rule gets the host's error and the step fails.
+fn the_probe_asks_for_a_reply(lang: &str) {
+    let (_, plugin) = probe_rules()
+        .iter()
+        .find(|(name, _)| name == &format!("probe-{lang}"))
+        .unwrap_or_else(|| panic!("no probe-{lang} in {:?}", probe_rules()));
+    let chains = |grant: &str| {
+        sluice_tests::chains(&format!(
+            r#"
+[relay]
+kind = "ses"
+from = "forwarder@example.com"
+markers = "unused-claims"
+[[domain]]
+name = "example.com"
+[[domain.step]]
+plugin = {plugin:?}
+timeout_ms = 10000
+memory_mb = 256
+{grant}
+config = {{ reply = "Away until Monday." }}
+"#,
+            plugin = plugin.display().to_string()
+        ))
+    };
+    let raw = sluice_tests::fixture("plain-lf.eml");
+    let result = chains("reply = { once_per_days = 3 }").process(
+        engine(),
+        message(&raw),
+        &envelope(&["bob@example.com"]),
+    );
+    let group = &result.groups[0];
+    assert_eq!(group.steps[0].outcome, StepStatus::Ok, "{lang}: {group:#?}");
+    assert_eq!(group.replies.len(), 1, "{lang}: {group:#?}");
+    let planned = &group.replies[0];
+    assert_eq!(planned.from, "bob@example.com", "{lang}");
+    assert_eq!(planned.request.text, "Away until Monday.", "{lang}");
+    assert_eq!(
+        planned.request.once_per_days, 3,
+        "{lang}: the grant's interval"
+    );
+
+    let result = chains("").process(engine(), message(&raw), &envelope(&["bob@example.com"]));
+    let step = &result.groups[0].steps[0];
+    assert!(result.groups[0].replies.is_empty(), "{lang}");
+    assert!(
+        step.error
+            .as_deref()
+            .is_some_and(|e| e.contains("reply is not granted")),
+        "{lang}: {step:#?}"
+    );
+}
+
+#[test]
+fn a_javascript_rule_asks_for_a_reply() {
+    the_probe_asks_for_a_reply("js");
+}
+
+#[test]
+fn a_python_rule_asks_for_a_reply() {
+    the_probe_asks_for_a_reply("python");
+}

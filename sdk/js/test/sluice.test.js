@@ -338,3 +338,20 @@ test('replacePart strips a part by its parts() id; mockMessage lists one part pe
   assert.equal(given.parts()[0].archive.names[0], 'x.exe');
   assert.equal(given.parts()[0].size, 0n);
 });
+
+test('reply: the double keeps what was asked; the bundle imports reply from 0.2.1 on', async () => {
+  S.reply.take();
+  S.reply.send({ recipient: 'bob@example.com', text: 'Away', oncePerDays: 7 });
+  S.reply.send({ recipient: 'ann@example.com', text: 'Out', subject: 'Away until Monday' });
+  assert.deepEqual(S.reply.take(), [
+    { recipient: 'bob@example.com', text: 'Away', subject: undefined, oncePerDays: 7 },
+    { recipient: 'ann@example.com', text: 'Out', subject: 'Away until Monday', oncePerDays: 0 },
+  ]);
+  assert.deepEqual(S.reply.take(), []);
+  for (const bad of [-1, 1.5, '7']) {
+    assert.throws(() => S.reply.send({ recipient: 'b@x.test', text: 't', oncePerDays: bad }), TypeError);
+  }
+  const entry = new URL('../../../plugins/subject-tag/js/rule.js', import.meta.url).pathname;
+  assert.match((await bundle(entry, '0.2.1')).split('\n')[0], /import \* as __sluice_reply from 'sluice:rules\/reply@0\.2\.1';.*reply: __sluice_reply/);
+  assert.ok(!(await bundle(entry, '0.2.0')).split('\n')[0].includes('reply'));
+});

@@ -28,7 +28,7 @@ plain `python -m unittest`. See `sdk/python/README.md`.
 import json
 import traceback
 
-from . import _wit, flow, http, log, lookup, recipients
+from . import _wit, flow, http, log, lookup, recipients, reply
 from .context import Context
 
 types = _wit.types
@@ -71,6 +71,7 @@ __all__ = [
     "banner_top", "banner_bottom", "set_recipients", "add_recipients", "file_into", "bounce",
     "reject", "drop", "stop", "replace_part", "passed", "failed", "verdict_name", "domain_of", "local_part",
     "is_domain_in", "is_in_domains", "ascii_lower", "first_header", "log", "lookup", "http", "recipients", "flow",
+    "reply",
     "Verdict", "Verdicts",
     "Context", "Header", "Banner", "Position", "Bounce", "RuleError", "AttachmentInfo",
     "PartInfo", "ArchiveInfo", "PartReplacement", "Level",

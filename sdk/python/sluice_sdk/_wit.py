@@ -17,6 +17,11 @@ try:  # inside `componentize-py componentize` and the component it builds
     from wit_world.imports import types
     from componentize_py_types import Err
 
+    try:  # WIT 0.2.1; a build against an older WIT has no `reply`
+        from wit_world.imports import reply as _reply
+    except ImportError:
+        _reply = None
+
     WorldBase = _world.WitWorld
     ForwardRequest = _recipients.ForwardRequest
     IN_COMPONENT = True
@@ -29,6 +34,7 @@ except ImportError:  # unit tests, a REPL: no bindings
     _lookup = None
     _http = None
     _flow = None
+    _reply = None
     WorldBase = object
     IN_COMPONENT = False
 
@@ -62,3 +68,9 @@ def host_http():
 def host_flow():
     """The `flow` import module (WIT 0.1.5), or None outside a component."""
     return _flow
+
+
+def host_reply():
+    """The `reply` import module (WIT 0.2.1), or None outside a component (or in a build
+    against an older WIT)."""
+    return _reply

@@ -385,11 +385,33 @@ class BindingsTest(unittest.TestCase):
                         [f.name for f in dataclasses.fields(getattr(wit_http, name))],
                         [f.name for f in dataclasses.fields(getattr(http, name))], name)
                 self.assertTrue(callable(wit_http.send))
+                # sluice_sdk.reply builds ReplyRequest positionally in this order.
+                wit_reply = importlib.import_module("wit_world.imports.reply")
+                self.assertEqual(
+                    [f.name for f in dataclasses.fields(wit_reply.ReplyRequest)],
+                    ["recipient", "text", "subject", "once_per_days"])
+                self.assertTrue(callable(wit_reply.send))
             finally:
                 sys.path.remove(out)
                 for mod in [m for m in sys.modules if m.startswith("wit_world")
                             or m.startswith("componentize_py")]:
                     del sys.modules[mod]
+
+
+class ReplyTest(unittest.TestCase):
+    def test_the_double_keeps_what_was_asked(self):
+        from sluice_sdk import reply
+        reply.take_sent()
+        reply.send("bob@example.com", "Away", once_per_days=7)
+        reply.send("ann@example.com", "Out", subject="Away until Monday")
+        self.assertEqual(reply.take_sent(), [
+            ("bob@example.com", "Away", None, 7),
+            ("ann@example.com", "Out", "Away until Monday", 0),
+        ])
+        self.assertEqual(reply.take_sent(), [])
+        for bad in (-1, 1.5, True, "7"):
+            with self.assertRaises(TypeError):
+                reply.send("bob@example.com", "Away", once_per_days=bad)
 
 
 class FlowTest(unittest.TestCase):

@@ -1,18 +1,22 @@
 """`probe-python`: calls the host's two granted capabilities, `lookup.get` and `http.send`,
 for tests/all/languages.rs (the same rule as ../probe-js; see ../README.md). With
 `strip = true` it instead lists `msg.parts()` and strips every executable part
-(`replace-part`, WIT 0.2.1)."""
+(`replace-part`, WIT 0.2.1); with `reply = "TEXT"` it asks for an automatic reply."""
 
 import json
 
 import sluice_sdk as sluice
-from sluice_sdk import http, lookup
+from sluice_sdk import http, lookup, reply
 
 
 class Probe(sluice.Rule):
-    defaults = {"table": "", "key": "", "url": "", "strip": False}
+    defaults = {"table": "", "key": "", "url": "", "strip": False, "reply": ""}
 
     def evaluate(self, msg, ctx, config):
+        if config.reply:
+            # `reply`: ask the host for an automatic answer from the first recipient.
+            reply.send(ctx.recipients[0], config.reply)
+            return []
         if config.strip:
             parts = msg.parts()
             listed = " ".join(f"{p.id}:{p.sniffed or '-'}" for p in parts)
