@@ -175,21 +175,9 @@ fn splice(
     }
 
     // Sub-parts: replace each part's [header start, body end) range in place.
-    let (mut replacements, rewritten) = rewrite_sub_parts(msg, body_start, &displayed, &banners)?;
-    replacements.sort_by_key(|r| r.0);
+    let (replacements, rewritten) = rewrite_sub_parts(msg, body_start, &displayed, &banners)?;
     top.emit(&mut out, true);
-    let mut pos = body_start;
-    for (start, end, bytes) in replacements {
-        if start < pos {
-            return Err(EditError::Malformed(format!(
-                "MIME parts overlap at byte {start} (the previous part ends at {pos})"
-            )));
-        }
-        out.extend_from_slice(&raw[pos..start]);
-        out.extend_from_slice(&bytes);
-        pos = end;
-    }
-    out.extend_from_slice(&raw[pos..]);
+    splice_parts(&mut out, raw, body_start, replacements)?;
     checked(out, BodyChange::Parts(&rewritten))
 }
 
@@ -332,20 +320,8 @@ fn replace_parts(msg: &Message, asked: &[&PartReplacement]) -> Result<Message, E
         replacements.push((h, e, bytes));
         ids.push(id);
     }
-    replacements.sort_by_key(|r| r.0);
     let mut out = Vec::with_capacity(raw.len());
-    let mut pos = 0;
-    for (start, end, bytes) in replacements {
-        if start < pos {
-            return Err(EditError::Malformed(format!(
-                "MIME parts overlap at byte {start} (the previous part ends at {pos})"
-            )));
-        }
-        out.extend_from_slice(&raw[pos..start]);
-        out.extend_from_slice(&bytes);
-        pos = end;
-    }
-    out.extend_from_slice(&raw[pos..]);
+    splice_parts(&mut out, raw, 0, replacements)?;
     structure::check(m, raw, out, BodyChange::Replaced(&ids))
 }
 
@@ -560,5 +536,30 @@ fn same_header_counts(
             )));
         }
     }
+    Ok(())
+}
+
+/// Appends `raw[from..]` to `out` with each `(start, end, bytes)` range replaced by its bytes
+/// (sorted here); ranges that overlap are a malformed message, not a panic. The banner and
+/// the part replacement both rewrite parts this way, keeping every other byte.
+fn splice_parts(
+    out: &mut Vec<u8>,
+    raw: &[u8],
+    from: usize,
+    mut replacements: Vec<Replacement>,
+) -> Result<(), EditError> {
+    replacements.sort_by_key(|r| r.0);
+    let mut pos = from;
+    for (start, end, bytes) in replacements {
+        if start < pos {
+            return Err(EditError::Malformed(format!(
+                "MIME parts overlap at byte {start} (the previous part ends at {pos})"
+            )));
+        }
+        out.extend_from_slice(&raw[pos..start]);
+        out.extend_from_slice(&bytes);
+        pos = end;
+    }
+    out.extend_from_slice(&raw[pos..]);
     Ok(())
 }
