@@ -99,11 +99,11 @@ pub fn run(args: ListArgs) -> Result<ExitCode> {
         ListCommand::Rm { list, entries } => {
             let list = SenderList::from(list);
             let entries = normalize_all(&entries)?;
-            let on: std::collections::BTreeMap<String, SenderList> =
-                store.senders()?.into_iter().collect();
+            // One read per entry named, not a listing of the whole directory.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             for entry in &entries {
-                match on.get(entry) {
-                    Some(l) if *l == list => {}
+                match store.sender_before(entry, deadline)? {
+                    Some(l) if l == list => {}
                     Some(other) => bail!(
                         "{entry} is on the {other} list, not {list}: `sluice list rm {other} {entry}` (nothing was removed)"
                     ),

@@ -169,13 +169,8 @@ pub fn run(args: QuarantineArgs) -> Result<ExitCode> {
                     None
                 };
                 let stored = match received {
-                    Some(raw) => {
-                        let stored = run_chain_again(&config_arg, &record, raw).await?;
-                        // The run may have quarantined it again (another step), which
-                        // rewrote the record: keep this release in the new one.
-                        record = quarantine.record(&id).await?;
-                        stored
-                    }
+                    // A run that quarantines it again fails before anything is recorded.
+                    Some(raw) => run_chain_again(&config_arg, &record, raw).await?,
                     None => {
                         if run_again {
                             println!(

@@ -204,17 +204,19 @@ impl Markers {
     /// lower-cased, de-duplicated and sorted first, so the key does not depend on their order
     /// or case.
     pub fn marker_key(&self, message_id: &str, kind: &str, recipients: &[String]) -> String {
-        let name = format!("{}.json", send_name(message_id, kind, recipients));
-        let prefix = self.prefix.trim_matches('/');
-        if prefix.is_empty() {
-            name
-        } else {
-            format!("{prefix}/{name}")
+        self.under_prefix(&format!("{}.json", send_name(message_id, kind, recipients)))
+    }
+
+    /// `name` under the configured prefix (which may be empty or have slashes at its ends).
+    pub(crate) fn under_prefix(&self, name: &str) -> String {
+        match self.prefix.trim_matches('/') {
+            "" => name.to_string(),
+            prefix => format!("{prefix}/{name}"),
         }
     }
 
     /// Where `key` is, for messages.
-    pub(crate) fn describe(&self, key: &str) -> String {
+    fn describe(&self, key: &str) -> String {
         match &self.at {
             ClaimsAt::S3 { bucket, .. } => format!("s3://{bucket}/{key}"),
             ClaimsAt::Dir(dir) => dir.join(key).display().to_string(),
@@ -507,12 +509,7 @@ impl Markers {
     ) -> Result<String, SendError> {
         let recipients: Vec<String> = refused.iter().map(|(r, _)| r.clone()).collect();
         let name = send_name(message_id, "kept", &recipients);
-        let prefix = self.prefix.trim_matches('/');
-        let base = if prefix.is_empty() {
-            format!("_undeliverable/{name}")
-        } else {
-            format!("{prefix}/_undeliverable/{name}")
-        };
+        let base = self.under_prefix(&format!("_undeliverable/{name}"));
         let record = json!({
             "message_id": message_id,
             "mail_from": mail_from,

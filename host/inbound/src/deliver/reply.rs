@@ -97,13 +97,7 @@ pub fn memory_key(markers: &Markers, from: &str, to: &str) -> String {
     hash.update(from.to_lowercase().as_bytes());
     hash.update(b"\n");
     hash.update(to.to_lowercase().as_bytes());
-    let name = format!("auto-reply/{}.json", hex::encode(hash.finalize()));
-    let prefix = markers.prefix.trim_matches('/');
-    if prefix.is_empty() {
-        name
-    } else {
-        format!("{prefix}/{name}")
-    }
+    markers.under_prefix(&format!("auto-reply/{}.json", hex::encode(hash.finalize())))
 }
 
 fn now_ms() -> u64 {
