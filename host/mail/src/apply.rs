@@ -507,7 +507,7 @@ fn unique_boundary(raw: &[u8], text: &[u8]) -> String {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(hay, needle).is_some()
 }
 
 /// The output's top header block has each edited header as often as the edits meant. A

@@ -426,7 +426,7 @@ fn lossy_bytes(
         Transfer::QuotedPrintable => MessageStream::new(body).decode_quoted_printable_mime(b"").1,
         Transfer::Base64 => MessageStream::new(body).decode_base64_mime(b"").1,
     };
-    if content.windows(FFFD.len()).any(|w| w == FFFD) {
+    if memchr::memmem::find(&content, FFFD).is_some() {
         return None; // a real U+FFFD in UTF-8 content
     }
     let utf8ish = part
@@ -454,10 +454,7 @@ fn lossy_bytes(
 /// True when `body` contains `--boundary`, which mail-parser takes for a delimiter anywhere.
 fn contains_delimiter(body: &[u8], boundary: &str) -> bool {
     let delimiter = [b"--".as_slice(), boundary.as_bytes()].concat();
-    !boundary.is_empty()
-        && body
-            .windows(delimiter.len())
-            .any(|w| w == delimiter.as_slice())
+    !boundary.is_empty() && memchr::memmem::find(body, &delimiter).is_some()
 }
 
 /// The raw Content-Type value (after the colon, with its folding and line ending) with the

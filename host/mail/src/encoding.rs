@@ -43,7 +43,7 @@ pub(crate) fn crlf_to(bytes: Vec<u8>, le: &str) -> Vec<u8> {
     }
     let mut out = Vec::with_capacity(bytes.len());
     let mut rest = bytes.as_slice();
-    while let Some(i) = rest.windows(2).position(|w| w == b"\r\n") {
+    while let Some(i) = memchr::memmem::find(rest, b"\r\n") {
         out.extend_from_slice(&rest[..i]);
         out.extend_from_slice(le.as_bytes());
         rest = &rest[i + 2..];

@@ -91,52 +91,43 @@ pub(crate) fn normalise(raw: &[u8]) -> LineBreaks {
 /// `body` false (header edits only) just what makes the top header block ambiguous: the body
 /// is copied byte for byte, so every reader sees the same body as before.
 pub(crate) fn disagreement(m: &mail_parser::Message<'_>, raw: &[u8], body: bool) -> Option<String> {
+    if !body {
+        return first_in_top_block(raw);
+    }
     let tree = strict::split(raw);
-    first_open(&tree, body).or_else(|| if body { compare(m, &tree) } else { None })
+    first_open(&tree).or_else(|| compare(m, &tree))
 }
 
 /// What makes a spliced output ambiguous, if anything: the same test as for the input, on the
 /// output. A splice on an unambiguous input can still produce one (a rewritten header block
 /// that loses its empty line, say), and the recipient must read what Sluice wrote.
 pub(crate) fn output_ambiguity(out: &[u8], body: bool) -> Option<String> {
-    first_open(&strict::split(out), body)
+    if !body {
+        return first_in_top_block(out);
+    }
+    first_open(&strict::split(out))
 }
 
-/// The first ambiguity of `tree` that matters: any but a bare CR in a body when the body is
-/// edited, else only those of the top header block.
-fn first_open(tree: &StrictTree, body: bool) -> Option<String> {
-    let in_top_block = |a: &&Ambiguity| {
-        matches!(
-            a,
-            Ambiguity::NotAField { part: 0, .. }
-                | Ambiguity::LeadingContinuation { part: 0, .. }
-                | Ambiguity::BareCr {
-                    part: 0,
-                    in_header: true,
+/// The first ambiguity of the top header block: all a header-only edit depends on, read
+/// without the body (a body of megabytes is not read for a subject prefix).
+fn first_in_top_block(raw: &[u8]) -> Option<String> {
+    strict::top_block(raw).first().map(ToString::to_string)
+}
+
+/// The first ambiguity of `tree` that matters to a body edit: any but a bare CR in a body.
+fn first_open(tree: &StrictTree) -> Option<String> {
+    tree.ambiguities
+        .iter()
+        .find(|a| {
+            !matches!(
+                a,
+                Ambiguity::BareCr {
+                    in_header: false,
                     ..
                 }
-        )
-    };
-    let in_body = |a: &&Ambiguity| {
-        !matches!(
-            a,
-            Ambiguity::BareCr {
-                in_header: false,
-                ..
-            }
-        )
-    };
-    if body {
-        tree.ambiguities
-            .iter()
-            .find(in_body)
-            .map(ToString::to_string)
-    } else {
-        tree.ambiguities
-            .iter()
-            .find(in_top_block)
-            .map(ToString::to_string)
-    }
+            )
+        })
+        .map(ToString::to_string)
 }
 
 /// Whether both readers put a banner in the same places: the parts mail-parser says are

@@ -237,11 +237,22 @@ impl StrictTree {
 /// Reads `raw` strictly (see the module documentation). Never fails: whatever the bytes, the
 /// result is a tree and a list of what is ambiguous in it.
 pub fn split(raw: &[u8]) -> StrictTree {
+    split_with(raw, |reader, id, boundary, body| {
+        reader.split_multipart(id, boundary, body)
+    })
+}
+
+/// How a multipart's body is cut into parts (the scan is swapped for its reference in tests).
+type MultipartScan =
+    for<'r, 't> fn(&mut Reader<'r, 't>, usize, &[u8], Range<usize>) -> Vec<Range<usize>>;
+
+fn split_with(raw: &[u8], scan: MultipartScan) -> StrictTree {
     let mut tree = StrictTree::default();
     let mut reader = Reader {
         raw,
         tree: &mut tree,
         boundaries: Vec::new(),
+        scan,
     };
     reader.entity(0..raw.len(), "text/plain", 0);
     // Bare CRs are looked for once over the whole message and filed under the innermost part
@@ -255,6 +266,32 @@ pub fn split(raw: &[u8]) -> StrictTree {
         });
     }
     tree
+}
+
+/// What [`split`] reports for the top header block alone: its fields' ambiguities and the bare
+/// CRs in it, in the same order, without reading the body. A header-only edit copies the
+/// body byte for byte, so this is all it depends on.
+pub fn top_block(raw: &[u8]) -> Vec<Ambiguity> {
+    let mut tree = StrictTree::default();
+    let mut reader = Reader {
+        raw,
+        tree: &mut tree,
+        boundaries: Vec::new(),
+        scan: |reader, id, boundary, body| reader.split_multipart(id, boundary, body),
+    };
+    let (header, _, _) = reader.header_block(0, 0..raw.len());
+    // As `locate` files them: up to and including the position of the empty line.
+    let end = (header.end + 1).min(raw.len());
+    let crs = memchr::memchr_iter(b'\r', &raw[..end])
+        .filter(|&i| raw.get(i + 1) != Some(&b'\n'))
+        .map(|at| Ambiguity::BareCr {
+            part: 0,
+            in_header: true,
+            at,
+        });
+    let mut found = tree.ambiguities;
+    found.extend(crs);
+    found
 }
 
 impl StrictTree {
@@ -276,10 +313,7 @@ impl StrictTree {
 
 /// The offsets of every CR that is not followed by LF.
 pub fn bare_crs(raw: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    raw.iter()
-        .enumerate()
-        .filter(move |&(i, &b)| b == b'\r' && raw.get(i + 1) != Some(&b'\n'))
-        .map(|(i, _)| i)
+    memchr::memchr_iter(b'\r', raw).filter(move |&i| raw.get(i + 1) != Some(&b'\n'))
 }
 
 /// One line of `raw`: `start..end` without its line break, `next` after it.
@@ -299,26 +333,31 @@ fn lines(raw: &[u8], range: Range<usize>) -> impl Iterator<Item = Line> + '_ {
         if pos >= end {
             return None;
         }
-        let start = pos;
-        let (line_end, next) = match raw[start..end].iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                let lf = start + i;
-                let text_end = if lf > start && raw[lf - 1] == b'\r' {
-                    lf - 1
-                } else {
-                    lf
-                };
-                (text_end, lf + 1)
-            }
-            None => (end, end),
-        };
-        pos = next;
-        Some(Line {
-            start,
-            end: line_end,
-            next,
-        })
+        let line = line_at(raw, pos, end);
+        pos = line.next;
+        Some(line)
     })
+}
+
+/// The line of `raw[..end]` that starts at `start`.
+fn line_at(raw: &[u8], start: usize, end: usize) -> Line {
+    let (line_end, next) = match memchr::memchr(b'\n', &raw[start..end]) {
+        Some(i) => {
+            let lf = start + i;
+            let text_end = if lf > start && raw[lf - 1] == b'\r' {
+                lf - 1
+            } else {
+                lf
+            };
+            (text_end, lf + 1)
+        }
+        None => (end, end),
+    };
+    Line {
+        start,
+        end: line_end,
+        next,
+    }
 }
 
 /// Header fields as (name, raw value with folding).
@@ -329,6 +368,7 @@ struct Reader<'r, 't> {
     tree: &'t mut StrictTree,
     /// The boundaries of the enclosing multiparts, outermost first.
     boundaries: Vec<Vec<u8>>,
+    scan: MultipartScan,
 }
 
 impl<'r> Reader<'r, '_> {
@@ -412,7 +452,7 @@ impl<'r> Reader<'r, '_> {
         } else {
             "text/plain"
         };
-        let ranges = self.split_multipart(id, &boundary, body);
+        let ranges = (self.scan)(self, id, &boundary, body);
         self.tree.parts[id].children = Some(Vec::new());
         self.boundaries.push(boundary);
         for r in ranges {
@@ -489,7 +529,93 @@ impl<'r> Reader<'r, '_> {
 
     /// The body ranges of multipart `id` (boundary `boundary`, body `body`), noting delimiter
     /// lines that are ambiguous.
+    ///
+    /// Only lines holding `--boundary` matter, so the body is searched for that string
+    /// (memmem) rather than read line by line: each hit at the start of a line is a delimiter
+    /// line (or one with a suffix), the first hit inside a line is a delimiter in the middle
+    /// of it. A boundary holds no CR or LF (`unfold`), so a hit never spans a line break.
     fn split_multipart(
+        &mut self,
+        id: usize,
+        boundary: &[u8],
+        body: Range<usize>,
+    ) -> Vec<Range<usize>> {
+        let raw = self.raw;
+        let mut needle = Vec::with_capacity(boundary.len() + 2);
+        needle.extend_from_slice(b"--");
+        needle.extend_from_slice(boundary);
+        let finder = memchr::memmem::Finder::new(&needle);
+        let mut parts = Vec::new();
+        // Where the current part's content starts, once the first delimiter was seen.
+        let mut open: Option<usize> = None;
+        let mut closed = false;
+        let mut pos = body.start;
+        while let Some(hit) = finder.find(&raw[pos..body.end]).map(|i| pos + i) {
+            let line_start = hit == body.start || raw[hit - 1] == b'\n';
+            if !line_start {
+                // This multipart's scan covers every line of the parts inside it, so each
+                // level looks for its own boundary only. One per line is reported.
+                self.tree
+                    .ambiguities
+                    .push(Ambiguity::DelimiterMidLine { part: id, at: hit });
+                pos = line_at(raw, hit, body.end).next;
+                continue;
+            }
+            let line = line_at(raw, hit, body.end);
+            match delimiter(&raw[line.start..line.end], boundary) {
+                Delimiter::Open | Delimiter::Close if closed => {
+                    self.tree.ambiguities.push(Ambiguity::DelimiterAfterClose {
+                        part: id,
+                        at: line.start,
+                    });
+                }
+                kind @ (Delimiter::Open | Delimiter::Close) => {
+                    if let Some(start) = open.take() {
+                        // The line break before a delimiter belongs to the delimiter; an empty
+                        // part directly before it has no line break of its own.
+                        let prev_text_end = if hit == body.start {
+                            body.start
+                        } else if hit - 1 > body.start && raw[hit - 2] == b'\r' {
+                            hit - 2
+                        } else {
+                            hit - 1
+                        };
+                        parts.push(start..prev_text_end.max(start));
+                    }
+                    if kind == Delimiter::Open {
+                        open = Some(line.next);
+                    } else {
+                        closed = true;
+                    }
+                }
+                Delimiter::WithSuffix => {
+                    self.tree.ambiguities.push(Ambiguity::DelimiterWithSuffix {
+                        part: id,
+                        at: line.start,
+                    })
+                }
+                // Not reached: the line starts with `--boundary`.
+                Delimiter::No => {}
+            }
+            // A second `--boundary` later on the same line is one in the middle of it.
+            pos = hit + 1;
+        }
+        // Never closed: the last part runs to the end of the body.
+        if let Some(start) = open {
+            parts.push(start..body.end.max(start));
+        }
+        if parts.is_empty() && !closed {
+            self.tree
+                .ambiguities
+                .push(Ambiguity::NoDelimiter { part: id });
+        }
+        parts
+    }
+
+    /// [`Reader::split_multipart`] line by line, as first written: the reference the faster
+    /// scan is tested against.
+    #[cfg(test)]
+    fn split_multipart_by_lines(
         &mut self,
         id: usize,
         boundary: &[u8],
@@ -582,6 +708,7 @@ fn delimiter(line: &[u8], boundary: &[u8]) -> Delimiter {
 }
 
 /// The offset of `--boundary` in `line` after its first byte.
+#[cfg(test)]
 fn find_mid_line(line: &[u8], boundary: &[u8]) -> Option<usize> {
     let needle_len = boundary.len() + 2;
     if line.len() < needle_len + 1 {
@@ -823,5 +950,146 @@ mod tests {
         assert_eq!(types(&t), ["multipart/mixed", "text/plain", "text/html"]);
         assert!(t.parts[1].body.is_empty());
         assert_eq!(&raw[t.parts[2].body.clone()], b"<p>x");
+    }
+
+    /// Messages to read both ways: this crate's fixtures (the ambiguous ones too) and the
+    /// shared corpus when it is there.
+    fn sample_messages() -> Vec<Vec<u8>> {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+        let mut paths = sluice_corpus::corpus_files(&fixtures, "fixtures", "eml");
+        paths.extend(sluice_corpus::corpus_files(
+            &fixtures,
+            "fixtures/ambiguous",
+            "eml",
+        ));
+        if let Some(corpus) = sluice_corpus::corpus_dir("the strict reader's scan comparison") {
+            paths.extend(sluice_corpus::corpus_files(&corpus, "eml", "eml"));
+        }
+        paths.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    /// Variants that put delimiters where the RFCs leave things open: each line that starts
+    /// with `--` copied to the middle of other lines, to their starts, after the end, and the
+    /// message cut short at several places (an open multipart).
+    fn mutations(raw: &[u8]) -> Vec<Vec<u8>> {
+        let dash_lines: Vec<&[u8]> = raw
+            .split(|&b| b == b'\n')
+            .filter(|l| l.starts_with(b"--"))
+            .take(4)
+            .collect();
+        let mut out = Vec::new();
+        let step = (raw.len() / 7).max(1);
+        for line in &dash_lines {
+            for at in (step / 2..raw.len()).step_by(step) {
+                let mut m = raw.to_vec();
+                m.splice(at..at, line.iter().copied());
+                out.push(m);
+                let mut m = raw.to_vec();
+                let start = raw[..at]
+                    .iter()
+                    .rposition(|&b| b == b'\n')
+                    .map_or(0, |i| i + 1);
+                m.splice(start..start, line.iter().chain(b"\r\n").copied());
+                out.push(m);
+            }
+            let mut m = raw.to_vec();
+            m.extend_from_slice(line);
+            out.push(m);
+        }
+        for cut in (1..raw.len()).step_by(step) {
+            out.push(raw[..cut].to_vec());
+        }
+        out
+    }
+
+    /// The boundary search reads every message exactly as the line-by-line reader did:
+    /// the same parts at the same bytes and the same ambiguities in the same order.
+    #[test]
+    fn the_boundary_search_reads_as_the_line_reader() {
+        let messages = sample_messages();
+        assert!(messages.len() >= 14, "found {} messages", messages.len());
+        let mut compared = 0;
+        for raw in &messages {
+            for m in std::iter::once(raw.clone()).chain(mutations(raw)) {
+                let (fast, reference) = (
+                    split(&m),
+                    split_with(&m, |r, id, b, body| r.split_multipart_by_lines(id, b, body)),
+                );
+                assert_eq!(
+                    fast.parts,
+                    reference.parts,
+                    "{}",
+                    String::from_utf8_lossy(&m)
+                );
+                assert_eq!(
+                    fast.ambiguities,
+                    reference.ambiguities,
+                    "{}",
+                    String::from_utf8_lossy(&m)
+                );
+                compared += 1;
+            }
+        }
+        eprintln!("{compared} messages read both ways");
+    }
+
+    /// Variants that make the top header block ambiguous: a bare CR, a line that is not a
+    /// field, a continuation before any field, at several places of the first lines.
+    fn header_mutations(raw: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let line_starts: Vec<usize> = std::iter::once(0)
+            .chain(memchr::memchr_iter(b'\n', raw).map(|i| i + 1))
+            .take(12)
+            .collect();
+        for &at in &line_starts {
+            for insert in [&b"\r"[..], b"not a field\r\n", b" continued\r\n", b"\r\n"] {
+                let mut m = raw.to_vec();
+                m.splice(at..at, insert.iter().copied());
+                out.push(m);
+            }
+            let mid = (at + 3).min(raw.len());
+            let mut m = raw.to_vec();
+            m.insert(mid, b'\r');
+            out.push(m);
+        }
+        out
+    }
+
+    /// Reading the top header block alone finds what the whole reading finds there.
+    #[test]
+    fn the_top_block_alone_reads_as_the_whole_reading() {
+        let in_top_block = |a: &Ambiguity| {
+            matches!(
+                a,
+                Ambiguity::NotAField { part: 0, .. }
+                    | Ambiguity::LeadingContinuation { part: 0, .. }
+                    | Ambiguity::BareCr {
+                        part: 0,
+                        in_header: true,
+                        ..
+                    }
+            )
+        };
+        let (mut compared, mut ambiguous) = (0, 0);
+        for raw in sample_messages() {
+            for m in std::iter::once(raw.clone())
+                .chain(header_mutations(&raw))
+                .chain(mutations(&raw))
+            {
+                let whole: Vec<Ambiguity> = split(&m)
+                    .ambiguities
+                    .into_iter()
+                    .filter(in_top_block)
+                    .collect();
+                assert_eq!(top_block(&m), whole, "{}", String::from_utf8_lossy(&m));
+                compared += 1;
+                ambiguous += usize::from(!whole.is_empty());
+            }
+        }
+        assert!(
+            ambiguous > 100,
+            "only {ambiguous} of {compared} have an ambiguous top block"
+        );
+        eprintln!("{compared} messages compared, {ambiguous} with an ambiguous top block");
     }
 }

@@ -242,7 +242,7 @@ fn delimiter_starts_line(
 ) -> Option<bool> {
     let delimiter = [b"--".as_slice(), boundary.as_bytes()].concat();
     let gap = bytes.get(range.clone())?;
-    let at = range.start + gap.windows(delimiter.len()).position(|w| w == delimiter)?;
+    let at = range.start + memchr::memmem::find(gap, &delimiter)?;
     Some(at == 0 || bytes[at - 1] == b'\n')
 }
 
