@@ -408,7 +408,8 @@ impl<'r> Reader<'r, '_> {
         });
         let transfer_encoding = first(&fields, b"content-transfer-encoding").map(|v| {
             let v: Vec<u8> = unfold(v)
-                .into_iter()
+                .iter()
+                .copied()
                 .filter(|b| !b.is_ascii_whitespace())
                 .collect();
             String::from_utf8_lossy(&v).to_ascii_lowercase()
@@ -473,7 +474,7 @@ impl<'r> Reader<'r, '_> {
         range: Range<usize>,
     ) -> (Range<usize>, usize, Fields<'r>) {
         let raw = self.raw;
-        let mut fields: Vec<(&[u8], Range<usize>)> = Vec::new();
+        let mut fields: Vec<(&[u8], Range<usize>)> = Vec::with_capacity(16);
         for (n, line) in lines(raw, range.clone()).enumerate() {
             let text = &raw[line.start..line.end];
             if text.is_empty() {
@@ -741,7 +742,11 @@ fn known_transfer_encoding(value: &[u8]) -> bool {
 }
 
 /// Removes the line breaks of a folded field value.
-fn unfold(value: &[u8]) -> Vec<u8> {
+fn unfold(value: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if memchr::memchr2(b'\r', b'\n', value).is_none() {
+        // Most values are one line: nothing to copy.
+        return std::borrow::Cow::Borrowed(value);
+    }
     value
         .iter()
         .copied()

@@ -7,7 +7,8 @@
 //! log::write(Level::Warn, "plain text");
 //! ```
 //!
-//! Outside wasm32 (native unit tests) the messages go to stderr instead.
+//! Outside wasm32 (native unit tests) the messages go to stderr instead, or to the function
+//! given to `set_native_sink`.
 
 use crate::Level;
 
@@ -16,7 +17,22 @@ pub fn write(level: Level, msg: &str) {
     #[cfg(target_arch = "wasm32")]
     crate::bindings::sluice::rules::host::log(level, msg);
     #[cfg(not(target_arch = "wasm32"))]
-    eprintln!("[{}] {msg}", level_name(level));
+    match NATIVE_SINK.get() {
+        Some(sink) => sink(level, msg),
+        None => eprintln!("[{}] {msg}", level_name(level)),
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+static NATIVE_SINK: std::sync::OnceLock<fn(Level, &str)> = std::sync::OnceLock::new();
+
+/// Outside wasm32 only: sends every log line of this process to `sink` instead of stderr
+/// (a native test that collects a rule's lines, a bench that must not time terminal
+/// writes, which a Wasm step does not pay: the host buffers its lines). Set once; `false`
+/// when a sink was set already.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn set_native_sink(sink: fn(Level, &str)) -> bool {
+    NATIVE_SINK.set(sink).is_ok()
 }
 
 /// The WIT name of a level (`trace` ... `error`).
@@ -74,3 +90,28 @@ pub use crate::__sluice_info as info;
 pub use crate::__sluice_trace as trace;
 /// `log::warn!("fmt", args..)`: `format!` then [`write`] at level warn.
 pub use crate::__sluice_warn as warn;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static LINES: Mutex<Vec<(&'static str, String)>> = Mutex::new(Vec::new());
+
+    #[test]
+    fn a_native_sink_gets_every_line_instead_of_stderr() {
+        // The sink is process-wide and set once: other tests' lines land here too.
+        assert!(set_native_sink(|level, line| {
+            LINES
+                .lock()
+                .unwrap()
+                .push((level_name(level), line.to_owned()));
+        }));
+        assert!(!set_native_sink(|_, _| {}), "a second sink is refused");
+        info!("routed {} to {}", "info@example.com", "bob@example.com");
+        write(Level::Warn, "plain text");
+        let lines = LINES.lock().unwrap();
+        assert!(lines.contains(&("info", "routed info@example.com to bob@example.com".into())));
+        assert!(lines.contains(&("warn", "plain text".into())));
+    }
+}
