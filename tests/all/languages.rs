@@ -256,11 +256,17 @@ fn probe(chains: &RuleChains, domain: &str) -> ProcessResult {
     result
 }
 
-fn the_probe_calls_lookup_and_http(lang: &str, runtime: RuleRuntime) {
-    let (_, plugin) = probe_rules()
+/// The built probe rule of `lang` (`tests/foreign-rules/probe-LANG`).
+fn probe_rule(lang: &str) -> &'static Path {
+    probe_rules()
         .iter()
         .find(|(name, _)| name == &format!("probe-{lang}"))
-        .unwrap_or_else(|| panic!("no probe-{lang} in {:?}", probe_rules()));
+        .map(|(_, path)| path.as_path())
+        .unwrap_or_else(|| panic!("no probe-{lang} in {:?}", probe_rules()))
+}
+
+fn the_probe_calls_lookup_and_http(lang: &str, runtime: RuleRuntime) {
+    let plugin = probe_rule(lang);
     let dir = tempfile::tempdir().unwrap();
     let aliases = dir.path().join("aliases.toml");
     std::fs::write(
@@ -430,10 +436,7 @@ fn a_python_rule_calls_lookup_and_http() {
 /// independent parser (mailparse), has the note where the program was, the text part and
 /// every header as before, and none of the program's bytes.
 fn the_probe_strips_a_part(lang: &str) {
-    let (_, plugin) = probe_rules()
-        .iter()
-        .find(|(name, _)| name == &format!("probe-{lang}"))
-        .unwrap_or_else(|| panic!("no probe-{lang} in {:?}", probe_rules()));
+    let plugin = probe_rule(lang);
     let chains = sluice_tests::chains(&format!(
         r#"
 [[domain]]
@@ -510,10 +513,7 @@ fn a_python_rule_strips_a_part() {
 /// from the first recipient; the host plans it with the step's grant as the interval. Without
 /// the grant the rule gets the host's error and the step fails.
 fn the_probe_asks_for_a_reply(lang: &str) {
-    let (_, plugin) = probe_rules()
-        .iter()
-        .find(|(name, _)| name == &format!("probe-{lang}"))
-        .unwrap_or_else(|| panic!("no probe-{lang} in {:?}", probe_rules()));
+    let plugin = probe_rule(lang);
     let chains = |grant: &str| {
         sluice_tests::chains(&format!(
             r#"

@@ -282,13 +282,11 @@ pub fn top_block(raw: &[u8]) -> Vec<Ambiguity> {
     let (header, _, _) = reader.header_block(0, 0..raw.len());
     // As `locate` files them: up to and including the position of the empty line.
     let end = (header.end + 1).min(raw.len());
-    let crs = memchr::memchr_iter(b'\r', &raw[..end])
-        .filter(|&i| raw.get(i + 1) != Some(&b'\n'))
-        .map(|at| Ambiguity::BareCr {
-            part: 0,
-            in_header: true,
-            at,
-        });
+    let crs = bare_crs_before(raw, end).map(|at| Ambiguity::BareCr {
+        part: 0,
+        in_header: true,
+        at,
+    });
     let mut found = tree.ambiguities;
     found.extend(crs);
     found
@@ -313,7 +311,13 @@ impl StrictTree {
 
 /// The offsets of every CR that is not followed by LF.
 pub fn bare_crs(raw: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    memchr::memchr_iter(b'\r', raw).filter(move |&i| raw.get(i + 1) != Some(&b'\n'))
+    bare_crs_before(raw, raw.len())
+}
+
+/// The bare CRs of `raw[..end]`, judged by the byte after each in all of `raw` (a CR at
+/// `end - 1` followed by LF is not bare).
+fn bare_crs_before(raw: &[u8], end: usize) -> impl Iterator<Item = usize> + '_ {
+    memchr::memchr_iter(b'\r', &raw[..end]).filter(move |&i| raw.get(i + 1) != Some(&b'\n'))
 }
 
 /// One line of `raw`: `start..end` without its line break, `next` after it.
